@@ -1,0 +1,1 @@
+//! Throughput benchmarks reported by `graft bench`.

@@ -1,0 +1,3 @@
+//! File formats: GGUF, safetensors and Hugging Face model folders.
+
+pub mod gguf;

@@ -1,0 +1,27 @@
+//! graft: transfer learning with pretrained generative models.
+//!
+//! The crate is organised so that dependencies point one way:
+//! `recipes -> {train, eval, data, adapters} -> models -> io -> candle`.
+//!
+//! - [`assets`]: named pretrained models and datasets, fetched through package registries into a
+//!   checksummed cache.
+//! - [`io`]: file formats — GGUF (validated reading), safetensors, Hugging Face model folders.
+//! - [`tokenizer`]: tokenizers built from GGUF metadata or `tokenizer.json`, and chat templates.
+//! - [`models`]: model families behind the [`models::Model`] trait; every projection is an
+//!   adaptable [`models::linear::Proj`].
+//! - [`generate`]: sampling and KV-cached text generation.
+//! - [`eval`]: evaluation protocols (perplexity, ...).
+//! - [`bench`]: throughput measurements reported by `graft bench`.
+//! - [`device`]: choosing the candle `Device` and dtype.
+
+pub mod assets;
+pub mod bench;
+pub mod device;
+pub mod error;
+pub mod eval;
+pub mod generate;
+pub mod io;
+pub mod models;
+pub mod tokenizer;
+
+pub use error::{GraftError, Result};

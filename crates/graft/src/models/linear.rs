@@ -1,0 +1,136 @@
+//! The one adaptable linear projection every model uses.
+//!
+//! A [`Proj`] holds a frozen base weight — dense (`[out, in]` in the model dtype) or GGUF-quantized
+//! blocks — plus zero or more adapters attached by name. It computes `y = x Wᵀ (+ b)` and then
+//! lets each adapter add its contribution (`y + (α/r)·B A x` for LoRA). Adapters are written once
+//! and work on dense and quantized bases alike.
+
+use crate::Result;
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Module, Tensor};
+use std::sync::Arc;
+
+/// A frozen base weight in one of the formats graft keeps in memory.
+#[derive(Debug, Clone)]
+pub enum BaseWeight {
+    /// A dense `[out, in]` tensor in the model's dtype.
+    Dense(Tensor),
+    /// GGUF-quantized blocks, `[out, in]` logically; multiplied without dequantizing the whole
+    /// weight in the inference path.
+    Quantized(Arc<QTensor>),
+}
+
+impl BaseWeight {
+    /// `(out_features, in_features)`.
+    pub fn dims(&self) -> (usize, usize) {
+        let dims = match self {
+            BaseWeight::Dense(w) => w.dims().to_vec(),
+            BaseWeight::Quantized(q) => q.shape().dims().to_vec(),
+        };
+        (dims[0], dims[1])
+    }
+}
+
+/// Something attached to a [`Proj`] that modifies its output (LoRA and friends).
+pub trait ProjAdapter: Send + Sync + std::fmt::Debug {
+    /// Returns the adapted output given the projection input `x` and the base output `y`.
+    fn apply(&self, x: &Tensor, y: Tensor) -> Result<Tensor>;
+}
+
+/// A named linear projection: frozen base weight, optional bias, attached adapters.
+#[derive(Debug, Clone)]
+pub struct Proj {
+    name: String,
+    base: BaseWeight,
+    bias: Option<Tensor>,
+    adapters: Vec<Arc<dyn ProjAdapter>>,
+    /// Cached quantized matmul kernel for the inference path.
+    qmatmul: Option<Arc<QMatMul>>,
+}
+
+impl Proj {
+    /// A projection called `name` (e.g. `layers.0.self_attn.q_proj`) over `base`.
+    pub fn new(name: impl Into<String>, base: BaseWeight, bias: Option<Tensor>) -> Result<Self> {
+        let qmatmul = match &base {
+            BaseWeight::Quantized(q) => Some(Arc::new(QMatMul::from_arc(q.clone())?)),
+            BaseWeight::Dense(_) => None,
+        };
+        Ok(Self { name: name.into(), base, bias, adapters: Vec::new(), qmatmul })
+    }
+
+    /// The stable name adapters and checkpoints use.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The frozen base weight.
+    pub fn base(&self) -> &BaseWeight {
+        &self.base
+    }
+
+    /// The bias, if the checkpoint has one.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// `(out_features, in_features)`.
+    pub fn dims(&self) -> (usize, usize) {
+        self.base.dims()
+    }
+
+    /// Attaches an adapter; adapters apply in the order they were attached.
+    pub fn attach(&mut self, adapter: Arc<dyn ProjAdapter>) {
+        self.adapters.push(adapter);
+    }
+
+    /// Removes every adapter.
+    pub fn detach_all(&mut self) {
+        self.adapters.clear();
+    }
+
+    /// Replaces the base weight (used when merging adapters or loading a fine-tuned base).
+    pub fn set_base(&mut self, base: BaseWeight) -> Result<()> {
+        *self = Self { adapters: std::mem::take(&mut self.adapters), ..Self::new(self.name.clone(), base, self.bias.clone())? };
+        Ok(())
+    }
+
+    /// The base weight as a dense `[out, in]` tensor of `dtype` (dequantizing if needed).
+    pub fn dense_weight(&self, dtype: DType) -> Result<Tensor> {
+        let w = match &self.base {
+            BaseWeight::Dense(w) => w.clone(),
+            BaseWeight::Quantized(q) => q.dequantize(&q.device())?,
+        };
+        Ok(w.to_dtype(dtype)?)
+    }
+
+    /// Differentiable forward for training: `x [.., in] -> [.., out]`. Gradients flow to `x` and
+    /// to adapter parameters; a quantized base is dequantized for the product.
+    pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        let w = self.dense_weight(x.dtype())?;
+        let y = x.broadcast_matmul(&w.t()?)?;
+        self.finish(x, y)
+    }
+
+    /// Inference forward: uses the quantized kernel when the base is quantized.
+    pub fn forward_infer(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match (&self.base, &self.qmatmul) {
+            (BaseWeight::Quantized(_), Some(qmm)) => {
+                let y = qmm.forward(&x.to_dtype(DType::F32)?)?;
+                y.to_dtype(x.dtype())?
+            }
+            _ => x.broadcast_matmul(&self.dense_weight(x.dtype())?.t()?)?,
+        };
+        self.finish(x, y)
+    }
+
+    fn finish(&self, x: &Tensor, y: Tensor) -> Result<Tensor> {
+        let mut y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        for adapter in &self.adapters {
+            y = adapter.apply(x, y)?;
+        }
+        Ok(y)
+    }
+}

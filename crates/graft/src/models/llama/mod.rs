@@ -1,0 +1,21 @@
+//! The Llama family (SmolLM2, Llama, and other GQA + RoPE + RMSNorm + SiLU-MLP decoders).
+
+pub mod config;
+pub mod model;
+pub mod weights;
+
+pub use config::LlamaConfig;
+pub use model::{Block, Llama, LoadOptions, Pass};
+pub use weights::{GgufWeights, SafetensorsWeights, WeightFormat, WeightSource};
+
+use crate::io::gguf::GgufFile;
+use crate::Result;
+
+impl Llama {
+    /// Loads a Llama-family model from an opened GGUF file.
+    pub fn from_gguf(gguf: &GgufFile, opts: &LoadOptions) -> Result<Self> {
+        let cfg = LlamaConfig::from_gguf(gguf)?;
+        let src = GgufWeights::new(gguf, cfg.num_attention_heads, cfg.num_key_value_heads);
+        Llama::load(cfg, &src, opts)
+    }
+}

@@ -1,0 +1,367 @@
+//! The Llama decoder: embeddings, `n` pre-norm blocks (GQA attention with RoPE, SiLU-gated MLP),
+//! final RMSNorm and LM head (tied to the embeddings when the checkpoint says so).
+//!
+//! One set of weights, two paths: [`Pass::Train`] uses only operations with a backward in candle
+//! (composed RMSNorm, RoPE and softmax), [`Pass::Infer`] uses candle's fused kernels and a KV
+//! cache. Attention never repeats K/V for grouped queries: the `rep` query heads that share a KV
+//! head are stacked along the sequence axis, so one matmul serves the whole group.
+
+use super::config::LlamaConfig;
+use super::weights::{WeightFormat, WeightSource};
+use crate::models::linear::{BaseWeight, Proj};
+use crate::models::{KvCache, Model, ModelInfo};
+use crate::{GraftError, Result};
+use candle_core::{DType, Device, Tensor, D};
+
+/// Which kernels a forward pass may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Differentiable compositions only (training, gradient checks).
+    Train,
+    /// Fused forward-only kernels (generation, evaluation).
+    Infer,
+}
+
+/// How to materialise a model: where, in which precision, and how to hold projection weights.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Device the weights and activations live on.
+    pub device: Device,
+    /// Activation and dense-weight precision.
+    pub dtype: DType,
+    /// Dense (exact, trainable) or quantized (lean inference / QLoRA base) projections.
+    pub format: WeightFormat,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { device: Device::Cpu, dtype: DType::F32, format: WeightFormat::Dense }
+    }
+}
+
+/// One decoder block.
+#[derive(Debug, Clone)]
+pub struct Block {
+    input_layernorm: Tensor,
+    post_attention_layernorm: Tensor,
+    /// Attention projections: q, k, v, o.
+    pub attn: [Proj; 4],
+    /// MLP projections: gate, up, down.
+    pub mlp: [Proj; 3],
+}
+
+/// RoPE cosine/sine tables, `[max_positions, head_dim/2]`, computed in f64.
+#[derive(Debug, Clone)]
+struct RopeTables {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RopeTables {
+    fn new(cfg: &LlamaConfig, dtype: DType, device: &Device) -> Result<Self> {
+        let half = cfg.head_dim() / 2;
+        let n = cfg.max_position_embeddings;
+        let mut cos = Vec::with_capacity(n * half);
+        let mut sin = Vec::with_capacity(n * half);
+        for pos in 0..n {
+            for i in 0..half {
+                let inv_freq = 1.0 / cfg.rope_theta.powf((2 * i) as f64 / cfg.head_dim() as f64);
+                let angle = pos as f64 * inv_freq;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let table = |v: Vec<f64>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(v, (n, half), device)?.to_dtype(dtype)?)
+        };
+        Ok(Self { cos: table(cos)?, sin: table(sin)? })
+    }
+
+    /// Rotates `x` `[b, heads, t, head_dim]` as positions `offset..offset+t` (half-rotation).
+    fn apply(&self, x: &Tensor, offset: usize, pass: Pass) -> Result<Tensor> {
+        let t = x.dim(2)?;
+        let cos = self.cos.narrow(0, offset, t)?;
+        let sin = self.sin.narrow(0, offset, t)?;
+        match pass {
+            Pass::Infer => Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?),
+            Pass::Train => {
+                let half = x.dim(D::Minus1)? / 2;
+                let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?;
+                let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?;
+                let x1 = x.narrow(D::Minus1, 0, half)?;
+                let x2 = x.narrow(D::Minus1, half, half)?;
+                let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+                Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+            }
+        }
+    }
+}
+
+/// A Llama-family causal language model.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    cfg: LlamaConfig,
+    info: ModelInfo,
+    embed_tokens: Tensor,
+    layers: Vec<Block>,
+    norm: Tensor,
+    lm_head: Option<Proj>,
+    rope: RopeTables,
+    device: Device,
+    dtype: DType,
+}
+
+/// RMSNorm: `x / sqrt(mean(x²) + ε) · w`, computed in at least f32.
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, pass: Pass) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let work = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
+    let xw = x.to_dtype(work)?;
+    let normed = match pass {
+        Pass::Infer => candle_nn::ops::rms_norm(&xw.contiguous()?, &w.to_dtype(work)?, eps as f32)?,
+        Pass::Train => {
+            let ms = xw.sqr()?.mean_keepdim(D::Minus1)?;
+            let inv = (ms + eps)?.sqrt()?.recip()?;
+            xw.broadcast_mul(&inv)?.broadcast_mul(&w.to_dtype(work)?)?
+        }
+    };
+    Ok(normed.to_dtype(dtype)?)
+}
+
+/// Additive causal mask for `rep` stacked query groups of `t` new tokens after `offset` cached.
+fn causal_mask(rep: usize, t: usize, offset: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let total = offset + t;
+    let mut m = Vec::with_capacity(rep * t * total);
+    for _ in 0..rep {
+        for i in 0..t {
+            for j in 0..total {
+                m.push(if j <= offset + i { 0f32 } else { f32::NEG_INFINITY });
+            }
+        }
+    }
+    Ok(Tensor::from_vec(m, (rep * t, total), device)?.to_dtype(dtype)?)
+}
+
+impl Llama {
+    /// Builds the model from `source`, checking every tensor's shape against `cfg`.
+    pub fn load(cfg: LlamaConfig, source: &dyn WeightSource, opts: &LoadOptions) -> Result<Self> {
+        cfg.validate().map_err(|r| GraftError::model(source.origin(), r))?;
+        let (dev, dtype) = (&opts.device, opts.dtype);
+        let hd = cfg.head_dim();
+        let (h, nh, nkv, ff) = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.intermediate_size);
+        let check = |name: &str, dims: (usize, usize), want: (usize, usize)| -> Result<()> {
+            if dims != want {
+                return Err(GraftError::model(
+                    source.origin(),
+                    format!("tensor `{name}` has shape {dims:?}, expected {want:?} from the config"),
+                ));
+            }
+            Ok(())
+        };
+        let proj = |hf: &str, out: usize, inp: usize| -> Result<Proj> {
+            let base = source.projection(&format!("model.{hf}.weight"), opts.format, dtype, dev)?;
+            check(hf, base.dims(), (out, inp))?;
+            Proj::new(hf, base, None)
+        };
+        let vector = |hf: &str, n: usize| -> Result<Tensor> {
+            let t = source.dense(hf, dtype, dev)?;
+            if t.dims() != [n] {
+                return Err(GraftError::model(source.origin(), format!("tensor `{hf}` has shape {:?}, expected [{n}]", t.dims())));
+            }
+            Ok(t)
+        };
+        let embed_tokens = source.dense("model.embed_tokens.weight", dtype, dev)?;
+        check("model.embed_tokens.weight", embed_tokens.dims2()?, (cfg.vocab_size, h))?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = |m: &str| format!("layers.{i}.{m}");
+            layers.push(Block {
+                input_layernorm: vector(&format!("model.layers.{i}.input_layernorm.weight"), h)?,
+                post_attention_layernorm: vector(&format!("model.layers.{i}.post_attention_layernorm.weight"), h)?,
+                attn: [
+                    proj(&p("self_attn.q_proj"), nh * hd, h)?,
+                    proj(&p("self_attn.k_proj"), nkv * hd, h)?,
+                    proj(&p("self_attn.v_proj"), nkv * hd, h)?,
+                    proj(&p("self_attn.o_proj"), h, nh * hd)?,
+                ],
+                mlp: [proj(&p("mlp.gate_proj"), ff, h)?, proj(&p("mlp.up_proj"), ff, h)?, proj(&p("mlp.down_proj"), h, ff)?],
+            });
+        }
+        let norm = vector("model.norm.weight", h)?;
+        let lm_head = if cfg.tie_word_embeddings || !source.contains("lm_head.weight") {
+            None
+        } else {
+            let base = source.projection("lm_head.weight", opts.format, dtype, dev)?;
+            check("lm_head.weight", base.dims(), (cfg.vocab_size, h))?;
+            Some(Proj::new("lm_head", base, None)?)
+        };
+        let info = ModelInfo {
+            architecture: "llama".into(),
+            vocab_size: cfg.vocab_size,
+            max_position_embeddings: cfg.max_position_embeddings,
+            n_layers: cfg.num_hidden_layers,
+        };
+        let rope = RopeTables::new(&cfg, dtype, dev)?;
+        Ok(Self { cfg, info, embed_tokens, layers, norm, lm_head, rope, device: dev.clone(), dtype })
+    }
+
+    /// The hyperparameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// The decoder blocks (their projections are where adapters attach).
+    pub fn layers(&self) -> &[Block] {
+        &self.layers
+    }
+
+    /// Mutable access to every adaptable projection, with its name.
+    pub fn projections_mut(&mut self) -> Vec<&mut Proj> {
+        let mut out: Vec<&mut Proj> = Vec::new();
+        for b in &mut self.layers {
+            out.extend(b.attn.iter_mut());
+            out.extend(b.mlp.iter_mut());
+        }
+        if let Some(head) = &mut self.lm_head {
+            out.push(head);
+        }
+        out
+    }
+
+    /// Every weight under its Hugging Face name, dense in the model dtype (for export).
+    pub fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
+        for (i, b) in self.layers.iter().enumerate() {
+            out.push((format!("model.layers.{i}.input_layernorm.weight"), b.input_layernorm.clone()));
+            out.push((format!("model.layers.{i}.post_attention_layernorm.weight"), b.post_attention_layernorm.clone()));
+            for p in b.attn.iter().chain(b.mlp.iter()) {
+                out.push((format!("model.{}.weight", p.name()), p.dense_weight(self.dtype)?));
+            }
+        }
+        out.push(("model.norm.weight".into(), self.norm.clone()));
+        if let Some(head) = &self.lm_head {
+            out.push(("lm_head.weight".into(), head.dense_weight(self.dtype)?));
+        }
+        Ok(out)
+    }
+
+    /// Runs the decoder over `ids` `[b, t]`; returns final hidden states `[b, t, hidden]`.
+    pub fn hidden_states(&self, ids: &Tensor, mut cache: Option<&mut KvCache>, pass: Pass) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let offset = cache.as_ref().map_or(0, |c| c.len());
+        if offset + t > self.cfg.max_position_embeddings {
+            return Err(GraftError::Input(format!(
+                "sequence of {} tokens is longer than the model's context of {} tokens",
+                offset + t,
+                self.cfg.max_position_embeddings
+            )));
+        }
+        let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
+        for (i, block) in self.layers.iter().enumerate() {
+            x = self.block_forward(block, i, &x, offset, cache.as_deref_mut(), pass)?;
+        }
+        if let Some(c) = cache {
+            c.advance(t);
+        }
+        rms_norm(&x, &self.norm, self.cfg.rms_norm_eps, pass)
+    }
+
+    /// Projects hidden states `[.., hidden]` to vocabulary logits `[.., vocab]`.
+    pub fn lm_head(&self, hidden: &Tensor, pass: Pass) -> Result<Tensor> {
+        match (&self.lm_head, pass) {
+            (Some(head), Pass::Train) => head.forward_train(hidden),
+            (Some(head), Pass::Infer) => head.forward_infer(hidden),
+            (None, _) => Ok(hidden.broadcast_matmul(&self.embed_tokens.t()?)?),
+        }
+    }
+
+    fn proj(&self, p: &Proj, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        match pass {
+            Pass::Train => p.forward_train(x),
+            Pass::Infer => p.forward_infer(x),
+        }
+    }
+
+    fn block_forward(&self, blk: &Block, layer: usize, x: &Tensor, offset: usize, cache: Option<&mut KvCache>, pass: Pass) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
+        let rep = nh / nkv;
+
+        let h = rms_norm(x, &blk.input_layernorm, cfg.rms_norm_eps, pass)?;
+        let heads = |p: &Proj, n: usize| -> Result<Tensor> {
+            Ok(self.proj(p, &h, pass)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = self.rope.apply(&heads(&blk.attn[0], nh)?, offset, pass)?;
+        let k = self.rope.apply(&heads(&blk.attn[1], nkv)?, offset, pass)?;
+        let v = heads(&blk.attn[2], nkv)?;
+        let (k, v) = match cache {
+            Some(c) => c.append(layer, &k, &v)?,
+            None => (k, v),
+        };
+        let total = k.dim(2)?;
+        // Query heads sharing a KV head are stacked along the sequence axis: [b, nkv, rep*t, hd].
+        let q = q.reshape((b, nkv, rep * t, hd))?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = if t > 1 {
+            scores.broadcast_add(&causal_mask(rep, t, offset, scores.dtype(), &self.device)?)?
+        } else {
+            scores
+        };
+        let probs = match pass {
+            Pass::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
+            Pass::Train => candle_nn::ops::softmax(&scores, D::Minus1)?,
+        };
+        debug_assert_eq!(probs.dim(3)?, total);
+        let attn = probs.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        let x = (x + self.proj(&blk.attn[3], &attn, pass)?)?;
+
+        let h = rms_norm(&x, &blk.post_attention_layernorm, cfg.rms_norm_eps, pass)?;
+        let gate = self.proj(&blk.mlp[0], &h, pass)?.silu()?;
+        let up = self.proj(&blk.mlp[1], &h, pass)?;
+        let down = self.proj(&blk.mlp[2], &(gate * up)?, pass)?;
+        Ok((x + down)?)
+    }
+
+    /// Inference forward returning only the last position's logits `[b, vocab]` (what
+    /// generation needs; skips the LM head for the other positions).
+    pub fn forward_infer_last(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let hidden = self.hidden_states(ids, Some(cache), Pass::Infer)?;
+        let t = hidden.dim(1)?;
+        let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
+        self.lm_head(&last, Pass::Infer)
+    }
+}
+
+impl Model for Llama {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn forward_train(&self, ids: &Tensor) -> Result<Tensor> {
+        let hidden = self.hidden_states(ids, None, Pass::Train)?;
+        self.lm_head(&hidden, Pass::Train)
+    }
+
+    fn forward_infer(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let hidden = self.hidden_states(ids, Some(cache), Pass::Infer)?;
+        self.lm_head(&hidden, Pass::Infer)
+    }
+
+    fn linear_names(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.layers.iter().flat_map(|b| b.attn.iter().chain(b.mlp.iter())).map(|p| p.name().to_string()).collect();
+        if let Some(h) = &self.lm_head {
+            names.push(h.name().to_string());
+        }
+        names
+    }
+}
+
