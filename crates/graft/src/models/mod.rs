@@ -5,6 +5,7 @@
 pub mod kv_cache;
 pub mod linear;
 pub mod llama;
+pub mod load;
 
 pub use kv_cache::KvCache;
 
@@ -40,6 +41,13 @@ pub trait Model: Send + Sync {
     /// Inference forward: token ids `[batch, seq]` placed after the `cache.len()` tokens already
     /// in `cache`; appends to the cache and returns logits `[batch, seq, vocab]`.
     fn forward_infer(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor>;
+    /// Inference forward returning only the last position's logits `[batch, vocab]` (what
+    /// generation needs).
+    fn forward_infer_last(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let logits = self.forward_infer(ids, cache)?;
+        let t = logits.dim(1)?;
+        Ok(logits.narrow(1, t - 1, 1)?.squeeze(1)?)
+    }
     /// An empty cache for this model.
     fn new_cache(&self) -> KvCache {
         KvCache::new(self.info().n_layers)

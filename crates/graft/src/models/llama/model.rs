@@ -322,14 +322,6 @@ impl Llama {
         Ok((x + down)?)
     }
 
-    /// Inference forward returning only the last position's logits `[b, vocab]` (what
-    /// generation needs; skips the LM head for the other positions).
-    pub fn forward_infer_last(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let hidden = self.hidden_states(ids, Some(cache), Pass::Infer)?;
-        let t = hidden.dim(1)?;
-        let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
-        self.lm_head(&last, Pass::Infer)
-    }
 }
 
 impl Model for Llama {
@@ -353,6 +345,14 @@ impl Model for Llama {
     fn forward_infer(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let hidden = self.hidden_states(ids, Some(cache), Pass::Infer)?;
         self.lm_head(&hidden, Pass::Infer)
+    }
+
+    /// Skips the LM head for all but the last position.
+    fn forward_infer_last(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let hidden = self.hidden_states(ids, Some(cache), Pass::Infer)?;
+        let t = hidden.dim(1)?;
+        let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
+        self.lm_head(&last, Pass::Infer)
     }
 
     fn linear_names(&self) -> Vec<String> {

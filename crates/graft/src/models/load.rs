@@ -1,0 +1,73 @@
+//! Turning a resolved model source (GGUF file or Hugging Face folder) into a model.
+
+use super::llama::{GgufWeights, Llama, LlamaConfig, LoadOptions, SafetensorsWeights};
+use crate::assets::ModelSource;
+use crate::io::gguf::GgufFile;
+use crate::{GraftError, Result};
+use std::path::{Path, PathBuf};
+
+/// Architectures graft can build, as named in GGUF `general.architecture`.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
+
+/// Loads a causal language model from a GGUF file or a Hugging Face folder.
+pub fn load_causal_lm(source: &ModelSource, opts: &LoadOptions) -> Result<Llama> {
+    match source {
+        ModelSource::Gguf(path) => {
+            let gguf = GgufFile::open(path)?;
+            let arch = gguf.meta_str("general.architecture")?;
+            if !SUPPORTED_ARCHITECTURES.contains(&arch) {
+                return Err(GraftError::model(
+                    path,
+                    format!("unknown architecture `{arch}`: graft can build {SUPPORTED_ARCHITECTURES:?}"),
+                ));
+            }
+            Llama::from_gguf(&gguf, opts)
+        }
+        ModelSource::HfFolder(dir) => {
+            let cfg = read_hf_config(dir)?;
+            let files = safetensors_files(dir)?;
+            let src = SafetensorsWeights::open(dir, &files)?;
+            Llama::load(cfg, &src, opts)
+        }
+    }
+}
+
+/// Reads `config.json` of a Hugging Face folder, checking it describes a Llama-family model.
+pub fn read_hf_config(dir: &Path) -> Result<LlamaConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| GraftError::io(&path, e))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| GraftError::model(&path, format!("invalid JSON: {e}")))?;
+    let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+    if !SUPPORTED_ARCHITECTURES.contains(&model_type) {
+        return Err(GraftError::model(
+            &path,
+            format!("unknown model_type `{model_type}`: graft can build {SUPPORTED_ARCHITECTURES:?}"),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| GraftError::model(&path, format!("not a Llama config: {e}")))
+}
+
+/// The safetensors files of a folder: the shards listed in `model.safetensors.index.json`, or
+/// `model.safetensors`.
+pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|e| GraftError::io(&index, e))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| GraftError::model(&index, format!("invalid JSON: {e}")))?;
+        let map = value
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| GraftError::model(&index, "no `weight_map` object"))?;
+        let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
+        files.sort();
+        files.dedup();
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    Err(GraftError::model(dir, "no model.safetensors or model.safetensors.index.json in the folder"))
+}
