@@ -12,8 +12,11 @@
 //! - [`generate`]: sampling and KV-cached text generation.
 //! - [`eval`]: evaluation protocols (perplexity, ...).
 //! - [`bench`]: throughput measurements reported by `graft bench`.
+//! - [`adapters`]: LoRA (dense or quantized base) and PEFT-style target matching.
+//! - [`train`]: optimizers with savable state, schedules, losses.
 //! - [`device`]: choosing the candle `Device` and dtype.
 
+pub mod adapters;
 pub mod assets;
 pub mod bench;
 pub mod device;
@@ -23,5 +26,6 @@ pub mod generate;
 pub mod io;
 pub mod models;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{GraftError, Result};

@@ -8,10 +8,10 @@
 
 use super::config::LlamaConfig;
 use super::weights::{WeightFormat, WeightSource};
-use crate::models::linear::Proj;
+use crate::models::linear::{BaseWeight, Proj};
 use crate::models::{KvCache, Model, ModelInfo};
 use crate::{GraftError, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor, Var, D};
 
 /// Which kernels a forward pass may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,6 +225,42 @@ impl Llama {
             out.push(head);
         }
         out
+    }
+
+    /// Makes the weights whose Hugging Face names satisfy `select` trainable (full fine-tuning,
+    /// or freezing everything else) and returns them as variables, by name. Quantized
+    /// projections are dequantized first.
+    pub fn make_trainable(&mut self, select: impl Fn(&str) -> bool) -> Result<Vec<(String, Var)>> {
+        let dtype = self.dtype;
+        let mut vars = Vec::new();
+        let mut to_var = |name: String, t: &mut Tensor| -> Result<bool> {
+            if !select(&name) {
+                return Ok(false);
+            }
+            let v = Var::from_tensor(t)?;
+            *t = v.as_tensor().clone();
+            vars.push((name, v));
+            Ok(true)
+        };
+        to_var("model.embed_tokens.weight".into(), &mut self.embed_tokens)?;
+        for (i, b) in self.layers.iter_mut().enumerate() {
+            to_var(format!("model.layers.{i}.input_layernorm.weight"), &mut b.input_layernorm)?;
+            for p in b.attn.iter_mut().chain(b.mlp.iter_mut()) {
+                let mut w = p.dense_weight(dtype)?;
+                if to_var(format!("model.{}.weight", p.name()), &mut w)? {
+                    p.set_base(BaseWeight::Dense(w))?;
+                }
+            }
+            to_var(format!("model.layers.{i}.post_attention_layernorm.weight"), &mut b.post_attention_layernorm)?;
+        }
+        to_var("model.norm.weight".into(), &mut self.norm)?;
+        if let Some(head) = &mut self.lm_head {
+            let mut w = head.dense_weight(dtype)?;
+            if to_var("lm_head.weight".into(), &mut w)? {
+                head.set_base(BaseWeight::Dense(w))?;
+            }
+        }
+        Ok(vars)
     }
 
     /// Every weight under its Hugging Face name, dense in the model dtype (for export).
