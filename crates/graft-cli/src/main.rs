@@ -20,6 +20,12 @@ struct Cli {
 enum Command {
     /// Show how a model's tokenizer splits a text (ids and tokens).
     Tokenize(commands::tokenize::Args),
+    /// Generate text after a prompt (KV cache, streamed to stdout).
+    Generate(commands::generate::GenerateArgs),
+    /// Evaluate a model (perplexity).
+    Eval(commands::eval::EvalArgs),
+    /// Measure generation and forward throughput.
+    Bench(commands::bench::BenchArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -39,5 +45,8 @@ fn main() -> Result<()> {
     init_logging(cli.verbose);
     match cli.command {
         Command::Tokenize(args) => commands::tokenize::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     }
 }
