@@ -88,10 +88,10 @@ fn greedy_takes_the_first_maximum_after_penalty_and_masks() {
     assert_eq!(argmax(&[1.0, 5.0, 5.0]), Some(1));
     // Penalty 2 on id 0 turns [3, 2] into [1.5, 2].
     let mut s2 = Sampler::new(SamplingConfig { repetition_penalty: 2.0, ..SamplingConfig::default() }, 0).unwrap();
-    assert_eq!(s2.sample(&mut vec![3.0, 2.0], &[0], &[]).unwrap(), 1);
+    assert_eq!(s2.sample(&mut [3.0, 2.0], &[0], &[]).unwrap(), 1);
     // Masking the best id picks the runner-up; masking everything is an error.
-    assert_eq!(s.sample(&mut vec![1.0, 9.0, 3.0], &[], &[1]).unwrap(), 2);
-    assert!(s.sample(&mut vec![1.0, 9.0], &[], &[0, 1]).is_err());
+    assert_eq!(s.sample(&mut [1.0, 9.0, 3.0], &[], &[1]).unwrap(), 2);
+    assert!(s.sample(&mut [1.0, 9.0], &[], &[0, 1]).is_err());
 }
 
 #[test]
@@ -116,7 +116,7 @@ fn top_k_one_sampling_is_greedy() {
     let cfg = SamplingConfig { temperature: 1.5, top_k: 1, ..SamplingConfig::default() };
     let mut s = Sampler::new(cfg, 3).unwrap();
     for _ in 0..50 {
-        assert_eq!(s.sample(&mut vec![0.1, 0.3, 0.2], &[], &[]).unwrap(), 1);
+        assert_eq!(s.sample(&mut [0.1, 0.3, 0.2], &[], &[]).unwrap(), 1);
     }
 }
 

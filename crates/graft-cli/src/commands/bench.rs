@@ -9,7 +9,7 @@ use graft::models::llama::Llama;
 use graft::models::Model;
 use graft::tokenizer::Tokenizer;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Measure throughput.
 #[derive(Debug, Args)]
@@ -48,6 +48,13 @@ struct Common {
     /// Timed runs (the median is reported).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Busy share of the machine (percent, other processes) above which results are flagged
+    /// `contaminated`, and below which the benchmark starts.
+    #[arg(long, default_value_t = 10.0)]
+    idle_threshold: f64,
+    /// Seconds to wait for an idle machine before measuring (0 = start at once).
+    #[arg(long, default_value_t = 300)]
+    wait_idle: u64,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -133,17 +140,34 @@ impl Common {
             "warmup": self.warmup,
             "timed_runs": self.runs,
         });
+        if self.wait_idle > 0 {
+            graft::bench::cpu::wait_for_idle(Duration::from_secs(self.wait_idle), self.idle_threshold, &mut |busy| {
+                eprintln!("machine {busy:.0}% busy; waiting for it to be idle...");
+            });
+        }
         // Peak memory is measured from here: what the workload needs on top of the weights.
         memory::reset_peak_rss();
         Ok(Subject { model, ids, eos_ids, facts })
     }
 }
 
-fn print(json: bool, mut report: serde_json::Value, facts: serde_json::Value, summary: String) {
+/// Adds the load facts, peak memory and the contamination verdict to `report` and prints it.
+fn print(common: &Common, mut report: serde_json::Value, facts: serde_json::Value, others: &[Option<f64>], summary: String) {
+    let max_other = others.iter().flatten().copied().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    let contaminated = max_other.is_some_and(|m| m > common.idle_threshold);
+    if contaminated {
+        eprintln!(
+            "WARNING: other processes used up to {:.0}% of the CPU during timed runs; the numbers are not reliable",
+            max_other.unwrap_or(0.0)
+        );
+    }
     if let (Some(r), serde_json::Value::Object(f)) = (report.as_object_mut(), facts) {
         r.extend(f);
         r.insert("peak_rss_mb".into(), serde_json::json!(mb(memory::peak_rss_bytes())));
+        r.insert("max_other_cpu_pct".into(), serde_json::json!(max_other));
+        r.insert("contaminated".into(), serde_json::json!(contaminated));
     }
+    let json = common.json;
     if json {
         println!("{report}");
     } else {
@@ -154,20 +178,28 @@ fn print(json: bool, mut report: serde_json::Value, facts: serde_json::Value, su
 
 /// Runs `graft bench ...`.
 pub fn run(args: BenchArgs) -> Result<()> {
+    super::generate::pin_cpu_threads();
     match args.command {
         BenchCommand::Generate(a) => {
             let s = a.common.load()?;
             let prompt_ids = prompt::take_cycled(&s.ids, a.prompt_tokens)?;
             let r = graft::bench::bench_generate(&s.model, &prompt_ids, a.new_tokens, &s.eos_ids, a.common.repeats(), &mut |i, run| {
-                eprintln!("run {}: prefill {:.1} tok/s, decode {:.1} tok/s", i + 1, run.prefill_tokens_per_s, run.decode_tokens_per_s);
+                eprintln!(
+                    "run {}: prefill {:.1} tok/s, decode {:.1} tok/s (other processes {:.0}% CPU)",
+                    i + 1,
+                    run.prefill_tokens_per_s,
+                    run.decode_tokens_per_s,
+                    run.other_cpu_pct.unwrap_or(0.0)
+                );
             })?;
             let summary = format!(
                 "generate: {} prompt + {} new tokens, median of {} runs: prefill {:.1} tok/s, decode {:.1} tok/s",
                 r.prompt_tokens, r.new_tokens, r.runs.len(), r.prefill_tokens_per_s, r.decode_tokens_per_s
             );
+            let others: Vec<Option<f64>> = r.runs.iter().map(|run| run.other_cpu_pct).collect();
             let mut report = serde_json::to_value(&r)?;
             report["bench"] = "generate".into();
-            print(a.common.json, report, s.facts, summary);
+            print(&a.common, report, s.facts, &others, summary);
         }
         BenchCommand::Forward(a) => {
             let s = a.common.load()?;
@@ -181,7 +213,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             );
             let mut report = serde_json::to_value(&r)?;
             report["bench"] = "forward".into();
-            print(a.common.json, report, s.facts, summary);
+            print(&a.common, report, s.facts, &r.run_other_cpu_pct, summary);
         }
     }
     Ok(())

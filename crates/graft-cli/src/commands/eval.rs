@@ -41,6 +41,7 @@ struct PerplexityArgs {
 
 /// Runs `graft eval ...`.
 pub fn run(args: EvalArgs) -> Result<()> {
+    super::generate::pin_cpu_threads();
     match args.command {
         EvalCommand::Perplexity(a) => perplexity(a),
     }

@@ -1,6 +1,7 @@
 //! Forward-only throughput: one inference forward (no gradients, no KV cache reuse) over a
 //! `[batch, seq]` block of tokens, producing logits for every position.
 
+use super::cpu::CpuSnapshot;
 use super::{median, Repeats};
 use crate::eval::perplexity::sum_nll;
 use crate::models::Model;
@@ -20,6 +21,8 @@ pub struct ForwardBench {
     pub tokens_per_s: f64,
     /// Seconds of every timed run.
     pub run_secs: Vec<f64>,
+    /// Percent of the machine's CPU other processes used during each timed run.
+    pub run_other_cpu_pct: Vec<Option<f64>>,
     /// Mean next-token NLL over the block (a sanity check that the model computes language,
     /// comparable with the reference's eval loss on the same text).
     pub mean_loss: f64,
@@ -42,8 +45,10 @@ pub fn bench_forward(
     let flat: Vec<u32> = rows.concat();
     let ids = Tensor::from_vec(flat, (batch, seq), model.device())?;
     let mut run_secs = Vec::with_capacity(repeats.runs);
+    let mut run_other_cpu_pct = Vec::with_capacity(repeats.runs);
     let mut last = None;
     for i in 0..repeats.warmup + repeats.runs {
+        let before = CpuSnapshot::take();
         let start = Instant::now();
         let logits = model.forward_infer(&ids, &mut model.new_cache())?;
         // Make sure lazy devices have finished before the clock stops.
@@ -52,6 +57,7 @@ pub fn bench_forward(
         if i >= repeats.warmup {
             on_run(i - repeats.warmup, secs);
             run_secs.push(secs);
+            run_other_cpu_pct.push(before.zip(CpuSnapshot::take()).and_then(|(a, b)| a.other_pct(&b)));
         }
         last = Some(logits);
     }
@@ -67,6 +73,7 @@ pub fn bench_forward(
         batch,
         tokens_per_s: median(&run_secs.iter().map(|s| tokens / s).collect::<Vec<_>>()),
         run_secs,
+        run_other_cpu_pct,
         mean_loss: nll / ((seq - 1) * batch) as f64,
     })
 }

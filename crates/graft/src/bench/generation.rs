@@ -1,5 +1,6 @@
 //! Generation throughput: greedy, batch 1, a fixed prompt and a fixed number of new tokens.
 
+use super::cpu::CpuSnapshot;
 use super::{median, Repeats};
 use crate::generate::{generate, GenerateOptions};
 use crate::models::Model;
@@ -18,6 +19,8 @@ pub struct GenerateRun {
     pub prefill_tokens_per_s: f64,
     /// `(new_tokens − 1) / decode_secs`.
     pub decode_tokens_per_s: f64,
+    /// Percent of the machine's CPU other processes used during the run (`None` off Linux).
+    pub other_cpu_pct: Option<f64>,
 }
 
 /// The result of [`bench_generate`].
@@ -60,7 +63,9 @@ pub fn bench_generate(
     let mut runs = Vec::with_capacity(repeats.runs);
     let mut new_ids = Vec::new();
     for i in 0..repeats.warmup + repeats.runs {
+        let before = CpuSnapshot::take();
         let g = generate(model, prompt_ids, &opts, &mut |_| Ok(ControlFlow::Continue(())))?;
+        let other_cpu_pct = before.zip(CpuSnapshot::take()).and_then(|(a, b)| a.other_pct(&b));
         if i < repeats.warmup {
             continue;
         }
@@ -69,6 +74,7 @@ pub fn bench_generate(
             decode_secs: g.decode_secs,
             prefill_tokens_per_s: g.prefill_tokens_per_s(),
             decode_tokens_per_s: g.decode_tokens_per_s(),
+            other_cpu_pct,
         };
         on_run(i - repeats.warmup, &run);
         runs.push(run);

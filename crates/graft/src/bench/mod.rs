@@ -7,9 +7,12 @@
 //!   of tokens); prefill tokens/s and decode tokens/s.
 //! - [`forward`]: one inference forward (no gradients) over a `[batch, seq]` block of tokens,
 //!   logits for every position included; tokens/s.
+//! - [`cpu`]: how much CPU other processes used during each run (a busy neighbour ruins
+//!   2-thread timings; such runs are flagged).
 //! - [`memory`]: peak resident memory (VmHWM) and how to reset it.
 //! - [`prompt`]: the fixed English text whose tokens the benchmarks feed the model.
 
+pub mod cpu;
 pub mod forward;
 pub mod generation;
 pub mod memory;

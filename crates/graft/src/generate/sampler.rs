@@ -198,7 +198,8 @@ impl Sampler {
         }
         let probs = softmax(logits);
         let total: f64 = probs.iter().sum();
-        if !(total > 0.0) {
+        // NaN logits give a NaN total: refuse that as well as an all-zero distribution.
+        if total.is_nan() || total <= 0.0 {
             return Err(none_left());
         }
         let u: f64 = self.rng.random::<f64>() * total;
