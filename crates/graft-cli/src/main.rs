@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Download named models and datasets into the cache, or list them.
+    Fetch(commands::fetch::Args),
 }
 
 fn init_logging(verbose: u8) {
@@ -35,5 +37,7 @@ fn init_logging(verbose: u8) {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    match cli.command {}
+    match cli.command {
+        Command::Fetch(args) => commands::fetch::run(args),
+    }
 }
