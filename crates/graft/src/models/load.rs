@@ -1,6 +1,6 @@
 //! Turning a resolved model source (GGUF file or Hugging Face folder) into a model.
 
-use super::llama::{GgufWeights, Llama, LlamaConfig, LoadOptions, SafetensorsWeights};
+use super::llama::{Llama, LlamaConfig, LoadOptions, SafetensorsWeights};
 use crate::assets::ModelSource;
 use crate::io::gguf::GgufFile;
 use crate::{GraftError, Result};

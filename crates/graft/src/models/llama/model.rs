@@ -8,7 +8,7 @@
 
 use super::config::LlamaConfig;
 use super::weights::{WeightFormat, WeightSource};
-use crate::models::linear::{BaseWeight, Proj};
+use crate::models::linear::Proj;
 use crate::models::{KvCache, Model, ModelInfo};
 use crate::{GraftError, Result};
 use candle_core::{DType, Device, Tensor, D};

@@ -1,0 +1,229 @@
+//! LoRA: a trainable low-rank update beside a frozen projection.
+//!
+//! `y = W x + s · B (A · drop(x))` with `A: [r, in]`, `B: [out, r]` and `s = α / r` (or
+//! `α / √r` with rsLoRA). The update is computed on activations — `x Aᵀ Bᵀ` — never as a dense
+//! `ΔW`, so it costs `r·(in + out)` per token and works the same over dense and quantized bases.
+//! Initialisation follows PEFT: `A` Kaiming-uniform (`U(-1/√in, 1/√in)`), `B` zeros, so a new
+//! adapter leaves the model unchanged.
+
+use super::targets;
+use crate::models::linear::{BaseWeight, Proj, ProjAdapter};
+use crate::models::llama::Llama;
+use crate::{GraftError, Result};
+use candle_core::{DType, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The shape of a LoRA adapter: rank, scaling and where it attaches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraSpec {
+    /// Rank `r` of the update (> 0).
+    pub r: usize,
+    /// Scaling numerator α.
+    pub alpha: f64,
+    /// Dropout probability on the adapter's input during training.
+    pub dropout: f64,
+    /// rsLoRA scaling `α / √r` instead of `α / r`.
+    pub rslora: bool,
+    /// PEFT-style module patterns (`q_proj`, `layers.1*.mlp.*`).
+    pub targets: Vec<String>,
+}
+
+impl LoraSpec {
+    /// The factor `s` applied to `B A x`.
+    pub fn scale(&self) -> f64 {
+        if self.rslora {
+            self.alpha / (self.r as f64).sqrt()
+        } else {
+            self.alpha / self.r as f64
+        }
+    }
+
+    /// Checks rank, alpha and dropout are usable.
+    pub fn validate(&self) -> Result<()> {
+        if self.r == 0 {
+            return Err(GraftError::Input("adapter.r must be at least 1".into()));
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(GraftError::Input(format!("adapter.alpha must be positive, got {}", self.alpha)));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(GraftError::Input(format!("adapter.dropout must be in [0, 1), got {}", self.dropout)));
+        }
+        Ok(())
+    }
+}
+
+/// Shared switch and counter that make dropout masks a pure function of
+/// `(seed, module, step)`, so a resumed run draws exactly the masks the original would have.
+#[derive(Debug, Default)]
+pub struct DropoutClock {
+    training: AtomicBool,
+    step: AtomicU64,
+}
+
+impl DropoutClock {
+    /// Turns dropout on (training) or off (evaluation).
+    pub fn set_training(&self, on: bool) {
+        self.training.store(on, Ordering::Relaxed);
+    }
+
+    /// Sets the micro-step whose masks are drawn next.
+    pub fn set_step(&self, step: u64) {
+        self.step.store(step, Ordering::Relaxed);
+    }
+}
+
+/// One LoRA adapter on one projection.
+#[derive(Debug)]
+pub struct LoraLayer {
+    name: String,
+    a: Var,
+    b: Var,
+    scale: f64,
+    dropout: f64,
+    seed: u64,
+    clock: Arc<DropoutClock>,
+}
+
+impl LoraLayer {
+    /// An adapter with the given factors (`a: [r, in]`, `b: [out, r]`).
+    pub fn from_tensors(name: &str, a: &Tensor, b: &Tensor, scale: f64, dropout: f64, clock: Arc<DropoutClock>) -> Result<Self> {
+        let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, c| (h ^ c as u64).wrapping_mul(0x100_0000_01b3));
+        Ok(Self { name: name.into(), a: Var::from_tensor(a)?, b: Var::from_tensor(b)?, scale, dropout, seed, clock })
+    }
+
+    /// PEFT's initialisation for a projection with `dims = (out, in)`, drawn from `rng`.
+    pub fn init(name: &str, dims: (usize, usize), spec: &LoraSpec, dtype: DType, device: &candle_core::Device, rng: &mut ChaCha8Rng, clock: Arc<DropoutClock>) -> Result<Self> {
+        let (out, inp) = dims;
+        let bound = 1.0 / (inp as f64).sqrt();
+        let a: Vec<f64> = (0..spec.r * inp).map(|_| rng.random_range(-bound..bound)).collect();
+        let a = Tensor::from_vec(a, (spec.r, inp), device)?.to_dtype(dtype)?;
+        let b = Tensor::zeros((out, spec.r), dtype, device)?;
+        Self::from_tensors(name, &a, &b, spec.scale(), spec.dropout, clock)
+    }
+
+    /// The projection this adapter is attached to.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The down-projection `A` `[r, in]`.
+    pub fn a(&self) -> &Var {
+        &self.a
+    }
+
+    /// The up-projection `B` `[out, r]`.
+    pub fn b(&self) -> &Var {
+        &self.b
+    }
+
+    /// The scaling factor `s`.
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    /// The dense update `ΔW = s · B A` `[out, in]` (for merging; never used per step).
+    pub fn delta_weight(&self) -> Result<Tensor> {
+        Ok((self.b.as_tensor().matmul(self.a.as_tensor())? * self.scale)?)
+    }
+
+    fn drop_input(&self, x: &Tensor) -> Result<Tensor> {
+        if self.dropout == 0.0 || !self.clock.training.load(Ordering::Relaxed) {
+            return Ok(x.clone());
+        }
+        let step = self.clock.step.load(Ordering::Relaxed);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let keep = 1.0 - self.dropout;
+        let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        Ok((x * mask)?)
+    }
+}
+
+impl ProjAdapter for LoraLayer {
+    fn apply(&self, x: &Tensor, y: Tensor) -> Result<Tensor> {
+        let x = self.drop_input(x)?;
+        let a = self.a.as_tensor().to_dtype(x.dtype())?;
+        let b = self.b.as_tensor().to_dtype(x.dtype())?;
+        let delta = (x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)? * self.scale)?;
+        Ok((y + delta)?)
+    }
+}
+
+/// The adapters attached to a model by one [`LoraSpec`], in model order.
+#[derive(Debug)]
+pub struct LoraSet {
+    /// The spec they were built from.
+    pub spec: LoraSpec,
+    /// One adapter per selected projection.
+    pub layers: Vec<Arc<LoraLayer>>,
+    /// Dropout on/off and step, shared by every layer.
+    pub clock: Arc<DropoutClock>,
+}
+
+impl LoraSet {
+    /// Every trainable variable with its graft name (`{module}.lora_A` / `.lora_B`).
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        self.layers
+            .iter()
+            .flat_map(|l| [(format!("{}.lora_A", l.name), l.a.clone()), (format!("{}.lora_B", l.name), l.b.clone())])
+            .collect()
+    }
+
+    /// Number of trainable parameters.
+    pub fn num_params(&self) -> usize {
+        self.layers.iter().map(|l| l.a.elem_count() + l.b.elem_count()).sum()
+    }
+}
+
+/// Attaches LoRA adapters to the projections of `model` selected by `spec.targets`; `make`
+/// builds each adapter from its projection name and `(out, in)` dims.
+pub fn attach_with(
+    model: &mut Llama,
+    spec: &LoraSpec,
+    mut make: impl FnMut(&str, (usize, usize), Arc<DropoutClock>) -> Result<LoraLayer>,
+) -> Result<LoraSet> {
+    spec.validate()?;
+    let names: Vec<String> = model.projections_mut().iter().map(|p| p.name().to_string()).collect();
+    let chosen: Vec<String> = targets::select(&spec.targets, &names).map_err(GraftError::Input)?.into_iter().cloned().collect();
+    let clock = Arc::new(DropoutClock::default());
+    let mut layers = Vec::with_capacity(chosen.len());
+    for proj in model.projections_mut() {
+        if chosen.iter().any(|c| c == proj.name()) {
+            let layer = Arc::new(make(proj.name(), proj.dims(), clock.clone())?);
+            proj.attach(layer.clone());
+            layers.push(layer);
+        }
+    }
+    Ok(LoraSet { spec: spec.clone(), layers, clock })
+}
+
+/// Attaches freshly initialised (PEFT-style) LoRA adapters, drawing `A` from a ChaCha stream
+/// seeded with `seed`.
+pub fn attach(model: &mut Llama, spec: &LoraSpec, seed: u64) -> Result<LoraSet> {
+    let (dtype, device) = (crate::models::Model::dtype(model), crate::models::Model::device(model).clone());
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    attach_with(model, spec, |name, dims, clock| LoraLayer::init(name, dims, spec, dtype, &device, &mut rng, clock))
+}
+
+/// Folds every adapter of `set` into its base weight (`W ← W + s·B A`) and detaches them,
+/// leaving a plain model whose outputs equal the adapted one's.
+pub fn merge(model: &mut Llama, set: &LoraSet) -> Result<()> {
+    let dtype = crate::models::Model::dtype(model);
+    for proj in model.projections_mut() {
+        if let Some(layer) = set.layers.iter().find(|l| l.name == proj.name()) {
+            let merged = (proj.dense_weight(DType::F32)? + layer.delta_weight()?.to_dtype(DType::F32)?)?;
+            proj.detach_all();
+            proj.set_base(BaseWeight::Dense(merged.to_dtype(dtype)?))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes every adapter from the model without changing base weights.
+pub fn unload(model: &mut Llama) {
+    model.projections_mut().into_iter().for_each(Proj::detach_all);
+}
