@@ -140,8 +140,8 @@ pub fn open_safetensors(path: impl AsRef<Path>) -> Result<SafetensorsFile, Safet
     drop(file);
     // SAFETY: the header and the data size were checked above; the file is mapped read-only and
     // is not modified while open (see the function docs).
-    let mmap = unsafe { MmapedSafetensors::new(path) }
-        .map_err(|e| err(SafetensorsErrorKind::InvalidHeader(e.to_string())))?;
+    let mmap =
+        unsafe { MmapedSafetensors::new(path) }.map_err(|e| err(SafetensorsErrorKind::InvalidHeader(e.to_string())))?;
     let tensors = tensor_metas(&metadata).map_err(err)?;
     Ok(SafetensorsFile { path: path.to_path_buf(), tensors, extra: metadata.metadata().clone(), mmap })
 }
@@ -152,7 +152,8 @@ pub fn open_safetensors(path: impl AsRef<Path>) -> Result<SafetensorsFile, Safet
 pub fn check_safetensors(bytes: &[u8], label: &Path) -> Result<HashMap<String, TensorMeta>, SafetensorsError> {
     let err = |kind| SafetensorsError { path: label.to_path_buf(), kind };
     let metadata = read_header(&mut &bytes[..], bytes.len() as u64).map_err(err)?;
-    safetensors::SafeTensors::deserialize(bytes).map_err(|e| err(SafetensorsErrorKind::InvalidHeader(e.to_string())))?;
+    safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| err(SafetensorsErrorKind::InvalidHeader(e.to_string())))?;
     tensor_metas(&metadata).map_err(err)
 }
 

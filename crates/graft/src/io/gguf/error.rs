@@ -180,7 +180,9 @@ pub enum GgufError {
         dims: Vec<u64>,
     },
     /// The innermost dimension is not a whole number of quantization blocks.
-    #[error("{path}: tensor `{name}`: innermost dimension {ne0} is not a multiple of the {dtype} block size {block_size}")]
+    #[error(
+        "{path}: tensor `{name}`: innermost dimension {ne0} is not a multiple of the {dtype} block size {block_size}"
+    )]
     BlockMismatch {
         /// The file.
         path: PathBuf,

@@ -16,8 +16,8 @@ pub use error::GgufError;
 pub use reader::{parse_header, read_header, GgufHeader, TensorExtent};
 pub use writer::GgufWriter;
 
-use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::ggml_file::qtensor_from_ggml;
+use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -135,9 +135,7 @@ impl GgufFile {
     }
 
     fn extent(&self, name: &str) -> Result<&TensorExtent, GgufError> {
-        self.header
-            .tensor(name)
-            .ok_or_else(|| GgufError::MissingTensor { path: self.path.clone(), name: name.into() })
+        self.header.tensor(name).ok_or_else(|| GgufError::MissingTensor { path: self.path.clone(), name: name.into() })
     }
 
     /// The bytes of tensor `name` exactly as stored (ggml blocks, little-endian).

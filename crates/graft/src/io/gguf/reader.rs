@@ -278,7 +278,13 @@ impl<R: Read> Parser<'_, R> {
         let n = match usize::try_from(len) {
             Ok(n) if len <= remaining && len <= MAX_STRING_LEN => n,
             _ => {
-                return Err(GgufError::StringTooLong { path: self.path_buf(), offset: at, len, remaining, what: self.what.clone() })
+                return Err(GgufError::StringTooLong {
+                    path: self.path_buf(),
+                    offset: at,
+                    len,
+                    remaining,
+                    what: self.what.clone(),
+                })
             }
         };
         let mut buf = vec![0u8; n];
@@ -365,12 +371,23 @@ impl<R: Read> Parser<'_, R> {
         let elem = self.u32()?;
         let min = min_value_size(elem);
         if min == 0 {
-            return Err(GgufError::UnknownValueType { path: self.path_buf(), offset: at, value_type: elem, what: self.what.clone() });
+            return Err(GgufError::UnknownValueType {
+                path: self.path_buf(),
+                offset: at,
+                value_type: elem,
+                what: self.what.clone(),
+            });
         }
         let len = self.u64()?;
         let cap = MAX_ARRAY_LEN.min(self.elements_left);
         if len > cap {
-            return Err(GgufError::ArrayTooLong { path: self.path_buf(), offset: at, len, cap, what: self.what.clone() });
+            return Err(GgufError::ArrayTooLong {
+                path: self.path_buf(),
+                offset: at,
+                len,
+                cap,
+                what: self.what.clone(),
+            });
         }
         let needed = len.saturating_mul(min);
         if needed > self.remaining() {
@@ -418,7 +435,12 @@ impl<R: Read> Parser<'_, R> {
     }
 
     /// One tensor info entry, validated on its own (placement is checked once all are read).
-    fn tensor_info(&mut self, i: u64, alignment: u64, seen: &HashMap<String, usize>) -> Result<TensorExtent, GgufError> {
+    fn tensor_info(
+        &mut self,
+        i: u64,
+        alignment: u64,
+        seen: &HashMap<String, usize>,
+    ) -> Result<TensorExtent, GgufError> {
         self.what = format!("name of tensor info {i}");
         let name_at = self.pos;
         let name = self.string()?;
@@ -462,7 +484,7 @@ impl<R: Read> Parser<'_, R> {
         let overflow = |p: &Self| GgufError::ShapeOverflow { path: p.path_buf(), name: name.clone(), dims: ne.clone() };
         let elems = ne.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(|| overflow(self))?;
         let block = dtype.block_size() as u64;
-        if ne[0] % block != 0 {
+        if !ne[0].is_multiple_of(block) {
             return Err(GgufError::BlockMismatch {
                 path: self.path_buf(),
                 name,

@@ -152,7 +152,7 @@ pub fn dtype_is_storable(dtype: GgmlDType) -> bool {
 /// blocks or the size overflows.
 pub fn tensor_bytes(dtype: GgmlDType, elems: u64) -> Option<u64> {
     let block = dtype.block_size() as u64;
-    if block == 0 || elems % block != 0 {
+    if block == 0 || !elems.is_multiple_of(block) {
         return None;
     }
     (elems / block).checked_mul(dtype.type_size() as u64)

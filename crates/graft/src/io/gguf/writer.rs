@@ -86,7 +86,9 @@ impl GgufWriter {
         }
         if key == "general.alignment" {
             match &value {
-                Value::U32(a) if a.is_power_of_two() && u64::from(*a) <= MAX_ALIGNMENT => self.alignment = u64::from(*a),
+                Value::U32(a) if a.is_power_of_two() && u64::from(*a) <= MAX_ALIGNMENT => {
+                    self.alignment = u64::from(*a)
+                }
                 other => {
                     return Err(fail(format!("must be a U32 power of two <= {MAX_ALIGNMENT}, got {other:?}")));
                 }
@@ -139,7 +141,7 @@ impl GgufWriter {
             return fail(format!("shape {dims:?}: GGUF tensors have 1 to {MAX_DIMS} dimensions, none of them 0"));
         }
         let inner = dims[dims.len() - 1];
-        if inner % dtype.block_size() != 0 {
+        if !inner.is_multiple_of(dtype.block_size()) {
             return fail(format!(
                 "innermost dimension {inner} is not a multiple of the {dtype:?} block size {}",
                 dtype.block_size()
@@ -217,7 +219,8 @@ impl GgufWriter {
         }
         w.pad(self.alignment).map_err(io)?;
         for ((name, q), size) in self.tensors.iter().zip(sizes) {
-            let data = q.data().map_err(|e| GgufError::Build { item: format!("tensor `{name}`"), reason: e.to_string() })?;
+            let data =
+                q.data().map_err(|e| GgufError::Build { item: format!("tensor `{name}`"), reason: e.to_string() })?;
             if data.len() as u64 != size {
                 let reason = format!("holds {} bytes, its shape and type need {size}", data.len());
                 return Err(GgufError::Build { item: format!("tensor `{name}`"), reason });
@@ -282,7 +285,9 @@ fn check_value(v: &Value) -> Result<u64, String> {
                         return Err("an array mixes element types; GGUF arrays hold one type".into());
                     }
                 }
-                stack.extend(items.iter().filter(|x| matches!(x, Value::String(_) | Value::Array(_))).map(|x| (x, depth + 1)));
+                stack.extend(
+                    items.iter().filter(|x| matches!(x, Value::String(_) | Value::Array(_))).map(|x| (x, depth + 1)),
+                );
             }
             _ => {}
         }
