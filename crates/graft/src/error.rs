@@ -12,6 +12,9 @@ pub enum GraftError {
     /// A GGUF file is malformed or unsupported.
     #[error(transparent)]
     Gguf(#[from] crate::io::gguf::GgufError),
+    /// A safetensors file is malformed or unsupported.
+    #[error(transparent)]
+    Safetensors(#[from] crate::io::safetensors::SafetensorsError),
     /// Fetching or locating a named asset failed.
     #[error(transparent)]
     Asset(#[from] crate::assets::AssetError),

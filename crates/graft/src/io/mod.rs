@@ -1,3 +1,4 @@
 //! File formats: GGUF, safetensors and Hugging Face model folders.
 
 pub mod gguf;
+pub mod safetensors;
