@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Download named models and datasets into the cache, or list them.
     Fetch(commands::fetch::Args),
+    /// Show how a model's tokenizer splits a text (ids and tokens).
+    Tokenize(commands::tokenize::Args),
 }
 
 fn init_logging(verbose: u8) {
@@ -39,5 +41,6 @@ fn main() -> Result<()> {
     init_logging(cli.verbose);
     match cli.command {
         Command::Fetch(args) => commands::fetch::run(args),
+        Command::Tokenize(args) => commands::tokenize::run(args),
     }
 }

@@ -1,3 +1,4 @@
 //! One module per `graft` subcommand.
 
 pub mod fetch;
+pub mod tokenize;
