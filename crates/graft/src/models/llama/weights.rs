@@ -94,9 +94,7 @@ fn permute_quantized_rows(q: &QTensor, src_rows: &[usize]) -> Result<QTensor> {
     for &r in src_rows {
         out.extend_from_slice(&data[r * row_bytes..(r + 1) * row_bytes]);
     }
-    // GGUF dims are stored innermost-first; candle's ggml loader expects them reversed.
-    let ggml_dims: Vec<usize> = dims.iter().rev().copied().collect();
-    Ok(qtensor_from_ggml(q.dtype(), &out, ggml_dims, &q.device())?)
+    Ok(qtensor_from_ggml(q.dtype(), &out, dims, &q.device())?)
 }
 
 /// A source of Llama tensors addressed by Hugging Face name.
