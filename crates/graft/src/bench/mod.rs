@@ -1,1 +1,61 @@
 //! Throughput benchmarks reported by `graft bench`.
+//!
+//! Each benchmark runs `warmup` untimed repetitions, then `runs` timed ones, and reports the
+//! median. What is measured matches the PyTorch reference runs described in `docs/benchmarks.md`:
+//!
+//! - [`generation`]: greedy generation at batch 1 (EOS masked so every run makes the same number
+//!   of tokens); prefill tokens/s and decode tokens/s.
+//! - [`forward`]: one inference forward (no gradients) over a `[batch, seq]` block of tokens,
+//!   logits for every position included; tokens/s.
+//! - [`memory`]: peak resident memory (VmHWM) and how to reset it.
+//! - [`prompt`]: the fixed English text whose tokens the benchmarks feed the model.
+
+pub mod forward;
+pub mod generation;
+pub mod memory;
+pub mod prompt;
+
+pub use forward::{bench_forward, ForwardBench};
+pub use generation::{bench_generate, GenerateBench, GenerateRun};
+
+/// How many times to repeat a measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeats {
+    /// Untimed runs first (caches, page faults, thread pools).
+    pub warmup: usize,
+    /// Timed runs; the report gives their median.
+    pub runs: usize,
+}
+
+impl Default for Repeats {
+    fn default() -> Self {
+        Self { warmup: 1, runs: 5 }
+    }
+}
+
+/// Median of `xs` (mean of the two middle values for an even count); 0 for no values.
+pub fn median(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+}

@@ -1,1 +1,8 @@
 //! Evaluation protocols.
+//!
+//! - [`perplexity`]: windowed perplexity of a token sequence (the protocol of the golden
+//!   reference values).
+
+pub mod perplexity;
+
+pub use perplexity::{perplexity, Perplexity};

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod model;
+pub mod random;
 pub mod weights;
 
 pub use config::LlamaConfig;
