@@ -14,11 +14,13 @@
 //! - [`bench`]: throughput measurements reported by `graft bench`.
 //! - [`adapters`]: LoRA (dense or quantized base) and PEFT-style target matching.
 //! - [`train`]: optimizers with savable state, schedules, losses.
+//! - [`datasets`]: readers for the named datasets recipes use (tweets, ...).
 //! - [`device`]: choosing the candle `Device` and dtype.
 
 pub mod adapters;
 pub mod assets;
 pub mod bench;
+pub mod datasets;
 pub mod device;
 pub mod error;
 pub mod eval;

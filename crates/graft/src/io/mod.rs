@@ -2,3 +2,5 @@
 
 pub mod gguf;
 pub mod safetensors;
+pub mod hf_folder;
+pub mod peft;
