@@ -22,6 +22,12 @@ enum Command {
     Fetch(commands::fetch::Args),
     /// Show how a model's tokenizer splits a text (ids and tokens).
     Tokenize(commands::tokenize::Args),
+    /// Fine-tune the default model on tweet sentiment and show the before/after table.
+    Quickstart(commands::quickstart::Args),
+    /// Fine-tune a model (LoRA, QLoRA, full, freeze) from a TOML config.
+    Train(commands::train::Args),
+    /// Export a finished run as a PEFT adapter, merged HF folder or GGUF (checked on read-back).
+    Export(commands::export::Args),
 }
 
 fn init_logging(verbose: u8) {
@@ -42,5 +48,8 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Fetch(args) => commands::fetch::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
+        Command::Quickstart(args) => commands::quickstart::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::Export(args) => commands::export::run(args),
     }
 }

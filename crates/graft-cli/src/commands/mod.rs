@@ -2,3 +2,6 @@
 
 pub mod fetch;
 pub mod tokenize;
+pub mod export;
+pub mod quickstart;
+pub mod train;

@@ -75,7 +75,7 @@ fn compare(reference: &Llama, other: &Llama, ids: &[u32]) -> Result<(f32, bool)>
 /// Exports `run_dir` as `format` to `out`, then verifies the export. `gguf_type` picks the
 /// tensor type of a GGUF export (F32, F16 or Q8_0); `tolerance` bounds the logit difference.
 pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlDType) -> Result<ExportReport> {
-    let (cfg, source, mut trained, tok) = load_trained(run_dir)?;
+    let (cfg, source, trained, tok) = load_trained(run_dir)?;
     let ids = check_prompt(&tok)?;
     let (reloaded, tolerance) = match format {
         ExportFormat::Peft => {
