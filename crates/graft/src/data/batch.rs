@@ -28,21 +28,19 @@ fn rows_of(examples: &[Example], seq_len: usize, packing: bool) -> Vec<Row> {
     if !packing {
         return examples.iter().map(|e| Row { ids: e.ids.clone(), supervised: e.supervised.clone() }).collect();
     }
-    // Constant-length packing: samples (each ending in EOS) are concatenated and cut into rows of
-    // `seq_len`; attention may cross sample boundaries.
+    // Constant-length packing: samples (each ending in EOS) are concatenated and cut into rows
+    // of `seq_len + 1` tokens that overlap by one, so every token after the first is a target
+    // exactly once (the last token of a row is the first of the next). Attention may cross
+    // sample boundaries.
+    let stream: Vec<(u32, bool)> =
+        examples.iter().flat_map(|e| e.ids.iter().copied().zip(e.supervised.iter().copied())).collect();
     let mut rows = Vec::new();
-    let mut cur = Row { ids: Vec::with_capacity(seq_len), supervised: Vec::with_capacity(seq_len) };
-    for e in examples {
-        for (&id, &s) in e.ids.iter().zip(&e.supervised) {
-            cur.ids.push(id);
-            cur.supervised.push(s);
-            if cur.ids.len() == seq_len {
-                rows.push(std::mem::replace(&mut cur, Row { ids: Vec::with_capacity(seq_len), supervised: Vec::with_capacity(seq_len) }));
-            }
-        }
-    }
-    if cur.ids.len() > 1 {
-        rows.push(cur);
+    let mut start = 0;
+    while start + 1 < stream.len() {
+        let end = (start + seq_len + 1).min(stream.len());
+        let (ids, supervised) = stream[start..end].iter().copied().unzip();
+        rows.push(Row { ids, supervised });
+        start = end - 1;
     }
     rows
 }

@@ -75,9 +75,17 @@ fn chat_example(tok: &Tokenizer, messages: &[Message], eos: u32) -> crate::Resul
             }
         }
     }
-    if ids.last() != Some(&eos) || !supervised.last().copied().unwrap_or(false) {
-        ids.push(eos);
-        supervised.push(true);
+    // End the sample at the EOS closing the last assistant turn (dropping template text after
+    // it), or append a supervised EOS when the template does not close turns with one.
+    match supervised.iter().rposition(|&s| s) {
+        Some(last) if ids[last] == eos => {
+            ids.truncate(last + 1);
+            supervised.truncate(last + 1);
+        }
+        _ => {
+            ids.push(eos);
+            supervised.push(true);
+        }
     }
     Ok(Example { ids, supervised })
 }
