@@ -104,6 +104,18 @@ fn epoch_batches(cfg: &TrainConfig, train: &[Example], epoch: u64, pad: u32, dev
     Ok(EpochBatches { epoch, batches })
 }
 
+/// Drops the lines of `metrics.jsonl` logged after `step` (by a run killed after its last
+/// checkpoint), so a resumed run's log has each step once.
+fn keep_metrics_through(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept).map_err(|e| GraftError::io(path, e))
+}
+
 /// Runs the fine-tuning described by `cfg`; with `resume`, continues from the newest good
 /// checkpoint in `cfg.output.dir`.
 pub fn run(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<Summary> {
@@ -159,6 +171,7 @@ pub fn run(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> 
         }
         optimizer.load_state(&ckpt.optimizer)?;
         on_event(Event::Note(format!("resuming from {} (step {})", ckpt.dir.display(), ckpt.state.step)));
+        keep_metrics_through(&out.join("metrics.jsonl"), ckpt.state.step)?;
         state = ckpt.state;
     } else {
         // A fresh run replaces earlier metrics.
