@@ -28,6 +28,12 @@ enum Command {
     Train(commands::train::Args),
     /// Export a finished run as a PEFT adapter, merged HF folder or GGUF (checked on read-back).
     Export(commands::export::Args),
+    /// Generate text after a prompt (KV cache, streamed to stdout).
+    Generate(commands::generate::GenerateArgs),
+    /// Evaluate a model (perplexity).
+    Eval(commands::eval::EvalArgs),
+    /// Measure generation and forward throughput.
+    Bench(commands::bench::BenchArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -51,5 +57,8 @@ fn main() -> Result<()> {
         Command::Quickstart(args) => commands::quickstart::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Export(args) => commands::export::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     }
 }

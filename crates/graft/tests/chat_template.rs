@@ -31,7 +31,10 @@ fn golden_conversations_render_byte_identical() {
     let t = gguf_template();
     let facts = common::golden_json("model_facts.json");
     assert_eq!(t.source(), facts["chat_template"].as_str().unwrap());
-    assert_eq!(hex::encode(Sha256::digest(t.source().as_bytes())), facts["chat_template_sha256"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(Sha256::digest(t.source().as_bytes())),
+        facts["chat_template_sha256"].as_str().unwrap()
+    );
     let cases = common::golden_jsonl("chat_template.jsonl");
     assert_eq!(cases.len(), 5);
     for case in cases {
@@ -67,7 +70,9 @@ fn content_is_data_not_jinja() {
 
 #[test]
 fn raise_exception_is_a_template_error() {
-    let t = template("{% if messages[0].role != 'system' %}{{ raise_exception('system first please') }}{% endif %}");
+    let t = template(
+        "{% if messages[0].role != 'system' %}{{ raise_exception('system first please') }}{% endif %}",
+    );
     let msg = template_error(t.render(&[Message::user("hi")], false));
     assert!(msg.contains("test-template") && msg.contains("system first please"), "{msg}");
 }
@@ -143,7 +148,11 @@ fn named_templates_in_tokenizer_config() {
     assert_eq!(t.eos_id(), Some(2));
     assert_eq!(t.chat_template().unwrap().render(&[], false).unwrap(), "<|im_start|>D<|im_end|>");
 
-    write(dir.path(), "tokenizer_config.json", &config(serde_json::json!([{"name": "a", "template": "A"}, {"name": "b", "template": "B"}])));
+    write(
+        dir.path(),
+        "tokenizer_config.json",
+        &config(serde_json::json!([{"name": "a", "template": "A"}, {"name": "b", "template": "B"}])),
+    );
     let err = Tokenizer::from_hf_folder(dir.path()).unwrap_err().to_string();
     assert!(err.contains("tokenizer_config.json") && err.contains("default"), "{err}");
 

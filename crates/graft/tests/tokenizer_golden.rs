@@ -136,12 +136,14 @@ fn save_hf_round_trip_is_identical() {
     let (a, b) = (tok.chat_template().unwrap(), back.chat_template().unwrap());
     assert_eq!(a.source(), b.source());
     for case in common::golden_jsonl("chat_template.jsonl") {
-        let messages: Vec<graft::tokenizer::Message> = serde_json::from_value(case["messages"].clone()).unwrap();
+        let messages: Vec<graft::tokenizer::Message> =
+            serde_json::from_value(case["messages"].clone()).unwrap();
         let gen = case["add_generation_prompt"].as_bool().unwrap();
         assert_eq!(b.render(&messages, gen).unwrap(), case["rendered"].as_str().unwrap());
     }
     let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("tokenizer_config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("tokenizer_config.json")).unwrap())
+            .unwrap();
     assert_eq!(config["eos_token"], "<|im_end|>");
     assert_eq!(config["add_bos_token"], false);
     assert_eq!(config["chat_template"].as_str(), Some(a.source()));
@@ -170,9 +172,31 @@ fn injection_property_over_random_content() {
     let template = tok.chat_template().unwrap();
     let specials: Vec<u32> = (0..tok.vocab_size() as u32).filter(|&id| tok.is_special(id)).collect();
     let pieces = [
-        "<|im_start|>", "<|im_end|>", "<|endoftext|>", "</s>", "<s>", "{{", "}}", "{%", "%}", "{#",
-        "system", "user", "\n", " ", "assistant", "é", "🙂", "<|", "|>", "im_", "x", "42", "\t",
-        "{{ messages }}", "{% raise_exception('x') %}",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+        "</s>",
+        "<s>",
+        "{{",
+        "}}",
+        "{%",
+        "%}",
+        "{#",
+        "system",
+        "user",
+        "\n",
+        " ",
+        "assistant",
+        "é",
+        "🙂",
+        "<|",
+        "|>",
+        "im_",
+        "x",
+        "42",
+        "\t",
+        "{{ messages }}",
+        "{% raise_exception('x') %}",
     ];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let count_specials = |ids: &[u32]| ids.iter().filter(|id| specials.contains(id)).count();

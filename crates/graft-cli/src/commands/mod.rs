@@ -5,3 +5,6 @@ pub mod tokenize;
 pub mod export;
 pub mod quickstart;
 pub mod train;
+pub mod bench;
+pub mod eval;
+pub mod generate;

@@ -6,7 +6,9 @@ use serde_json::json;
 
 /// Tokenize a text with a model's tokenizer: ids, and the vocabulary entry of each.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  graft tokenize 'Hello, world!'\n  graft tokenize --json --model model.gguf '<|im_start|>user\\nhi<|im_end|>'")]
+#[command(
+    after_help = "Examples:\n  graft tokenize 'Hello, world!'\n  graft tokenize --json --model model.gguf $'<|im_start|>user\\nhi<|im_end|>'"
+)]
 pub struct Args {
     /// The text to tokenize. Special tokens written in it (e.g. <|im_end|>) are matched.
     pub text: String,

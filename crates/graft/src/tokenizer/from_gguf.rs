@@ -44,9 +44,9 @@ impl<'a> Meta<'a> {
     pub fn int(&self, key: &str) -> Result<Option<i64>, TokenizerError> {
         match self.map.get(key) {
             None => Ok(None),
-            Some(v) => as_int(v).map(Some).ok_or_else(|| {
-                self.err(key, format!("expected an integer, found {}", kind(v)))
-            }),
+            Some(v) => as_int(v)
+                .map(Some)
+                .ok_or_else(|| self.err(key, format!("expected an integer, found {}", kind(v)))),
         }
     }
 
@@ -94,9 +94,7 @@ impl<'a> Meta<'a> {
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                as_int(v).ok_or_else(|| {
-                    self.err(key, format!("element {i} is {}, not an integer", kind(v)))
-                })
+                as_int(v).ok_or_else(|| self.err(key, format!("element {i} is {}, not an integer", kind(v))))
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
@@ -159,10 +157,9 @@ impl Declared {
     fn read(meta: &Meta<'_>, n_tokens: usize, default_add_bos: bool) -> Result<Self, TokenizerError> {
         let id = |key: &str| -> Result<Option<u32>, TokenizerError> {
             match meta.id(key)? {
-                Some(id) if id as usize >= n_tokens => Err(meta.err(
-                    key,
-                    format!("token id {id} is outside the vocabulary ({n_tokens} tokens)"),
-                )),
+                Some(id) if id as usize >= n_tokens => {
+                    Err(meta.err(key, format!("token id {id} is outside the vocabulary ({n_tokens} tokens)")))
+                }
                 other => Ok(other),
             }
         };
@@ -183,7 +180,10 @@ pub(crate) fn parts(path: &Path, map: &HashMap<String, Value>) -> Result<Parts, 
     let meta = Meta { path, map };
     let model_key = "tokenizer.ggml.model";
     let model = meta.string(model_key)?.ok_or_else(|| {
-        meta.err(model_key, "missing: this GGUF file has no tokenizer; use a Hugging Face folder with tokenizer.json")
+        meta.err(
+            model_key,
+            "missing: this GGUF file has no tokenizer; use a Hugging Face folder with tokenizer.json",
+        )
     })?;
     let tokens_key = "tokenizer.ggml.tokens";
     let tokens = meta.strings(tokens_key)?.ok_or_else(|| meta.err(tokens_key, "missing"))?;
@@ -239,13 +239,12 @@ fn byte_level_bpe(
     let table = byte_chars();
     let spelled: Vec<String> = tokens.iter().map(|t| respell(t, &table)).collect();
     // Later duplicates win, as in a Python dict built from the list.
-    let vocab: Vocab =
-        spelled.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let vocab: Vocab = spelled.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
 
     let merges_key = "tokenizer.ggml.merges";
-    let raw_merges = meta.strings(merges_key)?.ok_or_else(|| {
-        meta.err(merges_key, "missing: a byte-level BPE vocabulary needs its merges")
-    })?;
+    let raw_merges = meta
+        .strings(merges_key)?
+        .ok_or_else(|| meta.err(merges_key, "missing: a byte-level BPE vocabulary needs its merges"))?;
     let mut merges = Vec::with_capacity(raw_merges.len());
     for (i, m) in raw_merges.iter().enumerate() {
         let (a, b) = m.split_once(' ').ok_or_else(|| {
@@ -340,4 +339,72 @@ pub(crate) fn special_template(
     builder.try_pair(pair).map_err(fail)?;
     builder.special_tokens(specials);
     builder.build().map(|t| Some(t.into())).map_err(|e| fail(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::Tokenizer;
+
+    fn gpt2_meta(pre: Option<&str>) -> HashMap<String, Value> {
+        let strings = |v: &[&str]| Value::Array(v.iter().map(|s| Value::String(s.to_string())).collect());
+        let mut map = HashMap::new();
+        map.insert("tokenizer.ggml.model".to_string(), Value::String("gpt2".into()));
+        map.insert("tokenizer.ggml.tokens".to_string(), strings(&["a", "b", "ab", "Ġ", "<|x|>", "<tool>"]));
+        map.insert("tokenizer.ggml.merges".to_string(), strings(&["a b"]));
+        map.insert(
+            "tokenizer.ggml.token_type".to_string(),
+            Value::Array([1, 1, 1, 1, 3, 4].iter().map(|&t| Value::I32(t)).collect()),
+        );
+        if let Some(pre) = pre {
+            map.insert("tokenizer.ggml.pre".to_string(), Value::String(pre.into()));
+        }
+        map
+    }
+
+    fn build(map: &HashMap<String, Value>) -> Result<Tokenizer, TokenizerError> {
+        Tokenizer::from_parts(parts(Path::new("m.gguf"), map)?)
+    }
+
+    #[test]
+    fn control_and_user_defined_tokens_are_added() {
+        let tok = build(&gpt2_meta(Some("gpt2"))).unwrap();
+        assert_eq!(tok.encode("ab<|x|>ab<tool>", false).unwrap(), [2, 4, 2, 5]);
+        assert!(tok.is_special(4) && !tok.is_special(5));
+        // Only control tokens are special: user-defined ones are still matched in plain text.
+        assert_eq!(tok.encode_plain("<tool>").unwrap(), [5]);
+        assert_ne!(tok.encode_plain("<|x|>").unwrap(), [4]);
+        assert!(tok.chat_template().is_none());
+    }
+
+    #[test]
+    fn unknown_pre_tokenizer_is_an_error_naming_the_key() {
+        let err = build(&gpt2_meta(Some("no-such-pre"))).unwrap_err().to_string();
+        assert!(
+            err.contains("m.gguf") && err.contains("tokenizer.ggml.pre") && err.contains("no-such-pre"),
+            "{err}"
+        );
+        assert!(build(&gpt2_meta(None)).is_ok(), "a missing pre means llama.cpp's default");
+    }
+
+    #[test]
+    fn bad_metadata_is_reported_by_key() {
+        let mut map = gpt2_meta(Some("gpt2"));
+        map.insert("tokenizer.ggml.model".into(), Value::String("rwkv".into()));
+        assert!(build(&map).unwrap_err().to_string().contains("`rwkv` is not supported"));
+        let mut map = gpt2_meta(Some("gpt2"));
+        map.insert("tokenizer.ggml.eos_token_id".into(), Value::U32(99));
+        assert!(build(&map).unwrap_err().to_string().contains("tokenizer.ggml.eos_token_id"));
+        let mut map = gpt2_meta(Some("gpt2"));
+        map.insert("tokenizer.ggml.merges".into(), Value::Array(vec![Value::String("ab".into())]));
+        assert!(build(&map).unwrap_err().to_string().contains("merge 0 `ab`"));
+        let mut map = gpt2_meta(Some("gpt2"));
+        map.remove("tokenizer.ggml.model");
+        assert!(build(&map).unwrap_err().to_string().contains("has no tokenizer"));
+        let mut map = gpt2_meta(Some("gpt2"));
+        map.insert("tokenizer.ggml.add_bos_token".into(), Value::Bool(true));
+        assert!(build(&map).unwrap_err().to_string().contains("declares no BOS"));
+        map.insert("tokenizer.ggml.bos_token_id".into(), Value::U32(4));
+        assert_eq!(build(&map).unwrap().encode("ab", true).unwrap(), [4, 2]);
+    }
 }

@@ -129,9 +129,7 @@ impl Tokenizer {
     pub fn save_hf(&self, dir: &Path) -> Result<(), TokenizerError> {
         std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e.to_string()))?;
         let json_path = dir.join(TOKENIZER_JSON);
-        self.inner
-            .save(&json_path, true)
-            .map_err(|e| file_err(&json_path, format!("cannot write: {e}")))?;
+        self.inner.save(&json_path, true).map_err(|e| file_err(&json_path, format!("cannot write: {e}")))?;
 
         let mut config = Map::new();
         config.insert("tokenizer_class".into(), json!("PreTrainedTokenizerFast"));

@@ -106,13 +106,18 @@ struct SpecialToken {
 pub(crate) struct Parts {
     /// The assembled tokenizer (model, pre-tokenizer, decoder, post-processor, added tokens).
     pub inner: tokenizers::Tokenizer,
-    /// Special-token ids, each with the place it was declared (for error messages).
+    /// Beginning-of-sequence id.
     pub bos: Option<u32>,
+    /// End-of-sequence id.
     pub eos: Option<u32>,
+    /// Padding id.
     pub pad: Option<u32>,
+    /// Unknown-token id.
     pub unk: Option<u32>,
-    /// Whether encoding with special tokens prepends BOS / appends EOS.
+    /// Whether encoding with special tokens prepends BOS, as declared (used only when a probe
+    /// encoding fails).
     pub add_bos: bool,
+    /// Whether encoding with special tokens appends EOS, as declared.
     pub add_eos: bool,
     /// `(name, source)` of the chat template, where the model has one.
     pub chat_template: Option<(String, String)>,
@@ -171,6 +176,22 @@ impl Tokenizer {
             )
             .with_name(name)
         });
+        // What `encode(text, true)` does is decided by the post-processor; report that, whatever
+        // a config file claims.
+        let (add_bos, add_eos) = match (inner.encode("a", true), inner.encode("a", false)) {
+            (Ok(with), Ok(without)) if with.get_ids() != without.get_ids() => {
+                let (with, without) = (with.get_ids(), without.get_ids());
+                let id = |t: &Option<SpecialToken>| t.as_ref().map(|t| t.id);
+                (
+                    id(&bos).is_some()
+                        && with.first().copied() == id(&bos)
+                        && without.first() != with.first(),
+                    id(&eos).is_some() && with.last().copied() == id(&eos) && without.last() != with.last(),
+                )
+            }
+            (Ok(_), Ok(_)) => (false, false),
+            _ => (add_bos, add_eos),
+        };
         let mut special_ids: Vec<u32> = inner
             .get_added_tokens_decoder()
             .into_iter()

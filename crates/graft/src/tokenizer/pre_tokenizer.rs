@@ -37,14 +37,8 @@ pub(crate) enum Chunking {
 const FAMILIES: &[(Chunking, &[&str])] = &[
     (Chunking::Gpt2, &["default", "gpt2", "gpt-2", "phi-2", "mpt", "olmo", "jais", "roberta-bpe"]),
     // llama.cpp splits digits off first for these; transformers does not (see the module docs).
-    (
-        Chunking::Gpt2,
-        &["starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b"],
-    ),
-    (
-        Chunking::Llama3,
-        &["llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral", "dbrx", "smaug-bpe"],
-    ),
+    (Chunking::Gpt2, &["starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b"]),
+    (Chunking::Llama3, &["llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral", "dbrx", "smaug-bpe"]),
     (Chunking::Qwen2, &["qwen2", "deepseek-r1-qwen", "stablelm2", "megrez"]),
 ];
 
@@ -64,9 +58,8 @@ pub(crate) fn pre_tokenizer(
     chunking: Chunking,
     add_prefix_space: bool,
 ) -> Result<PreTokenizerWrapper, String> {
-    let byte_level = |use_regex: bool| -> PreTokenizerWrapper {
-        ByteLevel::new(add_prefix_space, true, use_regex).into()
-    };
+    let byte_level =
+        |use_regex: bool| -> PreTokenizerWrapper { ByteLevel::new(add_prefix_space, true, use_regex).into() };
     let split = |regex: &str| -> Result<PreTokenizerWrapper, String> {
         Split::new(SplitPattern::Regex(regex.to_string()), SplitDelimiterBehavior::Isolated, false)
             .map(Into::into)
@@ -148,10 +141,12 @@ mod tests {
     }
 
     #[test]
-    fn families_differ_where_llama_cpp_says() {
+    fn chunkings_follow_their_regexes() {
         let text = "x  12345\n  y";
         assert_eq!(chunks(Chunking::Gpt2, text), ["x", "Ġ", "Ġ12345", "ĊĠ", "Ġy"]);
-        assert_eq!(chunks(Chunking::Llama3, text), ["x", "ĠĠ", "123", "45", "Ċ", "Ġ", "Ġy"]);
+        // `\s+(?!\S)` leaves the space before a digit on its own; digits go in threes.
+        assert_eq!(chunks(Chunking::Llama3, text), ["x", "Ġ", "Ġ", "123", "45", "Ċ", "Ġ", "Ġy"]);
+        assert_eq!(chunks(Chunking::Qwen2, "a 12"), ["a", "Ġ", "1", "2"]);
         assert_eq!(chunking("smollm"), Some(Chunking::Gpt2));
         assert_eq!(chunking("qwen2"), Some(Chunking::Qwen2));
         assert_eq!(chunking("no-such-pre"), None);

@@ -67,7 +67,11 @@ fn derive_merges(pieces: &[String], scores: &[f32], rank_by_position: bool) -> V
             .filter(|(l, r)| last.contains_key(l) && last.contains_key(r))
             .map(|(l, r)| (l, r, rank(piece)))
             .collect();
-        local.sort_by(|a, b| (score(b.0), score(b.1)).partial_cmp(&(score(a.0), score(a.1))).unwrap_or(std::cmp::Ordering::Equal));
+        local.sort_by(|a, b| {
+            (score(b.0), score(b.1))
+                .partial_cmp(&(score(a.0), score(a.1)))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
         merges.extend(local);
     }
     merges.sort_by(|a, b| b.2.total_cmp(&a.2));
@@ -104,15 +108,13 @@ pub(crate) fn tokenizer(
             derive_merges(&pieces, &scores, gemma)
         }
     };
-    let vocab: Vocab =
-        pieces.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let vocab: Vocab = pieces.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
     let mut builder = BPE::builder().vocab_and_merges(vocab, merges).fuse_unk(true).byte_fallback(true);
     if let Some(unk) = declared.unk {
         builder = builder.unk_token(pieces[unk as usize].clone());
     }
-    let bpe = builder
-        .build()
-        .map_err(|e| meta.err("tokenizer.ggml.tokens", format!("cannot build BPE: {e}")))?;
+    let bpe =
+        builder.build().map_err(|e| meta.err("tokenizer.ggml.tokens", format!("cannot build BPE: {e}")))?;
     let mut tok = Tokenizer::new(bpe);
 
     let add_prefix_space = declared.add_prefix_space.unwrap_or(true);
@@ -152,15 +154,16 @@ pub(crate) fn tokenizer(
             .map(|id| AddedToken::from(pieces[id as usize].clone(), true).normalized(false))
             .collect(),
     };
-    tok.add_special_tokens(specials)
-        .map_err(|e| meta.err("tokenizer.ggml.token_type", e.to_string()))?;
+    tok.add_special_tokens(specials).map_err(|e| meta.err("tokenizer.ggml.token_type", e.to_string()))?;
     if let Some(types) = token_type {
         // Whitespace runs are reached through the merges; registering them would bypass the
         // normalizer that turns spaces into `▁`.
         let user: Vec<AddedToken> = pieces
             .iter()
             .zip(types)
-            .filter(|(p, &ty)| ty == TOKEN_TYPE_USER_DEFINED && !p.chars().all(|c| c == SPACE || c.is_whitespace()))
+            .filter(|(p, &ty)| {
+                ty == TOKEN_TYPE_USER_DEFINED && !p.chars().all(|c| c == SPACE || c.is_whitespace())
+            })
             .map(|(p, _)| AddedToken::from(p.clone(), false).normalized(false))
             .collect();
         tok.add_tokens(user).map_err(|e| meta.err("tokenizer.ggml.token_type", e.to_string()))?;
@@ -191,5 +194,69 @@ mod tests {
         assert!(!is_gemma(&["a", "▁▁", "b c"]));
         assert_eq!(spelled("   "), "▁▁▁");
         assert_eq!(spelled("a b"), "a b");
+    }
+
+    use crate::tokenizer::Tokenizer;
+    use candle_core::quantized::gguf_file::Value;
+
+    fn vocab(tokens: &[&str], scores: &[f32], types: &[i32], extra: &[(&str, Value)]) -> Tokenizer {
+        let mut map: HashMap<String, Value> = HashMap::new();
+        let strings = |v: &[&str]| Value::Array(v.iter().map(|s| Value::String(s.to_string())).collect());
+        map.insert("tokenizer.ggml.model".into(), Value::String("llama".into()));
+        map.insert("tokenizer.ggml.tokens".into(), strings(tokens));
+        map.insert(
+            "tokenizer.ggml.scores".into(),
+            Value::Array(scores.iter().map(|&x| Value::F32(x)).collect()),
+        );
+        map.insert(
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.iter().map(|&x| Value::I32(x)).collect()),
+        );
+        for (k, v) in extra {
+            map.insert(k.to_string(), v.clone());
+        }
+        let parts = crate::tokenizer::from_gguf::parts(std::path::Path::new("test.gguf"), &map).unwrap();
+        Tokenizer::from_parts(parts).unwrap()
+    }
+
+    #[test]
+    fn llama_vocabulary_encodes_with_derived_merges_and_byte_fallback() {
+        let tokens = [
+            "<unk>", "<s>", "</s>", "▁", "h", "e", "l", "o", "w", "r", "d", "▁h", "ll", "▁he", "llo",
+            "▁hello", "<0x21>",
+        ];
+        let scores = [
+            0.0, 0.0, 0.0, -0.5, -9.0, -9.0, -9.0, -9.0, -9.0, -9.0, -9.0, -1.0, -2.0, -3.0, -4.0, -5.0, 0.0,
+        ];
+        let types = [2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 6];
+        let ids_of = [
+            ("tokenizer.ggml.bos_token_id", 1u32),
+            ("tokenizer.ggml.eos_token_id", 2),
+            ("tokenizer.ggml.unknown_token_id", 0),
+        ];
+        let extra: Vec<(&str, Value)> = ids_of.iter().map(|(k, v)| (*k, Value::U32(*v))).collect();
+        let tok = vocab(&tokens, &scores, &types, &extra);
+        let (ids, pieces) = tok.encode_with_tokens("hello world!", false).unwrap();
+        assert_eq!(pieces, ["▁hello", "▁", "w", "o", "r", "l", "d", "<0x21>"]);
+        assert_eq!(tok.decode(&ids, false).unwrap(), "hello world!");
+        // llama.cpp's default for SentencePiece vocabularies: BOS is added.
+        assert!(tok.adds_bos());
+        assert_eq!(tok.encode("hello", true).unwrap(), [1, 15]);
+        assert_eq!(tok.encode("<s>hello", false).unwrap()[0], 1);
+        assert!(tok.encode_plain("<s>").unwrap().iter().all(|&id| !tok.is_special(id)));
+    }
+
+    #[test]
+    fn gemma_vocabulary_keeps_space_runs() {
+        let tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "  ", "▁", "a", "b"];
+        let scores = [0.0, 0.0, 0.0, 0.0, -1000.0, 0.0, 0.0, 0.0];
+        let types = [3, 3, 3, 2, 1, 1, 1, 1];
+        let extra = [
+            ("tokenizer.ggml.add_space_prefix", Value::Bool(false)),
+            ("tokenizer.ggml.add_bos_token", Value::Bool(false)),
+        ];
+        let tok = vocab(&tokens, &scores, &types, &extra);
+        assert_eq!(tok.encode("a  b", false).unwrap(), [6, 4, 7]);
+        assert_eq!(tok.decode(&[6, 4, 7], false).unwrap(), "a  b");
     }
 }

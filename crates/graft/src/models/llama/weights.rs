@@ -94,6 +94,8 @@ fn permute_quantized_rows(q: &QTensor, src_rows: &[usize]) -> Result<QTensor> {
     for &r in src_rows {
         out.extend_from_slice(&data[r * row_bytes..(r + 1) * row_bytes]);
     }
+    // `qtensor_from_ggml` takes candle's outermost-first dims, which is what `q.shape()` holds
+    // (the innermost-first GGUF order is reversed when the file is read).
     Ok(qtensor_from_ggml(q.dtype(), &out, dims, &q.device())?)
 }
 

@@ -1,0 +1,188 @@
+//! `graft bench`: generation and forward throughput (not tests: numbers to compare).
+
+use super::generate::ModelArgs;
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use graft::bench::{memory, prompt, Repeats};
+use graft::models::llama::random::{smollm2_135m_config, RandomWeights};
+use graft::models::llama::Llama;
+use graft::models::Model;
+use graft::tokenizer::Tokenizer;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Measure throughput.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Greedy generation, batch 1: prefill and decode tokens/s.
+    #[command(after_help = "Example: graft bench generate --weights quantized --runs 5 --json")]
+    Generate(GenerateBenchArgs),
+    /// One inference forward over seq x batch tokens (no gradients): tokens/s.
+    #[command(after_help = "Example: graft bench forward --seq 256 --batch 4 --runs 3 --json")]
+    Forward(ForwardBenchArgs),
+}
+
+/// Options every benchmark takes.
+#[derive(Debug, Args)]
+struct Common {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Random weights with the default model's shapes instead of a model file.
+    #[arg(long)]
+    random_init: bool,
+    /// Seed of the random weights (with --random-init).
+    #[arg(long, default_value_t = 0)]
+    init_seed: u64,
+    /// Text whose first tokens feed the model (default: a built-in English paragraph, repeated).
+    #[arg(long)]
+    text: Option<PathBuf>,
+    /// Untimed runs before measuring.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Timed runs (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct GenerateBenchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 32)]
+    prompt_tokens: usize,
+    /// Tokens generated per run (EOS is masked so every run makes all of them).
+    #[arg(long, default_value_t = 128)]
+    new_tokens: usize,
+}
+
+#[derive(Debug, Args)]
+struct ForwardBenchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 256)]
+    seq: usize,
+    /// Sequences per forward.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+}
+
+/// A loaded benchmark subject: the model, its token ids for the text, and facts to report.
+struct Subject {
+    model: Llama,
+    ids: Vec<u32>,
+    eos_ids: Vec<u32>,
+    facts: serde_json::Value,
+}
+
+fn mb(bytes: Option<u64>) -> Option<f64> {
+    bytes.map(|b| (b as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0)
+}
+
+impl Common {
+    fn repeats(&self) -> Repeats {
+        Repeats { warmup: self.warmup, runs: self.runs }
+    }
+
+    fn load(&self) -> Result<Subject> {
+        let text = match &self.text {
+            Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            None => prompt::DEFAULT_TEXT.repeat(40),
+        };
+        let start = Instant::now();
+        let (model, tok, origin) = if self.random_init {
+            let cfg = smollm2_135m_config();
+            let src = RandomWeights::new(cfg.clone(), self.init_seed);
+            let model = Llama::load(cfg, &src, &self.model.load_options()?)?;
+            // Real token ids when the default model's tokenizer is at hand; no download.
+            let tok = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, true)
+                .ok()
+                .and_then(|s| Tokenizer::from_source(&s).ok());
+            (model, tok, format!("random-init (SmolLM2-135M shapes, seed {})", self.init_seed))
+        } else {
+            let (source, model) = self.model.load()?;
+            (model, Some(Tokenizer::from_source(&source)?), self.model.model.clone())
+        };
+        let load_secs = start.elapsed().as_secs_f64();
+        let (ids, prompt_source) = match &tok {
+            Some(t) => (t.encode(&text, false)?, "tokenizer"),
+            None => (prompt::byte_ids(&text, model.info().vocab_size), "bytes (no tokenizer available)"),
+        };
+        let eos_ids: Vec<u32> = tok.as_ref().and_then(|t| t.eos_id()).into_iter().collect();
+        let facts = serde_json::json!({
+            "model": origin,
+            "random_init": self.random_init,
+            "weights": self.model.weights.name(),
+            "device": self.model.device,
+            "dtype": self.model.dtype,
+            "threads": graft::device::cpu_threads(),
+            "text": self.text.as_ref().map_or_else(|| "built-in".to_string(), |p| p.display().to_string()),
+            "prompt_ids_from": prompt_source,
+            "load_secs": load_secs,
+            "rss_after_load_mb": mb(memory::current_rss_bytes()),
+            "warmup": self.warmup,
+            "timed_runs": self.runs,
+        });
+        // Peak memory is measured from here: what the workload needs on top of the weights.
+        memory::reset_peak_rss();
+        Ok(Subject { model, ids, eos_ids, facts })
+    }
+}
+
+fn print(json: bool, mut report: serde_json::Value, facts: serde_json::Value, summary: String) {
+    if let (Some(r), serde_json::Value::Object(f)) = (report.as_object_mut(), facts) {
+        r.extend(f);
+        r.insert("peak_rss_mb".into(), serde_json::json!(mb(memory::peak_rss_bytes())));
+    }
+    if json {
+        println!("{report}");
+    } else {
+        println!("{summary}");
+        println!("model {}, weights {}, {} threads, peak RSS {} MB", report["model"], report["weights"], report["threads"], report["peak_rss_mb"]);
+    }
+}
+
+/// Runs `graft bench ...`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.command {
+        BenchCommand::Generate(a) => {
+            let s = a.common.load()?;
+            let prompt_ids = prompt::take_cycled(&s.ids, a.prompt_tokens)?;
+            let r = graft::bench::bench_generate(&s.model, &prompt_ids, a.new_tokens, &s.eos_ids, a.common.repeats(), &mut |i, run| {
+                eprintln!("run {}: prefill {:.1} tok/s, decode {:.1} tok/s", i + 1, run.prefill_tokens_per_s, run.decode_tokens_per_s);
+            })?;
+            let summary = format!(
+                "generate: {} prompt + {} new tokens, median of {} runs: prefill {:.1} tok/s, decode {:.1} tok/s",
+                r.prompt_tokens, r.new_tokens, r.runs.len(), r.prefill_tokens_per_s, r.decode_tokens_per_s
+            );
+            let mut report = serde_json::to_value(&r)?;
+            report["bench"] = "generate".into();
+            print(a.common.json, report, s.facts, summary);
+        }
+        BenchCommand::Forward(a) => {
+            let s = a.common.load()?;
+            let rows = prompt::rows(&s.ids, a.seq, a.batch)?;
+            let r = graft::bench::bench_forward(&s.model, &rows, a.common.repeats(), &mut |i, secs| {
+                eprintln!("run {}: {:.2}s, {:.1} tok/s", i + 1, secs, (a.seq * a.batch) as f64 / secs);
+            })?;
+            let summary = format!(
+                "forward {}x{}: median of {} runs {:.1} tok/s (mean loss {:.4})",
+                r.seq, r.batch, r.run_secs.len(), r.tokens_per_s, r.mean_loss
+            );
+            let mut report = serde_json::to_value(&r)?;
+            report["bench"] = "forward".into();
+            print(a.common.json, report, s.facts, summary);
+        }
+    }
+    Ok(())
+}

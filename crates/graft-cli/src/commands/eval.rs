@@ -1,0 +1,83 @@
+//! `graft eval`: evaluation protocols (perplexity).
+
+use super::generate::ModelArgs;
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use graft::tokenizer::Tokenizer;
+use std::path::PathBuf;
+
+/// Evaluate a model.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(subcommand)]
+    command: EvalCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalCommand {
+    /// Perplexity of a text file over consecutive, non-overlapping windows.
+    Perplexity(PerplexityArgs),
+}
+
+/// `graft eval perplexity` options.
+#[derive(Debug, Args)]
+#[command(after_help = "Example: graft eval perplexity --text /usr/share/common-licenses/Apache-2.0 --window 512 --json\n\n\
+The whole file is tokenized without special tokens and cut into windows of --window tokens (the\n\
+partial last window is dropped); each window is scored alone from position 0, and the result is\n\
+the mean negative log-likelihood of tokens 1..window-1 of every window (log-softmax in f64).")]
+struct PerplexityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// UTF-8 text file to score.
+    #[arg(long)]
+    text: PathBuf,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 512)]
+    window: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `graft eval ...`.
+pub fn run(args: EvalArgs) -> Result<()> {
+    match args.command {
+        EvalCommand::Perplexity(a) => perplexity(a),
+    }
+}
+
+fn perplexity(args: PerplexityArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.text)
+        .with_context(|| format!("reading {} (a UTF-8 text file is needed)", args.text.display()))?;
+    let (source, model) = args.model.load()?;
+    let tok = Tokenizer::from_source(&source)?;
+    let ids = tok.encode(&text, false)?;
+    eprintln!("{}: {} tokens, windows of {}", args.text.display(), ids.len(), args.window);
+    let start = std::time::Instant::now();
+    let p = graft::eval::perplexity(&model, &ids, args.window, &mut |done, total| {
+        eprintln!("window {done}/{total}");
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    if args.json {
+        let report = serde_json::json!({
+            "model": args.model.model,
+            "weights": args.model.weights.name(),
+            "dtype": args.model.dtype,
+            "text": args.text,
+            "n_tokens": p.n_tokens,
+            "window": p.window,
+            "n_windows": p.n_windows,
+            "n_predicted": p.n_predicted,
+            "mean_nll": p.mean_nll,
+            "ppl": p.ppl,
+            "seconds": secs,
+        });
+        println!("{report}");
+    } else {
+        println!(
+            "perplexity {:.4} (mean NLL {:.6} nats over {} tokens in {} windows of {}; {:.1}s)",
+            p.ppl, p.mean_nll, p.n_predicted, p.n_windows, p.window, secs
+        );
+    }
+    Ok(())
+}
