@@ -26,6 +26,10 @@ enum Command {
     Quickstart(commands::quickstart::Args),
     /// Fine-tune a model (LoRA, QLoRA, full, freeze) from a TOML config.
     Train(commands::train::Args),
+    /// Check a training config and its data without training.
+    Validate(commands::validate::ValidateArgs),
+    /// Show tokenized training samples with the supervised tokens marked.
+    Preprocess(commands::validate::PreprocessArgs),
     /// Export a finished run as a PEFT adapter, merged HF folder or GGUF (checked on read-back).
     Export(commands::export::Args),
     /// Generate text after a prompt (KV cache, streamed to stdout).
@@ -57,6 +61,8 @@ fn main() -> Result<()> {
         Command::Quickstart(args) => commands::quickstart::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Export(args) => commands::export::run(args),
+        Command::Validate(args) => commands::validate::validate(args),
+        Command::Preprocess(args) => commands::validate::preprocess(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Bench(args) => commands::bench::run(args),

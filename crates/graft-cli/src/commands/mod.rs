@@ -8,3 +8,4 @@ pub mod train;
 pub mod bench;
 pub mod eval;
 pub mod generate;
+pub mod validate;
