@@ -94,17 +94,8 @@ impl GgufFile {
     /// A metadata value read as u32 (any integer type that fits).
     pub fn meta_u32(&self, key: &str) -> Result<u32, GgufError> {
         let v = self.meta(key)?;
-        let n = match v {
-            Value::U8(x) => *x as i128,
-            Value::I8(x) => *x as i128,
-            Value::U16(x) => *x as i128,
-            Value::I16(x) => *x as i128,
-            Value::U32(x) => *x as i128,
-            Value::I32(x) => *x as i128,
-            Value::U64(x) => *x as i128,
-            Value::I64(x) => *x as i128,
-            other => return Err(self.meta_err(key, &format!("expected an integer, found {}", describe(other)))),
-        };
+        let n = value_as_int(v)
+            .ok_or_else(|| self.meta_err(key, &format!("expected an integer, found {}", describe(v))))?;
         u32::try_from(n).map_err(|_| self.meta_err(key, &format!("{n} does not fit in u32")))
     }
 
@@ -217,4 +208,19 @@ impl GgufError {
                 | GgufError::TensorOutOfBounds { .. }
         )
     }
+}
+
+/// A metadata value of any integer type, widened; `None` for non-integers.
+pub fn value_as_int(v: &Value) -> Option<i128> {
+    Some(match v {
+        Value::U8(x) => *x as i128,
+        Value::I8(x) => *x as i128,
+        Value::U16(x) => *x as i128,
+        Value::I16(x) => *x as i128,
+        Value::U32(x) => *x as i128,
+        Value::I32(x) => *x as i128,
+        Value::U64(x) => *x as i128,
+        Value::I64(x) => *x as i128,
+        _ => return None,
+    })
 }
