@@ -65,7 +65,7 @@ pub struct Summary {
     pub steps: u64,
     /// Supervised tokens trained on.
     pub tokens: u64,
-    /// Training wall time in seconds (all sessions of a resumed run).
+    /// Training wall time in seconds (summed over every part of an interrupted and resumed run).
     pub wall_time_s: f64,
     /// Peak resident memory of the process, MB.
     pub peak_rss_mb: Option<f64>,
@@ -196,7 +196,7 @@ pub fn run(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> 
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics = OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| GraftError::io(&metrics_path, e))?;
     on_event(Event::Start { total_steps, from_step: state.step });
-    let session_start = Instant::now();
+    let process_start = Instant::now();
     let elapsed_before = state.elapsed_s;
     let mut epoch = epoch_batches(cfg, &train_ex, state.micro_batches_done / per_epoch, pad, &device)?;
     let save = |state: &LoopState, optimizer: &crate::train::optim::Optimizer| -> Result<()> {
@@ -243,12 +243,12 @@ pub fn run(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> 
         };
         writeln!(metrics, "{}", serde_json::to_string(&record)?).map_err(|e| GraftError::io(&metrics_path, e))?;
         on_event(Event::Step(record));
-        state.elapsed_s = elapsed_before + session_start.elapsed().as_secs_f64();
+        state.elapsed_s = elapsed_before + process_start.elapsed().as_secs_f64();
         if cfg.train.save_every > 0 && state.step % cfg.train.save_every == 0 && state.step < total_steps {
             save(&state, &optimizer)?;
         }
     }
-    state.elapsed_s = elapsed_before + session_start.elapsed().as_secs_f64();
+    state.elapsed_s = elapsed_before + process_start.elapsed().as_secs_f64();
     save(&state, &optimizer)?;
     let final_eval_loss = eval_loss(&model, &eval_batches)?;
 
