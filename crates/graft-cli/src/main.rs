@@ -18,8 +18,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Download named models and datasets into the cache, or list them.
+    Fetch(commands::fetch::Args),
     /// Show how a model's tokenizer splits a text (ids and tokens).
     Tokenize(commands::tokenize::Args),
+    /// Fine-tune the default model on tweet sentiment and show the before/after table.
+    Quickstart(commands::quickstart::Args),
+    /// Fine-tune a model (LoRA, QLoRA, full, freeze) from a TOML config.
+    Train(commands::train::Args),
+    /// Check a training config and its data without training.
+    Validate(commands::validate::ValidateArgs),
+    /// Show tokenized training samples with the supervised tokens marked.
+    Preprocess(commands::validate::PreprocessArgs),
+    /// Export a finished run as a PEFT adapter, merged HF folder or GGUF (checked on read-back).
+    Export(commands::export::Args),
     /// Generate text after a prompt (KV cache, streamed to stdout).
     Generate(commands::generate::GenerateArgs),
     /// Evaluate a model (perplexity).
@@ -44,7 +56,13 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     match cli.command {
+        Command::Fetch(args) => commands::fetch::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
+        Command::Quickstart(args) => commands::quickstart::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::Export(args) => commands::export::run(args),
+        Command::Validate(args) => commands::validate::validate(args),
+        Command::Preprocess(args) => commands::validate::preprocess(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Bench(args) => commands::bench::run(args),

@@ -12,12 +12,18 @@ pub enum GraftError {
     /// A GGUF file is malformed or unsupported.
     #[error(transparent)]
     Gguf(#[from] crate::io::gguf::GgufError),
+    /// A safetensors file is malformed or unsupported.
+    #[error(transparent)]
+    Safetensors(#[from] crate::io::safetensors::SafetensorsError),
     /// Fetching or locating a named asset failed.
     #[error(transparent)]
     Asset(#[from] crate::assets::AssetError),
     /// Building or running a tokenizer or chat template failed.
     #[error(transparent)]
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    /// Fine-tuning data is malformed or empty.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
     /// A model file or folder does not describe a model graft can build.
     #[error("model {path}: {reason}")]
     Model {

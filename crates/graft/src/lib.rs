@@ -14,17 +14,25 @@
 //! - [`bench`]: throughput measurements reported by `graft bench`.
 //! - [`adapters`]: LoRA (dense or quantized base) and PEFT-style target matching.
 //! - [`train`]: optimizers with savable state, schedules, losses.
+//! - [`datasets`]: readers for the named datasets recipes use (tweets, ...).
+//! - [`config`]: the TOML schema of `graft train`.
+//! - [`data`]: JSONL fine-tuning data in four formats, supervision masks, batches.
+//! - [`recipes`]: one function per technique (fine-tune, quickstart, export).
 //! - [`device`]: choosing the candle `Device` and dtype.
 
 pub mod adapters;
 pub mod assets;
 pub mod bench;
+pub mod config;
+pub mod data;
+pub mod datasets;
 pub mod device;
 pub mod error;
 pub mod eval;
 pub mod generate;
 pub mod io;
 pub mod models;
+pub mod recipes;
 pub mod tokenizer;
 pub mod train;
 

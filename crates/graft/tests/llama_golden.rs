@@ -123,3 +123,4 @@ fn kv_cached_decoding_equals_full_forward() {
     assert!(d <= 1e-3, "cached vs full: {d}");
     assert_eq!(cache.len(), ids.len());
 }
+

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// Measure throughput.
 #[derive(Debug, Args)]
-#[command(after_help = "Example: graft bench generate --weights quantized --json\n         graft bench forward --seq 256 --batch 4 --json")]
+#[command(after_help = "Examples:\n  graft bench generate --json\n  graft bench forward --seq 256 --batch 4 --json")]
 pub struct BenchArgs {
     #[command(subcommand)]
     command: BenchCommand,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 /// Evaluate a model.
 #[derive(Debug, Args)]
-#[command(after_help = "Example: graft eval perplexity --text /usr/share/common-licenses/Apache-2.0 --json")]
+#[command(after_help = "Examples:\n  graft eval perplexity --text /usr/share/common-licenses/Apache-2.0 --json")]
 pub struct EvalArgs {
     #[command(subcommand)]
     command: EvalCommand,

@@ -1,6 +1,11 @@
 //! One module per `graft` subcommand.
 
+pub mod fetch;
 pub mod tokenize;
+pub mod export;
+pub mod quickstart;
+pub mod train;
 pub mod bench;
 pub mod eval;
 pub mod generate;
+pub mod validate;

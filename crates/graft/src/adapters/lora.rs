@@ -151,6 +151,10 @@ impl ProjAdapter for LoraLayer {
         let delta = (x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)? * self.scale)?;
         Ok((y + delta)?)
     }
+
+    fn delta_weight(&self) -> Result<Option<Tensor>> {
+        Ok(Some(LoraLayer::delta_weight(self)?))
+    }
 }
 
 /// The adapters attached to a model by one [`LoraSpec`], in model order.
@@ -214,10 +218,25 @@ pub fn attach(model: &mut Llama, spec: &LoraSpec, seed: u64) -> Result<LoraSet> 
 pub fn merge(model: &mut Llama, set: &LoraSet) -> Result<()> {
     let dtype = crate::models::Model::dtype(model);
     for proj in model.projections_mut() {
-        if let Some(layer) = set.layers.iter().find(|l| l.name == proj.name()) {
-            let merged = (proj.dense_weight(DType::F32)? + layer.delta_weight()?.to_dtype(DType::F32)?)?;
+        if set.layers.iter().any(|l| l.name == proj.name()) {
+            let merged = proj.effective_weight(dtype)?;
             proj.detach_all();
-            proj.set_base(BaseWeight::Dense(merged.to_dtype(dtype)?))?;
+            proj.set_base(BaseWeight::Dense(merged))?;
+        }
+    }
+    Ok(())
+}
+
+/// Undoes [`merge`]: subtracts each adapter's update from its base weight (`W ← W − s·B A`)
+/// and attaches the adapters again, so training can continue on the original base.
+pub fn unmerge(model: &mut Llama, set: &LoraSet) -> Result<()> {
+    let dtype = crate::models::Model::dtype(model);
+    for proj in model.projections_mut() {
+        if let Some(layer) = set.layers.iter().find(|l| l.name == proj.name()) {
+            let work = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
+            let base = (proj.dense_weight(work)? - layer.delta_weight()?.to_dtype(work)?)?;
+            proj.set_base(BaseWeight::Dense(base.to_dtype(dtype)?))?;
+            proj.attach(layer.clone());
         }
     }
     Ok(())

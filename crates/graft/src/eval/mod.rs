@@ -4,5 +4,6 @@
 //!   reference values).
 
 pub mod perplexity;
+pub mod classification;
 
 pub use perplexity::{perplexity, Perplexity};

@@ -1,3 +1,6 @@
 //! File formats: GGUF, safetensors and Hugging Face model folders.
 
 pub mod gguf;
+pub mod safetensors;
+pub mod hf_folder;
+pub mod peft;

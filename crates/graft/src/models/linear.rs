@@ -35,6 +35,9 @@ impl BaseWeight {
 pub trait ProjAdapter: Send + Sync + std::fmt::Debug {
     /// Returns the adapted output given the projection input `x` and the base output `y`.
     fn apply(&self, x: &Tensor, y: Tensor) -> Result<Tensor>;
+    /// The adapter's contribution as a dense `[out, in]` weight update, when it has one
+    /// (what merging folds into the base).
+    fn delta_weight(&self) -> Result<Option<Tensor>>;
 }
 
 /// A named linear projection: frozen base weight, optional bias, attached adapters.
@@ -81,6 +84,25 @@ impl Proj {
     /// Attaches an adapter; adapters apply in the order they were attached.
     pub fn attach(&mut self, adapter: Arc<dyn ProjAdapter>) {
         self.adapters.push(adapter);
+    }
+
+    /// Whether any adapter is attached.
+    pub fn has_adapters(&self) -> bool {
+        !self.adapters.is_empty()
+    }
+
+    /// The base weight plus every adapter's dense update, as `[out, in]` in `dtype` (summed
+    /// in f32 or better). Fails for adapters that have no dense form.
+    pub fn effective_weight(&self, dtype: DType) -> Result<Tensor> {
+        let work = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
+        let mut w = self.dense_weight(work)?;
+        for a in &self.adapters {
+            let d = a.delta_weight()?.ok_or_else(|| {
+                crate::GraftError::Input(format!("an adapter on {} cannot be merged into its weight", self.name))
+            })?;
+            w = (w + d.to_dtype(work)?)?;
+        }
+        Ok(w.to_dtype(dtype)?)
     }
 
     /// Removes every adapter.

@@ -116,17 +116,7 @@ impl<'a> Meta<'a> {
 }
 
 fn as_int(v: &Value) -> Option<i64> {
-    Some(match v {
-        Value::U8(x) => *x as i64,
-        Value::I8(x) => *x as i64,
-        Value::U16(x) => *x as i64,
-        Value::I16(x) => *x as i64,
-        Value::U32(x) => *x as i64,
-        Value::I32(x) => *x as i64,
-        Value::U64(x) => i64::try_from(*x).ok()?,
-        Value::I64(x) => *x,
-        _ => return None,
-    })
+    crate::io::gguf::value_as_int(v).and_then(|n| i64::try_from(n).ok())
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -4,3 +4,5 @@
 pub mod loss;
 pub mod optim;
 pub mod schedule;
+pub mod step;
+pub mod checkpoint;

@@ -1,0 +1,55 @@
+//! `graft export`: write a finished run in a format the rest of the ecosystem loads.
+
+use anyhow::{bail, Result};
+use graft::recipes::export::{self, ExportFormat};
+use std::path::PathBuf;
+
+/// Export a run as a PEFT adapter, a merged Hugging Face folder or a merged GGUF, then read
+/// it back and check its logits against the trained model.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  graft export runs/quickstart --format peft --out exports/sentiment-adapter\n  graft export runs/quickstart --format merged --out exports/sentiment-hf\n  graft export runs/quickstart --format gguf --gguf-type q8_0 --out exports/sentiment.gguf")]
+pub struct Args {
+    /// The run directory (output.dir of `graft train`).
+    pub run_dir: PathBuf,
+    /// peft | merged | gguf.
+    #[arg(long)]
+    pub format: String,
+    /// Where to write the export.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tensor type of a GGUF export: f32, f16 or q8_0.
+    #[arg(long, default_value = "f16")]
+    pub gguf_type: String,
+    /// Print the check result as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> Result<()> {
+    let format = match args.format.as_str() {
+        "peft" => ExportFormat::Peft,
+        "merged" => ExportFormat::Merged,
+        "gguf" => ExportFormat::Gguf,
+        other => bail!("unknown --format `{other}`: use peft, merged or gguf"),
+    };
+    let gguf_type = match args.gguf_type.as_str() {
+        "f32" => candle_core::quantized::GgmlDType::F32,
+        "f16" => candle_core::quantized::GgmlDType::F16,
+        "q8_0" => candle_core::quantized::GgmlDType::Q8_0,
+        other => bail!("unknown --gguf-type `{other}`: use f32, f16 or q8_0"),
+    };
+    eprintln!("exporting {} as {}", args.run_dir.display(), args.format);
+    let report = export::export(&args.run_dir, format, &args.out, gguf_type)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "wrote {}; read back: max |Δlogit| {:.2e}, argmax agrees: {}",
+            report.path.display(),
+            report.max_abs_logit_diff,
+            report.argmax_agrees
+        );
+    }
+    Ok(())
+}

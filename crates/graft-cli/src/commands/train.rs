@@ -1,0 +1,77 @@
+//! `graft train`: fine-tune a model as a TOML config describes.
+
+use anyhow::Result;
+use graft::config::TrainConfig;
+use graft::recipes::finetune::{self, Event};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+
+/// Fine-tune a pretrained model (LoRA, QLoRA, full or freeze) from a TOML config.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  graft train configs/lora-alpaca.toml\n  graft train configs/lora-alpaca.toml --set train.lr=1e-4 --set output.dir=runs/lr1e-4\n  graft train configs/lora-alpaca.toml --resume")]
+pub struct Args {
+    /// The run's config (keys documented in docs/configuration.md).
+    pub config: PathBuf,
+    /// Override one config key: section.key=value (TOML value syntax). Repeatable.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Continue from the newest good checkpoint in output.dir.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the run summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> Result<()> {
+    let cfg = TrainConfig::load(&args.config, &args.overrides)?;
+    let summary = train_with_progress(&cfg, args.resume)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "eval loss {:.4} -> {:.4} (perplexity {:.2} -> {:.2}); {} steps, {} tokens in {:.0}s; output in {}",
+            summary.base_eval_loss,
+            summary.final_eval_loss,
+            summary.base_eval_ppl,
+            summary.final_eval_ppl,
+            summary.steps,
+            summary.tokens,
+            summary.wall_time_s,
+            summary.output.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs a fine-tuning with a progress bar (loss, tokens/s, ETA) on stderr.
+pub fn train_with_progress(cfg: &TrainConfig, resume: bool) -> Result<finetune::Summary> {
+    let bar = ProgressBar::hidden();
+    let mut on_event = |e: Event| match e {
+        Event::Note(n) => {
+            if bar.is_hidden() {
+                eprintln!("{n}");
+            } else {
+                bar.println(n);
+            }
+        }
+        Event::Start { total_steps, from_step } => {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            bar.set_length(total_steps);
+            bar.set_position(from_step);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+        }
+        Event::Step(r) => {
+            bar.set_position(r.step);
+            let eval = r.eval_loss.map(|l| format!("  eval {l:.4}")).unwrap_or_default();
+            bar.set_message(format!("loss {:.4}  lr {:.2e}  {:.0} tok/s{eval}", r.loss, r.lr, r.tokens_per_s));
+        }
+    };
+    let summary = finetune::run(cfg, resume, &mut on_event)?;
+    bar.finish_and_clear();
+    Ok(summary)
+}

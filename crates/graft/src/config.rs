@@ -1,0 +1,324 @@
+//! The fine-tuning configuration file (`graft train CONFIG.toml`).
+//!
+//! Every section rejects unknown keys, so a typo is an error rather than a silently ignored
+//! setting. Each field's doc comment is its documentation; defaults are in the `Default`
+//! impls and repeated in docs/configuration.md.
+
+use crate::data::DataFormat;
+use crate::train::schedule::ScheduleKind;
+use crate::{GraftError, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A whole training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Which pretrained model, on which device and precision.
+    pub model: ModelSection,
+    /// How the model is adapted.
+    pub adapter: AdapterSection,
+    /// Training and evaluation data.
+    pub data: DataSection,
+    /// Optimisation.
+    pub train: TrainSection,
+    /// Where results go.
+    pub output: OutputSection,
+}
+
+/// `[model]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// Asset name, `.gguf` file or Hugging Face folder. Default `smollm2-135m-instruct`.
+    pub name: String,
+    /// `cpu`, `cuda` or `cuda:N`. Default `cpu`.
+    pub device: String,
+    /// Compute precision: `f32`, `bf16`, `f16` or `f64`. Default `f32`.
+    pub dtype: String,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self { name: crate::assets::DEFAULT_MODEL.into(), device: "cpu".into(), dtype: "f32".into() }
+    }
+}
+
+/// What is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdapterKind {
+    /// LoRA on a dense (dequantized) base.
+    Lora,
+    /// LoRA on the base kept in its quantized GGUF blocks.
+    Qlora,
+    /// Full fine-tuning: every weight trains.
+    None,
+    /// Only the modules matching `adapter.targets` train; everything else is frozen.
+    Freeze,
+}
+
+/// `[adapter]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdapterSection {
+    /// `lora` | `qlora` | `none` (full fine-tuning) | `freeze`. Default `lora`.
+    pub kind: AdapterKind,
+    /// LoRA rank. Default 8.
+    pub r: usize,
+    /// LoRA α (scale = α/r). Default 16.
+    pub alpha: f64,
+    /// Dropout on the adapter input. Default 0.
+    pub dropout: f64,
+    /// Module patterns, PEFT-style (suffix match, or `*` globs). For `freeze`, the weights that
+    /// train (matched against HF tensor names). Default: all attention and MLP projections.
+    pub targets: Vec<String>,
+    /// rsLoRA scaling α/√r. Default false.
+    pub rslora: bool,
+}
+
+impl Default for AdapterSection {
+    fn default() -> Self {
+        Self {
+            kind: AdapterKind::Lora,
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.0,
+            targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"].map(String::from).to_vec(),
+            rslora: false,
+        }
+    }
+}
+
+/// `[data]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// Training JSONL file (required).
+    pub train: PathBuf,
+    /// Evaluation JSONL file; when absent, `eval_fraction` of the training file is held out.
+    pub eval: Option<PathBuf>,
+    /// `text` | `prompt_completion` | `messages` | `alpaca`. Default `text`.
+    pub format: DataFormat,
+    /// Tokens per sample (longer samples are truncated). Default 256.
+    pub seq_len: usize,
+    /// Pack samples into full rows of `seq_len`. Default false.
+    pub packing: bool,
+    /// Share of the training file held out when no eval file is given. Default 0.1.
+    pub eval_fraction: f64,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self { train: PathBuf::new(), eval: None, format: DataFormat::Text, seq_len: 256, packing: false, eval_fraction: 0.1 }
+    }
+}
+
+/// Update rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    /// AdamW (decoupled weight decay).
+    Adamw,
+    /// SGD with momentum.
+    Sgd,
+}
+
+/// `[train]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    /// Optimizer steps; overrides `epochs` when set.
+    pub max_steps: Option<u64>,
+    /// Passes over the training data when `max_steps` is not set. Default 1.
+    pub epochs: u64,
+    /// Peak learning rate. Default 2e-4.
+    pub lr: f64,
+    /// Samples per micro-batch. Default 4.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step. Default 1.
+    pub grad_accum: usize,
+    /// `adamw` | `sgd`. Default `adamw`.
+    pub optimizer: OptimizerName,
+    /// Weight decay. Default 0.
+    pub weight_decay: f64,
+    /// AdamW β₁. Default 0.9.
+    pub beta1: f64,
+    /// AdamW β₂. Default 0.999.
+    pub beta2: f64,
+    /// AdamW ε. Default 1e-8.
+    pub eps: f64,
+    /// SGD momentum. Default 0.9.
+    pub momentum: f64,
+    /// `constant` | `linear` | `cosine`. Default `cosine`.
+    pub schedule: ScheduleKind,
+    /// Linear warm-up steps. Default 0.
+    pub warmup_steps: u64,
+    /// Global gradient-norm clip (0 = off). Default 1.0.
+    pub max_grad_norm: f64,
+    /// Seed for initialisation, shuffling and dropout. Default 42.
+    pub seed: u64,
+    /// Evaluate every N steps (0 = only at the start and end). Default 0.
+    pub eval_every: u64,
+    /// Checkpoint every N steps (0 = only at the end). Default 0.
+    pub save_every: u64,
+    /// Cap on evaluation batches (0 = all). Default 0.
+    pub eval_batches: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            max_steps: None,
+            epochs: 1,
+            lr: 2e-4,
+            batch_size: 4,
+            grad_accum: 1,
+            optimizer: OptimizerName::Adamw,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            momentum: 0.9,
+            schedule: ScheduleKind::Cosine,
+            warmup_steps: 0,
+            max_grad_norm: 1.0,
+            seed: 42,
+            eval_every: 0,
+            save_every: 0,
+            eval_batches: 0,
+        }
+    }
+}
+
+/// `[output]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputSection {
+    /// Run directory. Default `runs/latest`.
+    pub dir: PathBuf,
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("runs/latest") }
+    }
+}
+
+impl TrainConfig {
+    /// Reads `path` and applies `overrides` (`section.key=value`, value in TOML syntax; bare
+    /// words are taken as strings), then validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| GraftError::io(path, e))?;
+        let mut value: toml::Value =
+            toml::from_str(&text).map_err(|e| GraftError::Input(format!("{}: {e}", path.display())))?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        let cfg: TrainConfig =
+            value.try_into().map_err(|e: toml::de::Error| GraftError::Input(format!("{}: {e}", path.display())))?;
+        // Relative data paths are relative to the config file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        let cfg = cfg.with_paths_relative_to(base);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn with_paths_relative_to(mut self, base: &Path) -> Self {
+        let fix = |p: &PathBuf| if p.as_os_str().is_empty() || p.is_absolute() || p.exists() { p.clone() } else { base.join(p) };
+        self.data.train = fix(&self.data.train);
+        self.data.eval = self.data.eval.as_ref().map(fix);
+        self
+    }
+
+    /// Checks values that serde cannot (ranges, required paths), naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: String| Err(GraftError::Input(format!("config key `{key}`: {why}")));
+        let t = &self.train;
+        if !(t.lr.is_finite() && t.lr > 0.0) {
+            return bad("train.lr", format!("must be a positive number, got {}", t.lr));
+        }
+        if t.batch_size == 0 {
+            return bad("train.batch_size", "must be at least 1".into());
+        }
+        if t.grad_accum == 0 {
+            return bad("train.grad_accum", "must be at least 1".into());
+        }
+        if t.max_steps == Some(0) || (t.max_steps.is_none() && t.epochs == 0) {
+            return bad("train.max_steps", "must be at least 1 (or set train.epochs ≥ 1)".into());
+        }
+        if t.weight_decay < 0.0 || t.max_grad_norm < 0.0 {
+            return bad("train.weight_decay / train.max_grad_norm", "must not be negative".into());
+        }
+        if matches!(self.adapter.kind, AdapterKind::Lora | AdapterKind::Qlora) {
+            if self.adapter.r == 0 {
+                return bad("adapter.r", "must be at least 1".into());
+            }
+            if !(self.adapter.alpha > 0.0) {
+                return bad("adapter.alpha", format!("must be positive, got {}", self.adapter.alpha));
+            }
+            if !(0.0..1.0).contains(&self.adapter.dropout) {
+                return bad("adapter.dropout", format!("must be in [0, 1), got {}", self.adapter.dropout));
+            }
+        }
+        if self.data.train.as_os_str().is_empty() {
+            return bad("data.train", "is required (a JSONL file)".into());
+        }
+        if self.data.seq_len < 2 {
+            return bad("data.seq_len", "must be at least 2".into());
+        }
+        if !(0.0..1.0).contains(&self.data.eval_fraction) {
+            return bad("data.eval_fraction", "must be in [0, 1)".into());
+        }
+        Ok(())
+    }
+
+    /// The keys whose values differ between two configs, as `section.key` (for resume checks).
+    pub fn differing_keys(&self, other: &TrainConfig) -> Vec<String> {
+        let a = toml::Value::try_from(self).ok();
+        let b = toml::Value::try_from(other).ok();
+        let mut out = Vec::new();
+        if let (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) = (a, b) {
+            for (section, av) in &a {
+                let bv = b.get(section);
+                match (av, bv) {
+                    (toml::Value::Table(at), Some(toml::Value::Table(bt))) => {
+                        let keys: std::collections::BTreeSet<&String> = at.keys().chain(bt.keys()).collect();
+                        for k in keys {
+                            if at.get(k) != bt.get(k) {
+                                out.push(format!("{section}.{k}"));
+                            }
+                        }
+                    }
+                    _ if Some(av) != bv => out.push(section.clone()),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Applies one `section.key=value` override to a parsed config.
+fn apply_override(root: &mut toml::Value, item: &str) -> Result<()> {
+    let (path, raw) = item
+        .split_once('=')
+        .ok_or_else(|| GraftError::Input(format!("--set `{item}`: expected section.key=value")))?;
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut node = root;
+    let parts: Vec<&str> = path.trim().split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let table = node
+            .as_table_mut()
+            .ok_or_else(|| GraftError::Input(format!("--set `{item}`: `{part}` is not inside a table")))?;
+        if i + 1 == parts.len() {
+            table.insert(part.to_string(), value);
+            return Ok(());
+        }
+        node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! Readers for the named datasets graft ships recipes for (the raw files come from
+//! [`crate::assets`]).
+
+pub mod tweets;

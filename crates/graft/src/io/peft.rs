@@ -1,0 +1,150 @@
+//! PEFT's LoRA adapter format: `adapter_config.json` + `adapter_model.safetensors`, tensors named
+//! `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight` in Hugging Face layout, so
+//! `peft.PeftModel.from_pretrained(base, dir)` loads what graft trains and graft loads PEFT's.
+
+use crate::adapters::lora::{self, LoraLayer, LoraSet, LoraSpec};
+use crate::models::llama::Llama;
+use crate::models::Model;
+use crate::{GraftError, Result};
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The fields of PEFT's `adapter_config.json` graft writes and reads (others are ignored on read).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeftLoraConfig {
+    /// Always `LORA`.
+    pub peft_type: String,
+    /// Always `CAUSAL_LM` for decoder models.
+    #[serde(default)]
+    pub task_type: Option<String>,
+    /// Rank.
+    pub r: usize,
+    /// α.
+    pub lora_alpha: f64,
+    /// Dropout.
+    #[serde(default)]
+    pub lora_dropout: f64,
+    /// Module names the adapter targets.
+    pub target_modules: Vec<String>,
+    /// rsLoRA scaling.
+    #[serde(default)]
+    pub use_rslora: bool,
+    /// The base model the adapter was trained on.
+    #[serde(default)]
+    pub base_model_name_or_path: Option<String>,
+    /// `none` (graft trains no biases).
+    #[serde(default = "default_bias")]
+    pub bias: String,
+    /// Whether weights are stored transposed (never for Llama).
+    #[serde(default)]
+    pub fan_in_fan_out: bool,
+    /// PEFT's flag for a frozen adapter.
+    #[serde(default)]
+    pub inference_mode: bool,
+    /// DoRA (not produced by graft).
+    #[serde(default)]
+    pub use_dora: bool,
+}
+
+fn default_bias() -> String {
+    "none".into()
+}
+
+/// PEFT's tensor name for graft's `module` (e.g. `layers.0.self_attn.q_proj`) and factor `A`/`B`.
+pub fn peft_tensor_name(module: &str, factor: char) -> String {
+    format!("base_model.model.model.{module}.lora_{factor}.weight")
+}
+
+/// Writes `set` as a PEFT adapter folder at `dir` (atomically: staged, then renamed).
+pub fn save_lora(set: &LoraSet, dir: &Path, base_model: &str) -> Result<()> {
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| GraftError::io(parent, e))?;
+    let tmp = tempfile::Builder::new().prefix(".graft-adapter-").tempdir_in(parent).map_err(|e| GraftError::io(parent, e))?;
+    let mut targets: Vec<String> = set.spec.targets.clone();
+    targets.sort();
+    let cfg = PeftLoraConfig {
+        peft_type: "LORA".into(),
+        task_type: Some("CAUSAL_LM".into()),
+        r: set.spec.r,
+        lora_alpha: set.spec.alpha,
+        lora_dropout: set.spec.dropout,
+        target_modules: targets,
+        use_rslora: set.spec.rslora,
+        base_model_name_or_path: Some(base_model.into()),
+        bias: "none".into(),
+        fan_in_fan_out: false,
+        inference_mode: true,
+        use_dora: false,
+    };
+    let path = tmp.path().join("adapter_config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg)?).map_err(|e| GraftError::io(&path, e))?;
+    let mut tensors = HashMap::new();
+    for l in &set.layers {
+        tensors.insert(peft_tensor_name(l.name(), 'A'), l.a().as_tensor().to_dtype(DType::F32)?.contiguous()?);
+        tensors.insert(peft_tensor_name(l.name(), 'B'), l.b().as_tensor().to_dtype(DType::F32)?.contiguous()?);
+    }
+    candle_core::safetensors::save(&tensors, tmp.path().join("adapter_model.safetensors"))?;
+    let staged = tmp.keep();
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| GraftError::io(dir, e))?;
+    }
+    std::fs::rename(&staged, dir).map_err(|e| GraftError::io(dir, e))
+}
+
+/// Reads a PEFT LoRA adapter folder and attaches it to `model`. Every tensor is checked against
+/// the projection it belongs to before anything is attached; all mismatches are listed.
+pub fn load_lora(dir: &Path, model: &mut Llama) -> Result<LoraSet> {
+    let cfg_path = dir.join("adapter_config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| GraftError::io(&cfg_path, e))?;
+    let cfg: PeftLoraConfig =
+        serde_json::from_str(&text).map_err(|e| GraftError::model(&cfg_path, format!("not a PEFT adapter config: {e}")))?;
+    if cfg.peft_type != "LORA" || cfg.use_dora || cfg.fan_in_fan_out {
+        return Err(GraftError::model(&cfg_path, format!("unsupported adapter (peft_type {}, dora {}, fan_in_fan_out {})", cfg.peft_type, cfg.use_dora, cfg.fan_in_fan_out)));
+    }
+    let weights_path = dir.join("adapter_model.safetensors");
+    let tensors = candle_core::safetensors::load(&weights_path, model.device())
+        .map_err(|e| GraftError::model(&weights_path, e.to_string()))?;
+    let spec = LoraSpec { r: cfg.r, alpha: cfg.lora_alpha, dropout: cfg.lora_dropout, rslora: cfg.use_rslora, targets: cfg.target_modules.clone() };
+    // Check every module first so the user sees all problems at once.
+    let mut problems = Vec::new();
+    let mut found: HashMap<String, (Tensor, Tensor)> = HashMap::new();
+    for p in model.projections_mut() {
+        let (out, inp) = p.dims();
+        let (ka, kb) = (peft_tensor_name(p.name(), 'A'), peft_tensor_name(p.name(), 'B'));
+        match (tensors.get(&ka), tensors.get(&kb)) {
+            (Some(a), Some(b)) => {
+                if a.dims() != [cfg.r, inp] {
+                    problems.push(format!("{ka}: shape {:?}, expected [{}, {inp}]", a.dims(), cfg.r));
+                }
+                if b.dims() != [out, cfg.r] {
+                    problems.push(format!("{kb}: shape {:?}, expected [{out}, {}]", b.dims(), cfg.r));
+                }
+                found.insert(p.name().to_string(), (a.clone(), b.clone()));
+            }
+            (None, None) => {}
+            _ => problems.push(format!("{}: only one of lora_A / lora_B is present", p.name())),
+        }
+    }
+    let known: std::collections::HashSet<String> =
+        found.keys().flat_map(|m| [peft_tensor_name(m, 'A'), peft_tensor_name(m, 'B')]).collect();
+    for k in tensors.keys().filter(|k| !known.contains(*k)) {
+        problems.push(format!("{k}: does not belong to any projection of this model"));
+    }
+    if found.is_empty() {
+        problems.push("no LoRA tensors match this model's projections".into());
+    }
+    if !problems.is_empty() {
+        return Err(GraftError::model(&weights_path, format!("adapter does not fit the model:\n  {}", problems.join("\n  "))));
+    }
+    let dtype = model.dtype();
+    let names: Vec<String> = found.keys().cloned().collect();
+    let spec_exact = LoraSpec { targets: names.iter().map(|n| n.to_string()).collect(), ..spec.clone() };
+    let mut set = lora::attach_with(model, &spec_exact, |name, _, clock| {
+        let (a, b) = &found[name];
+        LoraLayer::from_tensors(name, &a.to_dtype(dtype)?, &b.to_dtype(dtype)?, spec.scale(), spec.dropout, clock)
+    })?;
+    set.spec = spec;
+    Ok(set)
+}

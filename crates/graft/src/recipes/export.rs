@@ -1,0 +1,154 @@
+//! Exporting a finished run: the PEFT adapter, a merged Hugging Face folder, or a merged GGUF.
+//! Every export is read back and its logits compared with the training-time model on a fixed
+//! prompt; a mismatch fails loudly instead of leaving a silently broken file.
+
+use crate::assets::{resolve_model, ModelSource};
+use crate::config::TrainConfig;
+use crate::io::gguf::{GgufFile, GgufWriter};
+use crate::models::llama::weights::{hf_to_gguf_name, permute_rows_hf_to_gguf};
+use crate::models::llama::{Llama, LoadOptions};
+use crate::models::load::load_causal_lm;
+use crate::models::Model;
+use crate::tokenizer::Tokenizer;
+use crate::{GraftError, Result};
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Tensor};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// What to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// PEFT adapter folder (adapter_config.json + adapter_model.safetensors).
+    Peft,
+    /// Merged model as a Hugging Face folder.
+    Merged,
+    /// Merged model as a GGUF file.
+    Gguf,
+}
+
+/// Result of an export and its read-back check.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    /// What was written.
+    pub path: PathBuf,
+    /// Largest |logit difference| between the export and the training-time model on the check prompt.
+    pub max_abs_logit_diff: f32,
+    /// Whether the most likely next token agrees at every position of the check prompt.
+    pub argmax_agrees: bool,
+}
+
+/// The model of a run as trained (base + adapter, or the fully fine-tuned weights).
+pub fn load_trained(run_dir: &Path) -> Result<(TrainConfig, ModelSource, Llama, Tokenizer)> {
+    let cfg_path = run_dir.join("config.resolved.toml");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| GraftError::io(&cfg_path, e))?;
+    let cfg: TrainConfig = toml::from_str(&text).map_err(|e| GraftError::Input(format!("{}: {e}", cfg_path.display())))?;
+    let source = resolve_model(&cfg.model.name, false)?;
+    let tok = Tokenizer::from_source(&source)?;
+    let adapter = run_dir.join("adapter");
+    let full = run_dir.join("model");
+    let model = if adapter.join("adapter_config.json").is_file() {
+        let mut m = load_causal_lm(&source, &LoadOptions::default())?;
+        crate::io::peft::load_lora(&adapter, &mut m)?;
+        m
+    } else if full.join("config.json").is_file() {
+        load_causal_lm(&ModelSource::HfFolder(full), &LoadOptions::default())?
+    } else {
+        return Err(GraftError::Input(format!("{} has no adapter/ or model/: did the run finish?", run_dir.display())));
+    };
+    Ok((cfg, source, model, tok))
+}
+
+fn check_prompt(tok: &Tokenizer) -> Result<Vec<u32>> {
+    Ok(tok.encode("The quick brown fox jumps over the lazy dog. Transfer learning means", false)?)
+}
+
+fn compare(reference: &Llama, other: &Llama, ids: &[u32]) -> Result<(f32, bool)> {
+    let x = Tensor::new(ids, reference.device())?.unsqueeze(0)?;
+    let a = reference.forward_infer(&x, &mut reference.new_cache())?.to_dtype(DType::F32)?;
+    let b = other.forward_infer(&x, &mut other.new_cache())?.to_dtype(DType::F32)?;
+    let diff = (&a - &b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    let agree = a.argmax(2)?.eq(&b.argmax(2)?)?.to_dtype(DType::F32)?.min_all()?.to_scalar::<f32>()? == 1.0;
+    Ok((diff, agree))
+}
+
+/// Exports `run_dir` as `format` to `out`, then verifies the export. `gguf_type` picks the
+/// tensor type of a GGUF export (F32, F16 or Q8_0); `tolerance` bounds the logit difference.
+pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlDType) -> Result<ExportReport> {
+    let (cfg, source, trained, tok) = load_trained(run_dir)?;
+    let ids = check_prompt(&tok)?;
+    let (reloaded, tolerance) = match format {
+        ExportFormat::Peft => {
+            let src = run_dir.join("adapter");
+            let mut model = load_causal_lm(&source, &LoadOptions::default())?;
+            let set = crate::io::peft::load_lora(&src, &mut model)?;
+            crate::io::peft::save_lora(&set, out, &cfg.model.name)?;
+            let mut back = load_causal_lm(&source, &LoadOptions::default())?;
+            crate::io::peft::load_lora(out, &mut back)?;
+            (back, 0.0)
+        }
+        ExportFormat::Merged => {
+            let merged = merged_copy(&mut trained.clone())?;
+            crate::io::hf_folder::write_llama_folder(&merged, &tok, out, DType::F32)?;
+            (load_causal_lm(&ModelSource::HfFolder(out.to_path_buf()), &LoadOptions::default())?, 1e-3)
+        }
+        ExportFormat::Gguf => {
+            let merged = merged_copy(&mut trained.clone())?;
+            let ModelSource::Gguf(base_path) = &source else {
+                return Err(GraftError::Input("GGUF export needs a GGUF base model (for its tokenizer metadata)".into()));
+            };
+            write_gguf(&merged, &GgufFile::open(base_path)?, out, gguf_type)?;
+            let back = load_causal_lm(&ModelSource::Gguf(out.to_path_buf()), &LoadOptions::default())?;
+            (back, if gguf_type == GgmlDType::F32 { 1e-3 } else { f32::INFINITY })
+        }
+    };
+    let (max_abs_logit_diff, argmax_agrees) = compare(&trained, &reloaded, &ids)?;
+    if max_abs_logit_diff > tolerance || !argmax_agrees {
+        return Err(GraftError::Input(format!(
+            "export check failed: {} differs from the trained model (max |Δlogit| {max_abs_logit_diff}, argmax agrees: {argmax_agrees})",
+            out.display()
+        )));
+    }
+    Ok(ExportReport { path: out.to_path_buf(), max_abs_logit_diff, argmax_agrees })
+}
+
+/// A copy of `model` with its LoRA adapters folded into the base weights.
+fn merged_copy(model: &mut Llama) -> Result<Llama> {
+    let dtype = model.dtype();
+    for p in model.projections_mut() {
+        if p.has_adapters() {
+            let w = p.effective_weight(dtype)?;
+            p.detach_all();
+            p.set_base(crate::models::linear::BaseWeight::Dense(w))?;
+        }
+    }
+    Ok(model.clone())
+}
+
+/// Writes `model` as a GGUF with `base`'s metadata (tokenizer, chat template, hyperparameters),
+/// tensors renamed to llama.cpp's names and q/k rows permuted back to its layout.
+pub fn write_gguf(model: &Llama, base: &GgufFile, out: &Path, dtype: GgmlDType) -> Result<()> {
+    let mut w = GgufWriter::new();
+    let mut keys: Vec<&String> = base.metadata().keys().collect();
+    keys.sort();
+    for k in keys {
+        w.add_metadata(k.clone(), base.metadata()[k].clone())?;
+    }
+    let cfg = model.config();
+    for (name, t) in model.named_tensors()? {
+        let gname = hf_to_gguf_name(&name).ok_or_else(|| GraftError::Input(format!("no GGUF name for {name}")))?;
+        let t = t.to_dtype(DType::F32)?;
+        let t = if name.ends_with("q_proj.weight") {
+            permute_rows_hf_to_gguf(&t, cfg.num_attention_heads)?
+        } else if name.ends_with("k_proj.weight") {
+            permute_rows_hf_to_gguf(&t, cfg.num_key_value_heads)?
+        } else {
+            t
+        };
+        // Norm weights stay f32 as llama.cpp keeps them.
+        let ty = if t.rank() == 1 { GgmlDType::F32 } else { dtype };
+        w.add_tensor(&gname, &t, ty)?;
+    }
+    w.write(out)?;
+    Ok(())
+}

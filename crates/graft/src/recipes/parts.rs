@@ -1,0 +1,101 @@
+//! Building the pieces a fine-tuning run needs from its config: model, tokenizer, trainable
+//! parameters, optimizer and schedule.
+
+use crate::adapters::lora::{self, LoraSet, LoraSpec};
+use crate::adapters::targets;
+use crate::assets::{resolve_model, ModelSource};
+use crate::config::{AdapterKind, OptimizerName, TrainConfig};
+use crate::data::Batch;
+use crate::device::{parse_device, parse_dtype};
+use crate::models::llama::{Llama, LoadOptions, WeightFormat};
+use crate::models::load::load_causal_lm;
+use crate::models::Model;
+use crate::tokenizer::Tokenizer;
+use crate::train::optim::{AdamWConfig, Optimizer, OptimizerKind};
+use crate::train::step::LossSum;
+use crate::{GraftError, Result};
+use candle_core::{DType, Var, D};
+
+/// The model being trained and what of it trains.
+pub struct TrainableModel {
+    /// The model (adapters attached).
+    pub model: Llama,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Where it came from.
+    pub source: ModelSource,
+    /// LoRA adapters, when the run trains LoRA / QLoRA.
+    pub lora: Option<LoraSet>,
+    /// Every trainable variable, by name (LoRA factor names or HF weight names).
+    pub vars: Vec<(String, Var)>,
+}
+
+/// Loads the model of `cfg` and makes the configured part of it trainable.
+pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
+    let source = resolve_model(&cfg.model.name, false)?;
+    let tokenizer = Tokenizer::from_source(&source)?;
+    let format = if cfg.adapter.kind == AdapterKind::Qlora { WeightFormat::Quantized } else { WeightFormat::Dense };
+    let opts = LoadOptions { device: parse_device(&cfg.model.device)?, dtype: parse_dtype(&cfg.model.dtype)?, format };
+    let mut model = load_causal_lm(&source, &opts)?;
+    let a = &cfg.adapter;
+    let (lora, vars) = match a.kind {
+        AdapterKind::Lora | AdapterKind::Qlora => {
+            let spec = LoraSpec { r: a.r, alpha: a.alpha, dropout: a.dropout, rslora: a.rslora, targets: a.targets.clone() };
+            let set = lora::attach(&mut model, &spec, cfg.train.seed)?;
+            let vars = set.named_vars();
+            (Some(set), vars)
+        }
+        AdapterKind::None => (None, model.make_trainable(|_| true)?),
+        AdapterKind::Freeze => {
+            let select = |name: &str| {
+                let module = name.trim_start_matches("model.").trim_end_matches(".weight");
+                a.targets.iter().any(|p| targets::matches(p, module) || targets::matches(p, name))
+            };
+            let vars = model.make_trainable(select)?;
+            if vars.is_empty() {
+                return Err(GraftError::Input(format!(
+                    "adapter.targets {:?} matched no weight; names look like `layers.0.self_attn.q_proj` or `model.norm.weight`",
+                    a.targets
+                )));
+            }
+            (None, vars)
+        }
+    };
+    Ok(TrainableModel { model, tokenizer, source, lora, vars })
+}
+
+/// The optimizer of `cfg` over `vars`.
+pub fn build_optimizer(cfg: &TrainConfig, vars: Vec<(String, Var)>) -> Result<Optimizer> {
+    let t = &cfg.train;
+    let kind = match t.optimizer {
+        OptimizerName::Adamw => OptimizerKind::AdamW(AdamWConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay }),
+        OptimizerName::Sgd => OptimizerKind::Sgd { momentum: t.momentum, weight_decay: t.weight_decay },
+    };
+    Optimizer::new(kind, vars)
+}
+
+/// Summed next-token loss of a batch over its supervised positions (the causal-LM objective).
+pub fn causal_lm_loss(model: &Llama, batch: &Batch) -> Result<LossSum> {
+    let logits = model.forward_train(&batch.ids)?;
+    let (b, t, v) = logits.dims3()?;
+    let work = if logits.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
+    let logp = candle_nn::ops::log_softmax(&logits.to_dtype(work)?.reshape((b * t, v))?, D::Minus1)?;
+    let picked = logp.gather(&batch.targets.reshape((b * t, 1))?, 1)?.squeeze(1)?;
+    let mask = batch.mask.reshape(b * t)?.to_dtype(work)?;
+    let sum = (picked * mask)?.sum_all()?.neg()?;
+    Ok(LossSum { sum, count: batch.n_targets })
+}
+
+/// Mean loss per supervised token over `batches` (no gradients kept).
+pub fn eval_loss(model: &Llama, batches: &[Batch]) -> Result<f64> {
+    let (mut total, mut count) = (0f64, 0usize);
+    for b in batches {
+        let l = causal_lm_loss(model, b)?;
+        total += l.sum.detach().to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        count += l.count;
+    }
+    if count == 0 {
+        return Err(GraftError::Input("the evaluation set has no supervised tokens".into()));
+    }
+    Ok(total / count as f64)
+}

@@ -1,0 +1,180 @@
+//! Checkpoints that survive crashes: trainable weights, optimizer state and loop state, written
+//! to a temporary folder, fsynced, checksummed and renamed into place; `LATEST` changes only by
+//! an atomic rename afterwards. Loading verifies every checksum and falls back to the previous
+//! complete checkpoint when the newest one is damaged.
+
+use crate::{GraftError, Result};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Where the training loop stood when a checkpoint was written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    /// Optimizer steps completed.
+    pub step: u64,
+    /// Micro-batches consumed since the start (the data cursor: epoch and position follow).
+    pub micro_batches_done: u64,
+    /// Loss tokens seen so far.
+    pub tokens_seen: u64,
+    /// The resolved config of the run, as TOML.
+    pub config_toml: String,
+    /// Evaluation loss of the base model (measured once at the start).
+    pub base_eval_loss: Option<f64>,
+    /// Seconds spent training before this checkpoint.
+    pub elapsed_s: f64,
+}
+
+/// A verified checkpoint read back from disk.
+pub struct Checkpoint {
+    /// Its folder.
+    pub dir: PathBuf,
+    /// Trainable tensors by name.
+    pub weights: HashMap<String, Tensor>,
+    /// Optimizer state by name.
+    pub optimizer: HashMap<String, Tensor>,
+    /// Loop state.
+    pub state: LoopState,
+}
+
+const FILES: [&str; 3] = ["weights.safetensors", "optimizer.safetensors", "state.json"];
+
+fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
+    r.map_err(|e| GraftError::io(path, e))
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    io(dir, File::open(dir).and_then(|f| f.sync_all()))
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = io(path, std::fs::read(path))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Writes a checkpoint for `state.step` under `run_dir/checkpoints/` and points `LATEST` at it;
+/// keeps the newest `keep` complete checkpoints.
+pub fn save(
+    run_dir: &Path,
+    weights: &[(String, Tensor)],
+    optimizer: &[(String, Tensor)],
+    state: &LoopState,
+    keep: usize,
+) -> Result<PathBuf> {
+    let root = run_dir.join("checkpoints");
+    io(&root, std::fs::create_dir_all(&root))?;
+    let name = format!("step-{:08}", state.step);
+    let tmp = root.join(format!("{name}.tmp"));
+    if tmp.exists() {
+        io(&tmp, std::fs::remove_dir_all(&tmp))?;
+    }
+    io(&tmp, std::fs::create_dir_all(&tmp))?;
+    let save_st = |file: &str, tensors: &[(String, Tensor)]| -> Result<()> {
+        let map: HashMap<String, Tensor> = tensors.iter().map(|(n, t)| (n.clone(), t.clone())).collect();
+        let path = tmp.join(file);
+        candle_core::safetensors::save(&map, &path)?;
+        io(&path, File::open(&path).and_then(|f| f.sync_all()))
+    };
+    save_st(FILES[0], weights)?;
+    save_st(FILES[1], optimizer)?;
+    let state_path = tmp.join(FILES[2]);
+    write_synced(&state_path, serde_json::to_string_pretty(state)?.as_bytes())?;
+    let mut manifest = serde_json::Map::new();
+    for f in FILES {
+        manifest.insert(f.into(), sha256_file(&tmp.join(f))?.into());
+    }
+    write_synced(&tmp.join("manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    fsync_dir(&tmp)?;
+    let dest = root.join(&name);
+    if dest.exists() {
+        io(&dest, std::fs::remove_dir_all(&dest))?;
+    }
+    io(&dest, std::fs::rename(&tmp, &dest))?;
+    fsync_dir(&root)?;
+    let latest_tmp = root.join("LATEST.tmp");
+    write_synced(&latest_tmp, name.as_bytes())?;
+    io(&root, std::fs::rename(&latest_tmp, root.join("LATEST")))?;
+    fsync_dir(&root)?;
+    prune(&root, keep)?;
+    Ok(dest)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = io(path, File::create(path))?;
+    io(path, f.write_all(bytes))?;
+    io(path, f.sync_all())
+}
+
+/// Complete checkpoint folders, newest first.
+fn complete(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = match std::fs::read_dir(root) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
+                    && p.join("manifest.json").is_file()
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    dirs.sort();
+    dirs.reverse();
+    Ok(dirs)
+}
+
+fn prune(root: &Path, keep: usize) -> Result<()> {
+    for old in complete(root)?.into_iter().skip(keep.max(1)) {
+        io(&old, std::fs::remove_dir_all(&old))?;
+    }
+    Ok(())
+}
+
+/// Reads one checkpoint folder, verifying every file against its manifest.
+pub fn load_dir(dir: &Path, device: &Device) -> Result<Checkpoint> {
+    let manifest_path = dir.join("manifest.json");
+    let text = io(&manifest_path, std::fs::read_to_string(&manifest_path))?;
+    let manifest: HashMap<String, String> = serde_json::from_str(&text)?;
+    for f in FILES {
+        let want = manifest
+            .get(f)
+            .ok_or_else(|| GraftError::Input(format!("{}: manifest lacks {f}", dir.display())))?;
+        let got = sha256_file(&dir.join(f))?;
+        if &got != want {
+            return Err(GraftError::Input(format!(
+                "{}: checksum mismatch (expected {want}, found {got}); the file is damaged",
+                dir.join(f).display()
+            )));
+        }
+    }
+    let weights = candle_core::safetensors::load(dir.join(FILES[0]), device)?;
+    let optimizer = candle_core::safetensors::load(dir.join(FILES[1]), device)?;
+    let state: LoopState = serde_json::from_str(&io(dir, std::fs::read_to_string(dir.join(FILES[2])))?)?;
+    Ok(Checkpoint { dir: dir.to_path_buf(), weights, optimizer, state })
+}
+
+/// The newest checkpoint of `run_dir` that verifies; damaged ones are reported with `warn` and
+/// skipped. `None` when the run has no complete checkpoint.
+pub fn load_latest(run_dir: &Path, device: &Device, mut warn: impl FnMut(String)) -> Result<Option<Checkpoint>> {
+    let root = run_dir.join("checkpoints");
+    let mut candidates = Vec::new();
+    if let Ok(name) = std::fs::read_to_string(root.join("LATEST")) {
+        candidates.push(root.join(name.trim()));
+    }
+    candidates.extend(complete(&root)?);
+    let mut seen = std::collections::HashSet::new();
+    for dir in candidates {
+        if !seen.insert(dir.clone()) || !dir.is_dir() {
+            continue;
+        }
+        match load_dir(&dir, device) {
+            Ok(c) => return Ok(Some(c)),
+            Err(e) => warn(format!("skipping damaged checkpoint {}: {e}", dir.display())),
+        }
+    }
+    Ok(None)
+}

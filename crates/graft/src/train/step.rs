@@ -1,0 +1,91 @@
+//! One optimizer step: accumulate gradients over micro-batches normalised by the total number
+//! of loss tokens, check they are finite, clip, update.
+
+use super::optim::Optimizer;
+use crate::{GraftError, Result};
+use candle_core::{DType, Tensor, Var};
+
+/// What a training objective reports for one micro-batch: the summed loss (a scalar tensor with
+/// a graph back to the trainable variables) and how many targets it sums over.
+pub struct LossSum {
+    /// Sum of per-target losses.
+    pub sum: Tensor,
+    /// Number of targets in the sum.
+    pub count: usize,
+}
+
+/// Measurements of one optimizer step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// Mean loss per target over the accumulated micro-batches.
+    pub loss: f64,
+    /// Global gradient L2 norm before clipping.
+    pub grad_norm: f64,
+    /// Targets the step was normalised by.
+    pub targets: usize,
+}
+
+/// Runs `micro_batches` micro-batches through `loss_of`, sums their gradients, divides by the
+/// total target count (so `grad_accum × batch` equals one big batch, not a mean of means),
+/// clips to `max_grad_norm` (0 = off) and applies one update at `lr`.
+///
+/// A non-finite loss or gradient stops with an error naming the step; the weights are left
+/// untouched by that step.
+pub fn accumulate_and_step(
+    step: u64,
+    optimizer: &mut Optimizer,
+    micro_batches: usize,
+    mut loss_of: impl FnMut(usize) -> Result<LossSum>,
+    max_grad_norm: f64,
+    lr: f64,
+) -> Result<StepStats> {
+    let params: Vec<Var> = optimizer.params().iter().map(|(_, v)| v.clone()).collect();
+    let mut acc: Vec<Option<Tensor>> = vec![None; params.len()];
+    let (mut total, mut count) = (0f64, 0usize);
+    for micro in 0..micro_batches {
+        let l = loss_of(micro)?;
+        let value = l.sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !value.is_finite() {
+            return Err(GraftError::Input(format!(
+                "step {step}: loss is {value} (micro-batch {micro}); stopping — lower train.lr or check the data; the last checkpoint is intact"
+            )));
+        }
+        total += value;
+        count += l.count;
+        let grads = l.sum.backward()?;
+        for (slot, p) in acc.iter_mut().zip(&params) {
+            if let Some(g) = grads.get(p.as_tensor()) {
+                *slot = Some(match slot.take() {
+                    Some(prev) => (prev + g)?,
+                    None => g.clone(),
+                });
+            }
+        }
+    }
+    if count == 0 {
+        return Err(GraftError::Input(format!("step {step}: the batch has no supervised tokens")));
+    }
+    let mut grads = Vec::with_capacity(params.len());
+    for (slot, p) in acc.into_iter().zip(&params) {
+        grads.push(match slot {
+            Some(g) => (g / count as f64)?,
+            None => p.as_tensor().zeros_like()?,
+        });
+    }
+    let mut sq = 0f64;
+    for g in &grads {
+        sq += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+    }
+    let grad_norm = sq.sqrt();
+    if !grad_norm.is_finite() {
+        return Err(GraftError::Input(format!(
+            "step {step}: gradient norm is {grad_norm}; stopping — lower train.lr; the last checkpoint is intact"
+        )));
+    }
+    if max_grad_norm > 0.0 && grad_norm > max_grad_norm {
+        let factor = max_grad_norm / (grad_norm + 1e-6);
+        grads = grads.into_iter().map(|g| (g * factor).map_err(Into::into)).collect::<Result<_>>()?;
+    }
+    optimizer.step(&grads, lr)?;
+    Ok(StepStats { loss: total / count as f64, grad_norm, targets: count })
+}
