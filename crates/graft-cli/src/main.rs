@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show how a model's tokenizer splits a text (ids and tokens).
+    Tokenize(commands::tokenize::Args),
 }
 
 fn init_logging(verbose: u8) {
@@ -35,5 +37,7 @@ fn init_logging(verbose: u8) {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    match cli.command {}
+    match cli.command {
+        Command::Tokenize(args) => commands::tokenize::run(args),
+    }
 }

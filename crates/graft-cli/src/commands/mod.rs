@@ -1,1 +1,3 @@
 //! One module per `graft` subcommand.
+
+pub mod tokenize;
