@@ -18,6 +18,9 @@ pub enum GraftError {
     /// Building or running a tokenizer or chat template failed.
     #[error(transparent)]
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    /// Fine-tuning data is malformed or empty.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
     /// A model file or folder does not describe a model graft can build.
     #[error("model {path}: {reason}")]
     Model {

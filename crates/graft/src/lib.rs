@@ -9,6 +9,7 @@
 //! - [`tokenizer`]: tokenizers built from GGUF metadata or `tokenizer.json`, and chat templates.
 //! - [`models`]: model families behind the [`models::Model`] trait; every projection is an
 //!   adaptable [`models::linear::Proj`].
+//! - [`data`]: fine-tuning data — JSONL formats, supervision masks, padded or packed batches.
 //! - [`generate`]: sampling and KV-cached text generation.
 //! - [`eval`]: evaluation protocols (perplexity, ...).
 //! - [`bench`]: throughput measurements reported by `graft bench`.
@@ -19,6 +20,7 @@
 pub mod adapters;
 pub mod assets;
 pub mod bench;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;
