@@ -1,44 +1,113 @@
-//! Streaming JSONL reading with line-precise errors.
+//! Streaming JSONL lines: one line at a time, never more than a cap, BOM and CRLF tolerated.
 
-use super::DataError;
-use std::io::{BufRead, Read};
-use std::path::Path;
+use std::io::{self, BufRead};
 
-/// Longest line accepted, in bytes.
-pub const MAX_LINE_BYTES: usize = 64 << 20;
+/// Longest line read by default (64 MiB): a larger line is an error, not an allocation.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 << 20;
 
-/// Calls `each(line_number, value)` for every line of `path`. Tolerates a BOM and CRLF; an
-/// empty line, invalid UTF-8 or invalid JSON is an error naming the line.
-pub fn for_each_line(path: &Path, mut each: impl FnMut(usize, serde_json::Value) -> Result<(), DataError>) -> Result<(), DataError> {
-    let io = |source| DataError::Io { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut reader = std::io::BufReader::new(file);
-    let mut buf = Vec::new();
-    let mut line = 0usize;
-    loop {
-        buf.clear();
-        let n = (&mut reader).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut buf).map_err(io)?;
-        if n == 0 {
-            return Ok(());
+/// One line of the file.
+pub(crate) enum RawLine<'a> {
+    /// The line's bytes without the line end (`\n` or `\r\n`) and, on line 1, without a BOM.
+    Bytes(&'a [u8]),
+    /// The line is longer than the cap; its bytes were read and dropped.
+    TooLong,
+}
+
+/// Reads lines from `reader` into one reused buffer of at most `cap` bytes.
+pub(crate) struct LineReader<R> {
+    reader: R,
+    buf: Vec<u8>,
+    cap: usize,
+    line: usize,
+}
+
+impl<R: BufRead> LineReader<R> {
+    /// A reader whose lines may hold at most `cap` bytes (line end excluded).
+    pub(crate) fn new(reader: R, cap: usize) -> Self {
+        Self { reader, buf: Vec::new(), cap, line: 0 }
+    }
+
+    /// The next line and its 1-based number; `None` at the end of the file. A final line end is
+    /// not followed by an empty line.
+    pub(crate) fn next_line(&mut self) -> io::Result<Option<(usize, RawLine<'_>)>> {
+        self.buf.clear();
+        let mut too_long = false;
+        let mut read_any = false;
+        loop {
+            let available = match self.reader.fill_buf() {
+                Ok(a) => a,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if available.is_empty() {
+                if !read_any {
+                    return Ok(None);
+                }
+                break;
+            }
+            read_any = true;
+            let newline = available.iter().position(|&b| b == b'\n');
+            let chunk = &available[..newline.unwrap_or(available.len())];
+            if !too_long {
+                if self.buf.len() + chunk.len() > self.cap {
+                    too_long = true;
+                    self.buf = Vec::new();
+                } else {
+                    self.buf.extend_from_slice(chunk);
+                }
+            }
+            let used = newline.map_or(available.len(), |i| i + 1);
+            self.reader.consume(used);
+            if newline.is_some() {
+                break;
+            }
         }
-        line += 1;
-        if buf.len() > MAX_LINE_BYTES {
-            return Err(DataError::LineTooLong { path: path.to_path_buf(), line, cap: MAX_LINE_BYTES });
+        self.line += 1;
+        if too_long {
+            return Ok(Some((self.line, RawLine::TooLong)));
         }
-        let mut bytes: &[u8] = &buf;
-        if line == 1 {
-            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        }
-        while let [rest @ .., b'\n' | b'\r'] = bytes {
+        let mut bytes = self.buf.as_slice();
+        if let Some(rest) = bytes.strip_suffix(b"\r") {
             bytes = rest;
         }
-        let bad = |reason: String| DataError::Line { path: path.to_path_buf(), line, reason };
-        let text = std::str::from_utf8(bytes).map_err(|e| bad(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-        if text.trim().is_empty() {
-            return Err(bad("empty line (remove it: every line must be one JSON object)".into()));
+        if self.line == 1 {
+            if let Some(rest) = bytes.strip_prefix("\u{feff}".as_bytes()) {
+                bytes = rest;
+            }
         }
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON at column {}: {e}", e.column())))?;
-        each(line, value)?;
+        Ok(Some((self.line, RawLine::Bytes(bytes))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(data: &[u8], cap: usize) -> Vec<(usize, Option<Vec<u8>>)> {
+        // A tiny buffer makes lines straddle many `fill_buf` calls.
+        let mut r = LineReader::new(io::BufReader::with_capacity(3, data), cap);
+        let mut out = Vec::new();
+        while let Some((n, l)) = r.next_line().unwrap() {
+            out.push((
+                n,
+                match l {
+                    RawLine::Bytes(b) => Some(b.to_vec()),
+                    RawLine::TooLong => None,
+                },
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn line_ends_bom_and_cap() {
+        // The cap counts every byte but the `\n` (BOM and `\r` included).
+        let got = lines(b"\xef\xbb\xbfab\r\n\ncdefghi\nij", 6);
+        assert_eq!(
+            got,
+            vec![(1, Some(b"ab".to_vec())), (2, Some(vec![])), (3, None), (4, Some(b"ij".to_vec()))]
+        );
+        assert_eq!(lines(b"a\n", 4), vec![(1, Some(b"a".to_vec()))]);
+        assert!(lines(b"", 4).is_empty());
     }
 }
