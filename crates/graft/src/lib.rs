@@ -32,6 +32,7 @@ pub mod eval;
 pub mod generate;
 pub mod io;
 pub mod models;
+pub mod ops;
 pub mod recipes;
 pub mod tokenizer;
 pub mod train;

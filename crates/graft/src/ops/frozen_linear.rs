@@ -1,0 +1,115 @@
+//! `y = x Wᵀ` for a frozen `W`: the backward returns only the input gradient.
+//!
+//! candle's matmul backward also computes `xᵀ·dy` for the weight and adds it into a zero tensor
+//! the size of `W`, even when `W` is a constant; with LoRA that is a third of the backward's
+//! matmul work and a weight-sized buffer per projection, for a gradient nobody reads. A quantized
+//! `W` (QLoRA) stays in its GGUF blocks: forward and backward each dequantize it for the one
+//! product that needs it and free it right after, so only one dequantized projection exists at a
+//! time.
+
+use candle_core::backend::BackendStorage;
+use candle_core::quantized::QTensor;
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
+use std::sync::Arc;
+
+/// A projection weight `[out, in]` that does not train.
+#[derive(Debug, Clone)]
+pub enum FrozenWeight {
+    /// Dense, in the activations' dtype (converted on use otherwise).
+    Dense(Tensor),
+    /// GGUF-quantized blocks, dequantized per use.
+    Quantized(Arc<QTensor>),
+}
+
+impl FrozenWeight {
+    /// The weight as a dense `[out, in]` tensor of `dtype`.
+    pub fn dense(&self, dtype: DType) -> candle_core::Result<Tensor> {
+        match self {
+            FrozenWeight::Dense(w) => w.to_dtype(dtype),
+            FrozenWeight::Quantized(q) => q.dequantize(&q.device())?.to_dtype(dtype),
+        }
+    }
+
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        let d = match self {
+            FrozenWeight::Dense(w) => w.dims().to_vec(),
+            FrozenWeight::Quantized(q) => q.shape().dims().to_vec(),
+        };
+        (d[0], d[1])
+    }
+}
+
+/// `x [.., in] → x Wᵀ [.., out]` recording a backward that yields only `dx = dy W`.
+pub fn frozen_linear(x: &Tensor, weight: &FrozenWeight) -> candle_core::Result<Tensor> {
+    let (_, inp) = weight.dims();
+    let k = x.dim(candle_core::D::Minus1)?;
+    if k != inp {
+        candle_core::bail!("frozen_linear: input has {k} features, the weight expects {inp}");
+    }
+    x.contiguous()?.apply_op1(FrozenLinear { weight: weight.clone() })
+}
+
+struct FrozenLinear {
+    weight: FrozenWeight,
+}
+
+/// The storage-level product `x [m, k] · W [n, k]ᵀ`, shaped like `x` with its last dim `n`.
+fn product<S: BackendStorage>(x: &S, xl: &Layout, w: &S, wl: &Layout) -> candle_core::Result<(S, Shape)> {
+    if !xl.is_contiguous() || !wl.is_contiguous() {
+        candle_core::bail!("frozen_linear: operands must be contiguous");
+    }
+    let dims = xl.shape().dims();
+    let k = dims[dims.len() - 1];
+    let m = xl.shape().elem_count() / k.max(1);
+    let (n, _) = wl.shape().dims2()?;
+    let lhs = Layout::contiguous_with_offset((m, k), xl.start_offset());
+    let rhs = Layout::contiguous_with_offset((n, k), wl.start_offset()).transpose(0, 1)?;
+    let out = x.matmul(w, (1, m, n, k), &lhs, &rhs)?;
+    let mut out_dims = dims.to_vec();
+    *out_dims.last_mut().expect("rank checked by dim(-1)") = n;
+    Ok((out, Shape::from(out_dims)))
+}
+
+impl FrozenLinear {
+    fn fwd<S: BackendStorage>(
+        &self,
+        x: &S,
+        xl: &Layout,
+        pick: impl Fn(&Storage) -> Option<&S>,
+    ) -> candle_core::Result<(S, Shape)> {
+        let w = self.weight.dense(x.dtype())?;
+        let w = w.contiguous()?;
+        let (ws, wl) = w.storage_and_layout();
+        let ws = pick(&ws).ok_or_else(|| candle_core::Error::Msg("frozen_linear: weight on another device".into()))?;
+        product(x, xl, ws, wl)
+    }
+}
+
+impl CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.fwd(x, xl, |s| match s {
+            Storage::Cpu(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.fwd(x, xl, |s| match s {
+            Storage::Cuda(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let (n, k) = self.weight.dims();
+        let m = arg.elem_count() / k.max(1);
+        let w = self.weight.dense(grad.dtype())?;
+        let dx = grad.reshape((m, n))?.matmul(&w)?;
+        Ok(Some(dx.reshape(arg.shape())?.to_dtype(arg.dtype())?))
+    }
+}

@@ -1,0 +1,25 @@
+//! Training operations with hand-written backward passes.
+//!
+//! candle's generic autograd pays for things fine-tuning never needs: a matmul's backward also
+//! computes the gradient of a frozen weight (and allocates a zero tensor to add it to), composed
+//! RMSNorm / RoPE / softmax keep every intermediate alive until backward, constants such as masks
+//! and RoPE tables receive gradients, and a causal-LM loss materialises `[tokens × vocab]` logits
+//! plus their softmax and gradient. Each op here computes its forward with candle's fused kernels
+//! (or storage-level matmul), records one graph node, and returns exactly the gradients that are
+//! needed. Every backward is checked against finite differences in `tests/custom_ops.rs`.
+//!
+//! All ops work on any candle device: forward values come from device-generic tensor ops or
+//! backend storage calls, and backward passes are tensor ops.
+
+mod attach;
+mod frozen_linear;
+mod lm_head_loss;
+mod rms_norm;
+mod rope;
+mod softmax;
+
+pub use frozen_linear::{frozen_linear, FrozenWeight};
+pub use lm_head_loss::{lm_head_nll, LM_HEAD_CHUNK};
+pub use rms_norm::rms_norm;
+pub use rope::rope;
+pub use softmax::scaled_masked_softmax;

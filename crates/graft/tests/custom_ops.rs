@@ -1,0 +1,162 @@
+//! Every hand-written backward in `graft::ops` against central finite differences (f64), and
+//! every forward against the composed candle expression it replaces.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use graft::ops::{self, FrozenWeight};
+
+const DEV: Device = Device::Cpu;
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn tensor(dims: &[usize], seed: u64) -> Tensor {
+    let n = dims.iter().product();
+    Tensor::from_vec(values(n, seed), dims, &DEV).unwrap()
+}
+
+/// Checks `d/dv sum(f(v) ⊙ probe)` from backward against central differences for every element
+/// of each variable in `vars`.
+fn check_grads(vars: &[&Var], f: impl Fn() -> Tensor) {
+    let out = f();
+    let probe = tensor(out.dims(), 99).to_dtype(out.dtype()).unwrap();
+    let objective = || (f().to_dtype(DType::F64).unwrap() * probe.to_dtype(DType::F64).unwrap()).unwrap().sum_all().unwrap();
+    let grads = objective().backward().unwrap();
+    for (vi, var) in vars.iter().enumerate() {
+        let analytic: Vec<f64> = grads.get(var.as_tensor()).expect("variable has a gradient").flatten_all().unwrap().to_vec1().unwrap();
+        let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let h = 1e-6;
+        let mut worst = 0f64;
+        for i in 0..base.len() {
+            let mut plus = base.clone();
+            plus[i] += h;
+            var.set(&Tensor::from_vec(plus, var.as_tensor().dims(), &DEV).unwrap()).unwrap();
+            let fp = objective().to_scalar::<f64>().unwrap();
+            let mut minus = base.clone();
+            minus[i] -= h;
+            var.set(&Tensor::from_vec(minus, var.as_tensor().dims(), &DEV).unwrap()).unwrap();
+            let fm = objective().to_scalar::<f64>().unwrap();
+            let numeric = (fp - fm) / (2.0 * h);
+            let err = (numeric - analytic[i]).abs() / (1.0 + numeric.abs());
+            worst = worst.max(err);
+        }
+        var.set(&Tensor::from_vec(base, var.as_tensor().dims(), &DEV).unwrap()).unwrap();
+        assert!(worst < 1e-6, "variable {vi}: worst finite-difference error {worst:e}");
+    }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+}
+
+#[test]
+fn frozen_linear_matches_matmul_and_its_input_gradient() {
+    let x = Var::from_tensor(&tensor(&[2, 3, 5], 1)).unwrap();
+    let w = tensor(&[4, 5], 2);
+    let weight = FrozenWeight::Dense(w.clone());
+    let y = ops::frozen_linear(x.as_tensor(), &weight).unwrap();
+    assert!(max_abs_diff(&y, &x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap()) < 1e-12);
+    check_grads(&[&x], || ops::frozen_linear(x.as_tensor(), &weight).unwrap());
+}
+
+#[test]
+fn frozen_linear_over_quantized_blocks_matches_the_dequantized_weight() {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    let w = tensor(&[8, 64], 3).to_dtype(DType::F32).unwrap();
+    let q = std::sync::Arc::new(QTensor::quantize(&w, GgmlDType::Q4_1).unwrap());
+    let dense = q.dequantize(&DEV).unwrap();
+    let x = Var::from_tensor(&tensor(&[3, 64], 4).to_dtype(DType::F32).unwrap()).unwrap();
+    let y = ops::frozen_linear(x.as_tensor(), &FrozenWeight::Quantized(q.clone())).unwrap();
+    assert!(max_abs_diff(&y, &x.as_tensor().matmul(&dense.t().unwrap()).unwrap()) < 1e-4);
+    let g = (y * tensor(&[3, 8], 5).to_dtype(DType::F32).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+    let expected = tensor(&[3, 8], 5).to_dtype(DType::F32).unwrap().matmul(&dense).unwrap();
+    assert!(max_abs_diff(g.get(x.as_tensor()).unwrap(), &expected) < 1e-4);
+}
+
+#[test]
+fn rms_norm_forward_and_both_gradients() {
+    let x = Var::from_tensor(&tensor(&[2, 3, 6], 6)).unwrap();
+    let w = Var::from_tensor(&(tensor(&[6], 7) + 1.5).unwrap()).unwrap();
+    let eps = 1e-5;
+    let composed = {
+        let r = (x.as_tensor().sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + eps).unwrap().sqrt().unwrap().recip().unwrap();
+        x.as_tensor().broadcast_mul(&r).unwrap().broadcast_mul(w.as_tensor()).unwrap()
+    };
+    assert!(max_abs_diff(&ops::rms_norm(x.as_tensor(), w.as_tensor(), eps).unwrap(), &composed) < 1e-12);
+    check_grads(&[&x, &w], || ops::rms_norm(x.as_tensor(), w.as_tensor(), eps).unwrap());
+    // A frozen weight: only the input gets a gradient, and it is the same one.
+    let frozen = w.as_tensor().detach();
+    check_grads(&[&x], || ops::rms_norm(x.as_tensor(), &frozen, eps).unwrap());
+    // The fused f32 forward agrees with the composed one.
+    let x32 = x.as_tensor().to_dtype(DType::F32).unwrap();
+    let w32 = w.as_tensor().to_dtype(DType::F32).unwrap();
+    let fused = ops::rms_norm(&x32, &w32, eps).unwrap();
+    assert!(max_abs_diff(&fused, &composed.to_dtype(DType::F32).unwrap()) < 1e-5);
+}
+
+#[test]
+fn rope_forward_and_input_gradient() {
+    let (t, half) = (5, 4);
+    let angles: Vec<f64> = (0..t * half).map(|i| (i / half) as f64 * 0.3f64.powi((i % half) as i32)).collect();
+    let cos = Tensor::from_vec(angles.iter().map(|a| a.cos()).collect::<Vec<_>>(), (t, half), &DEV).unwrap();
+    let sin = Tensor::from_vec(angles.iter().map(|a| a.sin()).collect::<Vec<_>>(), (t, half), &DEV).unwrap();
+    let x = Var::from_tensor(&tensor(&[2, 3, t, 2 * half], 8)).unwrap();
+    let composed = {
+        let xs = x.as_tensor();
+        let c = Tensor::cat(&[&cos, &cos], D::Minus1).unwrap();
+        let s = Tensor::cat(&[&sin, &sin], D::Minus1).unwrap();
+        let x1 = xs.narrow(D::Minus1, 0, half).unwrap();
+        let x2 = xs.narrow(D::Minus1, half, half).unwrap();
+        let rot = Tensor::cat(&[&x2.neg().unwrap(), &x1], D::Minus1).unwrap();
+        (xs.broadcast_mul(&c).unwrap() + rot.broadcast_mul(&s).unwrap()).unwrap()
+    };
+    assert!(max_abs_diff(&ops::rope(x.as_tensor(), &cos, &sin).unwrap(), &composed) < 1e-12);
+    check_grads(&[&x], || ops::rope(x.as_tensor(), &cos, &sin).unwrap());
+}
+
+#[test]
+fn scaled_masked_softmax_forward_and_gradient() {
+    let s = Var::from_tensor(&tensor(&[2, 2, 4, 4], 9)).unwrap();
+    let mask: Vec<f64> = (0..16).map(|i| if i % 4 <= i / 4 { 0.0 } else { f64::NEG_INFINITY }).collect();
+    let mask = Tensor::from_vec(mask, (4, 4), &DEV).unwrap();
+    let scale = 0.7;
+    let composed = candle_nn::ops::softmax(&(s.as_tensor() * scale).unwrap().broadcast_add(&mask).unwrap(), D::Minus1).unwrap();
+    let fused = ops::scaled_masked_softmax(s.as_tensor(), scale, Some(&mask)).unwrap();
+    assert!(max_abs_diff(&fused, &composed) < 1e-12);
+    check_grads(&[&s], || ops::scaled_masked_softmax(s.as_tensor(), scale, Some(&mask)).unwrap());
+}
+
+#[test]
+fn chunked_lm_head_loss_matches_full_logits_and_its_gradients() {
+    // More rows than one chunk, so chunk boundaries are crossed.
+    let n = ops::LM_HEAD_CHUNK + 7;
+    let (h, v) = (6, 11);
+    let hidden = Var::from_tensor(&tensor(&[n, h], 10)).unwrap();
+    let w = Var::from_tensor(&tensor(&[v, h], 11)).unwrap();
+    let targets = Tensor::from_vec((0..n as u32).map(|i| (i * 7) % v as u32).collect::<Vec<_>>(), n, &DEV).unwrap();
+    let mask = Tensor::from_vec((0..n).map(|i| if i % 5 == 0 { 0f64 } else { 1.0 }).collect::<Vec<_>>(), n, &DEV).unwrap();
+    let reference = {
+        let logp = candle_nn::ops::log_softmax(&hidden.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap(), D::Minus1).unwrap();
+        (logp.gather(&targets.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap().neg().unwrap() * &mask).unwrap()
+    };
+    let trainable = FrozenWeight::Dense(w.as_tensor().clone());
+    let fused = ops::lm_head_nll(hidden.as_tensor(), &trainable, &targets, &mask).unwrap();
+    assert!(max_abs_diff(&fused, &reference) < 1e-12);
+    // Full fine-tuning: hidden and weight both get gradients.
+    check_grads(&[&hidden, &w], || ops::lm_head_nll(hidden.as_tensor(), &trainable, &targets, &mask).unwrap());
+    // A frozen head: only the hidden states do.
+    let frozen = FrozenWeight::Dense(w.as_tensor().detach());
+    let grads = ops::lm_head_nll(hidden.as_tensor(), &frozen, &targets, &mask).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(w.as_tensor()).is_none());
+    let reference_grads = reference.sum_all().unwrap().backward().unwrap();
+    assert!(max_abs_diff(grads.get(hidden.as_tensor()).unwrap(), reference_grads.get(hidden.as_tensor()).unwrap()) < 1e-12);
+}
