@@ -148,7 +148,13 @@ impl ProjAdapter for LoraLayer {
         let x = self.drop_input(x)?;
         let a = self.a.as_tensor().to_dtype(x.dtype())?;
         let b = self.b.as_tensor().to_dtype(x.dtype())?;
-        let delta = (x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)? * self.scale)?;
+        // Rows flattened so each product is one 2-D matmul; the scale is applied to the rank-r
+        // intermediate, the smallest tensor on the path.
+        let (inp, out) = (a.dim(1)?, b.dim(0)?);
+        let rows = x.elem_count() / inp;
+        let down = (x.reshape((rows, inp))?.matmul(&a.t()?)? * self.scale)?;
+        let delta = down.matmul(&b.t()?)?.reshape(y.shape())?;
+        debug_assert_eq!(y.dim(candle_core::D::Minus1)?, out);
         Ok((y + delta)?)
     }
 

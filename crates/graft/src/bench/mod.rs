@@ -7,6 +7,8 @@
 //!   of tokens); prefill tokens/s and decode tokens/s.
 //! - [`forward`]: one inference forward (no gradients) over a `[batch, seq]` block of tokens,
 //!   logits for every position included; tokens/s.
+//! - [`train`]: optimizer steps of LoRA / QLoRA / full fine-tuning on packed text chunks;
+//!   tokens/s and the loss curve.
 //! - [`cpu`]: how much CPU other processes used during each run (a busy neighbour ruins
 //!   2-thread timings; such runs are flagged).
 //! - [`memory`]: peak resident memory (VmHWM) and how to reset it.
@@ -17,9 +19,11 @@ pub mod forward;
 pub mod generation;
 pub mod memory;
 pub mod prompt;
+pub mod train;
 
 pub use forward::{bench_forward, ForwardBench};
 pub use generation::{bench_generate, GenerateBench, GenerateRun};
+pub use train::{bench_train, TrainBench, TrainBenchSpec, TrainMode};
 
 /// How many times to repeat a measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

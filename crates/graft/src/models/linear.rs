@@ -5,6 +5,7 @@
 //! lets each adapter add its contribution (`y + (α/r)·B A x` for LoRA). Adapters are written once
 //! and work on dense and quantized bases alike.
 
+use crate::ops::FrozenWeight;
 use crate::Result;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
@@ -125,11 +126,28 @@ impl Proj {
         Ok(w.to_dtype(dtype)?)
     }
 
-    /// Differentiable forward for training: `x [.., in] -> [.., out]`. Gradients flow to `x` and
-    /// to adapter parameters; a quantized base is dequantized for the product.
+    /// The base weight as the training ops take it (no copy).
+    pub fn frozen_weight(&self) -> FrozenWeight {
+        match &self.base {
+            BaseWeight::Dense(w) => FrozenWeight::Dense(w.clone()),
+            BaseWeight::Quantized(q) => FrozenWeight::Quantized(q.clone()),
+        }
+    }
+
+    /// Differentiable forward for training: `x [.., in] -> [.., out]`. Gradients flow to `x`, to
+    /// adapter parameters and to a trainable (variable) base weight. A frozen base computes no
+    /// weight gradient; a quantized base is dequantized only for the products that need it.
     pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
-        let w = self.dense_weight(x.dtype())?;
-        let y = x.broadcast_matmul(&w.t()?)?;
+        let y = match &self.base {
+            BaseWeight::Dense(w) if w.is_variable() || w.track_op() => {
+                let (out, inp) = self.dims();
+                let lead = &x.dims()[..x.rank() - 1];
+                let rows = lead.iter().product::<usize>();
+                let y = x.reshape((rows, inp))?.matmul(&w.to_dtype(x.dtype())?.t()?)?;
+                y.reshape([lead, &[out]].concat())?
+            }
+            _ => crate::ops::frozen_linear(x, &self.frozen_weight())?,
+        };
         self.finish(x, y)
     }
 

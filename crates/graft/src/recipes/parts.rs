@@ -7,14 +7,13 @@ use crate::assets::{resolve_model, ModelSource};
 use crate::config::{AdapterKind, OptimizerName, TrainConfig};
 use crate::data::Batch;
 use crate::device::{parse_device, parse_dtype};
-use crate::models::llama::{Llama, LoadOptions, WeightFormat};
+use crate::models::llama::{Llama, LoadOptions, Pass, WeightFormat};
 use crate::models::load::load_causal_lm;
-use crate::models::Model;
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::{AdamWConfig, Optimizer, OptimizerKind};
 use crate::train::step::LossSum;
 use crate::{GraftError, Result};
-use candle_core::{DType, Var, D};
+use candle_core::{DType, Var};
 
 /// The model being trained and what of it trains.
 pub struct TrainableModel {
@@ -76,23 +75,20 @@ pub fn build_optimizer(cfg: &TrainConfig, vars: Vec<(String, Var)>) -> Result<Op
 
 /// Summed next-token loss of a batch over its supervised positions (the causal-LM objective).
 pub fn causal_lm_loss(model: &Llama, batch: &Batch) -> Result<LossSum> {
-    let logits = model.forward_train(&batch.ids)?;
-    let (b, t, v) = logits.dims3()?;
-    let work = if logits.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
-    let logp = candle_nn::ops::log_softmax(&logits.to_dtype(work)?.reshape((b * t, v))?, D::Minus1)?;
-    let picked = logp.gather(&batch.targets.reshape((b * t, 1))?, 1)?.squeeze(1)?;
-    let mask = batch.mask.reshape(b * t)?.to_dtype(work)?;
-    let sum = (picked * mask)?.sum_all()?.neg()?;
-    Ok(LossSum { sum, count: batch.n_targets })
+    let nll = model.token_nll(&batch.ids, &batch.targets, &batch.mask, Pass::Train)?;
+    Ok(LossSum { sum: nll.sum_all()?, count: batch.n_targets })
 }
 
 /// Mean loss per supervised token over `batches` (no gradients kept).
 pub fn eval_loss(model: &Llama, batches: &[Batch]) -> Result<f64> {
     let (mut total, mut count) = (0f64, 0usize);
+    // The inference kernels are faster for dense weights; candle's quantized matmul is not, so
+    // a quantized base is evaluated through the training ops (which dequantize per product).
+    let pass = if model.has_quantized() { Pass::Train } else { Pass::Infer };
     for b in batches {
-        let l = causal_lm_loss(model, b)?;
-        total += l.sum.detach().to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        count += l.count;
+        let nll = model.token_nll(&b.ids, &b.targets, &b.mask, pass)?;
+        total += nll.sum_all()?.detach().to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        count += b.n_targets;
     }
     if count == 0 {
         return Err(GraftError::Input("the evaluation set has no supervised tokens".into()));

@@ -74,7 +74,10 @@ pub fn accumulate_and_step(
     }
     let mut sq = 0f64;
     for g in &grads {
-        sq += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+        // Squares summed in the gradient's own precision (f32, or f64 for f64), tensor by tensor, then
+        // accumulated in f64: no f64 copy of a weight-sized gradient.
+        let work = if g.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
+        sq += g.to_dtype(work)?.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     }
     let grad_norm = sq.sqrt();
     if !grad_norm.is_finite() {

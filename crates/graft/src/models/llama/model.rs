@@ -1,9 +1,9 @@
 //! The Llama decoder: embeddings, `n` pre-norm blocks (GQA attention with RoPE, SiLU-gated MLP),
 //! final RMSNorm and LM head (tied to the embeddings when the checkpoint says so).
 //!
-//! One set of weights, two paths: [`Pass::Train`] uses only operations with a backward in candle
-//! (composed RMSNorm, RoPE and softmax), [`Pass::Infer`] uses candle's fused kernels and a KV
-//! cache. Attention never repeats K/V for grouped queries: the `rep` query heads that share a KV
+//! One set of weights, two paths: [`Pass::Train`] uses graft's training ops (`crate::ops`:
+//! RMSNorm, RoPE, masked softmax and frozen projections with hand-written backward passes),
+//! [`Pass::Infer`] uses candle's fused forward-only kernels and a KV cache. Attention never repeats K/V for grouped queries: the `rep` query heads that share a KV
 //! head are stacked along the sequence axis, so one matmul serves the whole group.
 
 use super::config::LlamaConfig;
@@ -11,12 +11,13 @@ use super::weights::{WeightFormat, WeightSource};
 use crate::models::linear::{BaseWeight, Proj};
 use crate::models::{KvCache, Model, ModelInfo};
 use crate::{GraftError, Result};
+use crate::ops::{self, FrozenWeight};
 use candle_core::{DType, Device, Tensor, Var, D};
 
 /// Which kernels a forward pass may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
-    /// Differentiable compositions only (training, gradient checks).
+    /// Differentiable ops (training, gradient checks).
     Train,
     /// Fused forward-only kernels (generation, evaluation).
     Infer,
@@ -84,15 +85,7 @@ impl RopeTables {
         let sin = self.sin.narrow(0, offset, t)?;
         match pass {
             Pass::Infer => Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?),
-            Pass::Train => {
-                let half = x.dim(D::Minus1)? / 2;
-                let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?;
-                let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?;
-                let x1 = x.narrow(D::Minus1, 0, half)?;
-                let x2 = x.narrow(D::Minus1, half, half)?;
-                let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-                Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
-            }
+            Pass::Train => Ok(crate::ops::rope(x, &cos, &sin)?),
         }
     }
 }
@@ -118,11 +111,7 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, pass: Pass) -> Result<Tensor> {
     let xw = x.to_dtype(work)?;
     let normed = match pass {
         Pass::Infer => candle_nn::ops::rms_norm(&xw.contiguous()?, &w.to_dtype(work)?, eps as f32)?,
-        Pass::Train => {
-            let ms = xw.sqr()?.mean_keepdim(D::Minus1)?;
-            let inv = (ms + eps)?.sqrt()?.recip()?;
-            xw.broadcast_mul(&inv)?.broadcast_mul(&w.to_dtype(work)?)?
-        }
+        Pass::Train => crate::ops::rms_norm(&xw, &w.to_dtype(work)?, eps)?,
     };
     Ok(normed.to_dtype(dtype)?)
 }
@@ -310,6 +299,41 @@ impl Llama {
         }
     }
 
+    /// Whether any projection keeps GGUF-quantized blocks (QLoRA / lean inference).
+    pub fn has_quantized(&self) -> bool {
+        self.layers
+            .iter()
+            .flat_map(|b| b.attn.iter().chain(b.mlp.iter()))
+            .chain(self.lm_head.iter())
+            .any(|p| matches!(p.base(), BaseWeight::Quantized(_)))
+    }
+
+    /// Per-position next-token NLL `[b·t]` of `ids [b, t]` against `targets [b, t]` (u32), times
+    /// `mask [b, t]` (1 = supervised), in f32 (f64 for f64 models).
+    ///
+    /// The LM head and the cross-entropy run fused in row chunks (`ops::lm_head_nll`), so the
+    /// `[b·t × vocab]` logits never exist whole; an LM head with adapters attached takes the
+    /// plain route through its logits.
+    pub fn token_nll(&self, ids: &Tensor, targets: &Tensor, mask: &Tensor, pass: Pass) -> Result<Tensor> {
+        let hidden = self.hidden_states(ids, None, pass)?;
+        let (b, t, h) = hidden.dims3()?;
+        let hidden = hidden.reshape((b * t, h))?;
+        let targets = targets.reshape(b * t)?;
+        let work = if self.dtype == DType::F64 { DType::F64 } else { DType::F32 };
+        let mask = mask.reshape(b * t)?.to_dtype(work)?;
+        let head = match &self.lm_head {
+            None => FrozenWeight::Dense(self.embed_tokens.clone()),
+            Some(head) if !head.has_adapters() => head.frozen_weight(),
+            Some(_) => {
+                let logits = self.lm_head(&hidden, pass)?.to_dtype(work)?;
+                let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+                let picked = logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
+                return Ok((picked.neg()? * mask)?);
+            }
+        };
+        Ok(ops::lm_head_nll(&hidden, &head, &targets, &mask)?)
+    }
+
     fn proj(&self, p: &Proj, x: &Tensor, pass: Pass) -> Result<Tensor> {
         match pass {
             Pass::Train => p.forward_train(x),
@@ -337,15 +361,19 @@ impl Llama {
         let total = k.dim(2)?;
         // Query heads sharing a KV head are stacked along the sequence axis: [b, nkv, rep*t, hd].
         let q = q.reshape((b, nkv, rep * t, hd))?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let scores = if t > 1 {
-            scores.broadcast_add(&causal_mask(rep, t, offset, scores.dtype(), &self.device)?)?
-        } else {
-            scores
-        };
+        let raw = q.matmul(&k.t()?)?;
+        let mask = if t > 1 { Some(causal_mask(rep, t, offset, raw.dtype(), &self.device)?) } else { None };
+        let scale = 1.0 / (hd as f64).sqrt();
         let probs = match pass {
-            Pass::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
-            Pass::Train => candle_nn::ops::softmax(&scores, D::Minus1)?,
+            Pass::Infer => {
+                let scores = (raw * scale)?;
+                let scores = match &mask {
+                    Some(m) => scores.broadcast_add(m)?,
+                    None => scores,
+                };
+                candle_nn::ops::softmax_last_dim(&scores)?
+            }
+            Pass::Train => crate::ops::scaled_masked_softmax(&raw, scale, mask.as_ref())?,
         };
         debug_assert_eq!(probs.dim(3)?, total);
         let attn = probs.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
