@@ -53,6 +53,7 @@ fn init_logging(verbose: u8) {
 }
 
 fn main() -> Result<()> {
+    graft::device::reuse_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     match cli.command {

@@ -37,3 +37,21 @@ pub fn parse_dtype(name: &str) -> Result<DType> {
 pub fn cpu_threads() -> usize {
     candle_core::utils::get_num_threads()
 }
+
+/// Makes the C allocator keep freed blocks for reuse instead of handing them back to the
+/// operating system.
+///
+/// Training allocates and frees the same activation-sized buffers (hundreds of KB to tens of
+/// MB) every step. glibc serves such blocks with fresh `mmap` pages and unmaps them on free, so
+/// each step pays a page fault and a page clear for memory it had just released: measured on a
+/// LoRA step of SmolLM2-135M at 256×4 tokens, 4.7 M faults and 20 s of system time for two
+/// steps, 16.6 s per step; with this setting 1.1 M faults, 4.9 s and 11.9 s per step, at the
+/// same peak RSS. Process-wide; call it once at start-up. Does nothing on other C libraries.
+pub fn reuse_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters; both values are in range.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}

@@ -160,3 +160,21 @@ fn chunked_lm_head_loss_matches_full_logits_and_its_gradients() {
     let reference_grads = reference.sum_all().unwrap().backward().unwrap();
     assert!(max_abs_diff(grads.get(hidden.as_tensor()).unwrap(), reference_grads.get(hidden.as_tensor()).unwrap()) < 1e-12);
 }
+
+#[test]
+fn fused_lora_linear_matches_the_composed_update_and_its_three_gradients() {
+    let x = Var::from_tensor(&tensor(&[2, 3, 5], 12)).unwrap();
+    let w = tensor(&[4, 5], 13);
+    let a = Var::from_tensor(&tensor(&[2, 5], 14)).unwrap();
+    let b = Var::from_tensor(&tensor(&[4, 2], 15)).unwrap();
+    let scale = 1.5;
+    let weight = FrozenWeight::Dense(w.clone());
+    let composed = {
+        let base = x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap();
+        let delta = x.as_tensor().broadcast_matmul(&a.as_tensor().t().unwrap()).unwrap().broadcast_matmul(&b.as_tensor().t().unwrap()).unwrap();
+        (base + (delta * scale).unwrap()).unwrap()
+    };
+    let fused = ops::lora_linear(x.as_tensor(), &weight, a.as_tensor(), b.as_tensor(), scale).unwrap();
+    assert!(max_abs_diff(&fused, &composed) < 1e-12);
+    check_grads(&[&x, &a, &b], || ops::lora_linear(x.as_tensor(), &weight, a.as_tensor(), b.as_tensor(), scale).unwrap());
+}

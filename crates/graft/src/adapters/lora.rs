@@ -161,6 +161,11 @@ impl ProjAdapter for LoraLayer {
     fn delta_weight(&self) -> Result<Option<Tensor>> {
         Ok(Some(LoraLayer::delta_weight(self)?))
     }
+
+    fn low_rank(&self) -> Option<(Tensor, Tensor, f64)> {
+        let dropping = self.dropout > 0.0 && self.clock.training.load(Ordering::Relaxed);
+        (!dropping).then(|| (self.a.as_tensor().clone(), self.b.as_tensor().clone(), self.scale))
+    }
 }
 
 /// The adapters attached to a model by one [`LoraSpec`], in model order.

@@ -39,6 +39,12 @@ pub trait ProjAdapter: Send + Sync + std::fmt::Debug {
     /// The adapter's contribution as a dense `[out, in]` weight update, when it has one
     /// (what merging folds into the base).
     fn delta_weight(&self) -> Result<Option<Tensor>>;
+    /// The factors `(A [r, in], B [out, r], s)` when the adapter currently computes exactly
+    /// `y + s · x Aᵀ Bᵀ` (LoRA with no active dropout), so the projection can run the base and
+    /// the update as one fused training op. `None` by default.
+    fn low_rank(&self) -> Option<(Tensor, Tensor, f64)> {
+        None
+    }
 }
 
 /// A named linear projection: frozen base weight, optional bias, attached adapters.
@@ -138,6 +144,16 @@ impl Proj {
     /// adapter parameters and to a trainable (variable) base weight. A frozen base computes no
     /// weight gradient; a quantized base is dequantized only for the products that need it.
     pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        let trainable_base = matches!(&self.base, BaseWeight::Dense(w) if w.is_variable() || w.track_op());
+        if let ([only], false) = (self.adapters.as_slice(), trainable_base) {
+            if let Some((a, b, scale)) = only.low_rank() {
+                let y = crate::ops::lora_linear(x, &self.frozen_weight(), &a.to_dtype(x.dtype())?, &b.to_dtype(x.dtype())?, scale)?;
+                return Ok(match &self.bias {
+                    Some(bias) => y.broadcast_add(bias)?,
+                    None => y,
+                });
+            }
+        }
         let y = match &self.base {
             BaseWeight::Dense(w) if w.is_variable() || w.track_op() => {
                 let (out, inp) = self.dims();

@@ -7,7 +7,7 @@
 //! output but no second copy of the output.
 
 use candle_core::backend::{BackendDevice, BackendStorage};
-use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp2, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor};
 use std::sync::Mutex;
 
 /// Gradient of one input given `(input, output, output gradient)`.
@@ -16,6 +16,13 @@ pub type Backward1 = Box<dyn Fn(&Tensor, &Tensor, &Tensor) -> candle_core::Resul
 /// Gradients of two inputs given `(input 1, input 2, output, output gradient)`.
 pub type Backward2 =
     Box<dyn Fn(&Tensor, &Tensor, &Tensor, &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> + Send + Sync>;
+
+/// Gradients of three inputs given `(input 1, input 2, input 3, output, output gradient)`.
+pub type Backward3 = Box<
+    dyn Fn(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)>
+        + Send
+        + Sync,
+>;
 
 /// A one-input op whose forward value is already computed.
 pub struct Attached1 {
@@ -29,6 +36,19 @@ pub struct Attached2 {
     name: &'static str,
     value: Mutex<Option<Tensor>>,
     backward: Backward2,
+}
+
+/// A three-input op whose forward value is already computed.
+pub struct Attached3 {
+    name: &'static str,
+    value: Mutex<Option<Tensor>>,
+    backward: Backward3,
+}
+
+/// Returns `value` as the output of a graph node over `a`, `b` and `c` whose backward is
+/// `backward`.
+pub fn attach3(name: &'static str, a: &Tensor, b: &Tensor, c: &Tensor, value: Tensor, backward: Backward3) -> candle_core::Result<Tensor> {
+    a.apply_op3(b, c, Attached3 { name, value: Mutex::new(Some(value)), backward })
 }
 
 /// Returns `value` as the output of a graph node over `input` whose backward is `backward`.
@@ -111,5 +131,46 @@ impl CustomOp2 for Attached2 {
 
     fn bwd(&self, a: &Tensor, b: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         (self.backward)(&a.detach(), &b.detach(), &res.detach(), grad)
+    }
+}
+
+impl CustomOp3 for Attached3 {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        take_value(&self.value, self.name, cpu)
+    }
+
+    fn cuda_fwd(
+        &self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        take_value(&self.value, self.name, cuda)
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        c: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        (self.backward)(&a.detach(), &b.detach(), &c.detach(), &res.detach(), grad)
     }
 }

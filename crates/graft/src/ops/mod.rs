@@ -14,12 +14,14 @@
 mod attach;
 mod frozen_linear;
 mod lm_head_loss;
+mod lora_linear;
 mod rms_norm;
 mod rope;
 mod softmax;
 
 pub use frozen_linear::{frozen_linear, FrozenWeight};
 pub use lm_head_loss::{lm_head_nll, LM_HEAD_CHUNK};
+pub use lora_linear::lora_linear;
 pub use rms_norm::rms_norm;
 pub use rope::rope;
 pub use softmax::scaled_masked_softmax;
