@@ -178,3 +178,67 @@ fn fused_lora_linear_matches_the_composed_update_and_its_three_gradients() {
     assert!(max_abs_diff(&fused, &composed) < 1e-12);
     check_grads(&[&x, &a, &b], || ops::lora_linear(x.as_tensor(), &weight, a.as_tensor(), b.as_tensor(), scale).unwrap());
 }
+
+/// A small random Llama in f64 with LoRA (dropout on) on every projection, plus its LoRA set.
+fn tiny_lora_model(checkpointing: bool, full: bool) -> (graft::models::llama::Llama, Vec<(String, Var)>, graft::adapters::lora::LoraSet) {
+    use graft::models::llama::random::{smollm2_135m_config, RandomWeights};
+    use graft::models::llama::{Llama, LoadOptions};
+    let mut cfg = smollm2_135m_config();
+    cfg.vocab_size = 97;
+    cfg.hidden_size = 32;
+    cfg.intermediate_size = 48;
+    cfg.num_hidden_layers = 2;
+    cfg.num_attention_heads = 4;
+    cfg.num_key_value_heads = 2;
+    cfg.head_dim = Some(8);
+    cfg.max_position_embeddings = 64;
+    let opts = LoadOptions { dtype: DType::F64, ..LoadOptions::default() };
+    let mut model = Llama::load(cfg.clone(), &RandomWeights::new(cfg, 3), &opts).unwrap();
+    let spec = graft::adapters::lora::LoraSpec { r: 4, alpha: 8.0, dropout: 0.1, rslora: false, targets: vec!["*".into()] };
+    let set = graft::adapters::lora::attach(&mut model, &spec, 5).unwrap();
+    let mut vars = set.named_vars();
+    // PEFT's B = 0 would leave every A without gradient: give B values so both factors train.
+    for (i, (name, var)) in vars.iter().enumerate() {
+        if name.ends_with("lora_B") {
+            var.set(&(tensor(var.as_tensor().dims(), 100 + i as u64) * 0.1).unwrap()).unwrap();
+        }
+    }
+    if full {
+        vars.extend(model.make_trainable(|n| n.contains("layernorm") || n.contains("mlp.up_proj")).unwrap());
+    }
+    model.set_gradient_checkpointing(checkpointing);
+    (model, vars, set)
+}
+
+#[test]
+fn gradient_checkpointing_gives_the_same_loss_and_gradients() {
+    use graft::models::llama::Pass;
+    use graft::train::step::LossSum;
+    let ids = Tensor::from_vec((0..2 * 12).map(|i| (i * 13 % 97) as u32).collect::<Vec<_>>(), (2, 12), &DEV).unwrap();
+    let targets = Tensor::from_vec((0..2 * 12).map(|i| (i * 7 % 97) as u32).collect::<Vec<_>>(), (2, 12), &DEV).unwrap();
+    let mask = Tensor::ones((2, 12), DType::F64, &DEV).unwrap();
+    for full in [false, true] {
+        let mut results = Vec::new();
+        for checkpointing in [false, true] {
+            let (model, vars, set) = tiny_lora_model(checkpointing, full);
+            set.clock.set_training(true);
+            set.clock.set_step(7);
+            let nll = model.token_nll(&ids, &targets, &mask, Pass::Train).unwrap();
+            let loss = LossSum { sum: nll.sum_all().unwrap(), count: 24, sink: model.grad_sink() };
+            let mut grads = loss.sum.backward().unwrap();
+            if let Some(sink) = &loss.sink {
+                sink.drain_into(&mut grads).unwrap();
+            }
+            let per_var: Vec<Tensor> = vars.iter().map(|(n, v)| grads.get(v.as_tensor()).unwrap_or_else(|| panic!("{n} has no gradient")).clone()).collect();
+            results.push((loss.sum.to_scalar::<f64>().unwrap(), per_var));
+        }
+        let ((plain_loss, plain), (ckpt_loss, ckpt)) = (&results[0], &results[1]);
+        assert_eq!(plain_loss, ckpt_loss);
+        assert!(!plain.is_empty());
+        for (a, b) in plain.iter().zip(ckpt) {
+            let scale = a.abs().unwrap().max_keepdim(0).unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+            assert!(scale > 0.0, "a trainable tensor got an all-zero gradient");
+            assert!(max_abs_diff(a, b) <= 1e-12 * scale.max(1.0), "checkpointed gradient differs (full = {full})");
+        }
+    }
+}

@@ -112,6 +112,9 @@ struct TrainBenchArgs {
     /// Learning rate (default: 2e-4 for LoRA/QLoRA, 2e-5 for full).
     #[arg(long)]
     lr: Option<f64>,
+    /// Recompute each block in backward instead of keeping its activations (less memory).
+    #[arg(long)]
+    checkpointing: bool,
 }
 
 /// `--mode` of `graft bench train`.
@@ -277,6 +280,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 warmup: a.common.warmup,
                 lr: a.lr.unwrap_or(mode.default_lr()),
                 seed: a.common.init_seed,
+                gradient_checkpointing: a.checkpointing,
             };
             let total = spec.warmup + spec.steps;
             let r = graft::bench::bench_train(&mut s.model, &s.ids, &spec, &mut |i, loss, secs| {

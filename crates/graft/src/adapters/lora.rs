@@ -162,6 +162,10 @@ impl ProjAdapter for LoraLayer {
         Ok(Some(LoraLayer::delta_weight(self)?))
     }
 
+    fn trainable_tensors(&self) -> Vec<Tensor> {
+        vec![self.a.as_tensor().clone(), self.b.as_tensor().clone()]
+    }
+
     fn low_rank(&self) -> Option<(Tensor, Tensor, f64)> {
         let dropping = self.dropout > 0.0 && self.clock.training.load(Ordering::Relaxed);
         (!dropping).then(|| (self.a.as_tensor().clone(), self.b.as_tensor().clone(), self.scale))

@@ -56,6 +56,8 @@ pub struct TrainBenchSpec {
     pub lr: f64,
     /// Seed of the LoRA initialisation.
     pub seed: u64,
+    /// Recompute blocks in backward instead of keeping their activations.
+    pub gradient_checkpointing: bool,
 }
 
 /// The result of [`bench_train`].
@@ -83,6 +85,8 @@ pub struct TrainBench {
     pub loss_last: f64,
     /// Trainable parameters.
     pub trainable_params: usize,
+    /// Whether blocks were recomputed in backward.
+    pub gradient_checkpointing: bool,
     /// Learning rate.
     pub lr: f64,
     /// Whole `seq`-token chunks the text gave.
@@ -127,6 +131,7 @@ pub fn bench_train(model: &mut Llama, ids: &[u32], spec: &TrainBenchSpec, on_ste
         }
         TrainMode::Full => model.make_trainable(|_| true)?,
     };
+    model.set_gradient_checkpointing(spec.gradient_checkpointing);
     let trainable_params = vars.iter().map(|(_, v)| v.as_tensor().elem_count()).sum();
     let adamw = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
     let mut optimizer = Optimizer::new(OptimizerKind::AdamW(adamw), vars)?;
@@ -142,7 +147,7 @@ pub fn bench_train(model: &mut Llama, ids: &[u32], spec: &TrainBenchSpec, on_ste
             1,
             |_| {
                 let nll = model.token_nll(&x, &targets, &mask, Pass::Train)?;
-                Ok(LossSum { sum: nll.sum_all()?, count })
+                Ok(LossSum { sum: nll.sum_all()?, count, sink: model.grad_sink() })
             },
             0.0,
             spec.lr,
@@ -169,6 +174,7 @@ pub fn bench_train(model: &mut Llama, ids: &[u32], spec: &TrainBenchSpec, on_ste
         loss_last: *losses.last().unwrap_or(&f64::NAN),
         losses,
         trainable_params,
+        gradient_checkpointing: spec.gradient_checkpointing,
         lr: spec.lr,
         train_chunks_available: chunks.len(),
         run_other_cpu_pct: others,

@@ -45,6 +45,9 @@ pub trait ProjAdapter: Send + Sync + std::fmt::Debug {
     fn low_rank(&self) -> Option<(Tensor, Tensor, f64)> {
         None
     }
+    /// The adapter's trainable tensors (for gradient checkpointing, which must know what a
+    /// recomputed block differentiates).
+    fn trainable_tensors(&self) -> Vec<Tensor>;
 }
 
 /// A named linear projection: frozen base weight, optional bias, attached adapters.
@@ -91,6 +94,18 @@ impl Proj {
     /// Attaches an adapter; adapters apply in the order they were attached.
     pub fn attach(&mut self, adapter: Arc<dyn ProjAdapter>) {
         self.adapters.push(adapter);
+    }
+
+    /// Trainable tensors of this projection: its adapters' parameters, and the base weight when
+    /// it is a variable (full fine-tuning).
+    pub fn trainable_tensors(&self) -> Vec<Tensor> {
+        let mut out: Vec<Tensor> = self.adapters.iter().flat_map(|a| a.trainable_tensors()).collect();
+        if let BaseWeight::Dense(w) = &self.base {
+            if w.is_variable() {
+                out.push(w.clone());
+            }
+        }
+        out
     }
 
     /// Whether any adapter is attached.

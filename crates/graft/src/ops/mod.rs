@@ -12,6 +12,7 @@
 //! backend storage calls, and backward passes are tensor ops.
 
 mod attach;
+mod checkpoint;
 mod frozen_linear;
 mod lm_head_loss;
 mod lora_linear;
@@ -19,6 +20,7 @@ mod rms_norm;
 mod rope;
 mod softmax;
 
+pub use checkpoint::{checkpoint, GradSink};
 pub use frozen_linear::{frozen_linear, FrozenWeight};
 pub use lm_head_loss::{lm_head_nll, LM_HEAD_CHUNK};
 pub use lora_linear::lora_linear;

@@ -36,6 +36,7 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
     let format = if cfg.adapter.kind == AdapterKind::Qlora { WeightFormat::Quantized } else { WeightFormat::Dense };
     let opts = LoadOptions { device: parse_device(&cfg.model.device)?, dtype: parse_dtype(&cfg.model.dtype)?, format };
     let mut model = load_causal_lm(&source, &opts)?;
+    model.set_gradient_checkpointing(cfg.train.gradient_checkpointing);
     let a = &cfg.adapter;
     let (lora, vars) = match a.kind {
         AdapterKind::Lora | AdapterKind::Qlora => {
@@ -76,7 +77,7 @@ pub fn build_optimizer(cfg: &TrainConfig, vars: Vec<(String, Var)>) -> Result<Op
 /// Summed next-token loss of a batch over its supervised positions (the causal-LM objective).
 pub fn causal_lm_loss(model: &Llama, batch: &Batch) -> Result<LossSum> {
     let nll = model.token_nll(&batch.ids, &batch.targets, &batch.mask, Pass::Train)?;
-    Ok(LossSum { sum: nll.sum_all()?, count: batch.n_targets })
+    Ok(LossSum { sum: nll.sum_all()?, count: batch.n_targets, sink: model.grad_sink() })
 }
 
 /// Mean loss per supervised token over `batches` (no gradients kept).

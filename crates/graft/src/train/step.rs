@@ -12,6 +12,9 @@ pub struct LossSum {
     pub sum: Tensor,
     /// Number of targets in the sum.
     pub count: usize,
+    /// Where gradient-checkpointed parts of the model leave their parameters' gradients during
+    /// backward (merged with the gradients backward returns).
+    pub sink: Option<std::sync::Arc<crate::ops::GradSink>>,
 }
 
 /// Measurements of one optimizer step.
@@ -52,7 +55,10 @@ pub fn accumulate_and_step(
         }
         total += value;
         count += l.count;
-        let grads = l.sum.backward()?;
+        let mut grads = l.sum.backward()?;
+        if let Some(sink) = &l.sink {
+            sink.drain_into(&mut grads)?;
+        }
         for (slot, p) in acc.iter_mut().zip(&params) {
             if let Some(g) = grads.get(p.as_tensor()) {
                 *slot = Some(match slot.take() {

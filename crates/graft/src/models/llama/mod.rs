@@ -1,12 +1,14 @@
 //! The Llama family (SmolLM2, Llama, and other GQA + RoPE + RMSNorm + SiLU-MLP decoders).
 
+mod block;
 pub mod config;
 pub mod model;
 pub mod random;
 pub mod weights;
 
 pub use config::LlamaConfig;
-pub use model::{Block, Llama, LoadOptions, Pass};
+pub use block::Block;
+pub use model::{Llama, LoadOptions, Pass};
 pub use weights::{GgufWeights, SafetensorsWeights, WeightFormat, WeightSource};
 
 use crate::io::gguf::GgufFile;

@@ -11,7 +11,9 @@ use super::weights::{WeightFormat, WeightSource};
 use crate::models::linear::{BaseWeight, Proj};
 use crate::models::{KvCache, Model, ModelInfo};
 use crate::{GraftError, Result};
-use crate::ops::{self, FrozenWeight};
+use super::block::{rms_norm, Block, BlockContext, RopeTables};
+use crate::ops::{self, FrozenWeight, GradSink};
+use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, Var, D};
 
 /// Which kernels a forward pass may use.
@@ -40,94 +42,18 @@ impl Default for LoadOptions {
     }
 }
 
-/// One decoder block.
-#[derive(Debug, Clone)]
-pub struct Block {
-    input_layernorm: Tensor,
-    post_attention_layernorm: Tensor,
-    /// Attention projections: q, k, v, o.
-    pub attn: [Proj; 4],
-    /// MLP projections: gate, up, down.
-    pub mlp: [Proj; 3],
-}
-
-/// RoPE cosine/sine tables, `[max_positions, head_dim/2]`, computed in f64.
-#[derive(Debug, Clone)]
-struct RopeTables {
-    cos: Tensor,
-    sin: Tensor,
-}
-
-impl RopeTables {
-    fn new(cfg: &LlamaConfig, dtype: DType, device: &Device) -> Result<Self> {
-        let half = cfg.head_dim() / 2;
-        let n = cfg.max_position_embeddings;
-        let mut cos = Vec::with_capacity(n * half);
-        let mut sin = Vec::with_capacity(n * half);
-        for pos in 0..n {
-            for i in 0..half {
-                let inv_freq = 1.0 / cfg.rope_theta.powf((2 * i) as f64 / cfg.head_dim() as f64);
-                let angle = pos as f64 * inv_freq;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-        let table = |v: Vec<f64>| -> Result<Tensor> {
-            Ok(Tensor::from_vec(v, (n, half), device)?.to_dtype(dtype)?)
-        };
-        Ok(Self { cos: table(cos)?, sin: table(sin)? })
-    }
-
-    /// Rotates `x` `[b, heads, t, head_dim]` as positions `offset..offset+t` (half-rotation).
-    fn apply(&self, x: &Tensor, offset: usize, pass: Pass) -> Result<Tensor> {
-        let t = x.dim(2)?;
-        let cos = self.cos.narrow(0, offset, t)?;
-        let sin = self.sin.narrow(0, offset, t)?;
-        match pass {
-            Pass::Infer => Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?),
-            Pass::Train => Ok(crate::ops::rope(x, &cos, &sin)?),
-        }
-    }
-}
-
 /// A Llama-family causal language model.
 #[derive(Debug, Clone)]
 pub struct Llama {
-    cfg: LlamaConfig,
     info: ModelInfo,
     embed_tokens: Tensor,
     layers: Vec<Block>,
     norm: Tensor,
     lm_head: Option<Proj>,
-    rope: RopeTables,
-    device: Device,
+    ctx: BlockContext,
     dtype: DType,
-}
-
-/// RMSNorm: `x / sqrt(mean(x²) + ε) · w`, computed in at least f32.
-fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, pass: Pass) -> Result<Tensor> {
-    let dtype = x.dtype();
-    let work = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
-    let xw = x.to_dtype(work)?;
-    let normed = match pass {
-        Pass::Infer => candle_nn::ops::rms_norm(&xw.contiguous()?, &w.to_dtype(work)?, eps as f32)?,
-        Pass::Train => crate::ops::rms_norm(&xw, &w.to_dtype(work)?, eps)?,
-    };
-    Ok(normed.to_dtype(dtype)?)
-}
-
-/// Additive causal mask for `rep` stacked query groups of `t` new tokens after `offset` cached.
-fn causal_mask(rep: usize, t: usize, offset: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-    let total = offset + t;
-    let mut m = Vec::with_capacity(rep * t * total);
-    for _ in 0..rep {
-        for i in 0..t {
-            for j in 0..total {
-                m.push(if j <= offset + i { 0f32 } else { f32::NEG_INFINITY });
-            }
-        }
-    }
-    Ok(Tensor::from_vec(m, (rep * t, total), device)?.to_dtype(dtype)?)
+    /// Where checkpointed blocks leave their parameters' gradients (when enabled).
+    checkpoint: Option<Arc<GradSink>>,
 }
 
 impl Llama {
@@ -190,12 +116,13 @@ impl Llama {
             n_layers: cfg.num_hidden_layers,
         };
         let rope = RopeTables::new(&cfg, dtype, dev)?;
-        Ok(Self { cfg, info, embed_tokens, layers, norm, lm_head, rope, device: dev.clone(), dtype })
+        let ctx = BlockContext { cfg, rope, device: dev.clone() };
+        Ok(Self { info, embed_tokens, layers, norm, lm_head, ctx, dtype, checkpoint: None })
     }
 
     /// The hyperparameters.
     pub fn config(&self) -> &LlamaConfig {
-        &self.cfg
+        &self.ctx.cfg
     }
 
     /// The decoder blocks (their projections are where adapters attach).
@@ -273,21 +200,30 @@ impl Llama {
     pub fn hidden_states(&self, ids: &Tensor, mut cache: Option<&mut KvCache>, pass: Pass) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let offset = cache.as_ref().map_or(0, |c| c.len());
-        if offset + t > self.cfg.max_position_embeddings {
+        if offset + t > self.ctx.cfg.max_position_embeddings {
             return Err(GraftError::Input(format!(
                 "sequence of {} tokens is longer than the model's context of {} tokens",
                 offset + t,
-                self.cfg.max_position_embeddings
+                self.ctx.cfg.max_position_embeddings
             )));
         }
-        let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
+        let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.ctx.cfg.hidden_size))?;
         for (i, block) in self.layers.iter().enumerate() {
-            x = self.block_forward(block, i, &x, offset, cache.as_deref_mut(), pass)?;
+            x = match (&self.checkpoint, pass, cache.is_none()) {
+                (Some(sink), Pass::Train, true) => {
+                    let (ctx, blk) = (self.ctx.clone(), block.clone());
+                    let f = move |x: &Tensor| -> candle_core::Result<Tensor> {
+                        ctx.forward(&blk, i, x, 0, None, Pass::Train).map_err(|e| candle_core::Error::Msg(e.to_string()))
+                    };
+                    ops::checkpoint(&x, block.trainable_tensors(), sink.clone(), f)?
+                }
+                _ => self.ctx.forward(block, i, &x, offset, cache.as_deref_mut(), pass)?,
+            };
         }
         if let Some(c) = cache {
             c.advance(t);
         }
-        rms_norm(&x, &self.norm, self.cfg.rms_norm_eps, pass)
+        rms_norm(&x, &self.norm, self.ctx.cfg.rms_norm_eps, pass)
     }
 
     /// Projects hidden states `[.., hidden]` to vocabulary logits `[.., vocab]`.
@@ -297,6 +233,20 @@ impl Llama {
             (Some(head), Pass::Infer) => head.forward_infer(hidden),
             (None, _) => Ok(hidden.broadcast_matmul(&self.embed_tokens.t()?)?),
         }
+    }
+
+    /// Turns gradient checkpointing on or off: with it, the training pass keeps only each
+    /// block's input and recomputes the block during backward (about a third more compute for
+    /// activation memory of one block instead of all of them). Checkpointed blocks hand their
+    /// parameters' gradients over through [`Llama::grad_sink`].
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.checkpoint = on.then(|| Arc::new(GradSink::default()));
+    }
+
+    /// Where checkpointed blocks leave their parameters' gradients during backward; the trainer
+    /// merges them with the ones backward returns. `None` without checkpointing.
+    pub fn grad_sink(&self) -> Option<Arc<GradSink>> {
+        self.checkpoint.clone()
     }
 
     /// Whether any projection keeps GGUF-quantized blocks (QLoRA / lean inference).
@@ -334,58 +284,6 @@ impl Llama {
         Ok(ops::lm_head_nll(&hidden, &head, &targets, &mask)?)
     }
 
-    fn proj(&self, p: &Proj, x: &Tensor, pass: Pass) -> Result<Tensor> {
-        match pass {
-            Pass::Train => p.forward_train(x),
-            Pass::Infer => p.forward_infer(x),
-        }
-    }
-
-    fn block_forward(&self, blk: &Block, layer: usize, x: &Tensor, offset: usize, cache: Option<&mut KvCache>, pass: Pass) -> Result<Tensor> {
-        let cfg = &self.cfg;
-        let (b, t, _) = x.dims3()?;
-        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
-        let rep = nh / nkv;
-
-        let h = rms_norm(x, &blk.input_layernorm, cfg.rms_norm_eps, pass)?;
-        let heads = |p: &Proj, n: usize| -> Result<Tensor> {
-            Ok(self.proj(p, &h, pass)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
-        };
-        let q = self.rope.apply(&heads(&blk.attn[0], nh)?, offset, pass)?;
-        let k = self.rope.apply(&heads(&blk.attn[1], nkv)?, offset, pass)?;
-        let v = heads(&blk.attn[2], nkv)?;
-        let (k, v) = match cache {
-            Some(c) => c.append(layer, &k, &v)?,
-            None => (k, v),
-        };
-        let total = k.dim(2)?;
-        // Query heads sharing a KV head are stacked along the sequence axis: [b, nkv, rep*t, hd].
-        let q = q.reshape((b, nkv, rep * t, hd))?;
-        let raw = q.matmul(&k.t()?)?;
-        let mask = if t > 1 { Some(causal_mask(rep, t, offset, raw.dtype(), &self.device)?) } else { None };
-        let scale = 1.0 / (hd as f64).sqrt();
-        let probs = match pass {
-            Pass::Infer => {
-                let scores = (raw * scale)?;
-                let scores = match &mask {
-                    Some(m) => scores.broadcast_add(m)?,
-                    None => scores,
-                };
-                candle_nn::ops::softmax_last_dim(&scores)?
-            }
-            Pass::Train => crate::ops::scaled_masked_softmax(&raw, scale, mask.as_ref())?,
-        };
-        debug_assert_eq!(probs.dim(3)?, total);
-        let attn = probs.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
-        let x = (x + self.proj(&blk.attn[3], &attn, pass)?)?;
-
-        let h = rms_norm(&x, &blk.post_attention_layernorm, cfg.rms_norm_eps, pass)?;
-        let gate = self.proj(&blk.mlp[0], &h, pass)?.silu()?;
-        let up = self.proj(&blk.mlp[1], &h, pass)?;
-        let down = self.proj(&blk.mlp[2], &(gate * up)?, pass)?;
-        Ok((x + down)?)
-    }
-
 }
 
 impl Model for Llama {
@@ -394,7 +292,7 @@ impl Model for Llama {
     }
 
     fn device(&self) -> &Device {
-        &self.device
+        &self.ctx.device
     }
 
     fn dtype(&self) -> DType {
