@@ -283,11 +283,14 @@ impl Bert {
         }
     }
 
+    /// One block on `x` `[batch, seq, hidden]`. Projections run on the flattened
+    /// `[batch·seq, hidden]` rows: one large matrix product instead of one per sequence.
     fn layer_forward(&self, layer: &BertLayer, x: &Tensor, bias: &Tensor, pass: Pass) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let (nh, hd) = (self.cfg.num_attention_heads, self.cfg.head_dim());
+        let rows = x.reshape((b * t, h))?;
         let heads = |p: &Proj| -> Result<Tensor> {
-            Ok(Self::proj(p, x, pass)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?)
+            Ok(Self::proj(p, &rows, pass)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?)
         };
         let (q, k, v) = (heads(&layer.attn[0])?, heads(&layer.attn[1])?, heads(&layer.attn[2])?);
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.broadcast_add(bias)?;
@@ -295,10 +298,10 @@ impl Bert {
             Pass::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
             Pass::Train => candle_nn::ops::softmax(&scores, D::Minus1)?,
         };
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
-        let x = layer.attn_norm.forward(&(Self::proj(&layer.attn[3], &ctx, pass)? + x)?, pass)?;
-        let inner = gelu(&Self::proj(&layer.ffn[0], &x, pass)?, pass)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * t, h))?;
+        let rows = layer.attn_norm.forward(&(Self::proj(&layer.attn[3], &ctx, pass)? + rows)?, pass)?;
+        let inner = gelu(&Self::proj(&layer.ffn[0], &rows, pass)?, pass)?;
         let out = Self::proj(&layer.ffn[1], &inner, pass)?;
-        layer.ffn_norm.forward(&(out + x)?, pass)
+        Ok(layer.ffn_norm.forward(&(out + rows)?, pass)?.reshape((b, t, h))?)
     }
 }
