@@ -47,7 +47,7 @@ pub fn normalize_answer(s: &str) -> String {
     // Replace maximal runs of word characters that are exactly an article.
     let mut no_articles = String::with_capacity(text.len());
     let mut word = String::new();
-    let mut flush = |word: &mut String, out: &mut String| {
+    let flush = |word: &mut String, out: &mut String| {
         if matches!(word.as_str(), "a" | "an" | "the") {
             out.push(' ');
         } else {

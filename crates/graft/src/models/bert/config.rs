@@ -86,7 +86,7 @@ impl BertConfig {
         if self.num_attention_heads == 0 || self.num_hidden_layers == 0 || self.hidden_size == 0 {
             return Err("hidden_size, num_attention_heads and num_hidden_layers must be positive".into());
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
