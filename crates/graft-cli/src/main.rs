@@ -38,6 +38,8 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// Measure generation and forward throughput.
     Bench(commands::bench::BenchArgs),
+    /// Sentence embeddings of a JSONL file with a BERT encoder (JSONL + safetensors out).
+    Embed(commands::embed::EmbedArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -67,5 +69,6 @@ fn main() -> Result<()> {
         Command::Generate(args) => commands::generate::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Embed(args) => commands::embed::run(args),
     }
 }

@@ -6,6 +6,7 @@ pub mod export;
 pub mod quickstart;
 pub mod train;
 pub mod bench;
+pub mod embed;
 pub mod eval;
 pub mod generate;
 pub mod validate;

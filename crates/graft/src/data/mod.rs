@@ -22,6 +22,7 @@ mod load;
 mod record;
 mod render;
 mod split;
+mod texts;
 
 pub use batch::{make_batches, Batch};
 pub use describe::{describe_example, MARK_CLOSE, MARK_OPEN};
@@ -30,6 +31,7 @@ pub use jsonl::DEFAULT_MAX_LINE_BYTES;
 pub use load::{load_examples, load_examples_with, LoadOptions, LoadReport};
 pub use render::prompt_ids;
 pub use split::{shuffle, split_train_eval};
+pub use texts::read_texts;
 
 use serde::{Deserialize, Serialize};
 

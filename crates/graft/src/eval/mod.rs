@@ -2,8 +2,13 @@
 //!
 //! - [`perplexity`]: windowed perplexity of a token sequence (the protocol of the golden
 //!   reference values).
+//! - [`classification`]: label scoring, accuracy and macro-F1.
+//! - [`rouge`]: ROUGE-1/2/L as the `rouge-score` package computes them.
+//! - [`squad`]: SQuAD exact match and token F1.
 
 pub mod perplexity;
 pub mod classification;
+pub mod rouge;
+pub mod squad;
 
 pub use perplexity::{perplexity, Perplexity};

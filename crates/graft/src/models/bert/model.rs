@@ -1,0 +1,307 @@
+//! The BERT encoder: embeddings (word + position + token type, LayerNorm), then post-LN blocks of
+//! multi-head self-attention over the unmasked positions and a GELU feed-forward layer.
+//!
+//! One set of weights, two paths, as for the Llama family: [`Pass::Train`] uses only operations
+//! that have a backward in candle (LayerNorm, softmax and GELU composed from elementwise ops and
+//! reductions), [`Pass::Infer`] may use candle's fused forward-only kernels. Both compute the
+//! same function (tested).
+
+use super::config::BertConfig;
+use super::weights::BertWeights;
+use crate::models::linear::{BaseWeight, Proj};
+use crate::models::llama::Pass;
+use crate::{GraftError, Result};
+use candle_core::{DType, Device, Tensor, Var, D};
+
+/// Added to the attention scores of padding keys: large enough that `exp` underflows to exactly
+/// 0 in every float dtype, finite in f32/f64 so that no `inf - inf` can arise.
+const MASKED_SCORE: f64 = -1e9;
+
+/// LayerNorm weights: `y = (x - mean) / sqrt(var + ε) · w + b` over the last axis.
+#[derive(Debug, Clone)]
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Normalises in at least f32 (f64 stays f64), returning the input dtype.
+    fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let work = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
+        let (xw, w, b) = (x.to_dtype(work)?, self.weight.to_dtype(work)?, self.bias.to_dtype(work)?);
+        // candle's fused kernel is f32-only (and has no backward).
+        let y = match pass {
+            Pass::Infer if work == DType::F32 => {
+                candle_nn::ops::layer_norm(&xw.contiguous()?, &w, &b, self.eps as f32)?
+            }
+            _ => {
+                let centered = xw.broadcast_sub(&xw.mean_keepdim(D::Minus1)?)?;
+                let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+                let inv = (var + self.eps)?.sqrt()?.recip()?;
+                centered.broadcast_mul(&inv)?.broadcast_mul(&w)?.broadcast_add(&b)?
+            }
+        };
+        Ok(y.to_dtype(dtype)?)
+    }
+}
+
+/// Exact GELU, `x/2 · (1 + erf(x/√2))`. The training path composes it from `erf`, whose
+/// backward uses the exact constant (candle's fused `gelu_erf` backward rounds 1/√(2π) to six
+/// digits).
+fn gelu(x: &Tensor, pass: Pass) -> Result<Tensor> {
+    Ok(match pass {
+        Pass::Infer => x.gelu_erf()?,
+        Pass::Train => ((x * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)?.mul(&(x * 0.5)?)?,
+    })
+}
+
+/// One encoder block (`encoder.layer.{i}`).
+#[derive(Debug, Clone)]
+pub struct BertLayer {
+    /// `attention.self.{query,key,value}` and `attention.output.dense`.
+    pub attn: [Proj; 4],
+    attn_norm: LayerNorm,
+    /// `intermediate.dense` and `output.dense`.
+    pub ffn: [Proj; 2],
+    ffn_norm: LayerNorm,
+}
+
+/// Token ids, segment ids and padding mask of a right-padded batch, all `[batch, seq]`.
+#[derive(Debug, Clone)]
+pub struct BertInput {
+    /// Word-piece ids (u32).
+    pub ids: Tensor,
+    /// Segment ids (u32; 0 for single sentences).
+    pub type_ids: Tensor,
+    /// 1 at real tokens, 0 at padding, in the model dtype.
+    pub mask: Tensor,
+}
+
+impl BertInput {
+    /// Right-pads `seqs` to the longest with `pad_id`: segment ids 0, mask 1 on real tokens.
+    pub fn pad(seqs: &[Vec<u32>], pad_id: u32, dtype: DType, device: &Device) -> Result<Self> {
+        let width = seqs.iter().map(Vec::len).max().unwrap_or(0);
+        if width == 0 {
+            return Err(GraftError::Input("cannot run the encoder on an empty batch or empty sequences".into()));
+        }
+        let mut ids = Vec::with_capacity(seqs.len() * width);
+        let mut mask = Vec::with_capacity(seqs.len() * width);
+        for s in seqs {
+            ids.extend_from_slice(s);
+            ids.extend(std::iter::repeat_n(pad_id, width - s.len()));
+            mask.extend(std::iter::repeat_n(1f32, s.len()));
+            mask.extend(std::iter::repeat_n(0f32, width - s.len()));
+        }
+        let shape = (seqs.len(), width);
+        Ok(Self {
+            ids: Tensor::from_vec(ids, shape, device)?,
+            type_ids: Tensor::zeros(shape, DType::U32, device)?,
+            mask: Tensor::from_vec(mask, shape, device)?.to_dtype(dtype)?,
+        })
+    }
+}
+
+/// A BERT-family encoder (`BertModel` without the pooler head).
+#[derive(Debug, Clone)]
+pub struct Bert {
+    cfg: BertConfig,
+    word_embeddings: Tensor,
+    position_embeddings: Tensor,
+    token_type_embeddings: Tensor,
+    embeddings_norm: LayerNorm,
+    layers: Vec<BertLayer>,
+    device: Device,
+    dtype: DType,
+}
+
+impl Bert {
+    /// Builds the encoder from `weights`, checking every tensor's shape against `cfg`.
+    pub fn load(cfg: BertConfig, weights: &BertWeights, device: &Device, dtype: DType) -> Result<Self> {
+        cfg.validate().map_err(|r| GraftError::model(weights.origin(), r))?;
+        let (h, ff) = (cfg.hidden_size, cfg.intermediate_size);
+        let get = |name: &str, shape: &[usize]| weights.get(name, shape, dtype, device);
+        let norm = |prefix: &str| -> Result<LayerNorm> {
+            Ok(LayerNorm {
+                weight: get(&format!("{prefix}.LayerNorm.weight"), &[h])?,
+                bias: get(&format!("{prefix}.LayerNorm.bias"), &[h])?,
+                eps: cfg.layer_norm_eps,
+            })
+        };
+        let proj = |name: String, out: usize, inp: usize| -> Result<Proj> {
+            let w = get(&format!("{name}.weight"), &[out, inp])?;
+            let b = get(&format!("{name}.bias"), &[out])?;
+            Proj::new(name, BaseWeight::Dense(w), Some(b))
+        };
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("encoder.layer.{i}");
+            layers.push(BertLayer {
+                attn: [
+                    proj(format!("{p}.attention.self.query"), h, h)?,
+                    proj(format!("{p}.attention.self.key"), h, h)?,
+                    proj(format!("{p}.attention.self.value"), h, h)?,
+                    proj(format!("{p}.attention.output.dense"), h, h)?,
+                ],
+                attn_norm: norm(&format!("{p}.attention.output"))?,
+                ffn: [proj(format!("{p}.intermediate.dense"), ff, h)?, proj(format!("{p}.output.dense"), h, ff)?],
+                ffn_norm: norm(&format!("{p}.output"))?,
+            });
+        }
+        Ok(Self {
+            word_embeddings: get("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?,
+            position_embeddings: get("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, h])?,
+            token_type_embeddings: get("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, h])?,
+            embeddings_norm: norm("embeddings")?,
+            layers,
+            cfg,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// The hyperparameters.
+    pub fn config(&self) -> &BertConfig {
+        &self.cfg
+    }
+
+    /// Where the weights live.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Precision of weights and activations.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The encoder blocks (their projections are where adapters attach).
+    pub fn layers(&self) -> &[BertLayer] {
+        &self.layers
+    }
+
+    /// Mutable access to every adaptable projection, named as in the checkpoint
+    /// (`encoder.layer.0.attention.self.query`).
+    pub fn projections_mut(&mut self) -> Vec<&mut Proj> {
+        self.layers.iter_mut().flat_map(|l| l.attn.iter_mut().chain(l.ffn.iter_mut())).collect()
+    }
+
+    /// Makes the weights whose checkpoint names (`encoder.layer.5.output.dense.weight`) satisfy
+    /// `select` trainable and returns them as variables, by name; the others stay frozen.
+    pub fn make_trainable(&mut self, select: impl Fn(&str) -> bool) -> Result<Vec<(String, Var)>> {
+        let mut vars = Vec::new();
+        let mut to_var = |name: String, t: &mut Tensor| -> Result<bool> {
+            if !select(&name) {
+                return Ok(false);
+            }
+            let v = Var::from_tensor(t)?;
+            *t = v.as_tensor().clone();
+            vars.push((name, v));
+            Ok(true)
+        };
+        to_var("embeddings.word_embeddings.weight".into(), &mut self.word_embeddings)?;
+        to_var("embeddings.position_embeddings.weight".into(), &mut self.position_embeddings)?;
+        to_var("embeddings.token_type_embeddings.weight".into(), &mut self.token_type_embeddings)?;
+        to_var("embeddings.LayerNorm.weight".into(), &mut self.embeddings_norm.weight)?;
+        to_var("embeddings.LayerNorm.bias".into(), &mut self.embeddings_norm.bias)?;
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for p in layer.attn.iter_mut().chain(layer.ffn.iter_mut()) {
+                let (mut w, mut b) = (p.dense_weight(self.dtype)?, p.bias().cloned());
+                let mut changed = to_var(format!("{}.weight", p.name()), &mut w)?;
+                if let Some(b) = &mut b {
+                    changed |= to_var(format!("{}.bias", p.name()), b)?;
+                }
+                if changed {
+                    if p.has_adapters() {
+                        return Err(GraftError::Input(format!(
+                            "{} already has adapters: choose the trainable weights before attaching adapters",
+                            p.name()
+                        )));
+                    }
+                    *p = Proj::new(p.name().to_string(), BaseWeight::Dense(w), b)?;
+                }
+            }
+            for (norm, prefix) in [(&mut layer.attn_norm, "attention.output"), (&mut layer.ffn_norm, "output")] {
+                to_var(format!("encoder.layer.{i}.{prefix}.LayerNorm.weight"), &mut norm.weight)?;
+                to_var(format!("encoder.layer.{i}.{prefix}.LayerNorm.bias"), &mut norm.bias)?;
+            }
+        }
+        Ok(vars)
+    }
+
+    /// Unfreezes the top `k` encoder blocks (feature extraction with the last layers tuned):
+    /// every weight of `encoder.layer.{n-k}` .. `encoder.layer.{n-1}` becomes a variable.
+    pub fn unfreeze_top_layers(&mut self, k: usize) -> Result<Vec<(String, Var)>> {
+        let n = self.layers.len();
+        if k > n {
+            return Err(GraftError::Input(format!("cannot unfreeze the top {k} layers of a {n}-layer encoder")));
+        }
+        let first = n - k;
+        self.make_trainable(|name| {
+            name.strip_prefix("encoder.layer.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| i >= first)
+        })
+    }
+
+    /// Runs the encoder; returns the last hidden states `[batch, seq, hidden]` (HF's
+    /// `last_hidden_state`). Padding keys are masked out of every attention; the rows at padding
+    /// positions are computed but meaningless.
+    pub fn forward(&self, input: &BertInput, pass: Pass) -> Result<Tensor> {
+        let (b, t) = input.ids.dims2()?;
+        if t > self.cfg.max_position_embeddings {
+            return Err(GraftError::Input(format!(
+                "sequence of {t} tokens is longer than the encoder's {} positions; truncate the input",
+                self.cfg.max_position_embeddings
+            )));
+        }
+        let h = self.cfg.hidden_size;
+        let words = self.word_embeddings.index_select(&input.ids.flatten_all()?, 0)?.reshape((b, t, h))?;
+        let types = self.token_type_embeddings.index_select(&input.type_ids.flatten_all()?, 0)?.reshape((b, t, h))?;
+        let positions = self.position_embeddings.narrow(0, 0, t)?.unsqueeze(0)?;
+        let x = (words + types)?.broadcast_add(&positions)?;
+        let mut x = self.embeddings_norm.forward(&x, pass)?;
+        // [b, 1, 1, t]: 0 at real keys, MASKED_SCORE at padding (built in f32, where both are exact).
+        let bias = input
+            .mask
+            .to_dtype(DType::F32)?
+            .affine(-MASKED_SCORE, MASKED_SCORE)?
+            .to_dtype(self.dtype)?
+            .reshape((b, 1, 1, t))?;
+        for layer in &self.layers {
+            x = self.layer_forward(layer, &x, &bias, pass)?;
+        }
+        Ok(x)
+    }
+
+    fn proj(p: &Proj, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        match pass {
+            Pass::Train => p.forward_train(x),
+            Pass::Infer => p.forward_infer(x),
+        }
+    }
+
+    /// One block on `x` `[batch, seq, hidden]`. Projections run on the flattened
+    /// `[batch·seq, hidden]` rows: one large matrix product instead of one per sequence.
+    fn layer_forward(&self, layer: &BertLayer, x: &Tensor, bias: &Tensor, pass: Pass) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let (nh, hd) = (self.cfg.num_attention_heads, self.cfg.head_dim());
+        let rows = x.reshape((b * t, h))?;
+        let heads = |p: &Proj| -> Result<Tensor> {
+            Ok(Self::proj(p, &rows, pass)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let (q, k, v) = (heads(&layer.attn[0])?, heads(&layer.attn[1])?, heads(&layer.attn[2])?);
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.broadcast_add(bias)?;
+        let probs = match pass {
+            Pass::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
+            Pass::Train => candle_nn::ops::softmax(&scores, D::Minus1)?,
+        };
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * t, h))?;
+        let rows = layer.attn_norm.forward(&(Self::proj(&layer.attn[3], &ctx, pass)? + rows)?, pass)?;
+        let inner = gelu(&Self::proj(&layer.ffn[0], &rows, pass)?, pass)?;
+        let out = Self::proj(&layer.ffn[1], &inner, pass)?;
+        Ok(layer.ffn_norm.forward(&(out + rows)?, pass)?.reshape((b, t, h))?)
+    }
+}
