@@ -81,8 +81,14 @@ pub(crate) fn parts(dir: &Path) -> Result<Parts, TokenizerError> {
              transformers' `tokenizer.save_pretrained`), or give a GGUF file",
         ));
     }
-    let inner = tokenizers::Tokenizer::from_file(&json_path)
+    let mut inner = tokenizers::Tokenizer::from_file(&json_path)
         .map_err(|e| file_err(&json_path, format!("cannot load: {e}")))?;
+    // Padding and truncation saved in tokenizer.json (MiniLM's pads every text to 128 tokens)
+    // are batch-time choices: graft pads by position and truncates where the task says.
+    inner.with_padding(None);
+    inner
+        .with_truncation(None)
+        .map_err(|e| file_err(&json_path, format!("cannot switch truncation off: {e}")))?;
     let config_path = dir.join(TOKENIZER_CONFIG);
     let config = read_json(&config_path)?.unwrap_or(Value::Null);
     let model_config = read_json(&dir.join(MODEL_CONFIG))?;
