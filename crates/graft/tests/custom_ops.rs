@@ -155,6 +155,7 @@ fn chunked_lm_head_loss_matches_full_logits_and_its_gradients() {
     check_grads(&[&hidden, &w], || ops::lm_head_nll(hidden.as_tensor(), &trainable, &targets, &mask).unwrap());
     // A frozen head: only the hidden states do.
     let frozen = FrozenWeight::Dense(w.as_tensor().detach());
+    check_grads(&[&hidden], || ops::lm_head_nll(hidden.as_tensor(), &frozen, &targets, &mask).unwrap());
     let grads = ops::lm_head_nll(hidden.as_tensor(), &frozen, &targets, &mask).unwrap().sum_all().unwrap().backward().unwrap();
     assert!(grads.get(w.as_tensor()).is_none());
     let reference_grads = reference.sum_all().unwrap().backward().unwrap();

@@ -3,9 +3,10 @@
 //! A causal-LM loss over `n` tokens and a vocabulary of `V` would otherwise hold `[n × V]`
 //! logits, their log-softmax and their gradient at once (for SmolLM2 at 1,024 tokens: 200 MB
 //! each in f32). Here the forward computes each chunk's logits, keeps only its per-row negative
-//! log-likelihood and drops the logits; the backward recomputes them chunk by chunk and turns
-//! `softmax − one_hot` straight into the hidden-state gradient (and the head weight's, when it
-//! trains). Peak extra memory is a few `[chunk × V]` buffers; the price is one more head matmul.
+//! log-likelihood and, when training, the hidden-state gradient `(softmax − one_hot) W` of its
+//! rows (`[n × h]`, small), then drops the logits. A trainable head (full fine-tuning) instead
+//! recomputes the logits chunk by chunk in backward for its own gradient. Peak extra memory is a
+//! few `[chunk × V]` buffers.
 
 use super::attach::{attach1, attach2};
 use super::frozen_linear::FrozenWeight;
@@ -23,13 +24,32 @@ fn work_dtype(dtype: DType) -> DType {
     }
 }
 
-/// Per-row NLL of one chunk: `logsumexp(logits) − logits[target]`, times the mask.
-fn chunk_nll(h: &Tensor, w: &Tensor, targets: &Tensor, mask: &Tensor, work: DType) -> candle_core::Result<Tensor> {
+/// Per-row NLL of one chunk: `logsumexp(logits) − logits[target]`, times the mask; with
+/// `want_dh`, also `∂nll/∂h` of the chunk's rows, `((softmax − one_hot) · mask) W`.
+fn chunk_forward(
+    h: &Tensor,
+    w: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    work: DType,
+    want_dh: bool,
+) -> candle_core::Result<(Tensor, Option<Tensor>)> {
     let logits = h.matmul(&w.t()?)?.to_dtype(work)?;
     let max = logits.max_keepdim(D::Minus1)?;
-    let lse = (logits.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()? + &max)?;
-    let picked = logits.gather(&targets.unsqueeze(1)?, 1)?;
-    (lse - picked)?.squeeze(1)? * mask
+    let e = logits.broadcast_sub(&max)?.exp()?;
+    let sum = e.sum_keepdim(D::Minus1)?;
+    let lse = (sum.log()? + &max)?;
+    let t = targets.unsqueeze(1)?;
+    let nll = ((lse - logits.gather(&t, 1)?)?.squeeze(1)? * mask)?;
+    let dh = if want_dh {
+        let minus_one = Tensor::full(-1f64, t.dims(), e.device())?.to_dtype(work)?;
+        let d = e.broadcast_div(&sum)?.scatter_add(&t, &minus_one, 1)?;
+        let d = d.broadcast_mul(&mask.unsqueeze(1)?)?.to_dtype(h.dtype())?;
+        Some(d.matmul(w)?)
+    } else {
+        None
+    };
+    Ok((nll, dh))
 }
 
 /// `(dh, dw)` for output gradient `g [n]`: per chunk `d logits = (softmax − one_hot) · g · mask`.
@@ -87,17 +107,25 @@ pub fn lm_head_nll(hidden: &Tensor, weight: &FrozenWeight, targets: &Tensor, mas
         FrozenWeight::Dense(w) if w.is_variable() || w.track_op() => Some(w.clone()),
         _ => None,
     };
-    let value = {
+    // Each row's NLL depends on its own hidden state only, so for a frozen head the gradient
+    // is `g_i · ∂nll_i/∂h_i`: computed here from the logits at hand, the backward needs no
+    // second pass over the vocabulary. A trainable head needs `g` for its own gradient and
+    // recomputes the logits in backward instead.
+    let want_dh = trainable.is_none() && hidden.track_op();
+    let (value, dh_unit) = {
         let w = weight.dense(hidden.dtype())?.detach();
-        let mut parts = Vec::with_capacity(n.div_ceil(LM_HEAD_CHUNK));
+        let (mut parts, mut dhs) = (Vec::with_capacity(n.div_ceil(LM_HEAD_CHUNK)), Vec::new());
         for start in (0..n).step_by(LM_HEAD_CHUNK) {
             let len = LM_HEAD_CHUNK.min(n - start);
-            parts.push(chunk_nll(&hd.narrow(0, start, len)?, &w, &targets.narrow(0, start, len)?, &mask.narrow(0, start, len)?, work)?);
+            let (nll, dh) =
+                chunk_forward(&hd.narrow(0, start, len)?, &w, &targets.narrow(0, start, len)?, &mask.narrow(0, start, len)?, work, want_dh)?;
+            parts.push(nll);
+            dhs.extend(dh);
         }
-        Tensor::cat(&parts, 0)?
+        (Tensor::cat(&parts, 0)?, if want_dh { Some(Tensor::cat(&dhs, 0)?) } else { None })
     };
-    match trainable {
-        Some(w) => attach2(
+    match (trainable, dh_unit) {
+        (Some(w), _) => attach2(
             "lm-head-nll",
             hidden,
             &w,
@@ -107,17 +135,13 @@ pub fn lm_head_nll(hidden: &Tensor, weight: &FrozenWeight, targets: &Tensor, mas
                 Ok((Some(dh), dw))
             }),
         ),
-        None => {
-            let weight = weight.clone();
-            attach1(
-                "lm-head-nll",
-                hidden,
-                value,
-                Box::new(move |h, _, g| {
-                    let w = weight.dense(h.dtype())?;
-                    Ok(Some(grads(h, &w, &targets, &mask, g, false)?.0))
-                }),
-            )
-        }
+        (None, Some(dh_unit)) => attach1(
+            "lm-head-nll",
+            hidden,
+            value,
+            Box::new(move |_, _, g| Ok(Some(dh_unit.broadcast_mul(&g.to_dtype(dh_unit.dtype())?.unsqueeze(1)?)?))),
+        ),
+        // Not differentiated (evaluation): no graph node needed.
+        (None, None) => Ok(value),
     }
 }
