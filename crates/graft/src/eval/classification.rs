@@ -72,21 +72,36 @@ pub fn score_labels(model: &dyn Model, prompts: &[Vec<u32>], label_first_ids: &[
     if distinct.len() != label_first_ids.len() {
         return Err(GraftError::Input("two labels start with the same token; label scoring cannot tell them apart".into()));
     }
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(GraftError::Input("an empty prompt cannot be scored".into()));
+    }
+    // Prompts built from one template share a prefix (system prompt, instruction): run it once
+    // and continue every batch from a copy of its cache. At least one token of each prompt stays
+    // in the suffix, where its logits are read.
+    let shortest = prompts.iter().map(Vec::len).min().unwrap_or(0);
+    let common = match prompts.first() {
+        Some(first) => (0..shortest.saturating_sub(1)).take_while(|&i| prompts.iter().all(|p| p[i] == first[i])).count(),
+        None => 0,
+    };
+    let mut prefix_cache = model.new_cache();
+    if common > 0 {
+        let prefix = Tensor::from_vec(prompts[0][..common].to_vec(), (1, common), model.device())?;
+        model.forward_infer_last(&prefix, &mut prefix_cache)?;
+    }
     let mut out = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(batch.max(1)) {
-        let width = chunk.iter().map(Vec::len).max().unwrap_or(0);
-        if chunk.iter().any(|p| p.is_empty()) {
-            return Err(GraftError::Input("an empty prompt cannot be scored".into()));
-        }
+        let width = chunk.iter().map(|p| p.len() - common).max().unwrap_or(0);
         let mut flat = Vec::with_capacity(chunk.len() * width);
         for p in chunk {
-            flat.extend_from_slice(p);
-            flat.extend(std::iter::repeat_n(pad_id, width - p.len()));
+            flat.extend_from_slice(&p[common..]);
+            flat.extend(std::iter::repeat_n(pad_id, width - (p.len() - common)));
         }
         let ids = Tensor::from_vec(flat, (chunk.len(), width), model.device())?;
-        let logits = model.forward_infer(&ids, &mut model.new_cache())?.to_dtype(DType::F32)?;
-        for (row, p) in chunk.iter().enumerate() {
-            let last: Vec<f32> = logits.get(row)?.get(p.len() - 1)?.to_vec1()?;
+        let positions: Vec<usize> = chunk.iter().map(|p| p.len() - common - 1).collect();
+        let mut cache = prefix_cache.repeat_batch(chunk.len())?;
+        let logits = model.logits_at(&ids, &positions, &mut cache)?.to_dtype(DType::F32)?;
+        for row in 0..chunk.len() {
+            let last: Vec<f32> = logits.get(row)?.to_vec1()?;
             let best = label_first_ids
                 .iter()
                 .enumerate()

@@ -43,6 +43,20 @@ impl KvCache {
         self.len += n;
     }
 
+    /// This cache (batch 1) repeated `batch` times along the batch axis: a shared prompt prefix
+    /// computed once, then continued by `batch` different suffixes.
+    pub fn repeat_batch(&self, batch: usize) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                Some((k, v)) => Ok(Some((k.repeat((batch, 1, 1, 1))?, v.repeat((batch, 1, 1, 1))?))),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers, len: self.len })
+    }
+
     /// Drops everything cached.
     pub fn clear(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = None);

@@ -49,6 +49,18 @@ pub trait Model: Send + Sync {
         let t = logits.dim(1)?;
         Ok(logits.narrow(1, t - 1, 1)?.squeeze(1)?)
     }
+    /// Inference forward over `ids [batch, seq]` placed after what `cache` holds, returning the
+    /// logits of row `i` at position `positions[i]` (of `ids`) only, `[batch, vocab]`: label
+    /// scoring of right-padded prompts without the LM head at every position.
+    fn logits_at(&self, ids: &Tensor, positions: &[usize], cache: &mut KvCache) -> Result<Tensor> {
+        let logits = self.forward_infer(ids, cache)?;
+        let rows = positions
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| logits.get(i)?.get(p))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&rows, 0)?)
+    }
     /// An empty cache for this model.
     fn new_cache(&self) -> KvCache {
         KvCache::new(self.info().n_layers)

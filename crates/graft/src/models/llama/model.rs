@@ -317,6 +317,19 @@ impl Model for Llama {
         self.lm_head(&last, Pass::Infer)
     }
 
+    /// Runs the LM head on the requested positions only.
+    fn logits_at(&self, ids: &Tensor, positions: &[usize], cache: &mut KvCache) -> Result<Tensor> {
+        let hidden = self.hidden_states(ids, Some(cache), Pass::Infer)?;
+        let (b, t, h) = hidden.dims3()?;
+        if positions.len() != b || positions.iter().any(|&p| p >= t) {
+            return Err(GraftError::Input(format!("logits_at: {} positions for {b} rows of {t} tokens", positions.len())));
+        }
+        let flat: Vec<u32> = positions.iter().enumerate().map(|(i, &p)| (i * t + p) as u32).collect();
+        let index = Tensor::from_vec(flat, b, &self.ctx.device)?;
+        let rows = hidden.reshape((b * t, h))?.index_select(&index, 0)?;
+        self.lm_head(&rows, Pass::Infer)
+    }
+
     fn linear_names(&self) -> Vec<String> {
         let mut names: Vec<String> =
             self.layers.iter().flat_map(|b| b.attn.iter().chain(b.mlp.iter())).map(|p| p.name().to_string()).collect();

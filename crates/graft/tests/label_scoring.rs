@@ -1,0 +1,54 @@
+//! Label scoring continues a shared prompt prefix from one cache and reads logits at each
+//! right-padded prompt's last position: it must give what a separate forward per prompt gives.
+
+use candle_core::{DType, Tensor};
+use graft::models::llama::LoadOptions;
+use graft::models::Model;
+
+#[test]
+fn prefix_cached_batched_logits_equal_one_forward_per_prompt() {
+    let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).expect("default model");
+    let model = graft::models::load::load_causal_lm(&source, &LoadOptions::default()).unwrap();
+    let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
+    let prefix = "Is the sentiment of this tweet negative, neutral or positive?\n\n";
+    let texts = ["I love this!", "Worst service ever, never again.", "ok", "The meeting moved to 3pm on Friday."];
+    let prompts: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode_plain(&format!("{prefix}{t}")).unwrap()).collect();
+    let common = prompts.iter().map(Vec::len).min().unwrap();
+    assert!(prompts.iter().all(|p| p[..5] == prompts[0][..5]), "the prompts should share a prefix");
+    let labels: Vec<u32> = ["negative", "neutral", "positive"].iter().map(|l| tok.encode_plain(l).unwrap()[0]).collect();
+
+    // Reference: each prompt alone, full logits, last position.
+    let mut expected = Vec::new();
+    let mut reference_rows = Vec::new();
+    for p in &prompts {
+        let ids = Tensor::from_vec(p.clone(), (1, p.len()), model.device()).unwrap();
+        let logits = model.forward_infer(&ids, &mut model.new_cache()).unwrap().to_dtype(DType::F32).unwrap();
+        let last: Vec<f32> = logits.get(0).unwrap().get(p.len() - 1).unwrap().to_vec1().unwrap();
+        let best = (0..labels.len()).max_by(|&a, &b| last[labels[a] as usize].total_cmp(&last[labels[b] as usize])).unwrap();
+        expected.push(best);
+        reference_rows.push(last);
+    }
+    let got = graft::eval::classification::score_labels(&model, &prompts, &labels, tok.eos_id().unwrap(), 3).unwrap();
+    assert_eq!(got, expected);
+
+    // The logits themselves, through a shared prefix cache and right padding.
+    let keep = common - 1;
+    let prefix_ids = Tensor::from_vec(prompts[0][..keep].to_vec(), (1, keep), model.device()).unwrap();
+    let mut cache = model.new_cache();
+    model.forward_infer_last(&prefix_ids, &mut cache).unwrap();
+    let width = prompts.iter().map(|p| p.len() - keep).max().unwrap();
+    let flat: Vec<u32> = prompts.iter().flat_map(|p| {
+        let mut row = p[keep..].to_vec();
+        row.resize(width, 0);
+        row
+    }).collect();
+    let ids = Tensor::from_vec(flat, (prompts.len(), width), model.device()).unwrap();
+    let positions: Vec<usize> = prompts.iter().map(|p| p.len() - keep - 1).collect();
+    let mut batch_cache = cache.repeat_batch(prompts.len()).unwrap();
+    let logits = model.logits_at(&ids, &positions, &mut batch_cache).unwrap().to_dtype(DType::F32).unwrap();
+    for (i, reference) in reference_rows.iter().enumerate() {
+        let row: Vec<f32> = logits.get(i).unwrap().to_vec1().unwrap();
+        let worst = row.iter().zip(reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst < 2e-3, "prompt {i}: logits differ by {worst}");
+    }
+}
