@@ -56,13 +56,21 @@ pub enum AdapterKind {
     None,
     /// Only the modules matching `adapter.targets` train; everything else is frozen.
     Freeze,
+    /// Soft prompt tuning: `adapter.num_virtual_tokens` learned input embeddings before every
+    /// sequence; the model is frozen.
+    #[serde(rename = "prompt_tuning")]
+    PromptTuning,
+    /// Prefix tuning: learned keys and values before every layer's own; the model is frozen.
+    #[serde(rename = "prefix_tuning")]
+    PrefixTuning,
 }
 
 /// `[adapter]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdapterSection {
-    /// `lora` | `qlora` | `none` (full fine-tuning) | `freeze`. Default `lora`.
+    /// `lora` | `qlora` | `none` (full fine-tuning) | `freeze` | `prompt_tuning` |
+    /// `prefix_tuning`. Default `lora`.
     pub kind: AdapterKind,
     /// LoRA rank. Default 8.
     pub r: usize,
@@ -75,6 +83,12 @@ pub struct AdapterSection {
     pub targets: Vec<String>,
     /// rsLoRA scaling α/√r. Default false.
     pub rslora: bool,
+    /// Prompt / prefix tuning: number of virtual tokens. Default 20.
+    pub num_virtual_tokens: usize,
+    /// Prompt tuning: start the soft prompt from the embeddings of this text's tokens (repeated
+    /// or cut to `num_virtual_tokens`); when absent, from randomly drawn vocabulary rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_init_text: Option<String>,
 }
 
 impl Default for AdapterSection {
@@ -86,6 +100,8 @@ impl Default for AdapterSection {
             dropout: 0.0,
             targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"].map(String::from).to_vec(),
             rslora: false,
+            num_virtual_tokens: 20,
+            prompt_init_text: None,
         }
     }
 }
@@ -209,6 +225,20 @@ impl Default for OutputSection {
     }
 }
 
+impl AdapterSection {
+    /// The prompt-learning adapter this section describes, for `prompt_tuning` / `prefix_tuning`.
+    pub fn prompt_spec(&self) -> Option<crate::adapters::prompt::PromptSpec> {
+        use crate::adapters::prompt::{PromptInit, PromptKind, PromptSpec};
+        let kind = match self.kind {
+            AdapterKind::PromptTuning => PromptKind::PromptTuning,
+            AdapterKind::PrefixTuning => PromptKind::PrefixTuning,
+            _ => return None,
+        };
+        let init = self.prompt_init_text.clone().map_or(PromptInit::Random, PromptInit::Text);
+        Some(PromptSpec { kind, num_virtual_tokens: self.num_virtual_tokens, init })
+    }
+}
+
 impl TrainConfig {
     /// Reads `path` and applies `overrides` (`section.key=value`, value in TOML syntax; bare
     /// words are taken as strings), then validates.
@@ -264,6 +294,9 @@ impl TrainConfig {
             if !(0.0..1.0).contains(&self.adapter.dropout) {
                 return bad("adapter.dropout", format!("must be in [0, 1), got {}", self.adapter.dropout));
             }
+        }
+        if let Some(spec) = self.adapter.prompt_spec() {
+            spec.validate()?;
         }
         if self.data.train.as_os_str().is_empty() {
             return bad("data.train", "is required (a JSONL file)".into());

@@ -4,3 +4,4 @@ pub mod gguf;
 pub mod safetensors;
 pub mod hf_folder;
 pub mod peft;
+pub mod peft_prompt;

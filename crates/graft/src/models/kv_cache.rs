@@ -38,6 +38,11 @@ impl KvCache {
         Ok(entry)
     }
 
+    /// The cached keys and values of `layer`, `[batch, kv_heads, len, head_dim]` each.
+    pub fn layer(&self, layer: usize) -> Option<&(Tensor, Tensor)> {
+        self.layers.get(layer).and_then(|l| l.as_ref())
+    }
+
     /// Records that `n` more positions were appended to every layer.
     pub fn advance(&mut self, n: usize) {
         self.len += n;

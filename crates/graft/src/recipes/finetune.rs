@@ -1,4 +1,4 @@
-//! Fine-tuning recipe (LoRA, QLoRA, full, freeze): build the parts, measure the base model,
+//! Fine-tuning recipe (LoRA, QLoRA, full, freeze, prompt and prefix tuning): build the parts, measure the base model,
 //! run the training loop with evaluation and checkpoints, write the adapter / model, metrics
 //! and summary into the run directory. Resumes exactly from the last good checkpoint.
 
@@ -121,7 +121,7 @@ fn keep_metrics_through(path: &Path, step: u64) -> Result<()> {
 pub fn run(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<Summary> {
     let out = cfg.output.dir.clone();
     let _lock = lock_run_dir(&out)?;
-    let TrainableModel { model, tokenizer, lora, vars, .. } = build_model(cfg)?;
+    let TrainableModel { model, tokenizer, lora, prompt, vars, .. } = build_model(cfg)?;
     let device = crate::models::Model::device(&model).clone();
     let pad = tokenizer.pad_id().or(tokenizer.eos_id()).unwrap_or(0);
 
@@ -252,13 +252,18 @@ pub fn run(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> 
     save(&state, &optimizer)?;
     let final_eval_loss = eval_loss(&model, &eval_batches)?;
 
-    let output = match &lora {
-        Some(set) => {
+    let output = match (&lora, &prompt) {
+        (Some(set), _) => {
             let dir = out.join("adapter");
             crate::io::peft::save_lora(set, &dir, &cfg.model.name)?;
             dir
         }
-        None => {
+        (None, Some(adapter)) => {
+            let dir = out.join("adapter");
+            crate::io::peft_prompt::save_prompt(adapter, &model, &dir, &cfg.model.name)?;
+            dir
+        }
+        (None, None) => {
             let dir = out.join("model");
             crate::io::hf_folder::write_llama_folder(&model, &tokenizer, &dir, crate::models::Model::dtype(&model))?;
             dir

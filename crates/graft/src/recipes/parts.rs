@@ -2,6 +2,7 @@
 //! parameters, optimizer and schedule.
 
 use crate::adapters::lora::{self, LoraSet, LoraSpec};
+use crate::adapters::prompt::{self, PromptAdapter};
 use crate::adapters::targets;
 use crate::assets::{resolve_model, ModelSource};
 use crate::config::{AdapterKind, OptimizerName, TrainConfig};
@@ -25,7 +26,10 @@ pub struct TrainableModel {
     pub source: ModelSource,
     /// LoRA adapters, when the run trains LoRA / QLoRA.
     pub lora: Option<LoraSet>,
-    /// Every trainable variable, by name (LoRA factor names or HF weight names).
+    /// The soft prompt or prefix, when the run trains prompt / prefix tuning.
+    pub prompt: Option<PromptAdapter>,
+    /// Every trainable variable, by name (LoRA factor names, `prompt_embeddings` or HF weight
+    /// names).
     pub vars: Vec<(String, Var)>,
 }
 
@@ -38,6 +42,11 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
     let mut model = load_causal_lm(&source, &opts)?;
     model.set_gradient_checkpointing(cfg.train.gradient_checkpointing);
     let a = &cfg.adapter;
+    if let Some(spec) = a.prompt_spec() {
+        let adapter = prompt::attach(&mut model, &spec, &tokenizer, cfg.train.seed)?;
+        let vars = adapter.named_vars();
+        return Ok(TrainableModel { model, tokenizer, source, lora: None, prompt: Some(adapter), vars });
+    }
     let (lora, vars) = match a.kind {
         AdapterKind::Lora | AdapterKind::Qlora => {
             let spec = LoraSpec { r: a.r, alpha: a.alpha, dropout: a.dropout, rslora: a.rslora, targets: a.targets.clone() };
@@ -60,8 +69,11 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
             }
             (None, vars)
         }
+        AdapterKind::PromptTuning | AdapterKind::PrefixTuning => {
+            return Err(GraftError::Input(format!("adapter.kind {:?} has no prompt settings", a.kind)));
+        }
     };
-    Ok(TrainableModel { model, tokenizer, source, lora, vars })
+    Ok(TrainableModel { model, tokenizer, source, lora, prompt: None, vars })
 }
 
 /// The optimizer of `cfg` over `vars`.

@@ -121,8 +121,19 @@ fn proj(p: &Proj, x: &Tensor, pass: Pass) -> Result<Tensor> {
 }
 
 impl BlockContext {
-    /// Runs `blk` (layer `layer`) over `x [b, t, hidden]`, with `offset` tokens already in `cache`.
-    pub(super) fn forward(&self, blk: &Block, layer: usize, x: &Tensor, offset: usize, cache: Option<&mut KvCache>, pass: Pass) -> Result<Tensor> {
+    /// Runs `blk` (layer `layer`) over `x [b, t, hidden]`, after `offset` earlier positions whose
+    /// keys and values are in `cache` or, without a cache, are the `prefix` (prefix tuning:
+    /// `[b, kv_heads, offset, head_dim]` each).
+    pub(super) fn forward(
+        &self,
+        blk: &Block,
+        layer: usize,
+        x: &Tensor,
+        offset: usize,
+        cache: Option<&mut KvCache>,
+        prefix: Option<&(Tensor, Tensor)>,
+        pass: Pass,
+    ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
@@ -135,9 +146,10 @@ impl BlockContext {
         let q = self.rope.apply(&heads(&blk.attn[0], nh)?, offset, pass)?;
         let k = self.rope.apply(&heads(&blk.attn[1], nkv)?, offset, pass)?;
         let v = heads(&blk.attn[2], nkv)?;
-        let (k, v) = match cache {
-            Some(c) => c.append(layer, &k, &v)?,
-            None => (k, v),
+        let (k, v) = match (cache, prefix) {
+            (Some(c), _) => c.append(layer, &k, &v)?,
+            (None, Some((pk, pv))) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+            (None, None) => (k, v),
         };
         let total = k.dim(2)?;
         // Query heads sharing a KV head are stacked along the sequence axis: [b, nkv, rep*t, hd].

@@ -4,11 +4,13 @@ mod block;
 pub mod config;
 pub mod model;
 pub mod random;
+pub mod virtual_tokens;
 pub mod weights;
 
 pub use config::LlamaConfig;
 pub use block::Block;
 pub use model::{Llama, LoadOptions, Pass};
+pub use virtual_tokens::VirtualTokens;
 pub use weights::{GgufWeights, SafetensorsWeights, WeightFormat, WeightSource};
 
 use crate::io::gguf::GgufFile;

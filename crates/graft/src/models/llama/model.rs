@@ -12,6 +12,7 @@ use crate::models::linear::{BaseWeight, Proj};
 use crate::models::{KvCache, Model, ModelInfo};
 use crate::{GraftError, Result};
 use super::block::{rms_norm, Block, BlockContext, RopeTables};
+use super::virtual_tokens::VirtualTokens;
 use crate::ops::{self, FrozenWeight, GradSink};
 use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -54,6 +55,8 @@ pub struct Llama {
     dtype: DType,
     /// Where checkpointed blocks leave their parameters' gradients (when enabled).
     checkpoint: Option<Arc<GradSink>>,
+    /// Soft prompt or prefix prepended to every sequence (prompt / prefix tuning).
+    virtual_tokens: Option<VirtualTokens>,
 }
 
 impl Llama {
@@ -117,7 +120,7 @@ impl Llama {
         };
         let rope = RopeTables::new(&cfg, dtype, dev)?;
         let ctx = BlockContext { cfg, rope, device: dev.clone() };
-        Ok(Self { info, embed_tokens, layers, norm, lm_head, ctx, dtype, checkpoint: None })
+        Ok(Self { info, embed_tokens, layers, norm, lm_head, ctx, dtype, checkpoint: None, virtual_tokens: None })
     }
 
     /// The hyperparameters.
@@ -197,33 +200,100 @@ impl Llama {
     }
 
     /// Runs the decoder over `ids` `[b, t]`; returns final hidden states `[b, t, hidden]`.
+    ///
+    /// With virtual tokens set ([`Llama::set_virtual_tokens`]) and nothing cached yet, they take
+    /// positions `0..n` and the real tokens follow; only the real tokens' states are returned.
+    /// With a cache, a prefix goes into it first (so later calls see it as earlier tokens).
     pub fn hidden_states(&self, ids: &Tensor, mut cache: Option<&mut KvCache>, pass: Pass) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let offset = cache.as_ref().map_or(0, |c| c.len());
-        if offset + t > self.ctx.cfg.max_position_embeddings {
+        let cfg = &self.ctx.cfg;
+        let mut offset = cache.as_ref().map_or(0, |c| c.len());
+        let virt = self.virtual_tokens.as_ref().filter(|_| offset == 0);
+        let n_virtual = virt.map_or(0, |v| v.len());
+        if offset + n_virtual + t > cfg.max_position_embeddings {
             return Err(GraftError::Input(format!(
-                "sequence of {} tokens is longer than the model's context of {} tokens",
-                offset + t,
-                self.ctx.cfg.max_position_embeddings
+                "sequence of {} tokens (with {n_virtual} virtual tokens) is longer than the model's context of {} tokens",
+                offset + n_virtual + t,
+                cfg.max_position_embeddings
             )));
         }
-        let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.ctx.cfg.hidden_size))?;
+        let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, cfg.hidden_size))?;
+        // Rows of virtual input embeddings in front of `x` (soft prompt).
+        let mut lead = 0;
+        let mut prefix_in_blocks = false;
+        match virt {
+            Some(VirtualTokens::Prompt(p)) => {
+                let p = p.to_dtype(x.dtype())?.unsqueeze(0)?.broadcast_as((b, n_virtual, cfg.hidden_size))?;
+                x = Tensor::cat(&[&p.contiguous()?, &x], 1)?;
+                lead = n_virtual;
+            }
+            Some(prefix @ VirtualTokens::Prefix(_)) => match cache.as_deref_mut() {
+                Some(c) => {
+                    for i in 0..self.layers.len() {
+                        if let Some((k, v)) = prefix.prefix_kv(i, b, cfg)? {
+                            c.append(i, &k, &v)?;
+                        }
+                    }
+                    c.advance(n_virtual);
+                    offset = n_virtual;
+                }
+                None => {
+                    offset = n_virtual;
+                    prefix_in_blocks = true;
+                }
+            },
+            None => {}
+        }
+        let prefix = if prefix_in_blocks { virt.cloned() } else { None };
         for (i, block) in self.layers.iter().enumerate() {
             x = match (&self.checkpoint, pass, cache.is_none()) {
                 (Some(sink), Pass::Train, true) => {
-                    let (ctx, blk) = (self.ctx.clone(), block.clone());
+                    let (ctx, blk, pre) = (self.ctx.clone(), block.clone(), prefix.clone());
                     let f = move |x: &Tensor| -> candle_core::Result<Tensor> {
-                        ctx.forward(&blk, i, x, 0, None, Pass::Train).map_err(|e| candle_core::Error::Msg(e.to_string()))
+                        let kv = match &pre {
+                            Some(p) => p.prefix_kv(i, b, &ctx.cfg).map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+                            None => None,
+                        };
+                        ctx.forward(&blk, i, x, offset, None, kv.as_ref(), Pass::Train).map_err(|e| candle_core::Error::Msg(e.to_string()))
                     };
-                    ops::checkpoint(&x, block.trainable_tensors(), sink.clone(), f)?
+                    let mut params = block.trainable_tensors();
+                    params.extend(prefix.iter().map(|p| p.tensor().clone()).filter(|t| t.is_variable()));
+                    ops::checkpoint(&x, params, sink.clone(), f)?
                 }
-                _ => self.ctx.forward(block, i, &x, offset, cache.as_deref_mut(), pass)?,
+                _ => {
+                    let kv = match &prefix {
+                        Some(p) => p.prefix_kv(i, b, cfg)?,
+                        None => None,
+                    };
+                    self.ctx.forward(block, i, &x, offset, cache.as_deref_mut(), kv.as_ref(), pass)?
+                }
             };
         }
         if let Some(c) = cache {
-            c.advance(t);
+            c.advance(lead + t);
         }
-        rms_norm(&x, &self.norm, self.ctx.cfg.rms_norm_eps, pass)
+        let x = if lead > 0 { x.narrow(1, lead, t)? } else { x };
+        rms_norm(&x, &self.norm, cfg.rms_norm_eps, pass)
+    }
+
+    /// Sets (or, with `None`, removes) the virtual tokens prepended to every sequence: a soft
+    /// prompt or a per-layer key/value prefix. Checks the tensor's shape against the model.
+    pub fn set_virtual_tokens(&mut self, tokens: Option<VirtualTokens>) -> Result<()> {
+        if let Some(v) = &tokens {
+            v.check(&self.ctx.cfg)?;
+        }
+        self.virtual_tokens = tokens;
+        Ok(())
+    }
+
+    /// The virtual tokens in use, if any.
+    pub fn virtual_tokens(&self) -> Option<&VirtualTokens> {
+        self.virtual_tokens.as_ref()
+    }
+
+    /// The token-embedding table `[vocab, hidden]` (soft prompts are initialised from its rows).
+    pub fn embed_tokens(&self) -> &Tensor {
+        &self.embed_tokens
     }
 
     /// Projects hidden states `[.., hidden]` to vocabulary logits `[.., vocab]`.
