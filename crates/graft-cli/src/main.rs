@@ -34,6 +34,8 @@ enum Command {
     Export(commands::export::Args),
     /// Generate text after a prompt (KV cache, streamed to stdout).
     Generate(commands::generate::GenerateArgs),
+    /// Build summarization and question-answering data (from AppStream metadata).
+    Data(commands::data::DataArgs),
     /// Evaluate a model (perplexity).
     Eval(commands::eval::EvalArgs),
     /// Measure generation and forward throughput.
@@ -67,6 +69,7 @@ fn main() -> Result<()> {
         Command::Validate(args) => commands::validate::validate(args),
         Command::Preprocess(args) => commands::validate::preprocess(args),
         Command::Generate(args) => commands::generate::run(args),
+        Command::Data(args) => commands::data::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Embed(args) => commands::embed::run(args),

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 /// Evaluate a model.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  graft eval perplexity --text /usr/share/common-licenses/Apache-2.0 --json")]
+#[command(after_help = "Examples:\n  graft eval perplexity --text /usr/share/common-licenses/Apache-2.0 --json\n  \
+graft eval summarize --data data/appstream/summarize.test.jsonl --limit 20 --json\n  \
+graft eval qa --data data/appstream/qa.test.jsonl --limit 20 --json")]
 pub struct EvalArgs {
     #[command(subcommand)]
     command: EvalCommand,
@@ -18,6 +20,10 @@ pub struct EvalArgs {
 enum EvalCommand {
     /// Perplexity of a text file over consecutive, non-overlapping windows.
     Perplexity(PerplexityArgs),
+    /// Mean ROUGE-1/2/L F1 of greedy summaries against reference summaries.
+    Summarize(super::eval_tasks::SummarizeArgs),
+    /// SQuAD exact match and F1 of greedy answers to questions about a context.
+    Qa(super::eval_tasks::QaArgs),
 }
 
 /// `graft eval perplexity` options.
@@ -45,6 +51,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     super::generate::pin_cpu_threads();
     match args.command {
         EvalCommand::Perplexity(a) => perplexity(a),
+        EvalCommand::Summarize(a) => super::eval_tasks::summarize(a),
+        EvalCommand::Qa(a) => super::eval_tasks::qa(a),
     }
 }
 

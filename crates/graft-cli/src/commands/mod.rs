@@ -10,3 +10,5 @@ pub mod embed;
 pub mod eval;
 pub mod generate;
 pub mod validate;
+pub mod data;
+pub mod eval_tasks;

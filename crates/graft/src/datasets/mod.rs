@@ -2,3 +2,5 @@
 //! [`crate::assets`]).
 
 pub mod tweets;
+pub mod appstream;
+pub mod task_files;

@@ -5,3 +5,4 @@ pub mod export;
 pub mod finetune;
 pub mod parts;
 pub mod quickstart;
+pub mod tasks;

@@ -1,0 +1,167 @@
+//! `graft eval summarize` and `graft eval qa`: greedy generations scored with ROUGE and SQuAD
+//! exact match / F1.
+
+use super::generate::ModelArgs;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use graft::datasets::task_files::SkipReport;
+use graft::recipes::tasks;
+use graft::tokenizer::Tokenizer;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Options shared by the task evaluations.
+#[derive(Debug, Args)]
+pub struct TaskEvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The evaluation file (JSONL).
+    #[arg(long)]
+    data: PathBuf,
+    /// A LoRA adapter to apply: a PEFT adapter folder, or a run folder holding `adapter/`.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Most tokens generated per example.
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Score only the first N examples (after skips).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Print one JSON object on stdout (with every prediction).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `graft eval summarize` options.
+#[derive(Debug, Args)]
+#[command(after_help = "Example: graft eval summarize --data data/appstream/summarize.test.jsonl --limit 20 --json\n\n\
+Lines are {\"messages\": [user, assistant]} (the assistant message is the reference) or\n\
+{\"document\", \"summary\"}; the document is sent as a chat user turn after a fixed instruction and\n\
+the greedy reply, up to the end of the turn, is scored: mean ROUGE-1/2/L F1. Lines with an empty\n\
+document or summary are skipped and counted.")]
+pub struct SummarizeArgs {
+    #[command(flatten)]
+    common: TaskEvalArgs,
+}
+
+/// `graft eval qa` options.
+#[derive(Debug, Args)]
+#[command(after_help = "Example: graft eval qa --data data/appstream/qa.test.jsonl --limit 20 --json\n\n\
+Lines are SQuAD-style: {\"id\", \"context\", \"question\", \"answers\": {\"text\": [...], \"answer_start\": [...]}}\n\
+(or \"answers\": [{\"text\", \"answer_start\"}]). Context and question go in one chat user turn; the\n\
+greedy reply, up to the end of the turn, is scored with SQuAD's exact match and token F1 (best over\n\
+the gold answers). Lines whose answer is not in the context are skipped and counted.")]
+pub struct QaArgs {
+    #[command(flatten)]
+    common: TaskEvalArgs,
+}
+
+impl TaskEvalArgs {
+    fn check(&self, default_max_new_tokens: usize) -> Result<usize> {
+        if self.limit == Some(0) {
+            bail!("--limit must be at least 1");
+        }
+        let max_new = self.max_new_tokens.unwrap_or(default_max_new_tokens);
+        if max_new == 0 {
+            bail!("--max-new-tokens must be at least 1");
+        }
+        if !self.data.is_file() {
+            bail!("--data {}: no such file (build one with `graft data build appstream --out DIR`)", self.data.display());
+        }
+        if let Some(a) = &self.adapter {
+            adapter_dir(a)?;
+        }
+        Ok(max_new)
+    }
+
+    /// Loads the model and tokenizer, with the adapter applied when one is given.
+    fn load(&self) -> Result<(graft::models::llama::Llama, Tokenizer)> {
+        let (source, mut model) = self.model.load()?;
+        if let Some(a) = &self.adapter {
+            let dir = adapter_dir(a)?;
+            graft::io::peft::load_lora(&dir, &mut model).with_context(|| format!("applying adapter {}", dir.display()))?;
+            eprintln!("applied adapter {}", dir.display());
+        }
+        Ok((model, Tokenizer::from_source(&source)?))
+    }
+}
+
+/// The PEFT folder of `path`: itself, or its `adapter/` (a run folder).
+fn adapter_dir(path: &Path) -> Result<PathBuf> {
+    for dir in [path.to_path_buf(), path.join("adapter")] {
+        if dir.join("adapter_config.json").is_file() {
+            return Ok(dir);
+        }
+    }
+    bail!("--adapter {}: no adapter_config.json there or in its adapter/ folder (give a PEFT adapter folder or a `graft train` run folder)", path.display())
+}
+
+fn progress(done: usize, total: usize) {
+    eprintln!("example {done}/{total}");
+}
+
+fn skips_json(s: &SkipReport) -> serde_json::Value {
+    serde_json::json!({ "n_lines": s.n_lines, "n_skipped": s.n_skipped, "skipped": s.skipped })
+}
+
+/// Runs `graft eval summarize`.
+pub fn summarize(args: SummarizeArgs) -> Result<()> {
+    let a = args.common;
+    let max_new = a.check(64)?;
+    let (pairs, skips) = tasks::load_summarize(&a.data, a.limit)?;
+    if pairs.is_empty() {
+        bail!("{}: no usable pairs ({} lines, {} skipped)", a.data.display(), skips.n_lines, skips.n_skipped);
+    }
+    let (model, tok) = a.load()?;
+    let start = Instant::now();
+    let s = tasks::eval_summarize(&model, &tok, &pairs, max_new, &mut progress)?;
+    let secs = start.elapsed().as_secs_f64();
+    if a.json {
+        let report = serde_json::json!({
+            "task": "summarize", "model": a.model.model, "adapter": a.adapter, "data": a.data,
+            "max_new_tokens": max_new, "n": s.n, "rouge1": s.rouge1, "rouge2": s.rouge2, "rougeL": s.rouge_l,
+            "skips": skips_json(&skips), "seconds": secs, "samples": s.samples,
+        });
+        println!("{report}");
+    } else {
+        for sample in s.samples.iter().take(3) {
+            println!("[{}]\n  model:     {}\n  reference: {}", sample.id, sample.prediction, sample.reference);
+        }
+        println!(
+            "ROUGE-1 {:.4}  ROUGE-2 {:.4}  ROUGE-L {:.4}  (mean F1 over {} pairs; {} skipped; {:.1}s)",
+            s.rouge1, s.rouge2, s.rouge_l, s.n, skips.n_skipped, secs
+        );
+    }
+    Ok(())
+}
+
+/// Runs `graft eval qa`.
+pub fn qa(args: QaArgs) -> Result<()> {
+    let a = args.common;
+    let max_new = a.check(48)?;
+    let (items, skips) = tasks::load_qa(&a.data, a.limit)?;
+    if items.is_empty() {
+        bail!("{}: no usable questions ({} lines, {} skipped)", a.data.display(), skips.n_lines, skips.n_skipped);
+    }
+    let (model, tok) = a.load()?;
+    let start = Instant::now();
+    let s = tasks::eval_qa(&model, &tok, &items, max_new, &mut progress)?;
+    let secs = start.elapsed().as_secs_f64();
+    if a.json {
+        let report = serde_json::json!({
+            "task": "qa", "model": a.model.model, "adapter": a.adapter, "data": a.data,
+            "max_new_tokens": max_new, "n": s.squad.n, "exact_match": s.squad.exact_match, "f1": s.squad.f1,
+            "in_context": s.in_context, "skips": skips_json(&skips), "seconds": secs, "samples": s.samples,
+        });
+        println!("{report}");
+    } else {
+        for sample in s.samples.iter().take(3) {
+            println!("[{}]\n  model: {}\n  gold:  {}", sample.id, sample.prediction, sample.reference);
+        }
+        println!(
+            "EM {:.4}  F1 {:.4}  (over {} questions; answer found in context {:.1}%; {} skipped; {:.1}s)",
+            s.squad.exact_match, s.squad.f1, s.squad.n, 100.0 * s.in_context, skips.n_skipped, secs
+        );
+    }
+    Ok(())
+}
