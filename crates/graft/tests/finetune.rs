@@ -62,7 +62,7 @@ fn config_errors_name_the_key() {
 #[test]
 fn every_trainable_parameter_gets_a_gradient_for_each_adapter_kind() {
     let dir = tempfile::tempdir().unwrap();
-    for kind in [AdapterKind::Lora, AdapterKind::Qlora, AdapterKind::Freeze, AdapterKind::None] {
+    for kind in [AdapterKind::Lora, AdapterKind::Qlora, AdapterKind::Freeze, AdapterKind::None, AdapterKind::PromptTuning, AdapterKind::PrefixTuning] {
         let mut cfg = small_config(dir.path(), kind);
         if kind == AdapterKind::Freeze {
             cfg.adapter.targets = vec!["layers.29.mlp.*".into(), "model.norm.weight".into()];
@@ -94,6 +94,7 @@ fn every_trainable_parameter_gets_a_gradient_for_each_adapter_kind() {
             AdapterKind::Lora | AdapterKind::Qlora => 2 * 2 * 30,
             AdapterKind::Freeze => 4,
             AdapterKind::None => 272,
+            AdapterKind::PromptTuning | AdapterKind::PrefixTuning => 1,
         };
         assert_eq!(tm.vars.len(), expected, "{kind:?}");
     }

@@ -49,7 +49,11 @@ pub fn load_trained(run_dir: &Path) -> Result<(TrainConfig, ModelSource, Llama, 
     let full = run_dir.join("model");
     let model = if adapter.join("adapter_config.json").is_file() {
         let mut m = load_causal_lm(&source, &LoadOptions::default())?;
-        crate::io::peft::load_lora(&adapter, &mut m)?;
+        if crate::io::peft_prompt::is_prompt_adapter(&adapter) {
+            crate::io::peft_prompt::load_prompt(&adapter, &mut m)?;
+        } else {
+            crate::io::peft::load_lora(&adapter, &mut m)?;
+        }
         m
     } else if full.join("config.json").is_file() {
         load_causal_lm(&ModelSource::HfFolder(full), &LoadOptions::default())?
@@ -76,6 +80,15 @@ fn compare(reference: &Llama, other: &Llama, ids: &[u32]) -> Result<(f32, bool)>
 /// tensor type of a GGUF export (F32, F16 or Q8_0); `tolerance` bounds the logit difference.
 pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlDType) -> Result<ExportReport> {
     let (cfg, source, trained, tok) = load_trained(run_dir)?;
+    if trained.virtual_tokens().is_some() {
+        // A soft prompt or prefix cannot be folded into the weights; its adapter folder is
+        // already the PEFT export.
+        return Err(GraftError::Input(format!(
+            "{}: prompt / prefix tuning adapters cannot be exported; use {} (PEFT format) as is",
+            run_dir.display(),
+            run_dir.join("adapter").display()
+        )));
+    }
     let ids = check_prompt(&tok)?;
     let (reloaded, tolerance) = match format {
         ExportFormat::Peft => {

@@ -124,6 +124,7 @@ impl BlockContext {
     /// Runs `blk` (layer `layer`) over `x [b, t, hidden]`, after `offset` earlier positions whose
     /// keys and values are in `cache` or, without a cache, are the `prefix` (prefix tuning:
     /// `[b, kv_heads, offset, head_dim]` each).
+    #[allow(clippy::too_many_arguments)] // one per input of the block; a struct would only rename them
     pub(super) fn forward(
         &self,
         blk: &Block,
