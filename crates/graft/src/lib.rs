@@ -5,7 +5,8 @@
 //!
 //! - [`assets`]: named pretrained models and datasets, fetched through package registries into a
 //!   checksummed cache.
-//! - [`io`]: file formats — GGUF (validated reading), safetensors, Hugging Face model folders.
+//! - [`io`]: file formats — GGUF (validated reading), safetensors, Hugging Face model folders,
+//!   PEFT and GGUF LoRA adapters, Ollama Modelfiles.
 //! - [`tokenizer`]: tokenizers built from GGUF metadata or `tokenizer.json`, and chat templates.
 //! - [`models`]: model families behind the [`models::Model`] trait; every projection is an
 //!   adaptable [`models::linear::Proj`].

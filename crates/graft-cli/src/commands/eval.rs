@@ -1,6 +1,6 @@
 //! `graft eval`: evaluation protocols (perplexity).
 
-use super::generate::ModelArgs;
+use super::generate::{AdapterArgs, ModelArgs};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use graft::tokenizer::Tokenizer;
@@ -9,6 +9,7 @@ use std::path::PathBuf;
 /// Evaluate a model.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  graft eval perplexity --text /usr/share/common-licenses/Apache-2.0 --json\n  \
+graft eval perplexity --adapter runs/quickstart/adapter --text notes.txt --window 256\n  \
 graft eval summarize --data data/appstream/summarize.test.jsonl --limit 20 --json\n  \
 graft eval qa --data data/appstream/qa.test.jsonl --limit 20 --json")]
 pub struct EvalArgs {
@@ -28,13 +29,16 @@ enum EvalCommand {
 
 /// `graft eval perplexity` options.
 #[derive(Debug, Args)]
-#[command(after_help = "Example: graft eval perplexity --text /usr/share/common-licenses/Apache-2.0 --window 512 --json\n\n\
+#[command(after_help = "Example: graft eval perplexity --text /usr/share/common-licenses/Apache-2.0 --window 512 --json\n         \
+graft eval perplexity --adapter runs/quickstart/adapter --text notes.txt (base model + LoRA, not merged)\n\n\
 The whole file is tokenized without special tokens and cut into windows of --window tokens (the\n\
 partial last window is dropped); each window is scored alone from position 0, and the result is\n\
 the mean negative log-likelihood of tokens 1..window-1 of every window (log-softmax in f64).")]
 struct PerplexityArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    adapter: AdapterArgs,
     /// UTF-8 text file to score.
     #[arg(long)]
     text: PathBuf,
@@ -59,7 +63,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
 fn perplexity(args: PerplexityArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.text)
         .with_context(|| format!("reading {} (a UTF-8 text file is needed)", args.text.display()))?;
-    let (source, model) = args.model.load()?;
+    let (source, mut model) = args.model.load()?;
+    args.adapter.apply(&mut model)?;
     let tok = Tokenizer::from_source(&source)?;
     let ids = tok.encode(&text, false)?;
     eprintln!("{}: {} tokens, windows of {}", args.text.display(), ids.len(), args.window);
@@ -71,6 +76,7 @@ fn perplexity(args: PerplexityArgs) -> Result<()> {
     if args.json {
         let report = serde_json::json!({
             "model": args.model.model,
+            "adapter": args.adapter.json(),
             "weights": args.model.weights.name(),
             "dtype": args.model.dtype,
             "text": args.text,

@@ -4,20 +4,29 @@ use anyhow::{bail, Result};
 use graft::recipes::export::{self, ExportFormat};
 use std::path::PathBuf;
 
-/// Export a run as a PEFT adapter, a merged Hugging Face folder or a merged GGUF, then read
-/// it back and check its logits against the trained model.
+/// Export a run as a PEFT adapter, a merged Hugging Face folder, a merged GGUF or a llama.cpp
+/// LoRA adapter GGUF, then read it back and check its logits against the trained model.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  graft export runs/quickstart --format peft --out exports/sentiment-adapter\n  graft export runs/quickstart --format merged --out exports/sentiment-hf\n  graft export runs/quickstart --format gguf --gguf-type q8_0 --out exports/sentiment.gguf")]
+#[command(after_help = "Examples:
+  graft export runs/quickstart --format peft --out exports/sentiment-adapter
+  graft export runs/quickstart --format merged --out exports/sentiment-hf
+  graft export runs/quickstart --format gguf --gguf-type q8_0 --out exports/merged/sentiment.gguf
+  graft export runs/quickstart --format gguf-lora --out exports/lora/adapter.gguf
+
+GGUF exports also write an Ollama `Modelfile` in the same folder (FROM the merged GGUF, or FROM
+the base GGUF's file name plus ADAPTER for gguf-lora; TEMPLATE for ChatML chat templates; stop
+tokens). Then: ollama create sentiment -f exports/merged/Modelfile
+A gguf-lora adapter runs on the base GGUF: llama-cli -m SmolLM2-135M-Instruct.Q4_1.gguf --lora adapter.gguf")]
 pub struct Args {
     /// The run directory (output.dir of `graft train`).
     pub run_dir: PathBuf,
-    /// peft | merged | gguf.
+    /// peft | merged | gguf | gguf-lora.
     #[arg(long)]
     pub format: String,
     /// Where to write the export.
     #[arg(long)]
     pub out: PathBuf,
-    /// Tensor type of a GGUF export: f32, f16 or q8_0.
+    /// Tensor type of a GGUF export: f32, f16 or q8_0 (gguf-lora: f32 or f16).
     #[arg(long, default_value = "f16")]
     pub gguf_type: String,
     /// Print the check result as one JSON object on stdout.
@@ -27,15 +36,13 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    let format = match args.format.as_str() {
-        "peft" => ExportFormat::Peft,
-        "merged" => ExportFormat::Merged,
-        "gguf" => ExportFormat::Gguf,
-        other => bail!("unknown --format `{other}`: use peft, merged or gguf"),
+    let Some(format) = ExportFormat::from_name(&args.format) else {
+        bail!("unknown --format `{}`: use peft, merged, gguf or gguf-lora", args.format);
     };
     let gguf_type = match args.gguf_type.as_str() {
         "f32" => candle_core::quantized::GgmlDType::F32,
         "f16" => candle_core::quantized::GgmlDType::F16,
+        "q8_0" if format == ExportFormat::GgufLora => bail!("--gguf-type q8_0: a GGUF LoRA adapter is stored as f32 or f16"),
         "q8_0" => candle_core::quantized::GgmlDType::Q8_0,
         other => bail!("unknown --gguf-type `{other}`: use f32, f16 or q8_0"),
     };
@@ -50,6 +57,9 @@ pub fn run(args: Args) -> Result<()> {
             report.max_abs_logit_diff,
             report.argmax_agrees
         );
+        if let Some(m) = &report.modelfile {
+            println!("wrote {} (ollama create NAME -f {})", m.display(), m.display());
+        }
     }
     Ok(())
 }

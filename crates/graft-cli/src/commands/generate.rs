@@ -7,6 +7,7 @@ use graft::generate::{generate_text, GenerateOptions, SamplingConfig, StopString
 use graft::models::llama::{Llama, LoadOptions, WeightFormat};
 use graft::tokenizer::{Message, Tokenizer};
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Fixes candle's CPU thread count for the whole run.
@@ -95,13 +96,50 @@ impl ModelArgs {
     }
 }
 
+/// A LoRA adapter run on top of the model without merging (`--adapter`, shared by `generate`
+/// and `eval`).
+#[derive(Debug, Clone, Args)]
+pub struct AdapterArgs {
+    /// LoRA adapter to apply on top of --model (not merged): a PEFT adapter folder
+    /// (adapter_config.json + adapter_model.safetensors: a run's `adapter/`, or one saved by
+    /// PEFT) or a GGUF LoRA file from `graft export --format gguf-lora`.
+    #[arg(long, value_name = "PATH")]
+    pub adapter: Option<PathBuf>,
+}
+
+impl AdapterArgs {
+    /// Attaches the adapter, if one was given, after checking it fits the model.
+    pub fn apply(&self, model: &mut Llama) -> Result<()> {
+        if let Some(path) = &self.adapter {
+            let set = graft::io::adapter::load_adapter(path, model)
+                .with_context(|| format!("loading adapter {}", path.display()))?;
+            eprintln!(
+                "adapter {}: LoRA r={} (scale {}) on {} projections",
+                path.display(),
+                set.spec.r,
+                set.spec.scale(),
+                set.layers.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// The adapter path for reports (JSON `null` without one).
+    pub fn json(&self) -> serde_json::Value {
+        self.adapter.as_ref().map_or(serde_json::Value::Null, |p| p.display().to_string().into())
+    }
+}
+
 /// Generate text after a prompt.
 #[derive(Debug, Args)]
 #[command(after_help = "Example: graft generate --prompt \"Once upon a time\" --max-new-tokens 64\n         \
-graft generate --chat --prompt \"What is the capital of France?\" --temperature 0.7 --seed 1")]
+graft generate --chat --prompt \"What is the capital of France?\" --temperature 0.7 --seed 1\n         \
+graft generate --adapter runs/quickstart/adapter --chat --prompt \"Sentiment of: I love it\"")]
 pub struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    adapter: AdapterArgs,
     /// The prompt text.
     #[arg(long)]
     prompt: String,
@@ -148,7 +186,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     sampling.validate()?;
     let stops = StopStrings::new(args.stop.clone())?;
-    let (source, model) = args.model.load()?;
+    let (source, mut model) = args.model.load()?;
+    args.adapter.apply(&mut model)?;
     let tok = Tokenizer::from_source(&source)?;
 
     let (prompt_text, prompt_ids) = if args.chat {
@@ -190,6 +229,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if args.json {
         let report = serde_json::json!({
             "model": args.model.model,
+            "adapter": args.adapter.json(),
             "weights": args.model.weights.name(),
             "device": args.model.device,
             "dtype": args.model.dtype,

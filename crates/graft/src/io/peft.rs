@@ -26,7 +26,8 @@ pub struct PeftLoraConfig {
     /// Dropout.
     #[serde(default)]
     pub lora_dropout: f64,
-    /// Module names the adapter targets.
+    /// Module names the adapter targets (PEFT also allows one string, a regex or `all-linear`).
+    #[serde(deserialize_with = "string_or_list")]
     pub target_modules: Vec<String>,
     /// rsLoRA scaling.
     #[serde(default)]
@@ -46,6 +47,26 @@ pub struct PeftLoraConfig {
     /// DoRA (not produced by graft).
     #[serde(default)]
     pub use_dora: bool,
+    /// PEFT's per-module ranks (graft reads adapters with one rank only).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub rank_pattern: serde_json::Map<String, serde_json::Value>,
+    /// PEFT's per-module alphas (graft reads adapters with one alpha only).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub alpha_pattern: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Reads `target_modules` given as a list or as one string.
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Targets {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Targets::deserialize(d)? {
+        Targets::One(s) => vec![s],
+        Targets::Many(v) => v,
+    })
 }
 
 fn default_bias() -> String {
@@ -53,8 +74,13 @@ fn default_bias() -> String {
 }
 
 /// PEFT's tensor name for graft's `module` (e.g. `layers.0.self_attn.q_proj`) and factor `A`/`B`.
+/// The LM head sits beside the decoder in transformers, so it has no second `model.`.
 pub fn peft_tensor_name(module: &str, factor: char) -> String {
-    format!("base_model.model.model.{module}.lora_{factor}.weight")
+    if module == "lm_head" {
+        format!("base_model.model.lm_head.lora_{factor}.weight")
+    } else {
+        format!("base_model.model.model.{module}.lora_{factor}.weight")
+    }
 }
 
 /// Writes `set` as a PEFT adapter folder at `dir` (atomically: staged, then renamed).
@@ -77,6 +103,8 @@ pub fn save_lora(set: &LoraSet, dir: &Path, base_model: &str) -> Result<()> {
         fan_in_fan_out: false,
         inference_mode: true,
         use_dora: false,
+        rank_pattern: serde_json::Map::new(),
+        alpha_pattern: serde_json::Map::new(),
     };
     let path = tmp.path().join("adapter_config.json");
     std::fs::write(&path, serde_json::to_string_pretty(&cfg)?).map_err(|e| GraftError::io(&path, e))?;
@@ -103,7 +131,20 @@ pub fn load_lora(dir: &Path, model: &mut Llama) -> Result<LoraSet> {
     if cfg.peft_type != "LORA" || cfg.use_dora || cfg.fan_in_fan_out {
         return Err(GraftError::model(&cfg_path, format!("unsupported adapter (peft_type {}, dora {}, fan_in_fan_out {})", cfg.peft_type, cfg.use_dora, cfg.fan_in_fan_out)));
     }
+    if !cfg.rank_pattern.is_empty() || !cfg.alpha_pattern.is_empty() {
+        let keys: Vec<&String> = cfg.rank_pattern.keys().chain(cfg.alpha_pattern.keys()).collect();
+        return Err(GraftError::model(&cfg_path, format!("rank_pattern / alpha_pattern give modules {keys:?} their own rank or alpha; graft reads adapters with one rank and one alpha")));
+    }
+    check_target_modules(&cfg, &cfg_path, model)?;
     let weights_path = dir.join("adapter_model.safetensors");
+    if !weights_path.is_file() {
+        let hint = if dir.join("adapter_model.bin").is_file() {
+            "; adapter_model.bin (a pickle) is not read: save the adapter with PEFT's safe_serialization=True"
+        } else {
+            ""
+        };
+        return Err(GraftError::model(dir, format!("adapter_model.safetensors is missing{hint}")));
+    }
     let tensors = candle_core::safetensors::load(&weights_path, model.device())
         .map_err(|e| GraftError::model(&weights_path, e.to_string()))?;
     let spec = LoraSpec { r: cfg.r, alpha: cfg.lora_alpha, dropout: cfg.lora_dropout, rslora: cfg.use_rslora, targets: cfg.target_modules.clone() };
@@ -147,4 +188,27 @@ pub fn load_lora(dir: &Path, model: &mut Llama) -> Result<LoraSet> {
     })?;
     set.spec = spec;
     Ok(set)
+}
+
+/// Checks that every plain module name in `target_modules` names projections this model has
+/// (a regex string, `all-linear` or a `*` pattern is left to the tensor check).
+fn check_target_modules(cfg: &PeftLoraConfig, cfg_path: &Path, model: &mut Llama) -> Result<()> {
+    let names: Vec<String> = model.projections_mut().iter().map(|p| p.name().to_string()).collect();
+    let plain = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    let missing: Vec<&String> = cfg
+        .target_modules
+        .iter()
+        .filter(|t| plain(t) && !names.iter().any(|n| crate::adapters::targets::matches(t, n)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let example = names.first().map(String::as_str).unwrap_or("<none>");
+    Err(GraftError::model(
+        cfg_path,
+        format!(
+            "target_modules {missing:?} match none of this model's {} projections (they are named like `{example}`): the adapter was made for another architecture",
+            names.len()
+        ),
+    ))
 }

@@ -1,10 +1,13 @@
-//! Exporting a finished run: the PEFT adapter, a merged Hugging Face folder, or a merged GGUF.
-//! Every export is read back and its logits compared with the training-time model on a fixed
-//! prompt; a mismatch fails loudly instead of leaving a silently broken file.
+//! Exporting a finished run: the PEFT adapter, a merged Hugging Face folder, a merged GGUF, or a
+//! llama.cpp LoRA adapter GGUF. Every export is read back and its logits compared with the
+//! training-time model on a fixed prompt; a mismatch fails loudly instead of leaving a silently
+//! broken file. Beside each GGUF export an Ollama `Modelfile` is written.
 
 use crate::assets::{resolve_model, ModelSource};
 use crate::config::TrainConfig;
 use crate::io::gguf::{GgufFile, GgufWriter};
+use crate::io::gguf_lora;
+use crate::io::modelfile::Modelfile;
 use crate::models::llama::weights::{hf_to_gguf_name, permute_rows_hf_to_gguf};
 use crate::models::llama::{Llama, LoadOptions};
 use crate::models::load::load_causal_lm;
@@ -25,6 +28,23 @@ pub enum ExportFormat {
     Merged,
     /// Merged model as a GGUF file.
     Gguf,
+    /// The LoRA adapter as a llama.cpp adapter GGUF, applied on top of the base GGUF at run time.
+    GgufLora,
+}
+
+impl ExportFormat {
+    /// Every format with its command-line name.
+    pub const ALL: [(&'static str, ExportFormat); 4] = [
+        ("peft", ExportFormat::Peft),
+        ("merged", ExportFormat::Merged),
+        ("gguf", ExportFormat::Gguf),
+        ("gguf-lora", ExportFormat::GgufLora),
+    ];
+
+    /// The format called `name` on the command line (`peft`, `merged`, `gguf`, `gguf-lora`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
 }
 
 /// Result of an export and its read-back check.
@@ -36,6 +56,8 @@ pub struct ExportReport {
     pub max_abs_logit_diff: f32,
     /// Whether the most likely next token agrees at every position of the check prompt.
     pub argmax_agrees: bool,
+    /// The Ollama Modelfile written beside a GGUF export.
+    pub modelfile: Option<PathBuf>,
 }
 
 /// The model of a run as trained (base + adapter, or the fully fine-tuned weights).
@@ -77,7 +99,8 @@ fn compare(reference: &Llama, other: &Llama, ids: &[u32]) -> Result<(f32, bool)>
 }
 
 /// Exports `run_dir` as `format` to `out`, then verifies the export. `gguf_type` picks the
-/// tensor type of a GGUF export (F32, F16 or Q8_0); `tolerance` bounds the logit difference.
+/// tensor type of a GGUF export (F32, F16 or Q8_0; F32 or F16 for `GgufLora`). GGUF exports get
+/// an Ollama `Modelfile` in the same folder.
 pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlDType) -> Result<ExportReport> {
     let (cfg, source, trained, tok) = load_trained(run_dir)?;
     if trained.virtual_tokens().is_some() {
@@ -90,6 +113,11 @@ pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlD
         )));
     }
     let ids = check_prompt(&tok)?;
+    if matches!(format, ExportFormat::Gguf | ExportFormat::GgufLora) {
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| GraftError::io(parent, e))?;
+        }
+    }
     let (reloaded, tolerance) = match format {
         ExportFormat::Peft => {
             let src = run_dir.join("adapter");
@@ -114,6 +142,26 @@ pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlD
             let back = load_causal_lm(&ModelSource::Gguf(out.to_path_buf()), &LoadOptions::default())?;
             (back, if gguf_type == GgmlDType::F32 { 1e-3 } else { f32::INFINITY })
         }
+        ExportFormat::GgufLora => {
+            let ModelSource::Gguf(base_path) = &source else {
+                return Err(GraftError::Input("a GGUF LoRA adapter needs a GGUF base model to apply to".into()));
+            };
+            let adapter = run_dir.join("adapter");
+            if !adapter.join("adapter_config.json").is_file() {
+                return Err(GraftError::Input(format!(
+                    "{} trained every weight and has no LoRA adapter: export it with --format gguf",
+                    run_dir.display()
+                )));
+            }
+            let mut model = load_causal_lm(&source, &LoadOptions::default())?;
+            let set = crate::io::peft::load_lora(&adapter, &mut model)?;
+            let arch = GgufFile::open(base_path)?.meta_str("general.architecture")?.to_string();
+            gguf_lora::write_gguf_lora(&set, model.config(), &arch, out, gguf_type)?;
+            gguf_lora::check_gguf_lora(out, &set, &arch)?;
+            let mut back = load_causal_lm(&source, &LoadOptions::default())?;
+            gguf_lora::load_gguf_lora(out, &mut back)?;
+            (back, if gguf_type == GgmlDType::F32 { 1e-4 } else { 1e-2 })
+        }
     };
     let (max_abs_logit_diff, argmax_agrees) = compare(&trained, &reloaded, &ids)?;
     if max_abs_logit_diff > tolerance || !argmax_agrees {
@@ -122,7 +170,37 @@ pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlD
             out.display()
         )));
     }
-    Ok(ExportReport { path: out.to_path_buf(), max_abs_logit_diff, argmax_agrees })
+    let modelfile = match format {
+        ExportFormat::Gguf | ExportFormat::GgufLora => Some(write_modelfile(format, &source, &tok, out)?),
+        ExportFormat::Peft | ExportFormat::Merged => None,
+    };
+    Ok(ExportReport { path: out.to_path_buf(), max_abs_logit_diff, argmax_agrees, modelfile })
+}
+
+/// Writes `Modelfile` beside the GGUF `out`: `FROM` the merged model, or for an adapter `FROM`
+/// the base GGUF's file name (a placeholder the user points at their copy) plus `ADAPTER`.
+fn write_modelfile(format: ExportFormat, source: &ModelSource, tok: &Tokenizer, out: &Path) -> Result<PathBuf> {
+    let file = |p: &Path| -> Result<String> {
+        p.file_name()
+            .map(|n| format!("./{}", n.to_string_lossy()))
+            .ok_or_else(|| GraftError::Input(format!("{} is not a file path", p.display())))
+    };
+    let template = tok.chat_template();
+    let mf = if format == ExportFormat::GgufLora {
+        let ModelSource::Gguf(base) = source else {
+            return Err(GraftError::Input("a GGUF LoRA adapter needs a GGUF base model".into()));
+        };
+        let mut mf = Modelfile::new(file(base)?, Some(file(out)?), template.as_ref(), tok.eos_token());
+        let name = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        mf.comments.insert(0, format!("FROM is the base model the adapter was trained on: put {name} beside this file or change the path."));
+        mf
+    } else {
+        Modelfile::new(file(out)?, None, template.as_ref(), tok.eos_token())
+    };
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let path = dir.join("Modelfile");
+    mf.write(&path)?;
+    Ok(path)
 }
 
 /// A copy of `model` with its LoRA adapters folded into the base weights.
