@@ -30,7 +30,7 @@ enum Command {
     Validate(commands::validate::ValidateArgs),
     /// Show tokenized training samples with the supervised tokens marked.
     Preprocess(commands::validate::PreprocessArgs),
-    /// Export a finished run as a PEFT adapter, merged HF folder or GGUF (checked on read-back).
+    /// Export a finished run as a PEFT adapter, merged HF folder, GGUF or GGUF LoRA adapter (checked on read-back).
     Export(commands::export::Args),
     /// Generate text after a prompt (KV cache, streamed to stdout).
     Generate(commands::generate::GenerateArgs),

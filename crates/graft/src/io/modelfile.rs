@@ -170,6 +170,12 @@ impl Modelfile {
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let mut tmp = tempfile::Builder::new().prefix(".Modelfile.").tempfile_in(dir).map_err(|e| GraftError::io(dir, e))?;
         tmp.write_all(self.text().as_bytes()).map_err(|e| GraftError::io(path, e))?;
+        // Temporary files are private (0600); a Modelfile is meant to be read by others.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(|e| GraftError::io(path, e))?;
+        }
         tmp.as_file().sync_all().map_err(|e| GraftError::io(path, e))?;
         tmp.persist(path).map_err(|e| GraftError::io(path, e.error))?;
         Ok(())
