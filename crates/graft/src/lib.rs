@@ -18,7 +18,9 @@
 //! - [`datasets`]: readers for the named datasets recipes use (tweets, ...).
 //! - [`config`]: the TOML schema of `graft train`.
 //! - [`data`]: JSONL fine-tuning data in four formats, supervision masks, batches.
-//! - [`recipes`]: one function per technique (fine-tune, quickstart, export).
+//! - [`recipes`]: one function per technique (fine-tune, quickstart, export, compare).
+//! - [`report`]: technique comparison results and their Markdown / JSON / HTML renderings.
+//! - [`features`]: frozen-backbone features and the classification heads trained on them.
 //! - [`device`]: choosing the candle `Device` and dtype.
 
 pub mod adapters;
@@ -30,11 +32,13 @@ pub mod datasets;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod features;
 pub mod generate;
 pub mod io;
 pub mod models;
 pub mod ops;
 pub mod recipes;
+pub mod report;
 pub mod tokenizer;
 pub mod train;
 
