@@ -19,6 +19,7 @@
 //! - [`data`]: JSONL fine-tuning data in four formats, supervision masks, batches.
 //! - [`recipes`]: one function per technique (fine-tune, quickstart, export).
 //! - [`device`]: choosing the candle `Device` and dtype.
+//! - [`parity`]: the same computations on two devices or dtypes, compared (GPU checks).
 
 pub mod adapters;
 pub mod assets;
@@ -33,6 +34,7 @@ pub mod generate;
 pub mod io;
 pub mod models;
 pub mod ops;
+pub mod parity;
 pub mod recipes;
 pub mod tokenizer;
 pub mod train;

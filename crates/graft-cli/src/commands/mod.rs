@@ -10,3 +10,4 @@ pub mod embed;
 pub mod eval;
 pub mod generate;
 pub mod validate;
+pub mod selftest;
