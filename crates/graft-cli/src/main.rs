@@ -40,6 +40,8 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// Measure generation and forward throughput.
     Bench(commands::bench::BenchArgs),
+    /// Check a device against the CPU on seeded random weights (logits, LoRA gradients, training).
+    Selftest(commands::selftest::Args),
     /// Sentence embeddings of a JSONL file with a BERT encoder (JSONL + safetensors out).
     Embed(commands::embed::EmbedArgs),
 }
@@ -72,6 +74,7 @@ fn main() -> Result<()> {
         Command::Data(args) => commands::data::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Selftest(args) => commands::selftest::run(args),
         Command::Embed(args) => commands::embed::run(args),
     }
 }

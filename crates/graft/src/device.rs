@@ -7,16 +7,49 @@ use crate::{GraftError, Result};
 use candle_core::{DType, Device};
 
 /// Parses a device name: `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
+///
+/// A CUDA name fails with an explanation when this build has no `cuda` feature, or when the
+/// device cannot be opened (no driver, no such ordinal, CUDA libraries not on the library path).
 pub fn parse_device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(0)?),
+        "cuda" => open_cuda(0),
         other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(ordinal)) => Ok(Device::new_cuda(ordinal)?),
+            Some(Ok(ordinal)) => open_cuda(ordinal),
             _ => Err(GraftError::Input(format!(
                 "unknown device `{other}`: use `cpu`, `cuda` or `cuda:N`"
             ))),
         },
+    }
+}
+
+/// Whether this build can run on CUDA devices (the `cuda` cargo feature).
+pub const fn cuda_built() -> bool {
+    cfg!(feature = "cuda")
+}
+
+/// Opens CUDA device `ordinal`.
+fn open_cuda(ordinal: usize) -> Result<Device> {
+    if !cuda_built() {
+        return Err(GraftError::Input(format!(
+            "device `cuda:{ordinal}` needs graft built with the `cuda` feature \
+             (`cargo build --release --features cuda`, see docs/gpu.md); this build runs on `cpu` only"
+        )));
+    }
+    Device::new_cuda(ordinal).map_err(|e| {
+        GraftError::Input(format!(
+            "could not open CUDA device {ordinal}: {e}; check that `nvidia-smi` lists it and that \
+             LD_LIBRARY_PATH holds the CUDA 13 libraries (docs/gpu.md)"
+        ))
+    })
+}
+
+/// A short name of `device` for reports: `cpu` or `cuda:N`.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
     }
 }
 

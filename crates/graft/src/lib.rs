@@ -22,6 +22,7 @@
 //! - [`report`]: technique comparison results and their Markdown / JSON / HTML renderings.
 //! - [`features`]: frozen-backbone features and the classification heads trained on them.
 //! - [`device`]: choosing the candle `Device` and dtype.
+//! - [`parity`]: the same computations on two devices or dtypes, compared (GPU checks).
 
 pub mod adapters;
 pub mod assets;
@@ -37,6 +38,7 @@ pub mod generate;
 pub mod io;
 pub mod models;
 pub mod ops;
+pub mod parity;
 pub mod recipes;
 pub mod report;
 pub mod tokenizer;

@@ -4,7 +4,7 @@ use super::generate::ModelArgs;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use graft::bench::{memory, prompt, Repeats};
-use graft::models::llama::random::{smollm2_135m_config, RandomWeights};
+use graft::models::llama::random::random_default_model_with;
 use graft::models::llama::Llama;
 use graft::models::Model;
 use graft::tokenizer::Tokenizer;
@@ -159,9 +159,7 @@ impl Common {
         };
         let start = Instant::now();
         let (model, tok, origin) = if self.random_init {
-            let cfg = smollm2_135m_config();
-            let src = RandomWeights::new(cfg.clone(), self.init_seed);
-            let model = Llama::load(cfg, &src, &self.model.load_options()?)?;
+            let model = random_default_model_with(&self.model.load_options()?, self.init_seed)?;
             // Real token ids when the default model's tokenizer is at hand; no download.
             let tok = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, true)
                 .ok()

@@ -12,3 +12,4 @@ pub mod generate;
 pub mod validate;
 pub mod data;
 pub mod eval_tasks;
+pub mod selftest;

@@ -8,13 +8,16 @@ use std::path::PathBuf;
 
 /// Fine-tune a pretrained model (LoRA, QLoRA, full or freeze) from a TOML config.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  graft train configs/lora-alpaca.toml\n  graft train configs/lora-alpaca.toml --set train.lr=1e-4 --set output.dir=runs/lr1e-4\n  graft train configs/lora-alpaca.toml --resume")]
+#[command(after_help = "Examples:\n  graft train configs/lora-alpaca.toml\n  graft train configs/lora-alpaca.toml --set train.lr=1e-4 --set output.dir=runs/lr1e-4\n  graft train configs/lora-alpaca.toml --resume\n  graft train configs/lora-alpaca.toml --device cuda --set model.dtype=bf16")]
 pub struct Args {
     /// The run's config (keys documented in docs/configuration.md).
     pub config: PathBuf,
     /// Override one config key: section.key=value (TOML value syntax). Repeatable.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// Device to train on: `cpu`, `cuda` or `cuda:N` (the same as `--set model.device=...`).
+    #[arg(long)]
+    pub device: Option<String>,
     /// Continue from the newest good checkpoint in output.dir.
     #[arg(long)]
     pub resume: bool,
@@ -25,7 +28,11 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    let cfg = TrainConfig::load(&args.config, &args.overrides)?;
+    let mut overrides = args.overrides.clone();
+    if let Some(device) = &args.device {
+        overrides.push(format!("model.device={device}"));
+    }
+    let cfg = TrainConfig::load(&args.config, &overrides)?;
     let summary = train_with_progress(&cfg, args.resume)?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);

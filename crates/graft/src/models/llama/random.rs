@@ -6,6 +6,7 @@
 //! quantized runs exercise the same kernels as the real file.
 
 use super::config::LlamaConfig;
+use super::model::{Llama, LoadOptions};
 use super::weights::{WeightFormat, WeightSource};
 use crate::models::linear::BaseWeight;
 use crate::{GraftError, Result};
@@ -36,6 +37,24 @@ pub fn smollm2_135m_config() -> LlamaConfig {
         bos_token_id: Some(1),
         eos_token_id: Some(2),
     }
+}
+
+/// The seed [`random_default_model`] uses.
+pub const DEFAULT_INIT_SEED: u64 = 0;
+
+/// A model with the default model's shapes ([`smollm2_135m_config`]) and seeded random dense
+/// weights, on `device` in `dtype`: what throughput runs and device parity checks use when no
+/// model file is at hand (or wanted). Seed [`DEFAULT_INIT_SEED`].
+pub fn random_default_model(device: &Device, dtype: DType) -> Result<Llama> {
+    let opts = LoadOptions { device: device.clone(), dtype, format: WeightFormat::Dense };
+    random_default_model_with(&opts, DEFAULT_INIT_SEED)
+}
+
+/// [`random_default_model`] with every load option (device, dtype, dense or Q4_1-quantized
+/// projections) and the seed chosen by the caller.
+pub fn random_default_model_with(opts: &LoadOptions, seed: u64) -> Result<Llama> {
+    let cfg = smollm2_135m_config();
+    Llama::load(cfg.clone(), &RandomWeights::new(cfg, seed), opts)
 }
 
 /// A [`WeightSource`] that makes up seeded random tensors of the shapes `cfg` implies.
@@ -132,7 +151,6 @@ impl WeightSource for RandomWeights {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::llama::{Llama, LoadOptions};
     use crate::models::Model;
 
     fn tiny() -> LlamaConfig {
@@ -161,6 +179,20 @@ mod tests {
         assert_ne!(a, c);
         let std = (a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / a.len() as f64).sqrt();
         assert!((std - f64::from(INIT_STD)).abs() < 0.002, "std {std}");
+    }
+
+    #[test]
+    fn random_default_model_has_the_default_shapes_and_runs() {
+        let model = random_default_model(&Device::Cpu, DType::F32).unwrap();
+        let info = model.info();
+        assert_eq!((info.n_layers, info.vocab_size, info.max_position_embeddings), (30, 49152, 8192));
+        let cfg = model.config();
+        assert_eq!((cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads), (576, 9, 3));
+        let ids = Tensor::new(&[[1u32, 5, 9]], &Device::Cpu).unwrap();
+        let logits = model.forward_infer(&ids, &mut model.new_cache()).unwrap();
+        assert_eq!(logits.dims(), [1, 3, 49152]);
+        let sum = logits.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(sum.is_finite() && sum > 0.0);
     }
 
     #[test]
