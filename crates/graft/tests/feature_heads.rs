@@ -24,11 +24,12 @@ fn tensor(rows: &[Vec<f32>]) -> Tensor {
     Tensor::from_vec(rows.concat(), (rows.len(), d), &Device::Cpu).unwrap()
 }
 
-/// Points in 8 dimensions labelled by the argmax of a fixed random linear map into 3 classes,
+/// Points in 8 dimensions (drawn from `seed`) labelled by the argmax of one fixed random linear map into 3 classes,
 /// keeping only points with a margin of at least 0.5 between the top two scores.
 fn separable(n: usize, seed: u64) -> (Tensor, Vec<usize>) {
+    let mut rule = ChaCha8Rng::seed_from_u64(0);
+    let w: Vec<Vec<f32>> = (0..3).map(|_| (0..8).map(|_| rule.random_range(-1.0..1.0)).collect()).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let w: Vec<Vec<f32>> = (0..3).map(|_| (0..8).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
     while xs.len() < n {
         let x: Vec<f32> = (0..8).map(|_| rng.random_range(-3.0..3.0)).collect();
