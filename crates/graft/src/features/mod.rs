@@ -1,3 +1,21 @@
 //! Feature extraction: a frozen backbone's representations of texts (an encoder's pooled
 //! embeddings, or a decoder's pooled / last-token hidden states from a chosen layer), and the
 //! classification heads trained on top of them.
+//!
+//! - [`extract`]: [`decoder_features`] (a chosen layer, mean or last-token pooling, batched with
+//!   padding) and [`encoder_features`] (sentence embeddings).
+//! - [`head`]: [`train_head`] fits a standardised linear or MLP head ([`HeadConfig`]) on fixed
+//!   features; [`TrainedHead`] predicts, saves and loads.
+//! - [`tune`]: [`train_decoder_classifier`] also trains a decoder's top blocks, running the
+//!   frozen blocks below them only once.
+//! - [`encoder_tune`]: [`train_encoder_classifier`], the same for a sentence encoder's top layers.
+
+pub mod encoder_tune;
+pub mod extract;
+pub mod head;
+pub mod tune;
+
+pub use encoder_tune::{train_encoder_classifier, EncoderClassifier};
+pub use extract::{decoder_features, encoder_features, Pooling};
+pub use head::{train_head, HeadConfig, HeadKind, Standardizer, TrainedHead};
+pub use tune::{train_decoder_classifier, DecoderClassifier};

@@ -276,6 +276,59 @@ impl Llama {
         rms_norm(&x, &self.norm, cfg.rms_norm_eps, pass)
     }
 
+    /// The token embeddings of `ids [b, t]` run through the first `n_blocks` decoder blocks at
+    /// positions `0..t` (no cache, no virtual tokens): the residual stream `[b, t, hidden]`
+    /// before the final norm, Hugging Face's `hidden_states[n_blocks]` for `n_blocks` below the
+    /// number of blocks. Feature extraction uses it to stop early or to compute, once, the
+    /// frozen input of blocks that train.
+    pub fn hidden_after_blocks(&self, ids: &Tensor, n_blocks: usize, pass: Pass) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        self.check_plain_run(t, n_blocks)?;
+        let h = self.ctx.cfg.hidden_size;
+        let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, h))?;
+        for (i, block) in self.layers.iter().enumerate().take(n_blocks) {
+            x = self.ctx.forward(block, i, &x, 0, None, None, pass)?;
+        }
+        Ok(x)
+    }
+
+    /// Runs blocks `start..` over residual states `x [b, t, hidden]` at positions `0..t`, then
+    /// the final norm: the rest of [`Llama::hidden_states`] after
+    /// [`Llama::hidden_after_blocks`]`(ids, start, ..)`. With [`Pass::Train`] gradients reach `x`
+    /// and every trainable weight of those blocks.
+    pub fn hidden_from_block(&self, x: &Tensor, start: usize, pass: Pass) -> Result<Tensor> {
+        let (_, t, _) = x.dims3()?;
+        self.check_plain_run(t, start)?;
+        let mut x = x.clone();
+        for (i, block) in self.layers.iter().enumerate().skip(start) {
+            x = self.ctx.forward(block, i, &x, 0, None, None, pass)?;
+        }
+        self.final_norm(&x, pass)
+    }
+
+    /// The final RMSNorm over residual states `[.., hidden]`.
+    pub fn final_norm(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        rms_norm(x, &self.norm, self.ctx.cfg.rms_norm_eps, pass)
+    }
+
+    /// Refuses a block-range run the model cannot do: more blocks than it has, a sequence longer
+    /// than its context, or virtual tokens (block-range runs do not prepend them).
+    fn check_plain_run(&self, t: usize, blocks: usize) -> Result<()> {
+        let (n, ctx) = (self.layers.len(), self.ctx.cfg.max_position_embeddings);
+        if blocks > n {
+            return Err(GraftError::Input(format!("layer {blocks} asked for, but the model has {n} decoder blocks (0..={n})")));
+        }
+        if t > ctx {
+            return Err(GraftError::Input(format!("sequence of {t} tokens is longer than the model's context of {ctx} tokens")));
+        }
+        if self.virtual_tokens.is_some() {
+            return Err(GraftError::Input(
+                "block-range runs do not apply virtual tokens: remove the soft prompt / prefix first".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Sets (or, with `None`, removes) the virtual tokens prepended to every sequence: a soft
     /// prompt or a per-layer key/value prefix. Checks the tensor's shape against the model.
     pub fn set_virtual_tokens(&mut self, tokens: Option<VirtualTokens>) -> Result<()> {

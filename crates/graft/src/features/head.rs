@@ -1,0 +1,375 @@
+//! Classification heads on fixed features: standardise each feature with the training set's
+//! mean and standard deviation, then a linear map or a one-hidden-layer ReLU MLP, trained with
+//! AdamW on the mean cross-entropy in shuffled mini-batches.
+//!
+//! Standardising makes one learning rate fit every backbone: decoder residual streams have
+//! features of very different scales, unit-norm sentence embeddings have tiny ones.
+
+use crate::report::LossPoint;
+use crate::train::optim::{AdamWConfig, Optimizer, OptimizerKind};
+use crate::{GraftError, Result};
+use candle_core::{DType, Device, Tensor, Var, D};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The head's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum HeadKind {
+    /// Logistic regression: `logits = x W + b`.
+    Linear,
+    /// One hidden layer: `logits = relu(x W₁ + b₁) W₂ + b₂`.
+    Mlp {
+        /// Hidden width.
+        hidden: usize,
+    },
+}
+
+/// How a head trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadConfig {
+    /// Linear or MLP.
+    pub kind: HeadKind,
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Examples per optimizer step.
+    pub batch_size: usize,
+    /// AdamW learning rate.
+    pub lr: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Seed of the initial weights and of the shuffling.
+    pub seed: u64,
+}
+
+impl Default for HeadConfig {
+    /// Linear, 30 epochs of batches of 32, AdamW at 1e-2 with weight decay 1e-2, seed 0.
+    fn default() -> Self {
+        Self { kind: HeadKind::Linear, epochs: 30, batch_size: 32, lr: 1e-2, weight_decay: 1e-2, seed: 0 }
+    }
+}
+
+impl HeadConfig {
+    /// Refuses settings that cannot train, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(GraftError::Input(m));
+        if self.epochs == 0 {
+            return bad("head: epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("head: batch_size must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("head: lr must be a positive number, got {}", self.lr));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!("head: weight_decay must be 0 or more, got {}", self.weight_decay));
+        }
+        if let HeadKind::Mlp { hidden: 0 } = self.kind {
+            return bad("head: an MLP head needs hidden >= 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Per-feature affine normalisation `(x − mean) / std` fitted on training features.
+#[derive(Debug, Clone)]
+pub struct Standardizer {
+    mean: Tensor,
+    std: Tensor,
+}
+
+impl Standardizer {
+    /// Fits mean and (population) standard deviation per column of `x [n, d]`. A column that is
+    /// (nearly) constant gets std 1, so it maps to (nearly) 0 instead of blowing up.
+    pub fn fit(x: &Tensor) -> Result<Self> {
+        let x = x.to_dtype(DType::F32)?;
+        let mean = x.mean(0)?;
+        let var = x.broadcast_sub(&mean)?.sqr()?.mean(0)?;
+        let std: Vec<f32> = var.sqrt()?.to_vec1()?;
+        let top = std.iter().copied().fold(0f32, f32::max);
+        let floor = (top * 1e-6).max(f32::MIN_POSITIVE);
+        let std: Vec<f32> = std.into_iter().map(|s| if s > floor { s } else { 1.0 }).collect();
+        let std = Tensor::from_vec(std, mean.dims1()?, x.device())?;
+        Ok(Self { mean, std })
+    }
+
+    /// `(x − mean) / std` for `x [n, d]` (any float dtype; computed in f32). Differentiable.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.to_dtype(DType::F32)?.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?)
+    }
+
+    /// Feature width.
+    pub fn dim(&self) -> usize {
+        self.mean.dims()[0]
+    }
+}
+
+/// A trained head: the training features' standardisation, then linear or MLP layers.
+#[derive(Debug, Clone)]
+pub struct TrainedHead {
+    kind: HeadKind,
+    standardizer: Standardizer,
+    /// `(weight [out, in], bias [out])` per layer, f32.
+    layers: Vec<(Tensor, Tensor)>,
+}
+
+impl TrainedHead {
+    /// Builds a head from its parts (layer weights `[out, in]`, biases `[out]`).
+    pub fn from_parts(kind: HeadKind, standardizer: Standardizer, layers: Vec<(Tensor, Tensor)>) -> Result<Self> {
+        let head = Self { kind, standardizer, layers };
+        head.check_shapes().map_err(GraftError::Input)?;
+        Ok(head)
+    }
+
+    /// Linear or MLP.
+    pub fn kind(&self) -> HeadKind {
+        self.kind
+    }
+
+    /// Feature width the head expects.
+    pub fn dim(&self) -> usize {
+        self.standardizer.dim()
+    }
+
+    /// Number of classes.
+    pub fn n_classes(&self) -> usize {
+        self.layers.last().map_or(0, |(w, _)| w.dims()[0])
+    }
+
+    /// The standardisation fitted on the training features.
+    pub fn standardizer(&self) -> &Standardizer {
+        &self.standardizer
+    }
+
+    /// Class scores `[n, n_classes]` (f32) of features `feats [n, dim]`.
+    pub fn logits(&self, feats: &Tensor) -> Result<Tensor> {
+        let (_, d) = feats.dims2()?;
+        if d != self.dim() {
+            return Err(GraftError::Input(format!(
+                "features have {d} columns but the head was trained on {}: use the same backbone, layer and pooling",
+                self.dim()
+            )));
+        }
+        let feats = feats.to_device(self.standardizer.mean.device())?;
+        forward(&self.layers, &self.standardizer.apply(&feats)?)
+    }
+
+    /// The most likely class of each row of `feats [n, dim]`.
+    pub fn predict(&self, feats: &Tensor) -> Result<Vec<usize>> {
+        argmax_rows(&self.logits(feats)?)
+    }
+
+    /// Weights and biases trained (the standardisation is fitted, not trained).
+    pub fn trainable_params(&self) -> usize {
+        self.layers.iter().map(|(w, b)| w.elem_count() + b.elem_count()).sum()
+    }
+
+    /// Writes the head as safetensors: `standardize.mean`, `standardize.std`,
+    /// `layers.{i}.weight` / `layers.{i}.bias` (one layer = linear, two = MLP). The file is
+    /// written beside `path` and renamed into place.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut map: HashMap<String, Tensor> = HashMap::new();
+        map.insert("standardize.mean".into(), self.standardizer.mean.clone());
+        map.insert("standardize.std".into(), self.standardizer.std.clone());
+        for (i, (w, b)) in self.layers.iter().enumerate() {
+            map.insert(format!("layers.{i}.weight"), w.clone());
+            map.insert(format!("layers.{i}.bias"), b.clone());
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let tmp = tempfile::Builder::new().prefix(".head").suffix(".safetensors").tempfile_in(dir).map_err(|e| GraftError::io(dir, e))?;
+        candle_core::safetensors::save(&map, tmp.path())?;
+        tmp.persist(path).map_err(|e| GraftError::io(path, e.error))?;
+        Ok(())
+    }
+
+    /// Reads a head written by [`TrainedHead::save`] onto `device`, checking that the tensors
+    /// are all there and fit together.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let file = crate::io::safetensors::open_safetensors(path)?;
+        let mut map = file.load_all(device)?;
+        let mut take = |name: &str| -> Result<Tensor> {
+            let t = map.remove(name).ok_or_else(|| {
+                GraftError::model(path, format!("head file lacks tensor `{name}`; was it written by TrainedHead::save?"))
+            })?;
+            Ok(t.to_dtype(DType::F32)?)
+        };
+        let standardizer = Standardizer { mean: take("standardize.mean")?, std: take("standardize.std")? };
+        let mut layers = Vec::new();
+        for i in 0..2 {
+            if i == 1 && !file.names().contains(&"layers.1.weight") {
+                break;
+            }
+            layers.push((take(&format!("layers.{i}.weight"))?, take(&format!("layers.{i}.bias"))?));
+        }
+        let kind = match layers.as_slice() {
+            [_] => HeadKind::Linear,
+            [(w, _), _] => HeadKind::Mlp { hidden: w.dims()[0] },
+            _ => return Err(GraftError::model(path, "head file has no layers")),
+        };
+        let head = Self { kind, standardizer, layers };
+        head.check_shapes().map_err(|r| GraftError::model(path, r))?;
+        Ok(head)
+    }
+
+    fn check_shapes(&self) -> std::result::Result<(), String> {
+        let d = self.standardizer.mean.dims();
+        if d.len() != 1 || self.standardizer.std.dims() != d {
+            return Err(format!("standardisation mean {d:?} and std {:?} must be equal vectors", self.standardizer.std.dims()));
+        }
+        let mut width = d[0];
+        for (i, (w, b)) in self.layers.iter().enumerate() {
+            match w.dims() {
+                [out, inp] if *inp == width && b.dims() == [*out] => width = *out,
+                dims => return Err(format!("layer {i}: weight {dims:?} and bias {:?} do not take {width} inputs", b.dims())),
+            }
+        }
+        if width < 2 {
+            return Err(format!("the head has {width} output classes; at least 2 needed"));
+        }
+        Ok(())
+    }
+}
+
+/// Logits of standardised features `x [n, d]` through `layers`, ReLU between layers.
+pub(crate) fn forward(layers: &[(Tensor, Tensor)], x: &Tensor) -> Result<Tensor> {
+    let mut x = x.clone();
+    for (i, (w, b)) in layers.iter().enumerate() {
+        if i > 0 {
+            x = x.relu()?;
+        }
+        x = x.matmul(&w.t()?)?.broadcast_add(b)?;
+    }
+    Ok(x)
+}
+
+/// The index of each row's largest value.
+pub(crate) fn argmax_rows(logits: &Tensor) -> Result<Vec<usize>> {
+    Ok(logits.argmax(D::Minus1)?.to_vec1::<u32>()?.into_iter().map(|c| c as usize).collect())
+}
+
+/// Fresh head parameters as named variables (PyTorch's `nn.Linear` initialisation: uniform in
+/// ±1/√fan_in, from `rng`).
+pub(crate) fn init_params(kind: HeadKind, dim: usize, n_classes: usize, rng: &mut ChaCha8Rng, device: &Device) -> Result<Vec<(String, Var)>> {
+    let widths = match kind {
+        HeadKind::Linear => vec![(dim, n_classes)],
+        HeadKind::Mlp { hidden } => vec![(dim, hidden), (hidden, n_classes)],
+    };
+    let mut out = Vec::new();
+    for (i, (inp, outw)) in widths.into_iter().enumerate() {
+        let bound = 1.0 / (inp as f32).sqrt();
+        let mut uniform = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+        let w = Tensor::from_vec(uniform(outw * inp), (outw, inp), device)?;
+        let b = Tensor::from_vec(uniform(outw), outw, device)?;
+        out.push((format!("head.layers.{i}.weight"), Var::from_tensor(&w)?));
+        out.push((format!("head.layers.{i}.bias"), Var::from_tensor(&b)?));
+    }
+    Ok(out)
+}
+
+/// `(weight, bias)` pairs of head variables made by [`init_params`], as plain tensors.
+pub(crate) fn layers_of(params: &[(String, Var)], detach: bool) -> Vec<(Tensor, Tensor)> {
+    params
+        .chunks(2)
+        .map(|p| {
+            let (w, b) = (p[0].1.as_tensor(), p[1].1.as_tensor());
+            if detach { (w.detach(), b.detach()) } else { (w.clone(), b.clone()) }
+        })
+        .collect()
+}
+
+/// Checks labels against the number of examples and classes, naming the first bad one.
+pub fn check_labels(labels: &[usize], n: usize, n_classes: usize) -> Result<()> {
+    if n == 0 {
+        return Err(GraftError::Input("no training examples".into()));
+    }
+    if labels.len() != n {
+        return Err(GraftError::Input(format!("{} labels for {n} examples: give one label per example", labels.len())));
+    }
+    if n_classes < 2 {
+        return Err(GraftError::Input(format!("a classifier needs at least 2 classes, got {n_classes}")));
+    }
+    if let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l >= n_classes) {
+        return Err(GraftError::Input(format!(
+            "label {l} of example {i} is out of range: labels must be below n_classes = {n_classes}"
+        )));
+    }
+    Ok(())
+}
+
+/// The shuffled mini-batches of one epoch.
+pub(crate) fn epoch_batches(n: usize, batch: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(rng);
+    order.chunks(batch).map(<[usize]>::to_vec).collect()
+}
+
+/// Gradients of `params` in `loss`'s graph (zeros for a parameter the loss does not reach).
+pub(crate) fn grads_of(loss: &Tensor, params: &[(String, Var)]) -> Result<Vec<Tensor>> {
+    let grads = loss.backward()?;
+    params
+        .iter()
+        .map(|(_, v)| match grads.get(v.as_tensor()) {
+            Some(g) => Ok(g.clone()),
+            None => Ok(v.as_tensor().zeros_like()?),
+        })
+        .collect()
+}
+
+/// The scalar value of a loss, refusing a non-finite one with advice.
+pub(crate) fn finite_loss(loss: &Tensor, epoch: usize) -> Result<f64> {
+    let v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    if !v.is_finite() {
+        return Err(GraftError::Input(format!("epoch {epoch}: the loss is {v}; lower the learning rate")));
+    }
+    Ok(v)
+}
+
+/// AdamW with the given decoupled weight decay.
+pub(crate) fn adamw(params: Vec<(String, Var)>, weight_decay: f64) -> Result<Optimizer> {
+    Optimizer::new(OptimizerKind::AdamW(AdamWConfig { weight_decay, ..AdamWConfig::default() }), params)
+}
+
+/// Trains a head on `features [n, d]` with `labels` (each below `n_classes`): one
+/// [`LossPoint`] per epoch (1-based `step`), the mean cross-entropy over that epoch's batches.
+pub fn train_head(
+    features: &Tensor,
+    labels: &[usize],
+    n_classes: usize,
+    cfg: &HeadConfig,
+) -> Result<(TrainedHead, Vec<LossPoint>)> {
+    cfg.validate()?;
+    let (n, d) = features.dims2()?;
+    check_labels(labels, n, n_classes)?;
+    let x = features.to_dtype(DType::F32)?.detach();
+    let device = x.device().clone();
+    let standardizer = Standardizer::fit(&x)?;
+    let xs = standardizer.apply(&x)?;
+    let y = Tensor::from_vec(labels.iter().map(|&l| l as u32).collect::<Vec<_>>(), n, &device)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let params = init_params(cfg.kind, d, n_classes, &mut rng, &device)?;
+    let mut opt = adamw(params.clone(), cfg.weight_decay)?;
+    let mut losses = Vec::with_capacity(cfg.epochs);
+    for epoch in 1..=cfg.epochs {
+        let mut total = 0f64;
+        for batch in epoch_batches(n, cfg.batch_size, &mut rng) {
+            let idx = Tensor::from_vec(batch.iter().map(|&i| i as u32).collect::<Vec<_>>(), batch.len(), &device)?;
+            let logits = forward(&layers_of(&params, false), &xs.index_select(&idx, 0)?)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &y.index_select(&idx, 0)?)?;
+            total += finite_loss(&loss, epoch)? * batch.len() as f64;
+            let grads = grads_of(&loss, &params)?;
+            opt.step(&grads, cfg.lr)?;
+        }
+        losses.push(LossPoint { step: epoch as u64, loss: total / n as f64 });
+    }
+    let head = TrainedHead::from_parts(cfg.kind, standardizer, layers_of(&params, true))?;
+    Ok((head, losses))
+}

@@ -1,0 +1,209 @@
+//! A decoder classifier with its top blocks trained: the frozen blocks below run once over the
+//! training texts and their outputs are kept; each step runs only the top `k` blocks and the
+//! final norm on those kept states, pools, and trains them together with a head.
+//!
+//! With `k = 0` this is a plain probe: features of the whole frozen model and
+//! [`train_head`](super::head::train_head). The standardisation in front of the head is fitted
+//! on the features of the untrained model and then kept fixed (a constant affine map the head
+//! learns on top of).
+
+use super::extract::{check_token_seqs, decoder_features, feature_pass, length_order, pad_ids, pool, Pooling};
+use super::head::{
+    adamw, check_labels, epoch_batches, finite_loss, forward, grads_of, init_params, layers_of, train_head, HeadConfig,
+    Standardizer, TrainedHead,
+};
+use crate::models::llama::{Llama, Pass};
+use crate::models::Model;
+use crate::report::LossPoint;
+use crate::{GraftError, Result};
+use candle_core::{Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// Learning rate of the unfrozen blocks relative to the head's (`HeadConfig::lr`): pretrained
+/// weights need far smaller steps than a freshly initialised head.
+pub const BLOCK_LR_RATIO: f64 = 0.01;
+
+/// A head on a decoder whose top blocks (and final norm) may have been trained; those weights
+/// live in the model that was passed to [`train_decoder_classifier`], so predict with it.
+#[derive(Debug, Clone)]
+pub struct DecoderClassifier {
+    head: TrainedHead,
+    pooling: Pooling,
+    unfreeze_top: usize,
+    n_layers: usize,
+    block_params: usize,
+}
+
+impl DecoderClassifier {
+    /// The class of each sequence, from `model` (the one trained with) in batches of `batch`.
+    pub fn predict(&self, model: &Llama, seqs: &[Vec<u32>], batch: usize) -> Result<Vec<usize>> {
+        self.head.predict(&self.features(model, seqs, batch)?)
+    }
+
+    /// Class scores `[n, n_classes]` of each sequence.
+    pub fn logits(&self, model: &Llama, seqs: &[Vec<u32>], batch: usize) -> Result<Tensor> {
+        self.head.logits(&self.features(model, seqs, batch)?)
+    }
+
+    /// Head weights plus the weights of the unfrozen blocks and final norm.
+    pub fn trainable_params(&self) -> usize {
+        self.head.trainable_params() + self.block_params
+    }
+
+    /// The head (standardisation and layers).
+    pub fn head(&self) -> &TrainedHead {
+        &self.head
+    }
+
+    /// How token states were pooled.
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// How many top blocks were trained.
+    pub fn unfreeze_top(&self) -> usize {
+        self.unfreeze_top
+    }
+
+    fn features(&self, model: &Llama, seqs: &[Vec<u32>], batch: usize) -> Result<Tensor> {
+        let n = model.config().num_hidden_layers;
+        if n != self.n_layers || model.config().hidden_size != self.head.dim() {
+            return Err(GraftError::Input(format!(
+                "this classifier was trained on a model with {} blocks of width {}, not {n} of width {}",
+                self.n_layers,
+                self.head.dim(),
+                model.config().hidden_size
+            )));
+        }
+        decoder_features(model, seqs, None, self.pooling, batch)
+    }
+}
+
+/// Decoder classification head with the top `unfreeze_top` blocks (and the final norm) trained
+/// too: features below them are computed once, frozen. The blocks train with AdamW at
+/// `cfg.lr ×` [`BLOCK_LR_RATIO`] and no weight decay, the head as in
+/// [`train_head`](super::head::train_head). The model's top weights become variables and are
+/// updated in place; the blocks below are left untouched.
+pub fn train_decoder_classifier(
+    model: &mut Llama,
+    seqs: &[Vec<u32>],
+    labels: &[usize],
+    n_classes: usize,
+    unfreeze_top: usize,
+    pooling: Pooling,
+    cfg: &HeadConfig,
+) -> Result<(DecoderClassifier, Vec<LossPoint>)> {
+    train_decoder_classifier_with_block_lr(model, seqs, labels, n_classes, unfreeze_top, pooling, cfg, cfg.lr * BLOCK_LR_RATIO)
+}
+
+/// [`train_decoder_classifier`] with the unfrozen blocks' learning rate given explicitly.
+#[allow(clippy::too_many_arguments)] // the seven of train_decoder_classifier plus the rate
+pub fn train_decoder_classifier_with_block_lr(
+    model: &mut Llama,
+    seqs: &[Vec<u32>],
+    labels: &[usize],
+    n_classes: usize,
+    unfreeze_top: usize,
+    pooling: Pooling,
+    cfg: &HeadConfig,
+    block_lr: f64,
+) -> Result<(DecoderClassifier, Vec<LossPoint>)> {
+    cfg.validate()?;
+    check_token_seqs(seqs, model.info().vocab_size)?;
+    check_labels(labels, seqs.len(), n_classes)?;
+    let n_layers = model.config().num_hidden_layers;
+    if unfreeze_top > n_layers {
+        return Err(GraftError::Input(format!("cannot unfreeze the top {unfreeze_top} blocks of a {n_layers}-block model")));
+    }
+    if !(block_lr.is_finite() && block_lr > 0.0) {
+        return Err(GraftError::Input(format!("the blocks' learning rate must be a positive number, got {block_lr}")));
+    }
+    let done = |head: TrainedHead, block_params: usize| DecoderClassifier { head, pooling, unfreeze_top, n_layers, block_params };
+    if unfreeze_top == 0 {
+        let feats = decoder_features(model, seqs, None, pooling, cfg.batch_size)?;
+        let (head, losses) = train_head(&feats, labels, n_classes, cfg)?;
+        return Ok((done(head, 0), losses));
+    }
+    let start = n_layers - unfreeze_top;
+    let (lower, initial) = frozen_states(model, seqs, start, pooling, cfg.batch_size)?;
+    let standardizer = Standardizer::fit(&initial)?;
+    let device = initial.device().clone();
+
+    let prefixes: Vec<String> = (start..n_layers).map(|i| format!("model.layers.{i}.")).collect();
+    let block_vars = model.make_trainable(|name| name == "model.norm.weight" || prefixes.iter().any(|p| name.starts_with(p)))?;
+    let block_params = block_vars.iter().map(|(_, v)| v.elem_count()).sum();
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let head_vars = init_params(cfg.kind, initial.dim(1)?, n_classes, &mut rng, &device)?;
+    let mut head_opt = adamw(head_vars.clone(), cfg.weight_decay)?;
+    let mut block_opt = adamw(block_vars.clone(), 0.0)?;
+    let all: Vec<(String, Var)> = head_vars.iter().chain(&block_vars).cloned().collect();
+    let y: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+
+    let mut losses = Vec::with_capacity(cfg.epochs);
+    for epoch in 1..=cfg.epochs {
+        let mut total = 0f64;
+        for batch in epoch_batches(seqs.len(), cfg.batch_size, &mut rng) {
+            let (x, lens) = pad_states(&batch.iter().map(|&i| &lower[i]).collect::<Vec<_>>())?;
+            let hidden = model.hidden_from_block(&x, start, Pass::Train)?;
+            let feats = standardizer.apply(&pool(&hidden, &lens, pooling)?)?;
+            let logits = forward(&layers_of(&head_vars, false), &feats)?;
+            let targets = Tensor::from_vec(batch.iter().map(|&i| y[i]).collect::<Vec<_>>(), batch.len(), &device)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
+            total += finite_loss(&loss, epoch)? * batch.len() as f64;
+            let grads = grads_of(&loss, &all)?;
+            let (head_grads, block_grads) = grads.split_at(head_vars.len());
+            head_opt.step(head_grads, cfg.lr)?;
+            block_opt.step(block_grads, block_lr)?;
+        }
+        losses.push(LossPoint { step: epoch as u64, loss: total / seqs.len() as f64 });
+    }
+    let head = TrainedHead::from_parts(cfg.kind, standardizer, layers_of(&head_vars, true))?;
+    Ok((done(head, block_params), losses))
+}
+
+/// Runs the frozen blocks `0..start` once: each sequence's residual states `[len, hidden]`
+/// (detached), and the pooled features of the still untrained full model `[n, hidden]` (to fit
+/// the standardisation on).
+fn frozen_states(model: &Llama, seqs: &[Vec<u32>], start: usize, pooling: Pooling, batch: usize) -> Result<(Vec<Tensor>, Tensor)> {
+    let pass = feature_pass(model);
+    let mut lower: Vec<Option<Tensor>> = vec![None; seqs.len()];
+    let mut pooled: Vec<Option<Tensor>> = vec![None; seqs.len()];
+    for chunk in length_order(seqs).chunks(batch) {
+        let group: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
+        let (ids, lens) = pad_ids(&group, model.device())?;
+        let states = model.hidden_after_blocks(&ids, start, pass)?.detach();
+        let full = model.hidden_from_block(&states, start, pass)?.detach();
+        let feats = pool(&full, &lens, pooling)?;
+        for (row, &i) in chunk.iter().enumerate() {
+            lower[i] = Some(states.get(row)?.narrow(0, 0, lens[row])?.contiguous()?);
+            pooled[i] = Some(feats.get(row)?);
+        }
+    }
+    let lower = lower.into_iter().collect::<Option<Vec<_>>>();
+    let pooled = pooled.into_iter().collect::<Option<Vec<_>>>();
+    match (lower, pooled) {
+        (Some(lower), Some(pooled)) => Ok((lower, Tensor::stack(&pooled, 0)?)),
+        _ => Err(GraftError::Input("internal: a sequence's states were not computed".into())),
+    }
+}
+
+/// Right-pads per-sequence states `[len_i, hidden]` with zero rows into `[b, longest, hidden]`.
+/// Zero rows are harmless after real positions under causal attention (and RMSNorm maps them
+/// to zero).
+fn pad_states(states: &[&Tensor]) -> Result<(Tensor, Vec<usize>)> {
+    let lens: Vec<usize> = states.iter().map(|s| s.dim(0)).collect::<candle_core::Result<_>>()?;
+    let width = lens.iter().copied().max().unwrap_or(0);
+    let rows = states
+        .iter()
+        .zip(&lens)
+        .map(|(s, &l)| {
+            if l == width {
+                return Ok((*s).clone());
+            }
+            let pad = Tensor::zeros((width - l, s.dim(1)?), s.dtype(), s.device())?;
+            Ok(Tensor::cat(&[*s, &pad], 0)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((Tensor::stack(&rows, 0)?, lens))
+}
