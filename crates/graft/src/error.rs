@@ -49,6 +49,14 @@ pub enum GraftError {
     /// A JSON document could not be read or written.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// A chart of a comparison report could not be drawn.
+    #[error("report chart `{chart}`: {reason}")]
+    Plot {
+        /// Which chart (`loss curves`, `metric bars`, `learning curve`).
+        chart: &'static str,
+        /// What the drawing library reported.
+        reason: String,
+    },
 }
 
 impl GraftError {

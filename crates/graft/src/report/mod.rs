@@ -4,6 +4,17 @@
 
 use serde::{Deserialize, Serialize};
 
+mod cells;
+mod html;
+mod markdown;
+mod plots;
+mod write;
+
+pub use html::html_report;
+pub use markdown::markdown_table;
+pub use plots::{learning_curve_svg, loss_curves_svg, metric_bars_svg, technique_color};
+pub use write::{write_report, ReportFiles};
+
 /// Everything one `graft compare` run measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompareReport {
