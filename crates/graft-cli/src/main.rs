@@ -24,6 +24,8 @@ enum Command {
     Tokenize(commands::tokenize::Args),
     /// Fine-tune the default model on tweet sentiment and show the before/after table.
     Quickstart(commands::quickstart::Args),
+    /// Compare transfer techniques on one task (table, JSON and HTML report with plots).
+    Compare(commands::compare::Args),
     /// Fine-tune a model (LoRA, QLoRA, full, freeze) from a TOML config.
     Train(commands::train::Args),
     /// Check a training config and its data without training.
@@ -66,6 +68,7 @@ fn main() -> Result<()> {
         Command::Fetch(args) => commands::fetch::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Quickstart(args) => commands::quickstart::run(args),
+        Command::Compare(args) => commands::compare::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Validate(args) => commands::validate::validate(args),

@@ -23,7 +23,7 @@ fn graft_json(args: &[&str]) -> serde_json::Value {
 #[test]
 fn every_command_documents_an_example() {
     let top = String::from_utf8(graft(&["--help"]).stdout).unwrap();
-    for cmd in ["fetch", "tokenize", "generate", "eval", "bench", "train", "validate", "preprocess", "export", "quickstart", "embed", "data"] {
+    for cmd in ["fetch", "tokenize", "generate", "eval", "bench", "train", "validate", "preprocess", "export", "quickstart", "compare", "embed", "data"] {
         assert!(top.contains(cmd), "`graft --help` does not list {cmd}");
         let help = String::from_utf8(graft(&[cmd, "--help"]).stdout).unwrap();
         assert!(help.contains("Example"), "`graft {cmd} --help` has no example");

@@ -36,11 +36,26 @@ pub struct ModelSection {
     pub device: String,
     /// Compute precision: `f32`, `bf16`, `f16` or `f64`. Default `f32`.
     pub dtype: String,
+    /// `pretrained` (the model's weights) or `random` (the same architecture and tokenizer with
+    /// freshly initialised weights, seeded by `train.seed`: the from-scratch baseline that
+    /// shows what pretraining buys). Default `pretrained`.
+    pub init: ModelInit,
+}
+
+/// Where a run's starting weights come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelInit {
+    /// The pretrained weights of `model.name`.
+    #[default]
+    Pretrained,
+    /// Random weights of the same shapes (training from scratch).
+    Random,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
-        Self { name: crate::assets::DEFAULT_MODEL.into(), device: "cpu".into(), dtype: "f32".into() }
+        Self { name: crate::assets::DEFAULT_MODEL.into(), device: "cpu".into(), dtype: "f32".into(), init: ModelInit::Pretrained }
     }
 }
 
@@ -298,6 +313,9 @@ impl TrainConfig {
         if let Some(spec) = self.adapter.prompt_spec() {
             spec.validate()?;
         }
+        if self.model.init == ModelInit::Random && self.adapter.kind != AdapterKind::None {
+            return bad("model.init", "`random` trains from scratch, which needs adapter.kind = \"none\" (every weight trains)".into());
+        }
         if self.data.train.as_os_str().is_empty() {
             return bad("data.train", "is required (a JSONL file)".into());
         }
@@ -337,7 +355,7 @@ impl TrainConfig {
 }
 
 /// Applies one `section.key=value` override to a parsed config.
-fn apply_override(root: &mut toml::Value, item: &str) -> Result<()> {
+pub(crate) fn apply_override(root: &mut toml::Value, item: &str) -> Result<()> {
     let (path, raw) = item
         .split_once('=')
         .ok_or_else(|| GraftError::Input(format!("--set `{item}`: expected section.key=value")))?;

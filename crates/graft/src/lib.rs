@@ -19,6 +19,7 @@
 //! - [`config`]: the TOML schema of `graft train`.
 //! - [`data`]: JSONL fine-tuning data in four formats, supervision masks, batches.
 //! - [`recipes`]: one function per technique (fine-tune, quickstart, export, compare).
+//! - [`prompting`]: zero-shot and k-shot prompt templates and label scoring through them.
 //! - [`report`]: technique comparison results and their Markdown / JSON / HTML renderings.
 //! - [`features`]: frozen-backbone features and the classification heads trained on them.
 //! - [`device`]: choosing the candle `Device` and dtype.
@@ -38,6 +39,7 @@ pub mod generate;
 pub mod io;
 pub mod models;
 pub mod ops;
+pub mod prompting;
 pub mod parity;
 pub mod recipes;
 pub mod report;

@@ -243,3 +243,36 @@ fn gradient_checkpointing_gives_the_same_loss_and_gradients() {
         }
     }
 }
+
+/// The LM head runs only on supervised rows: the NLL of those rows, and every gradient, equal
+/// the all-rows NLL weighted by the mask.
+#[test]
+fn nll_of_supervised_rows_equals_the_masked_all_rows_nll() {
+    use graft::models::llama::Pass;
+    let ids = Tensor::from_vec((0..2 * 12).map(|i| (i * 13 % 97) as u32).collect::<Vec<_>>(), (2, 12), &DEV).unwrap();
+    let targets = Tensor::from_vec((0..2 * 12).map(|i| (i * 7 % 97) as u32).collect::<Vec<_>>(), (2, 12), &DEV).unwrap();
+    let ones = Tensor::ones((2, 12), DType::F64, &DEV).unwrap();
+    let partial = Tensor::from_vec((0..24).map(|i| if i % 12 >= 7 { 1.0 } else { 0.0 }).collect::<Vec<f64>>(), (2, 12), &DEV).unwrap();
+    for checkpointing in [false, true] {
+        let (model, vars, _set) = tiny_lora_model(checkpointing, true);
+        let grads_of = |loss: &Tensor| {
+            let mut g = loss.backward().unwrap();
+            if let Some(sink) = model.grad_sink() {
+                sink.drain_into(&mut g).unwrap();
+            }
+            vars.iter().map(|(_, v)| g.get(v.as_tensor()).unwrap().clone()).collect::<Vec<_>>()
+        };
+        let all_rows = model.token_nll(&ids, &targets, &ones, Pass::Train).unwrap();
+        assert_eq!(all_rows.dims(), [24]);
+        let want = (all_rows * partial.flatten_all().unwrap()).unwrap().sum_all().unwrap();
+        let got = model.token_nll(&ids, &targets, &partial, Pass::Train).unwrap();
+        assert_eq!(got.dims(), [10], "only the 10 supervised rows go through the head");
+        let got = got.sum_all().unwrap();
+        let (w, g) = (want.to_scalar::<f64>().unwrap(), got.to_scalar::<f64>().unwrap());
+        assert!((w - g).abs() <= 1e-12 * w.abs(), "{w} vs {g}");
+        for (a, b) in grads_of(&want).iter().zip(grads_of(&got)) {
+            let scale = a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+            assert!(max_abs_diff(a, &b) <= 1e-12 * scale.max(1.0), "gradients differ (checkpointing = {checkpointing})");
+        }
+    }
+}

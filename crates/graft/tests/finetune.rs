@@ -52,6 +52,8 @@ fn config_errors_name_the_key() {
     assert!(write("[data]\ntrain = \"x.jsonl\"\n[train]\nlr = -1.0\n").contains("train.lr"));
     assert!(write("[data]\ntrain = \"x.jsonl\"\n[adapter]\nr = 0\n").contains("adapter.r"));
     assert!(write("[adapter]\nkind = \"prefix\"\n").contains("unknown variant `prefix`"));
+    assert!(write("[data]\ntrain = \"x.jsonl\"\n[model]\ninit = \"random\"\n").contains("model.init"));
+    assert!(write("[model]\ninit = \"zeros\"\n").contains("unknown variant `zeros`"));
     let p = dir.path().join("ok.toml");
     std::fs::write(&p, "[data]\ntrain = \"x.jsonl\"\n").unwrap();
     let cfg = TrainConfig::load(&p, &["train.lr=3e-4".into(), "adapter.kind=none".into()]).unwrap();

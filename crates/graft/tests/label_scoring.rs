@@ -52,3 +52,29 @@ fn prefix_cached_batched_logits_equal_one_forward_per_prompt() {
         assert!(worst < 2e-3, "prompt {i}: logits differ by {worst}");
     }
 }
+
+/// A k-shot prompt renders through the chat template as earlier turns: the zero-shot prompt's
+/// question comes last, each shot is a user turn answered by its label, and with the same shots
+/// every question shares the whole shot block as a prefix (so scoring runs it once).
+#[test]
+fn k_shot_prompts_render_shots_as_chat_turns() {
+    use graft::prompting::{PromptTemplate, Shot};
+    let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).expect("default model");
+    let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
+    let template = PromptTemplate::default();
+    let shots = [Shot { text: "Loving the new update!".into(), label: "positive".into() }, Shot { text: "Flight delayed again.".into(), label: "negative".into() }];
+    let render = |shots: &[Shot], text: &str| {
+        let ids = graft::data::prompt_ids(&tok, &template.messages(shots, text)).unwrap();
+        tok.decode(&ids, false).unwrap()
+    };
+    let zero = render(&[], "ok then");
+    let two = render(&shots, "ok then");
+    assert!(two.ends_with(zero.split("<|im_start|>user").last().unwrap()), "{two}");
+    assert_eq!(two.matches("<|im_start|>assistant\npositive<|im_end|>").count(), 1, "{two}");
+    assert_eq!(two.matches("<|im_start|>assistant\nnegative<|im_end|>").count(), 1, "{two}");
+    assert_eq!(two.matches("<|im_start|>user").count(), 3, "{two}");
+    assert!(two.trim_end().ends_with("<|im_start|>assistant"), "{two}");
+    let other = render(&shots, "something else entirely");
+    let shared = two.chars().zip(other.chars()).take_while(|(a, b)| a == b).count();
+    assert!(shared > two.find("Flight delayed again.").unwrap(), "the shot block should be a shared prefix");
+}

@@ -44,7 +44,9 @@ fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs()
 }
 
-fn check_lora(dtype: DType, key: &str, loss_tol: f64, norm_tol: f64, adam_tol: f64) {
+/// `norm_tol`: (median, worst) relative difference of the gradient norms; `tensor_tol`: (minimum
+/// cosine, maximum relative L2) of the stored gradient tensors, below f64.
+fn check_lora(dtype: DType, key: &str, loss_tol: f64, norm_tol: (f64, f64), tensor_tol: (f64, f64), adam_tol: f64) {
     let g = common::golden_json("lora_grads.json");
     let reference = &g["fp64"];
     let ids = input_ids(&g);
@@ -57,7 +59,8 @@ fn check_lora(dtype: DType, key: &str, loss_tol: f64, norm_tol: f64, adam_tol: f
         targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"].map(String::from).to_vec(),
     };
     let set = lora::attach_with(&mut m, &spec, |name, (out, inp), clock| {
-        let (a, b) = deterministic(out, inp, 8, dtype);
+        // Half-precision models keep f32 master factors, as `lora::attach` does.
+        let (a, b) = deterministic(out, inp, 8, lora::master_dtype(dtype));
         LoraLayer::from_tensors(name, &a, &b, spec.scale(), 0.0, clock)
     })
     .unwrap();
@@ -70,19 +73,28 @@ fn check_lora(dtype: DType, key: &str, loss_tol: f64, norm_tol: f64, adam_tol: f
 
     let grads = l.backward().unwrap();
     let vars = set.named_vars();
+    for (name, var) in &vars {
+        assert_eq!(var.dtype(), lora::master_dtype(dtype), "{name}");
+        assert_eq!(grads.get(var.as_tensor()).unwrap().dtype(), var.dtype(), "{name}: gradient dtype");
+    }
     let mut worst = (0.0, String::new());
+    let mut rels = Vec::new();
     let mut grad_list = Vec::new();
     for (name, var) in &vars {
         let gt = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
         let norm = gt.to_dtype(DType::F64).unwrap().sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f64>().unwrap();
         let want = reference["grad_norms"][reference_key(name)].as_f64().unwrap_or_else(|| panic!("no reference for {name}"));
         let r = rel(norm, want);
+        rels.push(r);
         if r > worst.0 {
             worst = (r, name.clone());
         }
         grad_list.push(gt.clone());
     }
-    assert!(worst.0 <= norm_tol, "{key}: worst gradient-norm rel diff {} at {}", worst.0, worst.1);
+    rels.sort_by(f64::total_cmp);
+    let median = rels[rels.len() / 2];
+    assert!(median <= norm_tol.0, "{key}: median gradient-norm rel diff {median}");
+    assert!(worst.0 <= norm_tol.1, "{key}: worst gradient-norm rel diff {} at {}", worst.0, worst.1);
 
     // Full gradient tensors of layers 0 and 29 (q_proj and down_proj).
     let stored = candle_core::safetensors::load(common::golden_dir().join("lora_grads.safetensors"), &Device::Cpu).unwrap();
@@ -99,7 +111,7 @@ fn check_lora(dtype: DType, key: &str, loss_tol: f64, norm_tol: f64, adam_tol: f
                 let n1 = got.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f64>().unwrap();
                 let n2 = want.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f64>().unwrap();
                 let l2 = (&got - want).unwrap().sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f64>().unwrap();
-                assert!(dot / (n1 * n2) >= 0.9999 && l2 / n2 <= 2e-3, "{k}: cosine {} rel L2 {}", dot / (n1 * n2), l2 / n2);
+                assert!(dot / (n1 * n2) >= tensor_tol.0 && l2 / n2 <= tensor_tol.1, "{k}: cosine {} rel L2 {}", dot / (n1 * n2), l2 / n2);
             }
         }
     }
@@ -114,12 +126,21 @@ fn check_lora(dtype: DType, key: &str, loss_tol: f64, norm_tol: f64, adam_tol: f
 
 #[test]
 fn lora_gradients_match_peft_in_f64() {
-    check_lora(DType::F64, "fp64", 1e-10, 1e-8, 1e-8);
+    check_lora(DType::F64, "fp64", 1e-10, (1e-8, 1e-8), (1.0, 0.0), 1e-8);
 }
 
 #[test]
 fn lora_gradients_match_peft_in_f32() {
-    check_lora(DType::F32, "fp32", 5e-5, 2e-3, 1e-4);
+    check_lora(DType::F32, "fp32", 5e-5, (2e-3, 2e-3), (0.9999, 2e-3), 1e-4);
+}
+
+/// Mixed precision: the model computes in bf16 (its weights rounded to bf16 too) with f32 master
+/// LoRA factors; the f32 gradients stay close to the f64 reference. bf16 keeps 8 significant
+/// bits, so the bounds are loose: measured here, the loss is within 0.5 %, the median gradient
+/// norm within 2.2 % and the worst of 420 within 36 % (a small-gradient tensor).
+#[test]
+fn lora_gradients_match_peft_in_bf16_with_f32_masters() {
+    check_lora(DType::BF16, "bf16", 2e-2, (5e-2, 0.6), (0.9, 0.5), 2e-2);
 }
 
 fn check_full(dtype: DType, loss_tol: f64, norm_tol: f64) {

@@ -4,6 +4,7 @@ pub mod fetch;
 pub mod tokenize;
 pub mod export;
 pub mod quickstart;
+pub mod compare;
 pub mod train;
 pub mod bench;
 pub mod embed;

@@ -15,7 +15,7 @@ pub struct Args {
     #[arg(long, default_value = "runs/quickstart")]
     pub out: PathBuf,
     /// Optimizer steps.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 50)]
     pub steps: u64,
     /// Training tweets available to the run.
     #[arg(long, default_value_t = 2000)]

@@ -55,7 +55,19 @@ pub fn run(args: Args) -> Result<()> {
 /// Runs a fine-tuning with a progress bar (loss, tokens/s, ETA) on stderr.
 pub fn train_with_progress(cfg: &TrainConfig, resume: bool) -> Result<finetune::Summary> {
     let bar = ProgressBar::hidden();
-    let mut on_event = |e: Event| match e {
+    let summary = finetune::run(cfg, resume, &mut progress_printer(&bar))?;
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
+/// Turns training events into notes and a step bar (loss, lr, tokens/s, eval loss, ETA) on
+/// stderr; each `Start` re-arms the bar, so one printer serves several runs in a row. When stderr
+/// is not a terminal (a log file, CI) the bar is replaced by a line every tenth of the run.
+pub fn progress_printer(bar: &ProgressBar) -> impl FnMut(Event) + '_ {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let mut total = 0u64;
+    move |e: Event| match e {
         Event::Note(n) => {
             if bar.is_hidden() {
                 eprintln!("{n}");
@@ -64,6 +76,12 @@ pub fn train_with_progress(cfg: &TrainConfig, resume: bool) -> Result<finetune::
             }
         }
         Event::Start { total_steps, from_step } => {
+            total = total_steps;
+            if !terminal {
+                eprintln!("training for {total_steps} steps (from step {from_step})");
+                return;
+            }
+            bar.reset();
             bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
             bar.set_length(total_steps);
             bar.set_position(from_step);
@@ -73,12 +91,20 @@ pub fn train_with_progress(cfg: &TrainConfig, resume: bool) -> Result<finetune::
             );
         }
         Event::Step(r) => {
-            bar.set_position(r.step);
             let eval = r.eval_loss.map(|l| format!("  eval {l:.4}")).unwrap_or_default();
-            bar.set_message(format!("loss {:.4}  lr {:.2e}  {:.0} tok/s{eval}", r.loss, r.lr, r.tokens_per_s));
+            let line = format!("loss {:.4}  lr {:.2e}  {:.0} tok/s{eval}", r.loss, r.lr, r.tokens_per_s);
+            if !terminal {
+                if r.step == 1 || r.step == total || r.step % (total / 10).max(1) == 0 {
+                    eprintln!("  step {}/{total}  {line}", r.step);
+                }
+                return;
+            }
+            bar.set_position(r.step);
+            bar.set_message(line);
+            if r.step >= total {
+                bar.finish_and_clear();
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
         }
-    };
-    let summary = finetune::run(cfg, resume, &mut on_event)?;
-    bar.finish_and_clear();
-    Ok(summary)
+    }
 }

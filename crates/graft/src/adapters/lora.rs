@@ -222,10 +222,24 @@ pub fn attach_with(
 
 /// Attaches freshly initialised (PEFT-style) LoRA adapters, drawing `A` from a ChaCha stream
 /// seeded with `seed`.
+///
+/// The factors are kept in [`master_dtype`] of the model's dtype: with a bf16 / f16 model they
+/// are f32 master weights, cast to the compute dtype in each forward (mixed precision: small
+/// updates are not rounded away, and the optimizer state is f32).
 pub fn attach(model: &mut Llama, spec: &LoraSpec, seed: u64) -> Result<LoraSet> {
-    let (dtype, device) = (crate::models::Model::dtype(model), crate::models::Model::device(model).clone());
+    let dtype = master_dtype(crate::models::Model::dtype(model));
+    let device = crate::models::Model::device(model).clone();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     attach_with(model, spec, |name, dims, clock| LoraLayer::init(name, dims, spec, dtype, &device, &mut rng, clock))
+}
+
+/// The dtype trainable adapter weights are stored in for a model computing in `compute`: f32 for
+/// the half-precision types, `compute` otherwise.
+pub fn master_dtype(compute: DType) -> DType {
+    match compute {
+        DType::BF16 | DType::F16 => DType::F32,
+        other => other,
+    }
 }
 
 /// Folds every adapter of `set` into its base weight (`W ← W + s·B A`) and detaches them,

@@ -115,7 +115,7 @@ pub fn init_token_ids(tokenizer: &Tokenizer, text: &str, n: usize) -> Result<Vec
 pub fn attach(model: &mut Llama, spec: &PromptSpec, tokenizer: &Tokenizer, seed: u64) -> Result<PromptAdapter> {
     spec.validate()?;
     let n = spec.num_virtual_tokens;
-    let (device, dtype) = (model.device().clone(), model.dtype());
+    let (device, dtype) = (model.device().clone(), crate::adapters::lora::master_dtype(model.dtype()));
     let init = match (spec.kind, &spec.init) {
         (PromptKind::PromptTuning, init) => {
             let ids = match init {
@@ -141,7 +141,8 @@ pub fn attach(model: &mut Llama, spec: &PromptSpec, tokenizer: &Tokenizer, seed:
 
 /// Sets `values` (PEFT layout) as a trainable adapter of `spec` on `model`.
 pub fn from_tensor(model: &mut Llama, spec: PromptSpec, values: &Tensor) -> Result<PromptAdapter> {
-    let var = Var::from_tensor(&values.to_dtype(model.dtype())?.to_device(model.device())?)?;
+    // f32 master weights when the model computes in half precision (cast in each forward).
+    let var = Var::from_tensor(&values.to_dtype(crate::adapters::lora::master_dtype(model.dtype()))?.to_device(model.device())?)?;
     let tokens = match spec.kind {
         PromptKind::PromptTuning => VirtualTokens::Prompt(var.as_tensor().clone()),
         PromptKind::PrefixTuning => VirtualTokens::Prefix(var.as_tensor().clone()),

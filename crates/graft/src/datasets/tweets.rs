@@ -56,3 +56,40 @@ pub fn split(tweets: &[Tweet], n_train: usize, n_test: usize, seed: u64) -> (Vec
     let train: Vec<Tweet> = idx.iter().skip(n_test).take(n_train).map(|&i| tweets[i].clone()).collect();
     (train, test)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tweets.csv");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn reads_latin1_rows_and_skips_empty_tweets() {
+        let (_d, path) = corpus("sentiment,confidence,text\npositive,1.0,caf\u{e9}\nneutral,0.5,\nnegative,0.9,\"no, never\"\n");
+        let bytes: Vec<u8> = std::fs::read_to_string(&path).unwrap().chars().map(|c| c as u32 as u8).collect();
+        std::fs::write(&path, bytes).unwrap();
+        let t = read(&path).unwrap();
+        assert_eq!(t, vec![Tweet { text: "caf\u{e9}".into(), label: 2 }, Tweet { text: "no, never".into(), label: 0 }]);
+    }
+
+    #[test]
+    fn a_label_outside_the_classes_names_its_line() {
+        let (_d, path) = corpus("sentiment,confidence,text\npositive,1.0,fine\nsarcastic,0.7,oh great\n");
+        let e = read(&path).unwrap_err().to_string();
+        assert!(e.contains(":3:") && e.contains("unknown sentiment `sarcastic`"), "{e}");
+    }
+
+    #[test]
+    fn split_is_disjoint_and_reproducible() {
+        let all: Vec<Tweet> = (0..50).map(|i| Tweet { text: format!("t{i}"), label: i % 3 }).collect();
+        let (train, test) = split(&all, 30, 10, 1);
+        assert_eq!((train.len(), test.len()), (30, 10));
+        assert!(train.iter().all(|t| !test.contains(t)));
+        assert_eq!(split(&all, 30, 10, 1), (train, test));
+    }
+}

@@ -66,6 +66,17 @@ pub fn report(gold: &[usize], pred: &[usize], labels: &[&str]) -> Classification
 /// Prompts are run `batch` at a time, right-padded with `pad_id`: causal attention means the
 /// padding after a prompt cannot change the logits at its last real position.
 pub fn score_labels(model: &dyn Model, prompts: &[Vec<u32>], label_first_ids: &[u32], pad_id: u32, batch: usize) -> Result<Vec<usize>> {
+    Ok(label_logits(model, prompts, label_first_ids, pad_id, batch)?.iter().map(|row| argmax(row)).collect())
+}
+
+/// Index of the largest value (the first of equals; 0 for an empty slice).
+pub fn argmax(values: &[f32]) -> usize {
+    values.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
+}
+
+/// For each prompt, the next-token logits of each label's first token (what [`score_labels`]
+/// compares; calibration methods reweigh them).
+pub fn label_logits(model: &dyn Model, prompts: &[Vec<u32>], label_first_ids: &[u32], pad_id: u32, batch: usize) -> Result<Vec<Vec<f32>>> {
     let mut distinct = label_first_ids.to_vec();
     distinct.sort_unstable();
     distinct.dedup();
@@ -102,13 +113,7 @@ pub fn score_labels(model: &dyn Model, prompts: &[Vec<u32>], label_first_ids: &[
         let logits = model.logits_at(&ids, &positions, &mut cache)?.to_dtype(DType::F32)?;
         for row in 0..chunk.len() {
             let last: Vec<f32> = logits.get(row)?.to_vec1()?;
-            let best = label_first_ids
-                .iter()
-                .enumerate()
-                .max_by(|a, b| last[*a.1 as usize].total_cmp(&last[*b.1 as usize]))
-                .map(|(i, _)| i)
-                .unwrap_or(0);
-            out.push(best);
+            out.push(label_first_ids.iter().map(|&id| last[id as usize]).collect());
         }
     }
     Ok(out)

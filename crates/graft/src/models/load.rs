@@ -1,5 +1,6 @@
 //! Turning a resolved model source (GGUF file or Hugging Face folder) into a model.
 
+use super::llama::random::RandomWeights;
 use super::llama::{Llama, LlamaConfig, LoadOptions, SafetensorsWeights};
 use crate::assets::ModelSource;
 use crate::io::gguf::GgufFile;
@@ -30,6 +31,19 @@ pub fn load_causal_lm(source: &ModelSource, opts: &LoadOptions) -> Result<Llama>
             Llama::load(cfg, &src, opts)
         }
     }
+}
+
+/// A model with the architecture of `source` (its config, read without loading weights) and
+/// seeded random weights: the from-scratch baseline of a transfer comparison.
+pub fn load_causal_lm_random(source: &ModelSource, opts: &LoadOptions, seed: u64) -> Result<Llama> {
+    let cfg = match source {
+        ModelSource::Gguf(path) => {
+            let gguf = GgufFile::open(path)?;
+            LlamaConfig::from_gguf(&gguf)?
+        }
+        ModelSource::HfFolder(dir) => read_hf_config(dir)?,
+    };
+    Llama::load(cfg.clone(), &RandomWeights::new(cfg, seed), opts)
 }
 
 /// Reads `config.json` of a Hugging Face folder, checking it describes a Llama-family model.

@@ -119,6 +119,12 @@ fn keep_metrics_through(path: &Path, step: u64) -> Result<()> {
 /// Runs the fine-tuning described by `cfg`; with `resume`, continues from the newest good
 /// checkpoint in `cfg.output.dir`.
 pub fn run(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<Summary> {
+    run_keeping_model(cfg, resume, on_event).map(|(summary, _)| summary)
+}
+
+/// [`run`], also handing back the trained model (adapters attached, in evaluation mode), for
+/// callers that score it right away instead of loading what was written.
+pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<(Summary, crate::models::llama::Llama)> {
     let out = cfg.output.dir.clone();
     let _lock = lock_run_dir(&out)?;
     let TrainableModel { model, tokenizer, lora, prompt, vars, .. } = build_model(cfg)?;
@@ -283,5 +289,5 @@ pub fn run(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> 
     };
     let path = out.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?).map_err(|e| GraftError::io(&path, e))?;
-    Ok(summary)
+    Ok((summary, model))
 }

@@ -5,11 +5,11 @@ use crate::adapters::lora::{self, LoraSet, LoraSpec};
 use crate::adapters::prompt::{self, PromptAdapter};
 use crate::adapters::targets;
 use crate::assets::{resolve_model, ModelSource};
-use crate::config::{AdapterKind, OptimizerName, TrainConfig};
+use crate::config::{AdapterKind, ModelInit, OptimizerName, TrainConfig};
 use crate::data::Batch;
 use crate::device::{parse_device, parse_dtype};
 use crate::models::llama::{Llama, LoadOptions, Pass, WeightFormat};
-use crate::models::load::load_causal_lm;
+use crate::models::load::{load_causal_lm, load_causal_lm_random};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::{AdamWConfig, Optimizer, OptimizerKind};
 use crate::train::step::LossSum;
@@ -39,7 +39,10 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
     let tokenizer = Tokenizer::from_source(&source)?;
     let format = if cfg.adapter.kind == AdapterKind::Qlora { WeightFormat::Quantized } else { WeightFormat::Dense };
     let opts = LoadOptions { device: parse_device(&cfg.model.device)?, dtype: parse_dtype(&cfg.model.dtype)?, format };
-    let mut model = load_causal_lm(&source, &opts)?;
+    let mut model = match cfg.model.init {
+        ModelInit::Pretrained => load_causal_lm(&source, &opts)?,
+        ModelInit::Random => load_causal_lm_random(&source, &opts, cfg.train.seed)?,
+    };
     model.set_gradient_checkpointing(cfg.train.gradient_checkpointing);
     let a = &cfg.adapter;
     if let Some(spec) = a.prompt_spec() {

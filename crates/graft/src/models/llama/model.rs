@@ -230,7 +230,7 @@ impl Llama {
             Some(prefix @ VirtualTokens::Prefix(_)) => match cache.as_deref_mut() {
                 Some(c) => {
                     for i in 0..self.layers.len() {
-                        if let Some((k, v)) = prefix.prefix_kv(i, b, cfg)? {
+                        if let Some((k, v)) = prefix.prefix_kv(i, b, cfg, self.dtype)? {
                             c.append(i, &k, &v)?;
                         }
                     }
@@ -251,7 +251,7 @@ impl Llama {
                     let (ctx, blk, pre) = (self.ctx.clone(), block.clone(), prefix.clone());
                     let f = move |x: &Tensor| -> candle_core::Result<Tensor> {
                         let kv = match &pre {
-                            Some(p) => p.prefix_kv(i, b, &ctx.cfg).map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+                            Some(p) => p.prefix_kv(i, b, &ctx.cfg, x.dtype()).map_err(|e| candle_core::Error::Msg(e.to_string()))?,
                             None => None,
                         };
                         ctx.forward(&blk, i, x, offset, None, kv.as_ref(), Pass::Train).map_err(|e| candle_core::Error::Msg(e.to_string()))
@@ -262,7 +262,7 @@ impl Llama {
                 }
                 _ => {
                     let kv = match &prefix {
-                        Some(p) => p.prefix_kv(i, b, cfg)?,
+                        Some(p) => p.prefix_kv(i, b, cfg, self.dtype)?,
                         None => None,
                     };
                     self.ctx.forward(block, i, &x, offset, cache.as_deref_mut(), kv.as_ref(), pass)?
@@ -381,12 +381,14 @@ impl Llama {
             .any(|p| matches!(p.base(), BaseWeight::Quantized(_)))
     }
 
-    /// Per-position next-token NLL `[b·t]` of `ids [b, t]` against `targets [b, t]` (u32), times
-    /// `mask [b, t]` (1 = supervised), in f32 (f64 for f64 models).
+    /// Next-token NLL of the supervised positions of `ids [b, t]` against `targets [b, t]` (u32):
+    /// `[n]`, one entry per position where `mask [b, t]` is non-zero (all `b·t` positions, times
+    /// the mask, when every position or none is supervised), in f32 (f64 for f64 models).
     ///
-    /// The LM head and the cross-entropy run fused in row chunks (`ops::lm_head_nll`), so the
-    /// `[b·t × vocab]` logits never exist whole; an LM head with adapters attached takes the
-    /// plain route through its logits.
+    /// The LM head runs only on the supervised rows — for chat data, where only the answers are
+    /// supervised, that skips most of the `[rows × vocab]` product — and fused with the
+    /// cross-entropy in row chunks (`ops::lm_head_nll`), so the logits never exist whole; an LM
+    /// head with adapters attached takes the plain route through its logits.
     pub fn token_nll(&self, ids: &Tensor, targets: &Tensor, mask: &Tensor, pass: Pass) -> Result<Tensor> {
         let hidden = self.hidden_states(ids, None, pass)?;
         let (b, t, h) = hidden.dims3()?;
@@ -394,6 +396,15 @@ impl Llama {
         let targets = targets.reshape(b * t)?;
         let work = if self.dtype == DType::F64 { DType::F64 } else { DType::F32 };
         let mask = mask.reshape(b * t)?.to_dtype(work)?;
+        let flags: Vec<f32> = mask.to_dtype(DType::F32)?.to_vec1()?;
+        let rows: Vec<u32> = (0..flags.len() as u32).filter(|&i| flags[i as usize] != 0.0).collect();
+        let (hidden, targets, mask) = if rows.is_empty() || rows.len() == flags.len() {
+            (hidden, targets, mask)
+        } else {
+            let n = rows.len();
+            let idx = Tensor::from_vec(rows, n, hidden.device())?;
+            (hidden.index_select(&idx, 0)?, targets.index_select(&idx, 0)?, mask.index_select(&idx, 0)?)
+        };
         let head = match &self.lm_head {
             None => FrozenWeight::Dense(self.embed_tokens.clone()),
             Some(head) if !head.has_adapters() => head.frozen_weight(),

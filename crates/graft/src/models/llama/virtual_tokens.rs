@@ -8,7 +8,7 @@
 
 use super::config::LlamaConfig;
 use crate::{GraftError, Result};
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 /// Virtual tokens the model prepends to every sequence it runs.
 #[derive(Debug, Clone)]
@@ -62,8 +62,9 @@ impl VirtualTokens {
 
     /// The prefix keys and values of `layer`, each `[batch, kv_heads, n, head_dim]`; `None` for
     /// a soft prompt.
-    pub(super) fn prefix_kv(&self, layer: usize, batch: usize, cfg: &LlamaConfig) -> Result<Option<(Tensor, Tensor)>> {
+    pub(super) fn prefix_kv(&self, layer: usize, batch: usize, cfg: &LlamaConfig, dtype: DType) -> Result<Option<(Tensor, Tensor)>> {
         let Self::Prefix(t) = self else { return Ok(None) };
+        let t = t.to_dtype(dtype)?;
         let (n, nkv, hd) = (self.len(), cfg.num_key_value_heads, cfg.head_dim());
         let per_layer = t.reshape((n, cfg.num_hidden_layers, 2, nkv, hd))?.narrow(1, layer, 1)?.squeeze(1)?;
         let part = |i: usize| -> Result<Tensor> {

@@ -1,0 +1,108 @@
+//! `graft compare` end to end on the default model and real tweets, shrunk to a few steps: every
+//! technique produces a row, the files are written, trainable-parameter counts follow from the
+//! model's shapes, the from-scratch run really starts from random weights, the learning curve has
+//! its points, and bad configs fail with the key named.
+
+use std::path::Path;
+use std::process::Command;
+
+fn graft(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_graft")).args(args).output().unwrap()
+}
+
+fn write_config(dir: &Path, body: &str) -> String {
+    let path = dir.join("compare.toml");
+    std::fs::write(&path, body).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn every_technique_gets_a_row_and_the_report_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[task]\nn_train = 24\nn_test = 12\n[train]\nsteps = 2\nbatch_size = 4\nwarmup_steps = 0\neval_batches = 1\n\
+             [probe.head]\nepochs = 5\n[learning_curve]\nfractions = [0.25, 1.0]\ntechniques = [\"lora\"]\n[output]\ndir = {:?}\n",
+            out.to_str().unwrap()
+        ),
+    );
+    let run = graft(&["compare", &cfg, "--json"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["technique"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["zero_shot", "few_shot", "linear_probe", "encoder_probe", "decoder_head", "soft_prompt", "prefix", "lora", "full", "scratch"]
+    );
+    let row = |name: &str| rows.iter().find(|r| r["technique"] == name).unwrap();
+    for r in rows {
+        let acc = r["accuracy"].as_f64().unwrap();
+        let f1 = r["macro_f1"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc) && (0.0..=1.0).contains(&f1), "{r}");
+        assert!(r["peak_rss_mb"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!((report["n_train"].as_u64(), report["n_test"].as_u64()), (Some(24), Some(12)));
+
+    // Trainable parameters from SmolLM2-135M's shapes: hidden 576, 30 layers, 9 query heads and
+    // 3 key/value heads of 64, MLP 1536, 3 classes.
+    let (h, layers, kv, ff) = (576u64, 30u64, 3 * 64u64, 1536u64);
+    let lora_per_layer = 8 * ((h + h) * 2 + (h + kv) * 2 + (h + ff) * 3);
+    assert_eq!(row("lora")["trainable_params"].as_u64().unwrap(), lora_per_layer * layers);
+    assert_eq!(row("soft_prompt")["trainable_params"].as_u64().unwrap(), 20 * h);
+    assert_eq!(row("prefix")["trainable_params"].as_u64().unwrap(), 20 * layers * 2 * kv);
+    assert_eq!(row("zero_shot")["trainable_params"], 0);
+    assert_eq!(row("few_shot")["trainable_params"], 0);
+    assert_eq!(row("full")["trainable_params"], row("scratch")["trainable_params"]);
+    assert!(row("linear_probe")["trainable_params"].as_u64().unwrap() >= h * 3 + 3);
+
+    // Two optimizer steps each; from random weights the answer tokens start near ln(vocab) ~ 10.8
+    // nats, far above the pretrained model's loss.
+    for name in ["soft_prompt", "prefix", "lora", "full", "scratch"] {
+        assert_eq!(row(name)["losses"].as_array().unwrap().len(), 2, "{name}");
+    }
+    let first = |name: &str| row(name)["losses"][0]["loss"].as_f64().unwrap();
+    assert!(first("scratch") > 9.0 && first("full") < 6.0, "scratch {} full {}", first("scratch"), first("full"));
+    assert_eq!(row("encoder_probe")["losses"].as_array().unwrap().len(), 5);
+
+    // Learning curve: 25% = 6 tweets trained anew, 100% reuses the table's LoRA row.
+    let curve = report["learning_curve"].as_array().unwrap();
+    assert_eq!(curve.len(), 2);
+    assert_eq!(curve[0]["n_train"], 6);
+    assert_eq!(curve[1]["accuracy"], row("lora")["accuracy"]);
+    assert!(out.join("curve/lora-6/result.json").is_file());
+
+    for f in ["compare.md", "compare.json", "report.html", "lora/adapter/adapter_config.json", "encoder_probe/head.safetensors"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let on_disk: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(on_disk, report);
+    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    assert!(md.contains("| scratch |") || md.contains("| scratch "), "{md}");
+
+    // Run again with the same settings: the finished result is reused, not recomputed.
+    let again = graft(&["compare", &cfg, "--set", "techniques=[\"lora\"]", "--set", "learning_curve.fractions=[]", "--json"]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("lora: reusing the result"));
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(&again["rows"][0], row("lora"));
+}
+
+#[test]
+fn bad_configs_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (body, expect) in [
+        ("[train]\nstepz = 3\n", "stepz"),
+        ("techniques = [\"lora\", \"telepathy\"]\n", "telepathy"),
+        ("[prompt]\ninstruction = \"no slot here\"\n", "{text}"),
+        ("[learning_curve]\nfractions = [1.5]\n", "learning_curve.fractions"),
+    ] {
+        let cfg = write_config(dir.path(), body);
+        let out = graft(&["compare", &cfg]);
+        assert!(!out.status.success(), "{body} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{body}: {err}");
+    }
+}
