@@ -94,6 +94,8 @@ pub fn loss_curves_svg(r: &CompareReport) -> Result<String> {
             .configure_mesh()
             .x_desc("step")
             .y_desc("loss")
+            .x_label_formatter(&|v| if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v}") })
+            .max_light_lines(4)
             .light_line_style(RGBColor(240, 240, 240))
             .label_style((FONT, 13))
             .draw()?;
@@ -146,6 +148,7 @@ pub fn metric_bars_svg(r: &CompareReport) -> Result<String> {
             .x_labels(7)
             .x_label_formatter(&|v| if *v <= 1.0 + 1e-9 { format!("{v:.1}") } else { String::new() })
             .x_desc("score")
+            .max_light_lines(1)
             .light_line_style(RGBColor(240, 240, 240))
             .label_style((FONT, 13))
             .draw()?;
@@ -207,8 +210,14 @@ pub fn learning_curve_svg(r: &CompareReport) -> Result<Option<String>> {
         if curves.is_empty() {
             return centered_note(root, "No learning-curve point has a valid train share.");
         }
-        let shares = curves.iter().flat_map(|c| c.2.iter().map(|p| p.0));
-        let (lo, hi) = shares.fold((f64::INFINITY, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
+        let mut shares: Vec<f64> = curves.iter().flat_map(|c| c.2.iter().map(|p| p.0)).collect();
+        shares.sort_by(f64::total_cmp);
+        shares.dedup();
+        let (lo, hi) = (shares[0], shares[shares.len() - 1]);
+        // Label the shares that were run; with many, every other one (logarithmic ticks crowd
+        // near 100%).
+        let step = shares.len().div_ceil(8);
+        let ticks: Vec<f64> = shares.iter().copied().step_by(step).collect();
         // Log padding: a fifth of a decade on each side (shares are > 0, so both ends are too).
         let (x0, x1) = (lo / 1.6, hi * 1.6);
         let body = root.margin(TITLE_ROOM as i32 - 8, 0, 0, 0);
@@ -223,12 +232,13 @@ pub fn learning_curve_svg(r: &CompareReport) -> Result<Option<String>> {
                 .x_label_area_size(44)
                 .y_label_area_size(52)
                 .caption(metric, (FONT, 15))
-                .build_cartesian_2d((x0..x1).log_scale(), v0..v1 + 0.02)?;
+                .build_cartesian_2d((x0..x1).log_scale().with_key_points(ticks.clone()), v0..v1 + 0.02)?;
             chart
                 .configure_mesh()
                 .x_desc("share of train split (log)")
                 .y_desc(metric)
                 .x_label_formatter(&|v| cells::share(*v))
+                .max_light_lines(1)
                 .light_line_style(RGBColor(240, 240, 240))
                 .label_style((FONT, 12))
                 .draw()?;
