@@ -42,6 +42,8 @@ const TITLE_ROOM: u32 = 44;
 
 type DrawResult = std::result::Result<(), DrawingAreaErrorKind<std::io::Error>>;
 type Root<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+/// One technique's learning curve: colour index, name, (share, accuracy, macro-F1) by share.
+type Curve<'a> = (usize, &'a str, Vec<(f64, f64, f64)>);
 
 /// The colour technique number `i` (its index in [`CompareReport::rows`]) is drawn in, as RGB.
 ///
@@ -157,11 +159,16 @@ pub fn metric_bars_svg(r: &CompareReport) -> Result<String> {
         for (i, t) in r.rows.iter().enumerate() {
             // Row 0 at the top: its band is [rows - 1, rows].
             let top = rows - i as f64;
-            let bars = [(t.accuracy, top - 0.12, top - 0.5, ACCURACY_BAR), (t.macro_f1, top - 0.5, top - 0.88, MACRO_F1_BAR)];
+            let bars =
+                [(t.accuracy, top - 0.12, top - 0.5, ACCURACY_BAR), (t.macro_f1, top - 0.5, top - 0.88, MACRO_F1_BAR)];
             for (value, y_hi, y_lo, color) in bars {
                 let mid = (y_hi + y_lo) / 2.0;
                 if !value.is_finite() {
-                    chart.draw_series(std::iter::once(Text::new(cells::NOT_AVAILABLE, (0.0, mid), value_style.clone())))?;
+                    chart.draw_series(std::iter::once(Text::new(
+                        cells::NOT_AVAILABLE,
+                        (0.0, mid),
+                        value_style.clone(),
+                    )))?;
                     continue;
                 }
                 let v = value.clamp(0.0, 1.0);
@@ -190,7 +197,7 @@ pub fn learning_curve_svg(r: &CompareReport) -> Result<Option<String>> {
             order.push(&p.technique);
         }
     }
-    let curves: Vec<(usize, &str, Vec<(f64, f64, f64)>)> = order
+    let curves: Vec<Curve<'_>> = order
         .iter()
         .enumerate()
         .filter_map(|(i, name)| {
@@ -245,8 +252,7 @@ pub fn learning_curve_svg(r: &CompareReport) -> Result<Option<String>> {
             for (i, name, pts) in &curves {
                 let (cr, cg, cb) = technique_color(*i);
                 let style = RGBColor(cr, cg, cb).stroke_width(2);
-                let line: Vec<(f64, f64)> =
-                    pts.iter().map(|p| (p.0, pick(p))).filter(|p| plottable(p.1)).collect();
+                let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, pick(p))).filter(|p| plottable(p.1)).collect();
                 let anno = chart.draw_series(LineSeries::new(line, style).point_size(3))?;
                 if k == 0 {
                     anno.label(*name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
