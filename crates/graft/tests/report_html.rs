@@ -432,7 +432,10 @@ fn headless_browser_renders_tables_and_charts() {
     let Some(browser) = find_browser() else {
         let required = std::env::var("GRAFT_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
         assert!(!required, "GRAFT_REQUIRE_BROWSER=1 but no browser: set GRAFT_CHROMIUM or install chromium");
-        eprintln!(
+        // Straight to stderr, not through eprintln!, which the test harness captures.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED headless_browser_renders_tables_and_charts: no browser found \
              (set GRAFT_CHROMIUM, or put chromium, chromium-browser or google-chrome on PATH)"
         );
