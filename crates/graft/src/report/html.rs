@@ -72,7 +72,13 @@ pub fn html_report(r: &CompareReport) -> Result<String> {
     }
 
     figure(&mut h, "loss-curves", "Training loss", &loss, "Training loss per optimizer step (or epoch for heads trained in epochs); techniques that do not train are not drawn.");
-    figure(&mut h, "metric-bars", "Accuracy and macro-F1", &bars, &format!("Scores on the {} held-out examples.", cells::count(r.n_test)));
+    figure(
+        &mut h,
+        "metric-bars",
+        "Accuracy and macro-F1",
+        &bars,
+        &format!("Scores on the {} held-out examples.", cells::count(r.n_test)),
+    );
 
     if !r.learning_curve.is_empty() {
         h.push_str("<h2>Learning curve</h2>\n<table id=\"learning-curve\">\n<thead><tr>");
@@ -91,7 +97,13 @@ pub fn html_report(r: &CompareReport) -> Result<String> {
         h.push_str("</tbody>\n</table>\n");
     }
     if let Some(svg) = &curve {
-        figure(&mut h, "learning-curve-plot", "", svg, "Held-out scores after training on a share of the train split (log axis).");
+        figure(
+            &mut h,
+            "learning-curve-plot",
+            "",
+            svg,
+            "Held-out scores after training on a share of the train split (log axis).",
+        );
     }
 
     h.push_str("<p class=\"meta\">Written by <code>graft compare</code>; the same numbers are in compare.json and compare.md.</p>\n");
@@ -146,6 +158,11 @@ mod tests {
         let svg = "<svg width=\"1\" height=\"1\" viewBox=\"0 0 1 1\" xmlns=\"http://www.w3.org/2000/svg\">\n</svg>\n";
         let inl = inline_svg(svg, "a <chart>");
         assert!(!inl.contains("http"), "{inl}");
-        assert!(inl.starts_with("<svg width=\"1\" height=\"1\" viewBox=\"0 0 1 1\" role=\"img\" aria-label=\"a &lt;chart&gt;\">"), "{inl}");
+        assert!(
+            inl.starts_with(
+                "<svg width=\"1\" height=\"1\" viewBox=\"0 0 1 1\" role=\"img\" aria-label=\"a &lt;chart&gt;\">"
+            ),
+            "{inl}"
+        );
     }
 }

@@ -86,9 +86,8 @@ pub(crate) fn escape(s: &str) -> String {
                 out.push(c);
             }
             '_' => {
-                let inside_word = i > 0
-                    && chars[i - 1].is_alphanumeric()
-                    && chars.get(i + 1).is_some_and(|n| n.is_alphanumeric());
+                let inside_word =
+                    i > 0 && chars[i - 1].is_alphanumeric() && chars.get(i + 1).is_some_and(|n| n.is_alphanumeric());
                 if !inside_word {
                     out.push('\\');
                 }

@@ -42,6 +42,8 @@ const TITLE_ROOM: u32 = 44;
 
 type DrawResult = std::result::Result<(), DrawingAreaErrorKind<std::io::Error>>;
 type Root<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+/// One technique's learning curve: colour index, name, (share, accuracy, macro-F1) by share.
+type Curve<'a> = (usize, &'a str, Vec<(f64, f64, f64)>);
 
 /// The colour technique number `i` (its index in [`CompareReport::rows`]) is drawn in, as RGB.
 ///
@@ -94,6 +96,8 @@ pub fn loss_curves_svg(r: &CompareReport) -> Result<String> {
             .configure_mesh()
             .x_desc("step")
             .y_desc("loss")
+            .x_label_formatter(&|v| if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v}") })
+            .max_light_lines(4)
             .light_line_style(RGBColor(240, 240, 240))
             .label_style((FONT, 13))
             .draw()?;
@@ -146,6 +150,7 @@ pub fn metric_bars_svg(r: &CompareReport) -> Result<String> {
             .x_labels(7)
             .x_label_formatter(&|v| if *v <= 1.0 + 1e-9 { format!("{v:.1}") } else { String::new() })
             .x_desc("score")
+            .max_light_lines(1)
             .light_line_style(RGBColor(240, 240, 240))
             .label_style((FONT, 13))
             .draw()?;
@@ -154,11 +159,16 @@ pub fn metric_bars_svg(r: &CompareReport) -> Result<String> {
         for (i, t) in r.rows.iter().enumerate() {
             // Row 0 at the top: its band is [rows - 1, rows].
             let top = rows - i as f64;
-            let bars = [(t.accuracy, top - 0.12, top - 0.5, ACCURACY_BAR), (t.macro_f1, top - 0.5, top - 0.88, MACRO_F1_BAR)];
+            let bars =
+                [(t.accuracy, top - 0.12, top - 0.5, ACCURACY_BAR), (t.macro_f1, top - 0.5, top - 0.88, MACRO_F1_BAR)];
             for (value, y_hi, y_lo, color) in bars {
                 let mid = (y_hi + y_lo) / 2.0;
                 if !value.is_finite() {
-                    chart.draw_series(std::iter::once(Text::new(cells::NOT_AVAILABLE, (0.0, mid), value_style.clone())))?;
+                    chart.draw_series(std::iter::once(Text::new(
+                        cells::NOT_AVAILABLE,
+                        (0.0, mid),
+                        value_style.clone(),
+                    )))?;
                     continue;
                 }
                 let v = value.clamp(0.0, 1.0);
@@ -187,7 +197,7 @@ pub fn learning_curve_svg(r: &CompareReport) -> Result<Option<String>> {
             order.push(&p.technique);
         }
     }
-    let curves: Vec<(usize, &str, Vec<(f64, f64, f64)>)> = order
+    let curves: Vec<Curve<'_>> = order
         .iter()
         .enumerate()
         .filter_map(|(i, name)| {
@@ -207,8 +217,14 @@ pub fn learning_curve_svg(r: &CompareReport) -> Result<Option<String>> {
         if curves.is_empty() {
             return centered_note(root, "No learning-curve point has a valid train share.");
         }
-        let shares = curves.iter().flat_map(|c| c.2.iter().map(|p| p.0));
-        let (lo, hi) = shares.fold((f64::INFINITY, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
+        let mut shares: Vec<f64> = curves.iter().flat_map(|c| c.2.iter().map(|p| p.0)).collect();
+        shares.sort_by(f64::total_cmp);
+        shares.dedup();
+        let (lo, hi) = (shares[0], shares[shares.len() - 1]);
+        // Label the shares that were run; with many, every other one (logarithmic ticks crowd
+        // near 100%).
+        let step = shares.len().div_ceil(8);
+        let ticks: Vec<f64> = shares.iter().copied().step_by(step).collect();
         // Log padding: a fifth of a decade on each side (shares are > 0, so both ends are too).
         let (x0, x1) = (lo / 1.6, hi * 1.6);
         let body = root.margin(TITLE_ROOM as i32 - 8, 0, 0, 0);
@@ -223,20 +239,20 @@ pub fn learning_curve_svg(r: &CompareReport) -> Result<Option<String>> {
                 .x_label_area_size(44)
                 .y_label_area_size(52)
                 .caption(metric, (FONT, 15))
-                .build_cartesian_2d((x0..x1).log_scale(), v0..v1 + 0.02)?;
+                .build_cartesian_2d((x0..x1).log_scale().with_key_points(ticks.clone()), v0..v1 + 0.02)?;
             chart
                 .configure_mesh()
                 .x_desc("share of train split (log)")
                 .y_desc(metric)
                 .x_label_formatter(&|v| cells::share(*v))
+                .max_light_lines(1)
                 .light_line_style(RGBColor(240, 240, 240))
                 .label_style((FONT, 12))
                 .draw()?;
             for (i, name, pts) in &curves {
                 let (cr, cg, cb) = technique_color(*i);
                 let style = RGBColor(cr, cg, cb).stroke_width(2);
-                let line: Vec<(f64, f64)> =
-                    pts.iter().map(|p| (p.0, pick(p))).filter(|p| plottable(p.1)).collect();
+                let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, pick(p))).filter(|p| plottable(p.1)).collect();
                 let anno = chart.draw_series(LineSeries::new(line, style).point_size(3))?;
                 if k == 0 {
                     anno.label(*name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));

@@ -31,11 +31,8 @@ pub fn write_report(r: &CompareReport, dir: &Path) -> Result<ReportFiles> {
     let html = html_report(r)?;
 
     std::fs::create_dir_all(dir).map_err(|e| GraftError::io(dir, e))?;
-    let files = ReportFiles {
-        markdown: dir.join("compare.md"),
-        json: dir.join("compare.json"),
-        html: dir.join("report.html"),
-    };
+    let files =
+        ReportFiles { markdown: dir.join("compare.md"), json: dir.join("compare.json"), html: dir.join("report.html") };
     write_atomic(&files.markdown, &markdown)?;
     write_atomic(&files.json, &json)?;
     write_atomic(&files.html, &html)?;
