@@ -274,9 +274,8 @@ impl TrainConfig {
     }
 
     fn with_paths_relative_to(mut self, base: &Path) -> Self {
-        let fix = |p: &PathBuf| if p.as_os_str().is_empty() || p.is_absolute() || p.exists() { p.clone() } else { base.join(p) };
-        self.data.train = fix(&self.data.train);
-        self.data.eval = self.data.eval.as_ref().map(fix);
+        self.data.train = relative_to(base, &self.data.train);
+        self.data.eval = self.data.eval.as_ref().map(|p| relative_to(base, p));
         self
     }
 
@@ -303,7 +302,7 @@ impl TrainConfig {
             if self.adapter.r == 0 {
                 return bad("adapter.r", "must be at least 1".into());
             }
-            if !(self.adapter.alpha > 0.0) {
+            if !(self.adapter.alpha.is_finite() && self.adapter.alpha > 0.0) {
                 return bad("adapter.alpha", format!("must be positive, got {}", self.adapter.alpha));
             }
             if !(0.0..1.0).contains(&self.adapter.dropout) {
@@ -351,6 +350,15 @@ impl TrainConfig {
             }
         }
         out
+    }
+}
+
+/// `p` resolved against `base` unless it is empty, absolute or exists as given.
+fn relative_to(base: &Path, p: &Path) -> PathBuf {
+    if p.as_os_str().is_empty() || p.is_absolute() || p.exists() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
     }
 }
 

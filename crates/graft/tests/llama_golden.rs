@@ -58,9 +58,8 @@ fn check_top10(logits: &Tensor, p: &Prompt) {
     for (pos, row) in rows.iter().enumerate() {
         let mut idx: Vec<usize> = (0..row.len()).collect();
         idx.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).unwrap());
-        for r in 0..10 {
+        for (r, &got) in idx.iter().enumerate().take(10) {
             let want = p.top10[pos][r] as usize;
-            let got = idx[r];
             if want != got {
                 let vw = p.top10_values[pos][r];
                 let near = p.top10_values[pos].iter().enumerate().any(|(j, v)| p.top10[pos][j] as usize == got && (v - vw).abs() <= 1e-4);

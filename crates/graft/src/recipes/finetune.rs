@@ -237,7 +237,7 @@ pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnM
         state.step += 1;
         state.micro_batches_done += accum;
         state.tokens_seen += stats.targets as u64;
-        let evaluate = cfg.train.eval_every > 0 && state.step % cfg.train.eval_every == 0 && state.step < total_steps;
+        let evaluate = cfg.train.eval_every > 0 && state.step.is_multiple_of(cfg.train.eval_every) && state.step < total_steps;
         let eval = if evaluate { Some(eval_loss(&model, &eval_batches)?) } else { None };
         let record = StepRecord {
             step: state.step,
@@ -250,7 +250,7 @@ pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnM
         writeln!(metrics, "{}", serde_json::to_string(&record)?).map_err(|e| GraftError::io(&metrics_path, e))?;
         on_event(Event::Step(record));
         state.elapsed_s = elapsed_before + process_start.elapsed().as_secs_f64();
-        if cfg.train.save_every > 0 && state.step % cfg.train.save_every == 0 && state.step < total_steps {
+        if cfg.train.save_every > 0 && state.step.is_multiple_of(cfg.train.save_every) && state.step < total_steps {
             save(&state, &optimizer)?;
         }
     }
