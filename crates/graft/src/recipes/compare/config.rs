@@ -346,6 +346,13 @@ mod tests {
     }
 
     #[test]
+    fn head_kind_is_written_as_an_inline_table() {
+        let cfg = parse("[probe.head]\nkind = { type = \"mlp\", hidden = 64 }\nepochs = 3\n").unwrap();
+        assert_eq!(cfg.probe.head.kind, crate::features::HeadKind::Mlp { hidden: 64 });
+        assert_eq!(cfg.probe.head.epochs, 3);
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let e = parse("[train]\nstepz = 3").unwrap_err().to_string();
         assert!(e.contains("stepz"), "{e}");
