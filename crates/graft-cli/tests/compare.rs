@@ -110,6 +110,8 @@ fn every_technique_gets_a_row_and_the_report_is_written() {
     assert_eq!(curve[0]["n_train"], 6);
     assert_eq!(curve[1]["accuracy"], row("lora")["accuracy"]);
     assert!(out.join("curve/lora-6/result.json").is_file());
+    assert!(!out.join("full/checkpoints").exists(), "finished runs keep no checkpoint");
+    assert!(out.join("full/model/config.json").is_file());
 
     for f in ["compare.md", "compare.json", "report.html", "lora/adapter/adapter_config.json", "encoder_probe/head.safetensors"] {
         assert!(out.join(f).is_file(), "{f} missing");
