@@ -40,6 +40,14 @@ fn small_config(dir: &Path, kind: AdapterKind) -> TrainConfig {
     cfg
 }
 
+/// One sentence of licence text as a one-example batch, every token after the first supervised.
+fn licence_sentence_batch(tok: &graft::tokenizer::Tokenizer) -> Vec<graft::data::Batch> {
+    let ids: Vec<u32> = tok.encode("Licensed under the Apache License, Version 2.0", false).unwrap();
+    let n = ids.len();
+    let example = graft::data::Example { ids, supervised: [vec![false], vec![true; n - 1]].concat() };
+    graft::data::make_batches(&[example], 1, 64, false, 2, &Device::Cpu).unwrap()
+}
+
 #[test]
 fn config_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,17 +78,7 @@ fn every_trainable_parameter_gets_a_gradient_for_each_adapter_kind() {
             cfg.adapter.targets = vec!["layers.29.mlp.*".into(), "model.norm.weight".into()];
         }
         let tm = parts::build_model(&cfg).unwrap();
-        let ids: Vec<u32> = tm.tokenizer.encode("Licensed under the Apache License, Version 2.0", false).unwrap();
-        let n = ids.len();
-        let batch = graft::data::make_batches(
-            &[graft::data::Example { ids, supervised: [vec![false], vec![true; n - 1]].concat() }],
-            1,
-            64,
-            false,
-            2,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let batch = licence_sentence_batch(&tm.tokenizer);
         let loss = parts::causal_lm_loss(&tm.model, &batch[0]).unwrap();
         let grads = loss.sum.backward().unwrap();
         assert!(!tm.vars.is_empty());
@@ -181,17 +179,7 @@ fn random_init_starts_from_scratch() {
         let mut cfg = small_config(dir.path(), AdapterKind::None);
         cfg.model.init = init;
         let tm = parts::build_model(&cfg).unwrap();
-        let ids: Vec<u32> = tm.tokenizer.encode("Licensed under the Apache License, Version 2.0", false).unwrap();
-        let n = ids.len();
-        let batch = graft::data::make_batches(
-            &[graft::data::Example { ids, supervised: [vec![false], vec![true; n - 1]].concat() }],
-            1,
-            64,
-            false,
-            2,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let batch = licence_sentence_batch(&tm.tokenizer);
         losses.push(parts::eval_loss(&tm.model, &batch).unwrap());
     }
     assert!(losses[0] < 6.0 && losses[1] > 9.0, "pretrained {} vs random {}", losses[0], losses[1]);

@@ -9,3 +9,13 @@ pub mod peft_prompt;
 pub mod gguf_lora;
 pub mod adapter;
 pub mod modelfile;
+
+/// Makes the renames in `dir` durable (fsync of the folder). Off Unix a folder cannot be opened
+/// for syncing; each rename is still atomic there.
+pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    if cfg!(unix) {
+        std::fs::File::open(dir)?.sync_all()
+    } else {
+        Ok(())
+    }
+}

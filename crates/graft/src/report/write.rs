@@ -36,7 +36,7 @@ pub fn write_report(r: &CompareReport, dir: &Path) -> Result<ReportFiles> {
     write_atomic(&files.markdown, &markdown)?;
     write_atomic(&files.json, &json)?;
     write_atomic(&files.html, &html)?;
-    sync_dir(dir).map_err(|e| GraftError::io(dir, e))?;
+    crate::io::sync_dir(dir).map_err(|e| GraftError::io(dir, e))?;
     Ok(files)
 }
 
@@ -61,14 +61,3 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Makes the renames in `dir` durable.
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Directory sync is not available here; each rename is still atomic.
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> std::io::Result<()> {
-    Ok(())
-}

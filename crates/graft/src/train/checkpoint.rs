@@ -48,7 +48,7 @@ fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
-    io(dir, File::open(dir).and_then(|f| f.sync_all()))
+    io(dir, crate::io::sync_dir(dir))
 }
 
 fn sha256_file(path: &Path) -> Result<String> {

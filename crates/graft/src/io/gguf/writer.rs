@@ -182,7 +182,7 @@ impl GgufWriter {
         }
         tmp.as_file().sync_all().map_err(io)?;
         tmp.persist(path).map_err(|e| io(e.error))?;
-        sync_dir(dir).map_err(|source| GgufError::Io { path: dir.to_path_buf(), source })
+        crate::io::sync_dir(dir).map_err(|source| GgufError::Io { path: dir.to_path_buf(), source })
     }
 
     /// Writes header, metadata, tensor table, padding and tensor data; returns the bytes written.
@@ -344,14 +344,3 @@ impl<W: Write> Counted<W> {
     }
 }
 
-/// Makes a rename in `dir` durable.
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Directory sync is not available here; the rename is still atomic.
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> std::io::Result<()> {
-    Ok(())
-}
