@@ -23,7 +23,21 @@ fn graft_json(args: &[&str]) -> serde_json::Value {
 #[test]
 fn every_command_documents_an_example() {
     let top = String::from_utf8(graft(&["--help"]).stdout).unwrap();
-    for cmd in ["fetch", "tokenize", "generate", "eval", "bench", "train", "validate", "preprocess", "export", "quickstart", "compare", "embed", "data"] {
+    for cmd in [
+        "fetch",
+        "tokenize",
+        "generate",
+        "eval",
+        "bench",
+        "train",
+        "validate",
+        "preprocess",
+        "export",
+        "quickstart",
+        "compare",
+        "embed",
+        "data",
+    ] {
         assert!(top.contains(cmd), "`graft --help` does not list {cmd}");
         let help = String::from_utf8(graft(&[cmd, "--help"]).stdout).unwrap();
         assert!(help.contains("Example"), "`graft {cmd} --help` has no example");
@@ -35,7 +49,20 @@ fn quickstart_then_export_to_every_format() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("qs");
     let run_s = run.to_str().unwrap();
-    let out = graft(&["quickstart", "--steps", "2", "--train", "32", "--test", "24", "--batch-size", "4", "--out", run_s, "--json"]);
+    let out = graft(&[
+        "quickstart",
+        "--steps",
+        "2",
+        "--train",
+        "32",
+        "--test",
+        "24",
+        "--batch-size",
+        "4",
+        "--out",
+        run_s,
+        "--json",
+    ]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for model in ["base", "finetuned"] {
         let acc = report[model]["classification"]["accuracy"].as_f64().unwrap();
@@ -65,7 +92,13 @@ fn quickstart_then_export_to_every_format() {
         assert!(r["max_abs_logit_diff"].as_f64().unwrap() <= 1e-3, "{format}: {r}");
     }
     // The merged GGUF keeps the tokenizer and chat template.
-    let tok = graft(&["tokenize", "--json", "--model", dir.path().join("gguf/model.gguf").to_str().unwrap(), "<|im_start|>user"]);
+    let tok = graft(&[
+        "tokenize",
+        "--json",
+        "--model",
+        dir.path().join("gguf/model.gguf").to_str().unwrap(),
+        "<|im_start|>user",
+    ]);
     let ids: serde_json::Value = serde_json::from_slice(&tok.stdout).unwrap();
     assert_eq!(ids["ids"][0], 1);
 

@@ -66,7 +66,18 @@ fn every_technique_gets_a_row_and_the_report_is_written() {
     let names: Vec<&str> = rows.iter().map(|r| r["technique"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["zero_shot", "few_shot", "linear_probe", "encoder_probe", "decoder_head", "soft_prompt", "prefix", "lora", "full", "scratch"]
+        [
+            "zero_shot",
+            "few_shot",
+            "linear_probe",
+            "encoder_probe",
+            "decoder_head",
+            "soft_prompt",
+            "prefix",
+            "lora",
+            "full",
+            "scratch"
+        ]
     );
     let row = |name: &str| rows.iter().find(|r| r["technique"] == name).unwrap();
     for r in rows {
@@ -100,7 +111,12 @@ fn every_technique_gets_a_row_and_the_report_is_written() {
         assert_eq!(row(name)["losses"].as_array().unwrap().len(), 2, "{name}");
     }
     let first = |name: &str| row(name)["losses"][0]["loss"].as_f64().unwrap();
-    assert!((first("lora") - first("full")).abs() < 1e-4 * first("full"), "lora {} full {}", first("lora"), first("full"));
+    assert!(
+        (first("lora") - first("full")).abs() < 1e-4 * first("full"),
+        "lora {} full {}",
+        first("lora"),
+        first("full")
+    );
     assert!((first("scratch") - first("full")).abs() > 1e-3, "scratch {} full {}", first("scratch"), first("full"));
     assert_eq!(row("encoder_probe")["losses"].as_array().unwrap().len(), 5);
 
@@ -113,16 +129,24 @@ fn every_technique_gets_a_row_and_the_report_is_written() {
     assert!(!out.join("full/checkpoints").exists(), "finished runs keep no checkpoint");
     assert!(out.join("full/model/config.json").is_file());
 
-    for f in ["compare.md", "compare.json", "report.html", "lora/adapter/adapter_config.json", "encoder_probe/head.safetensors"] {
+    for f in [
+        "compare.md",
+        "compare.json",
+        "report.html",
+        "lora/adapter/adapter_config.json",
+        "encoder_probe/head.safetensors",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    let on_disk: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let on_disk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
     assert_eq!(on_disk, report);
     let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
     assert!(md.contains("| scratch |") || md.contains("| scratch "), "{md}");
 
     // Run again with the same settings: the finished result is reused, not recomputed.
-    let again = graft(&["compare", &cfg, "--set", "techniques=[\"lora\"]", "--set", "learning_curve.fractions=[]", "--json"]);
+    let again =
+        graft(&["compare", &cfg, "--set", "techniques=[\"lora\"]", "--set", "learning_curve.fractions=[]", "--json"]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(String::from_utf8_lossy(&again.stderr).contains("lora: reusing the result"));
     let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();

@@ -32,7 +32,14 @@ fn jsonl_and_safetensors_agree_and_rows_are_unit_norm() {
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let out = dir.path().join("sub/emb");
     let run = graft(&[
-        "embed", "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--batch-size", "4", "--json",
+        "embed",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "4",
+        "--json",
     ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();

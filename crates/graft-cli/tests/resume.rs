@@ -38,8 +38,10 @@ fn graft(args: &[&str]) -> Command {
 }
 
 fn adapter(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let t = candle_core::safetensors::load(dir.join("adapter/adapter_model.safetensors"), &candle_core::Device::Cpu).unwrap();
-    let mut v: Vec<(String, Vec<f32>)> = t.into_iter().map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1().unwrap())).collect();
+    let t = candle_core::safetensors::load(dir.join("adapter/adapter_model.safetensors"), &candle_core::Device::Cpu)
+        .unwrap();
+    let mut v: Vec<(String, Vec<f32>)> =
+        t.into_iter().map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1().unwrap())).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
@@ -77,7 +79,9 @@ fn killed_run_resumes_to_bit_identical_weights() {
     }
     let ma = std::fs::read_to_string(dir.path().join("full/metrics.jsonl")).unwrap();
     let mb = std::fs::read_to_string(dir.path().join("cut/metrics.jsonl")).unwrap();
-    let loss = |m: &str| -> Vec<String> { m.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].to_string()).collect() };
+    let loss = |m: &str| -> Vec<String> {
+        m.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].to_string()).collect()
+    };
     let (la, lb) = (loss(&ma), loss(&mb));
     assert_eq!(la.len(), 6);
     assert_eq!(lb, la, "loss curve after resume");

@@ -11,12 +11,26 @@ fn graft(args: &[&str]) -> Output {
 
 /// Runs a tiny-shape selftest on the CPU and returns its exit success and JSON report.
 fn selftest(extra: &[&str]) -> (bool, Value) {
-    let mut args = vec!["selftest", "--device", "cpu", "--shape", "tiny", "--seq", "12", "--batch", "2", "--train-steps", "3", "--json"];
+    let mut args = vec![
+        "selftest",
+        "--device",
+        "cpu",
+        "--shape",
+        "tiny",
+        "--seq",
+        "12",
+        "--batch",
+        "2",
+        "--train-steps",
+        "3",
+        "--json",
+    ];
     args.extend_from_slice(extra);
     let out = graft(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr)));
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("stdout is not one JSON object ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+    });
     (out.status.success(), report)
 }
 
@@ -56,7 +70,10 @@ fn bf16_against_f32_differs_within_the_loose_limits_and_fails_the_tight_ones() {
     let (ok, report) = selftest(&["--dtypes", "bf16", "--reference-dtype", "f32"]);
     assert!(ok, "{report}");
     let run = &report["runs"][0];
-    assert_eq!((run["dtype"].as_str(), run["reference_dtype"].as_str(), run["tolerance"].as_str()), (Some("bf16"), Some("f32"), Some("loose")));
+    assert_eq!(
+        (run["dtype"].as_str(), run["reference_dtype"].as_str(), run["tolerance"].as_str()),
+        (Some("bf16"), Some("f32"), Some("loose"))
+    );
     let cs = checks(&report);
     for name in ["logits", "loss", "lora_grads", "train_losses"] {
         let r = rel(&cs, name);

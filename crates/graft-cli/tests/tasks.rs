@@ -42,13 +42,25 @@ fn builds_appstream_files_with_answers_in_context() {
     let dir = tempfile::tempdir().unwrap();
     let src = sample_yaml(dir.path(), 30);
     let out = dir.path().join("data");
-    let json = ok(&["data", "build", "appstream", "--appstream", &src, "--out", out.to_str().unwrap(), "--test-fraction", "0.25", "--json"]);
+    let json = ok(&[
+        "data",
+        "build",
+        "appstream",
+        "--appstream",
+        &src,
+        "--out",
+        out.to_str().unwrap(),
+        "--test-fraction",
+        "0.25",
+        "--json",
+    ]);
     let report: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(report["n_components"], 31);
     assert_eq!(report["skipped"]["empty_description"], 1);
     assert_eq!(report["n_without_license"], 30);
     let files = &report["files"];
-    let (train, test) = (files["summarize.train.jsonl"].as_u64().unwrap(), files["summarize.test.jsonl"].as_u64().unwrap());
+    let (train, test) =
+        (files["summarize.train.jsonl"].as_u64().unwrap(), files["summarize.test.jsonl"].as_u64().unwrap());
     assert_eq!(train + test, 31);
     let mut n_qa = 0;
     for split in ["train", "test"] {
@@ -68,8 +80,14 @@ fn builds_appstream_files_with_answers_in_context() {
     let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
     assert_eq!(first["messages"][1]["role"], "assistant");
 
-    fails(&["data", "build", "appstream", "--appstream", "/nonexistent/c.yml.gz", "--out", out.to_str().unwrap()], "/nonexistent/c.yml.gz");
-    fails(&["data", "build", "appstream", "--appstream", &src, "--out", out.to_str().unwrap(), "--test-fraction", "2"], "test fraction");
+    fails(
+        &["data", "build", "appstream", "--appstream", "/nonexistent/c.yml.gz", "--out", out.to_str().unwrap()],
+        "/nonexistent/c.yml.gz",
+    );
+    fails(
+        &["data", "build", "appstream", "--appstream", &src, "--out", out.to_str().unwrap(), "--test-fraction", "2"],
+        "test fraction",
+    );
 }
 
 #[test]
@@ -107,16 +125,24 @@ fn eval_argument_and_input_errors() {
     }
     // Every line skipped: the report names the skips, no model is loaded.
     let bad_qa = dir.path().join("bad_qa.jsonl");
-    std::fs::write(&bad_qa, "{\"context\": \"abc\", \"question\": \"q\", \"answers\": {\"text\": [\"zzz\"], \"answer_start\": [0]}}\n").unwrap();
+    std::fs::write(
+        &bad_qa,
+        "{\"context\": \"abc\", \"question\": \"q\", \"answers\": {\"text\": [\"zzz\"], \"answer_start\": [0]}}\n",
+    )
+    .unwrap();
     fails(&["eval", "qa", "--data", bad_qa.to_str().unwrap()], "no usable questions (1 lines, 1 skipped)");
     let bad_sum = dir.path().join("bad_sum.jsonl");
     std::fs::write(&bad_sum, "{\"document\": \"\", \"summary\": \"s\"}\n").unwrap();
     fails(&["eval", "summarize", "--data", bad_sum.to_str().unwrap()], "no usable pairs (1 lines, 1 skipped)");
     // A malformed line names file:line.
-    std::fs::write(&bad_qa, "{\"context\": \"abc\", \"question\": \"q\", \"answers\": {\"text\": [\"a\"]}}\n{oops\n").unwrap();
+    std::fs::write(&bad_qa, "{\"context\": \"abc\", \"question\": \"q\", \"answers\": {\"text\": [\"a\"]}}\n{oops\n")
+        .unwrap();
     fails(&["eval", "qa", "--data", bad_qa.to_str().unwrap()], &format!("{}:2: not valid JSON", bad_qa.display()));
     std::fs::write(&bad_sum, "\n{\"summary\": \"s\"}\n").unwrap();
-    fails(&["eval", "summarize", "--data", bad_sum.to_str().unwrap()], &format!("{}:2: missing field `document`", bad_sum.display()));
+    fails(
+        &["eval", "summarize", "--data", bad_sum.to_str().unwrap()],
+        &format!("{}:2: missing field `document`", bad_sum.display()),
+    );
 }
 
 #[test]

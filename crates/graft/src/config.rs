@@ -55,7 +55,12 @@ pub enum ModelInit {
 
 impl Default for ModelSection {
     fn default() -> Self {
-        Self { name: crate::assets::DEFAULT_MODEL.into(), device: "cpu".into(), dtype: "f32".into(), init: ModelInit::Pretrained }
+        Self {
+            name: crate::assets::DEFAULT_MODEL.into(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            init: ModelInit::Pretrained,
+        }
     }
 }
 
@@ -113,7 +118,9 @@ impl Default for AdapterSection {
             r: 8,
             alpha: 16.0,
             dropout: 0.0,
-            targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"].map(String::from).to_vec(),
+            targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+                .map(String::from)
+                .to_vec(),
             rslora: false,
             num_virtual_tokens: 20,
             prompt_init_text: None,
@@ -141,7 +148,14 @@ pub struct DataSection {
 
 impl Default for DataSection {
     fn default() -> Self {
-        Self { train: PathBuf::new(), eval: None, format: DataFormat::Text, seq_len: 256, packing: false, eval_fraction: 0.1 }
+        Self {
+            train: PathBuf::new(),
+            eval: None,
+            format: DataFormat::Text,
+            seq_len: 256,
+            packing: false,
+            eval_fraction: 0.1,
+        }
     }
 }
 
@@ -313,7 +327,10 @@ impl TrainConfig {
             spec.validate()?;
         }
         if self.model.init == ModelInit::Random && self.adapter.kind != AdapterKind::None {
-            return bad("model.init", "`random` trains from scratch, which needs adapter.kind = \"none\" (every weight trains)".into());
+            return bad(
+                "model.init",
+                "`random` trains from scratch, which needs adapter.kind = \"none\" (every weight trains)".into(),
+            );
         }
         if self.data.train.as_os_str().is_empty() {
             return bad("data.train", "is required (a JSONL file)".into());
@@ -364,9 +381,8 @@ fn relative_to(base: &Path, p: &Path) -> PathBuf {
 
 /// Applies one `section.key=value` override to a parsed config.
 pub(crate) fn apply_override(root: &mut toml::Value, item: &str) -> Result<()> {
-    let (path, raw) = item
-        .split_once('=')
-        .ok_or_else(|| GraftError::Input(format!("--set `{item}`: expected section.key=value")))?;
+    let (path, raw) =
+        item.split_once('=').ok_or_else(|| GraftError::Input(format!("--set `{item}`: expected section.key=value")))?;
     let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))

@@ -16,9 +16,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
         "cuda" => open_cuda(0),
         other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(ordinal)) => open_cuda(ordinal),
-            _ => Err(GraftError::Input(format!(
-                "unknown device `{other}`: use `cpu`, `cuda` or `cuda:N`"
-            ))),
+            _ => Err(GraftError::Input(format!("unknown device `{other}`: use `cpu`, `cuda` or `cuda:N`"))),
         },
     }
 }
@@ -60,9 +58,7 @@ pub fn parse_dtype(name: &str) -> Result<DType> {
         "f64" => Ok(DType::F64),
         "bf16" => Ok(DType::BF16),
         "f16" => Ok(DType::F16),
-        other => Err(GraftError::Input(format!(
-            "unknown dtype `{other}`: use f32, f64, bf16 or f16"
-        ))),
+        other => Err(GraftError::Input(format!("unknown dtype `{other}`: use f32, f64, bf16 or f16"))),
     }
 }
 

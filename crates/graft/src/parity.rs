@@ -192,7 +192,12 @@ struct Outputs {
 
 /// Runs the checks of `spec` on `reference` and on `subject` and compares them with `tolerance`
 /// (default: [`Tolerance::for_dtypes`] of the two sides).
-pub fn compare(reference: &Side, subject: &Side, spec: &ParitySpec, tolerance: Option<Tolerance>) -> Result<ParityReport> {
+pub fn compare(
+    reference: &Side,
+    subject: &Side,
+    spec: &ParitySpec,
+    tolerance: Option<Tolerance>,
+) -> Result<ParityReport> {
     if spec.seq < 2 || spec.batch == 0 {
         return Err(GraftError::Input("parity checks need seq >= 2 and batch >= 1".into()));
     }
@@ -206,9 +211,23 @@ pub fn compare(reference: &Side, subject: &Side, spec: &ParitySpec, tolerance: O
 
     let mut checks = Vec::new();
     let (abs, scale) = max_diff(&got.logits, &want.logits);
-    checks.push(check("logits", got.logits.len(), abs, scale, tolerance, argmax_detail(&got.logits, &want.logits, want.vocab)));
+    checks.push(check(
+        "logits",
+        got.logits.len(),
+        abs,
+        scale,
+        tolerance,
+        argmax_detail(&got.logits, &want.logits, want.vocab),
+    ));
     let loss_abs = (got.loss - want.loss).abs();
-    checks.push(check("loss", 1, loss_abs, want.loss.abs(), tolerance, serde_json::json!({"loss": got.loss, "reference": want.loss})));
+    checks.push(check(
+        "loss",
+        1,
+        loss_abs,
+        want.loss.abs(),
+        tolerance,
+        serde_json::json!({"loss": got.loss, "reference": want.loss}),
+    ));
     checks.push(grads_check(&got.grads, &want.grads, tolerance)?);
     if spec.train_steps > 0 {
         let (abs, scale) = max_diff(&got.train_losses, &want.train_losses);
@@ -255,7 +274,9 @@ fn max_diff<T: Copy + Into<f64>>(a: &[T], b: &[T]) -> (f64, f64) {
 
 /// Share of positions whose most likely token agrees (reported, not judged: near-ties flip).
 fn argmax_detail(a: &[f32], b: &[f32], vocab: usize) -> serde_json::Value {
-    let argmax = |row: &[f32]| row.iter().enumerate().fold((0, f32::NEG_INFINITY), |m, (i, &v)| if v > m.1 { (i, v) } else { m }).0;
+    let argmax = |row: &[f32]| {
+        row.iter().enumerate().fold((0, f32::NEG_INFINITY), |m, (i, &v)| if v > m.1 { (i, v) } else { m }).0
+    };
     let rows = a.len() / vocab.max(1);
     let same = a.chunks(vocab).zip(b.chunks(vocab)).filter(|(x, y)| argmax(x) == argmax(y)).count();
     serde_json::json!({"argmax_agreement": same as f64 / rows.max(1) as f64, "positions": rows})
@@ -286,7 +307,11 @@ fn l2_error(a: &[f32], b: &[f32]) -> (f64, f64) {
 /// still shows there.
 fn grads_check(got: &[(String, Vec<f32>)], want: &[(String, Vec<f32>)], tolerance: Tolerance) -> Result<Check> {
     if got.len() != want.len() || got.is_empty() {
-        return Err(GraftError::Input(format!("parity: {} gradients on one side, {} on the other", got.len(), want.len())));
+        return Err(GraftError::Input(format!(
+            "parity: {} gradients on one side, {} on the other",
+            got.len(),
+            want.len()
+        )));
     }
     let (mut worst, mut worst_name, mut min_cos, mut count) = (-1.0f64, String::new(), 1.0f64, 0);
     let (mut max_abs, mut scale, mut diff_sq, mut ref_sq) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);

@@ -91,7 +91,11 @@ impl PromptTemplate {
 
 /// Writes labelled examples `(text, label word)` as a `messages`-format JSONL training file:
 /// one conversation per line, the label as the assistant's answer.
-pub fn write_training_jsonl<'a>(path: &Path, template: &PromptTemplate, examples: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<()> {
+pub fn write_training_jsonl<'a>(
+    path: &Path,
+    template: &PromptTemplate,
+    examples: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| GraftError::io(dir, e))?;
     }
@@ -154,8 +158,18 @@ pub fn label_first_ids(tok: &Tokenizer, labels: &[&str]) -> Result<Vec<u32>> {
 
 /// Classifies each text by label scoring under `template` with `shots` in front: the index of
 /// the label whose first token is most likely as the assistant's answer.
-pub fn classify(model: &dyn Model, tok: &Tokenizer, template: &PromptTemplate, shots: &[Shot], texts: &[String], labels: &[&str]) -> Result<Vec<usize>> {
-    Ok(label_log_probs(model, tok, template, shots, texts, labels)?.iter().map(|row| classification::argmax(row)).collect())
+pub fn classify(
+    model: &dyn Model,
+    tok: &Tokenizer,
+    template: &PromptTemplate,
+    shots: &[Shot],
+    texts: &[String],
+    labels: &[&str],
+) -> Result<Vec<usize>> {
+    Ok(label_log_probs(model, tok, template, shots, texts, labels)?
+        .iter()
+        .map(|row| classification::argmax(row))
+        .collect())
 }
 
 /// Inputs that carry no content, for [`classify_calibrated`] (Zhao et al., 2021).
@@ -165,7 +179,14 @@ pub const CONTENT_FREE: [&str; 3] = ["N/A", "", "[MASK]"];
 /// content-free inputs ([`CONTENT_FREE`], averaged) measure its bias — a few-shot prompt often
 /// pulls every answer towards the label of its last example — and each prediction divides it
 /// out: `argmax_l p(l | text) / p(l | content-free)`.
-pub fn classify_calibrated(model: &dyn Model, tok: &Tokenizer, template: &PromptTemplate, shots: &[Shot], texts: &[String], labels: &[&str]) -> Result<Vec<usize>> {
+pub fn classify_calibrated(
+    model: &dyn Model,
+    tok: &Tokenizer,
+    template: &PromptTemplate,
+    shots: &[Shot],
+    texts: &[String],
+    labels: &[&str],
+) -> Result<Vec<usize>> {
     let free: Vec<String> = CONTENT_FREE.iter().map(|s| s.to_string()).collect();
     let bias = label_log_probs(model, tok, template, shots, &free, labels)?;
     let scores = label_log_probs(model, tok, template, shots, texts, labels)?;
@@ -176,23 +197,30 @@ pub fn classify_calibrated(model: &dyn Model, tok: &Tokenizer, template: &Prompt
 /// by the mean content-free probability of `bias` rows.
 pub fn calibrate(scores: &[Vec<f32>], bias: &[Vec<f32>]) -> Vec<usize> {
     let k = scores.first().map_or(0, Vec::len);
-    let mean_p: Vec<f32> = (0..k).map(|l| bias.iter().map(|row| row[l].exp()).sum::<f32>() / bias.len().max(1) as f32).collect();
+    let mean_p: Vec<f32> =
+        (0..k).map(|l| bias.iter().map(|row| row[l].exp()).sum::<f32>() / bias.len().max(1) as f32).collect();
     scores
         .iter()
         .map(|row| {
-            let adjusted: Vec<f32> = row.iter().zip(&mean_p).map(|(lp, p)| lp - p.max(f32::MIN_POSITIVE).ln()).collect();
+            let adjusted: Vec<f32> =
+                row.iter().zip(&mean_p).map(|(lp, p)| lp - p.max(f32::MIN_POSITIVE).ln()).collect();
             classification::argmax(&adjusted)
         })
         .collect()
 }
 
 /// Per text, the log-probabilities of the labels (softmax over the labels' first-token logits).
-fn label_log_probs(model: &dyn Model, tok: &Tokenizer, template: &PromptTemplate, shots: &[Shot], texts: &[String], labels: &[&str]) -> Result<Vec<Vec<f32>>> {
+fn label_log_probs(
+    model: &dyn Model,
+    tok: &Tokenizer,
+    template: &PromptTemplate,
+    shots: &[Shot],
+    texts: &[String],
+    labels: &[&str],
+) -> Result<Vec<Vec<f32>>> {
     template.validate()?;
-    let prompts = texts
-        .iter()
-        .map(|t| crate::data::prompt_ids(tok, &template.messages(shots, t)))
-        .collect::<Result<Vec<_>>>()?;
+    let prompts =
+        texts.iter().map(|t| crate::data::prompt_ids(tok, &template.messages(shots, t))).collect::<Result<Vec<_>>>()?;
     let label_ids = label_first_ids(tok, labels)?;
     let pad = tok.pad_id().or(tok.eos_id()).unwrap_or(0);
     let logits = classification::label_logits(model, &prompts, &label_ids, pad, 16)?;

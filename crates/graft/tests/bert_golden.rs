@@ -34,7 +34,12 @@ struct Golden {
 fn golden() -> Golden {
     let g = common::golden_json("minilm_embeddings.json");
     let rows = |key: &str| -> Vec<Vec<f64>> {
-        g[key].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()).collect()
+        g[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect())
+            .collect()
     };
     Golden {
         sentences: g["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect(),

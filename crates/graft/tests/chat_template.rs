@@ -31,10 +31,7 @@ fn golden_conversations_render_byte_identical() {
     let t = gguf_template();
     let facts = common::golden_json("model_facts.json");
     assert_eq!(t.source(), facts["chat_template"].as_str().unwrap());
-    assert_eq!(
-        hex::encode(Sha256::digest(t.source().as_bytes())),
-        facts["chat_template_sha256"].as_str().unwrap()
-    );
+    assert_eq!(hex::encode(Sha256::digest(t.source().as_bytes())), facts["chat_template_sha256"].as_str().unwrap());
     let cases = common::golden_jsonl("chat_template.jsonl");
     assert_eq!(cases.len(), 5);
     for case in cases {
@@ -70,9 +67,7 @@ fn content_is_data_not_jinja() {
 
 #[test]
 fn raise_exception_is_a_template_error() {
-    let t = template(
-        "{% if messages[0].role != 'system' %}{{ raise_exception('system first please') }}{% endif %}",
-    );
+    let t = template("{% if messages[0].role != 'system' %}{{ raise_exception('system first please') }}{% endif %}");
     let msg = template_error(t.render(&[Message::user("hi")], false));
     assert!(msg.contains("test-template") && msg.contains("system first please"), "{msg}");
 }

@@ -29,10 +29,12 @@ fn tensor(dims: &[usize], seed: u64) -> Tensor {
 fn check_grads(vars: &[&Var], f: impl Fn() -> Tensor) {
     let out = f();
     let probe = tensor(out.dims(), 99).to_dtype(out.dtype()).unwrap();
-    let objective = || (f().to_dtype(DType::F64).unwrap() * probe.to_dtype(DType::F64).unwrap()).unwrap().sum_all().unwrap();
+    let objective =
+        || (f().to_dtype(DType::F64).unwrap() * probe.to_dtype(DType::F64).unwrap()).unwrap().sum_all().unwrap();
     let grads = objective().backward().unwrap();
     for (vi, var) in vars.iter().enumerate() {
-        let analytic: Vec<f64> = grads.get(var.as_tensor()).expect("variable has a gradient").flatten_all().unwrap().to_vec1().unwrap();
+        let analytic: Vec<f64> =
+            grads.get(var.as_tensor()).expect("variable has a gradient").flatten_all().unwrap().to_vec1().unwrap();
         let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
         let h = 1e-6;
         let mut worst = 0f64;
@@ -55,7 +57,18 @@ fn check_grads(vars: &[&Var], f: impl Fn() -> Tensor) {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
 }
 
 #[test]
@@ -88,7 +101,12 @@ fn rms_norm_forward_and_both_gradients() {
     let w = Var::from_tensor(&(tensor(&[6], 7) + 1.5).unwrap()).unwrap();
     let eps = 1e-5;
     let composed = {
-        let r = (x.as_tensor().sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + eps).unwrap().sqrt().unwrap().recip().unwrap();
+        let r = (x.as_tensor().sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + eps)
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .recip()
+            .unwrap();
         x.as_tensor().broadcast_mul(&r).unwrap().broadcast_mul(w.as_tensor()).unwrap()
     };
     assert!(max_abs_diff(&ops::rms_norm(x.as_tensor(), w.as_tensor(), eps).unwrap(), &composed) < 1e-12);
@@ -129,7 +147,8 @@ fn scaled_masked_softmax_forward_and_gradient() {
     let mask: Vec<f64> = (0..16).map(|i| if i % 4 <= i / 4 { 0.0 } else { f64::NEG_INFINITY }).collect();
     let mask = Tensor::from_vec(mask, (4, 4), &DEV).unwrap();
     let scale = 0.7;
-    let composed = candle_nn::ops::softmax(&(s.as_tensor() * scale).unwrap().broadcast_add(&mask).unwrap(), D::Minus1).unwrap();
+    let composed =
+        candle_nn::ops::softmax(&(s.as_tensor() * scale).unwrap().broadcast_add(&mask).unwrap(), D::Minus1).unwrap();
     let fused = ops::scaled_masked_softmax(s.as_tensor(), scale, Some(&mask)).unwrap();
     assert!(max_abs_diff(&fused, &composed) < 1e-12);
     check_grads(&[&s], || ops::scaled_masked_softmax(s.as_tensor(), scale, Some(&mask)).unwrap());
@@ -143,9 +162,12 @@ fn chunked_lm_head_loss_matches_full_logits_and_its_gradients() {
     let hidden = Var::from_tensor(&tensor(&[n, h], 10)).unwrap();
     let w = Var::from_tensor(&tensor(&[v, h], 11)).unwrap();
     let targets = Tensor::from_vec((0..n as u32).map(|i| (i * 7) % v as u32).collect::<Vec<_>>(), n, &DEV).unwrap();
-    let mask = Tensor::from_vec((0..n).map(|i| if i % 5 == 0 { 0f64 } else { 1.0 }).collect::<Vec<_>>(), n, &DEV).unwrap();
+    let mask =
+        Tensor::from_vec((0..n).map(|i| if i % 5 == 0 { 0f64 } else { 1.0 }).collect::<Vec<_>>(), n, &DEV).unwrap();
     let reference = {
-        let logp = candle_nn::ops::log_softmax(&hidden.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap(), D::Minus1).unwrap();
+        let logp =
+            candle_nn::ops::log_softmax(&hidden.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap(), D::Minus1)
+                .unwrap();
         (logp.gather(&targets.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap().neg().unwrap() * &mask).unwrap()
     };
     let trainable = FrozenWeight::Dense(w.as_tensor().clone());
@@ -156,10 +178,13 @@ fn chunked_lm_head_loss_matches_full_logits_and_its_gradients() {
     // A frozen head: only the hidden states do.
     let frozen = FrozenWeight::Dense(w.as_tensor().detach());
     check_grads(&[&hidden], || ops::lm_head_nll(hidden.as_tensor(), &frozen, &targets, &mask).unwrap());
-    let grads = ops::lm_head_nll(hidden.as_tensor(), &frozen, &targets, &mask).unwrap().sum_all().unwrap().backward().unwrap();
+    let grads =
+        ops::lm_head_nll(hidden.as_tensor(), &frozen, &targets, &mask).unwrap().sum_all().unwrap().backward().unwrap();
     assert!(grads.get(w.as_tensor()).is_none());
     let reference_grads = reference.sum_all().unwrap().backward().unwrap();
-    assert!(max_abs_diff(grads.get(hidden.as_tensor()).unwrap(), reference_grads.get(hidden.as_tensor()).unwrap()) < 1e-12);
+    assert!(
+        max_abs_diff(grads.get(hidden.as_tensor()).unwrap(), reference_grads.get(hidden.as_tensor()).unwrap()) < 1e-12
+    );
 }
 
 #[test]
@@ -172,16 +197,26 @@ fn fused_lora_linear_matches_the_composed_update_and_its_three_gradients() {
     let weight = FrozenWeight::Dense(w.clone());
     let composed = {
         let base = x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap();
-        let delta = x.as_tensor().broadcast_matmul(&a.as_tensor().t().unwrap()).unwrap().broadcast_matmul(&b.as_tensor().t().unwrap()).unwrap();
+        let delta = x
+            .as_tensor()
+            .broadcast_matmul(&a.as_tensor().t().unwrap())
+            .unwrap()
+            .broadcast_matmul(&b.as_tensor().t().unwrap())
+            .unwrap();
         (base + (delta * scale).unwrap()).unwrap()
     };
     let fused = ops::lora_linear(x.as_tensor(), &weight, a.as_tensor(), b.as_tensor(), scale).unwrap();
     assert!(max_abs_diff(&fused, &composed) < 1e-12);
-    check_grads(&[&x, &a, &b], || ops::lora_linear(x.as_tensor(), &weight, a.as_tensor(), b.as_tensor(), scale).unwrap());
+    check_grads(&[&x, &a, &b], || {
+        ops::lora_linear(x.as_tensor(), &weight, a.as_tensor(), b.as_tensor(), scale).unwrap()
+    });
 }
 
 /// A small random Llama in f64 with LoRA (dropout on) on every projection, plus its LoRA set.
-fn tiny_lora_model(checkpointing: bool, full: bool) -> (graft::models::llama::Llama, Vec<(String, Var)>, graft::adapters::lora::LoraSet) {
+fn tiny_lora_model(
+    checkpointing: bool,
+    full: bool,
+) -> (graft::models::llama::Llama, Vec<(String, Var)>, graft::adapters::lora::LoraSet) {
     use graft::models::llama::random::{smollm2_135m_config, RandomWeights};
     use graft::models::llama::{Llama, LoadOptions};
     let mut cfg = smollm2_135m_config();
@@ -195,7 +230,8 @@ fn tiny_lora_model(checkpointing: bool, full: bool) -> (graft::models::llama::Ll
     cfg.max_position_embeddings = 64;
     let opts = LoadOptions { dtype: DType::F64, ..LoadOptions::default() };
     let mut model = Llama::load(cfg.clone(), &RandomWeights::new(cfg, 3), &opts).unwrap();
-    let spec = graft::adapters::lora::LoraSpec { r: 4, alpha: 8.0, dropout: 0.1, rslora: false, targets: vec!["*".into()] };
+    let spec =
+        graft::adapters::lora::LoraSpec { r: 4, alpha: 8.0, dropout: 0.1, rslora: false, targets: vec!["*".into()] };
     let set = graft::adapters::lora::attach(&mut model, &spec, 5).unwrap();
     let mut vars = set.named_vars();
     // PEFT's B = 0 would leave every A without gradient: give B values so both factors train.
@@ -216,7 +252,8 @@ fn gradient_checkpointing_gives_the_same_loss_and_gradients() {
     use graft::models::llama::Pass;
     use graft::train::step::LossSum;
     let ids = Tensor::from_vec((0..2 * 12).map(|i| (i * 13 % 97) as u32).collect::<Vec<_>>(), (2, 12), &DEV).unwrap();
-    let targets = Tensor::from_vec((0..2 * 12).map(|i| (i * 7 % 97) as u32).collect::<Vec<_>>(), (2, 12), &DEV).unwrap();
+    let targets =
+        Tensor::from_vec((0..2 * 12).map(|i| (i * 7 % 97) as u32).collect::<Vec<_>>(), (2, 12), &DEV).unwrap();
     let mask = Tensor::ones((2, 12), DType::F64, &DEV).unwrap();
     for full in [false, true] {
         let mut results = Vec::new();
@@ -230,14 +267,27 @@ fn gradient_checkpointing_gives_the_same_loss_and_gradients() {
             if let Some(sink) = &loss.sink {
                 sink.drain_into(&mut grads).unwrap();
             }
-            let per_var: Vec<Tensor> = vars.iter().map(|(n, v)| grads.get(v.as_tensor()).unwrap_or_else(|| panic!("{n} has no gradient")).clone()).collect();
+            let per_var: Vec<Tensor> = vars
+                .iter()
+                .map(|(n, v)| grads.get(v.as_tensor()).unwrap_or_else(|| panic!("{n} has no gradient")).clone())
+                .collect();
             results.push((loss.sum.to_scalar::<f64>().unwrap(), per_var));
         }
         let ((plain_loss, plain), (ckpt_loss, ckpt)) = (&results[0], &results[1]);
         assert_eq!(plain_loss, ckpt_loss);
         assert!(!plain.is_empty());
         for (a, b) in plain.iter().zip(ckpt) {
-            let scale = a.abs().unwrap().max_keepdim(0).unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+            let scale = a
+                .abs()
+                .unwrap()
+                .max_keepdim(0)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
             assert!(scale > 0.0, "a trainable tensor got an all-zero gradient");
             assert!(max_abs_diff(a, b) <= 1e-12 * scale.max(1.0), "checkpointed gradient differs (full = {full})");
         }
@@ -250,9 +300,12 @@ fn gradient_checkpointing_gives_the_same_loss_and_gradients() {
 fn nll_of_supervised_rows_equals_the_masked_all_rows_nll() {
     use graft::models::llama::Pass;
     let ids = Tensor::from_vec((0..2 * 12).map(|i| (i * 13 % 97) as u32).collect::<Vec<_>>(), (2, 12), &DEV).unwrap();
-    let targets = Tensor::from_vec((0..2 * 12).map(|i| (i * 7 % 97) as u32).collect::<Vec<_>>(), (2, 12), &DEV).unwrap();
+    let targets =
+        Tensor::from_vec((0..2 * 12).map(|i| (i * 7 % 97) as u32).collect::<Vec<_>>(), (2, 12), &DEV).unwrap();
     let ones = Tensor::ones((2, 12), DType::F64, &DEV).unwrap();
-    let partial = Tensor::from_vec((0..24).map(|i| if i % 12 >= 7 { 1.0 } else { 0.0 }).collect::<Vec<f64>>(), (2, 12), &DEV).unwrap();
+    let partial =
+        Tensor::from_vec((0..24).map(|i| if i % 12 >= 7 { 1.0 } else { 0.0 }).collect::<Vec<f64>>(), (2, 12), &DEV)
+            .unwrap();
     for checkpointing in [false, true] {
         let (model, vars, _set) = tiny_lora_model(checkpointing, true);
         let grads_of = |loss: &Tensor| {
@@ -272,7 +325,10 @@ fn nll_of_supervised_rows_equals_the_masked_all_rows_nll() {
         assert!((w - g).abs() <= 1e-12 * w.abs(), "{w} vs {g}");
         for (a, b) in grads_of(&want).iter().zip(grads_of(&got)) {
             let scale = a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
-            assert!(max_abs_diff(a, &b) <= 1e-12 * scale.max(1.0), "gradients differ (checkpointing = {checkpointing})");
+            assert!(
+                max_abs_diff(a, &b) <= 1e-12 * scale.max(1.0),
+                "gradients differ (checkpointing = {checkpointing})"
+            );
         }
     }
 }

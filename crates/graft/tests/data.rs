@@ -54,11 +54,7 @@ fn load_with(
     data::load_examples_with(&f.path, format, tok(), seq_len, opts)
 }
 
-fn load(
-    text: impl AsRef<[u8]>,
-    format: DataFormat,
-    seq_len: usize,
-) -> Result<(Vec<Example>, LoadReport), DataError> {
+fn load(text: impl AsRef<[u8]>, format: DataFormat, seq_len: usize) -> Result<(Vec<Example>, LoadReport), DataError> {
     let f = file(text);
     data::load_examples(&f.path, format, tok(), seq_len)
 }
@@ -168,8 +164,7 @@ fn alpaca_is_a_user_then_assistant_chat_supervising_the_output() {
     assert_eq!(ex, load_one(&messages_line(&as_messages), DataFormat::Messages));
 
     // No input, an empty one or null: the instruction alone is the user turn.
-    let alone =
-        load_one(&messages_line(&[Message::user("Add"), Message::assistant("4")]), DataFormat::Messages);
+    let alone = load_one(&messages_line(&[Message::user("Add"), Message::assistant("4")]), DataFormat::Messages);
     for line in [
         r#"{"instruction": "Add", "output": "4"}"#,
         r#"{"instruction": "Add", "input": "", "output": "4"}"#,
@@ -189,10 +184,7 @@ fn piecewise_tokenization_equals_tokenizing_the_rendered_conversation() {
             Message::assistant("Answer with trailing spaces and newline   \n"),
         ],
         vec![Message::user("Überprüfung: naïve café, 日本語, emoji 🙂"), Message::assistant("¿Qué? — «ok»")],
-        vec![
-            Message::user("fn main() {\n    println!(\"hi\");\n}"),
-            Message::assistant("```rust\nlet x = 1;\n```"),
-        ],
+        vec![Message::user("fn main() {\n    println!(\"hi\");\n}"), Message::assistant("```rust\nlet x = 1;\n```")],
         vec![Message::user(""), Message::assistant("")],
     ];
     for messages in &conversations {
@@ -211,9 +203,7 @@ fn a_training_sample_starts_with_the_generation_prompt_of_its_conversation() {
     // merge the template's "\n" with the content's first space ("\n " is one token). graft
     // tokenizes content from its own start, so the answer follows exactly the prompt a model is
     // given at inference, which always ends with the template's "assistant\n".
-    for (user, answer) in
-        [("Hi", " leading space"), ("  spaced question", "\n\nnewlines first"), ("q", "plain")]
-    {
+    for (user, answer) in [("Hi", " leading space"), ("  spaced question", "\n\nnewlines first"), ("q", "plain")] {
         let messages = [Message::user(user), Message::assistant(answer)];
         let ex = load_one(&messages_line(&messages), DataFormat::Messages);
         let prompt = data::prompt_ids(tok(), &messages[..1]).unwrap();
@@ -287,9 +277,8 @@ fn random_content_with_special_token_strings_never_adds_boundaries() {
         let n_turns = rng.random_range(1..=3) * 2;
         let mut messages: Vec<Message> = (0..n_turns)
             .map(|i| {
-                let content: String = (0..rng.random_range(0..8))
-                    .map(|_| FRAGMENTS[rng.random_range(0..FRAGMENTS.len())])
-                    .collect();
+                let content: String =
+                    (0..rng.random_range(0..8)).map(|_| FRAGMENTS[rng.random_range(0..FRAGMENTS.len())]).collect();
                 Message::new(roles[i % 2], content)
             })
             .collect();
@@ -361,21 +350,12 @@ fn the_final_eos_of_every_sample_is_a_target_padded_and_packed() {
     }
 }
 
-fn check_batches(
-    examples: &[Example],
-    report: &LoadReport,
-    batches: &[Batch],
-    packing: bool,
-    seq_len: usize,
-) {
+fn check_batches(examples: &[Example], report: &LoadReport, batches: &[Batch], packing: bool, seq_len: usize) {
     let n_targets: usize = batches.iter().map(|b| b.n_targets).sum();
     assert_eq!(n_targets, report.n_supervised_tokens);
     assert_eq!(batches.iter().map(|b| b.n_tokens).sum::<usize>(), report.n_tokens);
-    let supervised_eos = examples
-        .iter()
-        .flat_map(|e| e.ids.iter().zip(&e.supervised))
-        .filter(|(&id, &s)| s && id == EOS)
-        .count();
+    let supervised_eos =
+        examples.iter().flat_map(|e| e.ids.iter().zip(&e.supervised)).filter(|(&id, &s)| s && id == EOS).count();
     let mut eos_targets = 0;
     for b in batches {
         let (targets, mask) = (rows::<u32>(&b.targets), rows::<f32>(&b.mask));
@@ -385,12 +365,8 @@ fn check_batches(
             assert_eq!(b.ids.dims()[1], seq_len);
         }
         // Padding has the EOS id too; only real, supervised EOS positions are in the mask.
-        eos_targets += targets
-            .iter()
-            .flatten()
-            .zip(mask.iter().flatten())
-            .filter(|(&t, &m)| t == EOS && m == 1.0)
-            .count();
+        eos_targets +=
+            targets.iter().flatten().zip(mask.iter().flatten()).filter(|(&t, &m)| t == EOS && m == 1.0).count();
     }
     assert_eq!(eos_targets, supervised_eos);
 }
@@ -447,8 +423,7 @@ fn targets_are_the_next_token_and_the_mask_its_supervision_flag() {
 }
 
 const GOOD_TEXT: &str = r#"{"text": "fine"}"#;
-const GOOD_CHAT: &str =
-    r#"{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}"#;
+const GOOD_CHAT: &str = r#"{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}"#;
 
 fn line_error(bytes: &[u8], format: DataFormat) -> (DataError, String) {
     let f = file(bytes);
@@ -487,10 +462,7 @@ fn every_malformed_line_kind_is_an_error_naming_its_line() {
     let (e, _) = bad(GOOD_TEXT, b"{\"text\": \"caf\xe9\"}", DataFormat::Text);
     assert!(matches!(e, DataError::Line { column: Some(14), problem: LineProblem::BadUtf8, .. }), "{e:?}");
     let (e, shown) = text(r#"{"text": "a",}"#);
-    assert!(
-        matches!(e, DataError::Line { column: Some(_), problem: LineProblem::NotJson { .. }, .. }),
-        "{e:?}"
-    );
+    assert!(matches!(e, DataError::Line { column: Some(_), problem: LineProblem::NotJson { .. }, .. }), "{e:?}");
     assert!(shown.contains(":2:"), "file:line:column: {shown}");
     let (e, _) = text(r#"{"text": "a"} {"text": "b"}"#);
     assert!(matches!(problem(&e), LineProblem::NotJson { .. }), "{e:?}");
@@ -502,12 +474,8 @@ fn every_malformed_line_kind_is_an_error_naming_its_line() {
     let (_, shown) = text(GOOD_CHAT);
     assert!(shown.contains("looks like format `messages`"), "{shown}");
     let (e, _) = text(r#"{"text": 5}"#);
-    assert_eq!(
-        problem(&e),
-        &LineProblem::WrongType { field: "text".into(), expected: "a string", found: "a number" }
-    );
-    let (e, _) =
-        bad(r#"{"prompt": "p", "completion": "c"}"#, br#"{"prompt": "p"}"#, DataFormat::PromptCompletion);
+    assert_eq!(problem(&e), &LineProblem::WrongType { field: "text".into(), expected: "a string", found: "a number" });
+    let (e, _) = bad(r#"{"prompt": "p", "completion": "c"}"#, br#"{"prompt": "p"}"#, DataFormat::PromptCompletion);
     assert!(matches!(problem(&e), LineProblem::MissingField { field, .. } if field == "completion"));
     let (e, _) = bad(
         r#"{"instruction": "i", "output": "o"}"#,
@@ -518,14 +486,9 @@ fn every_malformed_line_kind_is_an_error_naming_its_line() {
 
     let (e, _) = chat(r#"{"messages": {"role": "user"}}"#);
     assert!(matches!(problem(&e), LineProblem::WrongType { field, .. } if field == "messages"));
-    let (e, _) =
-        chat(r#"{"messages": [{"role": "tool", "content": "x"}, {"role": "assistant", "content": "a"}]}"#);
-    assert_eq!(
-        problem(&e),
-        &LineProblem::UnknownRole { field: "messages[0].role".into(), role: "tool".into() }
-    );
-    let (e, _) =
-        chat(r#"{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": null}]}"#);
+    let (e, _) = chat(r#"{"messages": [{"role": "tool", "content": "x"}, {"role": "assistant", "content": "a"}]}"#);
+    assert_eq!(problem(&e), &LineProblem::UnknownRole { field: "messages[0].role".into(), role: "tool".into() });
+    let (e, _) = chat(r#"{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": null}]}"#);
     assert!(
         matches!(problem(&e), LineProblem::WrongType { field, found: "null", .. } if field == "messages[1].content")
     );
@@ -573,11 +536,7 @@ fn bom_crlf_and_trailing_empty_lines_are_tolerated() {
         format!("{}\n{}\n\n\n", lines[0], lines[1]),
         format!("{}\r\n{}\r\n\r\n  \n", lines[0], lines[1]),
     ] {
-        assert_eq!(
-            load(&variant, DataFormat::Text, 64).unwrap(),
-            (clean.clone(), report.clone()),
-            "{variant:?}"
-        );
+        assert_eq!(load(&variant, DataFormat::Text, 64).unwrap(), (clean.clone(), report.clone()), "{variant:?}");
     }
 }
 
@@ -585,26 +544,19 @@ fn bom_crlf_and_trailing_empty_lines_are_tolerated() {
 fn an_empty_file_is_an_error() {
     for text in ["", "\n", "\n\n  \n"] {
         let err = load(text, DataFormat::Messages, 64).unwrap_err();
-        assert!(
-            matches!(&err, DataError::EmptyDataset { after, .. } if after.contains("no JSON lines")),
-            "{err}"
-        );
+        assert!(matches!(&err, DataError::EmptyDataset { after, .. } if after.contains("no JSON lines")), "{err}");
     }
 }
 
 #[test]
 fn truncation_keeps_the_start_ends_with_a_supervised_eos_and_is_counted() {
-    let long_completion =
-        r#"{"prompt": "Q:", "completion": " one two three four five six seven eight nine ten"}"#;
-    let long_prompt =
-        r#"{"prompt": "one two three four five six seven eight nine ten", "completion": " yes"}"#;
+    let long_completion = r#"{"prompt": "Q:", "completion": " one two three four five six seven eight nine ten"}"#;
+    let long_prompt = r#"{"prompt": "one two three four five six seven eight nine ten", "completion": " yes"}"#;
     let short = r#"{"prompt": "Q:", "completion": " ok"}"#;
     let (ex, report) =
-        load(format!("{long_completion}\n{long_prompt}\n{short}\n"), DataFormat::PromptCompletion, 8)
-            .unwrap();
+        load(format!("{long_completion}\n{long_prompt}\n{short}\n"), DataFormat::PromptCompletion, 8).unwrap();
     assert_eq!((report.n_examples, report.n_truncated, report.n_dropped), (2, 2, 1));
-    let full =
-        runs(&[(plain("Q:"), false), (plain(" one two three four five six seven eight nine ten"), true)]);
+    let full = runs(&[(plain("Q:"), false), (plain(" one two three four five six seven eight nine ten"), true)]);
     assert_eq!(ex[0].ids.len(), 8);
     assert_eq!(&ex[0].ids[..7], &full.ids[..7]);
     assert_eq!(&ex[0].supervised[..7], &full.supervised[..7]);
@@ -634,10 +586,8 @@ fn truncation_keeps_the_start_ends_with_a_supervised_eos_and_is_counted() {
 
 #[test]
 fn skipping_bad_rows_counts_them_and_keeps_the_rest() {
-    let text = format!(
-        "{GOOD_TEXT}\nnot json\n\n{{\"text\": 1}}\n{GOOD_TEXT}\n{{\"text\": \"{}\"}}\n",
-        "y".repeat(300)
-    );
+    let text =
+        format!("{GOOD_TEXT}\nnot json\n\n{{\"text\": 1}}\n{GOOD_TEXT}\n{{\"text\": \"{}\"}}\n", "y".repeat(300));
     let opts = LoadOptions { max_line_bytes: 200, skip_bad_rows: true };
     let (ex, report) = load_with(&text, DataFormat::Text, 64, &opts).unwrap();
     assert_eq!((ex.len(), report.n_skipped), (2, 3));
@@ -645,10 +595,7 @@ fn skipping_bad_rows_counts_them_and_keeps_the_rest() {
     assert!(report.skipped[1].contains(":4:"), "{:?}", report.skipped);
     assert!(report.skipped[2].contains(":6:"), "{:?}", report.skipped);
     let err = load_with("nope\n", DataFormat::Text, 64, &opts).unwrap_err();
-    assert!(
-        matches!(&err, DataError::EmptyDataset { after, .. } if after.contains("skipping 1 malformed")),
-        "{err}"
-    );
+    assert!(matches!(&err, DataError::EmptyDataset { after, .. } if after.contains("skipping 1 malformed")), "{err}");
 }
 
 #[test]
@@ -663,8 +610,7 @@ fn tokenizer_with_template(template: Option<&str>) -> (tempfile::TempDir, Tokeni
     let dir = tempfile::tempdir().unwrap();
     tok().save_hf(dir.path()).unwrap();
     let config_path = dir.path().join("tokenizer_config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
     match template {
         Some(t) => config["chat_template"] = t.into(),
         None => drop(config.as_object_mut().unwrap().remove("chat_template")),
@@ -689,16 +635,14 @@ fn templates_that_trim_or_lack_eos_or_repeat_content() {
     let (ex, _) = load_tok(&t, &line, DataFormat::Messages).unwrap();
     assert_eq!(tok().decode(&supervised_ids(&ex[0]), false).unwrap(), "Hello!<|im_end|>");
     // No EOS closes the assistant turn: one is appended, supervised.
-    let (_d, t) =
-        tokenizer_with_template(Some("{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"));
+    let (_d, t) = tokenizer_with_template(Some("{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"));
     let (ex, _) = load_tok(&t, &line, DataFormat::Messages).unwrap();
     let mut expected = plain("  Hello!  ");
     expected.push(EOS);
     assert_eq!(supervised_ids(&ex[0]), expected);
     assert_eq!(ex[0].ids.last(), Some(&EOS));
     // Content written twice cannot be attributed.
-    let (_d, t) =
-        tokenizer_with_template(Some("{% for m in messages %}{{ m.content }}{{ m.content }}{% endfor %}"));
+    let (_d, t) = tokenizer_with_template(Some("{% for m in messages %}{{ m.content }}{{ m.content }}{% endfor %}"));
     let err = load_tok(&t, &line, DataFormat::Messages).unwrap_err();
     assert!(matches!(&err, DataError::Line { line: 1, problem: LineProblem::Template(_), .. }), "{err}");
     // No template at all.
@@ -751,8 +695,7 @@ fn split_and_shuffle_are_deterministic_by_seed() {
 
 #[test]
 fn describe_marks_the_supervised_tokens() {
-    let ex =
-        load_one(&messages_line(&[Message::user("Hi"), Message::assistant("Hello!")]), DataFormat::Messages);
+    let ex = load_one(&messages_line(&[Message::user("Hi"), Message::assistant("Hello!")]), DataFormat::Messages);
     let shown = data::describe_example(&ex, tok());
     let n = ex.ids.len();
     assert!(shown.starts_with(&format!("{n} tokens, {} supervised", supervised_ids(&ex).len())), "{shown}");

@@ -76,7 +76,10 @@ fn gguf_lora_has_llama_cpp_layout_and_round_trips() {
     // Applied the way llama.cpp does — on the base GGUF's own (permuted) rows, W + (alpha/r)·B·A
     // with A and B as stored — the adapter gives the merged weight in llama.cpp's row order.
     let base = GgufFile::open(common::default_gguf()).unwrap();
-    for (module, gguf, heads) in [("layers.0.self_attn.q_proj", "blk.0.attn_q.weight", 9), ("layers.5.self_attn.k_proj", "blk.5.attn_k.weight", 3)] {
+    for (module, gguf, heads) in [
+        ("layers.0.self_attn.q_proj", "blk.0.attn_q.weight", 9),
+        ("layers.5.self_attn.k_proj", "blk.5.attn_k.weight", 3),
+    ] {
         let w = base.dequantize(gguf, DType::F32, &Device::Cpu).unwrap();
         let a = file.dequantize(&format!("{gguf}.lora_a"), DType::F32, &Device::Cpu).unwrap();
         let b = file.dequantize(&format!("{gguf}.lora_b"), DType::F32, &Device::Cpu).unwrap();
@@ -151,12 +154,20 @@ fn gguf_lora_that_does_not_fit_is_refused_with_every_problem() {
         ],
     );
     let err = load_gguf_lora(&bad, &mut default_model()).unwrap_err().to_string();
-    for want in ["blk.0.attn_q.weight.lora_a`: shape [4, 100], expected [r, 576]", "blk.99.attn_q.weight.lora_a` does not adapt", "blk.1.attn_v.weight: only one of"] {
+    for want in [
+        "blk.0.attn_q.weight.lora_a`: shape [4, 100], expected [r, 576]",
+        "blk.99.attn_q.weight.lora_a` does not adapt",
+        "blk.1.attn_v.weight: only one of",
+    ] {
         assert!(err.contains(want), "missing `{want}` in: {err}");
     }
 
     let other = dir.path().join("gemma.gguf");
-    adapter_file(&other, "gemma3", &[("blk.0.attn_q.weight.lora_a", (4, 576)), ("blk.0.attn_q.weight.lora_b", (576, 4))]);
+    adapter_file(
+        &other,
+        "gemma3",
+        &[("blk.0.attn_q.weight.lora_a", (4, 576)), ("blk.0.attn_q.weight.lora_b", (576, 4))],
+    );
     let err = load_gguf_lora(&other, &mut default_model()).unwrap_err().to_string();
     assert!(err.contains("architecture `gemma3`"), "{err}");
 
@@ -240,7 +251,12 @@ PARAMETER stop \"<|im_start|>\"
 ";
     assert_eq!(text, want);
 
-    let adapter = Modelfile::new("./SmolLM2-135M-Instruct.Q4_1.gguf", Some("./adapter.gguf".into()), Some(&template), tok.eos_token());
+    let adapter = Modelfile::new(
+        "./SmolLM2-135M-Instruct.Q4_1.gguf",
+        Some("./adapter.gguf".into()),
+        Some(&template),
+        tok.eos_token(),
+    );
     let text = adapter.text();
     assert!(text.contains("FROM ./SmolLM2-135M-Instruct.Q4_1.gguf\nADAPTER ./adapter.gguf\nTEMPLATE"), "{text}");
 
@@ -281,5 +297,8 @@ fn modelfile_for_other_templates_says_why_it_has_no_template() {
     assert_eq!(mf.stops, ["<|endoftext|>", "<|im_end|>", "<|im_start|>"]);
 
     let none = Modelfile::new("./m.gguf", None, None, Some("</s>")).text();
-    assert!(none.contains("# No TEMPLATE: the model has no chat template") && none.contains("PARAMETER stop \"</s>\""), "{none}");
+    assert!(
+        none.contains("# No TEMPLATE: the model has no chat template") && none.contains("PARAMETER stop \"</s>\""),
+        "{none}"
+    );
 }

@@ -6,7 +6,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use graft::features::{
-    decoder_features, encoder_features, train_decoder_classifier, train_head, HeadConfig, HeadKind, Pooling, TrainedHead,
+    decoder_features, encoder_features, train_decoder_classifier, train_head, HeadConfig, HeadKind, Pooling,
+    TrainedHead,
 };
 use graft::models::llama::{Llama, LoadOptions, Pass};
 use graft::models::Model;
@@ -33,7 +34,8 @@ fn separable(n: usize, seed: u64) -> (Tensor, Vec<usize>) {
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
     while xs.len() < n {
         let x: Vec<f32> = (0..8).map(|_| rng.random_range(-3.0..3.0)).collect();
-        let mut s: Vec<(f32, usize)> = w.iter().enumerate().map(|(c, wc)| (wc.iter().zip(&x).map(|(a, b)| a * b).sum(), c)).collect();
+        let mut s: Vec<(f32, usize)> =
+            w.iter().enumerate().map(|(c, wc)| (wc.iter().zip(&x).map(|(a, b)| a * b).sum(), c)).collect();
         s.sort_by(|a, b| b.0.total_cmp(&a.0));
         if s[0].0 - s[1].0 >= 0.5 {
             xs.push(x);
@@ -100,7 +102,8 @@ fn saved_head_loads_with_identical_logits() {
         head.save(&path).unwrap();
         let back = TrainedHead::load(&path, &Device::Cpu).unwrap();
         assert_eq!(back.kind(), kind);
-        let (a, b) = (head.logits(&x).unwrap().to_vec2::<f32>().unwrap(), back.logits(&x).unwrap().to_vec2::<f32>().unwrap());
+        let (a, b) =
+            (head.logits(&x).unwrap().to_vec2::<f32>().unwrap(), back.logits(&x).unwrap().to_vec2::<f32>().unwrap());
         assert_eq!(a, b, "{name}: logits after save/load");
         assert_eq!(back.trainable_params(), head.trainable_params());
     }
@@ -160,7 +163,8 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 #[test]
 fn batched_decoder_features_equal_one_at_a_time() {
     let model = smollm();
-    let seqs = tokenize(&["Hi", "The cat sat on the mat.", "Transfer learning reuses what a model already knows.", "ok then"]);
+    let seqs =
+        tokenize(&["Hi", "The cat sat on the mat.", "Transfer learning reuses what a model already knows.", "ok then"]);
     let lens: Vec<usize> = seqs.iter().map(Vec::len).collect();
     assert!(lens.iter().min() < lens.iter().max(), "lengths differ, so batches carry padding: {lens:?}");
     for pooling in [Pooling::Mean, Pooling::Last] {

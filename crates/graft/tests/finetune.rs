@@ -72,7 +72,14 @@ fn config_errors_name_the_key() {
 #[test]
 fn every_trainable_parameter_gets_a_gradient_for_each_adapter_kind() {
     let dir = tempfile::tempdir().unwrap();
-    for kind in [AdapterKind::Lora, AdapterKind::Qlora, AdapterKind::Freeze, AdapterKind::None, AdapterKind::PromptTuning, AdapterKind::PrefixTuning] {
+    for kind in [
+        AdapterKind::Lora,
+        AdapterKind::Qlora,
+        AdapterKind::Freeze,
+        AdapterKind::None,
+        AdapterKind::PromptTuning,
+        AdapterKind::PrefixTuning,
+    ] {
         let mut cfg = small_config(dir.path(), kind);
         if kind == AdapterKind::Freeze {
             cfg.adapter.targets = vec!["layers.29.mlp.*".into(), "model.norm.weight".into()];
@@ -116,7 +123,10 @@ fn lora_learns_real_text_and_qlora_tracks_it() {
             summary.final_eval_loss
         );
         let metrics = std::fs::read_to_string(cfg.output.dir.join("metrics.jsonl")).unwrap();
-        let losses: Vec<f64> = metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap()).collect();
+        let losses: Vec<f64> = metrics
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+            .collect();
         assert_eq!(losses.len(), 12);
         assert!(cfg.output.dir.join("adapter/adapter_model.safetensors").is_file());
         assert!(cfg.output.dir.join("summary.json").is_file());
@@ -132,7 +142,14 @@ fn lora_learns_real_text_and_qlora_tracks_it() {
 fn damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     let dir = tempfile::tempdir().unwrap();
     let w = |v: f32| vec![("w".to_string(), Tensor::new(&[v, v], &Device::Cpu).unwrap())];
-    let state = |step| LoopState { step, micro_batches_done: step, tokens_seen: 0, config_toml: String::new(), base_eval_loss: None, elapsed_s: 0.0 };
+    let state = |step| LoopState {
+        step,
+        micro_batches_done: step,
+        tokens_seen: 0,
+        config_toml: String::new(),
+        base_eval_loss: None,
+        elapsed_s: 0.0,
+    };
     checkpoint::save(dir.path(), &w(1.0), &w(0.1), &state(1), 2).unwrap();
     let newest = checkpoint::save(dir.path(), &w(2.0), &w(0.2), &state(2), 2).unwrap();
     // Truncate the newest weights file: its checksum no longer matches.
@@ -153,7 +170,12 @@ fn a_run_directory_in_use_is_refused_and_config_changes_block_resume() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_config(dir.path(), AdapterKind::Lora);
     std::fs::create_dir_all(&cfg.output.dir).unwrap();
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(cfg.output.dir.join(".lock")).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(cfg.output.dir.join(".lock"))
+        .unwrap();
     lock.try_lock().unwrap();
     let err = finetune::run(&cfg, false, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("in use by another graft run"), "{err}");

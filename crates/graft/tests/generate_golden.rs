@@ -53,7 +53,8 @@ fn greedy_new_ids_match_transformers_with_eos_masked() {
 #[test]
 fn quantized_weights_give_close_logits_and_the_same_first_token() {
     let gguf = GgufFile::open(common::default_gguf()).unwrap();
-    let load = |format| Llama::from_gguf(&gguf, &LoadOptions { device: Device::Cpu, dtype: DType::F32, format }).unwrap();
+    let load =
+        |format| Llama::from_gguf(&gguf, &LoadOptions { device: Device::Cpu, dtype: DType::F32, format }).unwrap();
     let (dense, quant) = (load(WeightFormat::Dense), load(WeightFormat::Quantized));
     use graft::models::Model;
     for case in common::golden_jsonl("greedy.jsonl") {

@@ -15,7 +15,8 @@ fn prefix_cached_batched_logits_equal_one_forward_per_prompt() {
     let prompts: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode_plain(&format!("{prefix}{t}")).unwrap()).collect();
     let common = prompts.iter().map(Vec::len).min().unwrap();
     assert!(prompts.iter().all(|p| p[..5] == prompts[0][..5]), "the prompts should share a prefix");
-    let labels: Vec<u32> = ["negative", "neutral", "positive"].iter().map(|l| tok.encode_plain(l).unwrap()[0]).collect();
+    let labels: Vec<u32> =
+        ["negative", "neutral", "positive"].iter().map(|l| tok.encode_plain(l).unwrap()[0]).collect();
 
     // Reference: each prompt alone, full logits, last position.
     let mut expected = Vec::new();
@@ -24,7 +25,8 @@ fn prefix_cached_batched_logits_equal_one_forward_per_prompt() {
         let ids = Tensor::from_vec(p.clone(), (1, p.len()), model.device()).unwrap();
         let logits = model.forward_infer(&ids, &mut model.new_cache()).unwrap().to_dtype(DType::F32).unwrap();
         let last: Vec<f32> = logits.get(0).unwrap().get(p.len() - 1).unwrap().to_vec1().unwrap();
-        let best = (0..labels.len()).max_by(|&a, &b| last[labels[a] as usize].total_cmp(&last[labels[b] as usize])).unwrap();
+        let best =
+            (0..labels.len()).max_by(|&a, &b| last[labels[a] as usize].total_cmp(&last[labels[b] as usize])).unwrap();
         expected.push(best);
         reference_rows.push(last);
     }
@@ -37,11 +39,14 @@ fn prefix_cached_batched_logits_equal_one_forward_per_prompt() {
     let mut cache = model.new_cache();
     model.forward_infer_last(&prefix_ids, &mut cache).unwrap();
     let width = prompts.iter().map(|p| p.len() - keep).max().unwrap();
-    let flat: Vec<u32> = prompts.iter().flat_map(|p| {
-        let mut row = p[keep..].to_vec();
-        row.resize(width, 0);
-        row
-    }).collect();
+    let flat: Vec<u32> = prompts
+        .iter()
+        .flat_map(|p| {
+            let mut row = p[keep..].to_vec();
+            row.resize(width, 0);
+            row
+        })
+        .collect();
     let ids = Tensor::from_vec(flat, (prompts.len(), width), model.device()).unwrap();
     let positions: Vec<usize> = prompts.iter().map(|p| p.len() - keep - 1).collect();
     let mut batch_cache = cache.repeat_batch(prompts.len()).unwrap();
@@ -62,7 +67,10 @@ fn k_shot_prompts_render_shots_as_chat_turns() {
     let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).expect("default model");
     let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
     let template = PromptTemplate::default();
-    let shots = [Shot { text: "Loving the new update!".into(), label: "positive".into() }, Shot { text: "Flight delayed again.".into(), label: "negative".into() }];
+    let shots = [
+        Shot { text: "Loving the new update!".into(), label: "positive".into() },
+        Shot { text: "Flight delayed again.".into(), label: "negative".into() },
+    ];
     let render = |shots: &[Shot], text: &str| {
         let ids = graft::data::prompt_ids(&tok, &template.messages(shots, text)).unwrap();
         tok.decode(&ids, false).unwrap()

@@ -29,7 +29,8 @@ struct Prompt {
 
 fn prompts() -> Vec<Prompt> {
     let meta = common::golden_json("logits.json");
-    let tensors = candle_core::safetensors::load(common::golden_dir().join("logits.safetensors"), &Device::Cpu).unwrap();
+    let tensors =
+        candle_core::safetensors::load(common::golden_dir().join("logits.safetensors"), &Device::Cpu).unwrap();
     meta["prompts"]
         .as_array()
         .unwrap()
@@ -62,7 +63,10 @@ fn check_top10(logits: &Tensor, p: &Prompt) {
             let want = p.top10[pos][r] as usize;
             if want != got {
                 let vw = p.top10_values[pos][r];
-                let near = p.top10_values[pos].iter().enumerate().any(|(j, v)| p.top10[pos][j] as usize == got && (v - vw).abs() <= 1e-4);
+                let near = p.top10_values[pos]
+                    .iter()
+                    .enumerate()
+                    .any(|(j, v)| p.top10[pos][j] as usize == got && (v - vw).abs() <= 1e-4);
                 assert!(near, "position {pos} rank {r}: got id {got}, reference {want}");
             }
         }
@@ -122,4 +126,3 @@ fn kv_cached_decoding_equals_full_forward() {
     assert!(d <= 1e-3, "cached vs full: {d}");
     assert_eq!(cache.len(), ids.len());
 }
-

@@ -56,7 +56,9 @@ fn check_lora(dtype: DType, key: &str, loss_tol: f64, norm_tol: (f64, f64), tens
         alpha: 16.0,
         dropout: 0.0,
         rslora: false,
-        targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"].map(String::from).to_vec(),
+        targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+            .map(String::from)
+            .to_vec(),
     };
     let set = lora::attach_with(&mut m, &spec, |name, (out, inp), clock| {
         // Half-precision models keep f32 master factors, as `lora::attach` does.
@@ -82,8 +84,19 @@ fn check_lora(dtype: DType, key: &str, loss_tol: f64, norm_tol: (f64, f64), tens
     let mut grad_list = Vec::new();
     for (name, var) in &vars {
         let gt = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
-        let norm = gt.to_dtype(DType::F64).unwrap().sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f64>().unwrap();
-        let want = reference["grad_norms"][reference_key(name)].as_f64().unwrap_or_else(|| panic!("no reference for {name}"));
+        let norm = gt
+            .to_dtype(DType::F64)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let want =
+            reference["grad_norms"][reference_key(name)].as_f64().unwrap_or_else(|| panic!("no reference for {name}"));
         let r = rel(norm, want);
         rels.push(r);
         if r > worst.0 {
@@ -97,7 +110,8 @@ fn check_lora(dtype: DType, key: &str, loss_tol: f64, norm_tol: (f64, f64), tens
     assert!(worst.0 <= norm_tol.1, "{key}: worst gradient-norm rel diff {} at {}", worst.0, worst.1);
 
     // Full gradient tensors of layers 0 and 29 (q_proj and down_proj).
-    let stored = candle_core::safetensors::load(common::golden_dir().join("lora_grads.safetensors"), &Device::Cpu).unwrap();
+    let stored =
+        candle_core::safetensors::load(common::golden_dir().join("lora_grads.safetensors"), &Device::Cpu).unwrap();
     for (name, var) in &vars {
         let k = reference_key(name);
         if let Some(want) = stored.get(&k) {
@@ -110,8 +124,22 @@ fn check_lora(dtype: DType, key: &str, loss_tol: f64, norm_tol: (f64, f64), tens
                 let dot = (&got * want).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
                 let n1 = got.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f64>().unwrap();
                 let n2 = want.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f64>().unwrap();
-                let l2 = (&got - want).unwrap().sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f64>().unwrap();
-                assert!(dot / (n1 * n2) >= tensor_tol.0 && l2 / n2 <= tensor_tol.1, "{k}: cosine {} rel L2 {}", dot / (n1 * n2), l2 / n2);
+                let l2 = (&got - want)
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .sqrt()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap();
+                assert!(
+                    dot / (n1 * n2) >= tensor_tol.0 && l2 / n2 <= tensor_tol.1,
+                    "{k}: cosine {} rel L2 {}",
+                    dot / (n1 * n2),
+                    l2 / n2
+                );
             }
         }
     }
@@ -157,7 +185,17 @@ fn check_full(dtype: DType, loss_tol: f64, norm_tol: f64) {
     for (name, want) in reference["grad_norms"].as_object().unwrap() {
         let var = &vars.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no var {name}")).1;
         let gt = grads.get(var.as_tensor()).unwrap();
-        let norm = gt.to_dtype(DType::F64).unwrap().sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f64>().unwrap();
+        let norm = gt
+            .to_dtype(DType::F64)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         let r = rel(norm, want.as_f64().unwrap());
         assert!(r <= norm_tol, "{name}: gradient norm {norm} vs {want} (rel {r})");
     }

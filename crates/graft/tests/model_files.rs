@@ -37,10 +37,12 @@ fn hf_folder_round_trip_gives_identical_logits_and_tokenizer() {
     for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
         assert!(folder.join(f).is_file(), "{f} missing");
     }
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(folder.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["model_type"], "llama");
     assert_eq!(config["num_key_value_heads"], 3);
-    let tc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(folder.join("tokenizer_config.json")).unwrap()).unwrap();
+    let tc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("tokenizer_config.json")).unwrap()).unwrap();
     assert!(tc["chat_template"].as_str().is_some_and(|t| t.contains("im_start")));
 
     let back = load_causal_lm(&ModelSource::HfFolder(folder.clone()), &LoadOptions::default()).unwrap();
@@ -55,7 +57,8 @@ fn hf_folder_round_trip_gives_identical_logits_and_tokenizer() {
 #[test]
 fn peft_adapter_round_trip_and_merge() {
     let mut model = default_model();
-    let spec = LoraSpec { r: 4, alpha: 8.0, dropout: 0.0, rslora: false, targets: vec!["q_proj".into(), "down_proj".into()] };
+    let spec =
+        LoraSpec { r: 4, alpha: 8.0, dropout: 0.0, rslora: false, targets: vec!["q_proj".into(), "down_proj".into()] };
     let set = lora::attach(&mut model, &spec, 7).unwrap();
     // B starts at zero (PEFT's init): perturb it so the adapter changes the output.
     for l in &set.layers {
@@ -66,10 +69,12 @@ fn peft_adapter_round_trip_and_merge() {
     let dir = tempfile::tempdir().unwrap();
     graft::io::peft::save_lora(&set, &dir.path().join("adapter"), "smollm2-135m-instruct").unwrap();
     let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("adapter/adapter_config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("adapter/adapter_config.json")).unwrap())
+            .unwrap();
     assert_eq!(cfg["peft_type"], "LORA");
     assert_eq!(cfg["r"], 4);
-    let st = candle_core::safetensors::load(dir.path().join("adapter/adapter_model.safetensors"), &Device::Cpu).unwrap();
+    let st =
+        candle_core::safetensors::load(dir.path().join("adapter/adapter_model.safetensors"), &Device::Cpu).unwrap();
     assert!(st.contains_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
     assert_eq!(st.len(), 2 * 2 * 30);
 
@@ -90,7 +95,8 @@ fn peft_adapter_round_trip_and_merge() {
     let set2 = lora::attach(&mut other, &bad, 1).unwrap();
     let p = dir.path().join("r2");
     graft::io::peft::save_lora(&set2, &p, "x").unwrap();
-    let mut cfg2: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p.join("adapter_config.json")).unwrap()).unwrap();
+    let mut cfg2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("adapter_config.json")).unwrap()).unwrap();
     cfg2["r"] = 4.into();
     std::fs::write(p.join("adapter_config.json"), cfg2.to_string()).unwrap();
     let err = graft::io::peft::load_lora(&p, &mut default_model()).unwrap_err().to_string();
@@ -113,7 +119,12 @@ fn unknown_architecture_is_a_clear_error() {
     let path = dir.path().join("mystery.gguf");
     let mut w = GgufWriter::new();
     w.add_metadata("general.architecture", Value::String("mamba".into())).unwrap();
-    w.add_tensor("token_embd.weight", &Tensor::zeros((4, 4), DType::F32, &Device::Cpu).unwrap(), candle_core::quantized::GgmlDType::F32).unwrap();
+    w.add_tensor(
+        "token_embd.weight",
+        &Tensor::zeros((4, 4), DType::F32, &Device::Cpu).unwrap(),
+        candle_core::quantized::GgmlDType::F32,
+    )
+    .unwrap();
     w.write(&path).unwrap();
     let err = load_causal_lm(&ModelSource::Gguf(path), &LoadOptions::default()).unwrap_err().to_string();
     assert!(err.contains("unknown architecture `mamba`"), "{err}");

@@ -38,7 +38,18 @@ fn ids(b: usize, t: usize, seed: u32) -> Tensor {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
 }
 
 fn logits(model: &Llama, x: &Tensor, pass: Pass) -> Tensor {
@@ -53,7 +64,9 @@ fn logits(model: &Llama, x: &Tensor, pass: Pass) -> Tensor {
 #[test]
 fn virtual_tokens_equal_to_real_tokens_reproduce_them() {
     // f64 checks the training pass tightly; f32 adds the inference kernels and the KV cache.
-    for (dtype, passes, tol) in [(DType::F64, vec![Pass::Train], 1e-10), (DType::F32, vec![Pass::Train, Pass::Infer], 1e-4)] {
+    for (dtype, passes, tol) in
+        [(DType::F64, vec![Pass::Train], 1e-10), (DType::F32, vec![Pass::Train, Pass::Infer], 1e-4)]
+    {
         let mut model = tiny_model_in(dtype);
         let (n, t) = (3, 5);
         let p = ids(1, n, 7);
@@ -83,9 +96,14 @@ fn virtual_tokens_equal_to_real_tokens_reproduce_them() {
                 // Generation: the prompt in one call, then one token at a time through the cache.
                 let mut cache = model.new_cache();
                 let first = model.forward_infer(&x.narrow(1, 0, 3).unwrap(), &mut cache).unwrap();
-                let rest: Vec<Tensor> = (3..t).map(|i| model.forward_infer(&x.narrow(1, i, 1).unwrap(), &mut cache).unwrap()).collect();
+                let rest: Vec<Tensor> =
+                    (3..t).map(|i| model.forward_infer(&x.narrow(1, i, 1).unwrap(), &mut cache).unwrap()).collect();
                 let stepped = Tensor::cat(&[vec![first], rest].concat(), 1).unwrap();
-                assert!(max_abs_diff(&stepped, &full) < tol, "{kind} cached decoding: {}", max_abs_diff(&stepped, &full));
+                assert!(
+                    max_abs_diff(&stepped, &full) < tol,
+                    "{kind} cached decoding: {}",
+                    max_abs_diff(&stepped, &full)
+                );
                 assert_eq!(cache.len(), n + t);
             }
         }
@@ -98,7 +116,10 @@ fn virtual_tokens_equal_to_real_tokens_reproduce_them() {
 
 fn attach(model: &mut Llama, kind: PromptKind, n: usize) -> prompt::PromptAdapter {
     let spec = PromptSpec { kind, num_virtual_tokens: n, init: PromptInit::Random };
-    let tok = graft::tokenizer::Tokenizer::from_source(&graft::assets::resolve_model("smollm2-135m-instruct", false).unwrap()).unwrap();
+    let tok = graft::tokenizer::Tokenizer::from_source(
+        &graft::assets::resolve_model("smollm2-135m-instruct", false).unwrap(),
+    )
+    .unwrap();
     prompt::attach(model, &spec, &tok, 11).unwrap()
 }
 
@@ -124,7 +145,8 @@ fn every_virtual_token_gets_a_gradient_with_and_without_checkpointing() {
             let row_norms: Vec<f64> = g.abs().unwrap().sum(1).unwrap().to_vec1().unwrap();
             assert!(row_norms.iter().all(|&s| s > 0.0 && s.is_finite()), "{kind:?}: {row_norms:?}");
             if kind == PromptKind::PrefixTuning {
-                let per_layer_kv: Vec<f64> = g.reshape((4, 4, 16)).unwrap().abs().unwrap().sum((0, 2)).unwrap().to_vec1().unwrap();
+                let per_layer_kv: Vec<f64> =
+                    g.reshape((4, 4, 16)).unwrap().abs().unwrap().sum((0, 2)).unwrap().to_vec1().unwrap();
                 assert!(per_layer_kv.iter().all(|&s| s > 0.0), "{per_layer_kv:?}");
             }
             assert_eq!(model.make_trainable(|_| false).unwrap().len(), 0);
@@ -140,13 +162,16 @@ fn every_virtual_token_gets_a_gradient_with_and_without_checkpointing() {
 fn peft_files_round_trip_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let x = ids(2, 5, 3);
-    for (kind, dims, heads, dim) in [(PromptKind::PromptTuning, [6, 32], 4, 32), (PromptKind::PrefixTuning, [6, 2 * 2 * 16], 2, 16)] {
+    for (kind, dims, heads, dim) in
+        [(PromptKind::PromptTuning, [6, 32], 4, 32), (PromptKind::PrefixTuning, [6, 2 * 2 * 16], 2, 16)]
+    {
         let mut model = tiny_model();
         let adapter = attach(&mut model, kind, 6);
         adapter.var.set(&(adapter.var.as_tensor() * 1.5).unwrap()).unwrap();
         let out = dir.path().join(kind.peft_type());
         graft::io::peft_prompt::save_prompt(&adapter, &model, &out, "tiny").unwrap();
-        let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
         assert_eq!(cfg["peft_type"], kind.peft_type());
         assert_eq!(cfg["task_type"], "CAUSAL_LM");
         assert_eq!(cfg["num_virtual_tokens"], 6);
@@ -258,8 +283,16 @@ fn prompt_tuning_learns_real_text_saves_and_resumes_on_the_default_model() {
     cfg.validate().unwrap();
     let summary = finetune::run(&cfg, false, &mut |_| {}).unwrap();
     let run = losses(&cfg.output.dir);
-    eprintln!("eval loss {:.4} -> {:.4}; train losses {run:?}; {:.1} s", summary.base_eval_loss, summary.final_eval_loss, summary.wall_time_s);
-    assert!(summary.final_eval_loss < summary.base_eval_loss - 0.05, "held-out loss {} -> {}", summary.base_eval_loss, summary.final_eval_loss);
+    eprintln!(
+        "eval loss {:.4} -> {:.4}; train losses {run:?}; {:.1} s",
+        summary.base_eval_loss, summary.final_eval_loss, summary.wall_time_s
+    );
+    assert!(
+        summary.final_eval_loss < summary.base_eval_loss - 0.05,
+        "held-out loss {} -> {}",
+        summary.base_eval_loss,
+        summary.final_eval_loss
+    );
     assert_eq!(run.len(), 8);
 
     // The adapter folder reloads onto a fresh model with the trained values, and they matter.

@@ -136,14 +136,12 @@ fn save_hf_round_trip_is_identical() {
     let (a, b) = (tok.chat_template().unwrap(), back.chat_template().unwrap());
     assert_eq!(a.source(), b.source());
     for case in common::golden_jsonl("chat_template.jsonl") {
-        let messages: Vec<graft::tokenizer::Message> =
-            serde_json::from_value(case["messages"].clone()).unwrap();
+        let messages: Vec<graft::tokenizer::Message> = serde_json::from_value(case["messages"].clone()).unwrap();
         let gen = case["add_generation_prompt"].as_bool().unwrap();
         assert_eq!(b.render(&messages, gen).unwrap(), case["rendered"].as_str().unwrap());
     }
     let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("tokenizer_config.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("tokenizer_config.json")).unwrap()).unwrap();
     assert_eq!(config["eos_token"], "<|im_end|>");
     assert_eq!(config["add_bos_token"], false);
     assert_eq!(config["chat_template"].as_str(), Some(a.source()));

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 /// Measure throughput.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  graft bench generate --json\n  graft bench forward --seq 256 --batch 4 --json\n  graft bench train --mode lora --seq 256 --batch 4 --steps 10 --warmup 3 --text corpus.txt --json")]
+#[command(
+    after_help = "Examples:\n  graft bench generate --json\n  graft bench forward --seq 256 --batch 4 --json\n  graft bench train --mode lora --seq 256 --batch 4 --steps 10 --warmup 3 --text corpus.txt --json"
+)]
 pub struct BenchArgs {
     #[command(subcommand)]
     command: BenchCommand,
@@ -29,11 +31,13 @@ enum BenchCommand {
     Forward(ForwardBenchArgs),
     /// Optimizer steps of LoRA, QLoRA or full fine-tuning on packed chunks of a text: tokens/s,
     /// peak memory and the loss curve.
-    #[command(after_help = "Example: graft bench train --mode lora --seq 256 --batch 4 --steps 10 --warmup 3 --text corpus.txt --json\n\n\
+    #[command(
+        after_help = "Example: graft bench train --mode lora --seq 256 --batch 4 --steps 10 --warmup 3 --text corpus.txt --json\n\n\
 The text is tokenized and cut into consecutive chunks of --seq tokens; step i trains on chunks\n\
 i*batch.. (wrapping). LoRA: r 8, alpha 16, dropout 0 on q,k,v,o,gate,up,down; AdamW (0.9, 0.999,\n\
 1e-8, no weight decay), lr 2e-4 (full: 2e-5). --warmup steps are untimed; tokens/s = seq x batch\n\
-x steps / time of the timed steps. qlora loads the base quantized (its GGUF blocks).")]
+x steps / time of the timed steps. qlora loads the base quantized (its GGUF blocks)."
+    )]
     Train(TrainBenchArgs),
 }
 
@@ -201,7 +205,13 @@ impl Common {
 }
 
 /// Adds the load facts, peak memory and the contamination verdict to `report` and prints it.
-fn print(common: &Common, mut report: serde_json::Value, facts: serde_json::Value, others: &[Option<f64>], summary: String) {
+fn print(
+    common: &Common,
+    mut report: serde_json::Value,
+    facts: serde_json::Value,
+    others: &[Option<f64>],
+    summary: String,
+) {
     let max_other = others.iter().flatten().copied().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
     let contaminated = max_other.is_some_and(|m| m > common.idle_threshold);
     if contaminated {
@@ -221,7 +231,10 @@ fn print(common: &Common, mut report: serde_json::Value, facts: serde_json::Valu
         println!("{report}");
     } else {
         println!("{summary}");
-        println!("model {}, weights {}, {} threads, peak RSS {} MB", report["model"], report["weights"], report["threads"], report["peak_rss_mb"]);
+        println!(
+            "model {}, weights {}, {} threads, peak RSS {} MB",
+            report["model"], report["weights"], report["threads"], report["peak_rss_mb"]
+        );
     }
 }
 
@@ -232,18 +245,29 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Generate(a) => {
             let s = a.common.load()?;
             let prompt_ids = prompt::take_cycled(&s.ids, a.prompt_tokens)?;
-            let r = graft::bench::bench_generate(&s.model, &prompt_ids, a.new_tokens, &s.eos_ids, a.common.repeats(), &mut |i, run| {
-                eprintln!(
-                    "run {}: prefill {:.1} tok/s, decode {:.1} tok/s (other processes {:.0}% CPU)",
-                    i + 1,
-                    run.prefill_tokens_per_s,
-                    run.decode_tokens_per_s,
-                    run.other_cpu_pct.unwrap_or(0.0)
-                );
-            })?;
+            let r = graft::bench::bench_generate(
+                &s.model,
+                &prompt_ids,
+                a.new_tokens,
+                &s.eos_ids,
+                a.common.repeats(),
+                &mut |i, run| {
+                    eprintln!(
+                        "run {}: prefill {:.1} tok/s, decode {:.1} tok/s (other processes {:.0}% CPU)",
+                        i + 1,
+                        run.prefill_tokens_per_s,
+                        run.decode_tokens_per_s,
+                        run.other_cpu_pct.unwrap_or(0.0)
+                    );
+                },
+            )?;
             let summary = format!(
                 "generate: {} prompt + {} new tokens, median of {} runs: prefill {:.1} tok/s, decode {:.1} tok/s",
-                r.prompt_tokens, r.new_tokens, r.runs.len(), r.prefill_tokens_per_s, r.decode_tokens_per_s
+                r.prompt_tokens,
+                r.new_tokens,
+                r.runs.len(),
+                r.prefill_tokens_per_s,
+                r.decode_tokens_per_s
             );
             let others: Vec<Option<f64>> = r.runs.iter().map(|run| run.other_cpu_pct).collect();
             let mut report = serde_json::to_value(&r)?;
@@ -258,7 +282,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
             })?;
             let summary = format!(
                 "forward {}x{}: median of {} runs {:.1} tok/s (mean loss {:.4})",
-                r.seq, r.batch, r.run_secs.len(), r.tokens_per_s, r.mean_loss
+                r.seq,
+                r.batch,
+                r.run_secs.len(),
+                r.tokens_per_s,
+                r.mean_loss
             );
             let mut report = serde_json::to_value(&r)?;
             report["bench"] = "forward".into();
@@ -283,7 +311,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let total = spec.warmup + spec.steps;
             let r = graft::bench::bench_train(&mut s.model, &s.ids, &spec, &mut |i, loss, secs| {
                 let tag = if i < spec.warmup { " (warm-up)" } else { "" };
-                eprintln!("step {}/{total}: loss {loss:.4}, {:.0} ms, {:.1} tok/s{tag}", i + 1, secs * 1e3, (spec.seq * spec.batch) as f64 / secs);
+                eprintln!(
+                    "step {}/{total}: loss {loss:.4}, {:.0} ms, {:.1} tok/s{tag}",
+                    i + 1,
+                    secs * 1e3,
+                    (spec.seq * spec.batch) as f64 / secs
+                );
             })?;
             let summary = format!(
                 "train {:?} {}x{}: {:.1} tok/s over {} timed steps; loss {:.4} -> {:.4}; {} trainable parameters",

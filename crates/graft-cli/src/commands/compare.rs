@@ -10,7 +10,9 @@ use std::path::PathBuf;
 /// Compare transfer techniques on one task: zero-shot and few-shot prompting, probes on frozen
 /// features, soft prompt, prefix, LoRA, full fine-tuning and training from scratch.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  graft compare configs/compare-sentiment.toml\n  graft compare configs/compare-sentiment.toml --set 'techniques=[\"zero_shot\",\"lora\"]' --set train.steps=20\n  graft compare configs/compare-sentiment.toml --set 'learning_curve.fractions=[0.01,0.1,1.0]'\n\nWrites compare.md, compare.json and report.html (open it in a browser) into output.dir.\nConfig keys: docs/compare.md.")]
+#[command(
+    after_help = "Examples:\n  graft compare configs/compare-sentiment.toml\n  graft compare configs/compare-sentiment.toml --set 'techniques=[\"zero_shot\",\"lora\"]' --set train.steps=20\n  graft compare configs/compare-sentiment.toml --set 'learning_curve.fractions=[0.01,0.1,1.0]'\n\nWrites compare.md, compare.json and report.html (open it in a browser) into output.dir.\nConfig keys: docs/compare.md."
+)]
 pub struct Args {
     /// The comparison's config (TOML; an empty file runs every technique with the defaults).
     pub config: PathBuf,
@@ -37,6 +39,11 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!("\n{}", graft::report::markdown_table(&report));
-    println!("Table: {}\nJSON: {}\nHTML report: {}", files.markdown.display(), files.json.display(), files.html.display());
+    println!(
+        "Table: {}\nJSON: {}\nHTML report: {}",
+        files.markdown.display(),
+        files.json.display(),
+        files.html.display()
+    );
     Ok(())
 }

@@ -90,7 +90,10 @@ fn appstream(args: AppstreamArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("{} components ({} without a license), skipped {:?}", report.n_components, report.n_without_license, report.skipped);
+        println!(
+            "{} components ({} without a license), skipped {:?}",
+            report.n_components, report.n_without_license, report.skipped
+        );
         for (name, n) in &report.files {
             println!("  {:>7} lines  {}", n, report.out.join(name).display());
         }

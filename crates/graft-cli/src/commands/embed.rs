@@ -68,7 +68,8 @@ pub fn run(args: EmbedArgs) -> Result<()> {
 
     let source = graft::assets::resolve_model(&args.model, args.offline)?;
     let start = Instant::now();
-    let encoder = SentenceEncoder::load(&source, &device, dtype).with_context(|| format!("loading encoder `{}`", args.model))?;
+    let encoder =
+        SentenceEncoder::load(&source, &device, dtype).with_context(|| format!("loading encoder `{}`", args.model))?;
     eprintln!("loaded {} ({} dims) in {:.1}s", args.model, encoder.dim(), start.elapsed().as_secs_f64());
 
     let bar = if texts.len() > args.batch_size {

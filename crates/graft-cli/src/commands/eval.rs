@@ -29,11 +29,13 @@ enum EvalCommand {
 
 /// `graft eval perplexity` options.
 #[derive(Debug, Args)]
-#[command(after_help = "Example: graft eval perplexity --text /usr/share/common-licenses/Apache-2.0 --window 512 --json\n         \
+#[command(
+    after_help = "Example: graft eval perplexity --text /usr/share/common-licenses/Apache-2.0 --window 512 --json\n         \
 graft eval perplexity --adapter runs/quickstart/adapter --text notes.txt (base model + LoRA, not merged)\n\n\
 The whole file is tokenized without special tokens and cut into windows of --window tokens (the\n\
 partial last window is dropped); each window is scored alone from position 0, and the result is\n\
-the mean negative log-likelihood of tokens 1..window-1 of every window (log-softmax in f64).")]
+the mean negative log-likelihood of tokens 1..window-1 of every window (log-softmax in f64)."
+)]
 struct PerplexityArgs {
     #[command(flatten)]
     model: ModelArgs,

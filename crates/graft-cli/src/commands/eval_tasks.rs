@@ -34,11 +34,13 @@ pub struct TaskEvalArgs {
 
 /// `graft eval summarize` options.
 #[derive(Debug, Args)]
-#[command(after_help = "Example: graft eval summarize --data data/appstream/summarize.test.jsonl --limit 20 --json\n\n\
+#[command(
+    after_help = "Example: graft eval summarize --data data/appstream/summarize.test.jsonl --limit 20 --json\n\n\
 Lines are {\"messages\": [user, assistant]} (the assistant message is the reference) or\n\
 {\"document\", \"summary\"}; the document is sent as a chat user turn after a fixed instruction and\n\
 the greedy reply, up to the end of the turn, is scored: mean ROUGE-1/2/L F1. Lines with an empty\n\
-document or summary are skipped and counted.")]
+document or summary are skipped and counted."
+)]
 pub struct SummarizeArgs {
     #[command(flatten)]
     common: TaskEvalArgs,
@@ -66,7 +68,10 @@ impl TaskEvalArgs {
             bail!("--max-new-tokens must be at least 1");
         }
         if !self.data.is_file() {
-            bail!("--data {}: no such file (build one with `graft data build appstream --out DIR`)", self.data.display());
+            bail!(
+                "--data {}: no such file (build one with `graft data build appstream --out DIR`)",
+                self.data.display()
+            );
         }
         if let Some(a) = &self.adapter {
             adapter_dir(a)?;
@@ -79,7 +84,8 @@ impl TaskEvalArgs {
         let (source, mut model) = self.model.load()?;
         if let Some(a) = &self.adapter {
             let dir = adapter_dir(a)?;
-            graft::io::peft::load_lora(&dir, &mut model).with_context(|| format!("applying adapter {}", dir.display()))?;
+            graft::io::peft::load_lora(&dir, &mut model)
+                .with_context(|| format!("applying adapter {}", dir.display()))?;
             eprintln!("applied adapter {}", dir.display());
         }
         Ok((model, Tokenizer::from_source(&source)?))
@@ -160,7 +166,12 @@ pub fn qa(args: QaArgs) -> Result<()> {
         }
         println!(
             "EM {:.4}  F1 {:.4}  (over {} questions; answer found in context {:.1}%; {} skipped; {:.1}s)",
-            s.squad.exact_match, s.squad.f1, s.squad.n, 100.0 * s.in_context, skips.n_skipped, secs
+            s.squad.exact_match,
+            s.squad.f1,
+            s.squad.n,
+            100.0 * s.in_context,
+            skips.n_skipped,
+            secs
         );
     }
     Ok(())

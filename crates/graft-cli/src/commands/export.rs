@@ -42,7 +42,9 @@ pub fn run(args: Args) -> Result<()> {
     let gguf_type = match args.gguf_type.as_str() {
         "f32" => candle_core::quantized::GgmlDType::F32,
         "f16" => candle_core::quantized::GgmlDType::F16,
-        "q8_0" if format == ExportFormat::GgufLora => bail!("--gguf-type q8_0: a GGUF LoRA adapter is stored as f32 or f16"),
+        "q8_0" if format == ExportFormat::GgufLora => {
+            bail!("--gguf-type q8_0: a GGUF LoRA adapter is stored as f32 or f16")
+        }
         "q8_0" => candle_core::quantized::GgmlDType::Q8_0,
         other => bail!("unknown --gguf-type `{other}`: use f32, f16 or q8_0"),
     };

@@ -31,15 +31,8 @@ pub fn run(args: Args) -> Result<()> {
         return list(&cache, args.json);
     }
     // Look every name up first so a typo fails before any download starts.
-    let specs = args
-        .names
-        .iter()
-        .map(|n| assets::find(n))
-        .collect::<Result<Vec<_>, _>>()?;
-    let opts = FetchOptions {
-        offline: args.offline,
-        progress: &assets::stderr_progress,
-    };
+    let specs = args.names.iter().map(|n| assets::find(n)).collect::<Result<Vec<_>, _>>()?;
+    let opts = FetchOptions { offline: args.offline, progress: &assets::stderr_progress };
     let mut done: Vec<(&AssetSpec, Fetched)> = Vec::with_capacity(specs.len());
     for spec in specs {
         let fetched = assets::ensure_in(&cache, spec, &opts)?;
@@ -74,10 +67,8 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Prints the registry with each asset's cache state.
 fn list(cache: &Path, as_json: bool) -> Result<()> {
-    let rows: Vec<(&AssetSpec, CacheState)> = assets::registry()
-        .iter()
-        .map(|s| (s, assets::state_in(cache, s)))
-        .collect();
+    let rows: Vec<(&AssetSpec, CacheState)> =
+        assets::registry().iter().map(|s| (s, assets::state_in(cache, s))).collect();
     if as_json {
         let assets: Vec<_> = rows
             .iter()
@@ -97,22 +88,9 @@ fn list(cache: &Path, as_json: bool) -> Result<()> {
         println!("{}", json!({ "cache_dir": cache, "assets": assets }));
         return Ok(());
     }
-    let name_w = rows
-        .iter()
-        .map(|(s, _)| s.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let pkg_w = rows
-        .iter()
-        .map(|(s, _)| short_package(s).len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
-    println!(
-        "{:name_w$}  {:7}  {:pkg_w$}  {:10}  PATH",
-        "NAME", "KIND", "PACKAGE", "CACHED"
-    );
+    let name_w = rows.iter().map(|(s, _)| s.name.len()).max().unwrap_or(4).max(4);
+    let pkg_w = rows.iter().map(|(s, _)| short_package(s).len()).max().unwrap_or(7).max(7);
+    println!("{:name_w$}  {:7}  {:pkg_w$}  {:10}  PATH", "NAME", "KIND", "PACKAGE", "CACHED");
     for (spec, state) in &rows {
         let cached = match state {
             CacheState::Verified => "yes",

@@ -221,7 +221,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let result = generate_text(&model, &detok, &prompt_ids, &opts, &stops, &mut |piece| {
         if stream {
             let mut out = stdout.lock();
-            out.write_all(piece.as_bytes()).and_then(|()| out.flush()).map_err(|e| graft::GraftError::io("<stdout>", e))?;
+            out.write_all(piece.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| graft::GraftError::io("<stdout>", e))?;
         }
         Ok(())
     })?;

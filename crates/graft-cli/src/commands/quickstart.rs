@@ -9,7 +9,9 @@ use std::path::PathBuf;
 /// Fine-tune the default model (LoRA) on tweet sentiment as chat instructions and compare it
 /// with the base model on held-out tweets.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  graft quickstart\n  graft quickstart --steps 10 --test 100 --out runs/qs-small --json")]
+#[command(
+    after_help = "Examples:\n  graft quickstart\n  graft quickstart --steps 10 --test 100 --out runs/qs-small --json"
+)]
 pub struct Args {
     /// Run directory (data, checkpoints, adapter, metrics, quickstart.json).
     #[arg(long, default_value = "runs/quickstart")]
@@ -68,8 +70,14 @@ pub fn run(args: Args) -> Result<()> {
     println!("\nTweet sentiment, {} held-out tweets (3 classes)\n", report.n_test);
     println!("| model                 | accuracy | macro-F1 | held-out loss |");
     println!("|-----------------------|----------|----------|---------------|");
-    println!("| base, zero-shot       | {:>8.3} | {:>8.3} | {:>13.4} |", b.classification.accuracy, b.classification.macro_f1, b.eval_loss);
-    println!("| LoRA fine-tuned       | {:>8.3} | {:>8.3} | {:>13.4} |", f.classification.accuracy, f.classification.macro_f1, f.eval_loss);
+    println!(
+        "| base, zero-shot       | {:>8.3} | {:>8.3} | {:>13.4} |",
+        b.classification.accuracy, b.classification.macro_f1, b.eval_loss
+    );
+    println!(
+        "| LoRA fine-tuned       | {:>8.3} | {:>8.3} | {:>13.4} |",
+        f.classification.accuracy, f.classification.macro_f1, f.eval_loss
+    );
     println!("\nSample answers (gold / base / fine-tuned):");
     for s in &report.samples {
         let tweet: String = s.tweet.chars().take(70).collect();

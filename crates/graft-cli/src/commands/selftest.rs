@@ -132,7 +132,12 @@ pub fn run(args: Args) -> Result<()> {
     if !pass {
         let failed: Vec<String> = reports
             .iter()
-            .flat_map(|r| r.checks.iter().filter(|c| !c.pass).map(move |c| format!("{} {} ({:.3e} > {:.0e})", r.dtype, c.name, c.rel, c.limit)))
+            .flat_map(|r| {
+                r.checks
+                    .iter()
+                    .filter(|c| !c.pass)
+                    .map(move |c| format!("{} {} ({:.3e} > {:.0e})", r.dtype, c.name, c.rel, c.limit))
+            })
             .collect();
         bail!("parity check failed: {}", failed.join(", "));
     }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 /// Fine-tune a pretrained model (LoRA, QLoRA, full or freeze) from a TOML config.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  graft train configs/lora-alpaca.toml\n  graft train configs/lora-alpaca.toml --set train.lr=1e-4 --set output.dir=runs/lr1e-4\n  graft train configs/lora-alpaca.toml --resume\n  graft train configs/lora-alpaca.toml --device cuda --set model.dtype=bf16")]
+#[command(
+    after_help = "Examples:\n  graft train configs/lora-alpaca.toml\n  graft train configs/lora-alpaca.toml --set train.lr=1e-4 --set output.dir=runs/lr1e-4\n  graft train configs/lora-alpaca.toml --resume\n  graft train configs/lora-alpaca.toml --device cuda --set model.dtype=bf16"
+)]
 pub struct Args {
     /// The run's config (keys documented in docs/configuration.md).
     pub config: PathBuf,

@@ -51,7 +51,10 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
         None => None,
     };
     if args.json {
-        println!("{}", serde_json::json!({ "ok": true, "trainable_params": trainable, "trainable_tensors": tm.vars.len(), "train": train, "eval": eval }));
+        println!(
+            "{}",
+            serde_json::json!({ "ok": true, "trainable_params": trainable, "trainable_tensors": tm.vars.len(), "train": train, "eval": eval })
+        );
     } else {
         println!("ok: {} trainable parameters in {} tensors", trainable, tm.vars.len());
         println!(
@@ -73,7 +76,8 @@ pub fn preprocess(args: PreprocessArgs) -> Result<()> {
     let (examples, report) = data::load_examples(&cfg.data.train, cfg.data.format, &tok, cfg.data.seq_len)?;
     let shown = &examples[..args.show.min(examples.len())];
     if args.json {
-        let samples: Vec<_> = shown.iter().map(|e| serde_json::json!({ "ids": e.ids, "supervised": e.supervised })).collect();
+        let samples: Vec<_> =
+            shown.iter().map(|e| serde_json::json!({ "ids": e.ids, "supervised": e.supervised })).collect();
         println!("{}", serde_json::json!({ "report": report, "samples": samples }));
         return Ok(());
     }

@@ -90,13 +90,28 @@ pub struct LoraLayer {
 
 impl LoraLayer {
     /// An adapter with the given factors (`a: [r, in]`, `b: [out, r]`).
-    pub fn from_tensors(name: &str, a: &Tensor, b: &Tensor, scale: f64, dropout: f64, clock: Arc<DropoutClock>) -> Result<Self> {
+    pub fn from_tensors(
+        name: &str,
+        a: &Tensor,
+        b: &Tensor,
+        scale: f64,
+        dropout: f64,
+        clock: Arc<DropoutClock>,
+    ) -> Result<Self> {
         let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, c| (h ^ c as u64).wrapping_mul(0x100_0000_01b3));
         Ok(Self { name: name.into(), a: Var::from_tensor(a)?, b: Var::from_tensor(b)?, scale, dropout, seed, clock })
     }
 
     /// PEFT's initialisation for a projection with `dims = (out, in)`, drawn from `rng`.
-    pub fn init(name: &str, dims: (usize, usize), spec: &LoraSpec, dtype: DType, device: &candle_core::Device, rng: &mut ChaCha8Rng, clock: Arc<DropoutClock>) -> Result<Self> {
+    pub fn init(
+        name: &str,
+        dims: (usize, usize),
+        spec: &LoraSpec,
+        dtype: DType,
+        device: &candle_core::Device,
+        rng: &mut ChaCha8Rng,
+        clock: Arc<DropoutClock>,
+    ) -> Result<Self> {
         let (out, inp) = dims;
         let bound = 1.0 / (inp as f64).sqrt();
         let a: Vec<f64> = (0..spec.r * inp).map(|_| rng.random_range(-bound..bound)).collect();
@@ -137,7 +152,8 @@ impl LoraLayer {
         let step = self.clock.step.load(Ordering::Relaxed);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let keep = 1.0 - self.dropout;
-        let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
+        let mask: Vec<f32> =
+            (0..x.elem_count()).map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         Ok((x * mask)?)
     }
@@ -207,7 +223,8 @@ pub fn attach_with(
 ) -> Result<LoraSet> {
     spec.validate()?;
     let names: Vec<String> = model.projections_mut().iter().map(|p| p.name().to_string()).collect();
-    let chosen: Vec<String> = targets::select(&spec.targets, &names).map_err(GraftError::Input)?.into_iter().cloned().collect();
+    let chosen: Vec<String> =
+        targets::select(&spec.targets, &names).map_err(GraftError::Input)?.into_iter().cloned().collect();
     let clock = Arc::new(DropoutClock::default());
     let mut layers = Vec::with_capacity(chosen.len());
     for proj in model.projections_mut() {

@@ -142,7 +142,9 @@ pub fn attach(model: &mut Llama, spec: &PromptSpec, tokenizer: &Tokenizer, seed:
 /// Sets `values` (PEFT layout) as a trainable adapter of `spec` on `model`.
 pub fn from_tensor(model: &mut Llama, spec: PromptSpec, values: &Tensor) -> Result<PromptAdapter> {
     // f32 master weights when the model computes in half precision (cast in each forward).
-    let var = Var::from_tensor(&values.to_dtype(crate::adapters::lora::master_dtype(model.dtype()))?.to_device(model.device())?)?;
+    let var = Var::from_tensor(
+        &values.to_dtype(crate::adapters::lora::master_dtype(model.dtype()))?.to_device(model.device())?,
+    )?;
     let tokens = match spec.kind {
         PromptKind::PromptTuning => VirtualTokens::Prompt(var.as_tensor().clone()),
         PromptKind::PrefixTuning => VirtualTokens::Prefix(var.as_tensor().clone()),

@@ -13,8 +13,7 @@ use super::AssetError;
 use crate::{GraftError, Result};
 
 /// What to tell the user when apt cannot find the package.
-const INDEX_HINT: &str =
-    "apt's package index is missing or lacks this version: run `sudo apt-get update` once \
+const INDEX_HINT: &str = "apt's package index is missing or lacks this version: run `sudo apt-get update` once \
      (apt-get download itself needs no root); without root, point APT_CONFIG at an apt.conf whose \
      Dir::State::Lists names an index you keep up to date";
 
@@ -23,9 +22,7 @@ pub(crate) fn download(asset: &str, name: &str, version: &str, dir: &Path) -> Re
     let deb_dir = dir.join("deb");
     std::fs::create_dir_all(&deb_dir).map_err(|e| GraftError::io(&deb_dir, e))?;
     let mut cmd = Command::new("apt-get");
-    cmd.args(["download", "-q"])
-        .arg(format!("{name}={version}"))
-        .current_dir(&deb_dir);
+    cmd.args(["download", "-q"]).arg(format!("{name}={version}")).current_dir(&deb_dir);
     run_tool(asset, cmd, "apt-get download", INDEX_HINT)?;
     let deb = find_deb(asset, &deb_dir, name)?;
 
@@ -33,12 +30,7 @@ pub(crate) fn download(asset: &str, name: &str, version: &str, dir: &Path) -> Re
     std::fs::create_dir_all(&tree).map_err(|e| GraftError::io(&tree, e))?;
     let mut cmd = Command::new("dpkg-deb");
     cmd.arg("-x").arg(&deb).arg(&tree);
-    run_tool(
-        asset,
-        cmd,
-        "dpkg-deb -x",
-        "dpkg-deb (package dpkg) unpacks Debian packages; install it",
-    )?;
+    run_tool(asset, cmd, "dpkg-deb -x", "dpkg-deb (package dpkg) unpacks Debian packages; install it")?;
     Ok(tree)
 }
 
@@ -55,10 +47,7 @@ fn find_deb(asset: &str, dir: &Path, name: &str) -> Result<PathBuf> {
     Err(AssetError::Download {
         name: asset.to_string(),
         command: format!("apt-get download {name}"),
-        detail: format!(
-            "apt-get succeeded but no {prefix}*.deb is in {}",
-            dir.display()
-        ),
+        detail: format!("apt-get succeeded but no {prefix}*.deb is in {}", dir.display()),
         hint: INDEX_HINT.to_string(),
     }
     .into())

@@ -101,10 +101,7 @@ pub(crate) struct Verified {
 /// Writes `dir/.sha256` atomically (temporary file, then rename).
 pub(crate) fn write_marker(dir: &Path, files: &[Verified]) -> Result<()> {
     let tmp = dir.join(".sha256.tmp");
-    let body: String = files
-        .iter()
-        .map(|f| format!("{} {} {}\n", f.sha256, f.size, f.dest))
-        .collect();
+    let body: String = files.iter().map(|f| format!("{} {} {}\n", f.sha256, f.size, f.dest)).collect();
     fs::write(&tmp, body).map_err(|e| GraftError::io(&tmp, e))?;
     let dest = dir.join(MARKER);
     fs::rename(&tmp, &dest).map_err(|e| GraftError::io(&dest, e))
@@ -129,11 +126,7 @@ pub(crate) struct HashWriter<W> {
 impl<W: Write> HashWriter<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        HashWriter {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
+        HashWriter { inner, hasher: Sha256::new(), len: 0 }
     }
 
     /// Returns the inner writer and `(hex sha256, bytes written)`.
@@ -166,12 +159,8 @@ pub(crate) fn lock(cache: &Path, name: &str) -> Result<AssetLock> {
     let dir = cache.join(".locks");
     fs::create_dir_all(&dir).map_err(|e| GraftError::io(&dir, e))?;
     let path = dir.join(format!("{name}.lock"));
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| GraftError::io(&path, e))?;
+    let file =
+        File::options().create(true).truncate(false).write(true).open(&path).map_err(|e| GraftError::io(&path, e))?;
     file.lock().map_err(|e| GraftError::io(&path, e))?;
     Ok(AssetLock { _file: file })
 }
@@ -242,9 +231,6 @@ mod tests {
         let (inner, (sha, len)) = w.finish();
         assert_eq!(inner, b"hello");
         assert_eq!(len, 5);
-        assert_eq!(
-            sha,
-            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-        );
+        assert_eq!(sha, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
     }
 }

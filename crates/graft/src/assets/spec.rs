@@ -150,25 +150,15 @@ impl AssetSpec {
 
     /// All packages as one comma-separated label, for listings and progress lines.
     pub fn packages_label(&self) -> String {
-        self.packages
-            .iter()
-            .map(Package::label)
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.packages.iter().map(Package::label).collect::<Vec<_>>().join(", ")
     }
 
     /// Checks the spec is self-consistent before anything is downloaded: a safe name, relative
     /// destinations without `..`, package indices in range and well-formed digests.
     pub fn validate(&self) -> Result<(), AssetError> {
-        let bad = |reason: String| AssetError::BadSpec {
-            name: self.name.to_string(),
-            reason,
-        };
+        let bad = |reason: String| AssetError::BadSpec { name: self.name.to_string(), reason };
         let name_ok = !self.name.is_empty()
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !name_ok {
             return Err(bad("names use only a-z, 0-9 and `-`".into()));
         }
@@ -177,33 +167,18 @@ impl AssetSpec {
         }
         let check_member = |m: &Member| {
             if m.package >= self.packages.len() {
-                Err(bad(format!(
-                    "member `{}` names package #{} of {}",
-                    m.path,
-                    m.package,
-                    self.packages.len()
-                )))
+                Err(bad(format!("member `{}` names package #{} of {}", m.path, m.package, self.packages.len())))
             } else {
                 Ok(())
             }
         };
         for file in self.files {
             if !is_safe_relative(file.dest) {
-                return Err(bad(format!(
-                    "destination `{}` must be a relative path without `..`",
-                    file.dest
-                )));
+                return Err(bad(format!("destination `{}` must be a relative path without `..`", file.dest)));
             }
-            if file.sha256.len() != 64
-                || !file
-                    .sha256
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             {
-                return Err(bad(format!(
-                    "sha256 of `{}` is not 64 lower-case hex digits",
-                    file.dest
-                )));
+                return Err(bad(format!("sha256 of `{}` is not 64 lower-case hex digits", file.dest)));
             }
             match file.source {
                 Source::Member(m) => check_member(&m)?,
@@ -218,9 +193,7 @@ impl AssetSpec {
         }
         if let Some(main) = self.main {
             if !self.files.iter().any(|f| f.dest == main) {
-                return Err(bad(format!(
-                    "main file `{main}` is not one of the output files"
-                )));
+                return Err(bad(format!("main file `{main}` is not one of the output files")));
             }
         }
         if let Some(sums) = &self.sums {

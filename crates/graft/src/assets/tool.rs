@@ -41,8 +41,5 @@ pub(crate) fn run_tool(asset: &str, mut cmd: Command, label: &str, hint: &str) -
 
 /// The file name of a program path, for messages (`/usr/bin/python3` -> `python3`).
 pub(crate) fn tool_name(program: &str) -> String {
-    Path::new(program)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| program.to_string())
+    Path::new(program).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| program.to_string())
 }

@@ -97,7 +97,12 @@ pub struct TrainBench {
 
 /// One step's chunks as `(ids, targets, mask)`: targets are the next token inside the chunk, the
 /// last position of each chunk is not a target.
-fn batch_at(chunks: &[&[u32]], step: usize, batch: usize, device: &candle_core::Device) -> Result<(Tensor, Tensor, Tensor, usize)> {
+fn batch_at(
+    chunks: &[&[u32]],
+    step: usize,
+    batch: usize,
+    device: &candle_core::Device,
+) -> Result<(Tensor, Tensor, Tensor, usize)> {
     let seq = chunks[0].len();
     let (mut ids, mut targets, mut mask) = (Vec::new(), Vec::new(), Vec::new());
     for j in 0..batch {
@@ -113,20 +118,35 @@ fn batch_at(chunks: &[&[u32]], step: usize, batch: usize, device: &candle_core::
 
 /// Makes `model` trainable as `spec.mode` says and times optimizer steps on chunks of `ids`.
 /// `on_step(step, loss, seconds)` reports every step (warm-up included).
-pub fn bench_train(model: &mut Llama, ids: &[u32], spec: &TrainBenchSpec, on_step: &mut dyn FnMut(usize, f64, f64)) -> Result<TrainBench> {
+pub fn bench_train(
+    model: &mut Llama,
+    ids: &[u32],
+    spec: &TrainBenchSpec,
+    on_step: &mut dyn FnMut(usize, f64, f64),
+) -> Result<TrainBench> {
     if spec.seq < 2 || spec.batch == 0 || spec.steps == 0 {
         return Err(GraftError::Input("a training benchmark needs seq >= 2, batch >= 1 and steps >= 1".into()));
     }
     let chunks: Vec<&[u32]> = ids.chunks_exact(spec.seq).collect();
     if chunks.is_empty() {
-        return Err(GraftError::Input(format!("the text has {} tokens, fewer than one chunk of {}", ids.len(), spec.seq)));
+        return Err(GraftError::Input(format!(
+            "the text has {} tokens, fewer than one chunk of {}",
+            ids.len(),
+            spec.seq
+        )));
     }
     if spec.mode == TrainMode::Qlora && !model.has_quantized() {
         return Err(GraftError::Input("qlora needs the base loaded quantized (--weights quantized)".into()));
     }
     let vars = match spec.mode {
         TrainMode::Lora | TrainMode::Qlora => {
-            let lora_spec = LoraSpec { r: 8, alpha: 16.0, dropout: 0.0, rslora: false, targets: LORA_TARGETS.map(String::from).to_vec() };
+            let lora_spec = LoraSpec {
+                r: 8,
+                alpha: 16.0,
+                dropout: 0.0,
+                rslora: false,
+                targets: LORA_TARGETS.map(String::from).to_vec(),
+            };
             lora::attach(model, &lora_spec, spec.seed)?.named_vars()
         }
         TrainMode::Full => model.make_trainable(|_| true)?,

@@ -80,10 +80,7 @@ struct Row {
 fn padded_rows(examples: &[Example]) -> Vec<Row> {
     examples
         .iter()
-        .map(|ex| Row {
-            tokens: ex.ids.iter().copied().zip(ex.supervised.iter().copied()).collect(),
-            next: None,
-        })
+        .map(|ex| Row { tokens: ex.ids.iter().copied().zip(ex.supervised.iter().copied()).collect(), next: None })
         .collect()
 }
 

@@ -13,8 +13,7 @@ pub const MARK_CLOSE: &str = "⟧";
 /// `⟦Hello!<|im_end|>⟧`: the EOS is learned.
 pub fn describe_example(ex: &Example, tok: &Tokenizer) -> String {
     let n_sup = ex.supervised.iter().filter(|&&s| s).count();
-    let mut out =
-        format!("{} tokens, {} supervised (marked {MARK_OPEN}…{MARK_CLOSE})\n", ex.ids.len(), n_sup);
+    let mut out = format!("{} tokens, {} supervised (marked {MARK_OPEN}…{MARK_CLOSE})\n", ex.ids.len(), n_sup);
     let flag = |i: usize| ex.supervised.get(i).copied().unwrap_or(false);
     let mut start = 0;
     while start < ex.ids.len() {

@@ -57,15 +57,15 @@ pub enum DataError {
         format: super::DataFormat,
     },
     /// The tokenizer has no EOS token, which every sample ends with.
-    #[error("the tokenizer has no EOS token: graft ends every sample with EOS so that a fine-tuned model learns to stop")]
+    #[error(
+        "the tokenizer has no EOS token: graft ends every sample with EOS so that a fine-tuned model learns to stop"
+    )]
     NoEos,
     /// An argument is out of range (batch size 0, sequence length below 2, ...).
     #[error("{0}")]
     Argument(String),
     /// An example handed to `make_batches` without packing is longer than `seq_len`.
-    #[error(
-        "example {index} has {len} tokens, more than seq_len = {seq_len}: load it with the same seq_len"
-    )]
+    #[error("example {index} has {len} tokens, more than seq_len = {seq_len}: load it with the same seq_len")]
     ExampleTooLong {
         /// Position of the example in the slice.
         index: usize,

@@ -103,10 +103,7 @@ mod tests {
     fn line_ends_bom_and_cap() {
         // The cap counts every byte but the `\n` (BOM and `\r` included).
         let got = lines(b"\xef\xbb\xbfab\r\n\ncdefghi\nij", 6);
-        assert_eq!(
-            got,
-            vec![(1, Some(b"ab".to_vec())), (2, Some(vec![])), (3, None), (4, Some(b"ij".to_vec()))]
-        );
+        assert_eq!(got, vec![(1, Some(b"ab".to_vec())), (2, Some(vec![])), (3, None), (4, Some(b"ij".to_vec()))]);
         assert_eq!(lines(b"a\n", 4), vec![(1, Some(b"a".to_vec()))]);
         assert!(lines(b"", 4).is_empty());
     }

@@ -100,10 +100,7 @@ pub fn load_examples_with(
         let bytes = match raw {
             RawLine::TooLong if opts.skip_bad_rows => {
                 n_rows += 1;
-                skip(
-                    &mut report,
-                    DataError::LineTooLong { path: path.into(), line, cap: opts.max_line_bytes },
-                );
+                skip(&mut report, DataError::LineTooLong { path: path.into(), line, cap: opts.max_line_bytes });
                 continue;
             }
             RawLine::TooLong => {

@@ -28,19 +28,15 @@ pub(crate) fn parse_line(
     format: DataFormat,
     ignored: &mut BTreeSet<String>,
 ) -> Result<Record, (Option<usize>, LineProblem)> {
-    let value: Value = serde_json::from_str(line)
-        .map_err(|e| (Some(e.column()), LineProblem::NotJson { reason: json_reason(&e) }))?;
+    let value: Value =
+        serde_json::from_str(line).map_err(|e| (Some(e.column()), LineProblem::NotJson { reason: json_reason(&e) }))?;
     let Value::Object(obj) = value else {
         return Err((None, LineProblem::NotObject { found: kind(&value) }));
     };
     record(&obj, format, ignored).map_err(|p| (None, p))
 }
 
-fn record(
-    obj: &Map<String, Value>,
-    format: DataFormat,
-    ignored: &mut BTreeSet<String>,
-) -> Result<Record, LineProblem> {
+fn record(obj: &Map<String, Value>, format: DataFormat, ignored: &mut BTreeSet<String>) -> Result<Record, LineProblem> {
     let used: &[&str] = match format {
         DataFormat::Text => &["text"],
         DataFormat::PromptCompletion => &["prompt", "completion"],
@@ -83,11 +79,8 @@ fn record(
                 }
                 None => return Err(with_hint(missing("messages"), obj, format)),
             };
-            let messages = list
-                .iter()
-                .enumerate()
-                .map(|(i, m)| message(m, i, ignored))
-                .collect::<Result<Vec<_>, _>>()?;
+            let messages =
+                list.iter().enumerate().map(|(i, m)| message(m, i, ignored)).collect::<Result<Vec<_>, _>>()?;
             check_conversation(&messages)?;
             Ok(Record::Chat(messages))
         }
@@ -139,9 +132,7 @@ fn check_conversation(messages: &[Message]) -> Result<(), LineProblem> {
 fn string_field(obj: &Map<String, Value>, key: &str, path: &str) -> Result<String, LineProblem> {
     match obj.get(key) {
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => {
-            Err(LineProblem::WrongType { field: path.into(), expected: "a string", found: kind(other) })
-        }
+        Some(other) => Err(LineProblem::WrongType { field: path.into(), expected: "a string", found: kind(other) }),
         None => Err(missing(path)),
     }
 }

@@ -83,9 +83,7 @@ impl<'a> Renderer<'a> {
     /// ends at the last supervised token; a supervised EOS is appended if that is not an EOS.
     fn chat(&self, messages: &[Message], ex: &mut Example) -> Result<(), LineProblem> {
         let template = self.template.as_ref().ok_or_else(|| {
-            LineProblem::Template(
-                "the model has no chat template: use format `text` or `prompt_completion`".into(),
-            )
+            LineProblem::Template("the model has no chat template: use format `text` or `prompt_completion`".into())
         })?;
         let pieces = tokenize_chat(self.tok, template, messages, false)?;
         let mut after_assistant = false;

@@ -17,11 +17,7 @@ const SPLIT_STREAM: u64 = u64::MAX;
 /// `n_eval = round(n · eval_fraction)`, at least 1 when `eval_fraction > 0` and at most `n - 1`
 /// (when `n ≥ 2`), so neither side is empty when it need not be; `eval_fraction ≤ 0` (or NaN)
 /// holds nothing out. Example: 10 examples at 0.2 → 8 train, 2 eval.
-pub fn split_train_eval(
-    examples: Vec<Example>,
-    eval_fraction: f64,
-    seed: u64,
-) -> (Vec<Example>, Vec<Example>) {
+pub fn split_train_eval(examples: Vec<Example>, eval_fraction: f64, seed: u64) -> (Vec<Example>, Vec<Example>) {
     let n = examples.len();
     let n_eval = if n < 2 || eval_fraction.is_nan() || eval_fraction <= 0.0 {
         0

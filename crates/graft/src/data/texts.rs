@@ -34,7 +34,8 @@ pub fn read_texts(path: &Path) -> Result<Vec<String>, DataError> {
         if let Some(empty) = pending_empty.take() {
             return Err(line_err(empty, None, LineProblem::EmptyLine));
         }
-        let text = std::str::from_utf8(bytes).map_err(|e| line_err(line, Some(e.valid_up_to() + 1), LineProblem::BadUtf8))?;
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| line_err(line, Some(e.valid_up_to() + 1), LineProblem::BadUtf8))?;
         match parse_line(text, DataFormat::Text, &mut ignored) {
             Ok(Record::Text(t)) => texts.push(t),
             Ok(_) => unreachable!("the text format parses to Record::Text"),

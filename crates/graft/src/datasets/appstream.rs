@@ -348,12 +348,17 @@ Description:
         assert_eq!(maps.id, "org.example.Maps");
         assert_eq!(maps.name, "Maps");
         assert_eq!(maps.summary, "Find places around the world");
-        assert_eq!(maps.description, "Maps gives you quick access to maps & routes.\nIt can:\n- show traffic\n- find places");
+        assert_eq!(
+            maps.description,
+            "Maps gives you quick access to maps & routes.\nIt can:\n- show traffic\n- find places"
+        );
         assert_eq!(maps.license.as_deref(), Some("GPL-2.0+"));
         assert_eq!(comps[1].name, "2048", "a numeric name is kept as text");
         assert_eq!(comps[1].license, None);
-        let expected: BTreeMap<String, usize> =
-            [("empty_description", 1), ("empty_name", 1), ("duplicate_id", 1)].into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let expected: BTreeMap<String, usize> = [("empty_description", 1), ("empty_name", 1), ("duplicate_id", 1)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         assert_eq!(report.skipped, expected);
         assert_eq!(report.n_skipped(), 3);
     }

@@ -1,6 +1,6 @@
 //! Readers for the named datasets graft ships recipes for (the raw files come from
 //! [`crate::assets`]).
 
-pub mod tweets;
 pub mod appstream;
 pub mod task_files;
+pub mod tweets;

@@ -170,7 +170,8 @@ fn for_each_line(path: &Path, each: &mut dyn FnMut(usize, &Value) -> Result<()>)
         if line.is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(line).map_err(|e| GraftError::Input(format!("{at}: not valid JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_str(line).map_err(|e| GraftError::Input(format!("{at}: not valid JSON: {e}")))?;
         if !v.is_object() {
             return Err(GraftError::Input(format!("{at}: expected a JSON object")));
         }
@@ -207,14 +208,23 @@ pub fn read_summarize_file(path: &Path) -> Result<(Vec<SummaryPair>, SkipReport)
                 .as_array()
                 .ok_or_else(|| GraftError::Input(format!("{at}: field `messages` must be an array")))?;
             let content = |m: &Value, j: usize| -> Result<(String, String)> {
-                Ok((string_field(m, "role", &format!("{at}: messages[{j}]"))?.to_string(), string_field(m, "content", &format!("{at}: messages[{j}]"))?.to_string()))
+                Ok((
+                    string_field(m, "role", &format!("{at}: messages[{j}]"))?.to_string(),
+                    string_field(m, "content", &format!("{at}: messages[{j}]"))?.to_string(),
+                ))
             };
             let msgs = msgs.iter().enumerate().map(|(j, m)| content(m, j)).collect::<Result<Vec<_>>>()?;
-            let (Some((last_role, summary)), Some((_, user))) = (msgs.last(), msgs.iter().rev().find(|(r, _)| r == "user")) else {
-                return Err(GraftError::Input(format!("{at}: `messages` needs a user message and a final assistant message")));
+            let (Some((last_role, summary)), Some((_, user))) =
+                (msgs.last(), msgs.iter().rev().find(|(r, _)| r == "user"))
+            else {
+                return Err(GraftError::Input(format!(
+                    "{at}: `messages` needs a user message and a final assistant message"
+                )));
             };
             if last_role != "assistant" {
-                return Err(GraftError::Input(format!("{at}: the last message must be the assistant's reference summary")));
+                return Err(GraftError::Input(format!(
+                    "{at}: the last message must be the assistant's reference summary"
+                )));
             }
             let document = user.strip_prefix(SUMMARIZE_INSTRUCTION).unwrap_or(user).trim().to_string();
             (document, summary.clone())
@@ -239,7 +249,10 @@ fn parse_answers(v: &Value, at: &str) -> Result<Vec<(String, Option<usize>)>> {
     let start = |x: Option<&Value>| -> Result<Option<usize>> {
         match x {
             None | Some(Value::Null) => Ok(None),
-            Some(n) => n.as_u64().map(|n| Some(n as usize)).ok_or_else(|| bad("has an `answer_start` that is not a non-negative integer")),
+            Some(n) => n
+                .as_u64()
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| bad("has an `answer_start` that is not a non-negative integer")),
         }
     };
     match v.get("answers") {
@@ -256,14 +269,29 @@ fn parse_answers(v: &Value, at: &str) -> Result<Vec<(String, Option<usize>)>> {
             texts
                 .iter()
                 .enumerate()
-                .map(|(j, t)| Ok((t.as_str().ok_or_else(|| bad("`text` entries must be strings"))?.to_string(), start(starts.get(j))?)))
+                .map(|(j, t)| {
+                    Ok((
+                        t.as_str().ok_or_else(|| bad("`text` entries must be strings"))?.to_string(),
+                        start(starts.get(j))?,
+                    ))
+                })
                 .collect()
         }
         Some(Value::Array(list)) => list
             .iter()
-            .map(|a| Ok((a.get("text").and_then(Value::as_str).ok_or_else(|| bad("entries need a string `text`"))?.to_string(), start(a.get("answer_start"))?)))
+            .map(|a| {
+                Ok((
+                    a.get("text")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| bad("entries need a string `text`"))?
+                        .to_string(),
+                    start(a.get("answer_start"))?,
+                ))
+            })
             .collect(),
-        Some(_) => Err(bad("must be an object {\"text\": [...], \"answer_start\": [...]} or a list of {\"text\", \"answer_start\"}")),
+        Some(_) => Err(bad(
+            "must be an object {\"text\": [...], \"answer_start\": [...]} or a list of {\"text\", \"answer_start\"}",
+        )),
         None => Err(GraftError::Input(format!("{at}: missing field `answers`"))),
     }
 }
@@ -312,23 +340,37 @@ mod tests {
         let p = file(
             &dir,
             concat!(
-                r#"{"id": "a", "context": "Café Paris is in France.", "question": "Where?", "answers": {"text": ["France"], "answer_start": [17]}}"#, "\n",
-                r#"{"context": "Rust is fast.", "question": "What is fast?", "answers": [{"text": "Rust", "answer_start": 0}]}"#, "\n",
+                r#"{"id": "a", "context": "Café Paris is in France.", "question": "Where?", "answers": {"text": ["France"], "answer_start": [17]}}"#,
                 "\n",
-                r#"{"context": "abc", "question": "q", "answers": [{"text": "b"}]}"#, "\n",
-                r#"{"context": "abc", "question": "q", "answers": {"text": ["zzz"], "answer_start": [0]}}"#, "\n",
-                r#"{"context": "abc", "question": "q", "answers": {"text": ["b"], "answer_start": [0]}}"#, "\n",
-                r#"{"context": "abc", "question": "q", "answers": {"text": [], "answer_start": []}}"#, "\n",
+                r#"{"context": "Rust is fast.", "question": "What is fast?", "answers": [{"text": "Rust", "answer_start": 0}]}"#,
+                "\n",
+                "\n",
+                r#"{"context": "abc", "question": "q", "answers": [{"text": "b"}]}"#,
+                "\n",
+                r#"{"context": "abc", "question": "q", "answers": {"text": ["zzz"], "answer_start": [0]}}"#,
+                "\n",
+                r#"{"context": "abc", "question": "q", "answers": {"text": ["b"], "answer_start": [0]}}"#,
+                "\n",
+                r#"{"context": "abc", "question": "q", "answers": {"text": [], "answer_start": []}}"#,
+                "\n",
             ),
         );
         let (items, report) = read_qa_file(&p).unwrap();
         assert_eq!(items.len(), 3);
-        assert_eq!(items[0].answers, vec![Answer { text: "France".into(), start: 17 }], "offsets count characters (é is one)");
+        assert_eq!(
+            items[0].answers,
+            vec![Answer { text: "France".into(), start: 17 }],
+            "offsets count characters (é is one)"
+        );
         assert_eq!(items[1].id, format!("{}:2", p.display()));
         assert_eq!(items[2].answers[0].start, 1, "a missing answer_start is found");
         assert_eq!(report.n_lines, 6);
         assert_eq!(report.n_skipped, 3);
-        assert!(report.skipped[0].ends_with(":5: answer `zzz` is not in the context at character 0"), "{:?}", report.skipped);
+        assert!(
+            report.skipped[0].ends_with(":5: answer `zzz` is not in the context at character 0"),
+            "{:?}",
+            report.skipped
+        );
         assert!(report.skipped[1].contains(":6: answer `b` is not in the context at character 0"));
         assert!(report.skipped[2].contains(":7: no answer"));
     }
@@ -343,7 +385,10 @@ mod tests {
             (r#"{"context": 3, "question": "q", "answers": []}"#, "field `context` must be a string"),
             (r#"{"context": "a", "question": "q", "answers": "a"}"#, "field `answers` must be an object"),
             (r#"{"context": "a", "question": "q", "answers": {"text": ["a"], "answer_start": [-1]}}"#, "answer_start"),
-            (r#"{"context": "a", "question": "q", "answers": {"text": ["a", "b"], "answer_start": [0]}}"#, "different numbers"),
+            (
+                r#"{"context": "a", "question": "q", "answers": {"text": ["a", "b"], "answer_start": [0]}}"#,
+                "different numbers",
+            ),
             ("[1]", "expected a JSON object"),
         ] {
             let p = file(&dir, &format!("{ok}\n{bad}\n"));
@@ -381,7 +426,10 @@ mod tests {
         for (bad, want) in [
             (r#"{"text": "x"}"#, "expected `messages` or `document`"),
             (r#"{"document": "x"}"#, "missing field `summary`"),
-            (r#"{"messages": [{"role": "assistant", "content": "s"}, {"role": "user", "content": "d"}]}"#, "last message"),
+            (
+                r#"{"messages": [{"role": "assistant", "content": "s"}, {"role": "user", "content": "d"}]}"#,
+                "last message",
+            ),
             (r#"{"messages": [{"role": "assistant"}]}"#, "messages[0]: missing field `content`"),
         ] {
             let p = file(&dir, &format!("\n{bad}\n"));
@@ -393,7 +441,12 @@ mod tests {
     #[test]
     fn written_qa_lines_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let item = QaItem { id: "q1".into(), context: "ünï: code".into(), question: "What?".into(), answers: vec![Answer { text: "code".into(), start: 5 }] };
+        let item = QaItem {
+            id: "q1".into(),
+            context: "ünï: code".into(),
+            question: "What?".into(),
+            answers: vec![Answer { text: "code".into(), start: 5 }],
+        };
         item.check().unwrap();
         let p = dir.path().join("qa.jsonl");
         assert_eq!(write_jsonl(&p, [item.to_json()]).unwrap(), 1);

@@ -31,10 +31,9 @@ pub fn read(path: &Path) -> Result<Vec<Tweet>> {
         let line = i + 2;
         let row = row.map_err(|e| GraftError::Input(format!("{}:{line}: {e}", path.display())))?;
         let (label, tweet) = (row.get(0).unwrap_or("").trim(), row.get(2).unwrap_or("").trim());
-        let label = LABELS
-            .iter()
-            .position(|l| *l == label)
-            .ok_or_else(|| GraftError::Input(format!("{}:{line}: unknown sentiment `{label}` (expected {LABELS:?})", path.display())))?;
+        let label = LABELS.iter().position(|l| *l == label).ok_or_else(|| {
+            GraftError::Input(format!("{}:{line}: unknown sentiment `{label}` (expected {LABELS:?})", path.display()))
+        })?;
         if tweet.is_empty() {
             continue;
         }
@@ -70,7 +69,8 @@ mod tests {
 
     #[test]
     fn reads_latin1_rows_and_skips_empty_tweets() {
-        let (_d, path) = corpus("sentiment,confidence,text\npositive,1.0,caf\u{e9}\nneutral,0.5,\nnegative,0.9,\"no, never\"\n");
+        let (_d, path) =
+            corpus("sentiment,confidence,text\npositive,1.0,caf\u{e9}\nneutral,0.5,\nnegative,0.9,\"no, never\"\n");
         let bytes: Vec<u8> = std::fs::read_to_string(&path).unwrap().chars().map(|c| c as u32 as u8).collect();
         std::fs::write(&path, bytes).unwrap();
         let t = read(&path).unwrap();

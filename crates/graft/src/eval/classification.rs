@@ -65,7 +65,13 @@ pub fn report(gold: &[usize], pred: &[usize], labels: &[&str]) -> Classification
 ///
 /// Prompts are run `batch` at a time, right-padded with `pad_id`: causal attention means the
 /// padding after a prompt cannot change the logits at its last real position.
-pub fn score_labels(model: &dyn Model, prompts: &[Vec<u32>], label_first_ids: &[u32], pad_id: u32, batch: usize) -> Result<Vec<usize>> {
+pub fn score_labels(
+    model: &dyn Model,
+    prompts: &[Vec<u32>],
+    label_first_ids: &[u32],
+    pad_id: u32,
+    batch: usize,
+) -> Result<Vec<usize>> {
     Ok(label_logits(model, prompts, label_first_ids, pad_id, batch)?.iter().map(|row| argmax(row)).collect())
 }
 
@@ -76,12 +82,20 @@ pub fn argmax(values: &[f32]) -> usize {
 
 /// For each prompt, the next-token logits of each label's first token (what [`score_labels`]
 /// compares; calibration methods reweigh them).
-pub fn label_logits(model: &dyn Model, prompts: &[Vec<u32>], label_first_ids: &[u32], pad_id: u32, batch: usize) -> Result<Vec<Vec<f32>>> {
+pub fn label_logits(
+    model: &dyn Model,
+    prompts: &[Vec<u32>],
+    label_first_ids: &[u32],
+    pad_id: u32,
+    batch: usize,
+) -> Result<Vec<Vec<f32>>> {
     let mut distinct = label_first_ids.to_vec();
     distinct.sort_unstable();
     distinct.dedup();
     if distinct.len() != label_first_ids.len() {
-        return Err(GraftError::Input("two labels start with the same token; label scoring cannot tell them apart".into()));
+        return Err(GraftError::Input(
+            "two labels start with the same token; label scoring cannot tell them apart".into(),
+        ));
     }
     if prompts.iter().any(|p| p.is_empty()) {
         return Err(GraftError::Input("an empty prompt cannot be scored".into()));
@@ -91,7 +105,9 @@ pub fn label_logits(model: &dyn Model, prompts: &[Vec<u32>], label_first_ids: &[
     // in the suffix, where its logits are read.
     let shortest = prompts.iter().map(Vec::len).min().unwrap_or(0);
     let common = match prompts.first() {
-        Some(first) => (0..shortest.saturating_sub(1)).take_while(|&i| prompts.iter().all(|p| p[i] == first[i])).count(),
+        Some(first) => {
+            (0..shortest.saturating_sub(1)).take_while(|&i| prompts.iter().all(|p| p[i] == first[i])).count()
+        }
         None => 0,
     };
     let mut prefix_cache = model.new_cache();

@@ -6,8 +6,8 @@
 //! - [`rouge`]: ROUGE-1/2/L as the `rouge-score` package computes them.
 //! - [`squad`]: SQuAD exact match and token F1.
 
-pub mod perplexity;
 pub mod classification;
+pub mod perplexity;
 pub mod rouge;
 pub mod squad;
 

@@ -76,10 +76,13 @@ pub fn train_encoder_classifier(
     check_labels(labels, texts.len(), n_classes)?;
     let n_layers = enc.model().config().num_hidden_layers;
     if unfreeze_top > n_layers {
-        return Err(GraftError::Input(format!("cannot unfreeze the top {unfreeze_top} layers of a {n_layers}-layer encoder")));
+        return Err(GraftError::Input(format!(
+            "cannot unfreeze the top {unfreeze_top} layers of a {n_layers}-layer encoder"
+        )));
     }
     let initial = encoder_features(enc, texts, cfg.batch_size)?;
-    let done = |head: TrainedHead, layer_params: usize| EncoderClassifier { head, unfreeze_top, n_layers, layer_params };
+    let done =
+        |head: TrainedHead, layer_params: usize| EncoderClassifier { head, unfreeze_top, n_layers, layer_params };
     if unfreeze_top == 0 {
         let (head, losses) = train_head(&initial, labels, n_classes, cfg)?;
         return Ok((done(head, 0), losses));

@@ -140,9 +140,10 @@ pub(crate) fn length_order(seqs: &[Vec<u32>]) -> Vec<usize> {
 
 /// Stacks per-input rows that every batch filled in.
 pub(crate) fn stack_rows(rows: Vec<Option<Tensor>>) -> Result<Tensor> {
-    let rows: Vec<Tensor> = rows.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| {
-        GraftError::Input("internal: a feature row was not computed".into())
-    })?;
+    let rows: Vec<Tensor> = rows
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| GraftError::Input("internal: a feature row was not computed".into()))?;
     Ok(Tensor::stack(&rows, 0)?)
 }
 

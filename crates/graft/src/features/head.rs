@@ -185,7 +185,11 @@ impl TrainedHead {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let tmp = tempfile::Builder::new().prefix(".head").suffix(".safetensors").tempfile_in(dir).map_err(|e| GraftError::io(dir, e))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".head")
+            .suffix(".safetensors")
+            .tempfile_in(dir)
+            .map_err(|e| GraftError::io(dir, e))?;
         candle_core::safetensors::save(&map, tmp.path())?;
         tmp.persist(path).map_err(|e| GraftError::io(path, e.error))?;
         Ok(())
@@ -198,7 +202,10 @@ impl TrainedHead {
         let mut map = file.load_all(device)?;
         let mut take = |name: &str| -> Result<Tensor> {
             let t = map.remove(name).ok_or_else(|| {
-                GraftError::model(path, format!("head file lacks tensor `{name}`; was it written by TrainedHead::save?"))
+                GraftError::model(
+                    path,
+                    format!("head file lacks tensor `{name}`; was it written by TrainedHead::save?"),
+                )
             })?;
             Ok(t.to_dtype(DType::F32)?)
         };
@@ -223,13 +230,21 @@ impl TrainedHead {
     fn check_shapes(&self) -> std::result::Result<(), String> {
         let d = self.standardizer.mean.dims();
         if d.len() != 1 || self.standardizer.std.dims() != d {
-            return Err(format!("standardisation mean {d:?} and std {:?} must be equal vectors", self.standardizer.std.dims()));
+            return Err(format!(
+                "standardisation mean {d:?} and std {:?} must be equal vectors",
+                self.standardizer.std.dims()
+            ));
         }
         let mut width = d[0];
         for (i, (w, b)) in self.layers.iter().enumerate() {
             match w.dims() {
                 [out, inp] if *inp == width && b.dims() == [*out] => width = *out,
-                dims => return Err(format!("layer {i}: weight {dims:?} and bias {:?} do not take {width} inputs", b.dims())),
+                dims => {
+                    return Err(format!(
+                        "layer {i}: weight {dims:?} and bias {:?} do not take {width} inputs",
+                        b.dims()
+                    ))
+                }
             }
         }
         if width < 2 {
@@ -258,7 +273,13 @@ pub(crate) fn argmax_rows(logits: &Tensor) -> Result<Vec<usize>> {
 
 /// Fresh head parameters as named variables (PyTorch's `nn.Linear` initialisation: uniform in
 /// ±1/√fan_in, from `rng`).
-pub(crate) fn init_params(kind: HeadKind, dim: usize, n_classes: usize, rng: &mut ChaCha8Rng, device: &Device) -> Result<Vec<(String, Var)>> {
+pub(crate) fn init_params(
+    kind: HeadKind,
+    dim: usize,
+    n_classes: usize,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> Result<Vec<(String, Var)>> {
     let widths = match kind {
         HeadKind::Linear => vec![(dim, n_classes)],
         HeadKind::Mlp { hidden } => vec![(dim, hidden), (hidden, n_classes)],
@@ -281,7 +302,11 @@ pub(crate) fn layers_of(params: &[(String, Var)], detach: bool) -> Vec<(Tensor, 
         .chunks(2)
         .map(|p| {
             let (w, b) = (p[0].1.as_tensor(), p[1].1.as_tensor());
-            if detach { (w.detach(), b.detach()) } else { (w.clone(), b.clone()) }
+            if detach {
+                (w.detach(), b.detach())
+            } else {
+                (w.clone(), b.clone())
+            }
         })
         .collect()
 }

@@ -94,7 +94,16 @@ pub fn train_decoder_classifier(
     pooling: Pooling,
     cfg: &HeadConfig,
 ) -> Result<(DecoderClassifier, Vec<LossPoint>)> {
-    train_decoder_classifier_with_block_lr(model, seqs, labels, n_classes, unfreeze_top, pooling, cfg, cfg.lr * BLOCK_LR_RATIO)
+    train_decoder_classifier_with_block_lr(
+        model,
+        seqs,
+        labels,
+        n_classes,
+        unfreeze_top,
+        pooling,
+        cfg,
+        cfg.lr * BLOCK_LR_RATIO,
+    )
 }
 
 /// [`train_decoder_classifier`] with the unfrozen blocks' learning rate given explicitly.
@@ -114,12 +123,20 @@ pub fn train_decoder_classifier_with_block_lr(
     check_labels(labels, seqs.len(), n_classes)?;
     let n_layers = model.config().num_hidden_layers;
     if unfreeze_top > n_layers {
-        return Err(GraftError::Input(format!("cannot unfreeze the top {unfreeze_top} blocks of a {n_layers}-block model")));
+        return Err(GraftError::Input(format!(
+            "cannot unfreeze the top {unfreeze_top} blocks of a {n_layers}-block model"
+        )));
     }
     if !(block_lr.is_finite() && block_lr > 0.0) {
         return Err(GraftError::Input(format!("the blocks' learning rate must be a positive number, got {block_lr}")));
     }
-    let done = |head: TrainedHead, block_params: usize| DecoderClassifier { head, pooling, unfreeze_top, n_layers, block_params };
+    let done = |head: TrainedHead, block_params: usize| DecoderClassifier {
+        head,
+        pooling,
+        unfreeze_top,
+        n_layers,
+        block_params,
+    };
     if unfreeze_top == 0 {
         let feats = decoder_features(model, seqs, None, pooling, cfg.batch_size)?;
         let (head, losses) = train_head(&feats, labels, n_classes, cfg)?;
@@ -131,7 +148,8 @@ pub fn train_decoder_classifier_with_block_lr(
     let device = initial.device().clone();
 
     let prefixes: Vec<String> = (start..n_layers).map(|i| format!("model.layers.{i}.")).collect();
-    let block_vars = model.make_trainable(|name| name == "model.norm.weight" || prefixes.iter().any(|p| name.starts_with(p)))?;
+    let block_vars =
+        model.make_trainable(|name| name == "model.norm.weight" || prefixes.iter().any(|p| name.starts_with(p)))?;
     let block_params = block_vars.iter().map(|(_, v)| v.elem_count()).sum();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let head_vars = init_params(cfg.kind, initial.dim(1)?, n_classes, &mut rng, &device)?;
@@ -165,7 +183,13 @@ pub fn train_decoder_classifier_with_block_lr(
 /// Runs the frozen blocks `0..start` once: each sequence's residual states `[len, hidden]`
 /// (detached), and the pooled features of the still untrained full model `[n, hidden]` (to fit
 /// the standardisation on).
-fn frozen_states(model: &Llama, seqs: &[Vec<u32>], start: usize, pooling: Pooling, batch: usize) -> Result<(Vec<Tensor>, Tensor)> {
+fn frozen_states(
+    model: &Llama,
+    seqs: &[Vec<u32>],
+    start: usize,
+    pooling: Pooling,
+    batch: usize,
+) -> Result<(Vec<Tensor>, Tensor)> {
     let pass = feature_pass(model);
     let mut lower: Vec<Option<Tensor>> = vec![None; seqs.len()];
     let mut pooled: Vec<Option<Tensor>> = vec![None; seqs.len()];

@@ -16,7 +16,14 @@ struct Toy {
 
 impl Toy {
     fn new(context: usize) -> Self {
-        Self { info: ModelInfo { architecture: "toy".into(), vocab_size: VOCAB, max_position_embeddings: context, n_layers: 1 } }
+        Self {
+            info: ModelInfo {
+                architecture: "toy".into(),
+                vocab_size: VOCAB,
+                max_position_embeddings: context,
+                n_layers: 1,
+            },
+        }
     }
 }
 

@@ -71,7 +71,13 @@ fn file_type(dtype: GgmlDType) -> u32 {
 /// counts for the q/k row permutation, `architecture` the base GGUF's `general.architecture`;
 /// `dtype` is F32 or F16. Every layer of the set must share one rank and one scale (llama.cpp
 /// keeps one alpha per file).
-pub fn write_gguf_lora(set: &LoraSet, cfg: &LlamaConfig, architecture: &str, out: &Path, dtype: GgmlDType) -> Result<()> {
+pub fn write_gguf_lora(
+    set: &LoraSet,
+    cfg: &LlamaConfig,
+    architecture: &str,
+    out: &Path,
+    dtype: GgmlDType,
+) -> Result<()> {
     if !matches!(dtype, GgmlDType::F32 | GgmlDType::F16) {
         return Err(GraftError::Input(format!("a GGUF LoRA adapter is stored as f32 or f16, not {dtype:?}")));
     }
@@ -95,8 +101,9 @@ pub fn write_gguf_lora(set: &LoraSet, cfg: &LlamaConfig, architecture: &str, out
     // llama.cpp scales by alpha / r: this alpha reproduces graft's scale (α/r, or α/√r for rsLoRA).
     w.add_metadata(ALPHA_KEY, Value::F32((scale * rank as f64) as f32))?;
     for layer in &set.layers {
-        let base = gguf_base_name(layer.name())
-            .ok_or_else(|| GraftError::Input(format!("{}: no llama.cpp tensor name for this projection", layer.name())))?;
+        let base = gguf_base_name(layer.name()).ok_or_else(|| {
+            GraftError::Input(format!("{}: no llama.cpp tensor name for this projection", layer.name()))
+        })?;
         let a = layer.a().as_tensor().to_dtype(DType::F32)?;
         let b = layer.b().as_tensor().to_dtype(DType::F32)?;
         let b = match permuted_heads(layer.name(), cfg) {
@@ -152,7 +159,10 @@ pub fn check_gguf_lora(path: &Path, set: &LoraSet, architecture: &str) -> Result
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(GraftError::model(path, format!("the GGUF LoRA file does not match its adapter:\n  {}", problems.join("\n  "))))
+        Err(GraftError::model(
+            path,
+            format!("the GGUF LoRA file does not match its adapter:\n  {}", problems.join("\n  ")),
+        ))
     }
 }
 
@@ -211,7 +221,8 @@ pub fn load_gguf_lora(path: &Path, model: &mut Llama) -> Result<LoraSet> {
         }
         match rank {
             Some(r0) if r0 != r => {
-                problems.push(format!("{base}: rank {r}, other layers have rank {r0} (graft needs one rank per adapter)"));
+                problems
+                    .push(format!("{base}: rank {r}, other layers have rank {r0} (graft needs one rank per adapter)"));
                 fits = false;
             }
             _ => rank = Some(r),
@@ -227,7 +238,9 @@ pub fn load_gguf_lora(path: &Path, model: &mut Llama) -> Result<LoraSet> {
         }
     }
     problems.extend(
-        gguf.tensor_names().filter(|n| !known.contains(*n)).map(|n| format!("tensor `{n}` does not adapt any projection of this model")),
+        gguf.tensor_names()
+            .filter(|n| !known.contains(*n))
+            .map(|n| format!("tensor `{n}` does not adapt any projection of this model")),
     );
     if pairs.is_empty() && problems.is_empty() {
         problems.push("no LoRA tensors match this model's projections".into());

@@ -26,7 +26,8 @@ fn torch_dtype(dtype: DType) -> &'static str {
 pub fn write_llama_folder(model: &Llama, tokenizer: &Tokenizer, dir: &Path, dtype: DType) -> Result<()> {
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| GraftError::io(parent, e))?;
-    let tmp = tempfile::Builder::new().prefix(".graft-export-").tempdir_in(parent).map_err(|e| GraftError::io(parent, e))?;
+    let tmp =
+        tempfile::Builder::new().prefix(".graft-export-").tempdir_in(parent).map_err(|e| GraftError::io(parent, e))?;
 
     let cfg = model.config();
     let mut config = serde_json::to_value(cfg)?;

@@ -1,14 +1,14 @@
 //! File formats: GGUF, safetensors, Hugging Face model folders, LoRA adapters (PEFT folders and
 //! llama.cpp GGUF files) and Ollama Modelfiles.
 
+pub mod adapter;
 pub mod gguf;
-pub mod safetensors;
+pub mod gguf_lora;
 pub mod hf_folder;
+pub mod modelfile;
 pub mod peft;
 pub mod peft_prompt;
-pub mod gguf_lora;
-pub mod adapter;
-pub mod modelfile;
+pub mod safetensors;
 
 /// Makes the renames in `dir` durable (fsync of the folder). Off Unix a folder cannot be opened
 /// for syncing; each rename is still atomic there.

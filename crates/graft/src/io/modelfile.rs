@@ -49,9 +49,11 @@ pub fn detect_chat_format(template: &ChatTemplate) -> ChatFormat {
     if !(src.contains(IM_START) && src.contains(IM_END)) {
         return ChatFormat::Unknown(format!("the template does not use {IM_START} / {IM_END}"));
     }
-    let (sys, u1, a1, u2) = ("graft probe: system", "graft probe: user 1", "graft probe: assistant", "graft probe: user 2");
+    let (sys, u1, a1, u2) =
+        ("graft probe: system", "graft probe: user 1", "graft probe: assistant", "graft probe: user 2");
     let render = |messages: &[Message], generation: bool| template.render(messages, generation);
-    let unknown = |what: &str| ChatFormat::Unknown(format!("the template renders {what} differently from ChatML turns"));
+    let unknown =
+        |what: &str| ChatFormat::Unknown(format!("the template renders {what} differently from ChatML turns"));
     let gen = format!("{IM_START}assistant\n");
 
     let full = [Message::system(sys), Message::user(u1), Message::assistant(a1), Message::user(u2)];
@@ -78,9 +80,12 @@ pub fn detect_chat_format(template: &ChatTemplate) -> ChatFormat {
     if prefix.is_empty() {
         return ChatFormat::ChatMl { default_system: None };
     }
-    let inner = prefix.strip_prefix(&format!("{IM_START}system\n")).and_then(|p| p.strip_suffix(&format!("{IM_END}\n")));
+    let inner =
+        prefix.strip_prefix(&format!("{IM_START}system\n")).and_then(|p| p.strip_suffix(&format!("{IM_END}\n")));
     match inner {
-        Some(d) if !d.contains(IM_START) && !d.contains(IM_END) => ChatFormat::ChatMl { default_system: Some(d.to_string()) },
+        Some(d) if !d.contains(IM_START) && !d.contains(IM_END) => {
+            ChatFormat::ChatMl { default_system: Some(d.to_string()) }
+        }
         _ => unknown("the text before the first turn"),
     }
 }
@@ -111,8 +116,20 @@ impl Modelfile {
     /// The Modelfile for a GGUF at `from` (plus `adapter`), with the chat template translated
     /// where it is ChatML and `eos_token` — the token training ended every example with — as a
     /// stop; ChatML's turn tokens are stops too (a new turn means the reply is over).
-    pub fn new(from: impl Into<String>, adapter: Option<String>, template: Option<&ChatTemplate>, eos_token: Option<&str>) -> Self {
-        let mut mf = Modelfile { comments: Vec::new(), from: from.into(), adapter, template: None, system: None, stops: Vec::new() };
+    pub fn new(
+        from: impl Into<String>,
+        adapter: Option<String>,
+        template: Option<&ChatTemplate>,
+        eos_token: Option<&str>,
+    ) -> Self {
+        let mut mf = Modelfile {
+            comments: Vec::new(),
+            from: from.into(),
+            adapter,
+            template: None,
+            system: None,
+            stops: Vec::new(),
+        };
         let mut stops: Vec<&str> = eos_token.into_iter().collect();
         match template.map(detect_chat_format) {
             Some(ChatFormat::ChatMl { default_system }) => {
@@ -130,7 +147,9 @@ impl Modelfile {
                 "Ollama falls back on the chat template stored in the GGUF where it recognises it;".into(),
                 "otherwise write a TEMPLATE in Go template syntax by hand (see Ollama's docs/template.md).".into(),
             ]),
-            None => mf.comments.push("No TEMPLATE: the model has no chat template; prompts are sent as plain text.".into()),
+            None => {
+                mf.comments.push("No TEMPLATE: the model has no chat template; prompts are sent as plain text.".into())
+            }
         }
         for s in stops {
             if !quotable(s) {
@@ -168,13 +187,16 @@ impl Modelfile {
     /// Writes the text to `path` atomically (a temporary file in the same folder, renamed).
     pub fn write(&self, path: &Path) -> Result<()> {
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let mut tmp = tempfile::Builder::new().prefix(".Modelfile.").tempfile_in(dir).map_err(|e| GraftError::io(dir, e))?;
+        let mut tmp =
+            tempfile::Builder::new().prefix(".Modelfile.").tempfile_in(dir).map_err(|e| GraftError::io(dir, e))?;
         tmp.write_all(self.text().as_bytes()).map_err(|e| GraftError::io(path, e))?;
         // Temporary files are private (0600); a Modelfile is meant to be read by others.
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(|e| GraftError::io(path, e))?;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| GraftError::io(path, e))?;
         }
         tmp.as_file().sync_all().map_err(|e| GraftError::io(path, e))?;
         tmp.persist(path).map_err(|e| GraftError::io(path, e.error))?;

@@ -87,7 +87,8 @@ pub fn peft_tensor_name(module: &str, factor: char) -> String {
 pub fn save_lora(set: &LoraSet, dir: &Path, base_model: &str) -> Result<()> {
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| GraftError::io(parent, e))?;
-    let tmp = tempfile::Builder::new().prefix(".graft-adapter-").tempdir_in(parent).map_err(|e| GraftError::io(parent, e))?;
+    let tmp =
+        tempfile::Builder::new().prefix(".graft-adapter-").tempdir_in(parent).map_err(|e| GraftError::io(parent, e))?;
     let mut targets: Vec<String> = set.spec.targets.clone();
     targets.sort();
     let cfg = PeftLoraConfig {
@@ -126,10 +127,16 @@ pub fn save_lora(set: &LoraSet, dir: &Path, base_model: &str) -> Result<()> {
 pub fn load_lora(dir: &Path, model: &mut Llama) -> Result<LoraSet> {
     let cfg_path = dir.join("adapter_config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| GraftError::io(&cfg_path, e))?;
-    let cfg: PeftLoraConfig =
-        serde_json::from_str(&text).map_err(|e| GraftError::model(&cfg_path, format!("not a PEFT adapter config: {e}")))?;
+    let cfg: PeftLoraConfig = serde_json::from_str(&text)
+        .map_err(|e| GraftError::model(&cfg_path, format!("not a PEFT adapter config: {e}")))?;
     if cfg.peft_type != "LORA" || cfg.use_dora || cfg.fan_in_fan_out {
-        return Err(GraftError::model(&cfg_path, format!("unsupported adapter (peft_type {}, dora {}, fan_in_fan_out {})", cfg.peft_type, cfg.use_dora, cfg.fan_in_fan_out)));
+        return Err(GraftError::model(
+            &cfg_path,
+            format!(
+                "unsupported adapter (peft_type {}, dora {}, fan_in_fan_out {})",
+                cfg.peft_type, cfg.use_dora, cfg.fan_in_fan_out
+            ),
+        ));
     }
     if !cfg.rank_pattern.is_empty() || !cfg.alpha_pattern.is_empty() {
         let keys: Vec<&String> = cfg.rank_pattern.keys().chain(cfg.alpha_pattern.keys()).collect();
@@ -147,7 +154,13 @@ pub fn load_lora(dir: &Path, model: &mut Llama) -> Result<LoraSet> {
     }
     let tensors = candle_core::safetensors::load(&weights_path, model.device())
         .map_err(|e| GraftError::model(&weights_path, e.to_string()))?;
-    let spec = LoraSpec { r: cfg.r, alpha: cfg.lora_alpha, dropout: cfg.lora_dropout, rslora: cfg.use_rslora, targets: cfg.target_modules.clone() };
+    let spec = LoraSpec {
+        r: cfg.r,
+        alpha: cfg.lora_alpha,
+        dropout: cfg.lora_dropout,
+        rslora: cfg.use_rslora,
+        targets: cfg.target_modules.clone(),
+    };
     // Check every module first so the user sees all problems at once.
     let mut problems = Vec::new();
     let mut found: HashMap<String, (Tensor, Tensor)> = HashMap::new();
@@ -177,7 +190,10 @@ pub fn load_lora(dir: &Path, model: &mut Llama) -> Result<LoraSet> {
         problems.push("no LoRA tensors match this model's projections".into());
     }
     if !problems.is_empty() {
-        return Err(GraftError::model(&weights_path, format!("adapter does not fit the model:\n  {}", problems.join("\n  "))));
+        return Err(GraftError::model(
+            &weights_path,
+            format!("adapter does not fit the model:\n  {}", problems.join("\n  ")),
+        ));
     }
     let dtype = model.dtype();
     let names: Vec<String> = found.keys().cloned().collect();

@@ -98,11 +98,13 @@ pub fn peft_config(adapter: &PromptAdapter, model: &Llama, base_model: &str) -> 
 pub fn save_prompt(adapter: &PromptAdapter, model: &Llama, dir: &Path, base_model: &str) -> Result<()> {
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| GraftError::io(parent, e))?;
-    let tmp = tempfile::Builder::new().prefix(".graft-adapter-").tempdir_in(parent).map_err(|e| GraftError::io(parent, e))?;
+    let tmp =
+        tempfile::Builder::new().prefix(".graft-adapter-").tempdir_in(parent).map_err(|e| GraftError::io(parent, e))?;
     let path = tmp.path().join("adapter_config.json");
     let cfg = peft_config(adapter, model, base_model);
     std::fs::write(&path, serde_json::to_string_pretty(&cfg)?).map_err(|e| GraftError::io(&path, e))?;
-    let tensors = HashMap::from([(PROMPT_EMBEDDINGS.to_string(), adapter.var.as_tensor().to_dtype(DType::F32)?.contiguous()?)]);
+    let tensors =
+        HashMap::from([(PROMPT_EMBEDDINGS.to_string(), adapter.var.as_tensor().to_dtype(DType::F32)?.contiguous()?)]);
     candle_core::safetensors::save(&tensors, tmp.path().join("adapter_model.safetensors"))?;
     let staged = tmp.keep();
     if dir.exists() {
@@ -125,12 +127,17 @@ pub fn is_prompt_adapter(dir: &Path) -> bool {
 pub fn load_prompt(dir: &Path, model: &mut Llama) -> Result<PromptAdapter> {
     let cfg_path = dir.join("adapter_config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| GraftError::io(&cfg_path, e))?;
-    let cfg: PeftPromptConfig =
-        serde_json::from_str(&text).map_err(|e| GraftError::model(&cfg_path, format!("not a PEFT prompt-learning config: {e}")))?;
+    let cfg: PeftPromptConfig = serde_json::from_str(&text)
+        .map_err(|e| GraftError::model(&cfg_path, format!("not a PEFT prompt-learning config: {e}")))?;
     let kind = match cfg.peft_type.as_str() {
         "PROMPT_TUNING" => PromptKind::PromptTuning,
         "PREFIX_TUNING" => PromptKind::PrefixTuning,
-        other => return Err(GraftError::model(&cfg_path, format!("peft_type {other} is not PROMPT_TUNING or PREFIX_TUNING"))),
+        other => {
+            return Err(GraftError::model(
+                &cfg_path,
+                format!("peft_type {other} is not PROMPT_TUNING or PREFIX_TUNING"),
+            ))
+        }
     };
     let m = model.config();
     let prefix = kind == PromptKind::PrefixTuning;
@@ -139,7 +146,10 @@ pub fn load_prompt(dir: &Path, model: &mut Llama) -> Result<PromptAdapter> {
         problems.push("num_virtual_tokens is 0".to_string());
     }
     if cfg.num_transformer_submodules != 1 {
-        problems.push(format!("num_transformer_submodules is {}, decoder-only models need 1", cfg.num_transformer_submodules));
+        problems.push(format!(
+            "num_transformer_submodules is {}, decoder-only models need 1",
+            cfg.num_transformer_submodules
+        ));
     }
     if cfg.prefix_projection == Some(true) {
         problems.push("prefix_projection = true (an MLP-produced prefix) is not supported".into());
@@ -158,7 +168,9 @@ pub fn load_prompt(dir: &Path, model: &mut Llama) -> Result<PromptAdapter> {
     let want = VirtualTokens::expected_dims(prefix, cfg.num_virtual_tokens, m);
     match &values {
         None => problems.push(format!("{} has no `{PROMPT_EMBEDDINGS}` tensor", weights_path.display())),
-        Some(t) if t.dims() != want => problems.push(format!("`{PROMPT_EMBEDDINGS}` has shape {:?}, expected {want:?}", t.dims())),
+        Some(t) if t.dims() != want => {
+            problems.push(format!("`{PROMPT_EMBEDDINGS}` has shape {:?}, expected {want:?}", t.dims()))
+        }
         Some(_) => {}
     }
     for k in tensors.keys() {

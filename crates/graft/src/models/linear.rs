@@ -134,7 +134,10 @@ impl Proj {
 
     /// Replaces the base weight (used when merging adapters or loading a fine-tuned base).
     pub fn set_base(&mut self, base: BaseWeight) -> Result<()> {
-        *self = Self { adapters: std::mem::take(&mut self.adapters), ..Self::new(self.name.clone(), base, self.bias.clone())? };
+        *self = Self {
+            adapters: std::mem::take(&mut self.adapters),
+            ..Self::new(self.name.clone(), base, self.bias.clone())?
+        };
         Ok(())
     }
 
@@ -162,7 +165,13 @@ impl Proj {
         let trainable_base = matches!(&self.base, BaseWeight::Dense(w) if w.is_variable() || w.track_op());
         if let ([only], false) = (self.adapters.as_slice(), trainable_base) {
             if let Some((a, b, scale)) = only.low_rank() {
-                let y = crate::ops::lora_linear(x, &self.frozen_weight(), &a.to_dtype(x.dtype())?, &b.to_dtype(x.dtype())?, scale)?;
+                let y = crate::ops::lora_linear(
+                    x,
+                    &self.frozen_weight(),
+                    &a.to_dtype(x.dtype())?,
+                    &b.to_dtype(x.dtype())?,
+                    scale,
+                )?;
                 return Ok(match &self.bias {
                     Some(bias) => y.broadcast_add(bias)?,
                     None => y,

@@ -14,12 +14,19 @@ use std::sync::Mutex;
 pub type Backward1 = Box<dyn Fn(&Tensor, &Tensor, &Tensor) -> candle_core::Result<Option<Tensor>> + Send + Sync>;
 
 /// Gradients of two inputs given `(input 1, input 2, output, output gradient)`.
-pub type Backward2 =
-    Box<dyn Fn(&Tensor, &Tensor, &Tensor, &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> + Send + Sync>;
+pub type Backward2 = Box<
+    dyn Fn(&Tensor, &Tensor, &Tensor, &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> + Send + Sync,
+>;
 
 /// Gradients of three inputs given `(input 1, input 2, input 3, output, output gradient)`.
 pub type Backward3 = Box<
-    dyn Fn(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)>
+    dyn Fn(
+            &Tensor,
+            &Tensor,
+            &Tensor,
+            &Tensor,
+            &Tensor,
+        ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)>
         + Send
         + Sync,
 >;
@@ -47,7 +54,14 @@ pub struct Attached3 {
 
 /// Returns `value` as the output of a graph node over `a`, `b` and `c` whose backward is
 /// `backward`.
-pub fn attach3(name: &'static str, a: &Tensor, b: &Tensor, c: &Tensor, value: Tensor, backward: Backward3) -> candle_core::Result<Tensor> {
+pub fn attach3(
+    name: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    value: Tensor,
+    backward: Backward3,
+) -> candle_core::Result<Tensor> {
     a.apply_op3(b, c, Attached3 { name, value: Mutex::new(Some(value)), backward })
 }
 
@@ -57,7 +71,13 @@ pub fn attach1(name: &'static str, input: &Tensor, value: Tensor, backward: Back
 }
 
 /// Returns `value` as the output of a graph node over `a` and `b` whose backward is `backward`.
-pub fn attach2(name: &'static str, a: &Tensor, b: &Tensor, value: Tensor, backward: Backward2) -> candle_core::Result<Tensor> {
+pub fn attach2(
+    name: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    value: Tensor,
+    backward: Backward2,
+) -> candle_core::Result<Tensor> {
     a.apply_op2(b, Attached2 { name, value: Mutex::new(Some(value)), backward })
 }
 
@@ -121,15 +141,33 @@ impl CustomOp2 for Attached2 {
         self.name
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         take_value(&self.value, self.name, cpu)
     }
 
-    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout, _: &CudaStorage, _: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
         take_value(&self.value, self.name, cuda)
     }
 
-    fn bwd(&self, a: &Tensor, b: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         (self.backward)(&a.detach(), &b.detach(), &res.detach(), grad)
     }
 }

@@ -72,7 +72,9 @@ where
         // The first block's input (embeddings of a frozen table) is not tracked: a parameter
         // joins the node as a second input so that backward reaches it. Its gradient still goes
         // through the sink, with every other parameter's.
-        Some(p) if !x.track_op() => attach2("checkpoint", x, &p, value, Box::new(move |x, _, _, g| Ok((backward(x, g)?, None)))),
+        Some(p) if !x.track_op() => {
+            attach2("checkpoint", x, &p, value, Box::new(move |x, _, _, g| Ok((backward(x, g)?, None))))
+        }
         _ => attach1("checkpoint", x, value, Box::new(move |x, _, g| backward(x, g))),
     }
 }

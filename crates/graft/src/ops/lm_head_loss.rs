@@ -92,12 +92,22 @@ fn grads(
 ///
 /// A dense `weight` that is a trainable variable (full fine-tuning with tied embeddings) also
 /// receives its gradient; a frozen or quantized one does not.
-pub fn lm_head_nll(hidden: &Tensor, weight: &FrozenWeight, targets: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+pub fn lm_head_nll(
+    hidden: &Tensor,
+    weight: &FrozenWeight,
+    targets: &Tensor,
+    mask: &Tensor,
+) -> candle_core::Result<Tensor> {
     let (n, h) = hidden.dims2()?;
     let (_, inp) = weight.dims();
     if h != inp || targets.dims1()? != n || mask.dims1()? != n {
-        candle_core::bail!("lm_head_nll: hidden {:?}, weight {:?}, targets {:?}, mask {:?} do not agree",
-            hidden.dims(), weight.dims(), targets.dims(), mask.dims());
+        candle_core::bail!(
+            "lm_head_nll: hidden {:?}, weight {:?}, targets {:?}, mask {:?} do not agree",
+            hidden.dims(),
+            weight.dims(),
+            targets.dims(),
+            mask.dims()
+        );
     }
     let work = work_dtype(hidden.dtype());
     let mask = mask.to_dtype(work)?.detach();
@@ -117,8 +127,14 @@ pub fn lm_head_nll(hidden: &Tensor, weight: &FrozenWeight, targets: &Tensor, mas
         let (mut parts, mut dhs) = (Vec::with_capacity(n.div_ceil(LM_HEAD_CHUNK)), Vec::new());
         for start in (0..n).step_by(LM_HEAD_CHUNK) {
             let len = LM_HEAD_CHUNK.min(n - start);
-            let (nll, dh) =
-                chunk_forward(&hd.narrow(0, start, len)?, &w, &targets.narrow(0, start, len)?, &mask.narrow(0, start, len)?, work, want_dh)?;
+            let (nll, dh) = chunk_forward(
+                &hd.narrow(0, start, len)?,
+                &w,
+                &targets.narrow(0, start, len)?,
+                &mask.narrow(0, start, len)?,
+                work,
+                want_dh,
+            )?;
             parts.push(nll);
             dhs.extend(dh);
         }

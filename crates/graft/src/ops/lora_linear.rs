@@ -14,7 +14,13 @@ use candle_core::Tensor;
 
 /// `x [.., in] → x Wᵀ + scale · (x Aᵀ) Bᵀ [.., out]` with `W` frozen, `a [r, in]` and
 /// `b [out, r]` in `x`'s dtype; `x`, `a` and `b` get gradients.
-pub fn lora_linear(x: &Tensor, weight: &FrozenWeight, a: &Tensor, b: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
+pub fn lora_linear(
+    x: &Tensor,
+    weight: &FrozenWeight,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+) -> candle_core::Result<Tensor> {
     let (out, inp) = weight.dims();
     let (r, a_in) = a.dims2()?;
     let (b_out, b_r) = b.dims2()?;

@@ -51,11 +51,6 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor>
             }),
         )
     } else {
-        attach1(
-            "rms-norm",
-            x,
-            value,
-            Box::new(move |x, _, g| Ok(Some(grads(x, &wd, g, eps, false)?.0))),
-        )
+        attach1("rms-norm", x, value, Box::new(move |x, _, g| Ok(Some(grads(x, &wd, g, eps, false)?.0))))
     }
 }

@@ -64,7 +64,8 @@ pub struct ExportReport {
 pub fn load_trained(run_dir: &Path) -> Result<(TrainConfig, ModelSource, Llama, Tokenizer)> {
     let cfg_path = run_dir.join("config.resolved.toml");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| GraftError::io(&cfg_path, e))?;
-    let cfg: TrainConfig = toml::from_str(&text).map_err(|e| GraftError::Input(format!("{}: {e}", cfg_path.display())))?;
+    let cfg: TrainConfig =
+        toml::from_str(&text).map_err(|e| GraftError::Input(format!("{}: {e}", cfg_path.display())))?;
     let source = resolve_model(&cfg.model.name, false)?;
     let tok = Tokenizer::from_source(&source)?;
     let adapter = run_dir.join("adapter");
@@ -136,7 +137,9 @@ pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlD
         ExportFormat::Gguf => {
             let merged = merged_copy(&mut trained.clone())?;
             let ModelSource::Gguf(base_path) = &source else {
-                return Err(GraftError::Input("GGUF export needs a GGUF base model (for its tokenizer metadata)".into()));
+                return Err(GraftError::Input(
+                    "GGUF export needs a GGUF base model (for its tokenizer metadata)".into(),
+                ));
             };
             write_gguf(&merged, &GgufFile::open(base_path)?, out, gguf_type)?;
             let back = load_causal_lm(&ModelSource::Gguf(out.to_path_buf()), &LoadOptions::default())?;
@@ -192,7 +195,12 @@ fn write_modelfile(format: ExportFormat, source: &ModelSource, tok: &Tokenizer, 
         };
         let mut mf = Modelfile::new(file(base)?, Some(file(out)?), template.as_ref(), tok.eos_token());
         let name = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        mf.comments.insert(0, format!("FROM is the base model the adapter was trained on: put {name} beside this file or change the path."));
+        mf.comments.insert(
+            0,
+            format!(
+                "FROM is the base model the adapter was trained on: put {name} beside this file or change the path."
+            ),
+        );
         mf
     } else {
         Modelfile::new(file(out)?, None, template.as_ref(), tok.eos_token())

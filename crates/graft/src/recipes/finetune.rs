@@ -84,7 +84,12 @@ struct RunLock(#[allow(dead_code)] File);
 fn lock_run_dir(dir: &Path) -> Result<RunLock> {
     std::fs::create_dir_all(dir).map_err(|e| GraftError::io(dir, e))?;
     let path = dir.join(".lock");
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| GraftError::io(&path, e))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| GraftError::io(&path, e))?;
     match file.try_lock() {
         Ok(()) => Ok(RunLock(file)),
         Err(_) => Err(GraftError::Input(format!("run directory {} is in use by another graft run", dir.display()))),
@@ -110,7 +115,12 @@ fn keep_metrics_through(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
     let kept: String = text
         .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(path, kept).map_err(|e| GraftError::io(path, e))
@@ -124,7 +134,11 @@ pub fn run(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> 
 
 /// [`run`], also handing back the trained model (adapters attached, in evaluation mode), for
 /// callers that score it right away instead of loading what was written.
-pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<(Summary, crate::models::llama::Llama)> {
+pub fn run_keeping_model(
+    cfg: &TrainConfig,
+    resume: bool,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<(Summary, crate::models::llama::Llama)> {
     let out = cfg.output.dir.clone();
     let _lock = lock_run_dir(&out)?;
     let TrainableModel { model, tokenizer, lora, prompt, vars, .. } = build_model(cfg)?;
@@ -151,19 +165,29 @@ pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnM
     let per_epoch = epoch_batches(cfg, &train_ex, 0, pad, &device)?.batches.len() as u64;
     let accum = cfg.train.grad_accum as u64;
     let total_steps = cfg.train.max_steps.unwrap_or_else(|| (cfg.train.epochs * per_epoch).div_ceil(accum));
-    let schedule = Schedule { kind: cfg.train.schedule, peak: cfg.train.lr, warmup: cfg.train.warmup_steps, total: total_steps };
+    let schedule =
+        Schedule { kind: cfg.train.schedule, peak: cfg.train.lr, warmup: cfg.train.warmup_steps, total: total_steps };
     let trainable_params: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let mut optimizer = build_optimizer(cfg, vars)?;
     let config_toml = toml::to_string(cfg).map_err(|e| GraftError::Input(format!("config: {e}")))?;
     std::fs::write(out.join("config.resolved.toml"), &config_toml).map_err(|e| GraftError::io(&out, e))?;
 
     // Resume or start.
-    let mut state = LoopState { step: 0, micro_batches_done: 0, tokens_seen: 0, config_toml: config_toml.clone(), base_eval_loss: None, elapsed_s: 0.0 };
+    let mut state = LoopState {
+        step: 0,
+        micro_batches_done: 0,
+        tokens_seen: 0,
+        config_toml: config_toml.clone(),
+        base_eval_loss: None,
+        elapsed_s: 0.0,
+    };
     if resume {
         let ckpt = checkpoint::load_latest(&out, &device, |w| on_event(Event::Note(w)))?
             .ok_or_else(|| GraftError::Input(format!("--resume: {} has no complete checkpoint", out.display())))?;
-        let saved: TrainConfig = toml::from_str(&ckpt.state.config_toml).map_err(|e| GraftError::Input(format!("checkpoint config: {e}")))?;
-        let changed: Vec<String> = saved.differing_keys(cfg).into_iter().filter(|k| !RESUME_SAFE_KEYS.contains(&k.as_str())).collect();
+        let saved: TrainConfig = toml::from_str(&ckpt.state.config_toml)
+            .map_err(|e| GraftError::Input(format!("checkpoint config: {e}")))?;
+        let changed: Vec<String> =
+            saved.differing_keys(cfg).into_iter().filter(|k| !RESUME_SAFE_KEYS.contains(&k.as_str())).collect();
         if !changed.is_empty() {
             return Err(GraftError::Input(format!(
                 "cannot resume {}: the config differs from the checkpoint's in {}",
@@ -200,7 +224,11 @@ pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnM
     };
 
     let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| GraftError::io(&metrics_path, e))?;
+    let mut metrics = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| GraftError::io(&metrics_path, e))?;
     on_event(Event::Start { total_steps, from_step: state.step });
     let process_start = Instant::now();
     let elapsed_before = state.elapsed_s;
@@ -227,17 +255,25 @@ pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnM
         set_training(true);
         let lr = schedule.lr(state.step);
         let clock = lora.as_ref().map(|l| l.clock.clone());
-        let stats = accumulate_and_step(state.step + 1, &mut optimizer, micro.len(), |i| {
-            if let Some(c) = &clock {
-                c.set_step(first + i as u64);
-            }
-            causal_lm_loss(&model, &micro[i])
-        }, cfg.train.max_grad_norm, lr)?;
+        let stats = accumulate_and_step(
+            state.step + 1,
+            &mut optimizer,
+            micro.len(),
+            |i| {
+                if let Some(c) = &clock {
+                    c.set_step(first + i as u64);
+                }
+                causal_lm_loss(&model, &micro[i])
+            },
+            cfg.train.max_grad_norm,
+            lr,
+        )?;
         set_training(false);
         state.step += 1;
         state.micro_batches_done += accum;
         state.tokens_seen += stats.targets as u64;
-        let evaluate = cfg.train.eval_every > 0 && state.step.is_multiple_of(cfg.train.eval_every) && state.step < total_steps;
+        let evaluate =
+            cfg.train.eval_every > 0 && state.step.is_multiple_of(cfg.train.eval_every) && state.step < total_steps;
         let eval = if evaluate { Some(eval_loss(&model, &eval_batches)?) } else { None };
         let record = StepRecord {
             step: state.step,

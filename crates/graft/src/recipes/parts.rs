@@ -52,7 +52,8 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
     }
     let (lora, vars) = match a.kind {
         AdapterKind::Lora | AdapterKind::Qlora => {
-            let spec = LoraSpec { r: a.r, alpha: a.alpha, dropout: a.dropout, rslora: a.rslora, targets: a.targets.clone() };
+            let spec =
+                LoraSpec { r: a.r, alpha: a.alpha, dropout: a.dropout, rslora: a.rslora, targets: a.targets.clone() };
             let set = lora::attach(&mut model, &spec, cfg.train.seed)?;
             let vars = set.named_vars();
             (Some(set), vars)
@@ -83,7 +84,12 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
 pub fn build_optimizer(cfg: &TrainConfig, vars: Vec<(String, Var)>) -> Result<Optimizer> {
     let t = &cfg.train;
     let kind = match t.optimizer {
-        OptimizerName::Adamw => OptimizerKind::AdamW(AdamWConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay }),
+        OptimizerName::Adamw => OptimizerKind::AdamW(AdamWConfig {
+            beta1: t.beta1,
+            beta2: t.beta2,
+            eps: t.eps,
+            weight_decay: t.weight_decay,
+        }),
         OptimizerName::Sgd => OptimizerKind::Sgd { momentum: t.momentum, weight_decay: t.weight_decay },
     };
     Optimizer::new(kind, vars)

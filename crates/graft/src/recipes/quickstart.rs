@@ -38,7 +38,15 @@ pub struct QuickstartOptions {
 
 impl Default for QuickstartOptions {
     fn default() -> Self {
-        Self { out: PathBuf::from("runs/quickstart"), n_train: 2000, n_test: 500, steps: 50, batch_size: 8, lr: 1e-3, seed: 42 }
+        Self {
+            out: PathBuf::from("runs/quickstart"),
+            n_train: 2000,
+            n_test: 500,
+            steps: 50,
+            batch_size: 8,
+            lr: 1e-3,
+            seed: 42,
+        }
     }
 }
 
@@ -143,8 +151,14 @@ pub fn run(opts: &QuickstartOptions, on_event: &mut dyn FnMut(Event)) -> Result<
         })
         .collect();
     let report = QuickstartReport {
-        base: ModelScores { classification: classification::report(&gold, &base_pred, &LABELS), eval_loss: training.base_eval_loss },
-        finetuned: ModelScores { classification: classification::report(&gold, &tuned_pred, &LABELS), eval_loss: training.final_eval_loss },
+        base: ModelScores {
+            classification: classification::report(&gold, &base_pred, &LABELS),
+            eval_loss: training.base_eval_loss,
+        },
+        finetuned: ModelScores {
+            classification: classification::report(&gold, &tuned_pred, &LABELS),
+            eval_loss: training.final_eval_loss,
+        },
         training,
         samples,
         n_test: test.len(),

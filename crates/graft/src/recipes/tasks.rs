@@ -34,7 +34,14 @@ pub struct BuildOptions {
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        Self { sources: Vec::new(), out: PathBuf::from("data/appstream"), max: None, seed: 0, test_fraction: 0.1, max_description_chars: 1200 }
+        Self {
+            sources: Vec::new(),
+            out: PathBuf::from("data/appstream"),
+            max: None,
+            seed: 0,
+            test_fraction: 0.1,
+            max_description_chars: 1200,
+        }
     }
 }
 
@@ -95,7 +102,8 @@ pub fn qa_items(c: &Component) -> Result<Vec<QaItem>> {
         });
     }
     for item in &items {
-        item.check().map_err(|why| GraftError::Input(format!("component {}: question `{}`: {why}", c.id, item.question)))?;
+        item.check()
+            .map_err(|why| GraftError::Input(format!("component {}: question `{}`: {why}", c.id, item.question)))?;
     }
     Ok(items)
 }
@@ -151,7 +159,8 @@ pub fn build_appstream(opts: &BuildOptions, on_note: &mut dyn FnMut(String)) -> 
     };
     for (split, comps) in [("train", &train), ("test", &test)] {
         write(&format!("summarize.{split}.jsonl"), comps.iter().map(|c| summary_pair(c).to_messages_json()).collect())?;
-        let qa: Vec<QaItem> = comps.iter().map(|c| qa_items(c)).collect::<Result<Vec<_>>>()?.into_iter().flatten().collect();
+        let qa: Vec<QaItem> =
+            comps.iter().map(|c| qa_items(c)).collect::<Result<Vec<_>>>()?.into_iter().flatten().collect();
         write(&format!("qa.{split}.jsonl"), qa.iter().map(QaItem::to_json).collect())?;
         if split == "train" {
             write("qa.train.messages.jsonl", qa.iter().map(QaItem::to_messages_json).collect())?;
@@ -176,7 +185,8 @@ pub fn greedy_answers(
     max_new_tokens: usize,
     on_progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<String>> {
-    let opts = GenerateOptions { max_new_tokens, eos_ids: tok.eos_id().into_iter().collect(), ..GenerateOptions::default() };
+    let opts =
+        GenerateOptions { max_new_tokens, eos_ids: tok.eos_id().into_iter().collect(), ..GenerateOptions::default() };
     let detok = |ids: &[u32]| tok.decode(ids, true).map_err(GraftError::from);
     let stops = StopStrings::new(Vec::new())?;
     let mut out = Vec::with_capacity(prompts.len());
@@ -236,7 +246,11 @@ pub fn eval_summarize(
         rouge1: mean.rouge1.f1,
         rouge2: mean.rouge2.f1,
         rouge_l: mean.rouge_l.f1,
-        samples: preds.into_iter().zip(pairs).map(|(prediction, p)| TaskSample { id: p.id.clone(), prediction, reference: p.summary.clone() }).collect(),
+        samples: preds
+            .into_iter()
+            .zip(pairs)
+            .map(|(prediction, p)| TaskSample { id: p.id.clone(), prediction, reference: p.summary.clone() })
+            .collect(),
     })
 }
 
@@ -269,11 +283,16 @@ pub fn eval_qa(
     let golds: Vec<Vec<&str>> = items.iter().map(|q| q.answers.iter().map(|a| a.text.as_str()).collect()).collect();
     let squad = squad::squad_scores(&preds, &golds)?;
     let in_context =
-        preds.iter().zip(items).filter(|(p, q)| !p.is_empty() && char_find(&q.context, p).is_some()).count() as f64 / items.len() as f64;
+        preds.iter().zip(items).filter(|(p, q)| !p.is_empty() && char_find(&q.context, p).is_some()).count() as f64
+            / items.len() as f64;
     Ok(QaScores {
         squad,
         in_context,
-        samples: preds.into_iter().zip(items).map(|(prediction, q)| TaskSample { id: q.id.clone(), prediction, reference: q.answers[0].text.clone() }).collect(),
+        samples: preds
+            .into_iter()
+            .zip(items)
+            .map(|(prediction, q)| TaskSample { id: q.id.clone(), prediction, reference: q.answers[0].text.clone() })
+            .collect(),
     })
 }
 
@@ -313,7 +332,10 @@ mod tests {
     fn qa_answers_occur_in_their_context() {
         let items = qa_items(&comp("a", "Find places", Some("GPL-2.0+"))).unwrap();
         assert_eq!(items.len(), 2);
-        assert_eq!(items[0].context, "Ünïcode Maps: Find places. Maps shows places. - routes - traffic License: GPL-2.0+.");
+        assert_eq!(
+            items[0].context,
+            "Ünïcode Maps: Find places. Maps shows places. - routes - traffic License: GPL-2.0+."
+        );
         assert_eq!(items[0].answers[0].text, "Find places");
         assert_eq!(items[1].question, "Which license does Ünïcode Maps use?");
         assert_eq!(items[1].answers[0].text, "GPL-2.0+");
@@ -342,7 +364,14 @@ mod tests {
         yaml.push_str("</p>\n");
         let src = dir.path().join("Components-amd64.yml");
         std::fs::write(&src, yaml).unwrap();
-        let opts = BuildOptions { sources: vec![src], out: dir.path().join("out"), max: Some(30), seed: 3, test_fraction: 0.3, max_description_chars: 500 };
+        let opts = BuildOptions {
+            sources: vec![src],
+            out: dir.path().join("out"),
+            max: Some(30),
+            seed: 3,
+            test_fraction: 0.3,
+            max_description_chars: 500,
+        };
         let report = build_appstream(&opts, &mut |_| {}).unwrap();
         assert_eq!(report.n_components, 30);
         assert_eq!(report.skipped.get("description_too_long"), Some(&1));

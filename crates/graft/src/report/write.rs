@@ -60,4 +60,3 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
     tmp.persist(path).map_err(|e| GraftError::io(path, e.error))?;
     Ok(())
 }
-

@@ -102,11 +102,7 @@ impl ChatTemplate {
     /// Roles must be `system`, `user` or `assistant`, with `system` only as the first message;
     /// anything else is a [`TokenizerError::Role`] naming the message. Consecutive messages with
     /// the same role are rendered as given (nothing is merged or dropped).
-    pub fn render(
-        &self,
-        messages: &[Message],
-        add_generation_prompt: bool,
-    ) -> Result<String, TokenizerError> {
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, TokenizerError> {
         check_roles(messages)?;
         let fuel = BASE_FUEL + FUEL_PER_MESSAGE * messages.len() as u64;
         let content_bytes: usize = messages.iter().map(|m| m.content.len()).sum();
@@ -124,9 +120,7 @@ impl ChatTemplate {
         match template.render_captured_to(ctx, &mut out) {
             Ok(_) => {}
             Err(_) if out.overflowed => {
-                return Err(
-                    self.fail(format!("rendered output exceeds {cap} bytes; the template looks runaway"))
-                )
+                return Err(self.fail(format!("rendered output exceeds {cap} bytes; the template looks runaway")))
             }
             Err(e) => return Err(self.error(&e)),
         }
@@ -194,13 +188,7 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
     Ok(Value::from_safe_string(out))
 }
 
-fn write_json(
-    v: &Value,
-    indent: Option<usize>,
-    sort: bool,
-    level: usize,
-    out: &mut String,
-) -> Result<(), Error> {
+fn write_json(v: &Value, indent: Option<usize>, sort: bool, level: usize, out: &mut String) -> Result<(), Error> {
     let newline = |out: &mut String, level: usize| {
         if let Some(n) = indent {
             out.push('\n');
@@ -219,9 +207,7 @@ fn write_json(
                 out.push_str(&serde_json::to_string(&f).map_err(json_err)?);
             }
         }
-        ValueKind::String => {
-            out.push_str(&serde_json::to_string(v.as_str().unwrap_or_default()).map_err(json_err)?)
-        }
+        ValueKind::String => out.push_str(&serde_json::to_string(v.as_str().unwrap_or_default()).map_err(json_err)?),
         ValueKind::Map => {
             let mut keys: Vec<Value> = v.try_iter()?.collect();
             if sort {

@@ -44,18 +44,18 @@ impl<'a> Meta<'a> {
     pub fn int(&self, key: &str) -> Result<Option<i64>, TokenizerError> {
         match self.map.get(key) {
             None => Ok(None),
-            Some(v) => as_int(v)
-                .map(Some)
-                .ok_or_else(|| self.err(key, format!("expected an integer, found {}", kind(v)))),
+            Some(v) => {
+                as_int(v).map(Some).ok_or_else(|| self.err(key, format!("expected an integer, found {}", kind(v))))
+            }
         }
     }
 
     pub fn id(&self, key: &str) -> Result<Option<u32>, TokenizerError> {
         match self.int(key)? {
             None => Ok(None),
-            Some(n) => u32::try_from(n)
-                .map(Some)
-                .map_err(|_| self.err(key, format!("token id {n} is negative or too large"))),
+            Some(n) => {
+                u32::try_from(n).map(Some).map_err(|_| self.err(key, format!("token id {n} is negative or too large")))
+            }
         }
     }
 
@@ -93,9 +93,7 @@ impl<'a> Meta<'a> {
         items
             .iter()
             .enumerate()
-            .map(|(i, v)| {
-                as_int(v).ok_or_else(|| self.err(key, format!("element {i} is {}, not an integer", kind(v))))
-            })
+            .map(|(i, v)| as_int(v).ok_or_else(|| self.err(key, format!("element {i} is {}, not an integer", kind(v)))))
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
@@ -170,10 +168,7 @@ pub(crate) fn parts(path: &Path, map: &HashMap<String, Value>) -> Result<Parts, 
     let meta = Meta { path, map };
     let model_key = "tokenizer.ggml.model";
     let model = meta.string(model_key)?.ok_or_else(|| {
-        meta.err(
-            model_key,
-            "missing: this GGUF file has no tokenizer; use a Hugging Face folder with tokenizer.json",
-        )
+        meta.err(model_key, "missing: this GGUF file has no tokenizer; use a Hugging Face folder with tokenizer.json")
     })?;
     let tokens_key = "tokenizer.ggml.tokens";
     let tokens = meta.strings(tokens_key)?.ok_or_else(|| meta.err(tokens_key, "missing"))?;
@@ -182,10 +177,9 @@ pub(crate) fn parts(path: &Path, map: &HashMap<String, Value>) -> Result<Parts, 
     }
     let token_type = match meta.ints("tokenizer.ggml.token_type")? {
         Some(t) if t.len() != tokens.len() => {
-            return Err(meta.err(
-                "tokenizer.ggml.token_type",
-                format!("{} entries for {} tokens", t.len(), tokens.len()),
-            ))
+            return Err(
+                meta.err("tokenizer.ggml.token_type", format!("{} entries for {} tokens", t.len(), tokens.len()))
+            )
         }
         other => other,
     };
@@ -194,10 +188,9 @@ pub(crate) fn parts(path: &Path, map: &HashMap<String, Value>) -> Result<Parts, 
         "gpt2" => byte_level_bpe(&meta, &tokens, token_type.as_deref(), &declared)?,
         "llama" => spm::tokenizer(&meta, &tokens, token_type.as_deref(), &declared)?,
         other => {
-            return Err(meta.err(
-                model_key,
-                format!("tokenizer model `{other}` is not supported (supported: gpt2, llama)"),
-            ))
+            return Err(
+                meta.err(model_key, format!("tokenizer model `{other}` is not supported (supported: gpt2, llama)"))
+            )
         }
     };
     let chat_template = meta
@@ -237,9 +230,9 @@ fn byte_level_bpe(
         .ok_or_else(|| meta.err(merges_key, "missing: a byte-level BPE vocabulary needs its merges"))?;
     let mut merges = Vec::with_capacity(raw_merges.len());
     for (i, m) in raw_merges.iter().enumerate() {
-        let (a, b) = m.split_once(' ').ok_or_else(|| {
-            meta.err(merges_key, format!("merge {i} `{m}` is not two tokens separated by a space"))
-        })?;
+        let (a, b) = m
+            .split_once(' ')
+            .ok_or_else(|| meta.err(merges_key, format!("merge {i} `{m}` is not two tokens separated by a space")))?;
         merges.push((a.to_string(), b.to_string()));
     }
     let bpe = BPE::builder()
@@ -293,10 +286,7 @@ fn byte_level_bpe(
 
 /// The post-processor that adds BOS/EOS when `tokenizer.ggml.add_{bos,eos}_token` ask for it,
 /// or `None` when neither does.
-pub(crate) fn special_template(
-    tokens: &[&str],
-    declared: &Declared,
-) -> Result<Option<PostProcessorWrapper>, String> {
+pub(crate) fn special_template(tokens: &[&str], declared: &Declared) -> Result<Option<PostProcessorWrapper>, String> {
     let pick = |wanted: bool, id: Option<u32>, what: &str| -> Result<Option<(String, u32)>, String> {
         match (wanted, id) {
             (false, _) => Ok(None),
@@ -370,10 +360,7 @@ mod tests {
     #[test]
     fn unknown_pre_tokenizer_is_an_error_naming_the_key() {
         let err = build(&gpt2_meta(Some("no-such-pre"))).unwrap_err().to_string();
-        assert!(
-            err.contains("m.gguf") && err.contains("tokenizer.ggml.pre") && err.contains("no-such-pre"),
-            "{err}"
-        );
+        assert!(err.contains("m.gguf") && err.contains("tokenizer.ggml.pre") && err.contains("no-such-pre"), "{err}");
         assert!(build(&gpt2_meta(None)).is_ok(), "a missing pre means llama.cpp's default");
     }
 

@@ -40,10 +40,8 @@ fn config_template(path: &Path, config: &Value) -> Result<Option<(String, String
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some((format!("{} (chat_template)", path.display()), s.clone()))),
         Some(Value::Array(list)) => {
-            let named: Vec<(&str, &str)> = list
-                .iter()
-                .filter_map(|t| Some((t.get("name")?.as_str()?, t.get("template")?.as_str()?)))
-                .collect();
+            let named: Vec<(&str, &str)> =
+                list.iter().filter_map(|t| Some((t.get("name")?.as_str()?, t.get("template")?.as_str()?))).collect();
             let pick = named.iter().find(|(n, _)| *n == "default").or(match named.as_slice() {
                 [only] => Some(only),
                 _ => None,
@@ -81,14 +79,12 @@ pub(crate) fn parts(dir: &Path) -> Result<Parts, TokenizerError> {
              transformers' `tokenizer.save_pretrained`), or give a GGUF file",
         ));
     }
-    let mut inner = tokenizers::Tokenizer::from_file(&json_path)
-        .map_err(|e| file_err(&json_path, format!("cannot load: {e}")))?;
+    let mut inner =
+        tokenizers::Tokenizer::from_file(&json_path).map_err(|e| file_err(&json_path, format!("cannot load: {e}")))?;
     // Padding and truncation saved in tokenizer.json (MiniLM's pads every text to 128 tokens)
     // are batch-time choices: graft pads by position and truncates where the task says.
     inner.with_padding(None);
-    inner
-        .with_truncation(None)
-        .map_err(|e| file_err(&json_path, format!("cannot switch truncation off: {e}")))?;
+    inner.with_truncation(None).map_err(|e| file_err(&json_path, format!("cannot switch truncation off: {e}")))?;
     let config_path = dir.join(TOKENIZER_CONFIG);
     let config = read_json(&config_path)?.unwrap_or(Value::Null);
     let model_config = read_json(&dir.join(MODEL_CONFIG))?;
@@ -171,8 +167,8 @@ impl Tokenizer {
             config.insert("chat_template".into(), json!(t.source()));
         }
         let config_path = dir.join(TOKENIZER_CONFIG);
-        let text = serde_json::to_string_pretty(&Value::Object(config))
-            .map_err(|e| file_err(&config_path, e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&Value::Object(config)).map_err(|e| file_err(&config_path, e.to_string()))?;
         std::fs::write(&config_path, text + "\n").map_err(|e| file_err(&config_path, e.to_string()))
     }
 }

@@ -169,12 +169,8 @@ impl Tokenizer {
         let pad = special(pad, "padding")?;
         let unk = special(unk, "unknown")?;
         let chat_template = chat_template.map(|(name, source)| {
-            ChatTemplate::new(
-                source,
-                bos.as_ref().map(|t| t.content.clone()),
-                eos.as_ref().map(|t| t.content.clone()),
-            )
-            .with_name(name)
+            ChatTemplate::new(source, bos.as_ref().map(|t| t.content.clone()), eos.as_ref().map(|t| t.content.clone()))
+                .with_name(name)
         });
         // What `encode(text, true)` does is decided by the post-processor; report that, whatever
         // a config file claims.
@@ -183,21 +179,15 @@ impl Tokenizer {
                 let (with, without) = (with.get_ids(), without.get_ids());
                 let id = |t: &Option<SpecialToken>| t.as_ref().map(|t| t.id);
                 (
-                    id(&bos).is_some()
-                        && with.first().copied() == id(&bos)
-                        && without.first() != with.first(),
+                    id(&bos).is_some() && with.first().copied() == id(&bos) && without.first() != with.first(),
                     id(&eos).is_some() && with.last().copied() == id(&eos) && without.last() != with.last(),
                 )
             }
             (Ok(_), Ok(_)) => (false, false),
             _ => (add_bos, add_eos),
         };
-        let mut special_ids: Vec<u32> = inner
-            .get_added_tokens_decoder()
-            .into_iter()
-            .filter(|(_, t)| t.special)
-            .map(|(id, _)| id)
-            .collect();
+        let mut special_ids: Vec<u32> =
+            inner.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
         special_ids.sort_unstable();
         let mut plain = inner.clone();
         plain.set_encode_special_tokens(true);
@@ -211,11 +201,7 @@ impl Tokenizer {
     }
 
     /// Like [`Tokenizer::encode`], also returning each id's token string.
-    pub fn encode_with_tokens(
-        &self,
-        text: &str,
-        add_special: bool,
-    ) -> Result<(Vec<u32>, Vec<String>), TokenizerError> {
+    pub fn encode_with_tokens(&self, text: &str, add_special: bool) -> Result<(Vec<u32>, Vec<String>), TokenizerError> {
         let enc = self
             .inner
             .encode(text, add_special)

@@ -20,7 +20,8 @@ use tokenizers::SplitDelimiterBehavior;
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Qwen2's chunking: as Llama-3's, with every digit on its own.
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The chunkings graft knows, each a family of llama.cpp names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +55,7 @@ pub(crate) fn known_names() -> Vec<&'static str> {
 
 /// The `tokenizers` pre-tokenizer for a chunking; `add_prefix_space` is GGUF's
 /// `tokenizer.ggml.add_space_prefix` (false for nearly every byte-level vocabulary).
-pub(crate) fn pre_tokenizer(
-    chunking: Chunking,
-    add_prefix_space: bool,
-) -> Result<PreTokenizerWrapper, String> {
+pub(crate) fn pre_tokenizer(chunking: Chunking, add_prefix_space: bool) -> Result<PreTokenizerWrapper, String> {
     let byte_level =
         |use_regex: bool| -> PreTokenizerWrapper { ByteLevel::new(add_prefix_space, true, use_regex).into() };
     let split = |regex: &str| -> Result<PreTokenizerWrapper, String> {
@@ -115,10 +113,7 @@ mod tests {
         let pre = pre_tokenizer(c, false).unwrap();
         let mut s = PreTokenizedString::from(text);
         pre.pre_tokenize(&mut s).unwrap();
-        s.get_splits(OffsetReferential::Original, OffsetType::Byte)
-            .into_iter()
-            .map(|(s, _, _)| s.to_string())
-            .collect()
+        s.get_splits(OffsetReferential::Original, OffsetType::Byte).into_iter().map(|(s, _, _)| s.to_string()).collect()
     }
 
     #[test]

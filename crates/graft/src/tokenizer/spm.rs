@@ -68,9 +68,7 @@ fn derive_merges(pieces: &[String], scores: &[f32], rank_by_position: bool) -> V
             .map(|(l, r)| (l, r, rank(piece)))
             .collect();
         local.sort_by(|a, b| {
-            (score(b.0), score(b.1))
-                .partial_cmp(&(score(a.0), score(a.1)))
-                .unwrap_or(std::cmp::Ordering::Equal)
+            (score(b.0), score(b.1)).partial_cmp(&(score(a.0), score(a.1))).unwrap_or(std::cmp::Ordering::Equal)
         });
         merges.extend(local);
     }
@@ -92,16 +90,16 @@ pub(crate) fn tokenizer(
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| {
-                    meta.err("tokenizer.ggml.merges", format!("merge {i} `{m}` is not two tokens"))
-                })
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| meta.err("tokenizer.ggml.merges", format!("merge {i} `{m}` is not two tokens")))
             })
             .collect::<Result<Vec<_>, _>>()?,
         None => {
             let key = "tokenizer.ggml.scores";
-            let scores = meta.floats(key)?.ok_or_else(|| {
-                meta.err(key, "missing: a SentencePiece vocabulary without merges needs scores")
-            })?;
+            let scores = meta
+                .floats(key)?
+                .ok_or_else(|| meta.err(key, "missing: a SentencePiece vocabulary without merges needs scores"))?;
             if scores.len() != pieces.len() {
                 return Err(meta.err(key, format!("{} scores for {} tokens", scores.len(), pieces.len())));
             }
@@ -113,18 +111,15 @@ pub(crate) fn tokenizer(
     if let Some(unk) = declared.unk {
         builder = builder.unk_token(pieces[unk as usize].clone());
     }
-    let bpe =
-        builder.build().map_err(|e| meta.err("tokenizer.ggml.tokens", format!("cannot build BPE: {e}")))?;
+    let bpe = builder.build().map_err(|e| meta.err("tokenizer.ggml.tokens", format!("cannot build BPE: {e}")))?;
     let mut tok = Tokenizer::new(bpe);
 
     let add_prefix_space = declared.add_prefix_space.unwrap_or(true);
-    let replace = |from: &str, to: &str| {
-        Replace::new(from, to).map_err(|e| meta.err("tokenizer.ggml.tokens", e.to_string()))
-    };
+    let replace =
+        |from: &str, to: &str| Replace::new(from, to).map_err(|e| meta.err("tokenizer.ggml.tokens", e.to_string()));
     let mut decoders: Vec<DecoderWrapper> = Vec::new();
     if gemma {
-        tok.with_normalizer(Some(replace(" ", "▁")?))
-            .map_err(|e| meta.err("tokenizer.ggml.tokens", e.to_string()))?;
+        tok.with_normalizer(Some(replace(" ", "▁")?)).map_err(|e| meta.err("tokenizer.ggml.tokens", e.to_string()))?;
         decoders.extend([replace("▁", " ")?.into(), ByteFallback::new().into(), Fuse::new().into()]);
     } else {
         let scheme = if add_prefix_space { PrependScheme::First } else { PrependScheme::Never };
@@ -135,9 +130,7 @@ pub(crate) fn tokenizer(
         decoders.push(Strip::new(' ', 1, 0).into());
     }
     tok.with_decoder(Some(DecoderSequence::new(decoders)));
-    if let Some(post) =
-        special_template(tokens, declared).map_err(|e| meta.err("tokenizer.ggml.add_bos_token", e))?
-    {
+    if let Some(post) = special_template(tokens, declared).map_err(|e| meta.err("tokenizer.ggml.add_bos_token", e))? {
         tok.with_post_processor(Some(post));
     }
 
@@ -161,9 +154,7 @@ pub(crate) fn tokenizer(
         let user: Vec<AddedToken> = pieces
             .iter()
             .zip(types)
-            .filter(|(p, &ty)| {
-                ty == TOKEN_TYPE_USER_DEFINED && !p.chars().all(|c| c == SPACE || c.is_whitespace())
-            })
+            .filter(|(p, &ty)| ty == TOKEN_TYPE_USER_DEFINED && !p.chars().all(|c| c == SPACE || c.is_whitespace()))
             .map(|(p, _)| AddedToken::from(p.clone(), false).normalized(false))
             .collect();
         tok.add_tokens(user).map_err(|e| meta.err("tokenizer.ggml.token_type", e.to_string()))?;
@@ -204,14 +195,8 @@ mod tests {
         let strings = |v: &[&str]| Value::Array(v.iter().map(|s| Value::String(s.to_string())).collect());
         map.insert("tokenizer.ggml.model".into(), Value::String("llama".into()));
         map.insert("tokenizer.ggml.tokens".into(), strings(tokens));
-        map.insert(
-            "tokenizer.ggml.scores".into(),
-            Value::Array(scores.iter().map(|&x| Value::F32(x)).collect()),
-        );
-        map.insert(
-            "tokenizer.ggml.token_type".into(),
-            Value::Array(types.iter().map(|&x| Value::I32(x)).collect()),
-        );
+        map.insert("tokenizer.ggml.scores".into(), Value::Array(scores.iter().map(|&x| Value::F32(x)).collect()));
+        map.insert("tokenizer.ggml.token_type".into(), Value::Array(types.iter().map(|&x| Value::I32(x)).collect()));
         for (k, v) in extra {
             map.insert(k.to_string(), v.clone());
         }
@@ -222,12 +207,10 @@ mod tests {
     #[test]
     fn llama_vocabulary_encodes_with_derived_merges_and_byte_fallback() {
         let tokens = [
-            "<unk>", "<s>", "</s>", "▁", "h", "e", "l", "o", "w", "r", "d", "▁h", "ll", "▁he", "llo",
-            "▁hello", "<0x21>",
+            "<unk>", "<s>", "</s>", "▁", "h", "e", "l", "o", "w", "r", "d", "▁h", "ll", "▁he", "llo", "▁hello",
+            "<0x21>",
         ];
-        let scores = [
-            0.0, 0.0, 0.0, -0.5, -9.0, -9.0, -9.0, -9.0, -9.0, -9.0, -9.0, -1.0, -2.0, -3.0, -4.0, -5.0, 0.0,
-        ];
+        let scores = [0.0, 0.0, 0.0, -0.5, -9.0, -9.0, -9.0, -9.0, -9.0, -9.0, -9.0, -1.0, -2.0, -3.0, -4.0, -5.0, 0.0];
         let types = [2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 6];
         let ids_of = [
             ("tokenizer.ggml.bos_token_id", 1u32),

@@ -116,7 +116,9 @@ fn complete(root: &Path) -> Result<Vec<PathBuf>> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.is_dir()
-                    && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
                     && p.join("manifest.json").is_file()
             })
             .collect(),
@@ -140,9 +142,8 @@ pub fn load_dir(dir: &Path, device: &Device) -> Result<Checkpoint> {
     let text = io(&manifest_path, std::fs::read_to_string(&manifest_path))?;
     let manifest: HashMap<String, String> = serde_json::from_str(&text)?;
     for f in FILES {
-        let want = manifest
-            .get(f)
-            .ok_or_else(|| GraftError::Input(format!("{}: manifest lacks {f}", dir.display())))?;
+        let want =
+            manifest.get(f).ok_or_else(|| GraftError::Input(format!("{}: manifest lacks {f}", dir.display())))?;
         let got = sha256_file(&dir.join(f))?;
         if &got != want {
             return Err(GraftError::Input(format!(

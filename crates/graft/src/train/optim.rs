@@ -127,7 +127,11 @@ impl Optimizer {
         let get = |k: &str, like: &Var| -> Result<Tensor> {
             let t = state.get(k).ok_or_else(|| GraftError::Input(format!("optimizer state lacks `{k}`")))?;
             if t.dims() != like.dims() {
-                return Err(GraftError::Input(format!("optimizer state `{k}` has shape {:?}, expected {:?}", t.dims(), like.dims())));
+                return Err(GraftError::Input(format!(
+                    "optimizer state `{k}` has shape {:?}, expected {:?}",
+                    t.dims(),
+                    like.dims()
+                )));
             }
             Ok(t.to_device(like.device())?.to_dtype(like.dtype())?)
         };

@@ -343,4 +343,3 @@ impl<W: Write> Counted<W> {
         }
     }
 }
-

@@ -195,8 +195,9 @@ fn sentence_max_len(dir: &Path) -> Result<Option<usize>> {
         serde_json::from_str(&text).map_err(|e| GraftError::model(&path, format!("invalid JSON: {e}")))?;
     match value.get("max_seq_length") {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
-            GraftError::model(&path, format!("`max_seq_length` must be a positive integer, found {v}"))
-        }),
+        Some(v) => v
+            .as_u64()
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| GraftError::model(&path, format!("`max_seq_length` must be a positive integer, found {v}"))),
     }
 }

@@ -25,10 +25,7 @@ impl BertWeights {
     /// Validates and maps every safetensors file of the folder `dir` (`model.safetensors`, or
     /// the shards listed in `model.safetensors.index.json`).
     pub fn open(dir: &Path) -> Result<Self> {
-        let files = safetensors_files(dir)?
-            .iter()
-            .map(open_safetensors)
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let files = safetensors_files(dir)?.iter().map(open_safetensors).collect::<std::result::Result<Vec<_>, _>>()?;
         let has = |name: &str| files.iter().any(|f| f.info(name).is_some());
         let prefix = PREFIXES.into_iter().find(|p| has(&format!("{p}{PROBE}"))).ok_or_else(|| {
             GraftError::model(

@@ -45,9 +45,7 @@ impl RopeTables {
                 sin.push(angle.sin());
             }
         }
-        let table = |v: Vec<f64>| -> Result<Tensor> {
-            Ok(Tensor::from_vec(v, (n, half), device)?.to_dtype(dtype)?)
-        };
+        let table = |v: Vec<f64>| -> Result<Tensor> { Ok(Tensor::from_vec(v, (n, half), device)?.to_dtype(dtype)?) };
         Ok(Self { cos: table(cos)?, sin: table(sin)? })
     }
 

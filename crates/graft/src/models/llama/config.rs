@@ -61,20 +61,14 @@ impl LlamaConfig {
                 _ => gguf.content().tensor_infos.get("token_embd.weight").map(|t| t.shape.dims()[0]).unwrap_or(0),
             },
         };
-        let head_dim = gguf
-            .meta_u32(&key("rope.dimension_count"))
-            .map(|v| v as usize)
-            .unwrap_or(hidden / n_heads);
+        let head_dim = gguf.meta_u32(&key("rope.dimension_count")).map(|v| v as usize).unwrap_or(hidden / n_heads);
         Ok(Self {
             vocab_size,
             hidden_size: hidden,
             intermediate_size: gguf.meta_u32(&key("feed_forward_length"))? as usize,
             num_hidden_layers: gguf.meta_u32(&key("block_count"))? as usize,
             num_attention_heads: n_heads,
-            num_key_value_heads: gguf
-                .meta_u32(&key("attention.head_count_kv"))
-                .map(|v| v as usize)
-                .unwrap_or(n_heads),
+            num_key_value_heads: gguf.meta_u32(&key("attention.head_count_kv")).map(|v| v as usize).unwrap_or(n_heads),
             head_dim: Some(head_dim),
             rope_theta: gguf.meta_f32(&key("rope.freq_base")).map(f64::from).unwrap_or(10_000.0),
             rms_norm_eps: f64::from(gguf.meta_f32(&key("attention.layer_norm_rms_epsilon"))?),

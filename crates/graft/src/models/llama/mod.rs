@@ -7,8 +7,8 @@ pub mod random;
 pub mod virtual_tokens;
 pub mod weights;
 
-pub use config::LlamaConfig;
 pub use block::Block;
+pub use config::LlamaConfig;
 pub use model::{Llama, LoadOptions, Pass};
 pub use virtual_tokens::VirtualTokens;
 pub use weights::{GgufWeights, SafetensorsWeights, WeightFormat, WeightSource};

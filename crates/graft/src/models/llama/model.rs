@@ -6,16 +6,16 @@
 //! [`Pass::Infer`] uses candle's fused forward-only kernels and a KV cache. Attention never repeats K/V for grouped queries: the `rep` query heads that share a KV
 //! head are stacked along the sequence axis, so one matmul serves the whole group.
 
+use super::block::{rms_norm, Block, BlockContext, RopeTables};
 use super::config::LlamaConfig;
+use super::virtual_tokens::VirtualTokens;
 use super::weights::{WeightFormat, WeightSource};
 use crate::models::linear::{BaseWeight, Proj};
 use crate::models::{KvCache, Model, ModelInfo};
-use crate::{GraftError, Result};
-use super::block::{rms_norm, Block, BlockContext, RopeTables};
-use super::virtual_tokens::VirtualTokens;
 use crate::ops::{self, FrozenWeight, GradSink};
-use std::sync::Arc;
+use crate::{GraftError, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
+use std::sync::Arc;
 
 /// Which kernels a forward pass may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,8 @@ impl Llama {
         cfg.validate().map_err(|r| GraftError::model(source.origin(), r))?;
         let (dev, dtype) = (&opts.device, opts.dtype);
         let hd = cfg.head_dim();
-        let (h, nh, nkv, ff) = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.intermediate_size);
+        let (h, nh, nkv, ff) =
+            (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.intermediate_size);
         let check = |name: &str, dims: (usize, usize), want: (usize, usize)| -> Result<()> {
             if dims != want {
                 return Err(GraftError::model(
@@ -83,7 +84,10 @@ impl Llama {
         let vector = |hf: &str, n: usize| -> Result<Tensor> {
             let t = source.dense(hf, dtype, dev)?;
             if t.dims() != [n] {
-                return Err(GraftError::model(source.origin(), format!("tensor `{hf}` has shape {:?}, expected [{n}]", t.dims())));
+                return Err(GraftError::model(
+                    source.origin(),
+                    format!("tensor `{hf}` has shape {:?}, expected [{n}]", t.dims()),
+                ));
             }
             Ok(t)
         };
@@ -101,7 +105,11 @@ impl Llama {
                     proj(&p("self_attn.v_proj"), nkv * hd, h)?,
                     proj(&p("self_attn.o_proj"), h, nh * hd)?,
                 ],
-                mlp: [proj(&p("mlp.gate_proj"), ff, h)?, proj(&p("mlp.up_proj"), ff, h)?, proj(&p("mlp.down_proj"), h, ff)?],
+                mlp: [
+                    proj(&p("mlp.gate_proj"), ff, h)?,
+                    proj(&p("mlp.up_proj"), ff, h)?,
+                    proj(&p("mlp.down_proj"), h, ff)?,
+                ],
             });
         }
         let norm = vector("model.norm.weight", h)?;
@@ -251,10 +259,13 @@ impl Llama {
                     let (ctx, blk, pre) = (self.ctx.clone(), block.clone(), prefix.clone());
                     let f = move |x: &Tensor| -> candle_core::Result<Tensor> {
                         let kv = match &pre {
-                            Some(p) => p.prefix_kv(i, b, &ctx.cfg, x.dtype()).map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+                            Some(p) => p
+                                .prefix_kv(i, b, &ctx.cfg, x.dtype())
+                                .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
                             None => None,
                         };
-                        ctx.forward(&blk, i, x, offset, None, kv.as_ref(), Pass::Train).map_err(|e| candle_core::Error::Msg(e.to_string()))
+                        ctx.forward(&blk, i, x, offset, None, kv.as_ref(), Pass::Train)
+                            .map_err(|e| candle_core::Error::Msg(e.to_string()))
                     };
                     let mut params = block.trainable_tensors();
                     params.extend(prefix.iter().map(|p| p.tensor().clone()).filter(|t| t.is_variable()));
@@ -316,10 +327,14 @@ impl Llama {
     fn check_plain_run(&self, t: usize, blocks: usize) -> Result<()> {
         let (n, ctx) = (self.layers.len(), self.ctx.cfg.max_position_embeddings);
         if blocks > n {
-            return Err(GraftError::Input(format!("layer {blocks} asked for, but the model has {n} decoder blocks (0..={n})")));
+            return Err(GraftError::Input(format!(
+                "layer {blocks} asked for, but the model has {n} decoder blocks (0..={n})"
+            )));
         }
         if t > ctx {
-            return Err(GraftError::Input(format!("sequence of {t} tokens is longer than the model's context of {ctx} tokens")));
+            return Err(GraftError::Input(format!(
+                "sequence of {t} tokens is longer than the model's context of {ctx} tokens"
+            )));
         }
         if self.virtual_tokens.is_some() {
             return Err(GraftError::Input(
@@ -417,7 +432,6 @@ impl Llama {
         };
         Ok(ops::lm_head_nll(&hidden, &head, &targets, &mask)?)
     }
-
 }
 
 impl Model for Llama {
@@ -456,7 +470,10 @@ impl Model for Llama {
         let hidden = self.hidden_states(ids, Some(cache), Pass::Infer)?;
         let (b, t, h) = hidden.dims3()?;
         if positions.len() != b || positions.iter().any(|&p| p >= t) {
-            return Err(GraftError::Input(format!("logits_at: {} positions for {b} rows of {t} tokens", positions.len())));
+            return Err(GraftError::Input(format!(
+                "logits_at: {} positions for {b} rows of {t} tokens",
+                positions.len()
+            )));
         }
         let flat: Vec<u32> = positions.iter().enumerate().map(|(i, &p)| (i * t + p) as u32).collect();
         let index = Tensor::from_vec(flat, b, &self.ctx.device)?;
@@ -473,4 +490,3 @@ impl Model for Llama {
         names
     }
 }
-

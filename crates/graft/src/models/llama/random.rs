@@ -106,13 +106,15 @@ impl RandomWeights {
     /// A per-tensor seed, so a tensor's values do not depend on the order tensors are asked for.
     fn tensor_seed(&self, hf_name: &str) -> u64 {
         // FNV-1a over the name, mixed with the model seed.
-        hf_name.bytes().fold(0xcbf2_9ce4_8422_2325 ^ self.seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        hf_name
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325 ^ self.seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
     }
 
     fn f32_tensor(&self, hf_name: &str, device: &Device) -> Result<Tensor> {
-        let shape = self
-            .shape(hf_name)
-            .ok_or_else(|| GraftError::model(&self.origin, format!("no tensor `{hf_name}` in a Llama of this shape")))?;
+        let shape = self.shape(hf_name).ok_or_else(|| {
+            GraftError::model(&self.origin, format!("no tensor `{hf_name}` in a Llama of this shape"))
+        })?;
         let n: usize = shape.iter().product();
         let values: Vec<f32> = if hf_name.ends_with("norm.weight") {
             vec![1.0; n]
@@ -169,12 +171,18 @@ mod tests {
 
     #[test]
     fn same_seed_same_tensor_other_seed_other_tensor() {
-        let a = RandomWeights::new(tiny(), 1).dense("model.layers.1.mlp.up_proj.weight", DType::F32, &Device::Cpu).unwrap();
-        let b = RandomWeights::new(tiny(), 1).dense("model.layers.1.mlp.up_proj.weight", DType::F32, &Device::Cpu).unwrap();
-        let c = RandomWeights::new(tiny(), 2).dense("model.layers.1.mlp.up_proj.weight", DType::F32, &Device::Cpu).unwrap();
+        let a =
+            RandomWeights::new(tiny(), 1).dense("model.layers.1.mlp.up_proj.weight", DType::F32, &Device::Cpu).unwrap();
+        let b =
+            RandomWeights::new(tiny(), 1).dense("model.layers.1.mlp.up_proj.weight", DType::F32, &Device::Cpu).unwrap();
+        let c =
+            RandomWeights::new(tiny(), 2).dense("model.layers.1.mlp.up_proj.weight", DType::F32, &Device::Cpu).unwrap();
         assert_eq!(a.dims(), [128, 64]);
-        let (a, b, c): (Vec<f32>, Vec<f32>, Vec<f32>) =
-            (a.flatten_all().unwrap().to_vec1().unwrap(), b.flatten_all().unwrap().to_vec1().unwrap(), c.flatten_all().unwrap().to_vec1().unwrap());
+        let (a, b, c): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+            a.flatten_all().unwrap().to_vec1().unwrap(),
+            b.flatten_all().unwrap().to_vec1().unwrap(),
+            c.flatten_all().unwrap().to_vec1().unwrap(),
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
         let std = (a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / a.len() as f64).sqrt();

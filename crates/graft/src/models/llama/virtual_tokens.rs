@@ -62,13 +62,25 @@ impl VirtualTokens {
 
     /// The prefix keys and values of `layer`, each `[batch, kv_heads, n, head_dim]`; `None` for
     /// a soft prompt.
-    pub(super) fn prefix_kv(&self, layer: usize, batch: usize, cfg: &LlamaConfig, dtype: DType) -> Result<Option<(Tensor, Tensor)>> {
+    pub(super) fn prefix_kv(
+        &self,
+        layer: usize,
+        batch: usize,
+        cfg: &LlamaConfig,
+        dtype: DType,
+    ) -> Result<Option<(Tensor, Tensor)>> {
         let Self::Prefix(t) = self else { return Ok(None) };
         let t = t.to_dtype(dtype)?;
         let (n, nkv, hd) = (self.len(), cfg.num_key_value_heads, cfg.head_dim());
         let per_layer = t.reshape((n, cfg.num_hidden_layers, 2, nkv, hd))?.narrow(1, layer, 1)?.squeeze(1)?;
         let part = |i: usize| -> Result<Tensor> {
-            Ok(per_layer.narrow(1, i, 1)?.squeeze(1)?.transpose(0, 1)?.unsqueeze(0)?.broadcast_as((batch, nkv, n, hd))?.contiguous()?)
+            Ok(per_layer
+                .narrow(1, i, 1)?
+                .squeeze(1)?
+                .transpose(0, 1)?
+                .unsqueeze(0)?
+                .broadcast_as((batch, nkv, n, hd))?
+                .contiguous()?)
         };
         Ok(Some((part(0)?, part(1)?)))
     }

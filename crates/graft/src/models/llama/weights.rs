@@ -128,7 +128,8 @@ impl<'a> GgufWeights<'a> {
     }
 
     fn gguf_name(&self, hf: &str) -> Result<String> {
-        hf_to_gguf_name(hf).ok_or_else(|| GraftError::model(self.gguf.path(), format!("no GGUF name for tensor `{hf}`")))
+        hf_to_gguf_name(hf)
+            .ok_or_else(|| GraftError::model(self.gguf.path(), format!("no GGUF name for tensor `{hf}`")))
     }
 
     /// Heads whose rows llama.cpp permuted, if `hf` is a q/k projection weight.
@@ -164,7 +165,11 @@ impl WeightSource for GgufWeights<'_> {
 
     fn projection(&self, hf_name: &str, format: WeightFormat, dtype: DType, device: &Device) -> Result<BaseWeight> {
         let q = self.gguf.qtensor(&self.gguf_name(hf_name)?, device)?;
-        let dense_types = [candle_core::quantized::GgmlDType::F32, candle_core::quantized::GgmlDType::F16, candle_core::quantized::GgmlDType::BF16];
+        let dense_types = [
+            candle_core::quantized::GgmlDType::F32,
+            candle_core::quantized::GgmlDType::F16,
+            candle_core::quantized::GgmlDType::BF16,
+        ];
         if format == WeightFormat::Dense || dense_types.contains(&q.dtype()) {
             return Ok(BaseWeight::Dense(self.dense(hf_name, dtype, device)?));
         }

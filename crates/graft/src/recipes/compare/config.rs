@@ -162,7 +162,13 @@ pub struct ProbeSection {
 
 impl Default for ProbeSection {
     fn default() -> Self {
-        Self { encoder: "all-minilm-l6-v2".into(), layer: None, pooling: Pooling::Last, unfreeze_top: 2, head: HeadConfig::default() }
+        Self {
+            encoder: "all-minilm-l6-v2".into(),
+            layer: None,
+            pooling: Pooling::Last,
+            unfreeze_top: 2,
+            head: HeadConfig::default(),
+        }
     }
 }
 
@@ -281,11 +287,13 @@ impl CompareConfig {
     /// list and validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| GraftError::io(path, e))?;
-        let mut value: toml::Value = toml::from_str(&text).map_err(|e| GraftError::Input(format!("{}: {e}", path.display())))?;
+        let mut value: toml::Value =
+            toml::from_str(&text).map_err(|e| GraftError::Input(format!("{}: {e}", path.display())))?;
         for o in overrides {
             crate::config::apply_override(&mut value, o)?;
         }
-        let cfg: CompareConfig = value.try_into().map_err(|e: toml::de::Error| GraftError::Input(format!("{}: {e}", path.display())))?;
+        let cfg: CompareConfig =
+            value.try_into().map_err(|e: toml::de::Error| GraftError::Input(format!("{}: {e}", path.display())))?;
         cfg.resolved()
     }
 

@@ -26,7 +26,11 @@ pub(super) fn write_messages_jsonl(path: &Path, template: &PromptTemplate, tweet
 /// Zero-shot (the instruction alone) or few-shot (after k solved train examples).
 pub(super) fn prompting(ctx: &Context, t: Technique, train: &[Tweet]) -> Result<TechniqueResult> {
     let cfg = ctx.cfg;
-    let opts = LoadOptions { device: parse_device(&cfg.model.device)?, dtype: parse_dtype(&cfg.model.dtype)?, format: WeightFormat::Dense };
+    let opts = LoadOptions {
+        device: parse_device(&cfg.model.device)?,
+        dtype: parse_dtype(&cfg.model.dtype)?,
+        format: WeightFormat::Dense,
+    };
     let model = load_causal_lm(&ctx.source, &opts)?;
     let shots: Vec<Shot> = match t {
         Technique::FewShot => {
@@ -109,18 +113,39 @@ fn train_config(ctx: &Context, t: Technique, train_jsonl: &Path, dir: &Path) -> 
 }
 
 fn describe(t: Technique, cfg: &TrainConfig) -> String {
-    let budget = format!("{} steps x {} examples, lr {:e}", cfg.train.max_steps.unwrap_or(0), cfg.train.batch_size, cfg.train.lr);
+    let budget = format!(
+        "{} steps x {} examples, lr {:e}",
+        cfg.train.max_steps.unwrap_or(0),
+        cfg.train.batch_size,
+        cfg.train.lr
+    );
     match t {
-        Technique::SoftPrompt => format!("soft prompt of {} virtual tokens, model frozen; {budget}", cfg.adapter.num_virtual_tokens),
-        Technique::Prefix => format!("key/value prefix of {} virtual tokens per layer, model frozen; {budget}", cfg.adapter.num_virtual_tokens),
+        Technique::SoftPrompt => {
+            format!("soft prompt of {} virtual tokens, model frozen; {budget}", cfg.adapter.num_virtual_tokens)
+        }
+        Technique::Prefix => format!(
+            "key/value prefix of {} virtual tokens per layer, model frozen; {budget}",
+            cfg.adapter.num_virtual_tokens
+        ),
         Technique::Full => format!("every weight trains; {budget}"),
         Technique::Scratch => format!("same architecture from random weights, every weight trains; {budget}"),
-        _ => format!("LoRA r={} alpha={} on {}; {budget}", cfg.adapter.r, cfg.adapter.alpha, cfg.adapter.targets.join(",")),
+        _ => format!(
+            "LoRA r={} alpha={} on {}; {budget}",
+            cfg.adapter.r,
+            cfg.adapter.alpha,
+            cfg.adapter.targets.join(",")
+        ),
     }
 }
 
 /// Trains with technique `t` on `train` (as chat instructions), then scores the trained model.
-pub(super) fn fine_tune(ctx: &Context, t: Technique, train: &[Tweet], dir: &Path, on_event: &mut dyn FnMut(Event)) -> Result<TechniqueResult> {
+pub(super) fn fine_tune(
+    ctx: &Context,
+    t: Technique,
+    train: &[Tweet],
+    dir: &Path,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<TechniqueResult> {
     let train_jsonl = dir.join("data").join("train.jsonl");
     write_messages_jsonl(&train_jsonl, &ctx.cfg.prompt, train)?;
     let cfg = train_config(ctx, t, &train_jsonl, dir);

@@ -64,7 +64,11 @@ pub fn run(cfg: &CompareConfig, rerun: bool, on_event: &mut dyn FnMut(Event)) ->
     let all = tweets::read(&corpus)?;
     let (train, test) = tweets::split(&all, cfg.task.n_train, cfg.task.n_test, cfg.task.seed);
     if train.is_empty() {
-        return Err(GraftError::Input(format!("the corpus has {} tweets: none left for training after {} held out", all.len(), test.len())));
+        return Err(GraftError::Input(format!(
+            "the corpus has {} tweets: none left for training after {} held out",
+            all.len(),
+            test.len()
+        )));
     }
     let test_jsonl = out.join("data").join("test.jsonl");
     decoder::write_messages_jsonl(&test_jsonl, &cfg.prompt, &test)?;
@@ -81,7 +85,13 @@ pub fn run(cfg: &CompareConfig, rerun: bool, on_event: &mut dyn FnMut(Event)) ->
     };
     let total = cfg.techniques.len();
     for (i, &t) in cfg.techniques.iter().enumerate() {
-        on_event(Event::Note(format!("[{}/{total}] {} on {} train / {} held-out tweets", i + 1, t.name(), train.len(), ctx.test.len())));
+        on_event(Event::Note(format!(
+            "[{}/{total}] {} on {} train / {} held-out tweets",
+            i + 1,
+            t.name(),
+            train.len(),
+            ctx.test.len()
+        )));
         let row = run_technique(&ctx, t, &train, &out.join(t.name()), on_event)?;
         on_event(Event::Note(format!("{}: accuracy {:.3}, macro-F1 {:.3}", t.name(), row.accuracy, row.macro_f1)));
         report.rows.push(row);
@@ -96,13 +106,23 @@ pub fn run(cfg: &CompareConfig, rerun: bool, on_event: &mut dyn FnMut(Event)) ->
             let (accuracy, macro_f1) = match done {
                 Some(r) => (r.accuracy, r.macro_f1),
                 None => {
-                    on_event(Event::Note(format!("learning curve: {} on {n} train tweets ({:.0}%)", t.name(), fraction * 100.0)));
+                    on_event(Event::Note(format!(
+                        "learning curve: {} on {n} train tweets ({:.0}%)",
+                        t.name(),
+                        fraction * 100.0
+                    )));
                     let dir = out.join("curve").join(format!("{}-{n}", t.name()));
                     let row = run_technique(&ctx, t, &train[..n], &dir, on_event)?;
                     (row.accuracy, row.macro_f1)
                 }
             };
-            report.learning_curve.push(CurvePoint { technique: t.name().into(), fraction, n_train: n, accuracy, macro_f1 });
+            report.learning_curve.push(CurvePoint {
+                technique: t.name().into(),
+                fraction,
+                n_train: n,
+                accuracy,
+                macro_f1,
+            });
             report::write_report(&report, &out)?;
         }
     }
@@ -116,13 +136,25 @@ fn classes_without_examples(train: &[Tweet]) -> Vec<&'static str> {
 }
 
 /// Runs one technique on `train` (a prefix of the shuffled train split), with its files in `dir`.
-fn run_technique(ctx: &Context, t: Technique, train: &[Tweet], dir: &Path, on_event: &mut dyn FnMut(Event)) -> Result<TechniqueResult> {
+fn run_technique(
+    ctx: &Context,
+    t: Technique,
+    train: &[Tweet],
+    dir: &Path,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<TechniqueResult> {
     std::fs::create_dir_all(dir).map_err(|e| GraftError::io(dir, e))?;
     let print = fingerprint(ctx.cfg, t, train.len())?;
     let (result_path, print_path) = (dir.join("result.json"), dir.join("settings.sha256"));
     if !ctx.rerun && std::fs::read_to_string(&print_path).is_ok_and(|p| p.trim() == print) {
-        if let Some(row) = std::fs::read_to_string(&result_path).ok().and_then(|s| serde_json::from_str::<TechniqueResult>(&s).ok()) {
-            on_event(Event::Note(format!("{}: reusing the result in {} (same settings; --rerun runs it again)", t.name(), dir.display())));
+        if let Some(row) =
+            std::fs::read_to_string(&result_path).ok().and_then(|s| serde_json::from_str::<TechniqueResult>(&s).ok())
+        {
+            on_event(Event::Note(format!(
+                "{}: reusing the result in {} (same settings; --rerun runs it again)",
+                t.name(),
+                dir.display()
+            )));
             return Ok(row);
         }
     }
@@ -134,7 +166,9 @@ fn run_technique(ctx: &Context, t: Technique, train: &[Tweet], dir: &Path, on_ev
         Technique::SoftPrompt | Technique::Prefix | Technique::Lora | Technique::Full | Technique::Scratch => {
             decoder::fine_tune(ctx, t, train, dir, on_event)?
         }
-        Technique::LinearProbe | Technique::DecoderHead | Technique::EncoderProbe => probes::run(ctx, t, train, dir, on_event)?,
+        Technique::LinearProbe | Technique::DecoderHead | Technique::EncoderProbe => {
+            probes::run(ctx, t, train, dir, on_event)?
+        }
     };
     row.peak_rss_mb = crate::bench::memory::peak_rss_bytes().map(|b| b as f64 / 1e6);
     let missing = classes_without_examples(train);
@@ -158,7 +192,9 @@ pub fn fingerprint(cfg: &CompareConfig, t: Technique, n_train: usize) -> Result<
         Technique::ZeroShot => serde_json::Value::Null,
         Technique::FewShot => serde_json::to_value(&cfg.few_shot)?,
         Technique::LinearProbe | Technique::DecoderHead | Technique::EncoderProbe => serde_json::to_value(&cfg.probe)?,
-        Technique::SoftPrompt | Technique::Prefix | Technique::Lora | Technique::Full | Technique::Scratch => serde_json::to_value(&cfg.train)?,
+        Technique::SoftPrompt | Technique::Prefix | Technique::Lora | Technique::Full | Technique::Scratch => {
+            serde_json::to_value(&cfg.train)?
+        }
     };
     let settings = serde_json::json!({
         "technique": t.name(),
@@ -186,9 +222,15 @@ mod tests {
         other.train.lr.lora = 2e-3;
         assert_ne!(base, fingerprint(&other, Technique::Lora, 100).unwrap());
         // A section the technique does not read does not change its digest.
-        assert_eq!(fingerprint(&cfg, Technique::ZeroShot, 100).unwrap(), fingerprint(&other, Technique::ZeroShot, 100).unwrap());
+        assert_eq!(
+            fingerprint(&cfg, Technique::ZeroShot, 100).unwrap(),
+            fingerprint(&other, Technique::ZeroShot, 100).unwrap()
+        );
         other.few_shot.k = 5;
-        assert_ne!(fingerprint(&cfg, Technique::FewShot, 100).unwrap(), fingerprint(&other, Technique::FewShot, 100).unwrap());
+        assert_ne!(
+            fingerprint(&cfg, Technique::FewShot, 100).unwrap(),
+            fingerprint(&other, Technique::FewShot, 100).unwrap()
+        );
         // The technique list, the curve and the output folder do not change a result.
         other = cfg.clone();
         other.techniques = vec![Technique::Lora];

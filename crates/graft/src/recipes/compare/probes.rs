@@ -39,7 +39,13 @@ fn head_name(kind: HeadKind) -> String {
 
 /// Runs `linear_probe`, `decoder_head` or `encoder_probe` on `train`, scores it on the held-out
 /// set, and saves the head in `dir`.
-pub(super) fn run(ctx: &Context, t: Technique, train: &[Tweet], dir: &Path, on_event: &mut dyn FnMut(Event)) -> Result<TechniqueResult> {
+pub(super) fn run(
+    ctx: &Context,
+    t: Technique,
+    train: &[Tweet],
+    dir: &Path,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<TechniqueResult> {
     let labels: Vec<usize> = train.iter().map(|x| x.label).collect();
     let texts: Vec<String> = train.iter().map(|x| x.text.clone()).collect();
     let p = match t {
@@ -66,10 +72,20 @@ fn budget(ctx: &Context) -> String {
     format!("{}, {} epochs, lr {:e}", head_name(h.kind), h.epochs, h.lr)
 }
 
-fn encoder_probe(ctx: &Context, texts: &[String], labels: &[usize], dir: &Path, on_event: &mut dyn FnMut(Event)) -> Result<Probed> {
+fn encoder_probe(
+    ctx: &Context,
+    texts: &[String],
+    labels: &[usize],
+    dir: &Path,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Probed> {
     let c = ctx.cfg;
     on_event(Event::Note(format!("encoding tweets with `{}`", c.probe.encoder)));
-    let enc = SentenceEncoder::load(&resolve_model(&c.probe.encoder, false)?, &parse_device(&c.model.device)?, parse_dtype(&c.model.dtype)?)?;
+    let enc = SentenceEncoder::load(
+        &resolve_model(&c.probe.encoder, false)?,
+        &parse_device(&c.model.device)?,
+        parse_dtype(&c.model.dtype)?,
+    )?;
     let t0 = Instant::now();
     let (head, losses) = train_head(&encoder_features(&enc, texts, BATCH)?, labels, LABELS.len(), &c.probe.head)?;
     let train_s = t0.elapsed().as_secs_f64();
@@ -80,17 +96,32 @@ fn encoder_probe(ctx: &Context, texts: &[String], labels: &[usize], dir: &Path, 
     Ok(Probed {
         pred,
         trainable: head.trainable_params(),
-        description: format!("{} on frozen `{}` sentence embeddings (mean-pooled, L2-normalised)", budget(ctx), c.probe.encoder),
+        description: format!(
+            "{} on frozen `{}` sentence embeddings (mean-pooled, L2-normalised)",
+            budget(ctx),
+            c.probe.encoder
+        ),
         train_s,
         eval_s,
         losses,
     })
 }
 
-fn decoder_probe(ctx: &Context, t: Technique, texts: &[String], labels: &[usize], dir: &Path, on_event: &mut dyn FnMut(Event)) -> Result<Probed> {
+fn decoder_probe(
+    ctx: &Context,
+    t: Technique,
+    texts: &[String],
+    labels: &[usize],
+    dir: &Path,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Probed> {
     let c = ctx.cfg;
     let p = &c.probe;
-    let opts = LoadOptions { device: parse_device(&c.model.device)?, dtype: parse_dtype(&c.model.dtype)?, format: WeightFormat::Dense };
+    let opts = LoadOptions {
+        device: parse_device(&c.model.device)?,
+        dtype: parse_dtype(&c.model.dtype)?,
+        format: WeightFormat::Dense,
+    };
     let mut model = load_causal_lm(&ctx.source, &opts)?;
     let prompts = |texts: &[String]| -> Result<Vec<Vec<u32>>> {
         texts.iter().map(|x| crate::data::prompt_ids(&ctx.tok, &c.prompt.messages(&[], x))).collect()
@@ -100,7 +131,12 @@ fn decoder_probe(ctx: &Context, t: Technique, texts: &[String], labels: &[usize]
     let t0 = Instant::now();
     if t == Technique::LinearProbe {
         on_event(Event::Note("extracting frozen decoder features".into()));
-        let (head, losses) = train_head(&decoder_features(&model, &train_ids, p.layer, p.pooling, BATCH)?, labels, LABELS.len(), &p.head)?;
+        let (head, losses) = train_head(
+            &decoder_features(&model, &train_ids, p.layer, p.pooling, BATCH)?,
+            labels,
+            LABELS.len(),
+            &p.head,
+        )?;
         let train_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let pred = head.predict(&decoder_features(&model, &test_ids, p.layer, p.pooling, BATCH)?)?;
@@ -111,11 +147,16 @@ fn decoder_probe(ctx: &Context, t: Technique, texts: &[String], labels: &[usize]
         return Ok(Probed { pred, trainable: head.trainable_params(), description, train_s, eval_s, losses });
     }
     on_event(Event::Note(format!("training a classification head with the top {} decoder blocks", p.unfreeze_top)));
-    let (clf, losses) = train_decoder_classifier(&mut model, &train_ids, labels, LABELS.len(), p.unfreeze_top, p.pooling, &p.head)?;
+    let (clf, losses) =
+        train_decoder_classifier(&mut model, &train_ids, labels, LABELS.len(), p.unfreeze_top, p.pooling, &p.head)?;
     let train_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let pred = clf.predict(&model, &test_ids, BATCH)?;
     let eval_s = t1.elapsed().as_secs_f64();
-    let description = format!("{} with the top {} decoder blocks and the final norm trained ({pooling})", budget(ctx), p.unfreeze_top);
+    let description = format!(
+        "{} with the top {} decoder blocks and the final norm trained ({pooling})",
+        budget(ctx),
+        p.unfreeze_top
+    );
     Ok(Probed { pred, trainable: clf.trainable_params(), description, train_s, eval_s, losses })
 }
