@@ -84,5 +84,9 @@ fn killed_run_resumes_to_bit_identical_weights() {
     };
     let (la, lb) = (loss(&ma), loss(&mb));
     assert_eq!(la.len(), 6);
+    // Warm-up as in transformers: the first update uses lr 0, the second 1/2 of the peak (2 steps).
+    let lrs: Vec<f64> =
+        ma.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["lr"].as_f64().unwrap()).collect();
+    assert_eq!(&lrs[..3], &[0.0, 5e-4, 1e-3]);
     assert_eq!(lb, la, "loss curve after resume");
 }
