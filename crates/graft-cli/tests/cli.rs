@@ -44,6 +44,29 @@ fn every_command_documents_an_example() {
     }
 }
 
+/// Options that cannot train are refused before anything is fetched, scored or written.
+#[test]
+fn quickstart_refuses_bad_options_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("qs");
+    for (option, why) in [
+        ("--lr=-1", "train.lr"),
+        ("--lr=0", "train.lr"),
+        ("--steps=0", "train.max_steps"),
+        ("--batch-size=0", "train.batch_size"),
+        ("--test=0", "at least 1 tweet"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_graft"))
+            .args(["quickstart", option, "--out", run.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "quickstart {option} was accepted");
+        assert!(err.contains(why), "quickstart {option}: {err}");
+        assert!(!run.exists(), "quickstart {option} wrote {}", run.display());
+    }
+}
+
 #[test]
 fn quickstart_then_export_to_every_format() {
     let dir = tempfile::tempdir().unwrap();
@@ -124,11 +147,13 @@ fn adapter_runs_like_the_merged_export(dir: &std::path::Path, run: &std::path::P
         graft_json(&args)["ppl"].as_f64().unwrap()
     };
     let with_adapter = ppl(&["--adapter", run.join("adapter").to_str().unwrap()]);
+    let with_run_folder = ppl(&["--adapter", run.to_str().unwrap()]);
     let with_gguf_lora = ppl(&["--adapter", dir.join("lora/adapter.gguf").to_str().unwrap()]);
     let merged_ppl = ppl(&["--model", merged.to_str().unwrap()]);
     let base = ppl(&[]);
     let rel = |a: f64, b: f64| (a - b).abs() / b;
     assert!(rel(with_adapter, merged_ppl) < 1e-4, "adapter {with_adapter} vs merged {merged_ppl}");
+    assert_eq!(with_run_folder, with_adapter, "a run folder stands for its adapter/");
     assert!(rel(with_gguf_lora, merged_ppl) < 1e-4, "GGUF LoRA {with_gguf_lora} vs merged {merged_ppl}");
     assert!(rel(base, merged_ppl) > 1e-3, "the adapter does not change perplexity ({base} vs {merged_ppl})");
 
@@ -141,6 +166,8 @@ fn adapter_runs_like_the_merged_export(dir: &std::path::Path, run: &std::path::P
     let m = generate(&["--model", merged.to_str().unwrap()]);
     assert_eq!(a["new_ids"], m["new_ids"]);
     assert_eq!(a["adapter"], run.join("adapter").to_str().unwrap());
+    let from_run = generate(&["--adapter", run.to_str().unwrap()]);
+    assert_eq!(from_run["new_ids"], m["new_ids"], "a run folder stands for its adapter/");
 
     // A folder that is not an adapter is refused with the reason.
     let out = Command::new(env!("CARGO_BIN_EXE_graft"))
