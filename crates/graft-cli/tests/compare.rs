@@ -6,33 +6,11 @@
 //! finished results are reused, and bad configs fail with the key named. The default model itself
 //! is exercised by the quick-start test and the library's fine-tuning tests.
 
-use graft::models::llama::random::{smollm2_135m_config, RandomWeights};
-use graft::models::llama::{Llama, LlamaConfig, LoadOptions};
+mod common;
+
+use common::{small_config, write_small_model};
 use std::path::Path;
 use std::process::Command;
-
-/// The small decoder's shapes: the default model's vocabulary, 2 layers, hidden 64.
-fn small_config() -> LlamaConfig {
-    LlamaConfig {
-        hidden_size: 64,
-        intermediate_size: 128,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: Some(16),
-        max_position_embeddings: 512,
-        ..smollm2_135m_config()
-    }
-}
-
-/// Writes the small decoder (seed 3) with the default model's tokenizer as an HF folder.
-fn write_small_model(dir: &Path) {
-    let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).expect("default model");
-    let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
-    let cfg = small_config();
-    let model = Llama::load(cfg.clone(), &RandomWeights::new(cfg, 3), &LoadOptions::default()).unwrap();
-    graft::io::hf_folder::write_llama_folder(&model, &tok, dir, candle_core::DType::F32).unwrap();
-}
 
 fn graft(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_graft")).args(args).output().unwrap()

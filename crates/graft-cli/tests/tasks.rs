@@ -118,7 +118,11 @@ fn eval_argument_and_input_errors() {
         fails(&["eval", task, "--data", data, "--limit", "0"], "--limit must be at least 1");
         fails(&["eval", task, "--data", data, "--max-new-tokens", "0"], "--max-new-tokens must be at least 1");
         fails(&["eval", task, "--data", "/nonexistent/x.jsonl"], "no such file");
-        fails(&["eval", task, "--data", data, "--adapter", dir.path().to_str().unwrap()], "no adapter_config.json");
+        fails(&["eval", task, "--data", "dataset:appstream/nope.jsonl"], "no file `nope.jsonl`");
+        fails(
+            &["eval", task, "--data", data, "--adapter", dir.path().to_str().unwrap()],
+            "adapter_config.json is missing",
+        );
         fails(&["eval", task], "--data");
         let help = ok(&["eval", task, "--help"]);
         assert!(help.contains("Example"));

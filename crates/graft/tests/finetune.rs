@@ -62,11 +62,20 @@ fn config_errors_name_the_key() {
     assert!(write("[adapter]\nkind = \"prefix\"\n").contains("unknown variant `prefix`"));
     assert!(write("[data]\ntrain = \"x.jsonl\"\n[model]\ninit = \"random\"\n").contains("model.init"));
     assert!(write("[model]\ninit = \"zeros\"\n").contains("unknown variant `zeros`"));
+    // Nothing held out and no eval file: the run would have nothing to evaluate on.
+    assert!(write("[data]\ntrain = \"x.jsonl\"\neval_fraction = 0.0\n").contains("data.eval_fraction"));
+    assert!(write("[data]\ntrain = \"dataset:tweets/chat.jsonl\"\n").contains("no file `chat.jsonl`"));
+    assert!(write("[data]\ntrain = \"dataset:tweets/chat.train.jsonl\"\n").contains("holds `messages` lines"));
     let p = dir.path().join("ok.toml");
     std::fs::write(&p, "[data]\ntrain = \"x.jsonl\"\n").unwrap();
     let cfg = TrainConfig::load(&p, &["train.lr=3e-4".into(), "adapter.kind=none".into()]).unwrap();
     assert_eq!(cfg.train.lr, 3e-4);
     assert_eq!(cfg.adapter.kind, AdapterKind::None);
+    // A relative data path is relative to the config file; a dataset reference is kept as is.
+    assert_eq!(cfg.data.train, dir.path().join("x.jsonl"));
+    let with_eval = ["data.eval=\"dataset:tweets/chat.test.jsonl\"".into(), "data.eval_fraction=0.0".into()];
+    let cfg = TrainConfig::load(&p, &[with_eval.to_vec(), vec!["data.format=\"messages\"".into()]].concat()).unwrap();
+    assert_eq!(cfg.data.eval.as_deref(), Some(Path::new("dataset:tweets/chat.test.jsonl")));
 }
 
 #[test]
@@ -184,10 +193,13 @@ fn a_run_directory_in_use_is_refused_and_config_changes_block_resume() {
     let mut short = cfg.clone();
     short.train.max_steps = Some(1);
     finetune::run(&short, false, &mut |_| {}).unwrap();
+    let resolved = cfg.output.dir.join("config.resolved.toml");
+    let accepted = std::fs::read_to_string(&resolved).unwrap();
     let mut changed = short.clone();
     changed.train.lr = 5e-4;
     let err = finetune::run(&changed, true, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("train.lr"), "{err}");
+    assert_eq!(std::fs::read_to_string(&resolved).unwrap(), accepted, "a refused resume rewrote the run's config");
 }
 
 /// `model.init = "random"` keeps the architecture and tokenizer but not the weights: the

@@ -4,13 +4,19 @@
 use anyhow::Result;
 use graft::config::TrainConfig;
 use graft::data;
+use graft::recipes::data_build;
 use graft::tokenizer::Tokenizer;
 use std::path::PathBuf;
 
 /// Check a training config and its data without training: the config parses, the model and
-/// tokenizer load, every data line is valid, the adapter targets match.
+/// tokenizer load, every data line is valid, the adapter targets match. A `graft compare` config
+/// (one with a `[task]` section or a `techniques` list) is checked too: it parses, its models
+/// resolve and the task's corpus is fetched.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  graft validate configs/lora-chat.toml --set data.train=my.jsonl")]
+#[command(
+    after_help = "Examples:\n  graft validate configs/lora-chat.toml\n  graft validate configs/lora-chat.toml --set data.train=my.jsonl\n  graft validate configs/compare-sentiment.toml\n\n\
+A data path written dataset:NAME/FILE is built into the cache first (docs/data.md)."
+)]
 pub struct ValidateArgs {
     /// The run's config.
     pub config: PathBuf,
@@ -41,19 +47,23 @@ pub struct PreprocessArgs {
 
 /// Runs `graft validate`.
 pub fn validate(args: ValidateArgs) -> Result<()> {
+    if graft::recipes::compare::is_compare_config(&args.config)? {
+        return validate_compare(&args);
+    }
     let cfg = TrainConfig::load(&args.config, &args.overrides)?;
+    let (train_path, eval_path) = data_build::data_files(&cfg.data, &mut |n| eprintln!("{n}"))?;
     eprintln!("config ok; loading the model and checking adapter targets");
     let tm = graft::recipes::parts::build_model(&cfg)?;
     let trainable: usize = tm.vars.iter().map(|(_, v)| v.elem_count()).sum();
-    let (_, train) = data::load_examples(&cfg.data.train, cfg.data.format, &tm.tokenizer, cfg.data.seq_len)?;
-    let eval = match &cfg.data.eval {
+    let (_, train) = data::load_examples(&train_path, cfg.data.format, &tm.tokenizer, cfg.data.seq_len)?;
+    let eval = match &eval_path {
         Some(p) => Some(data::load_examples(p, cfg.data.format, &tm.tokenizer, cfg.data.seq_len)?.1),
         None => None,
     };
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "ok": true, "trainable_params": trainable, "trainable_tensors": tm.vars.len(), "train": train, "eval": eval })
+            serde_json::json!({ "ok": true, "kind": "train", "trainable_params": trainable, "trainable_tensors": tm.vars.len(), "train": train, "eval": eval })
         );
     } else {
         println!("ok: {} trainable parameters in {} tensors", trainable, tm.vars.len());
@@ -68,12 +78,35 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
     Ok(())
 }
 
+/// `graft validate` of a compare config: it loads and validates, the decoder and (when
+/// `encoder_probe` runs) the encoder resolve, the decoder's tokenizer loads, and the task's
+/// corpus is in the cache.
+fn validate_compare(args: &ValidateArgs) -> Result<()> {
+    use graft::recipes::compare::{CompareConfig, Technique};
+    let cfg = CompareConfig::load(&args.config, &args.overrides)?;
+    eprintln!("compare config ok; resolving the models and the task's corpus");
+    let source = graft::assets::resolve_model(&cfg.model.name, false)?;
+    Tokenizer::from_source(&source)?;
+    if cfg.techniques.contains(&Technique::EncoderProbe) {
+        graft::assets::resolve_model(&cfg.probe.encoder, false)?;
+    }
+    graft::assets::ensure("tweets", false)?;
+    let techniques: Vec<&str> = cfg.techniques.iter().map(|t| t.name()).collect();
+    if args.json {
+        println!("{}", serde_json::json!({ "ok": true, "kind": "compare", "techniques": techniques }));
+    } else {
+        println!("ok: compare config, {} techniques: {}", techniques.len(), techniques.join(", "));
+    }
+    Ok(())
+}
+
 /// Runs `graft preprocess`.
 pub fn preprocess(args: PreprocessArgs) -> Result<()> {
     let cfg = TrainConfig::load(&args.config, &args.overrides)?;
+    let (train_path, _) = data_build::data_files(&cfg.data, &mut |n| eprintln!("{n}"))?;
     let source = graft::assets::resolve_model(&cfg.model.name, false)?;
     let tok = Tokenizer::from_source(&source)?;
-    let (examples, report) = data::load_examples(&cfg.data.train, cfg.data.format, &tok, cfg.data.seq_len)?;
+    let (examples, report) = data::load_examples(&train_path, cfg.data.format, &tok, cfg.data.seq_len)?;
     let shown = &examples[..args.show.min(examples.len())];
     if args.json {
         let samples: Vec<_> =

@@ -139,6 +139,8 @@ pub fn run_keeping_model(
     resume: bool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(Summary, crate::models::llama::Llama)> {
+    cfg.validate()?;
+    let (train_path, eval_path) = super::data_build::data_files(&cfg.data, &mut |n| on_event(Event::Note(n)))?;
     let out = cfg.output.dir.clone();
     let _lock = lock_run_dir(&out)?;
     let TrainableModel { model, tokenizer, lora, prompt, vars, .. } = build_model(cfg)?;
@@ -146,14 +148,14 @@ pub fn run_keeping_model(
     let pad = tokenizer.pad_id().or(tokenizer.eos_id()).unwrap_or(0);
 
     // Data.
-    let (train_ex, report) = data::load_examples(&cfg.data.train, cfg.data.format, &tokenizer, cfg.data.seq_len)?;
+    let (train_ex, report) = data::load_examples(&train_path, cfg.data.format, &tokenizer, cfg.data.seq_len)?;
     on_event(Event::Note(format!(
         "train data: {} examples, {} tokens ({} supervised), {} truncated to {} tokens",
         report.n_examples, report.n_tokens, report.n_supervised_tokens, report.n_truncated, cfg.data.seq_len
     )));
-    let (train_ex, eval_ex) = match &cfg.data.eval {
+    let (train_ex, eval_ex) = match &eval_path {
         Some(path) => (train_ex, data::load_examples(path, cfg.data.format, &tokenizer, cfg.data.seq_len)?.0),
-        None => data::split_train_eval(train_ex, cfg.data.eval_fraction.max(f64::EPSILON), cfg.train.seed),
+        None => data::split_train_eval(train_ex, cfg.data.eval_fraction, cfg.train.seed),
     };
     if train_ex.is_empty() || eval_ex.is_empty() {
         return Err(GraftError::Input("the train/eval split left one side empty: add data or set data.eval".into()));
@@ -170,7 +172,6 @@ pub fn run_keeping_model(
     let trainable_params: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let mut optimizer = build_optimizer(cfg, vars)?;
     let config_toml = toml::to_string(cfg).map_err(|e| GraftError::Input(format!("config: {e}")))?;
-    std::fs::write(out.join("config.resolved.toml"), &config_toml).map_err(|e| GraftError::io(&out, e))?;
 
     // Resume or start.
     let mut state = LoopState {
@@ -207,6 +208,9 @@ pub fn run_keeping_model(
         // A fresh run replaces earlier metrics.
         let _ = std::fs::remove_file(out.join("metrics.jsonl"));
     }
+    // Written only once the run is accepted: a refused resume leaves the run's config as it was.
+    let resolved = out.join("config.resolved.toml");
+    std::fs::write(&resolved, &config_toml).map_err(|e| GraftError::io(&resolved, e))?;
     let set_training = |on: bool| {
         if let Some(l) = &lora {
             l.clock.set_training(on);

@@ -2,6 +2,7 @@
 //! parts from the config, run the loop, evaluate, write results). No math lives here.
 
 pub mod compare;
+pub mod data_build;
 pub mod export;
 pub mod finetune;
 pub mod parts;
