@@ -163,6 +163,12 @@ fn damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     // A half-written checkpoint folder (no manifest, `.tmp`) is ignored.
     std::fs::create_dir_all(dir.path().join("checkpoints/step-00000009.tmp")).unwrap();
     assert_eq!(checkpoint::load_latest(dir.path(), &Device::Cpu, |_| {}).unwrap().unwrap().state.step, 1);
+    // The strict check names the damaged one.
+    let err = checkpoint::verify_all(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, graft::GraftError::Checkpoint { .. }) && err.to_string().contains("checksum mismatch"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -177,8 +183,9 @@ fn a_run_directory_in_use_is_refused_and_config_changes_block_resume() {
         .open(cfg.output.dir.join(".lock"))
         .unwrap();
     lock.try_lock().unwrap();
-    let err = finetune::run(&cfg, false, &mut |_| {}).unwrap_err().to_string();
-    assert!(err.contains("in use by another graft run"), "{err}");
+    let err = finetune::run(&cfg, false, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, graft::GraftError::RunDirLocked { .. }), "{err:?}");
+    assert!(err.to_string().contains("in use by another graft run"), "{err}");
     drop(lock);
 
     let mut short = cfg.clone();

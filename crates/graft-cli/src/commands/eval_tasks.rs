@@ -2,7 +2,7 @@
 //! exact match / F1.
 
 use super::generate::ModelArgs;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use graft::datasets::task_files::SkipReport;
 use graft::recipes::tasks;
@@ -61,14 +61,14 @@ pub struct QaArgs {
 impl TaskEvalArgs {
     fn check(&self, default_max_new_tokens: usize) -> Result<usize> {
         if self.limit == Some(0) {
-            bail!("--limit must be at least 1");
+            super::bail_input!("--limit must be at least 1");
         }
         let max_new = self.max_new_tokens.unwrap_or(default_max_new_tokens);
         if max_new == 0 {
-            bail!("--max-new-tokens must be at least 1");
+            super::bail_input!("--max-new-tokens must be at least 1");
         }
         if !self.data.is_file() {
-            bail!(
+            super::bail_input!(
                 "--data {}: no such file (build one with `graft data build appstream --out DIR`)",
                 self.data.display()
             );
@@ -99,7 +99,7 @@ fn adapter_dir(path: &Path) -> Result<PathBuf> {
             return Ok(dir);
         }
     }
-    bail!("--adapter {}: no adapter_config.json there or in its adapter/ folder (give a PEFT adapter folder or a `graft train` run folder)", path.display())
+    super::bail_input!("--adapter {}: no adapter_config.json there or in its adapter/ folder (give a PEFT adapter folder or a `graft train` run folder)", path.display())
 }
 
 fn progress(done: usize, total: usize) {
@@ -116,7 +116,12 @@ pub fn summarize(args: SummarizeArgs) -> Result<()> {
     let max_new = a.check(64)?;
     let (pairs, skips) = tasks::load_summarize(&a.data, a.limit)?;
     if pairs.is_empty() {
-        bail!("{}: no usable pairs ({} lines, {} skipped)", a.data.display(), skips.n_lines, skips.n_skipped);
+        super::bail_input!(
+            "{}: no usable pairs ({} lines, {} skipped)",
+            a.data.display(),
+            skips.n_lines,
+            skips.n_skipped
+        );
     }
     let (model, tok) = a.load()?;
     let start = Instant::now();
@@ -147,7 +152,12 @@ pub fn qa(args: QaArgs) -> Result<()> {
     let max_new = a.check(48)?;
     let (items, skips) = tasks::load_qa(&a.data, a.limit)?;
     if items.is_empty() {
-        bail!("{}: no usable questions ({} lines, {} skipped)", a.data.display(), skips.n_lines, skips.n_skipped);
+        super::bail_input!(
+            "{}: no usable questions ({} lines, {} skipped)",
+            a.data.display(),
+            skips.n_lines,
+            skips.n_skipped
+        );
     }
     let (model, tok) = a.load()?;
     let start = Instant::now();

@@ -5,18 +5,26 @@ use anyhow::Result;
 use graft::config::TrainConfig;
 use graft::data;
 use graft::tokenizer::Tokenizer;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Check a training config and its data without training: the config parses, the model and
-/// tokenizer load, every data line is valid, the adapter targets match.
+/// tokenizer load, every data line is valid, the adapter targets match. With `--checkpoint`,
+/// check a run's checkpoints instead.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  graft validate configs/lora-chat.toml --set data.train=my.jsonl")]
+#[command(
+    after_help = "Examples:\n  graft validate configs/lora-chat.toml --set data.train=my.jsonl\n  graft validate --checkpoint runs/lora-chat"
+)]
 pub struct ValidateArgs {
     /// The run's config.
-    pub config: PathBuf,
+    #[arg(required_unless_present = "checkpoint")]
+    pub config: Option<PathBuf>,
     /// Override one config key: section.key=value. Repeatable.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// Instead of a config, verify every checkpoint of this run directory (the one `LATEST`
+    /// names and every other complete one) against its checksums; exit code 7 if one is damaged.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "overrides"])]
+    pub checkpoint: Option<PathBuf>,
     /// Print the findings as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -41,7 +49,11 @@ pub struct PreprocessArgs {
 
 /// Runs `graft validate`.
 pub fn validate(args: ValidateArgs) -> Result<()> {
-    let cfg = TrainConfig::load(&args.config, &args.overrides)?;
+    if let Some(dir) = &args.checkpoint {
+        return checkpoints(dir, args.json);
+    }
+    let Some(config) = &args.config else { super::bail_input!("give a config file or --checkpoint RUN_DIR") };
+    let cfg = TrainConfig::load(config, &args.overrides)?;
     eprintln!("config ok; loading the model and checking adapter targets");
     let tm = graft::recipes::parts::build_model(&cfg)?;
     let trainable: usize = tm.vars.iter().map(|(_, v)| v.elem_count()).sum();
@@ -63,6 +75,20 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
         );
         if let Some(e) = eval {
             println!("eval: {} samples, {} tokens, {} supervised", e.n_examples, e.n_tokens, e.n_supervised_tokens);
+        }
+    }
+    Ok(())
+}
+
+/// Verifies the checkpoints of `run_dir` and lists them with their steps.
+fn checkpoints(run_dir: &Path, json: bool) -> Result<()> {
+    let found = graft::train::checkpoint::verify_all(run_dir)?;
+    if json {
+        let list: Vec<_> = found.iter().map(|(dir, step)| serde_json::json!({ "path": dir, "step": step })).collect();
+        println!("{}", serde_json::json!({ "ok": true, "checkpoints": list }));
+    } else {
+        for (dir, step) in &found {
+            println!("ok: {} (step {step})", dir.display());
         }
     }
     Ok(())

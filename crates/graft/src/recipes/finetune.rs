@@ -92,7 +92,7 @@ fn lock_run_dir(dir: &Path) -> Result<RunLock> {
         .map_err(|e| GraftError::io(&path, e))?;
     match file.try_lock() {
         Ok(()) => Ok(RunLock(file)),
-        Err(_) => Err(GraftError::Input(format!("run directory {} is in use by another graft run", dir.display()))),
+        Err(_) => Err(GraftError::RunDirLocked { path: dir.to_path_buf() }),
     }
 }
 
@@ -182,10 +182,11 @@ pub fn run_keeping_model(
         elapsed_s: 0.0,
     };
     if resume {
-        let ckpt = checkpoint::load_latest(&out, &device, |w| on_event(Event::Note(w)))?
-            .ok_or_else(|| GraftError::Input(format!("--resume: {} has no complete checkpoint", out.display())))?;
+        let ckpt = checkpoint::load_latest(&out, &device, |w| on_event(Event::Note(w)))?.ok_or_else(|| {
+            checkpoint::damaged(&out, "none complete to resume from (run without --resume to start over)")
+        })?;
         let saved: TrainConfig = toml::from_str(&ckpt.state.config_toml)
-            .map_err(|e| GraftError::Input(format!("checkpoint config: {e}")))?;
+            .map_err(|e| checkpoint::damaged(&ckpt.dir, format!("its config does not parse: {e}")))?;
         let changed: Vec<String> =
             saved.differing_keys(cfg).into_iter().filter(|k| !RESUME_SAFE_KEYS.contains(&k.as_str())).collect();
         if !changed.is_empty() {
@@ -196,10 +197,10 @@ pub fn run_keeping_model(
             )));
         }
         for (name, var) in optimizer.params() {
-            let t = ckpt.weights.get(name).ok_or_else(|| GraftError::Input(format!("checkpoint lacks `{name}`")))?;
+            let t = ckpt.weights.get(name).ok_or_else(|| checkpoint::damaged(&ckpt.dir, format!("lacks `{name}`")))?;
             var.set(&t.to_dtype(var.dtype())?)?;
         }
-        optimizer.load_state(&ckpt.optimizer)?;
+        optimizer.load_state(&ckpt.optimizer).map_err(|e| checkpoint::damaged(&ckpt.dir, e.to_string()))?;
         on_event(Event::Note(format!("resuming from {} (step {})", ckpt.dir.display(), ckpt.state.step)));
         keep_metrics_through(&out.join("metrics.jsonl"), ckpt.state.step)?;
         state = ckpt.state;

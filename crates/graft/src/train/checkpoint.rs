@@ -136,26 +136,65 @@ fn prune(root: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
-/// Reads one checkpoint folder, verifying every file against its manifest.
+/// A [`GraftError::Checkpoint`] for the checkpoint (or run directory) `path`.
+pub fn damaged(path: &Path, reason: impl Into<String>) -> GraftError {
+    GraftError::Checkpoint { path: path.to_path_buf(), reason: reason.into() }
+}
+
+/// Reads one checkpoint folder, verifying every file against its manifest. Any failure
+/// (a missing or damaged file) is a [`GraftError::Checkpoint`] naming the folder.
 pub fn load_dir(dir: &Path, device: &Device) -> Result<Checkpoint> {
+    read_verified(dir, device).map_err(|e| match e {
+        GraftError::Checkpoint { .. } => e,
+        other => damaged(dir, other.to_string()),
+    })
+}
+
+fn read_verified(dir: &Path, device: &Device) -> Result<Checkpoint> {
     let manifest_path = dir.join("manifest.json");
     let text = io(&manifest_path, std::fs::read_to_string(&manifest_path))?;
     let manifest: HashMap<String, String> = serde_json::from_str(&text)?;
     for f in FILES {
-        let want =
-            manifest.get(f).ok_or_else(|| GraftError::Input(format!("{}: manifest lacks {f}", dir.display())))?;
+        let want = manifest.get(f).ok_or_else(|| damaged(dir, format!("manifest lacks {f}")))?;
         let got = sha256_file(&dir.join(f))?;
         if &got != want {
-            return Err(GraftError::Input(format!(
-                "{}: checksum mismatch (expected {want}, found {got}); the file is damaged",
-                dir.join(f).display()
-            )));
+            return Err(damaged(
+                dir,
+                format!("{f}: checksum mismatch (expected {want}, found {got}); the file is damaged"),
+            ));
         }
     }
     let weights = candle_core::safetensors::load(dir.join(FILES[0]), device)?;
     let optimizer = candle_core::safetensors::load(dir.join(FILES[1]), device)?;
     let state: LoopState = serde_json::from_str(&io(dir, std::fs::read_to_string(dir.join(FILES[2])))?)?;
     Ok(Checkpoint { dir: dir.to_path_buf(), weights, optimizer, state })
+}
+
+/// Verifies, strictly, every checkpoint of `run_dir`: the one `LATEST` names (which must
+/// exist) and every other complete folder. Returns each folder with its step, `LATEST`'s first.
+/// Unlike [`load_latest`] nothing is skipped: the first damaged checkpoint is the error. A run
+/// killed before its first `LATEST` was written may have complete folders and no `LATEST`.
+pub fn verify_all(run_dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
+    let root = run_dir.join("checkpoints");
+    let mut dirs = Vec::new();
+    let latest = root.join("LATEST");
+    if latest.exists() {
+        let name = io(&latest, std::fs::read_to_string(&latest))?;
+        let dir = root.join(name.trim());
+        if !dir.is_dir() {
+            return Err(damaged(&dir, "LATEST names it but it does not exist"));
+        }
+        dirs.push(dir);
+    }
+    for dir in complete(&root)? {
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    if dirs.is_empty() {
+        return Err(damaged(run_dir, "the run has no complete checkpoint"));
+    }
+    dirs.into_iter().map(|d| load_dir(&d, &Device::Cpu).map(|c| (d, c.state.step))).collect()
 }
 
 /// The newest checkpoint of `run_dir` that verifies; damaged ones are reported with `warn` and
