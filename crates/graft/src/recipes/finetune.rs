@@ -233,6 +233,7 @@ pub fn run_keeping_model(
     on_event(Event::Start { total_steps, from_step: state.step });
     let process_start = Instant::now();
     let elapsed_before = state.elapsed_s;
+    let resumed_at = state.step;
     let mut epoch = epoch_batches(cfg, &train_ex, state.micro_batches_done / per_epoch, pad, &device)?;
     let save = |state: &LoopState, optimizer: &crate::train::optim::Optimizer| -> Result<()> {
         let weights: Vec<_> = optimizer.params().iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
@@ -292,7 +293,11 @@ pub fn run_keeping_model(
         }
     }
     state.elapsed_s = elapsed_before + process_start.elapsed().as_secs_f64();
-    save(&state, &optimizer)?;
+    // A run resumed from its final checkpoint (killed while writing its outputs) keeps it:
+    // saving the same step again would delete the folder `LATEST` names before its copy is in.
+    if state.step > resumed_at {
+        save(&state, &optimizer)?;
+    }
     let final_eval_loss = eval_loss(&model, &eval_batches)?;
 
     let output = match (&lora, &prompt) {

@@ -68,10 +68,8 @@ pub fn save(
     let root = run_dir.join("checkpoints");
     io(&root, std::fs::create_dir_all(&root))?;
     let name = format!("step-{:08}", state.step);
+    clear_staging(&root)?;
     let tmp = root.join(format!("{name}.tmp"));
-    if tmp.exists() {
-        io(&tmp, std::fs::remove_dir_all(&tmp))?;
-    }
     io(&tmp, std::fs::create_dir_all(&tmp))?;
     let save_st = |file: &str, tensors: &[(String, Tensor)]| -> Result<()> {
         let map: HashMap<String, Tensor> = tensors.iter().map(|(n, t)| (n.clone(), t.clone())).collect();
@@ -91,7 +89,12 @@ pub fn save(
     fsync_dir(&tmp)?;
     let dest = root.join(&name);
     if dest.exists() {
-        io(&dest, std::fs::remove_dir_all(&dest))?;
+        // A folder of this step left by a run killed before it moved `LATEST`: renamed out of
+        // the way first, so a kill during the removal leaves staging, never a half-deleted
+        // checkpoint.
+        let old = root.join(format!("{name}.old.tmp"));
+        io(&dest, std::fs::rename(&dest, &old))?;
+        io(&old, std::fs::remove_dir_all(&old))?;
     }
     io(&dest, std::fs::rename(&tmp, &dest))?;
     fsync_dir(&root)?;
@@ -99,7 +102,7 @@ pub fn save(
     write_synced(&latest_tmp, name.as_bytes())?;
     io(&root, std::fs::rename(&latest_tmp, root.join("LATEST")))?;
     fsync_dir(&root)?;
-    prune(&root, keep)?;
+    prune(&root, keep, &dest)?;
     Ok(dest)
 }
 
@@ -129,8 +132,23 @@ fn complete(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-fn prune(root: &Path, keep: usize) -> Result<()> {
-    for old in complete(root)?.into_iter().skip(keep.max(1)) {
+/// Removes the staging folders (`step-*.tmp`) that killed saves left behind.
+fn clear_staging(root: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Ok(()) };
+    for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let staging =
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && n.ends_with(".tmp"));
+        if staging && p.is_dir() {
+            io(&p, std::fs::remove_dir_all(&p))?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps `current` (the one `LATEST` names) and the newest others up to `keep` in all.
+fn prune(root: &Path, keep: usize, current: &Path) -> Result<()> {
+    let others = complete(root)?.into_iter().filter(|d| d != current);
+    for old in others.skip(keep.max(1) - 1) {
         io(&old, std::fs::remove_dir_all(&old))?;
     }
     Ok(())
