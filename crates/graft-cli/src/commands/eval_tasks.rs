@@ -2,7 +2,7 @@
 //! exact match / F1.
 
 use super::generate::{AdapterArgs, ModelArgs};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use graft::datasets::task_files::SkipReport;
 use graft::recipes::tasks;
@@ -60,11 +60,11 @@ pub struct QaArgs {
 impl TaskEvalArgs {
     fn check(&self, default_max_new_tokens: usize) -> Result<usize> {
         if self.limit == Some(0) {
-            bail!("--limit must be at least 1");
+            super::bail_input!("--limit must be at least 1");
         }
         let max_new = self.max_new_tokens.unwrap_or(default_max_new_tokens);
         if max_new == 0 {
-            bail!("--max-new-tokens must be at least 1");
+            super::bail_input!("--max-new-tokens must be at least 1");
         }
         self.adapter.check()?;
         Ok(max_new)
@@ -74,7 +74,7 @@ impl TaskEvalArgs {
     fn data_file(&self) -> Result<PathBuf> {
         let file = graft::recipes::data_build::resolve(&self.data, &mut |n| eprintln!("{n}"))?;
         if !file.is_file() {
-            bail!(
+            super::bail_input!(
                 "--data {}: no such file (build one with `graft data build appstream --out DIR`, or pass dataset:appstream/FILE)",
                 self.data.display()
             );
@@ -104,7 +104,12 @@ pub fn summarize(args: SummarizeArgs) -> Result<()> {
     let max_new = a.check(64)?;
     let (pairs, skips) = tasks::load_summarize(&a.data_file()?, a.limit)?;
     if pairs.is_empty() {
-        bail!("{}: no usable pairs ({} lines, {} skipped)", a.data.display(), skips.n_lines, skips.n_skipped);
+        super::bail_input!(
+            "{}: no usable pairs ({} lines, {} skipped)",
+            a.data.display(),
+            skips.n_lines,
+            skips.n_skipped
+        );
     }
     let (model, tok) = a.load()?;
     let start = Instant::now();
@@ -135,7 +140,12 @@ pub fn qa(args: QaArgs) -> Result<()> {
     let max_new = a.check(48)?;
     let (items, skips) = tasks::load_qa(&a.data_file()?, a.limit)?;
     if items.is_empty() {
-        bail!("{}: no usable questions ({} lines, {} skipped)", a.data.display(), skips.n_lines, skips.n_skipped);
+        super::bail_input!(
+            "{}: no usable questions ({} lines, {} skipped)",
+            a.data.display(),
+            skips.n_lines,
+            skips.n_skipped
+        );
     }
     let (model, tok) = a.load()?;
     let start = Instant::now();

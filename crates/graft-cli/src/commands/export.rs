@@ -1,6 +1,6 @@
 //! `graft export`: write a finished run in a format the rest of the ecosystem loads.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use graft::recipes::export::{self, ExportFormat};
 use std::path::PathBuf;
 
@@ -37,16 +37,16 @@ pub struct Args {
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
     let Some(format) = ExportFormat::from_name(&args.format) else {
-        bail!("unknown --format `{}`: use peft, merged, gguf or gguf-lora", args.format);
+        super::bail_input!("unknown --format `{}`: use peft, merged, gguf or gguf-lora", args.format);
     };
     let gguf_type = match args.gguf_type.as_str() {
         "f32" => candle_core::quantized::GgmlDType::F32,
         "f16" => candle_core::quantized::GgmlDType::F16,
         "q8_0" if format == ExportFormat::GgufLora => {
-            bail!("--gguf-type q8_0: a GGUF LoRA adapter is stored as f32 or f16")
+            super::bail_input!("--gguf-type q8_0: a GGUF LoRA adapter is stored as f32 or f16")
         }
         "q8_0" => candle_core::quantized::GgmlDType::Q8_0,
-        other => bail!("unknown --gguf-type `{other}`: use f32, f16 or q8_0"),
+        other => super::bail_input!("unknown --gguf-type `{other}`: use f32, f16 or q8_0"),
     };
     eprintln!("exporting {} as {}", args.run_dir.display(), args.format);
     let report = export::export(&args.run_dir, format, &args.out, gguf_type)?;

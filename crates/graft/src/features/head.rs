@@ -353,7 +353,12 @@ pub(crate) fn grads_of(loss: &Tensor, params: &[(String, Var)]) -> Result<Vec<Te
 pub(crate) fn finite_loss(loss: &Tensor, epoch: usize) -> Result<f64> {
     let v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     if !v.is_finite() {
-        return Err(GraftError::Input(format!("epoch {epoch}: the loss is {v}; lower the learning rate")));
+        return Err(GraftError::Diverged {
+            unit: "epoch",
+            step: epoch as u64,
+            what: format!("the loss is {v}"),
+            hint: "lower the learning rate",
+        });
     }
     Ok(v)
 }

@@ -168,10 +168,12 @@ pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlD
     };
     let (max_abs_logit_diff, argmax_agrees) = compare(&trained, &reloaded, &ids)?;
     if max_abs_logit_diff > tolerance || !argmax_agrees {
-        return Err(GraftError::Input(format!(
-            "export check failed: {} differs from the trained model (max |Δlogit| {max_abs_logit_diff}, argmax agrees: {argmax_agrees})",
-            out.display()
-        )));
+        return Err(GraftError::ExportMismatch {
+            path: out.to_path_buf(),
+            max_abs_logit_diff,
+            tolerance,
+            argmax_agrees,
+        });
     }
     let modelfile = match format {
         ExportFormat::Gguf | ExportFormat::GgufLora => Some(write_modelfile(format, &source, &tok, out)?),

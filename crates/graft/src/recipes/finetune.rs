@@ -92,7 +92,7 @@ fn lock_run_dir(dir: &Path) -> Result<RunLock> {
         .map_err(|e| GraftError::io(&path, e))?;
     match file.try_lock() {
         Ok(()) => Ok(RunLock(file)),
-        Err(_) => Err(GraftError::Input(format!("run directory {} is in use by another graft run", dir.display()))),
+        Err(_) => Err(GraftError::RunDirLocked { path: dir.to_path_buf() }),
     }
 }
 
@@ -183,10 +183,11 @@ pub fn run_keeping_model(
         elapsed_s: 0.0,
     };
     if resume {
-        let ckpt = checkpoint::load_latest(&out, &device, |w| on_event(Event::Note(w)))?
-            .ok_or_else(|| GraftError::Input(format!("--resume: {} has no complete checkpoint", out.display())))?;
+        let ckpt = checkpoint::load_latest(&out, &device, |w| on_event(Event::Note(w)))?.ok_or_else(|| {
+            checkpoint::damaged(&out, "none complete to resume from (run without --resume to start over)")
+        })?;
         let saved: TrainConfig = toml::from_str(&ckpt.state.config_toml)
-            .map_err(|e| GraftError::Input(format!("checkpoint config: {e}")))?;
+            .map_err(|e| checkpoint::damaged(&ckpt.dir, format!("its config does not parse: {e}")))?;
         let changed: Vec<String> =
             saved.differing_keys(cfg).into_iter().filter(|k| !RESUME_SAFE_KEYS.contains(&k.as_str())).collect();
         if !changed.is_empty() {
@@ -197,10 +198,10 @@ pub fn run_keeping_model(
             )));
         }
         for (name, var) in optimizer.params() {
-            let t = ckpt.weights.get(name).ok_or_else(|| GraftError::Input(format!("checkpoint lacks `{name}`")))?;
+            let t = ckpt.weights.get(name).ok_or_else(|| checkpoint::damaged(&ckpt.dir, format!("lacks `{name}`")))?;
             var.set(&t.to_dtype(var.dtype())?)?;
         }
-        optimizer.load_state(&ckpt.optimizer)?;
+        optimizer.load_state(&ckpt.optimizer).map_err(|e| checkpoint::damaged(&ckpt.dir, e.to_string()))?;
         on_event(Event::Note(format!("resuming from {} (step {})", ckpt.dir.display(), ckpt.state.step)));
         keep_metrics_through(&out.join("metrics.jsonl"), ckpt.state.step)?;
         state = ckpt.state;
@@ -236,6 +237,7 @@ pub fn run_keeping_model(
     on_event(Event::Start { total_steps, from_step: state.step });
     let process_start = Instant::now();
     let elapsed_before = state.elapsed_s;
+    let resumed_at = state.step;
     let mut epoch = epoch_batches(cfg, &train_ex, state.micro_batches_done / per_epoch, pad, &device)?;
     let save = |state: &LoopState, optimizer: &crate::train::optim::Optimizer| -> Result<()> {
         let weights: Vec<_> = optimizer.params().iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
@@ -295,7 +297,11 @@ pub fn run_keeping_model(
         }
     }
     state.elapsed_s = elapsed_before + process_start.elapsed().as_secs_f64();
-    save(&state, &optimizer)?;
+    // A run resumed from its final checkpoint (killed while writing its outputs) keeps it:
+    // saving the same step again would delete the folder `LATEST` names before its copy is in.
+    if state.step > resumed_at {
+        save(&state, &optimizer)?;
+    }
     let final_eval_loss = eval_loss(&model, &eval_batches)?;
 
     let output = match (&lora, &prompt) {
