@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod export;
+pub mod export_check;
 pub mod finetune;
 pub mod parts;
 pub mod quickstart;
