@@ -2,27 +2,22 @@
 //! checkpoint, resumed with `--resume`, and must end with adapter weights bit-identical to an
 //! uninterrupted run.
 
+#[path = "../../graft/tests/common/mod.rs"]
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn write_config(dir: &Path, name: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string("/usr/share/common-licenses/Apache-2.0").expect("Apache-2.0 licence text");
-    let data = dir.join("data.jsonl");
-    if !data.exists() {
-        let lines: String = text
-            .split("\n\n")
-            .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
-            .filter(|p| p.len() > 40)
-            .map(|p| format!("{}\n", serde_json::json!({ "text": p })))
-            .collect();
-        std::fs::write(&data, lines).unwrap();
+    if !dir.join("licence.jsonl").exists() {
+        common::licence_jsonl(dir);
     }
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
         &cfg,
         format!(
-            "[adapter]\nkind = \"lora\"\nr = 4\ndropout = 0.1\ntargets = [\"q_proj\", \"v_proj\"]\n\n[data]\ntrain = \"data.jsonl\"\nseq_len = 24\n\n\
+            "[adapter]\nkind = \"lora\"\nr = 4\ndropout = 0.1\ntargets = [\"q_proj\", \"v_proj\"]\n\n[data]\ntrain = \"licence.jsonl\"\nseq_len = 24\n\n\
              [train]\nmax_steps = 6\nbatch_size = 2\ngrad_accum = 2\nlr = 1e-3\nwarmup_steps = 2\nsave_every = 2\neval_batches = 1\n\n[output]\ndir = \"{}\"\n",
             dir.join(name).display()
         ),
