@@ -7,29 +7,14 @@ use candle_core::{DType, Device, Tensor};
 use graft::config::{AdapterKind, ModelInit, TrainConfig};
 use graft::recipes::{finetune, parts};
 use graft::train::checkpoint::{self, LoopState};
-use std::path::{Path, PathBuf};
-
-/// A JSONL file of real English text (paragraphs of the Apache 2.0 licence, on every Debian
-/// system), one sample per paragraph.
-fn licence_jsonl(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string("/usr/share/common-licenses/Apache-2.0").expect("Apache-2.0 licence text");
-    let path = dir.join("licence.jsonl");
-    let lines: String = text
-        .split("\n\n")
-        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|p| p.len() > 40)
-        .map(|p| format!("{}\n", serde_json::json!({ "text": p })))
-        .collect();
-    std::fs::write(&path, lines).unwrap();
-    path
-}
+use std::path::Path;
 
 fn small_config(dir: &Path, kind: AdapterKind) -> TrainConfig {
     let mut cfg = TrainConfig::default();
     cfg.adapter.kind = kind;
     cfg.adapter.r = 4;
     cfg.adapter.targets = vec!["q_proj".into(), "v_proj".into()];
-    cfg.data.train = licence_jsonl(dir);
+    cfg.data.train = common::licence_jsonl(dir);
     cfg.data.seq_len = 32;
     cfg.data.eval_fraction = 0.2;
     cfg.train.batch_size = 2;

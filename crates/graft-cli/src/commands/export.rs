@@ -5,7 +5,9 @@ use graft::recipes::export::{self, ExportFormat};
 use std::path::PathBuf;
 
 /// Export a run as a PEFT adapter, a merged Hugging Face folder, a merged GGUF or a llama.cpp
-/// LoRA adapter GGUF, then read it back and check its logits against the trained model.
+/// LoRA adapter GGUF, then read it back and check it: against the trained model, or for a merged
+/// GGUF against the trained weights rounded to its tensor type (bit-identical tensors, same
+/// logits).
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
   graft export runs/quickstart --format peft --out exports/sentiment-adapter
@@ -53,11 +55,16 @@ pub fn run(args: Args) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
+        let c = &report.check;
         println!(
-            "wrote {}; read back: max |Δlogit| {:.2e}, argmax agrees: {}",
+            "wrote {}; read back against {}: max |Δlogit| {:.2e} (allowed {:.0e}); against the trained model: \
+             max |Δlogit| {:.2e}, same most likely token at {:.0}% of the check prompt's positions",
             report.path.display(),
+            c.reference,
+            c.max_abs_logit_diff,
+            c.tolerance,
             report.max_abs_logit_diff,
-            report.argmax_agrees
+            report.top1_agreement * 100.0
         );
         if let Some(m) = &report.modelfile {
             println!("wrote {} (ollama create NAME -f {})", m.display(), m.display());

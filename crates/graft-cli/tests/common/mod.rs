@@ -9,6 +9,10 @@ use graft::models::llama::{Llama, LlamaConfig, LoadOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "../../../graft/tests/common/mod.rs"]
+mod shared;
+pub use shared::*;
+
 /// The small decoder's shapes: the default model's vocabulary, 2 layers, hidden 64.
 pub fn small_config() -> LlamaConfig {
     LlamaConfig {
@@ -44,32 +48,17 @@ pub fn graft(args: &[&str]) -> Command {
     c
 }
 
-/// `dir/data.jsonl`: real English text (paragraphs of the Apache 2.0 licence, on every Debian
-/// system), one `{"text": ...}` sample per paragraph; written once.
-pub fn licence_jsonl(dir: &Path) -> PathBuf {
-    let data = dir.join("data.jsonl");
-    if !data.exists() {
-        let text = std::fs::read_to_string("/usr/share/common-licenses/Apache-2.0").expect("Apache-2.0 licence text");
-        let lines: String = text
-            .split("\n\n")
-            .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
-            .filter(|p| p.len() > 40)
-            .map(|p| format!("{}\n", serde_json::json!({ "text": p })))
-            .collect();
-        std::fs::write(&data, lines).unwrap();
-    }
-    data
-}
-
 /// Writes `dir/<name>.toml`: LoRA (r 4 on q/v) on the default model over [`licence_jsonl`],
 /// with the given `[train]` lines, into the run directory `dir/<name>`.
 pub fn lora_config(dir: &Path, name: &str, train: &str) -> PathBuf {
-    licence_jsonl(dir);
+    if !dir.join("licence.jsonl").exists() {
+        licence_jsonl(dir);
+    }
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
         &cfg,
         format!(
-            "[adapter]\nkind = \"lora\"\nr = 4\ndropout = 0.1\ntargets = [\"q_proj\", \"v_proj\"]\n\n[data]\ntrain = \"data.jsonl\"\nseq_len = 24\n\n\
+            "[adapter]\nkind = \"lora\"\nr = 4\ndropout = 0.1\ntargets = [\"q_proj\", \"v_proj\"]\n\n[data]\ntrain = \"licence.jsonl\"\nseq_len = 24\n\n\
              [train]\n{train}\n\n[output]\ndir = \"{}\"\n",
             dir.join(name).display()
         ),

@@ -4,6 +4,7 @@
 pub mod compare;
 pub mod data_build;
 pub mod export;
+pub mod export_check;
 pub mod finetune;
 pub mod parts;
 pub mod quickstart;
