@@ -207,11 +207,6 @@ impl LoraSet {
             .flat_map(|l| [(format!("{}.lora_A", l.name), l.a.clone()), (format!("{}.lora_B", l.name), l.b.clone())])
             .collect()
     }
-
-    /// Number of trainable parameters.
-    pub fn num_params(&self) -> usize {
-        self.layers.iter().map(|l| l.a.elem_count() + l.b.elem_count()).sum()
-    }
 }
 
 /// Attaches LoRA adapters to the projections of `model` selected by `spec.targets`; `make`
@@ -259,36 +254,17 @@ pub fn master_dtype(compute: DType) -> DType {
     }
 }
 
-/// Folds every adapter of `set` into its base weight (`W ← W + s·B A`) and detaches them,
-/// leaving a plain model whose outputs equal the adapted one's.
-pub fn merge(model: &mut Llama, set: &LoraSet) -> Result<()> {
+/// Folds every adapter attached to a projection of `model` into its base weight
+/// (`W ← W + s·B A`) and detaches them, leaving a plain model whose outputs equal the adapted
+/// one's (prompt adapters, which are not projections', stay as they are).
+pub fn merge(model: &mut Llama) -> Result<()> {
     let dtype = crate::models::Model::dtype(model);
     for proj in model.projections_mut() {
-        if set.layers.iter().any(|l| l.name == proj.name()) {
+        if proj.has_adapters() {
             let merged = proj.effective_weight(dtype)?;
             proj.detach_all();
             proj.set_base(BaseWeight::Dense(merged))?;
         }
     }
     Ok(())
-}
-
-/// Undoes [`merge`]: subtracts each adapter's update from its base weight (`W ← W − s·B A`)
-/// and attaches the adapters again, so training can continue on the original base.
-pub fn unmerge(model: &mut Llama, set: &LoraSet) -> Result<()> {
-    let dtype = crate::models::Model::dtype(model);
-    for proj in model.projections_mut() {
-        if let Some(layer) = set.layers.iter().find(|l| l.name == proj.name()) {
-            let work = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
-            let base = (proj.dense_weight(work)? - layer.delta_weight()?.to_dtype(work)?)?;
-            proj.set_base(BaseWeight::Dense(base.to_dtype(dtype)?))?;
-            proj.attach(layer.clone());
-        }
-    }
-    Ok(())
-}
-
-/// Removes every adapter from the model without changing base weights.
-pub fn unload(model: &mut Llama) {
-    model.projections_mut().into_iter().for_each(Proj::detach_all);
 }

@@ -148,7 +148,8 @@ pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlD
             (exported, check)
         }
         ExportFormat::Merged => {
-            let merged = merged_copy(&mut trained.clone())?;
+            let mut merged = trained.clone();
+            crate::adapters::lora::merge(&mut merged)?;
             crate::io::hf_folder::write_llama_folder(&merged, &tok, out, DType::F32)?;
             drop(merged);
             let back = load_causal_lm(&ModelSource::HfFolder(out.to_path_buf()), &LoadOptions::default())?;
@@ -162,7 +163,8 @@ pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlD
                     "GGUF export needs a GGUF base model (for its tokenizer metadata)".into(),
                 ));
             };
-            let merged = merged_copy(&mut trained.clone())?;
+            let mut merged = trained.clone();
+            crate::adapters::lora::merge(&mut merged)?;
             // Merging is exact up to summation order; the file is then held against the merged
             // weights rounded to its type.
             let merge = LogitAgreement::of(&trained_logits, &logits(&merged, &ids)?)?;
@@ -245,19 +247,6 @@ fn write_modelfile(format: ExportFormat, source: &ModelSource, tok: &Tokenizer, 
     let path = dir.join("Modelfile");
     mf.write(&path)?;
     Ok(path)
-}
-
-/// A copy of `model` with its LoRA adapters folded into the base weights.
-fn merged_copy(model: &mut Llama) -> Result<Llama> {
-    let dtype = model.dtype();
-    for p in model.projections_mut() {
-        if p.has_adapters() {
-            let w = p.effective_weight(dtype)?;
-            p.detach_all();
-            p.set_base(crate::models::linear::BaseWeight::Dense(w))?;
-        }
-    }
-    Ok(model.clone())
 }
 
 /// Writes `model` as a GGUF with `base`'s metadata (tokenizer, chat template, hyperparameters),
