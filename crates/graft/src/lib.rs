@@ -16,7 +16,7 @@
 //! - [`adapters`]: LoRA (dense or quantized base) and PEFT-style target matching.
 //! - [`train`]: the one training loop ([`train::Trainer`]), the objective seam, optimizers with
 //!   parameter groups and savable state, schedules, checkpoints.
-//! - [`objectives`]: what techniques train for (causal LM).
+//! - [`objectives`]: what techniques train for (causal LM, classification heads).
 //! - [`datasets`]: readers for the named datasets recipes use (tweets, ...).
 //! - [`config`]: the TOML schema of `graft train`.
 //! - [`data`]: JSONL fine-tuning data in four formats, supervision masks, batches.
