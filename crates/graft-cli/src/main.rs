@@ -1,7 +1,10 @@
-//! The `graft` command-line tool: thin clap commands over the `graft` library.
+//! The `graft` command-line tool: thin clap commands over the `graft` library. The exit code
+//! tells the kind of failure (`graft::error::ErrorKind`; the table is in `graft --help`).
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use graft::error::ErrorKind;
+use std::process::ExitCode;
 
 mod commands;
 
@@ -60,11 +63,36 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-fn main() -> Result<()> {
+/// The exit code of a failed command: that of the first library error in the chain of causes,
+/// 1 for errors of the binary's own.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<graft::GraftError>())
+        .map_or(ErrorKind::Other.exit_code(), graft::GraftError::exit_code)
+}
+
+/// Parses the command line (usage errors exit with 2 here), with the exit-code table as the
+/// top-level help's epilogue.
+fn parse() -> Cli {
+    let matches = Cli::command().after_help(ErrorKind::help_table()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn main() -> ExitCode {
     graft::device::reuse_freed_memory();
-    let cli = Cli::parse();
+    let cli = parse();
     init_logging(cli.verbose);
-    match cli.command {
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
         Command::Fetch(args) => commands::fetch::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Quickstart(args) => commands::quickstart::run(args),

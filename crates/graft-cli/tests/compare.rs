@@ -2,37 +2,17 @@
 //! (the default model's tokenizer and chat template, two narrow layers of seeded random weights,
 //! written as a Hugging Face folder) so that all ten techniques run in CI time: every technique
 //! produces a row, the files are written, trainable-parameter counts follow from the model's
-//! shapes, the from-scratch run starts from other weights, the learning curve has its points,
-//! finished results are reused, and bad configs fail with the key named. The default model itself
-//! is exercised by the quick-start test and the library's fine-tuning tests.
+//! shapes, every fine-tuning lowers the held-out loss and every head its training loss, the
+//! encoder probe labels its own training tweets, the from-scratch run starts from other weights,
+//! the learning curve has its points, finished results are reused, and bad configs fail with the
+//! key named. The default model itself is exercised by the quick-start test and the library's
+//! fine-tuning tests.
 
-use graft::models::llama::random::{smollm2_135m_config, RandomWeights};
-use graft::models::llama::{Llama, LlamaConfig, LoadOptions};
+mod common;
+
+use common::{small_config, write_small_model};
 use std::path::Path;
 use std::process::Command;
-
-/// The small decoder's shapes: the default model's vocabulary, 2 layers, hidden 64.
-fn small_config() -> LlamaConfig {
-    LlamaConfig {
-        hidden_size: 64,
-        intermediate_size: 128,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: Some(16),
-        max_position_embeddings: 512,
-        ..smollm2_135m_config()
-    }
-}
-
-/// Writes the small decoder (seed 3) with the default model's tokenizer as an HF folder.
-fn write_small_model(dir: &Path) {
-    let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).expect("default model");
-    let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
-    let cfg = small_config();
-    let model = Llama::load(cfg.clone(), &RandomWeights::new(cfg, 3), &LoadOptions::default()).unwrap();
-    graft::io::hf_folder::write_llama_folder(&model, &tok, dir, candle_core::DType::F32).unwrap();
-}
 
 fn graft(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_graft")).args(args).output().unwrap()
@@ -54,7 +34,7 @@ fn every_technique_gets_a_row_and_the_report_is_written() {
         dir.path(),
         &format!(
             "[task]\nn_train = 24\nn_test = 12\n[model]\nname = {:?}\n[train]\nsteps = 2\nbatch_size = 4\nwarmup_steps = 0\neval_batches = 1\n\
-             [probe.head]\nepochs = 5\n[learning_curve]\nfractions = [0.25, 1.0]\ntechniques = [\"lora\"]\n[output]\ndir = {:?}\n",
+             [probe.head]\nepochs = 20\n[learning_curve]\nfractions = [0.25, 1.0]\ntechniques = [\"lora\"]\n[output]\ndir = {:?}\n",
             model.to_str().unwrap(),
             out.to_str().unwrap()
         ),
@@ -118,7 +98,28 @@ fn every_technique_gets_a_row_and_the_report_is_written() {
         first("full")
     );
     assert!((first("scratch") - first("full")).abs() > 1e-3, "scratch {} full {}", first("scratch"), first("full"));
-    assert_eq!(row("encoder_probe")["losses"].as_array().unwrap().len(), 5);
+    assert_eq!(row("encoder_probe")["losses"].as_array().unwrap().len(), 20);
+
+    // Training works (fixed seeds, CPU arithmetic: the same numbers every run). Every fine-tuning
+    // lowers the held-out loss of the answers, before and after, from the run's summary (measured
+    // drops: soft_prompt 0.30, prefix 0.027, lora 0.070, full 0.039, scratch 0.54 nats from about
+    // 10.8 = ln(vocab), the random decoder's level); every head's loss on its own training rows falls
+    // over its 20 epochs (to 0.13, 0.0003 and 0.04 of the first epoch's); and the encoder probe
+    // labels its 24 training tweets correctly (measured: all; chance is 1/3).
+    for name in ["soft_prompt", "prefix", "lora", "full", "scratch"] {
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(name).join("summary.json")).unwrap()).unwrap();
+        let (before, after) =
+            (summary["base_eval_loss"].as_f64().unwrap(), summary["final_eval_loss"].as_f64().unwrap());
+        assert!(after < before - 0.01, "{name}: held-out loss {before} -> {after}");
+    }
+    for name in ["linear_probe", "encoder_probe", "decoder_head"] {
+        let losses = row(name)["losses"].as_array().unwrap();
+        let (first, last) = (losses[0]["loss"].as_f64().unwrap(), losses[19]["loss"].as_f64().unwrap());
+        assert!(last < 0.5 * first, "{name}: epoch loss {first} -> {last}");
+    }
+    let train_acc = encoder_probe_on_its_training_rows(&out.join("encoder_probe/head.safetensors"), 24, 12);
+    assert!(train_acc >= 0.9, "encoder_probe: {train_acc} of its training tweets right");
 
     // Learning curve: 25% = 6 tweets trained anew, 100% reuses the table's LoRA row.
     let curve = report["learning_curve"].as_array().unwrap();
@@ -151,6 +152,25 @@ fn every_technique_gets_a_row_and_the_report_is_written() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("lora: reusing the result"));
     let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(&again["rows"][0], row("lora"));
+}
+
+/// Accuracy of the saved encoder-probe head on the tweets it was trained on (the split of
+/// `graft compare` with seed 42), through the real MiniLM encoder.
+fn encoder_probe_on_its_training_rows(head: &Path, n_train: usize, n_test: usize) -> f64 {
+    use graft::datasets::tweets;
+    let all = tweets::read(&graft::assets::ensure("tweets", false).unwrap()).unwrap();
+    let (train, _) = tweets::split(&all, n_train, n_test, 42);
+    let device = candle_core::Device::Cpu;
+    let encoder = graft::models::bert::SentenceEncoder::load(
+        &graft::assets::resolve_model("all-minilm-l6-v2", false).unwrap(),
+        &device,
+        candle_core::DType::F32,
+    )
+    .unwrap();
+    let texts: Vec<String> = train.iter().map(|t| t.text.clone()).collect();
+    let features = graft::features::encoder_features(&encoder, &texts, 16).unwrap();
+    let pred = graft::features::TrainedHead::load(head, &device).unwrap().predict(&features).unwrap();
+    pred.iter().zip(&train).filter(|(p, t)| **p == t.label).count() as f64 / train.len() as f64
 }
 
 #[test]

@@ -2,39 +2,18 @@
 //! checkpoint, resumed with `--resume`, and must end with adapter weights bit-identical to an
 //! uninterrupted run.
 
+mod common;
+
+use common::{graft, lora_config};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn write_config(dir: &Path, name: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string("/usr/share/common-licenses/Apache-2.0").expect("Apache-2.0 licence text");
-    let data = dir.join("data.jsonl");
-    if !data.exists() {
-        let lines: String = text
-            .split("\n\n")
-            .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
-            .filter(|p| p.len() > 40)
-            .map(|p| format!("{}\n", serde_json::json!({ "text": p })))
-            .collect();
-        std::fs::write(&data, lines).unwrap();
-    }
-    let cfg = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            "[adapter]\nkind = \"lora\"\nr = 4\ndropout = 0.1\ntargets = [\"q_proj\", \"v_proj\"]\n\n[data]\ntrain = \"data.jsonl\"\nseq_len = 24\n\n\
-             [train]\nmax_steps = 6\nbatch_size = 2\ngrad_accum = 2\nlr = 1e-3\nwarmup_steps = 2\nsave_every = 2\neval_batches = 1\n\n[output]\ndir = \"{}\"\n",
-            dir.join(name).display()
-        ),
+    lora_config(
+        dir,
+        name,
+        "max_steps = 6\nbatch_size = 2\ngrad_accum = 2\nlr = 1e-3\nwarmup_steps = 2\nsave_every = 2\neval_batches = 1",
     )
-    .unwrap();
-    cfg
-}
-
-fn graft(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_graft"));
-    c.args(args);
-    c
 }
 
 fn adapter(dir: &Path) -> Vec<(String, Vec<f32>)> {
@@ -84,5 +63,9 @@ fn killed_run_resumes_to_bit_identical_weights() {
     };
     let (la, lb) = (loss(&ma), loss(&mb));
     assert_eq!(la.len(), 6);
+    // Warm-up as in transformers: the first update uses lr 0, the second 1/2 of the peak (2 steps).
+    let lrs: Vec<f64> =
+        ma.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["lr"].as_f64().unwrap()).collect();
+    assert_eq!(&lrs[..3], &[0.0, 5e-4, 1e-3]);
     assert_eq!(lb, la, "loss curve after resume");
 }

@@ -1,6 +1,8 @@
 //! `graft data build appstream` and the argument and input errors of `graft eval summarize` /
 //! `graft eval qa` (all caught before a model is loaded).
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -92,9 +94,11 @@ fn builds_appstream_files_with_answers_in_context() {
 
 #[test]
 fn builds_from_the_real_apt_lists_when_present() {
-    let out = Command::new("sh").args(["-c", "ls /var/lib/apt/lists/ | grep -c dep11_Components-"]).output().unwrap();
-    if String::from_utf8_lossy(&out.stdout).trim() == "0" || !out.status.success() {
-        eprintln!("skipped: no AppStream metadata in /var/lib/apt/lists (run `apt-get update`)");
+    let lists = std::fs::read_dir("/var/lib/apt/lists").map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>());
+    let has_appstream =
+        lists.is_ok_and(|names| names.iter().any(|n| n.to_string_lossy().contains("dep11_Components-")));
+    let why = "no AppStream metadata in /var/lib/apt/lists (Debian: apt-get install appstream, then apt-get update)";
+    if !common::require(has_appstream, why) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -118,7 +122,11 @@ fn eval_argument_and_input_errors() {
         fails(&["eval", task, "--data", data, "--limit", "0"], "--limit must be at least 1");
         fails(&["eval", task, "--data", data, "--max-new-tokens", "0"], "--max-new-tokens must be at least 1");
         fails(&["eval", task, "--data", "/nonexistent/x.jsonl"], "no such file");
-        fails(&["eval", task, "--data", data, "--adapter", dir.path().to_str().unwrap()], "no adapter_config.json");
+        fails(&["eval", task, "--data", "dataset:appstream/nope.jsonl"], "no file `nope.jsonl`");
+        fails(
+            &["eval", task, "--data", data, "--adapter", dir.path().to_str().unwrap()],
+            "adapter_config.json is missing",
+        );
         fails(&["eval", task], "--data");
         let help = ok(&["eval", task, "--help"]);
         assert!(help.contains("Example"));

@@ -4,7 +4,7 @@
 //! setting. Each field's doc comment is its documentation; defaults are in the `Default`
 //! impls and repeated in docs/configuration.md.
 
-use crate::data::DataFormat;
+use crate::data::{source, DataFormat};
 use crate::train::schedule::ScheduleKind;
 use crate::{GraftError, Result};
 use serde::{Deserialize, Serialize};
@@ -132,9 +132,12 @@ impl Default for AdapterSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
-    /// Training JSONL file (required).
+    /// Training JSONL file (required): a path (relative paths are relative to the config
+    /// file), or `dataset:NAME/FILE`, a file graft builds from a named dataset into its cache on
+    /// first use (`dataset:tweets/chat.train.jsonl`; docs/data.md lists them).
     pub train: PathBuf,
-    /// Evaluation JSONL file; when absent, `eval_fraction` of the training file is held out.
+    /// Evaluation JSONL file (a path or `dataset:NAME/FILE`); when absent, `eval_fraction` of
+    /// the training file is held out.
     pub eval: Option<PathBuf>,
     /// `text` | `prompt_completion` | `messages` | `alpaca`. Default `text`.
     pub format: DataFormat,
@@ -142,7 +145,8 @@ pub struct DataSection {
     pub seq_len: usize,
     /// Pack samples into full rows of `seq_len`. Default false.
     pub packing: bool,
-    /// Share of the training file held out when no eval file is given. Default 0.1.
+    /// Share of the training file held out for evaluation, in [0, 1); must be above 0 when
+    /// `eval` is not set, and is not used when it is. Default 0.1.
     pub eval_fraction: f64,
 }
 
@@ -333,13 +337,27 @@ impl TrainConfig {
             );
         }
         if self.data.train.as_os_str().is_empty() {
-            return bad("data.train", "is required (a JSONL file)".into());
+            return bad("data.train", "is required (a JSONL file, or dataset:NAME/FILE)".into());
+        }
+        if let Err(e) = source::check_format(&self.data.train, self.data.format) {
+            return bad("data.train", e.to_string());
+        }
+        if let Some(Err(e)) = self.data.eval.as_ref().map(|p| source::check_format(p, self.data.format)) {
+            return bad("data.eval", e.to_string());
         }
         if self.data.seq_len < 2 {
             return bad("data.seq_len", "must be at least 2".into());
         }
         if !(0.0..1.0).contains(&self.data.eval_fraction) {
-            return bad("data.eval_fraction", "must be in [0, 1)".into());
+            return bad("data.eval_fraction", format!("must be in [0, 1), got {}", self.data.eval_fraction));
+        }
+        if self.data.eval.is_none() && self.data.eval_fraction == 0.0 {
+            return bad(
+                "data.eval_fraction",
+                "is 0 but data.eval is not set: the run is evaluated on held-out data, so hold out a share \
+                 of the training file (e.g. 0.1) or set data.eval"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -370,9 +388,10 @@ impl TrainConfig {
     }
 }
 
-/// `p` resolved against `base` unless it is empty, absolute or exists as given.
+/// `p` resolved against `base` unless it is empty, absolute, a `dataset:` reference or exists
+/// as given.
 fn relative_to(base: &Path, p: &Path) -> PathBuf {
-    if p.as_os_str().is_empty() || p.is_absolute() || p.exists() {
+    if p.as_os_str().is_empty() || p.is_absolute() || source::is_dataset_ref(p) || p.exists() {
         p.to_path_buf()
     } else {
         base.join(p)

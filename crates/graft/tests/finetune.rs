@@ -7,29 +7,14 @@ use candle_core::{DType, Device, Tensor};
 use graft::config::{AdapterKind, ModelInit, TrainConfig};
 use graft::recipes::{finetune, parts};
 use graft::train::checkpoint::{self, LoopState};
-use std::path::{Path, PathBuf};
-
-/// A JSONL file of real English text (paragraphs of the Apache 2.0 licence, on every Debian
-/// system), one sample per paragraph.
-fn licence_jsonl(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string("/usr/share/common-licenses/Apache-2.0").expect("Apache-2.0 licence text");
-    let path = dir.join("licence.jsonl");
-    let lines: String = text
-        .split("\n\n")
-        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|p| p.len() > 40)
-        .map(|p| format!("{}\n", serde_json::json!({ "text": p })))
-        .collect();
-    std::fs::write(&path, lines).unwrap();
-    path
-}
+use std::path::Path;
 
 fn small_config(dir: &Path, kind: AdapterKind) -> TrainConfig {
     let mut cfg = TrainConfig::default();
     cfg.adapter.kind = kind;
     cfg.adapter.r = 4;
     cfg.adapter.targets = vec!["q_proj".into(), "v_proj".into()];
-    cfg.data.train = licence_jsonl(dir);
+    cfg.data.train = common::licence_jsonl(dir);
     cfg.data.seq_len = 32;
     cfg.data.eval_fraction = 0.2;
     cfg.train.batch_size = 2;
@@ -62,11 +47,20 @@ fn config_errors_name_the_key() {
     assert!(write("[adapter]\nkind = \"prefix\"\n").contains("unknown variant `prefix`"));
     assert!(write("[data]\ntrain = \"x.jsonl\"\n[model]\ninit = \"random\"\n").contains("model.init"));
     assert!(write("[model]\ninit = \"zeros\"\n").contains("unknown variant `zeros`"));
+    // Nothing held out and no eval file: the run would have nothing to evaluate on.
+    assert!(write("[data]\ntrain = \"x.jsonl\"\neval_fraction = 0.0\n").contains("data.eval_fraction"));
+    assert!(write("[data]\ntrain = \"dataset:tweets/chat.jsonl\"\n").contains("no file `chat.jsonl`"));
+    assert!(write("[data]\ntrain = \"dataset:tweets/chat.train.jsonl\"\n").contains("holds `messages` lines"));
     let p = dir.path().join("ok.toml");
     std::fs::write(&p, "[data]\ntrain = \"x.jsonl\"\n").unwrap();
     let cfg = TrainConfig::load(&p, &["train.lr=3e-4".into(), "adapter.kind=none".into()]).unwrap();
     assert_eq!(cfg.train.lr, 3e-4);
     assert_eq!(cfg.adapter.kind, AdapterKind::None);
+    // A relative data path is relative to the config file; a dataset reference is kept as is.
+    assert_eq!(cfg.data.train, dir.path().join("x.jsonl"));
+    let with_eval = ["data.eval=\"dataset:tweets/chat.test.jsonl\"".into(), "data.eval_fraction=0.0".into()];
+    let cfg = TrainConfig::load(&p, &[with_eval.to_vec(), vec!["data.format=\"messages\"".into()]].concat()).unwrap();
+    assert_eq!(cfg.data.eval.as_deref(), Some(Path::new("dataset:tweets/chat.test.jsonl")));
 }
 
 #[test]
@@ -163,6 +157,64 @@ fn damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     // A half-written checkpoint folder (no manifest, `.tmp`) is ignored.
     std::fs::create_dir_all(dir.path().join("checkpoints/step-00000009.tmp")).unwrap();
     assert_eq!(checkpoint::load_latest(dir.path(), &Device::Cpu, |_| {}).unwrap().unwrap().state.step, 1);
+    // The strict check names the damaged one.
+    let err = checkpoint::verify_all(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, graft::GraftError::Checkpoint { .. }) && err.to_string().contains("checksum mismatch"),
+        "{err}"
+    );
+}
+
+/// Regression: pruning kept the newest `keep` folders by name, so folders of later steps left by
+/// a killed run (renamed in, `LATEST` not yet moved) could get the one just written deleted.
+#[test]
+fn saving_keeps_the_latest_checkpoint_and_clears_staging() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = vec![("w".to_string(), Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap())];
+    let state = |step| LoopState {
+        step,
+        micro_batches_done: step,
+        tokens_seen: 0,
+        config_toml: String::new(),
+        base_eval_loss: None,
+        elapsed_s: 0.0,
+    };
+    for step in [8, 9] {
+        checkpoint::save(dir.path(), &w, &w, &state(step), 2).unwrap();
+    }
+    let root = dir.path().join("checkpoints");
+    std::fs::create_dir_all(root.join("step-00000007.tmp")).unwrap();
+    let current = checkpoint::save(dir.path(), &w, &w, &state(3), 2).unwrap();
+    assert!(current.join("manifest.json").is_file(), "the checkpoint LATEST names was pruned");
+    assert_eq!(std::fs::read_to_string(root.join("LATEST")).unwrap(), "step-00000003");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["LATEST", "step-00000003", "step-00000009"], "staging cleared, newest other kept");
+    let steps: Vec<u64> = checkpoint::verify_all(dir.path()).unwrap().into_iter().map(|(_, s)| s).collect();
+    assert_eq!(steps, [3, 9]);
+}
+
+/// Regression: a run killed after its final checkpoint but before its adapter was written saved
+/// that step again on resume, deleting the folder `LATEST` names before moving the copy in (a
+/// kill in between left `LATEST` naming nothing). It now keeps the checkpoint as it is.
+#[test]
+fn resuming_a_finished_checkpoint_does_not_rewrite_it() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path(), AdapterKind::Lora);
+    cfg.train.max_steps = Some(1);
+    finetune::run(&cfg, false, &mut |_| {}).unwrap();
+    let out = &cfg.output.dir;
+    let adapter = std::fs::read(out.join("adapter/adapter_model.safetensors")).unwrap();
+    let last = out.join("checkpoints/step-00000001");
+    let inode = std::fs::metadata(&last).unwrap().ino();
+    std::fs::remove_dir_all(out.join("adapter")).unwrap();
+    std::fs::remove_file(out.join("summary.json")).unwrap();
+
+    finetune::run(&cfg, true, &mut |_| {}).unwrap();
+    assert_eq!(std::fs::metadata(&last).unwrap().ino(), inode, "the final checkpoint was written again");
+    assert_eq!(std::fs::read(out.join("adapter/adapter_model.safetensors")).unwrap(), adapter);
 }
 
 #[test]
@@ -177,17 +229,21 @@ fn a_run_directory_in_use_is_refused_and_config_changes_block_resume() {
         .open(cfg.output.dir.join(".lock"))
         .unwrap();
     lock.try_lock().unwrap();
-    let err = finetune::run(&cfg, false, &mut |_| {}).unwrap_err().to_string();
-    assert!(err.contains("in use by another graft run"), "{err}");
+    let err = finetune::run(&cfg, false, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, graft::GraftError::RunDirLocked { .. }), "{err:?}");
+    assert!(err.to_string().contains("in use by another graft run"), "{err}");
     drop(lock);
 
     let mut short = cfg.clone();
     short.train.max_steps = Some(1);
     finetune::run(&short, false, &mut |_| {}).unwrap();
+    let resolved = cfg.output.dir.join("config.resolved.toml");
+    let accepted = std::fs::read_to_string(&resolved).unwrap();
     let mut changed = short.clone();
     changed.train.lr = 5e-4;
     let err = finetune::run(&changed, true, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("train.lr"), "{err}");
+    assert_eq!(std::fs::read_to_string(&resolved).unwrap(), accepted, "a refused resume rewrote the run's config");
 }
 
 /// `model.init = "random"` keeps the architecture and tokenizer but not the weights: the

@@ -2,6 +2,8 @@
 //! model run on real tokens), gradients, checkpointing, PEFT files, config errors, and
 //! learning plus exact resume on the default model.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use graft::adapters::prompt::{self, PromptInit, PromptKind, PromptSpec};
 use graft::config::{AdapterKind, TrainConfig};
@@ -9,7 +11,7 @@ use graft::models::llama::random::{smollm2_135m_config, RandomWeights};
 use graft::models::llama::{Llama, LoadOptions, Pass, VirtualTokens};
 use graft::models::{KvCache, Model};
 use graft::recipes::{finetune, parts};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const DEV: Device = Device::Cpu;
 
@@ -220,20 +222,6 @@ fn config_errors_name_the_key() {
     assert_eq!(cfg.adapter.num_virtual_tokens, 20);
 }
 
-/// Real English text (paragraphs of the Apache 2.0 licence, on every Debian system).
-fn licence_jsonl(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string("/usr/share/common-licenses/Apache-2.0").expect("Apache-2.0 licence text");
-    let path = dir.join("licence.jsonl");
-    let lines: String = text
-        .split("\n\n")
-        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|p| p.len() > 40)
-        .map(|p| format!("{}\n", serde_json::json!({ "text": p })))
-        .collect();
-    std::fs::write(&path, lines).unwrap();
-    path
-}
-
 fn losses(run: &Path) -> Vec<f64> {
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap()).collect()
@@ -271,7 +259,7 @@ fn prompt_tuning_learns_real_text_saves_and_resumes_on_the_default_model() {
     cfg.adapter.kind = AdapterKind::PromptTuning;
     cfg.adapter.num_virtual_tokens = 8;
     cfg.adapter.prompt_init_text = Some("Text of the Apache License:".into());
-    cfg.data.train = licence_jsonl(dir.path());
+    cfg.data.train = common::licence_jsonl(dir.path());
     cfg.data.seq_len = 32;
     cfg.data.eval_fraction = 0.2;
     cfg.train.batch_size = 2;

@@ -4,8 +4,11 @@
 //! and the charts, and a screenshot shows the plotted lines in their colours.
 //!
 //! The browser is `$GRAFT_CHROMIUM`, else the first of `chromium`, `chromium-browser`,
-//! `google-chrome` on PATH. Without one the browser test prints a note and passes, unless
-//! `GRAFT_REQUIRE_BROWSER=1`, which makes a missing browser a failure.
+//! `google-chrome` on PATH. Without one the browser test prints a `SKIPPED` note and returns,
+//! except in CI (`CI=true`) or with `GRAFT_REQUIRE_BROWSER=1`, where a missing browser fails it
+//! (`.ci/run` installs Debian's `chromium`).
+
+mod common;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -429,18 +432,15 @@ fn decode_png(path: &Path) -> (u32, u32, Vec<[u8; 3]>) {
 
 #[test]
 fn headless_browser_renders_tables_and_charts() {
-    let Some(browser) = find_browser() else {
-        let required = std::env::var("GRAFT_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
-        assert!(!required, "GRAFT_REQUIRE_BROWSER=1 but no browser: set GRAFT_CHROMIUM or install chromium");
-        // Straight to stderr, not through eprintln!, which the test harness captures.
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED headless_browser_renders_tables_and_charts: no browser found \
-             (set GRAFT_CHROMIUM, or put chromium, chromium-browser or google-chrome on PATH)"
-        );
+    let browser = find_browser();
+    let why = "no browser found (set GRAFT_CHROMIUM, or put chromium, chromium-browser or google-chrome on PATH; \
+               on Debian: apt-get install chromium)";
+    let required = std::env::var("GRAFT_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+    assert!(browser.is_some() || !required, "GRAFT_REQUIRE_BROWSER=1 but {why}");
+    if !common::require(browser.is_some(), why) {
         return;
-    };
+    }
+    let browser = browser.unwrap();
     let r = sample();
     let work = tempfile::tempdir().unwrap();
     let files = write_report(&r, &work.path().join("report")).unwrap();

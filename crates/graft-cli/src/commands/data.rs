@@ -1,14 +1,20 @@
-//! `graft data build appstream`: summarization and question-answering data from Debian's
-//! AppStream metadata.
+//! `graft data build NAME`: the files of graft's named datasets — tweet sentiment as chat,
+//! alpaca and text lines (`tweets`), summarization and question answering from Debian's AppStream
+//! metadata (`appstream`) — written into a folder. Configs reach the same files as
+//! `dataset:NAME/FILE`, built into the cache on first use.
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use graft::recipes::data_build::{self, BuildSummary, TweetsOptions};
 use graft::recipes::tasks::{build_appstream, BuildOptions};
 use std::path::PathBuf;
 
-/// Build task datasets.
+/// Build the files of a named dataset.
 #[derive(Debug, Args)]
-#[command(after_help = "Example: graft data build appstream --out data/appstream --max 2000 --json")]
+#[command(after_help = "Examples:\n  graft data build tweets --out data/tweets\n  \
+graft data build appstream --out data/appstream --max 2000 --json\n\n\
+A config may name these files as dataset:NAME/FILE (e.g. dataset:tweets/chat.train.jsonl): they\n\
+are then built with the default options into the cache the first time (docs/data.md).")]
 pub struct DataArgs {
     #[command(subcommand)]
     command: DataCommand,
@@ -21,7 +27,8 @@ enum DataCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example: graft data build appstream --out data/appstream --max 2000 --json")]
+#[command(after_help = "Examples:\n  graft data build tweets --out data/tweets\n  \
+graft data build appstream --out data/appstream --max 2000 --json")]
 struct BuildArgs {
     #[command(subcommand)]
     source: BuildSource,
@@ -29,9 +36,36 @@ struct BuildArgs {
 
 #[derive(Debug, Subcommand)]
 enum BuildSource {
+    /// Tweet sentiment (the `tweets` asset) as chat turns, alpaca instructions and plain text.
+    Tweets(TweetsArgs),
     /// Summarization pairs (description → summary) and SQuAD-style questions from the AppStream
     /// metadata that `apt-get update` downloads.
     Appstream(AppstreamArgs),
+}
+
+/// `graft data build tweets` options.
+#[derive(Debug, Args)]
+#[command(after_help = "Example: graft data build tweets --out data/tweets --train 500 --test 100 --json\n\n\
+Writes chat.{train,test}.jsonl (messages: the quick start's sentiment question, the label as the\n\
+answer), alpaca.{train,test}.jsonl (instruction, the tweet as input, the label as output) and\n\
+text.{train,test}.jsonl (the tweets as {\"text\"} lines). The defaults are the files that\n\
+dataset:tweets/FILE stands for in a config.")]
+struct TweetsArgs {
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Training tweets.
+    #[arg(long, default_value_t = TweetsOptions::default().n_train)]
+    train: usize,
+    /// Test tweets (disjoint from the training ones).
+    #[arg(long, default_value_t = TweetsOptions::default().n_test)]
+    test: usize,
+    /// Seed of the draw.
+    #[arg(long, default_value_t = TweetsOptions::default().seed)]
+    seed: u64,
+    /// Print one JSON object (the line counts) on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `graft data build appstream` options.
@@ -70,6 +104,24 @@ struct AppstreamArgs {
 pub fn run(args: DataArgs) -> Result<()> {
     match args.command {
         DataCommand::Build(BuildArgs { source: BuildSource::Appstream(a) }) => appstream(a),
+        DataCommand::Build(BuildArgs { source: BuildSource::Tweets(a) }) => tweets(a),
+    }
+}
+
+fn tweets(args: TweetsArgs) -> Result<()> {
+    let opts = TweetsOptions { n_train: args.train, n_test: args.test, seed: args.seed };
+    let summary = data_build::build_tweets(&opts, &args.out, &mut |note| eprintln!("{note}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_files(&summary);
+    }
+    Ok(())
+}
+
+fn print_files(summary: &BuildSummary) {
+    for (name, n) in &summary.files {
+        println!("  {:>7} lines  {}", n, summary.out.join(name).display());
     }
 }
 
@@ -94,9 +146,7 @@ fn appstream(args: AppstreamArgs) -> Result<()> {
             "{} components ({} without a license), skipped {:?}",
             report.n_components, report.n_without_license, report.skipped
         );
-        for (name, n) in &report.files {
-            println!("  {:>7} lines  {}", n, report.out.join(name).display());
-        }
+        print_files(&BuildSummary { dataset: "appstream".into(), out: report.out, files: report.files });
     }
     Ok(())
 }

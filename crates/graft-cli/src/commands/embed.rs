@@ -1,6 +1,6 @@
 //! `graft embed`: sentence embeddings of a JSONL file with a BERT encoder.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::{DType, Tensor};
 use clap::Args;
 use graft::models::bert::SentenceEncoder;
@@ -51,17 +51,17 @@ pub struct EmbedArgs {
 pub fn run(args: EmbedArgs) -> Result<()> {
     super::generate::pin_cpu_threads();
     if args.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
+        super::bail_input!("--batch-size must be at least 1");
     }
     let dtype = graft::device::parse_dtype(&args.dtype)?;
     if !matches!(dtype, DType::F32 | DType::F64) {
-        bail!("--dtype {} is not supported for embeddings: use f32 or f64", args.dtype);
+        super::bail_input!("--dtype {} is not supported for embeddings: use f32 or f64", args.dtype);
     }
     let device = graft::device::parse_device(&args.device)?;
     let (jsonl, st) = output_paths(&args.out)?;
     for out in [&jsonl, &st] {
         if same_file(out, &args.input) {
-            bail!("--out would overwrite the input {}: choose another --out", args.input.display());
+            super::bail_input!("--out would overwrite the input {}: choose another --out", args.input.display());
         }
     }
     let texts = graft::data::read_texts(&args.input)?;
@@ -133,7 +133,7 @@ fn output_paths(out: &Path) -> Result<(PathBuf, PathBuf)> {
         _ => out.to_path_buf(),
     };
     if stem.file_name().is_none() {
-        bail!("--out {} must name a file stem, e.g. --out embeddings", out.display());
+        super::bail_input!("--out {} must name a file stem, e.g. --out embeddings", out.display());
     }
     if let Some(parent) = stem.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;

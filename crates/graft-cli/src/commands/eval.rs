@@ -10,8 +10,8 @@ use std::path::PathBuf;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  graft eval perplexity --text /usr/share/common-licenses/Apache-2.0 --json\n  \
 graft eval perplexity --adapter runs/quickstart/adapter --text notes.txt --window 256\n  \
-graft eval summarize --data data/appstream/summarize.test.jsonl --limit 20 --json\n  \
-graft eval qa --data data/appstream/qa.test.jsonl --limit 20 --json")]
+graft eval summarize --data dataset:appstream/summarize.test.jsonl --limit 20 --json\n  \
+graft eval qa --data dataset:appstream/qa.test.jsonl --limit 20 --json")]
 pub struct EvalArgs {
     #[command(subcommand)]
     command: EvalCommand,

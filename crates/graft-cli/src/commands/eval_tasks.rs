@@ -1,13 +1,13 @@
 //! `graft eval summarize` and `graft eval qa`: greedy generations scored with ROUGE and SQuAD
 //! exact match / F1.
 
-use super::generate::ModelArgs;
-use anyhow::{bail, Context, Result};
+use super::generate::{AdapterArgs, ModelArgs};
+use anyhow::Result;
 use clap::Args;
 use graft::datasets::task_files::SkipReport;
 use graft::recipes::tasks;
 use graft::tokenizer::Tokenizer;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Options shared by the task evaluations.
@@ -15,12 +15,11 @@ use std::time::Instant;
 pub struct TaskEvalArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The evaluation file (JSONL).
+    /// The evaluation file (JSONL): a path, or `dataset:appstream/FILE` (built on first use).
     #[arg(long)]
     data: PathBuf,
-    /// A LoRA adapter to apply: a PEFT adapter folder, or a run folder holding `adapter/`.
-    #[arg(long)]
-    adapter: Option<PathBuf>,
+    #[command(flatten)]
+    adapter: AdapterArgs,
     /// Most tokens generated per example.
     #[arg(long)]
     max_new_tokens: Option<usize>,
@@ -35,7 +34,7 @@ pub struct TaskEvalArgs {
 /// `graft eval summarize` options.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example: graft eval summarize --data data/appstream/summarize.test.jsonl --limit 20 --json\n\n\
+    after_help = "Example: graft eval summarize --data dataset:appstream/summarize.test.jsonl --limit 20 --json\n\n\
 Lines are {\"messages\": [user, assistant]} (the assistant message is the reference) or\n\
 {\"document\", \"summary\"}; the document is sent as a chat user turn after a fixed instruction and\n\
 the greedy reply, up to the end of the turn, is scored: mean ROUGE-1/2/L F1. Lines with an empty\n\
@@ -48,7 +47,7 @@ pub struct SummarizeArgs {
 
 /// `graft eval qa` options.
 #[derive(Debug, Args)]
-#[command(after_help = "Example: graft eval qa --data data/appstream/qa.test.jsonl --limit 20 --json\n\n\
+#[command(after_help = "Example: graft eval qa --data dataset:appstream/qa.test.jsonl --limit 20 --json\n\n\
 Lines are SQuAD-style: {\"id\", \"context\", \"question\", \"answers\": {\"text\": [...], \"answer_start\": [...]}}\n\
 (or \"answers\": [{\"text\", \"answer_start\"}]). Context and question go in one chat user turn; the\n\
 greedy reply, up to the end of the turn, is scored with SQuAD's exact match and token F1 (best over\n\
@@ -61,45 +60,34 @@ pub struct QaArgs {
 impl TaskEvalArgs {
     fn check(&self, default_max_new_tokens: usize) -> Result<usize> {
         if self.limit == Some(0) {
-            bail!("--limit must be at least 1");
+            super::bail_input!("--limit must be at least 1");
         }
         let max_new = self.max_new_tokens.unwrap_or(default_max_new_tokens);
         if max_new == 0 {
-            bail!("--max-new-tokens must be at least 1");
+            super::bail_input!("--max-new-tokens must be at least 1");
         }
-        if !self.data.is_file() {
-            bail!(
-                "--data {}: no such file (build one with `graft data build appstream --out DIR`)",
+        self.adapter.check()?;
+        Ok(max_new)
+    }
+
+    /// The evaluation file `--data` names (a `dataset:` reference is built on first use).
+    fn data_file(&self) -> Result<PathBuf> {
+        let file = graft::recipes::data_build::resolve(&self.data, &mut |n| eprintln!("{n}"))?;
+        if !file.is_file() {
+            super::bail_input!(
+                "--data {}: no such file (build one with `graft data build appstream --out DIR`, or pass dataset:appstream/FILE)",
                 self.data.display()
             );
         }
-        if let Some(a) = &self.adapter {
-            adapter_dir(a)?;
-        }
-        Ok(max_new)
+        Ok(file)
     }
 
     /// Loads the model and tokenizer, with the adapter applied when one is given.
     fn load(&self) -> Result<(graft::models::llama::Llama, Tokenizer)> {
         let (source, mut model) = self.model.load()?;
-        if let Some(a) = &self.adapter {
-            let dir = adapter_dir(a)?;
-            graft::io::peft::load_lora(&dir, &mut model)
-                .with_context(|| format!("applying adapter {}", dir.display()))?;
-            eprintln!("applied adapter {}", dir.display());
-        }
+        self.adapter.apply(&mut model)?;
         Ok((model, Tokenizer::from_source(&source)?))
     }
-}
-
-/// The PEFT folder of `path`: itself, or its `adapter/` (a run folder).
-fn adapter_dir(path: &Path) -> Result<PathBuf> {
-    for dir in [path.to_path_buf(), path.join("adapter")] {
-        if dir.join("adapter_config.json").is_file() {
-            return Ok(dir);
-        }
-    }
-    bail!("--adapter {}: no adapter_config.json there or in its adapter/ folder (give a PEFT adapter folder or a `graft train` run folder)", path.display())
 }
 
 fn progress(done: usize, total: usize) {
@@ -114,9 +102,14 @@ fn skips_json(s: &SkipReport) -> serde_json::Value {
 pub fn summarize(args: SummarizeArgs) -> Result<()> {
     let a = args.common;
     let max_new = a.check(64)?;
-    let (pairs, skips) = tasks::load_summarize(&a.data, a.limit)?;
+    let (pairs, skips) = tasks::load_summarize(&a.data_file()?, a.limit)?;
     if pairs.is_empty() {
-        bail!("{}: no usable pairs ({} lines, {} skipped)", a.data.display(), skips.n_lines, skips.n_skipped);
+        super::bail_input!(
+            "{}: no usable pairs ({} lines, {} skipped)",
+            a.data.display(),
+            skips.n_lines,
+            skips.n_skipped
+        );
     }
     let (model, tok) = a.load()?;
     let start = Instant::now();
@@ -124,7 +117,7 @@ pub fn summarize(args: SummarizeArgs) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     if a.json {
         let report = serde_json::json!({
-            "task": "summarize", "model": a.model.model, "adapter": a.adapter, "data": a.data,
+            "task": "summarize", "model": a.model.model, "adapter": a.adapter.json(), "data": a.data,
             "max_new_tokens": max_new, "n": s.n, "rouge1": s.rouge1, "rouge2": s.rouge2, "rougeL": s.rouge_l,
             "skips": skips_json(&skips), "seconds": secs, "samples": s.samples,
         });
@@ -145,9 +138,14 @@ pub fn summarize(args: SummarizeArgs) -> Result<()> {
 pub fn qa(args: QaArgs) -> Result<()> {
     let a = args.common;
     let max_new = a.check(48)?;
-    let (items, skips) = tasks::load_qa(&a.data, a.limit)?;
+    let (items, skips) = tasks::load_qa(&a.data_file()?, a.limit)?;
     if items.is_empty() {
-        bail!("{}: no usable questions ({} lines, {} skipped)", a.data.display(), skips.n_lines, skips.n_skipped);
+        super::bail_input!(
+            "{}: no usable questions ({} lines, {} skipped)",
+            a.data.display(),
+            skips.n_lines,
+            skips.n_skipped
+        );
     }
     let (model, tok) = a.load()?;
     let start = Instant::now();
@@ -155,7 +153,7 @@ pub fn qa(args: QaArgs) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     if a.json {
         let report = serde_json::json!({
-            "task": "qa", "model": a.model.model, "adapter": a.adapter, "data": a.data,
+            "task": "qa", "model": a.model.model, "adapter": a.adapter.json(), "data": a.data,
             "max_new_tokens": max_new, "n": s.squad.n, "exact_match": s.squad.exact_match, "f1": s.squad.f1,
             "in_context": s.in_context, "skips": skips_json(&skips), "seconds": secs, "samples": s.samples,
         });

@@ -1,11 +1,13 @@
 //! `graft export`: write a finished run in a format the rest of the ecosystem loads.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use graft::recipes::export::{self, ExportFormat};
 use std::path::PathBuf;
 
 /// Export a run as a PEFT adapter, a merged Hugging Face folder, a merged GGUF or a llama.cpp
-/// LoRA adapter GGUF, then read it back and check its logits against the trained model.
+/// LoRA adapter GGUF, then read it back and check it: against the trained model, or for a merged
+/// GGUF against the trained weights rounded to its tensor type (bit-identical tensors, same
+/// logits).
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
   graft export runs/quickstart --format peft --out exports/sentiment-adapter
@@ -37,27 +39,32 @@ pub struct Args {
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
     let Some(format) = ExportFormat::from_name(&args.format) else {
-        bail!("unknown --format `{}`: use peft, merged, gguf or gguf-lora", args.format);
+        super::bail_input!("unknown --format `{}`: use peft, merged, gguf or gguf-lora", args.format);
     };
     let gguf_type = match args.gguf_type.as_str() {
         "f32" => candle_core::quantized::GgmlDType::F32,
         "f16" => candle_core::quantized::GgmlDType::F16,
         "q8_0" if format == ExportFormat::GgufLora => {
-            bail!("--gguf-type q8_0: a GGUF LoRA adapter is stored as f32 or f16")
+            super::bail_input!("--gguf-type q8_0: a GGUF LoRA adapter is stored as f32 or f16")
         }
         "q8_0" => candle_core::quantized::GgmlDType::Q8_0,
-        other => bail!("unknown --gguf-type `{other}`: use f32, f16 or q8_0"),
+        other => super::bail_input!("unknown --gguf-type `{other}`: use f32, f16 or q8_0"),
     };
     eprintln!("exporting {} as {}", args.run_dir.display(), args.format);
     let report = export::export(&args.run_dir, format, &args.out, gguf_type)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
+        let c = &report.check;
         println!(
-            "wrote {}; read back: max |Δlogit| {:.2e}, argmax agrees: {}",
+            "wrote {}; read back against {}: max |Δlogit| {:.2e} (allowed {:.0e}); against the trained model: \
+             max |Δlogit| {:.2e}, same most likely token at {:.0}% of the check prompt's positions",
             report.path.display(),
+            c.reference,
+            c.max_abs_logit_diff,
+            c.tolerance,
             report.max_abs_logit_diff,
-            report.argmax_agrees
+            report.top1_agreement * 100.0
         );
         if let Some(m) = &report.modelfile {
             println!("wrote {} (ollama create NAME -f {})", m.display(), m.display());

@@ -96,26 +96,38 @@ impl ModelArgs {
     }
 }
 
-/// A LoRA adapter run on top of the model without merging (`--adapter`, shared by `generate`
-/// and `eval`).
+/// A LoRA adapter run on top of the model without merging (`--adapter`, shared by `generate`,
+/// `eval perplexity`, `eval summarize` and `eval qa`).
 #[derive(Debug, Clone, Args)]
 pub struct AdapterArgs {
     /// LoRA adapter to apply on top of --model (not merged): a PEFT adapter folder
     /// (adapter_config.json + adapter_model.safetensors: a run's `adapter/`, or one saved by
-    /// PEFT) or a GGUF LoRA file from `graft export --format gguf-lora`.
+    /// PEFT), a `graft train` run folder (its `adapter/` is used), or a GGUF LoRA file from
+    /// `graft export --format gguf-lora`.
     #[arg(long, value_name = "PATH")]
     pub adapter: Option<PathBuf>,
 }
 
 impl AdapterArgs {
+    /// Checks that the adapter, if one was given, exists in a known form (before a model is
+    /// loaded).
+    pub fn check(&self) -> Result<()> {
+        if let Some(path) = &self.adapter {
+            graft::io::adapter::locate_adapter(path).with_context(|| format!("--adapter {}", path.display()))?;
+        }
+        Ok(())
+    }
+
     /// Attaches the adapter, if one was given, after checking it fits the model.
     pub fn apply(&self, model: &mut Llama) -> Result<()> {
         if let Some(path) = &self.adapter {
-            let set = graft::io::adapter::load_adapter(path, model)
-                .with_context(|| format!("loading adapter {}", path.display()))?;
+            let at =
+                graft::io::adapter::locate_adapter(path).with_context(|| format!("--adapter {}", path.display()))?;
+            let set = graft::io::adapter::load_adapter(at.path(), model)
+                .with_context(|| format!("loading adapter {}", at.path().display()))?;
             eprintln!(
                 "adapter {}: LoRA r={} (scale {}) on {} projections",
-                path.display(),
+                at.path().display(),
                 set.spec.r,
                 set.spec.scale(),
                 set.layers.len()

@@ -1,5 +1,14 @@
 //! One module per `graft` subcommand.
 
+/// Returns early with a bad-input error (exit code 3, like the library's own input errors), for
+/// the flag values and arguments the binary checks itself.
+macro_rules! bail_input {
+    ($($arg:tt)*) => {
+        return Err(graft::GraftError::Input(format!($($arg)*)).into())
+    };
+}
+pub(crate) use bail_input;
+
 pub mod bench;
 pub mod compare;
 pub mod data;

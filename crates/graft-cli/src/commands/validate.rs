@@ -4,19 +4,30 @@
 use anyhow::Result;
 use graft::config::TrainConfig;
 use graft::data;
+use graft::recipes::data_build;
 use graft::tokenizer::Tokenizer;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Check a training config and its data without training: the config parses, the model and
-/// tokenizer load, every data line is valid, the adapter targets match.
+/// tokenizer load, every data line is valid, the adapter targets match. A `graft compare` config
+/// (one with a `[task]` section or a `techniques` list) is checked too: it parses, its models
+/// resolve and the task's corpus is fetched. With `--checkpoint`, check a run's checkpoints instead.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  graft validate configs/lora-chat.toml --set data.train=my.jsonl")]
+#[command(
+    after_help = "Examples:\n  graft validate configs/lora-chat.toml\n  graft validate configs/lora-chat.toml --set data.train=my.jsonl\n  graft validate configs/compare-sentiment.toml\n  graft validate --checkpoint runs/lora-chat\n\n\
+A data path written dataset:NAME/FILE is built into the cache first (docs/data.md)."
+)]
 pub struct ValidateArgs {
     /// The run's config.
-    pub config: PathBuf,
+    #[arg(required_unless_present = "checkpoint")]
+    pub config: Option<PathBuf>,
     /// Override one config key: section.key=value. Repeatable.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// Instead of a config, verify every checkpoint of this run directory (the one `LATEST`
+    /// names and every other complete one) against its checksums; exit code 7 if one is damaged.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "overrides"])]
+    pub checkpoint: Option<PathBuf>,
     /// Print the findings as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -41,19 +52,27 @@ pub struct PreprocessArgs {
 
 /// Runs `graft validate`.
 pub fn validate(args: ValidateArgs) -> Result<()> {
-    let cfg = TrainConfig::load(&args.config, &args.overrides)?;
+    if let Some(dir) = &args.checkpoint {
+        return checkpoints(dir, args.json);
+    }
+    let Some(config) = &args.config else { super::bail_input!("give a config file or --checkpoint RUN_DIR") };
+    if graft::recipes::compare::is_compare_config(config)? {
+        return validate_compare(config, &args);
+    }
+    let cfg = TrainConfig::load(config, &args.overrides)?;
+    let (train_path, eval_path) = data_build::data_files(&cfg.data, &mut |n| eprintln!("{n}"))?;
     eprintln!("config ok; loading the model and checking adapter targets");
     let tm = graft::recipes::parts::build_model(&cfg)?;
     let trainable: usize = tm.vars.iter().map(|(_, v)| v.elem_count()).sum();
-    let (_, train) = data::load_examples(&cfg.data.train, cfg.data.format, &tm.tokenizer, cfg.data.seq_len)?;
-    let eval = match &cfg.data.eval {
+    let (_, train) = data::load_examples(&train_path, cfg.data.format, &tm.tokenizer, cfg.data.seq_len)?;
+    let eval = match &eval_path {
         Some(p) => Some(data::load_examples(p, cfg.data.format, &tm.tokenizer, cfg.data.seq_len)?.1),
         None => None,
     };
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "ok": true, "trainable_params": trainable, "trainable_tensors": tm.vars.len(), "train": train, "eval": eval })
+            serde_json::json!({ "ok": true, "kind": "train", "trainable_params": trainable, "trainable_tensors": tm.vars.len(), "train": train, "eval": eval })
         );
     } else {
         println!("ok: {} trainable parameters in {} tensors", trainable, tm.vars.len());
@@ -68,12 +87,49 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
     Ok(())
 }
 
+/// `graft validate` of a compare config: it loads and validates, the decoder and (when
+/// `encoder_probe` runs) the encoder resolve, the decoder's tokenizer loads, and the task's
+/// corpus is in the cache.
+fn validate_compare(config: &Path, args: &ValidateArgs) -> Result<()> {
+    use graft::recipes::compare::{CompareConfig, Technique};
+    let cfg = CompareConfig::load(config, &args.overrides)?;
+    eprintln!("compare config ok; resolving the models and the task's corpus");
+    let source = graft::assets::resolve_model(&cfg.model.name, false)?;
+    Tokenizer::from_source(&source)?;
+    if cfg.techniques.contains(&Technique::EncoderProbe) {
+        graft::assets::resolve_model(&cfg.probe.encoder, false)?;
+    }
+    graft::assets::ensure("tweets", false)?;
+    let techniques: Vec<&str> = cfg.techniques.iter().map(|t| t.name()).collect();
+    if args.json {
+        println!("{}", serde_json::json!({ "ok": true, "kind": "compare", "techniques": techniques }));
+    } else {
+        println!("ok: compare config, {} techniques: {}", techniques.len(), techniques.join(", "));
+    }
+    Ok(())
+}
+
+/// Verifies the checkpoints of `run_dir` and lists them with their steps.
+fn checkpoints(run_dir: &Path, json: bool) -> Result<()> {
+    let found = graft::train::checkpoint::verify_all(run_dir)?;
+    if json {
+        let list: Vec<_> = found.iter().map(|(dir, step)| serde_json::json!({ "path": dir, "step": step })).collect();
+        println!("{}", serde_json::json!({ "ok": true, "checkpoints": list }));
+    } else {
+        for (dir, step) in &found {
+            println!("ok: {} (step {step})", dir.display());
+        }
+    }
+    Ok(())
+}
+
 /// Runs `graft preprocess`.
 pub fn preprocess(args: PreprocessArgs) -> Result<()> {
     let cfg = TrainConfig::load(&args.config, &args.overrides)?;
+    let (train_path, _) = data_build::data_files(&cfg.data, &mut |n| eprintln!("{n}"))?;
     let source = graft::assets::resolve_model(&cfg.model.name, false)?;
     let tok = Tokenizer::from_source(&source)?;
-    let (examples, report) = data::load_examples(&cfg.data.train, cfg.data.format, &tok, cfg.data.seq_len)?;
+    let (examples, report) = data::load_examples(&train_path, cfg.data.format, &tok, cfg.data.seq_len)?;
     let shown = &examples[..args.show.min(examples.len())];
     if args.json {
         let samples: Vec<_> =

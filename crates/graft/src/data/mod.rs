@@ -21,6 +21,7 @@ mod jsonl;
 mod load;
 mod record;
 mod render;
+pub mod source;
 mod split;
 mod texts;
 

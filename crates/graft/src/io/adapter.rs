@@ -1,31 +1,90 @@
-//! Attaching a saved LoRA adapter to a loaded model, whichever file format holds it.
+//! Attaching a saved LoRA adapter to a loaded model, whichever file format holds it: the one
+//! resolver behind every `--adapter` flag.
 
 use crate::adapters::lora::LoraSet;
 use crate::models::llama::Llama;
 use crate::{GraftError, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Attaches the adapter at `path` to `model` without merging: a PEFT adapter folder
-/// (`adapter_config.json` + `adapter_model.safetensors`, graft's `RUN/adapter` or one saved by
-/// PEFT) or a llama.cpp LoRA adapter GGUF file (`graft export --format gguf-lora`). Target
+/// Where the adapter an `--adapter` path names is, and in which format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdapterLocation {
+    /// A PEFT adapter folder (`adapter_config.json` + `adapter_model.safetensors`).
+    Peft(PathBuf),
+    /// A llama.cpp LoRA adapter GGUF file.
+    GgufLora(PathBuf),
+}
+
+impl AdapterLocation {
+    /// The folder or file that is read.
+    pub fn path(&self) -> &Path {
+        match self {
+            AdapterLocation::Peft(p) | AdapterLocation::GgufLora(p) => p,
+        }
+    }
+}
+
+/// Finds the adapter `path` names, without reading it: a PEFT adapter folder (graft's
+/// `RUN/adapter` or one saved by PEFT), a `graft train` run folder (its `adapter/`), or a file,
+/// taken as a llama.cpp LoRA adapter GGUF (`graft export --format gguf-lora`).
+pub fn locate_adapter(path: &Path) -> Result<AdapterLocation> {
+    if path.is_file() {
+        return Ok(AdapterLocation::GgufLora(path.to_path_buf()));
+    }
+    if !path.is_dir() {
+        return Err(GraftError::Input(format!(
+            "adapter {} does not exist: pass a PEFT adapter folder, a `graft train` run folder or a GGUF LoRA file",
+            path.display()
+        )));
+    }
+    for dir in [path.to_path_buf(), path.join("adapter")] {
+        if dir.join("adapter_config.json").is_file() {
+            return Ok(AdapterLocation::Peft(dir));
+        }
+    }
+    let hint = if path.join("model").join("config.json").is_file() {
+        format!("; a full fine-tuning run has no adapter: pass {} as --model", path.join("model").display())
+    } else {
+        String::new()
+    };
+    Err(GraftError::model(
+        path,
+        format!(
+            "not an adapter: adapter_config.json is missing there and in its adapter/ folder (give a PEFT adapter \
+             folder, a `graft train` run folder or a GGUF LoRA file){hint}"
+        ),
+    ))
+}
+
+/// Attaches the adapter at `path` ([`locate_adapter`]) to `model` without merging. Target
 /// modules and shapes are checked against the model before anything is attached.
 pub fn load_adapter(path: &Path, model: &mut Llama) -> Result<LoraSet> {
-    if path.is_dir() {
-        if path.join("adapter_config.json").is_file() {
-            return crate::io::peft::load_lora(path, model);
-        }
-        let hint = if path.join("adapter").join("adapter_config.json").is_file() {
-            format!(" (a run directory? its adapter is {})", path.join("adapter").display())
-        } else {
-            String::new()
-        };
-        return Err(GraftError::model(path, format!("not an adapter folder: adapter_config.json is missing{hint}")));
+    match locate_adapter(path)? {
+        AdapterLocation::Peft(dir) => crate::io::peft::load_lora(&dir, model),
+        AdapterLocation::GgufLora(file) => crate::io::gguf_lora::load_gguf_lora(&file, model),
     }
-    if path.is_file() {
-        return crate::io::gguf_lora::load_gguf_lora(path, model);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_folder_stands_for_its_adapter() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir_all(run.join("adapter")).unwrap();
+        std::fs::write(run.join("adapter/adapter_config.json"), "{}").unwrap();
+        assert_eq!(locate_adapter(&run).unwrap(), AdapterLocation::Peft(run.join("adapter")));
+        assert_eq!(locate_adapter(&run.join("adapter")).unwrap(), AdapterLocation::Peft(run.join("adapter")));
+        let file = dir.path().join("a.gguf");
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(locate_adapter(&file).unwrap(), AdapterLocation::GgufLora(file));
+        let full = dir.path().join("full");
+        std::fs::create_dir_all(full.join("model")).unwrap();
+        std::fs::write(full.join("model/config.json"), "{}").unwrap();
+        let e = locate_adapter(&full).unwrap_err().to_string();
+        assert!(e.contains("adapter_config.json is missing") && e.contains("as --model"), "{e}");
+        assert!(locate_adapter(&dir.path().join("nope")).unwrap_err().to_string().contains("does not exist"));
     }
-    Err(GraftError::Input(format!(
-        "adapter {} does not exist: pass a PEFT adapter folder (e.g. RUN/adapter) or a GGUF LoRA file",
-        path.display()
-    )))
 }

@@ -1,8 +1,10 @@
 //! Exporting a finished run: the PEFT adapter, a merged Hugging Face folder, a merged GGUF, or a
-//! llama.cpp LoRA adapter GGUF. Every export is read back and its logits compared with the
-//! training-time model on a fixed prompt; a mismatch fails loudly instead of leaving a silently
-//! broken file. Beside each GGUF export an Ollama `Modelfile` is written.
+//! llama.cpp LoRA adapter GGUF. Every export is read back and compared on a fixed prompt with
+//! what it should hold — the trained model, or for a merged GGUF the trained weights rounded to
+//! its tensor type (see [`super::export_check`]); a mismatch fails loudly instead of leaving a
+//! silently broken file. Beside each GGUF export an Ollama `Modelfile` is written.
 
+use super::export_check::{self, gguf_tensor_type, logits, mismatch, ExportCheck, LogitAgreement, MERGE_TOLERANCE};
 use crate::assets::{resolve_model, ModelSource};
 use crate::config::TrainConfig;
 use crate::io::gguf::{GgufFile, GgufWriter};
@@ -52,10 +54,17 @@ impl ExportFormat {
 pub struct ExportReport {
     /// What was written.
     pub path: PathBuf,
-    /// Largest |logit difference| between the export and the training-time model on the check prompt.
+    /// Largest |logit difference| between the export and the training-time model on the check
+    /// prompt. For f16 and q8_0 GGUF exports this is the rounding's effect, reported, not bounded.
     pub max_abs_logit_diff: f32,
-    /// Whether the most likely next token agrees at every position of the check prompt.
+    /// Whether the most likely next token agrees with the training-time model's at every
+    /// position of the check prompt.
     pub argmax_agrees: bool,
+    /// Share of the check prompt's positions where the most likely next token is the
+    /// training-time model's.
+    pub top1_agreement: f64,
+    /// The pass/fail check: what the export was compared with, the difference and the bound.
+    pub check: ExportCheck,
     /// The Ollama Modelfile written beside a GGUF export.
     pub modelfile: Option<PathBuf>,
 }
@@ -87,16 +96,22 @@ pub fn load_trained(run_dir: &Path) -> Result<(TrainConfig, ModelSource, Llama, 
 }
 
 fn check_prompt(tok: &Tokenizer) -> Result<Vec<u32>> {
-    Ok(tok.encode("The quick brown fox jumps over the lazy dog. Transfer learning means", false)?)
+    Ok(tok.encode(export_check::CHECK_PROMPT, false)?)
 }
 
-fn compare(reference: &Llama, other: &Llama, ids: &[u32]) -> Result<(f32, bool)> {
-    let x = Tensor::new(ids, reference.device())?.unsqueeze(0)?;
-    let a = reference.forward_infer(&x, &mut reference.new_cache())?.to_dtype(DType::F32)?;
-    let b = other.forward_infer(&x, &mut other.new_cache())?.to_dtype(DType::F32)?;
-    let diff = (&a - &b)?.abs()?.max_all()?.to_scalar::<f32>()?;
-    let agree = a.argmax(2)?.eq(&b.argmax(2)?)?.to_dtype(DType::F32)?.min_all()?.to_scalar::<f32>()? == 1.0;
-    Ok((diff, agree))
+/// The check of an export compared with the trained model itself.
+fn against_trained(trained: &Tensor, exported: &Tensor, out: &Path, tolerance: f32) -> Result<ExportCheck> {
+    let reference = "the trained model";
+    let got = LogitAgreement::of(trained, exported)?;
+    if !got.within(tolerance) {
+        return Err(mismatch(out.display(), reference, &got, tolerance));
+    }
+    Ok(ExportCheck {
+        reference: reference.into(),
+        max_abs_logit_diff: got.max_abs_diff,
+        tolerance,
+        max_abs_weight_diff: None,
+    })
 }
 
 /// Exports `run_dir` as `format` to `out`, then verifies the export. `gguf_type` picks the
@@ -114,12 +129,13 @@ pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlD
         )));
     }
     let ids = check_prompt(&tok)?;
+    let trained_logits = logits(&trained, &ids)?;
     if matches!(format, ExportFormat::Gguf | ExportFormat::GgufLora) {
         if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| GraftError::io(parent, e))?;
         }
     }
-    let (reloaded, tolerance) = match format {
+    let (exported, check) = match format {
         ExportFormat::Peft => {
             let src = run_dir.join("adapter");
             let mut model = load_causal_lm(&source, &LoadOptions::default())?;
@@ -127,23 +143,39 @@ pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlD
             crate::io::peft::save_lora(&set, out, &cfg.model.name)?;
             let mut back = load_causal_lm(&source, &LoadOptions::default())?;
             crate::io::peft::load_lora(out, &mut back)?;
-            (back, 0.0)
+            let exported = logits(&back, &ids)?;
+            let check = against_trained(&trained_logits, &exported, out, 0.0)?;
+            (exported, check)
         }
         ExportFormat::Merged => {
             let merged = merged_copy(&mut trained.clone())?;
             crate::io::hf_folder::write_llama_folder(&merged, &tok, out, DType::F32)?;
-            (load_causal_lm(&ModelSource::HfFolder(out.to_path_buf()), &LoadOptions::default())?, 1e-3)
+            drop(merged);
+            let back = load_causal_lm(&ModelSource::HfFolder(out.to_path_buf()), &LoadOptions::default())?;
+            let exported = logits(&back, &ids)?;
+            let check = against_trained(&trained_logits, &exported, out, MERGE_TOLERANCE)?;
+            (exported, check)
         }
         ExportFormat::Gguf => {
-            let merged = merged_copy(&mut trained.clone())?;
             let ModelSource::Gguf(base_path) = &source else {
                 return Err(GraftError::Input(
                     "GGUF export needs a GGUF base model (for its tokenizer metadata)".into(),
                 ));
             };
+            let merged = merged_copy(&mut trained.clone())?;
+            // Merging is exact up to summation order; the file is then held against the merged
+            // weights rounded to its type.
+            let merge = LogitAgreement::of(&trained_logits, &logits(&merged, &ids)?)?;
+            if !merge.within(MERGE_TOLERANCE) {
+                return Err(mismatch(
+                    "the model with its adapter merged",
+                    "the trained model",
+                    &merge,
+                    MERGE_TOLERANCE,
+                ));
+            }
             write_gguf(&merged, &GgufFile::open(base_path)?, out, gguf_type)?;
-            let back = load_causal_lm(&ModelSource::Gguf(out.to_path_buf()), &LoadOptions::default())?;
-            (back, if gguf_type == GgmlDType::F32 { 1e-3 } else { f32::INFINITY })
+            export_check::check_gguf(&merged, out, gguf_type, &ids)?
         }
         ExportFormat::GgufLora => {
             let ModelSource::Gguf(base_path) = &source else {
@@ -163,21 +195,25 @@ pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlD
             gguf_lora::check_gguf_lora(out, &set, &arch)?;
             let mut back = load_causal_lm(&source, &LoadOptions::default())?;
             gguf_lora::load_gguf_lora(out, &mut back)?;
-            (back, if gguf_type == GgmlDType::F32 { 1e-4 } else { 1e-2 })
+            let exported = logits(&back, &ids)?;
+            let tolerance = if gguf_type == GgmlDType::F32 { 1e-4 } else { 1e-2 };
+            let check = against_trained(&trained_logits, &exported, out, tolerance)?;
+            (exported, check)
         }
     };
-    let (max_abs_logit_diff, argmax_agrees) = compare(&trained, &reloaded, &ids)?;
-    if max_abs_logit_diff > tolerance || !argmax_agrees {
-        return Err(GraftError::Input(format!(
-            "export check failed: {} differs from the trained model (max |Δlogit| {max_abs_logit_diff}, argmax agrees: {argmax_agrees})",
-            out.display()
-        )));
-    }
+    let vs_trained = LogitAgreement::of(&trained_logits, &exported)?;
     let modelfile = match format {
         ExportFormat::Gguf | ExportFormat::GgufLora => Some(write_modelfile(format, &source, &tok, out)?),
         ExportFormat::Peft | ExportFormat::Merged => None,
     };
-    Ok(ExportReport { path: out.to_path_buf(), max_abs_logit_diff, argmax_agrees, modelfile })
+    Ok(ExportReport {
+        path: out.to_path_buf(),
+        max_abs_logit_diff: vs_trained.max_abs_diff,
+        argmax_agrees: vs_trained.top1_agreement == 1.0,
+        top1_agreement: vs_trained.top1_agreement,
+        check,
+        modelfile,
+    })
 }
 
 /// Writes `Modelfile` beside the GGUF `out`: `FROM` the merged model, or for an adapter `FROM`
@@ -244,9 +280,7 @@ pub fn write_gguf(model: &Llama, base: &GgufFile, out: &Path, dtype: GgmlDType) 
         } else {
             t
         };
-        // Norm weights stay f32 as llama.cpp keeps them.
-        let ty = if t.rank() == 1 { GgmlDType::F32 } else { dtype };
-        w.add_tensor(&gname, &t, ty)?;
+        w.add_tensor(&gname, &t, gguf_tensor_type(t.rank(), dtype))?;
     }
     w.write(out)?;
     Ok(())

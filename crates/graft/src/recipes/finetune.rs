@@ -60,14 +60,15 @@ fn load_data(
     tok: &Tokenizer,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(Vec<Example>, Vec<Example>)> {
-    let (train, report) = data::load_examples(&cfg.data.train, cfg.data.format, tok, cfg.data.seq_len)?;
+    let (train_path, eval_path) = super::data_build::data_files(&cfg.data, &mut |n| on_event(Event::Note(n)))?;
+    let (train, report) = data::load_examples(&train_path, cfg.data.format, tok, cfg.data.seq_len)?;
     on_event(Event::Note(format!(
         "train data: {} examples, {} tokens ({} supervised), {} truncated to {} tokens",
         report.n_examples, report.n_tokens, report.n_supervised_tokens, report.n_truncated, cfg.data.seq_len
     )));
-    let (train, eval) = match &cfg.data.eval {
+    let (train, eval) = match &eval_path {
         Some(path) => (train, data::load_examples(path, cfg.data.format, tok, cfg.data.seq_len)?.0),
-        None => data::split_train_eval(train, cfg.data.eval_fraction.max(f64::EPSILON), cfg.train.seed),
+        None => data::split_train_eval(train, cfg.data.eval_fraction, cfg.train.seed),
     };
     if train.is_empty() || eval.is_empty() {
         return Err(GraftError::Input("the train/eval split left one side empty: add data or set data.eval".into()));
@@ -116,11 +117,13 @@ pub fn run(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> 
 /// [`run`], also handing back the trained model (adapters attached, in evaluation mode), for
 /// callers that score it right away instead of loading what was written.
 pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<(Summary, Llama)> {
+    cfg.validate()?;
     let out = cfg.output.dir.clone();
     let config_toml = toml::to_string(cfg).map_err(|e| GraftError::Input(format!("config: {e}")))?;
     let saved_cfg = cfg.clone();
     let run_dir = RunDir::open(&out, resume, cfg.train.save_every)?
-        .with_settings(config_toml.clone(), Box::new(move |saved| config_changes(&saved_cfg, saved)));
+        .with_settings(config_toml.clone(), Box::new(move |saved| config_changes(&saved_cfg, saved)))
+        .writing_on_accept("config.resolved.toml", config_toml);
     let TrainableModel { model, tokenizer, lora, prompt, vars, .. } = build_model(cfg)?;
     let device = crate::models::Model::device(&model).clone();
     let pad = tokenizer.pad_id().or(tokenizer.eos_id()).unwrap_or(0);
@@ -135,7 +138,6 @@ pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnM
     let per_step = cfg.train.grad_accum as u64;
     let total_steps =
         cfg.train.max_steps.unwrap_or_else(|| (cfg.train.epochs * batches.per_epoch()).div_ceil(per_step));
-    std::fs::write(out.join("config.resolved.toml"), &config_toml).map_err(|e| GraftError::io(&out, e))?;
 
     // Train the causal-LM objective.
     let t = &cfg.train;

@@ -2,7 +2,9 @@
 //! parts from the config, run the loop, evaluate, write results). No math lives here.
 
 pub mod compare;
+pub mod data_build;
 pub mod export;
+pub mod export_check;
 pub mod finetune;
 pub mod parts;
 pub mod quickstart;

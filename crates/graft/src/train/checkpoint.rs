@@ -75,10 +75,8 @@ pub fn save(
     let root = run_dir.join("checkpoints");
     io(&root, std::fs::create_dir_all(&root))?;
     let name = format!("step-{:08}", state.step);
+    clear_staging(&root)?;
     let tmp = root.join(format!("{name}.tmp"));
-    if tmp.exists() {
-        io(&tmp, std::fs::remove_dir_all(&tmp))?;
-    }
     io(&tmp, std::fs::create_dir_all(&tmp))?;
     let save_st = |file: &str, tensors: &[(String, Tensor)]| -> Result<()> {
         let map: HashMap<String, Tensor> = tensors.iter().map(|(n, t)| (n.clone(), t.clone())).collect();
@@ -98,7 +96,12 @@ pub fn save(
     fsync_dir(&tmp)?;
     let dest = root.join(&name);
     if dest.exists() {
-        io(&dest, std::fs::remove_dir_all(&dest))?;
+        // A folder of this step left by a run killed before it moved `LATEST`: renamed out of
+        // the way first, so a kill during the removal leaves staging, never a half-deleted
+        // checkpoint.
+        let old = root.join(format!("{name}.old.tmp"));
+        io(&dest, std::fs::rename(&dest, &old))?;
+        io(&old, std::fs::remove_dir_all(&old))?;
     }
     io(&dest, std::fs::rename(&tmp, &dest))?;
     fsync_dir(&root)?;
@@ -106,7 +109,7 @@ pub fn save(
     write_synced(&latest_tmp, name.as_bytes())?;
     io(&root, std::fs::rename(&latest_tmp, root.join("LATEST")))?;
     fsync_dir(&root)?;
-    prune(&root, keep)?;
+    prune(&root, keep, &dest)?;
     Ok(dest)
 }
 
@@ -136,33 +139,87 @@ fn complete(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-fn prune(root: &Path, keep: usize) -> Result<()> {
-    for old in complete(root)?.into_iter().skip(keep.max(1)) {
+/// Removes the staging folders (`step-*.tmp`) that killed saves left behind.
+fn clear_staging(root: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Ok(()) };
+    for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let staging =
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && n.ends_with(".tmp"));
+        if staging && p.is_dir() {
+            io(&p, std::fs::remove_dir_all(&p))?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps `current` (the one `LATEST` names) and the newest others up to `keep` in all.
+fn prune(root: &Path, keep: usize, current: &Path) -> Result<()> {
+    let others = complete(root)?.into_iter().filter(|d| d != current);
+    for old in others.skip(keep.max(1) - 1) {
         io(&old, std::fs::remove_dir_all(&old))?;
     }
     Ok(())
 }
 
-/// Reads one checkpoint folder, verifying every file against its manifest.
+/// A [`GraftError::Checkpoint`] for the checkpoint (or run directory) `path`.
+pub fn damaged(path: &Path, reason: impl Into<String>) -> GraftError {
+    GraftError::Checkpoint { path: path.to_path_buf(), reason: reason.into() }
+}
+
+/// Reads one checkpoint folder, verifying every file against its manifest. Any failure
+/// (a missing or damaged file) is a [`GraftError::Checkpoint`] naming the folder.
 pub fn load_dir(dir: &Path, device: &Device) -> Result<Checkpoint> {
+    read_verified(dir, device).map_err(|e| match e {
+        GraftError::Checkpoint { .. } => e,
+        other => damaged(dir, other.to_string()),
+    })
+}
+
+fn read_verified(dir: &Path, device: &Device) -> Result<Checkpoint> {
     let manifest_path = dir.join("manifest.json");
     let text = io(&manifest_path, std::fs::read_to_string(&manifest_path))?;
     let manifest: HashMap<String, String> = serde_json::from_str(&text)?;
     for f in FILES {
-        let want =
-            manifest.get(f).ok_or_else(|| GraftError::Input(format!("{}: manifest lacks {f}", dir.display())))?;
+        let want = manifest.get(f).ok_or_else(|| damaged(dir, format!("manifest lacks {f}")))?;
         let got = sha256_file(&dir.join(f))?;
         if &got != want {
-            return Err(GraftError::Input(format!(
-                "{}: checksum mismatch (expected {want}, found {got}); the file is damaged",
-                dir.join(f).display()
-            )));
+            return Err(damaged(
+                dir,
+                format!("{f}: checksum mismatch (expected {want}, found {got}); the file is damaged"),
+            ));
         }
     }
     let weights = candle_core::safetensors::load(dir.join(FILES[0]), device)?;
     let optimizer = candle_core::safetensors::load(dir.join(FILES[1]), device)?;
     let state: LoopState = serde_json::from_str(&io(dir, std::fs::read_to_string(dir.join(FILES[2])))?)?;
     Ok(Checkpoint { dir: dir.to_path_buf(), weights, optimizer, state })
+}
+
+/// Verifies, strictly, every checkpoint of `run_dir`: the one `LATEST` names (which must
+/// exist) and every other complete folder. Returns each folder with its step, `LATEST`'s first.
+/// Unlike [`load_latest`] nothing is skipped: the first damaged checkpoint is the error. A run
+/// killed before its first `LATEST` was written may have complete folders and no `LATEST`.
+pub fn verify_all(run_dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
+    let root = run_dir.join("checkpoints");
+    let mut dirs = Vec::new();
+    let latest = root.join("LATEST");
+    if latest.exists() {
+        let name = io(&latest, std::fs::read_to_string(&latest))?;
+        let dir = root.join(name.trim());
+        if !dir.is_dir() {
+            return Err(damaged(&dir, "LATEST names it but it does not exist"));
+        }
+        dirs.push(dir);
+    }
+    for dir in complete(&root)? {
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    if dirs.is_empty() {
+        return Err(damaged(run_dir, "the run has no complete checkpoint"));
+    }
+    dirs.into_iter().map(|d| load_dir(&d, &Device::Cpu).map(|c| (d, c.state.step))).collect()
 }
 
 /// The newest checkpoint of `run_dir` that verifies; damaged ones are reported with `warn` and

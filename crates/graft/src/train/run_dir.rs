@@ -24,6 +24,7 @@ pub struct RunDir {
     save_every: u64,
     settings: String,
     differing: SettingsCheck,
+    on_accept: Option<(String, String)>,
 }
 
 impl RunDir {
@@ -40,7 +41,7 @@ impl RunDir {
             .open(&lock_path)
             .map_err(|e| GraftError::io(&lock_path, e))?;
         if file.try_lock().is_err() {
-            return Err(GraftError::Input(format!("run directory {} is in use by another graft run", path.display())));
+            return Err(GraftError::RunDirLocked { path: path.to_path_buf() });
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -49,6 +50,7 @@ impl RunDir {
             save_every,
             settings: String::new(),
             differing: Box::new(|_| Ok(Vec::new())),
+            on_accept: None,
         })
     }
 
@@ -58,6 +60,22 @@ impl RunDir {
         self.settings = settings;
         self.differing = differing;
         self
+    }
+
+    /// Writes `text` into the file `name` of the directory once the run is accepted (a fresh
+    /// start, or a resume whose settings match): a refused resume leaves the file as it was.
+    pub fn writing_on_accept(mut self, name: &str, text: String) -> Self {
+        self.on_accept = Some((name.to_string(), text));
+        self
+    }
+
+    /// Writes the file of [`RunDir::writing_on_accept`], if any.
+    fn accepted(&self) -> Result<()> {
+        if let Some((name, text)) = &self.on_accept {
+            let path = self.path.join(name);
+            std::fs::write(&path, text).map_err(|e| GraftError::io(&path, e))?;
+        }
+        Ok(())
     }
 
     /// A check that refuses a resume unless the checkpoint's settings equal `settings`.
@@ -88,6 +106,7 @@ impl RunDir {
         if !self.resume {
             // A fresh run replaces earlier metrics.
             let _ = std::fs::remove_file(&metrics);
+            self.accepted()?;
             return Ok((LoopState::start(self.settings.clone()), Vec::new()));
         }
         let device = match optimizer.params().first() {
@@ -95,8 +114,9 @@ impl RunDir {
             None => return Err(GraftError::Input("nothing to train: the objective has no variables".into())),
         };
         let out = &self.path;
-        let ckpt = checkpoint::load_latest(out, &device, |w| on_event(Event::Note(w)))?
-            .ok_or_else(|| GraftError::Input(format!("--resume: {} has no complete checkpoint", out.display())))?;
+        let ckpt = checkpoint::load_latest(out, &device, |w| on_event(Event::Note(w)))?.ok_or_else(|| {
+            checkpoint::damaged(out, "none complete to resume from (run without --resume to start over)")
+        })?;
         let changed = (self.differing)(&ckpt.state.config_toml)?;
         if !changed.is_empty() {
             return Err(GraftError::Input(format!(
@@ -106,10 +126,11 @@ impl RunDir {
             )));
         }
         for (name, var) in optimizer.params() {
-            let t = ckpt.weights.get(name).ok_or_else(|| GraftError::Input(format!("checkpoint lacks `{name}`")))?;
+            let t = ckpt.weights.get(name).ok_or_else(|| checkpoint::damaged(&ckpt.dir, format!("lacks `{name}`")))?;
             var.set(&t.to_dtype(var.dtype())?)?;
         }
-        optimizer.load_state(&ckpt.optimizer)?;
+        optimizer.load_state(&ckpt.optimizer).map_err(|e| checkpoint::damaged(&ckpt.dir, e.to_string()))?;
+        self.accepted()?;
         on_event(Event::Note(format!("resuming from {} (step {})", ckpt.dir.display(), ckpt.state.step)));
         let history = keep_metrics_through(&metrics, ckpt.state.step)?;
         Ok((ckpt.state, history))

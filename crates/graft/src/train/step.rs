@@ -32,8 +32,8 @@ pub struct StepStats {
 /// total target count (so `grad_accum × batch` equals one big batch, not a mean of means),
 /// clips to `max_grad_norm` (0 = off) and applies one update at `lr`.
 ///
-/// A non-finite loss or gradient stops with an error naming the step; the weights are left
-/// untouched by that step.
+/// A non-finite loss or gradient stops with [`GraftError::Diverged`] naming the step; the
+/// weights are left untouched by that step.
 pub fn accumulate_and_step(
     step: u64,
     optimizer: &mut Optimizer,
@@ -49,9 +49,12 @@ pub fn accumulate_and_step(
         let l = loss_of(micro)?;
         let value = l.sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
-            return Err(GraftError::Input(format!(
-                "step {step}: loss is {value} (micro-batch {micro}); stopping — lower train.lr or check the data; the last checkpoint is intact"
-            )));
+            return Err(GraftError::Diverged {
+                unit: "step",
+                step,
+                what: format!("loss is {value} (micro-batch {micro})"),
+                hint: "lower train.lr or check the data; the last checkpoint is intact",
+            });
         }
         total += value;
         count += l.count;
@@ -87,9 +90,12 @@ pub fn accumulate_and_step(
     }
     let grad_norm = sq.sqrt();
     if !grad_norm.is_finite() {
-        return Err(GraftError::Input(format!(
-            "step {step}: gradient norm is {grad_norm}; stopping — lower train.lr; the last checkpoint is intact"
-        )));
+        return Err(GraftError::Diverged {
+            unit: "step",
+            step,
+            what: format!("gradient norm is {grad_norm}"),
+            hint: "lower train.lr; the last checkpoint is intact",
+        });
     }
     if max_grad_norm > 0.0 && grad_norm > max_grad_norm {
         let factor = max_grad_norm / (grad_norm + 1e-6);

@@ -87,6 +87,7 @@ impl Trainer<'_> {
         on_event(Event::Start { total_steps: s.total_steps, from_step: state.step });
         let process_start = Instant::now();
         let elapsed_before = state.elapsed_s;
+        let resumed_at = state.step;
         while state.step < s.total_steps {
             let t0 = Instant::now();
             let first = state.micro_batches_done;
@@ -139,7 +140,9 @@ impl Trainer<'_> {
             }
         }
         state.elapsed_s = elapsed_before + process_start.elapsed().as_secs_f64();
-        if let Some(dir) = &self.run_dir {
+        // A run resumed from its final checkpoint (killed while writing its outputs) keeps it:
+        // saving the same step again would delete the folder `LATEST` names before its copy is in.
+        if let Some(dir) = self.run_dir.as_ref().filter(|_| state.step > resumed_at) {
             dir.save(&optimizer, &state)?;
         }
         let final_eval_loss = self.evaluate.as_mut().map(|evaluate| evaluate()).transpose()?;

@@ -1,7 +1,9 @@
-//! Shared helpers for integration tests: where the golden files and the default model are.
+//! Shared helpers for the integration tests of both crates (`crates/graft-cli/tests` includes this
+//! file by path): where the golden files and the default model are, real training text, and
+//! prerequisites that skip a test locally but fail it in CI.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The repository's copy of the reference values computed with transformers/peft.
 pub fn golden_dir() -> PathBuf {
@@ -28,4 +30,51 @@ pub fn default_gguf() -> PathBuf {
         graft::assets::ModelSource::Gguf(p) => p,
         other => panic!("default model resolved to {other:?}"),
     }
+}
+
+/// Debian's copy of the Apache 2.0 licence (package `base-files`, on every Debian system): real
+/// English text for training tests and the perplexity reference text.
+pub const APACHE_2_0: &str = "/usr/share/common-licenses/Apache-2.0";
+
+/// Writes `dir/licence.jsonl`: the paragraphs of [`APACHE_2_0`] longer than 40 characters, with
+/// whitespace collapsed, one `{"text": ...}` row each.
+pub fn licence_jsonl(dir: &Path) -> PathBuf {
+    let text =
+        std::fs::read_to_string(APACHE_2_0).unwrap_or_else(|e| panic!("{APACHE_2_0} (Debian's base-files): {e}"));
+    let path = dir.join("licence.jsonl");
+    let lines: String = text
+        .split("\n\n")
+        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|p| p.len() > 40)
+        .map(|p| format!("{}\n", serde_json::json!({ "text": p })))
+        .collect();
+    std::fs::write(&path, lines).unwrap();
+    path
+}
+
+/// Whether the tests run in CI: `CI=true` (or `1`), as CI services set it and `.ci/run` does.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Checks a test's prerequisite (a file, a program, package metadata) and returns `met`. When it
+/// is not met, outside CI the test is skipped — the caller returns early, and `SKIPPED <test>:
+/// <why>` goes to stderr past the harness's capture, so it shows in a plain `cargo test` — while
+/// in CI ([`in_ci`]) the test fails with `why`: CI must run every test, not pass it unrun.
+///
+/// ```ignore
+/// if !common::require(path.is_file(), format!("{} is not on this machine", path.display())) {
+///     return;
+/// }
+/// ```
+pub fn require(met: bool, why: impl std::fmt::Display) -> bool {
+    if met {
+        return true;
+    }
+    let current = std::thread::current();
+    let test = current.name().unwrap_or("test");
+    assert!(!in_ci(), "{test}: prerequisite missing in CI (CI=true): {why}");
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+    false
 }

@@ -9,11 +9,13 @@
 
 mod error;
 pub mod reader;
+mod rounding;
 pub mod types;
 mod writer;
 
 pub use error::GgufError;
 pub use reader::{parse_header, read_header, GgufHeader, TensorExtent};
+pub use rounding::round_as_stored;
 pub use writer::GgufWriter;
 
 use candle_core::quantized::ggml_file::qtensor_from_ggml;

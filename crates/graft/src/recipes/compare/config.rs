@@ -282,6 +282,15 @@ pub const ALL_TECHNIQUES: [Technique; 10] = [
     Technique::Scratch,
 ];
 
+/// Whether the TOML file at `path` is a comparison config: it has a `[task]` section or a
+/// top-level `techniques` list, which `graft train` configs never have.
+pub fn is_compare_config(path: &Path) -> Result<bool> {
+    let text = std::fs::read_to_string(path).map_err(|e| GraftError::io(path, e))?;
+    let value: toml::Table =
+        toml::from_str(&text).map_err(|e| GraftError::Input(format!("{}: {e}", path.display())))?;
+    Ok(value.contains_key("task") || value.contains_key("techniques"))
+}
+
 impl CompareConfig {
     /// Reads `path`, applies `--set section.key=value` overrides, fills the default technique
     /// list and validates.

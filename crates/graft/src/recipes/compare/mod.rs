@@ -10,7 +10,7 @@ pub mod config;
 mod decoder;
 mod probes;
 
-pub use config::{CompareConfig, Technique};
+pub use config::{is_compare_config, CompareConfig, Technique};
 
 use crate::assets::{self, resolve_model, ModelSource};
 use crate::datasets::tweets::{self, Tweet, LABELS};

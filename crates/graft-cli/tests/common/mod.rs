@@ -1,0 +1,68 @@
+//! Shared helpers of the CLI tests: the `graft` binary, real English training text, a LoRA
+//! config on the default model, and a small decoder written as a Hugging Face folder, so that
+//! whole commands run in CI time on real code paths (the default model's tokenizer and chat
+//! template, seeded random weights).
+#![allow(dead_code)]
+
+use graft::models::llama::random::{smollm2_135m_config, RandomWeights};
+use graft::models::llama::{Llama, LlamaConfig, LoadOptions};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[path = "../../../graft/tests/common/mod.rs"]
+mod shared;
+pub use shared::*;
+
+/// The small decoder's shapes: the default model's vocabulary, 2 layers, hidden 64.
+pub fn small_config() -> LlamaConfig {
+    LlamaConfig {
+        hidden_size: 64,
+        intermediate_size: 128,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: Some(16),
+        max_position_embeddings: 512,
+        ..smollm2_135m_config()
+    }
+}
+
+/// Writes a decoder of shapes `cfg` (seeded random weights, seed 3) with the default model's
+/// tokenizer and chat template as a Hugging Face folder.
+pub fn write_model(dir: &Path, cfg: &LlamaConfig) {
+    let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).expect("default model");
+    let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
+    let model = Llama::load(cfg.clone(), &RandomWeights::new(cfg.clone(), 3), &LoadOptions::default()).unwrap();
+    graft::io::hf_folder::write_llama_folder(&model, &tok, dir, candle_core::DType::F32).unwrap();
+}
+
+/// Writes the small decoder ([`small_config`]).
+pub fn write_small_model(dir: &Path) {
+    write_model(dir, &small_config());
+}
+
+/// The `graft` binary under test with `args`.
+pub fn graft(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_graft"));
+    c.args(args);
+    c
+}
+
+/// Writes `dir/<name>.toml`: LoRA (r 4 on q/v) on the default model over [`licence_jsonl`],
+/// with the given `[train]` lines, into the run directory `dir/<name>`.
+pub fn lora_config(dir: &Path, name: &str, train: &str) -> PathBuf {
+    if !dir.join("licence.jsonl").exists() {
+        licence_jsonl(dir);
+    }
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[adapter]\nkind = \"lora\"\nr = 4\ndropout = 0.1\ntargets = [\"q_proj\", \"v_proj\"]\n\n[data]\ntrain = \"licence.jsonl\"\nseq_len = 24\n\n\
+             [train]\n{train}\n\n[output]\ndir = \"{}\"\n",
+            dir.join(name).display()
+        ),
+    )
+    .unwrap();
+    cfg
+}

@@ -1,0 +1,191 @@
+//! Every file in `configs/` runs as shipped: `graft validate` accepts it unchanged (building the
+//! data it names on first use, loading the default model), and one optimizer step of it trains
+//! with overrides to a small decoder and short sequences (the comparison config: every technique
+//! at one step). The help texts and docs only name configs that exist.
+//!
+//! The summarization and QA configs build their data from the AppStream metadata that
+//! `apt-get update` writes; without it they are skipped with a note, except under CI (`CI=true`),
+//! where that is a failure.
+
+mod common;
+
+use graft::models::llama::LlamaConfig;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn graft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_graft")).args(args).output().unwrap()
+}
+
+/// Runs graft, fails the test with its stderr unless it succeeds, and parses its `--json` stdout.
+fn graft_json(args: &[&str]) -> serde_json::Value {
+    let out = graft(args);
+    assert!(out.status.success(), "graft {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("graft {args:?}: stdout is not JSON: {e}"))
+}
+
+/// The shipped configs, sorted.
+fn shipped_configs() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("configs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Whether a config can run here: one that needs the AppStream metadata is skipped when the
+/// machine has none, unless under CI, where the metadata is part of the setup.
+fn runnable(config: &Path) -> bool {
+    if !std::fs::read_to_string(config).unwrap().contains("dataset:appstream/") {
+        return true;
+    }
+    let Err(e) = graft::datasets::appstream::default_files() else { return true };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "{} needs the AppStream metadata and this CI machine has none: {e}\n\
+             The CI setup must run `apt-get update` before the tests.",
+            config.display()
+        );
+    }
+    eprintln!("skipped {}: {e}", config.display());
+    false
+}
+
+/// A decoder with the default model's depth (30 layers, so patterns like `layers.29.mlp.*`
+/// match) and tokenizer, but hidden size 64: one training step costs little.
+fn tiny_model(dir: &Path) -> PathBuf {
+    let path = dir.join("tiny-model");
+    common::write_model(&path, &LlamaConfig { num_hidden_layers: 30, ..common::small_config() });
+    path
+}
+
+#[test]
+fn every_shipped_config_validates_and_trains_one_step() {
+    let configs = shipped_configs();
+    assert!(configs.len() >= 8, "configs/ lists {configs:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let model = model.to_str().unwrap();
+    for config in configs.iter().filter(|c| runnable(c)) {
+        let name = config.file_stem().unwrap().to_str().unwrap();
+        let path = config.to_str().unwrap();
+        let checked = graft_json(&["validate", path, "--json"]);
+        assert_eq!(checked["ok"], true, "{name}: {checked}");
+
+        let out = dir.path().join(name);
+        let out_set = format!("output.dir={:?}", out.to_str().unwrap());
+        if graft::recipes::compare::is_compare_config(config).unwrap() {
+            let report = graft_json(&[
+                "compare",
+                path,
+                "--set",
+                &format!("model.name={model:?}"),
+                "--set",
+                "task.n_train=12",
+                "--set",
+                "task.n_test=6",
+                "--set",
+                "train.steps=1",
+                "--set",
+                "train.batch_size=4",
+                "--set",
+                "probe.head.epochs=1",
+                "--set",
+                "learning_curve.fractions=[]",
+                "--set",
+                &out_set,
+                "--json",
+            ]);
+            let techniques = checked["techniques"].as_array().unwrap();
+            assert_eq!(report["rows"].as_array().unwrap().len(), techniques.len(), "{name}");
+            continue;
+        }
+        let cfg = graft::config::TrainConfig::load(config, &[]).unwrap();
+        // QLoRA needs a quantized GGUF base: its step runs on the default model itself.
+        let model_set = format!("model.name={model:?}");
+        let mut args = vec!["train", path, "--set", "data.seq_len=128", "--set", "train.max_steps=1"];
+        args.extend(["--set", "train.batch_size=2", "--set", "train.grad_accum=1", "--set", "train.eval_batches=1"]);
+        args.extend(["--set", &out_set, "--json"]);
+        if cfg.adapter.kind != graft::config::AdapterKind::Qlora {
+            args.extend(["--set", &model_set]);
+        }
+        let summary = graft_json(&args);
+        assert_eq!(summary["steps"], 1, "{name}: {summary}");
+        assert!(summary["final_eval_loss"].as_f64().unwrap().is_finite(), "{name}: {summary}");
+        let written = PathBuf::from(summary["output"].as_str().unwrap());
+        assert!(written.join("adapter_config.json").is_file() || written.join("config.json").is_file(), "{name}");
+    }
+}
+
+#[test]
+fn help_and_docs_name_only_configs_that_exist() {
+    let mut texts: Vec<(String, String)> = Vec::new();
+    for cmd in ["train", "validate", "preprocess", "compare"] {
+        let out = graft(&[cmd, "--help"]);
+        texts.push((format!("graft {cmd} --help"), String::from_utf8(out.stdout).unwrap()));
+    }
+    let mut docs = vec![repo().join("README.md")];
+    docs.extend(std::fs::read_dir(repo().join("docs")).unwrap().map(|e| e.unwrap().path()));
+    docs.extend(shipped_configs());
+    for doc in docs.iter().filter(|p| p.extension().is_some_and(|x| x == "md" || x == "toml")) {
+        texts.push((doc.display().to_string(), std::fs::read_to_string(doc).unwrap()));
+    }
+    let mut named = 0;
+    for (source, text) in &texts {
+        for (at, _) in text.match_indices("configs/") {
+            let tail = &text[at..];
+            let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || "/-_.".contains(c))).unwrap_or(tail.len());
+            let mention = tail[..end].trim_end_matches('.');
+            if mention.ends_with(".toml") {
+                assert!(repo().join(mention).is_file(), "{source} names {mention}, which does not exist");
+                named += 1;
+            }
+        }
+    }
+    assert!(named > 10, "only {named} config mentions found");
+}
+
+/// `graft data build tweets --out DIR` writes the very files a `dataset:tweets/FILE` reference
+/// reads (built into the cache), in the formats the table gives; options change the split.
+#[test]
+fn data_build_writes_the_files_a_dataset_reference_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tweets");
+    let report = graft_json(&["data", "build", "tweets", "--out", out.to_str().unwrap(), "--json"]);
+    let dataset = graft::data::source::built_dataset("tweets").unwrap();
+    for file in dataset.files {
+        let reference = PathBuf::from(format!("dataset:tweets/{}", file.name));
+        let cached = graft::recipes::data_build::resolve(&reference, &mut |_| {}).unwrap();
+        let built = std::fs::read_to_string(out.join(file.name)).unwrap();
+        assert!(std::fs::read_to_string(&cached).unwrap() == built, "{} differs from {}", file.name, cached.display());
+        let n = if file.name.contains(".train.") { 2000 } else { 500 };
+        assert_eq!(report["files"][file.name], n, "{}", file.name);
+        assert_eq!(built.lines().count(), n, "{}", file.name);
+    }
+    let first = |name: &str| -> serde_json::Value {
+        serde_json::from_str(std::fs::read_to_string(out.join(name)).unwrap().lines().next().unwrap()).unwrap()
+    };
+    let chat = first("chat.train.jsonl");
+    let answer = chat["messages"].as_array().unwrap().last().unwrap();
+    assert_eq!(answer["role"], "assistant");
+    let alpaca = first("alpaca.train.jsonl");
+    assert_eq!(alpaca["output"], answer["content"], "the same tweet, labelled the same, comes first in both");
+    assert!(chat["messages"][1]["content"].as_str().unwrap().ends_with(alpaca["input"].as_str().unwrap()));
+    assert_eq!(first("text.train.jsonl")["text"], alpaca["input"]);
+
+    let small = dir.path().join("small");
+    let args = ["data", "build", "tweets", "--out", small.to_str().unwrap(), "--train", "20", "--test", "10", "--json"];
+    let report = graft_json(&args);
+    assert_eq!(
+        (report["files"]["text.train.jsonl"].as_u64(), report["files"]["chat.test.jsonl"].as_u64()),
+        (Some(20), Some(10))
+    );
+    let help = graft(&["data", "build", "tweets", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Example"));
+}
