@@ -1,7 +1,7 @@
 //! graft: transfer learning with pretrained generative models.
 //!
 //! The crate is organised so that dependencies point one way:
-//! `recipes -> {train, eval, data, adapters} -> models -> io -> candle`.
+//! `recipes -> {train, objectives, eval, data, adapters} -> models -> io -> candle`.
 //!
 //! - [`assets`]: named pretrained models and datasets, fetched through package registries into a
 //!   checksummed cache.
@@ -14,7 +14,9 @@
 //! - [`eval`]: evaluation protocols (perplexity, ...).
 //! - [`bench`]: throughput measurements reported by `graft bench`.
 //! - [`adapters`]: LoRA (dense or quantized base) and PEFT-style target matching.
-//! - [`train`]: optimizers with savable state, schedules, losses.
+//! - [`train`]: the one training loop ([`train::Trainer`]), the objective seam, optimizers with
+//!   parameter groups and savable state, schedules, checkpoints.
+//! - [`objectives`]: what techniques train for (causal LM, classification heads).
 //! - [`datasets`]: readers for the named datasets recipes use (tweets, ...).
 //! - [`config`]: the TOML schema of `graft train`.
 //! - [`data`]: JSONL fine-tuning data in four formats, supervision masks, batches.
@@ -38,6 +40,7 @@ pub mod features;
 pub mod generate;
 pub mod io;
 pub mod models;
+pub mod objectives;
 pub mod ops;
 pub mod parity;
 pub mod prompting;

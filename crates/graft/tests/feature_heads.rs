@@ -2,18 +2,22 @@
 //! separable classes, fails XOR where an MLP head fits it, survives save/load bit for bit),
 //! decoder features on the default SmolLM2 model (batched with padding equals one at a time,
 //! last-token pooling equals the model's own hidden state), training a decoder's top blocks
-//! (loss falls, lower blocks untouched), and an encoder probe on real tweets.
+//! (loss falls, lower blocks untouched), an encoder probe on real tweets, and heads trained
+//! through the trainer that are killed mid-run and resumed to bit-identical weights.
 
 use candle_core::{DType, Device, Tensor};
 use graft::features::{
-    decoder_features, encoder_features, train_decoder_classifier, train_head, HeadConfig, HeadKind, Pooling,
-    TrainedHead,
+    decoder_features, encoder_features, fit_decoder_classifier, fit_head, train_decoder_classifier, train_head,
+    DecoderTuning, HeadConfig, HeadKind, Pooling, RunOutput, TrainedHead,
 };
 use graft::models::llama::{Llama, LoadOptions, Pass};
 use graft::models::Model;
+use graft::train::{Event, RunDir};
 use graft::GraftError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
 use std::sync::OnceLock;
 
 fn accuracy(pred: &[usize], labels: &[usize]) -> f64 {
@@ -303,4 +307,117 @@ fn training_the_top_encoder_layer_lowers_the_loss() {
     assert_eq!(clf.trainable_params(), layer + 384 * 3 + 3);
     let acc = accuracy(&clf.predict(&enc, &texts, 8).unwrap(), &labels);
     assert!(acc > 0.8, "training accuracy {acc}");
+}
+
+/// Runs `fit` with a progress callback that dies when step `kill_at` is reported — as abrupt as
+/// a crash: no final checkpoint, nothing cleaned up, the step's metrics line already written.
+fn killed_at<T>(kill_at: u64, fit: impl FnOnce(&mut dyn FnMut(Event)) -> T) {
+    let mut on_event = |e: Event| {
+        if let Event::Step(r) = e {
+            assert!(r.step < kill_at, "simulated kill after step {}", r.step);
+        }
+    };
+    let died = std::panic::catch_unwind(AssertUnwindSafe(|| fit(&mut on_event)));
+    assert!(died.is_err(), "the run should have died at step {kill_at}");
+}
+
+/// `metrics.jsonl` without its timings: each step's loss, rate, gradient norm and metrics.
+fn metrics_without_timing(run: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("tokens_per_s");
+            v
+        })
+        .collect()
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
+}
+
+#[test]
+fn a_killed_head_run_resumes_bit_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 60 examples in batches of 8: 8 steps per epoch, the last one of 4 examples.
+    let (x, y) = xor(60, 8);
+    let cfg = HeadConfig { kind: HeadKind::Mlp { hidden: 16 }, epochs: 3, batch_size: 8, ..HeadConfig::default() };
+    let fit = |dir: &Path, resume: bool, on_event: &mut dyn FnMut(Event)| {
+        let out = RunOutput { dir: Some(RunDir::open(dir, resume, 5).unwrap()), on_event };
+        fit_head(&x, &y, 2, &cfg, out)
+    };
+    let (whole, whole_losses) = fit(&tmp.path().join("whole"), false, &mut |_| {}).unwrap();
+    assert_eq!(whole_losses.len(), 3);
+
+    let cut = tmp.path().join("cut");
+    killed_at(12, |on_event| fit(&cut, false, on_event));
+    assert!(cut.join("checkpoints/step-00000010").is_dir(), "a checkpoint at step 10");
+    assert_eq!(metrics_without_timing(&cut).len(), 12, "step 12 was logged before the kill");
+    let (resumed, resumed_losses) = fit(&cut, true, &mut |_| {}).unwrap();
+
+    assert_eq!(resumed_losses, whole_losses, "per-epoch losses after resume");
+    assert_eq!(bits(&resumed.logits(&x).unwrap()), bits(&whole.logits(&x).unwrap()), "logits after resume");
+    let (a, b) = (metrics_without_timing(&tmp.path().join("whole")), metrics_without_timing(&cut));
+    assert_eq!(a.len(), 24);
+    assert_eq!(a, b, "metrics.jsonl after resume");
+    assert!(a.iter().all(|m| (0.0..=1.0).contains(&m["metrics"]["accuracy"].as_f64().unwrap())), "{:?}", a[0]);
+    // The run directory changes nothing: the same head in memory.
+    let (in_memory, losses) = train_head(&x, &y, 2, &cfg).unwrap();
+    assert_eq!(losses, whole_losses);
+    assert_eq!(bits(&in_memory.logits(&x).unwrap()), bits(&whole.logits(&x).unwrap()));
+    // Other head settings do not resume this run's checkpoint.
+    let other = HeadConfig { lr: 0.5, ..cfg.clone() };
+    let out = RunOutput { dir: Some(RunDir::open(&cut, true, 5).unwrap()), on_event: &mut |_| {} };
+    let err = fit_head(&x, &y, 2, &other, out).unwrap_err().to_string();
+    assert!(err.contains("cannot resume"), "{err}");
+}
+
+/// A decoder head with its top block trained: two parameter groups (head at `lr`, block at a
+/// hundredth of it, without weight decay) are restored exactly, on a small random decoder.
+#[test]
+fn a_killed_decoder_head_run_resumes_bit_identically() {
+    use graft::models::llama::random::{smollm2_135m_config, RandomWeights};
+    let tmp = tempfile::tempdir().unwrap();
+    let config = graft::models::llama::LlamaConfig {
+        hidden_size: 64,
+        intermediate_size: 128,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: Some(16),
+        max_position_embeddings: 64,
+        ..smollm2_135m_config()
+    };
+    let load = || Llama::load(config.clone(), &RandomWeights::new(config.clone(), 3), &LoadOptions::default()).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let seqs: Vec<Vec<u32>> =
+        (0..12).map(|i| (0..3 + i % 5).map(|_| rng.random_range(0..config.vocab_size as u32)).collect()).collect();
+    let labels: Vec<usize> = (0..12).map(|i| i % 2).collect();
+    let cfg = HeadConfig { epochs: 2, batch_size: 4, ..HeadConfig::default() };
+    let tuning = DecoderTuning { unfreeze_top: 1, pooling: Pooling::Mean, block_lr: 1e-3 };
+    let fit = |model: &mut Llama, dir: &Path, resume: bool, on_event: &mut dyn FnMut(Event)| {
+        let out = RunOutput { dir: Some(RunDir::open(dir, resume, 2).unwrap()), on_event };
+        fit_decoder_classifier(model, &seqs, &labels, 2, tuning, &cfg, out)
+    };
+    let mut whole = load();
+    let (clf, losses) = fit(&mut whole, &tmp.path().join("whole"), false, &mut |_| {}).unwrap();
+    assert_eq!(losses.len(), 2);
+
+    let cut = tmp.path().join("cut");
+    killed_at(5, |on_event| fit(&mut load(), &cut, false, on_event));
+    // A resumed process starts from the weights on disk, not from the dead run's memory.
+    let mut resumed = load();
+    let (clf_resumed, losses_resumed) = fit(&mut resumed, &cut, true, &mut |_| {}).unwrap();
+    assert_eq!(losses_resumed, losses);
+    let (a, b) = (whole.named_tensors().unwrap(), resumed.named_tensors().unwrap());
+    let mut trained = 0;
+    for ((name, ta), (_, tb)) in a.iter().zip(&b) {
+        assert_eq!(bits(ta), bits(tb), "{name} after resume");
+        trained += usize::from(name.starts_with("model.layers.1."));
+    }
+    assert!(trained > 0);
+    let (la, lb) = (clf.logits(&whole, &seqs, 4).unwrap(), clf_resumed.logits(&resumed, &seqs, 4).unwrap());
+    assert_eq!(bits(&la), bits(&lb), "logits after resume");
+    assert_eq!(metrics_without_timing(&tmp.path().join("whole")), metrics_without_timing(&cut));
 }

@@ -3,12 +3,17 @@
 //! `seq`-token chunks, step `i` takes chunks `i·batch ..` (wrapping), loss = mean next-token NLL
 //! inside each chunk, AdamW (β 0.9/0.999, ε 1e-8, no weight decay), `warmup` untimed steps then
 //! `steps` timed ones; tokens/s = `seq · batch · steps / time of the timed steps`.
+//!
+//! Each step is the causal-LM objective's loss through the trainer's step helper
+//! ([`accumulate_and_step`]), timed one by one around a device synchronisation.
 
 use super::cpu::CpuSnapshot;
 use crate::adapters::lora::{self, LoraSpec};
-use crate::models::llama::{Llama, Pass};
+use crate::data::Batch;
+use crate::models::llama::Llama;
+use crate::objectives::causal_lm::causal_lm_loss;
 use crate::train::optim::{AdamWConfig, Optimizer, OptimizerKind};
-use crate::train::step::{accumulate_and_step, LossSum};
+use crate::train::step::accumulate_and_step;
 use crate::{GraftError, Result};
 use candle_core::Tensor;
 use serde::Serialize;
@@ -95,14 +100,9 @@ pub struct TrainBench {
     pub run_other_cpu_pct: Vec<Option<f64>>,
 }
 
-/// One step's chunks as `(ids, targets, mask)`: targets are the next token inside the chunk, the
-/// last position of each chunk is not a target.
-fn batch_at(
-    chunks: &[&[u32]],
-    step: usize,
-    batch: usize,
-    device: &candle_core::Device,
-) -> Result<(Tensor, Tensor, Tensor, usize)> {
+/// One step's chunks as a batch: targets are the next token inside the chunk, the last position
+/// of each chunk is not a target.
+fn batch_at(chunks: &[&[u32]], step: usize, batch: usize, device: &candle_core::Device) -> Result<Batch> {
     let seq = chunks[0].len();
     let (mut ids, mut targets, mut mask) = (Vec::new(), Vec::new(), Vec::new());
     for j in 0..batch {
@@ -113,7 +113,13 @@ fn batch_at(
         mask.extend((0..seq).map(|i| if i + 1 < seq { 1f32 } else { 0.0 }));
     }
     let t = |v: Vec<u32>| Tensor::from_vec(v, (batch, seq), device);
-    Ok((t(ids)?, t(targets)?, Tensor::from_vec(mask, (batch, seq), device)?, batch * (seq - 1)))
+    Ok(Batch {
+        ids: t(ids)?,
+        targets: t(targets)?,
+        mask: Tensor::from_vec(mask, (batch, seq), device)?,
+        n_targets: batch * (seq - 1),
+        n_tokens: batch * seq,
+    })
 }
 
 /// Makes `model` trainable as `spec.mode` says and times optimizer steps on chunks of `ids`.
@@ -158,20 +164,10 @@ pub fn bench_train(
     let device = crate::models::Model::device(model).clone();
     let (mut losses, mut step_ms, mut others) = (Vec::new(), Vec::new(), Vec::new());
     for step in 0..spec.warmup + spec.steps {
-        let (x, targets, mask, count) = batch_at(&chunks, step, spec.batch, &device)?;
+        let b = batch_at(&chunks, step, spec.batch, &device)?;
         let before = CpuSnapshot::take();
         let start = Instant::now();
-        let stats = accumulate_and_step(
-            step as u64,
-            &mut optimizer,
-            1,
-            |_| {
-                let nll = model.token_nll(&x, &targets, &mask, Pass::Train)?;
-                Ok(LossSum { sum: nll.sum_all()?, count, sink: model.grad_sink() })
-            },
-            0.0,
-            spec.lr,
-        )?;
+        let stats = accumulate_and_step(step as u64, &mut optimizer, 1, |_| causal_lm_loss(model, &b), 0.0, spec.lr)?;
         device.synchronize()?;
         let secs = start.elapsed().as_secs_f64();
         on_step(step, stats.loss, secs);

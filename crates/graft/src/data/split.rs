@@ -41,10 +41,11 @@ pub fn split_train_eval(examples: Vec<Example>, eval_fraction: f64, seed: u64) -
     (train, eval)
 }
 
-/// Shuffles `examples` in place, deterministically by `(seed, epoch)`: the same pair always
-/// gives the same order, different epochs give different orders.
-pub fn shuffle(examples: &mut [Example], seed: u64, epoch: u64) {
-    permute(examples, rng(seed, epoch));
+/// Shuffles `items` (examples, or example indices) in place, deterministically by
+/// `(seed, epoch)`: the same pair always gives the same order, different epochs give different
+/// orders.
+pub fn shuffle<T>(items: &mut [T], seed: u64, epoch: u64) {
+    permute(items, rng(seed, epoch));
 }
 
 fn rng(seed: u64, stream: u64) -> ChaCha8Rng {

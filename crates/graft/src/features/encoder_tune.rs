@@ -7,17 +7,14 @@
 //! head is fitted on the untrained encoder's embeddings and then kept fixed.
 
 use super::extract::encoder_features;
-use super::head::{
-    adamw, check_labels, epoch_batches, finite_loss, forward, grads_of, init_params, layers_of, train_head, HeadConfig,
-    Standardizer, TrainedHead,
-};
+use super::head::{check_labels, fit_classifier, fit_head, HeadConfig, RunOutput, Standardizer, TrainedHead};
 use super::tune::BLOCK_LR_RATIO;
 use crate::models::bert::{Pass, SentenceEncoder};
+use crate::objectives::classification::{Classification, PooledFeatures};
 use crate::report::LossPoint;
+use crate::train::ParamGroup;
 use crate::{GraftError, Result};
-use candle_core::{Tensor, Var};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use candle_core::Tensor;
 
 /// A head on a sentence encoder whose top layers may have been trained; those weights live in
 /// the encoder passed to [`train_encoder_classifier`], so predict with it.
@@ -72,6 +69,21 @@ pub fn train_encoder_classifier(
     unfreeze_top: usize,
     cfg: &HeadConfig,
 ) -> Result<(EncoderClassifier, Vec<LossPoint>)> {
+    let out = RunOutput { dir: None, on_event: &mut |_| {} };
+    fit_encoder_classifier(enc, texts, labels, n_classes, unfreeze_top, cfg, out)
+}
+
+/// [`train_encoder_classifier`] with checkpoints, `metrics.jsonl` and resume in `out.dir` and
+/// progress through `out.on_event`.
+pub fn fit_encoder_classifier(
+    enc: &mut SentenceEncoder,
+    texts: &[String],
+    labels: &[usize],
+    n_classes: usize,
+    unfreeze_top: usize,
+    cfg: &HeadConfig,
+    out: RunOutput,
+) -> Result<(EncoderClassifier, Vec<LossPoint>)> {
     cfg.validate()?;
     check_labels(labels, texts.len(), n_classes)?;
     let n_layers = enc.model().config().num_hidden_layers;
@@ -84,36 +96,36 @@ pub fn train_encoder_classifier(
     let done =
         |head: TrainedHead, layer_params: usize| EncoderClassifier { head, unfreeze_top, n_layers, layer_params };
     if unfreeze_top == 0 {
-        let (head, losses) = train_head(&initial, labels, n_classes, cfg)?;
+        let (head, losses) = fit_head(&initial, labels, n_classes, cfg, out)?;
         return Ok((done(head, 0), losses));
     }
     let standardizer = Standardizer::fit(&initial)?;
-    let device = initial.device().clone();
     let ids = texts.iter().map(|t| Ok(enc.tokenize(t)?.ids)).collect::<Result<Vec<_>>>()?;
-    let layer_vars = enc.model_mut().unfreeze_top_layers(unfreeze_top)?;
-    let layer_params = layer_vars.iter().map(|(_, v)| v.elem_count()).sum();
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let head_vars = init_params(cfg.kind, initial.dim(1)?, n_classes, &mut rng, &device)?;
-    let mut head_opt = adamw(head_vars.clone(), cfg.weight_decay)?;
-    let mut layer_opt = adamw(layer_vars.clone(), 0.0)?;
-    let all: Vec<(String, Var)> = head_vars.iter().chain(&layer_vars).cloned().collect();
-    let mut losses = Vec::with_capacity(cfg.epochs);
-    for epoch in 1..=cfg.epochs {
-        let mut total = 0f64;
-        for batch in epoch_batches(texts.len(), cfg.batch_size, &mut rng) {
-            let seqs: Vec<Vec<u32>> = batch.iter().map(|&i| ids[i].clone()).collect();
-            let emb = enc.embed_ids(&seqs, Pass::Train)?;
-            let logits = forward(&layers_of(&head_vars, false), &standardizer.apply(&emb)?)?;
-            let y: Vec<u32> = batch.iter().map(|&i| labels[i] as u32).collect();
-            let loss = candle_nn::loss::cross_entropy(&logits, &Tensor::from_vec(y, batch.len(), &device)?)?;
-            total += finite_loss(&loss, epoch)? * batch.len() as f64;
-            let grads = grads_of(&loss, &all)?;
-            let (head_grads, layer_grads) = grads.split_at(head_vars.len());
-            head_opt.step(head_grads, cfg.lr)?;
-            layer_opt.step(layer_grads, cfg.lr * BLOCK_LR_RATIO)?;
-        }
-        losses.push(LossPoint { step: epoch as u64, loss: total / texts.len() as f64 });
-    }
-    let head = TrainedHead::from_parts(cfg.kind, standardizer, layers_of(&head_vars, true))?;
+    let vars = enc.model_mut().unfreeze_top_layers(unfreeze_top)?;
+    let layer_params = vars.iter().map(|(_, v)| v.elem_count()).sum();
+    let layers = ParamGroup { name: "layers".into(), vars, lr_scale: BLOCK_LR_RATIO, weight_decay: Some(0.0) };
+    let objective =
+        Classification::new(TopLayers { enc, ids, layers }, standardizer, labels, n_classes, cfg.kind, cfg.seed)?;
+    let backbone = serde_json::json!({ "encoder_layers": n_layers, "unfreeze_top": unfreeze_top });
+    let (head, losses) = fit_classifier(&objective, cfg, backbone, out)?;
     Ok((done(head, layer_params), losses))
+}
+
+/// Sentence embeddings from the differentiable pass, gradients reaching the unfrozen layers.
+struct TopLayers<'a> {
+    enc: &'a SentenceEncoder,
+    /// Each text's token ids.
+    ids: Vec<Vec<u32>>,
+    layers: ParamGroup,
+}
+
+impl PooledFeatures for TopLayers<'_> {
+    fn pooled(&self, rows: &[usize]) -> Result<Tensor> {
+        let seqs: Vec<Vec<u32>> = rows.iter().map(|&i| self.ids[i].clone()).collect();
+        self.enc.embed_ids(&seqs, Pass::Train)
+    }
+
+    fn param_group(&self) -> Option<ParamGroup> {
+        Some(self.layers.clone())
+    }
 }

@@ -1,19 +1,22 @@
 //! Classification heads on fixed features: standardise each feature with the training set's
-//! mean and standard deviation, then a linear map or a one-hidden-layer ReLU MLP, trained with
-//! AdamW on the mean cross-entropy in shuffled mini-batches.
+//! mean and standard deviation, then a linear map or a one-hidden-layer ReLU MLP, trained by the
+//! [`Trainer`](crate::train::Trainer) with AdamW on the
+//! [classification objective](crate::objectives::classification) in shuffled mini-batches.
 //!
 //! Standardising makes one learning rate fit every backbone: decoder residual streams have
 //! features of very different scales, unit-norm sentence embeddings have tiny ones.
 
+use crate::objectives::classification::{Classification, FixedFeatures, PooledFeatures};
 use crate::report::LossPoint;
-use crate::train::optim::{AdamWConfig, Optimizer, OptimizerKind};
+use crate::train::optim::{AdamWConfig, OptimizerKind};
+use crate::train::schedule::{Schedule, ScheduleKind};
+use crate::train::{Epochs, Event, LoopSettings, RunDir, StepRecord, Trainer};
 use crate::{GraftError, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// The head's shape.
@@ -107,6 +110,11 @@ impl Standardizer {
     /// Feature width.
     pub fn dim(&self) -> usize {
         self.mean.dims()[0]
+    }
+
+    /// Where the statistics live (and a head on them is made).
+    pub fn device(&self) -> &Device {
+        self.mean.device()
     }
 }
 
@@ -330,42 +338,12 @@ pub fn check_labels(labels: &[usize], n: usize, n_classes: usize) -> Result<()> 
     Ok(())
 }
 
-/// The shuffled mini-batches of one epoch.
-pub(crate) fn epoch_batches(n: usize, batch: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(rng);
-    order.chunks(batch).map(<[usize]>::to_vec).collect()
-}
-
-/// Gradients of `params` in `loss`'s graph (zeros for a parameter the loss does not reach).
-pub(crate) fn grads_of(loss: &Tensor, params: &[(String, Var)]) -> Result<Vec<Tensor>> {
-    let grads = loss.backward()?;
-    params
-        .iter()
-        .map(|(_, v)| match grads.get(v.as_tensor()) {
-            Some(g) => Ok(g.clone()),
-            None => Ok(v.as_tensor().zeros_like()?),
-        })
-        .collect()
-}
-
-/// The scalar value of a loss, refusing a non-finite one with advice.
-pub(crate) fn finite_loss(loss: &Tensor, epoch: usize) -> Result<f64> {
-    let v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    if !v.is_finite() {
-        return Err(GraftError::Diverged {
-            unit: "epoch",
-            step: epoch as u64,
-            what: format!("the loss is {v}"),
-            hint: "lower the learning rate",
-        });
-    }
-    Ok(v)
-}
-
-/// AdamW with the given decoupled weight decay.
-pub(crate) fn adamw(params: Vec<(String, Var)>, weight_decay: f64) -> Result<Optimizer> {
-    Optimizer::new(OptimizerKind::AdamW(AdamWConfig { weight_decay, ..AdamWConfig::default() }), params)
+/// Where a head's training keeps its files and reports progress.
+pub struct RunOutput<'a> {
+    /// Checkpoints, `metrics.jsonl` and resume; `None` trains in memory only.
+    pub dir: Option<RunDir>,
+    /// Notes, the start and every step.
+    pub on_event: &'a mut dyn FnMut(Event),
 }
 
 /// Trains a head on `features [n, d]` with `labels` (each below `n_classes`): one
@@ -376,30 +354,75 @@ pub fn train_head(
     n_classes: usize,
     cfg: &HeadConfig,
 ) -> Result<(TrainedHead, Vec<LossPoint>)> {
+    fit_head(features, labels, n_classes, cfg, RunOutput { dir: None, on_event: &mut |_| {} })
+}
+
+/// [`train_head`] with checkpoints, `metrics.jsonl` and resume in `out.dir`, and progress
+/// through `out.on_event`.
+pub fn fit_head(
+    features: &Tensor,
+    labels: &[usize],
+    n_classes: usize,
+    cfg: &HeadConfig,
+    out: RunOutput,
+) -> Result<(TrainedHead, Vec<LossPoint>)> {
     cfg.validate()?;
-    let (n, d) = features.dims2()?;
+    let (n, _) = features.dims2()?;
     check_labels(labels, n, n_classes)?;
     let x = features.to_dtype(DType::F32)?.detach();
-    let device = x.device().clone();
     let standardizer = Standardizer::fit(&x)?;
-    let xs = standardizer.apply(&x)?;
-    let y = Tensor::from_vec(labels.iter().map(|&l| l as u32).collect::<Vec<_>>(), n, &device)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let params = init_params(cfg.kind, d, n_classes, &mut rng, &device)?;
-    let mut opt = adamw(params.clone(), cfg.weight_decay)?;
-    let mut losses = Vec::with_capacity(cfg.epochs);
-    for epoch in 1..=cfg.epochs {
-        let mut total = 0f64;
-        for batch in epoch_batches(n, cfg.batch_size, &mut rng) {
-            let idx = Tensor::from_vec(batch.iter().map(|&i| i as u32).collect::<Vec<_>>(), batch.len(), &device)?;
-            let logits = forward(&layers_of(&params, false), &xs.index_select(&idx, 0)?)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y.index_select(&idx, 0)?)?;
-            total += finite_loss(&loss, epoch)? * batch.len() as f64;
-            let grads = grads_of(&loss, &params)?;
-            opt.step(&grads, cfg.lr)?;
+    let objective = Classification::new(FixedFeatures(x), standardizer, labels, n_classes, cfg.kind, cfg.seed)?;
+    fit_classifier(&objective, cfg, serde_json::Value::Null, out)
+}
+
+/// Runs `objective` on the trainer for `cfg.epochs` epochs of shuffled batches of
+/// `cfg.batch_size` examples, AdamW at a constant `cfg.lr`; `backbone` describes the rest of the
+/// setup for the resume check. Returns the head and its per-epoch mean losses.
+pub(crate) fn fit_classifier<F: PooledFeatures>(
+    objective: &Classification<F>,
+    cfg: &HeadConfig,
+    backbone: serde_json::Value,
+    out: RunOutput,
+) -> Result<(TrainedHead, Vec<LossPoint>)> {
+    let n = objective.n_examples();
+    let batch = cfg.batch_size;
+    let mut batches = Epochs::new(|epoch| {
+        let mut order: Vec<usize> = (0..n).collect();
+        crate::data::shuffle(&mut order, cfg.seed, epoch);
+        Ok(order.chunks(batch).map(<[usize]>::to_vec).collect())
+    })?;
+    let total_steps = cfg.epochs as u64 * batches.per_epoch();
+    let settings = LoopSettings {
+        total_steps,
+        grad_accum: 1,
+        max_grad_norm: 0.0,
+        schedule: Schedule { kind: ScheduleKind::Constant, peak: cfg.lr, warmup: 0, total: total_steps },
+        eval_every: 0,
+    };
+    let run_dir = match out.dir {
+        Some(dir) => {
+            let text = serde_json::to_string(&serde_json::json!({
+                "head": cfg, "examples": n, "head_params": objective.trained_head()?.trainable_params(), "backbone": backbone,
+            }))?;
+            Some(dir.with_settings(text.clone(), RunDir::same_text(&text)))
         }
-        losses.push(LossPoint { step: epoch as u64, loss: total / n as f64 });
+        None => None,
+    };
+    let optimizer = OptimizerKind::AdamW(AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() });
+    let trainer = Trainer { settings, optimizer, run_dir, evaluate: None };
+    let outcome = trainer.run(objective, &mut batches, out.on_event)?;
+    Ok((objective.trained_head()?, epoch_losses(&outcome.history, n, batch)))
+}
+
+/// The mean loss per example of each epoch, from the steps' per-example means (the last batch
+/// of an epoch may be smaller).
+fn epoch_losses(history: &[StepRecord], n: usize, batch: usize) -> Vec<LossPoint> {
+    let per_epoch = n.div_ceil(batch) as u64;
+    let mut sums: BTreeMap<u64, f64> = BTreeMap::new();
+    for r in history {
+        let i = r.step - 1;
+        let size = batch.min(n - (i % per_epoch) as usize * batch);
+        *sums.entry(i / per_epoch).or_default() += r.loss * size as f64;
     }
-    let head = TrainedHead::from_parts(cfg.kind, standardizer, layers_of(&params, true))?;
-    Ok((head, losses))
+    sums.into_iter().map(|(epoch, sum)| LossPoint { step: epoch + 1, loss: sum / n as f64 }).collect()
 }

@@ -8,17 +8,16 @@
 //! learns on top of).
 
 use super::extract::{check_token_seqs, decoder_features, feature_pass, length_order, pad_ids, pool, Pooling};
-use super::head::{
-    adamw, check_labels, epoch_batches, finite_loss, forward, grads_of, init_params, layers_of, train_head, HeadConfig,
-    Standardizer, TrainedHead,
-};
+use super::head::{check_labels, fit_classifier, fit_head, HeadConfig, RunOutput, Standardizer, TrainedHead};
 use crate::models::llama::{Llama, Pass};
 use crate::models::Model;
+use crate::objectives::classification::{Classification, PooledFeatures};
+use crate::ops::GradSink;
 use crate::report::LossPoint;
+use crate::train::ParamGroup;
 use crate::{GraftError, Result};
-use candle_core::{Tensor, Var};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use candle_core::Tensor;
+use std::sync::Arc;
 
 /// Learning rate of the unfrozen blocks relative to the head's (`HeadConfig::lr`): pretrained
 /// weights need far smaller steps than a freshly initialised head.
@@ -80,6 +79,17 @@ impl DecoderClassifier {
     }
 }
 
+/// How a decoder classifier trains its backbone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecoderTuning {
+    /// Top blocks trained (with the final norm); 0 = a probe on the frozen model.
+    pub unfreeze_top: usize,
+    /// How token states become one feature vector.
+    pub pooling: Pooling,
+    /// AdamW learning rate of the unfrozen blocks (no weight decay).
+    pub block_lr: f64,
+}
+
 /// Decoder classification head with the top `unfreeze_top` blocks (and the final norm) trained
 /// too: features below them are computed once, frozen. The blocks train with AdamW at
 /// `cfg.lr ×` [`BLOCK_LR_RATIO`] and no weight decay, the head as in
@@ -118,6 +128,22 @@ pub fn train_decoder_classifier_with_block_lr(
     cfg: &HeadConfig,
     block_lr: f64,
 ) -> Result<(DecoderClassifier, Vec<LossPoint>)> {
+    let tuning = DecoderTuning { unfreeze_top, pooling, block_lr };
+    fit_decoder_classifier(model, seqs, labels, n_classes, tuning, cfg, RunOutput { dir: None, on_event: &mut |_| {} })
+}
+
+/// [`train_decoder_classifier`] as `tuning` says, with checkpoints, `metrics.jsonl` and resume
+/// in `out.dir` and progress through `out.on_event`.
+pub fn fit_decoder_classifier(
+    model: &mut Llama,
+    seqs: &[Vec<u32>],
+    labels: &[usize],
+    n_classes: usize,
+    tuning: DecoderTuning,
+    cfg: &HeadConfig,
+    out: RunOutput,
+) -> Result<(DecoderClassifier, Vec<LossPoint>)> {
+    let DecoderTuning { unfreeze_top, pooling, block_lr } = tuning;
     cfg.validate()?;
     check_token_seqs(seqs, model.info().vocab_size)?;
     check_labels(labels, seqs.len(), n_classes)?;
@@ -139,45 +165,48 @@ pub fn train_decoder_classifier_with_block_lr(
     };
     if unfreeze_top == 0 {
         let feats = decoder_features(model, seqs, None, pooling, cfg.batch_size)?;
-        let (head, losses) = train_head(&feats, labels, n_classes, cfg)?;
+        let (head, losses) = fit_head(&feats, labels, n_classes, cfg, out)?;
         return Ok((done(head, 0), losses));
     }
     let start = n_layers - unfreeze_top;
     let (lower, initial) = frozen_states(model, seqs, start, pooling, cfg.batch_size)?;
     let standardizer = Standardizer::fit(&initial)?;
-    let device = initial.device().clone();
-
     let prefixes: Vec<String> = (start..n_layers).map(|i| format!("model.layers.{i}.")).collect();
-    let block_vars =
+    let vars =
         model.make_trainable(|name| name == "model.norm.weight" || prefixes.iter().any(|p| name.starts_with(p)))?;
-    let block_params = block_vars.iter().map(|(_, v)| v.elem_count()).sum();
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let head_vars = init_params(cfg.kind, initial.dim(1)?, n_classes, &mut rng, &device)?;
-    let mut head_opt = adamw(head_vars.clone(), cfg.weight_decay)?;
-    let mut block_opt = adamw(block_vars.clone(), 0.0)?;
-    let all: Vec<(String, Var)> = head_vars.iter().chain(&block_vars).cloned().collect();
-    let y: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
-
-    let mut losses = Vec::with_capacity(cfg.epochs);
-    for epoch in 1..=cfg.epochs {
-        let mut total = 0f64;
-        for batch in epoch_batches(seqs.len(), cfg.batch_size, &mut rng) {
-            let (x, lens) = pad_states(&batch.iter().map(|&i| &lower[i]).collect::<Vec<_>>())?;
-            let hidden = model.hidden_from_block(&x, start, Pass::Train)?;
-            let feats = standardizer.apply(&pool(&hidden, &lens, pooling)?)?;
-            let logits = forward(&layers_of(&head_vars, false), &feats)?;
-            let targets = Tensor::from_vec(batch.iter().map(|&i| y[i]).collect::<Vec<_>>(), batch.len(), &device)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
-            total += finite_loss(&loss, epoch)? * batch.len() as f64;
-            let grads = grads_of(&loss, &all)?;
-            let (head_grads, block_grads) = grads.split_at(head_vars.len());
-            head_opt.step(head_grads, cfg.lr)?;
-            block_opt.step(block_grads, block_lr)?;
-        }
-        losses.push(LossPoint { step: epoch as u64, loss: total / seqs.len() as f64 });
-    }
-    let head = TrainedHead::from_parts(cfg.kind, standardizer, layers_of(&head_vars, true))?;
+    let block_params = vars.iter().map(|(_, v)| v.elem_count()).sum();
+    let blocks = ParamGroup { name: "blocks".into(), vars, lr_scale: block_lr / cfg.lr, weight_decay: Some(0.0) };
+    let features = TopBlocks { model, lower, start, pooling, blocks };
+    let objective = Classification::new(features, standardizer, labels, n_classes, cfg.kind, cfg.seed)?;
+    let backbone = serde_json::json!({ "decoder_blocks": n_layers, "unfreeze_top": unfreeze_top, "pooling": pooling, "block_lr": block_lr });
+    let (head, losses) = fit_classifier(&objective, cfg, backbone, out)?;
     Ok((done(head, block_params), losses))
+}
+
+/// Pooled features of a decoder's top blocks run on kept states of the frozen blocks below.
+struct TopBlocks<'a> {
+    model: &'a Llama,
+    /// Each sequence's residual states after block `start - 1`, `[len, hidden]`.
+    lower: Vec<Tensor>,
+    start: usize,
+    pooling: Pooling,
+    blocks: ParamGroup,
+}
+
+impl PooledFeatures for TopBlocks<'_> {
+    fn pooled(&self, rows: &[usize]) -> Result<Tensor> {
+        let (x, lens) = pad_states(&rows.iter().map(|&i| &self.lower[i]).collect::<Vec<_>>())?;
+        let hidden = self.model.hidden_from_block(&x, self.start, Pass::Train)?;
+        pool(&hidden, &lens, self.pooling)
+    }
+
+    fn param_group(&self) -> Option<ParamGroup> {
+        Some(self.blocks.clone())
+    }
+
+    fn grad_sink(&self) -> Option<Arc<GradSink>> {
+        self.model.grad_sink()
+    }
 }
 
 /// Runs the frozen blocks `0..start` once: each sequence's residual states `[len, hidden]`

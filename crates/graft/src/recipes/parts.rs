@@ -1,5 +1,5 @@
 //! Building the pieces a fine-tuning run needs from its config: model, tokenizer, trainable
-//! parameters, optimizer and schedule.
+//! parameters, update rule; and the held-out loss.
 
 use crate::adapters::lora::{self, LoraSet, LoraSpec};
 use crate::adapters::prompt::{self, PromptAdapter};
@@ -11,10 +11,11 @@ use crate::device::{parse_device, parse_dtype};
 use crate::models::llama::{Llama, LoadOptions, Pass, WeightFormat};
 use crate::models::load::{load_causal_lm, load_causal_lm_random};
 use crate::tokenizer::Tokenizer;
-use crate::train::optim::{AdamWConfig, Optimizer, OptimizerKind};
-use crate::train::step::LossSum;
+use crate::train::optim::{AdamWConfig, OptimizerKind};
 use crate::{GraftError, Result};
 use candle_core::{DType, Var};
+
+pub use crate::objectives::causal_lm::causal_lm_loss;
 
 /// The model being trained and what of it trains.
 pub struct TrainableModel {
@@ -80,10 +81,10 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
     Ok(TrainableModel { model, tokenizer, source, lora, prompt: None, vars })
 }
 
-/// The optimizer of `cfg` over `vars`.
-pub fn build_optimizer(cfg: &TrainConfig, vars: Vec<(String, Var)>) -> Result<Optimizer> {
+/// The update rule of `cfg`.
+pub fn optimizer_kind(cfg: &TrainConfig) -> OptimizerKind {
     let t = &cfg.train;
-    let kind = match t.optimizer {
+    match t.optimizer {
         OptimizerName::Adamw => OptimizerKind::AdamW(AdamWConfig {
             beta1: t.beta1,
             beta2: t.beta2,
@@ -91,14 +92,7 @@ pub fn build_optimizer(cfg: &TrainConfig, vars: Vec<(String, Var)>) -> Result<Op
             weight_decay: t.weight_decay,
         }),
         OptimizerName::Sgd => OptimizerKind::Sgd { momentum: t.momentum, weight_decay: t.weight_decay },
-    };
-    Optimizer::new(kind, vars)
-}
-
-/// Summed next-token loss of a batch over its supervised positions (the causal-LM objective).
-pub fn causal_lm_loss(model: &Llama, batch: &Batch) -> Result<LossSum> {
-    let nll = model.token_nll(&batch.ids, &batch.targets, &batch.mask, Pass::Train)?;
-    Ok(LossSum { sum: nll.sum_all()?, count: batch.n_targets, sink: model.grad_sink() })
+    }
 }
 
 /// Mean loss per supervised token over `batches` (no gradients kept).

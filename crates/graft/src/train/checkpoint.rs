@@ -29,6 +29,13 @@ pub struct LoopState {
     pub elapsed_s: f64,
 }
 
+impl LoopState {
+    /// The state before the first step of a run with the given settings.
+    pub fn start(config_toml: String) -> Self {
+        Self { step: 0, micro_batches_done: 0, tokens_seen: 0, config_toml, base_eval_loss: None, elapsed_s: 0.0 }
+    }
+}
+
 /// A verified checkpoint read back from disk.
 pub struct Checkpoint {
     /// Its folder.

@@ -37,11 +37,37 @@ pub enum OptimizerKind {
     },
 }
 
-/// An optimizer over a fixed list of named variables.
+/// A named set of variables trained together: at the schedule's learning rate times
+/// `lr_scale`, with its own weight decay when `weight_decay` is set (e.g. a fresh head at full
+/// rate beside pretrained blocks at a hundredth of it, without decay).
+#[derive(Debug, Clone)]
+pub struct ParamGroup {
+    /// Name of the group (`head`, `blocks`, ...), for messages.
+    pub name: String,
+    /// The variables, by their checkpoint names (unique across groups).
+    pub vars: Vec<(String, Var)>,
+    /// Multiplier of the scheduled learning rate (1 = the schedule's rate).
+    pub lr_scale: f64,
+    /// Weight decay of this group; `None` keeps the optimizer's.
+    pub weight_decay: Option<f64>,
+}
+
+impl ParamGroup {
+    /// A group at the schedule's rate with the optimizer's weight decay.
+    pub fn new(name: &str, vars: Vec<(String, Var)>) -> Self {
+        Self { name: name.into(), vars, lr_scale: 1.0, weight_decay: None }
+    }
+}
+
+/// An optimizer over a fixed list of named variables, in one or more [`ParamGroup`]s. The
+/// groups share one step counter; moments are kept per variable and saved under its name, so a
+/// checkpoint restores every group exactly.
 #[derive(Debug)]
 pub struct Optimizer {
     kind: OptimizerKind,
     params: Vec<(String, Var)>,
+    /// Per variable: its group's learning-rate multiplier and weight decay.
+    rule: Vec<(f64, f64)>,
     /// AdamW: first moments; SGD: momentum buffers.
     m: Vec<Tensor>,
     /// AdamW: second moments (empty for SGD).
@@ -50,15 +76,43 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    /// An optimizer with zeroed state for `params`.
+    /// An optimizer with zeroed state for `params` (one group at the schedule's rate).
     pub fn new(kind: OptimizerKind, params: Vec<(String, Var)>) -> Result<Self> {
+        Self::with_groups(kind, vec![ParamGroup::new("params", params)])
+    }
+
+    /// An optimizer with zeroed state over `groups`; a variable name may appear only once.
+    pub fn with_groups(kind: OptimizerKind, groups: Vec<ParamGroup>) -> Result<Self> {
+        let base_decay = match kind {
+            OptimizerKind::AdamW(c) => c.weight_decay,
+            OptimizerKind::Sgd { weight_decay, .. } => weight_decay,
+        };
+        let (mut params, mut rule) = (Vec::new(), Vec::new());
+        let mut seen = std::collections::HashSet::new();
+        for g in groups {
+            let decay = g.weight_decay.unwrap_or(base_decay);
+            let usable = g.lr_scale.is_finite() && g.lr_scale > 0.0 && decay.is_finite() && decay >= 0.0;
+            if !usable {
+                return Err(GraftError::Input(format!(
+                    "parameter group `{}`: the learning-rate scale ({}) must be positive and the weight decay ({decay}) 0 or more",
+                    g.name, g.lr_scale
+                )));
+            }
+            for (name, var) in g.vars {
+                if !seen.insert(name.clone()) {
+                    return Err(GraftError::Input(format!("variable `{name}` is in two parameter groups")));
+                }
+                params.push((name, var));
+                rule.push((g.lr_scale, decay));
+            }
+        }
         let zeros = |p: &Var| p.as_tensor().zeros_like();
         let m = params.iter().map(|(_, p)| zeros(p)).collect::<candle_core::Result<Vec<_>>>()?;
         let v = match kind {
             OptimizerKind::AdamW(_) => params.iter().map(|(_, p)| zeros(p)).collect::<candle_core::Result<Vec<_>>>()?,
             OptimizerKind::Sgd { .. } => Vec::new(),
         };
-        Ok(Self { kind, params, m, v, step: 0 })
+        Ok(Self { kind, params, rule, m, v, step: 0 })
     }
 
     /// The variables being optimised, with their names.
@@ -71,7 +125,8 @@ impl Optimizer {
         self.step
     }
 
-    /// Applies one update with learning rate `lr`; `grads[i]` is the gradient of `params()[i]`.
+    /// Applies one update at learning rate `lr` (times each group's scale); `grads[i]` is the
+    /// gradient of `params()[i]`.
     pub fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
         if grads.len() != self.params.len() {
             return Err(GraftError::Input(format!("{} gradients for {} parameters", grads.len(), self.params.len())));
@@ -80,6 +135,8 @@ impl Optimizer {
         let t = self.step as i32;
         for (i, ((_, p), g)) in self.params.iter().zip(grads).enumerate() {
             let g = g.to_dtype(p.dtype())?;
+            let (scale, weight_decay) = self.rule[i];
+            let lr = lr * scale;
             match self.kind {
                 OptimizerKind::AdamW(c) => {
                     let m = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
@@ -88,15 +145,15 @@ impl Optimizer {
                     let bc2 = 1.0 - c.beta2.powi(t);
                     let denom = ((v.sqrt()? / bc2.sqrt())? + c.eps)?;
                     let mut next = p.as_tensor().clone();
-                    if c.weight_decay != 0.0 {
-                        next = (next * (1.0 - lr * c.weight_decay))?;
+                    if weight_decay != 0.0 {
+                        next = (next * (1.0 - lr * weight_decay))?;
                     }
                     let next = (next - (m.div(&denom)? * (lr / bc1))?)?;
                     p.set(&next)?;
                     self.m[i] = m;
                     self.v[i] = v;
                 }
-                OptimizerKind::Sgd { momentum, weight_decay } => {
+                OptimizerKind::Sgd { momentum, .. } => {
                     let g = if weight_decay != 0.0 { (g + (p.as_tensor() * weight_decay)?)? } else { g };
                     let buf = if momentum != 0.0 && self.step > 1 { ((&self.m[i] * momentum)? + &g)? } else { g };
                     p.set(&(p.as_tensor() - (&buf * lr)?)?)?;

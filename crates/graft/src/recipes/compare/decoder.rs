@@ -156,12 +156,6 @@ pub(super) fn fine_tune(
         }
         on_event(e);
     })?;
-    // The run finished and its adapter / model is written: its checkpoint (weights plus optimizer
-    // moments, three model sizes for full training) is only needed to resume, so it goes.
-    let checkpoints = dir.join("checkpoints");
-    if checkpoints.is_dir() {
-        std::fs::remove_dir_all(&checkpoints).map_err(|e| crate::GraftError::io(&checkpoints, e))?;
-    }
     let started = Instant::now();
     let pred = prompting::classify(&model, &ctx.tok, &ctx.cfg.prompt, &[], &ctx.test_texts(), &LABELS)?;
     let scores = ctx.score(&pred);

@@ -170,6 +170,12 @@ fn run_technique(
             probes::run(ctx, t, train, dir, on_event)?
         }
     };
+    // The run finished and its adapter / model / head is written: its checkpoint (weights plus
+    // optimizer moments, three model sizes for full training) is only needed to resume, so it goes.
+    let checkpoints = dir.join("checkpoints");
+    if checkpoints.is_dir() {
+        std::fs::remove_dir_all(&checkpoints).map_err(|e| GraftError::io(&checkpoints, e))?;
+    }
     row.peak_rss_mb = crate::bench::memory::peak_rss_bytes().map(|b| b as f64 / 1e6);
     let missing = classes_without_examples(train);
     if t.trains() && !missing.is_empty() {

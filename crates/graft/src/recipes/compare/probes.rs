@@ -1,18 +1,23 @@
 //! Feature-extraction techniques: a classification head on a frozen backbone's features — the
 //! decoder's states for the chat prompt (`linear_probe`), the same with the top decoder blocks
-//! trained too (`decoder_head`), or an encoder's sentence embeddings (`encoder_probe`).
+//! trained too (`decoder_head`), or an encoder's sentence embeddings (`encoder_probe`). Each
+//! trains on the shared trainer with its `metrics.jsonl` in the technique's folder.
 
 use super::config::Technique;
 use super::Context;
 use crate::assets::resolve_model;
 use crate::datasets::tweets::{Tweet, LABELS};
 use crate::device::{parse_device, parse_dtype};
-use crate::features::{decoder_features, encoder_features, train_decoder_classifier, train_head, HeadKind};
+use crate::features::tune::BLOCK_LR_RATIO;
+use crate::features::{
+    decoder_features, encoder_features, fit_decoder_classifier, fit_head, DecoderTuning, HeadKind, RunOutput,
+};
 use crate::models::bert::SentenceEncoder;
 use crate::models::llama::{LoadOptions, WeightFormat};
 use crate::models::load::load_causal_lm;
 use crate::recipes::finetune::Event;
 use crate::report::{LossPoint, TechniqueResult};
+use crate::train::RunDir;
 use crate::{GraftError, Result};
 use std::path::Path;
 use std::time::Instant;
@@ -67,6 +72,11 @@ pub(super) fn run(
     })
 }
 
+/// A fresh run in `dir` (its `metrics.jsonl`; the checkpoint is dropped once the head is saved).
+fn run_output<'a>(dir: &Path, on_event: &'a mut dyn FnMut(Event)) -> Result<RunOutput<'a>> {
+    Ok(RunOutput { dir: Some(RunDir::open(dir, false, 0)?), on_event })
+}
+
 fn budget(ctx: &Context) -> String {
     let h = &ctx.cfg.probe.head;
     format!("{}, {} epochs, lr {:e}", head_name(h.kind), h.epochs, h.lr)
@@ -87,7 +97,8 @@ fn encoder_probe(
         parse_dtype(&c.model.dtype)?,
     )?;
     let t0 = Instant::now();
-    let (head, losses) = train_head(&encoder_features(&enc, texts, BATCH)?, labels, LABELS.len(), &c.probe.head)?;
+    let feats = encoder_features(&enc, texts, BATCH)?;
+    let (head, losses) = fit_head(&feats, labels, LABELS.len(), &c.probe.head, run_output(dir, on_event)?)?;
     let train_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let pred = head.predict(&encoder_features(&enc, &ctx.test_texts(), BATCH)?)?;
@@ -131,12 +142,8 @@ fn decoder_probe(
     let t0 = Instant::now();
     if t == Technique::LinearProbe {
         on_event(Event::Note("extracting frozen decoder features".into()));
-        let (head, losses) = train_head(
-            &decoder_features(&model, &train_ids, p.layer, p.pooling, BATCH)?,
-            labels,
-            LABELS.len(),
-            &p.head,
-        )?;
+        let feats = decoder_features(&model, &train_ids, p.layer, p.pooling, BATCH)?;
+        let (head, losses) = fit_head(&feats, labels, LABELS.len(), &p.head, run_output(dir, on_event)?)?;
         let train_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let pred = head.predict(&decoder_features(&model, &test_ids, p.layer, p.pooling, BATCH)?)?;
@@ -147,8 +154,10 @@ fn decoder_probe(
         return Ok(Probed { pred, trainable: head.trainable_params(), description, train_s, eval_s, losses });
     }
     on_event(Event::Note(format!("training a classification head with the top {} decoder blocks", p.unfreeze_top)));
-    let (clf, losses) =
-        train_decoder_classifier(&mut model, &train_ids, labels, LABELS.len(), p.unfreeze_top, p.pooling, &p.head)?;
+    let tuning =
+        DecoderTuning { unfreeze_top: p.unfreeze_top, pooling: p.pooling, block_lr: p.head.lr * BLOCK_LR_RATIO };
+    let out = run_output(dir, on_event)?;
+    let (clf, losses) = fit_decoder_classifier(&mut model, &train_ids, labels, LABELS.len(), tuning, &p.head, out)?;
     let train_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let pred = clf.predict(&model, &test_ids, BATCH)?;

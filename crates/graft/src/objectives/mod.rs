@@ -1,0 +1,10 @@
+//! Training objectives: what a technique's loss is, as the trainer's
+//! [`Objective`](crate::train::Objective) seam sees it.
+//!
+//! - [`causal_lm`]: next-token loss on the supervised positions of token batches (fine-tuning
+//!   with LoRA, QLoRA, full, freeze, prompt and prefix tuning).
+//! - [`classification`]: cross-entropy of a head on pooled features — fixed features (probes),
+//!   a decoder's top blocks or a sentence encoder's top layers trained with it.
+
+pub mod causal_lm;
+pub mod classification;

@@ -1,0 +1,44 @@
+//! What a training run reports while it goes: notes, its start, and one record per optimizer
+//! step (also the lines of `metrics.jsonl`). The CLI turns these into a progress bar and logs.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Progress reported while a run goes.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A human-readable note (data statistics, resume point, ...).
+    Note(String),
+    /// The run starts: total optimizer steps.
+    Start {
+        /// Steps the run will reach.
+        total_steps: u64,
+        /// Step it starts from (non-zero on resume).
+        from_step: u64,
+    },
+    /// One optimizer step finished.
+    Step(StepRecord),
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Optimizer step (1-based).
+    pub step: u64,
+    /// Mean training loss per supervised unit (token, or example) of this step.
+    pub loss: f64,
+    /// Learning rate used (the schedule's; parameter groups scale it).
+    pub lr: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Tokens (all positions of the step's batches; examples for classification heads) per
+    /// second.
+    pub tokens_per_s: f64,
+    /// Evaluation loss, on steps where evaluation ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_loss: Option<f64>,
+    /// The objective's metrics per supervised unit of this step (e.g. `accuracy`); absent when
+    /// it reports none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+}

@@ -1,0 +1,151 @@
+//! The one training loop. Every technique that learns by gradient steps runs here: an
+//! [`Objective`] supplies the loss and the parameter groups, a [`BatchSource`] the data; the
+//! trainer owns the rest once — steps over epochs, gradient accumulation, clipping, the NaN /
+//! Inf guard, the optimizer and schedule per parameter group, evaluation, atomic checkpoints
+//! with exact resume, `metrics.jsonl` and progress events.
+//!
+//! Resume is exact because everything a step depends on is either in the checkpoint (trainable
+//! variables, optimizer moments, loop state) or a pure function of it: the micro-batch at
+//! run-wide index `i` comes from `(seed, epoch)`, dropout from `(seed, module, i)`.
+
+use super::checkpoint::LoopState;
+use super::events::{Event, StepRecord};
+use super::objective::{BatchSource, Objective};
+use super::optim::{Optimizer, OptimizerKind};
+use super::run_dir::RunDir;
+use super::schedule::Schedule;
+use super::step::accumulate_and_step;
+use crate::{GraftError, Result};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Instant;
+
+/// How long a run trains and how each step goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoopSettings {
+    /// Optimizer steps the run reaches.
+    pub total_steps: u64,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: u64,
+    /// Global gradient-norm clip (0 = off).
+    pub max_grad_norm: f64,
+    /// Learning rate of each step (each parameter group scales it).
+    pub schedule: Schedule,
+    /// Evaluate every N steps (0 = only at the start and end), when there is an evaluation.
+    pub eval_every: u64,
+}
+
+/// A training run: the loop's settings, the update rule, where files go, how to evaluate.
+pub struct Trainer<'a> {
+    /// Steps, accumulation, clipping, schedule, evaluation interval.
+    pub settings: LoopSettings,
+    /// The update rule; the objective's parameter groups scale its rate and may set their own
+    /// weight decay.
+    pub optimizer: OptimizerKind,
+    /// Checkpoints, `metrics.jsonl` and resume; `None` trains in memory only.
+    pub run_dir: Option<RunDir>,
+    /// Held-out loss (no gradients), measured before training, every `eval_every` steps and at
+    /// the end.
+    pub evaluate: Option<&'a mut dyn FnMut() -> Result<f64>>,
+}
+
+/// What a finished run hands back.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Where the loop ended (steps, units trained on, wall time, base evaluation loss).
+    pub state: LoopState,
+    /// Evaluation loss after training, when there is an evaluation.
+    pub final_eval_loss: Option<f64>,
+    /// Every step's record, those before a resume read back from `metrics.jsonl`.
+    pub history: Vec<StepRecord>,
+    /// Trainable parameters (elements of every variable of every group).
+    pub trainable_params: usize,
+}
+
+impl Trainer<'_> {
+    /// Trains `objective` on `batches` until `settings.total_steps`, reporting through
+    /// `on_event`; with a run directory, continues from its checkpoint when it resumes.
+    pub fn run<O: Objective>(
+        mut self,
+        objective: &O,
+        batches: &mut dyn BatchSource<O::Batch>,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Outcome> {
+        let s = self.settings;
+        let mut optimizer = Optimizer::with_groups(self.optimizer, objective.param_groups())?;
+        let trainable_params = optimizer.params().iter().map(|(_, v)| v.elem_count()).sum();
+        let (mut state, mut history) = match &self.run_dir {
+            Some(dir) => dir.start(&mut optimizer, on_event)?,
+            None => (LoopState::start(String::new()), Vec::new()),
+        };
+        objective.set_training(false);
+        if let (None, Some(evaluate)) = (state.base_eval_loss, self.evaluate.as_mut()) {
+            on_event(Event::Note("evaluating the base model".into()));
+            state.base_eval_loss = Some(evaluate()?);
+        }
+        let mut log = self.run_dir.as_ref().map(|d| d.metrics_log()).transpose()?;
+        on_event(Event::Start { total_steps: s.total_steps, from_step: state.step });
+        let process_start = Instant::now();
+        let elapsed_before = state.elapsed_s;
+        let resumed_at = state.step;
+        while state.step < s.total_steps {
+            let t0 = Instant::now();
+            let first = state.micro_batches_done;
+            let micro = (first..first + s.grad_accum).map(|i| batches.batch(i)).collect::<Result<Vec<_>>>()?;
+            let items: usize = micro.iter().map(|b| objective.batch_size(b)).sum();
+            let lr = s.schedule.lr(state.step);
+            let mut sums: BTreeMap<&'static str, f64> = BTreeMap::new();
+            objective.set_training(true);
+            let stats = accumulate_and_step(
+                state.step + 1,
+                &mut optimizer,
+                micro.len(),
+                |i| {
+                    let out = objective.loss(&micro[i], first + i as u64)?;
+                    for (name, value) in out.metrics {
+                        *sums.entry(name).or_default() += value;
+                    }
+                    Ok(out.loss)
+                },
+                s.max_grad_norm,
+                lr,
+            )?;
+            objective.set_training(false);
+            state.step += 1;
+            state.micro_batches_done += s.grad_accum;
+            state.tokens_seen += stats.targets as u64;
+            let eval_due = s.eval_every > 0 && state.step.is_multiple_of(s.eval_every) && state.step < s.total_steps;
+            let eval_loss = match self.evaluate.as_mut() {
+                Some(evaluate) if eval_due => Some(evaluate()?),
+                _ => None,
+            };
+            let record = StepRecord {
+                step: state.step,
+                loss: stats.loss,
+                lr,
+                grad_norm: stats.grad_norm,
+                tokens_per_s: items as f64 / t0.elapsed().as_secs_f64(),
+                eval_loss,
+                metrics: sums.into_iter().map(|(k, v)| (k.to_string(), v / stats.targets as f64)).collect(),
+            };
+            if let (Some(file), Some(dir)) = (log.as_mut(), &self.run_dir) {
+                writeln!(file, "{}", serde_json::to_string(&record)?)
+                    .map_err(|e| GraftError::io(dir.metrics_path(), e))?;
+            }
+            on_event(Event::Step(record.clone()));
+            history.push(record);
+            state.elapsed_s = elapsed_before + process_start.elapsed().as_secs_f64();
+            if let Some(dir) = self.run_dir.as_ref().filter(|d| d.save_due(state.step, s.total_steps)) {
+                dir.save(&optimizer, &state)?;
+            }
+        }
+        state.elapsed_s = elapsed_before + process_start.elapsed().as_secs_f64();
+        // A run resumed from its final checkpoint (killed while writing its outputs) keeps it:
+        // saving the same step again would delete the folder `LATEST` names before its copy is in.
+        if let Some(dir) = self.run_dir.as_ref().filter(|_| state.step > resumed_at) {
+            dir.save(&optimizer, &state)?;
+        }
+        let final_eval_loss = self.evaluate.as_mut().map(|evaluate| evaluate()).transpose()?;
+        Ok(Outcome { state, final_eval_loss, history, trainable_params })
+    }
+}
