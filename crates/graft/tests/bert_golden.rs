@@ -176,10 +176,10 @@ fn non_encoder_sources_are_refused_with_a_reason() {
     cfg["model_type"] = "llama".into();
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
     let err = SentenceEncoder::from_hf_folder(dir.path(), &Device::Cpu, DType::F32).unwrap_err().to_string();
-    assert!(err.contains("model_type `llama`") && err.contains("config.json"), "{err}");
+    assert!(err.contains("`model_type`: found `llama`") && err.contains("config.json"), "{err}");
     cfg["model_type"] = "bert".into();
     cfg["hidden_act"] = "relu".into();
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
     let err = SentenceEncoder::from_hf_folder(dir.path(), &Device::Cpu, DType::F32).unwrap_err().to_string();
-    assert!(err.contains("hidden_act `relu`"), "{err}");
+    assert!(err.contains("`hidden_act`: found `relu`"), "{err}");
 }

@@ -191,6 +191,30 @@ fn bad_input_is_refused() {
 }
 
 #[test]
+fn set_and_remove_metadata_rewrite_values() {
+    let mut w = GgufWriter::new();
+    w.add_metadata("a", Value::U32(1)).unwrap();
+    w.add_metadata("b", Value::String("x".into())).unwrap();
+    w.set_metadata("a", Value::F32(2.5)).unwrap();
+    w.set_metadata("c", Value::I32(-1)).unwrap();
+    assert!(w.set_metadata("a", Value::String("x\0".into())).is_err(), "the add rules apply");
+    w.set_metadata("general.alignment", Value::U32(64)).unwrap();
+    assert_eq!(w.alignment(), 64);
+    assert!(w.set_metadata("general.alignment", Value::U32(3)).is_err());
+    assert_eq!(w.alignment(), 64, "a refused value changes nothing");
+    assert!(matches!(w.remove_metadata("b"), Some(Value::String(s)) if s == "x"));
+    assert!(w.remove_metadata("b").is_none());
+    assert!(matches!(w.remove_metadata("general.alignment"), Some(Value::U32(64))));
+    assert_eq!(w.alignment(), 32);
+    let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "w.gguf").unwrap();
+    let mut keys: Vec<_> = f.metadata().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["a", "c"]);
+    assert_eq!(f.meta_f32("a").unwrap(), 2.5);
+    assert!(matches!(f.meta("c").unwrap(), Value::I32(-1)));
+}
+
+#[test]
 fn write_is_atomic_and_replaces_the_old_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.gguf");

@@ -1,7 +1,8 @@
 //! Turning a resolved model source (GGUF file or Hugging Face folder) into a model.
 
+use super::hparams::{check_json_types, JsonKind};
 use super::llama::random::RandomWeights;
-use super::llama::{Llama, LlamaConfig, LoadOptions, SafetensorsWeights};
+use super::llama::{GgufWeights, Llama, LlamaConfig, LoadOptions, SafetensorsWeights};
 use crate::assets::ModelSource;
 use crate::io::gguf::GgufFile;
 use crate::{GraftError, Result};
@@ -33,20 +34,44 @@ pub fn load_causal_lm(source: &ModelSource, opts: &LoadOptions) -> Result<Llama>
     }
 }
 
-/// A model with the architecture of `source` (its config, read without loading weights) and
-/// seeded random weights: the from-scratch baseline of a transfer comparison.
+/// A model with the architecture of `source` (its config, read and checked against the file's
+/// tensor shapes without loading weights) and seeded random weights: the from-scratch baseline
+/// of a transfer comparison.
 pub fn load_causal_lm_random(source: &ModelSource, opts: &LoadOptions, seed: u64) -> Result<Llama> {
     let cfg = match source {
         ModelSource::Gguf(path) => {
             let gguf = GgufFile::open(path)?;
-            LlamaConfig::from_gguf(&gguf)?
+            let cfg = LlamaConfig::from_gguf(&gguf)?;
+            cfg.check_tensors(&GgufWeights::new(&gguf, cfg.num_attention_heads, cfg.num_key_value_heads))?;
+            cfg
         }
-        ModelSource::HfFolder(dir) => read_hf_config(dir)?,
+        ModelSource::HfFolder(dir) => {
+            let cfg = read_hf_config(dir)?;
+            cfg.check_tensors(&SafetensorsWeights::open(dir, &safetensors_files(dir)?)?)?;
+            cfg
+        }
     };
     Llama::load(cfg.clone(), &RandomWeights::new(cfg, seed), opts)
 }
 
-/// Reads `config.json` of a Hugging Face folder, checking it describes a Llama-family model.
+/// The numeric fields of a Llama `config.json`, with the JSON type each must have.
+const LLAMA_JSON_FIELDS: &[(&str, JsonKind, bool)] = &[
+    ("vocab_size", JsonKind::Count, false),
+    ("hidden_size", JsonKind::Count, false),
+    ("intermediate_size", JsonKind::Count, false),
+    ("num_hidden_layers", JsonKind::Count, false),
+    ("num_attention_heads", JsonKind::Count, false),
+    ("num_key_value_heads", JsonKind::Count, false),
+    ("head_dim", JsonKind::Count, true),
+    ("rope_theta", JsonKind::Number, false),
+    ("rms_norm_eps", JsonKind::Number, false),
+    ("max_position_embeddings", JsonKind::Count, false),
+    ("bos_token_id", JsonKind::TokenId, true),
+    ("eos_token_id", JsonKind::TokenId, true),
+];
+
+/// Reads `config.json` of a Hugging Face folder, checking it describes a Llama-family model with
+/// valid hyperparameters ([`LlamaConfig::validate`]; errors name the JSON key and its value).
 pub fn read_hf_config(dir: &Path) -> Result<LlamaConfig> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| GraftError::io(&path, e))?;
@@ -59,7 +84,13 @@ pub fn read_hf_config(dir: &Path) -> Result<LlamaConfig> {
             format!("unknown model_type `{model_type}`: graft can build {SUPPORTED_ARCHITECTURES:?}"),
         ));
     }
-    serde_json::from_value(value).map_err(|e| GraftError::model(&path, format!("not a Llama config: {e}")))
+    if let Some(obj) = value.as_object() {
+        check_json_types(obj, LLAMA_JSON_FIELDS).map_err(|e| GraftError::model(&path, e.to_string()))?;
+    }
+    let cfg: LlamaConfig =
+        serde_json::from_value(value).map_err(|e| GraftError::model(&path, format!("not a Llama config: {e}")))?;
+    cfg.validate().map_err(|e| GraftError::model(&path, e.to_string()))?;
+    Ok(cfg)
 }
 
 /// The safetensors files of a folder: the shards listed in `model.safetensors.index.json`, or

@@ -110,6 +110,18 @@ impl GgufFile {
         }
     }
 
+    /// [`GgufFile::meta_u32`] for an optional key: `None` when the key is absent, an error when it
+    /// holds something else than a u32-sized integer.
+    pub fn meta_u32_opt(&self, key: &str) -> Result<Option<u32>, GgufError> {
+        self.metadata().get(key).map(|_| self.meta_u32(key)).transpose()
+    }
+
+    /// [`GgufFile::meta_f32`] for an optional key: `None` when the key is absent, an error when it
+    /// holds something else than a float.
+    pub fn meta_f32_opt(&self, key: &str) -> Result<Option<f32>, GgufError> {
+        self.metadata().get(key).map(|_| self.meta_f32(key)).transpose()
+    }
+
     /// A metadata value read as a string.
     pub fn meta_str(&self, key: &str) -> Result<&str, GgufError> {
         match self.meta(key)? {

@@ -75,13 +75,27 @@ impl GgufWriter {
     /// and nest at most 4 deep; `general.alignment` must be a `u32` power of two ≤ 1 MiB.
     pub fn add_metadata(&mut self, key: impl Into<String>, value: Value) -> Result<&mut Self, GgufError> {
         let key = key.into();
-        let fail = |reason: String| GgufError::Build { item: format!("metadata `{key}`"), reason };
         if self.keys.contains(&key) {
-            return Err(fail("the key was already added".into()));
+            return Err(GgufError::Build {
+                item: format!("metadata `{key}`"),
+                reason: "the key was already added".into(),
+            });
         }
+        self.set_metadata(key, value)
+    }
+
+    /// Sets a metadata entry: replaces the value of a key already added (keeping its place) or
+    /// adds the key. The rules of [`GgufWriter::add_metadata`] apply; on error nothing changes.
+    /// With [`GgufWriter::remove_metadata`], this rewrites a file with some values changed.
+    pub fn set_metadata(&mut self, key: impl Into<String>, value: Value) -> Result<&mut Self, GgufError> {
+        let key = key.into();
+        let fail = |reason: String| GgufError::Build { item: format!("metadata `{key}`"), reason };
         check_string(&key).map_err(fail)?;
         let elements = check_value(&value).map_err(fail)?;
-        if elements > MAX_TOTAL_ARRAY_ELEMENTS - self.array_elements {
+        let at = self.metadata.iter().position(|(k, _)| *k == key);
+        // The old value was checked when it was added.
+        let freed = at.map_or(0, |i| check_value(&self.metadata[i].1).unwrap_or(0));
+        if elements > MAX_TOTAL_ARRAY_ELEMENTS - (self.array_elements - freed) {
             return Err(fail(format!("the file would hold more than {MAX_TOTAL_ARRAY_ELEMENTS} array elements")));
         }
         if key == "general.alignment" {
@@ -94,10 +108,27 @@ impl GgufWriter {
                 }
             }
         }
-        self.array_elements += elements;
-        self.keys.insert(key.clone());
-        self.metadata.push((key, value));
+        self.array_elements = self.array_elements - freed + elements;
+        match at {
+            Some(i) => self.metadata[i].1 = value,
+            None => {
+                self.keys.insert(key.clone());
+                self.metadata.push((key, value));
+            }
+        }
         Ok(self)
+    }
+
+    /// Removes a metadata entry, returning its value (`None` when the key was not added).
+    pub fn remove_metadata(&mut self, key: &str) -> Option<Value> {
+        let i = self.metadata.iter().position(|(k, _)| k == key)?;
+        let (_, value) = self.metadata.remove(i);
+        self.keys.remove(key);
+        self.array_elements -= check_value(&value).unwrap_or(0);
+        if key == "general.alignment" {
+            self.alignment = DEFAULT_ALIGNMENT;
+        }
+        Some(value)
     }
 
     /// Adds a dense tensor, stored as `dtype`: F32, F16 and BF16 as converted values, quantized

@@ -1,5 +1,9 @@
 //! BERT-family hyperparameters, read from a Hugging Face `config.json`.
 
+use crate::models::hparams::{
+    check_json_types, Checks, HparamError, JsonKind, MAX_CONTEXT, MAX_FFN, MAX_HEADS, MAX_HIDDEN, MAX_LAYERS,
+    MAX_NORM_EPS, MAX_TYPE_VOCAB, MAX_VOCAB,
+};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -59,14 +63,35 @@ fn default_position_embedding_type() -> String {
     "absolute".into()
 }
 
+/// The fields of a BERT `config.json` graft reads, with the JSON type each must have.
+const JSON_FIELDS: &[(&str, JsonKind, bool)] = &[
+    ("model_type", JsonKind::Text, false),
+    ("vocab_size", JsonKind::Count, false),
+    ("hidden_size", JsonKind::Count, false),
+    ("intermediate_size", JsonKind::Count, false),
+    ("num_hidden_layers", JsonKind::Count, false),
+    ("num_attention_heads", JsonKind::Count, false),
+    ("max_position_embeddings", JsonKind::Count, false),
+    ("type_vocab_size", JsonKind::Count, false),
+    ("layer_norm_eps", JsonKind::Number, false),
+    ("hidden_act", JsonKind::Text, false),
+    ("position_embedding_type", JsonKind::Text, false),
+    ("pad_token_id", JsonKind::TokenId, true),
+];
+
 impl BertConfig {
     /// Reads and validates `config.json` of the Hugging Face folder `dir`.
     pub fn from_hf_folder(dir: &Path) -> crate::Result<Self> {
         let path = dir.join("config.json");
+        let fail = |reason: String| crate::GraftError::model(&path, reason);
         let text = std::fs::read_to_string(&path).map_err(|e| crate::GraftError::io(&path, e))?;
-        let cfg: Self = serde_json::from_str(&text)
-            .map_err(|e| crate::GraftError::model(&path, format!("not a BERT config: {e}")))?;
-        cfg.validate().map_err(|r| crate::GraftError::model(&path, r))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| fail(format!("not a BERT config: {e}")))?;
+        if let Some(obj) = value.as_object() {
+            check_json_types(obj, JSON_FIELDS).map_err(|e| fail(e.to_string()))?;
+        }
+        let cfg: Self = serde_json::from_value(value).map_err(|e| fail(format!("not a BERT config: {e}")))?;
+        cfg.validate().map_err(|e| fail(e.to_string()))?;
         Ok(cfg)
     }
 
@@ -75,37 +100,40 @@ impl BertConfig {
         self.hidden_size / self.num_attention_heads.max(1)
     }
 
-    /// Checks that the config describes a model this implementation computes exactly.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks that the config describes a model this implementation computes exactly, with every
+    /// size within the bounds of [`crate::models::hparams`], heads dividing the width, at least 2
+    /// positions, a finite LayerNorm ε in `[f32::MIN_POSITIVE, 1]` and a padding id inside the
+    /// vocabulary. Errors name the `config.json` key and the value.
+    pub fn validate(&self) -> Result<(), HparamError> {
+        let name = |field: &str| field.to_string();
+        let c = Checks::new(&name);
         if !SUPPORTED_MODEL_TYPES.contains(&self.model_type.as_str()) {
-            return Err(format!(
-                "model_type `{}` is not a BERT encoder graft can build (supported: {SUPPORTED_MODEL_TYPES:?})",
+            let reason = format!(
+                "found `{}`, not a BERT encoder graft can build (supported: {SUPPORTED_MODEL_TYPES:?})",
                 self.model_type
-            ));
+            );
+            return Err(c.fail("model_type", reason));
         }
-        if self.num_attention_heads == 0 || self.num_hidden_layers == 0 || self.hidden_size == 0 {
-            return Err("hidden_size, num_attention_heads and num_hidden_layers must be positive".into());
-        }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                self.hidden_size, self.num_attention_heads
-            ));
-        }
+        c.count("vocab_size", self.vocab_size, 1, MAX_VOCAB)?;
+        c.count("hidden_size", self.hidden_size, 1, MAX_HIDDEN)?;
+        c.count("intermediate_size", self.intermediate_size, 1, MAX_FFN)?;
+        c.count("num_hidden_layers", self.num_hidden_layers, 1, MAX_LAYERS)?;
+        c.count("num_attention_heads", self.num_attention_heads, 1, MAX_HEADS)?;
+        c.divides("num_attention_heads", self.num_attention_heads, "hidden_size", self.hidden_size)?;
+        c.count("max_position_embeddings", self.max_position_embeddings, 2, MAX_CONTEXT)?;
+        c.count("type_vocab_size", self.type_vocab_size, 1, MAX_TYPE_VOCAB)?;
+        c.float("layer_norm_eps", self.layer_norm_eps, f64::from(f32::MIN_POSITIVE), MAX_NORM_EPS)?;
+        c.token_id("pad_token_id", self.pad_token_id, "vocab_size", self.vocab_size)?;
         if self.hidden_act != "gelu" {
-            return Err(format!(
-                "hidden_act `{}` is not supported: graft's BERT computes the exact (erf) GELU, `gelu`",
+            let reason = format!(
+                "found `{}`, not supported: graft's BERT computes the exact (erf) GELU, `gelu`",
                 self.hidden_act
-            ));
+            );
+            return Err(c.fail("hidden_act", reason));
         }
         if self.position_embedding_type != "absolute" {
-            return Err(format!(
-                "position_embedding_type `{}` is not supported: only `absolute`",
-                self.position_embedding_type
-            ));
-        }
-        if self.type_vocab_size == 0 || self.max_position_embeddings < 2 {
-            return Err("type_vocab_size must be positive and max_position_embeddings at least 2".into());
+            let reason = format!("found `{}`, not supported: only `absolute`", self.position_embedding_type);
+            return Err(c.fail("position_embedding_type", reason));
         }
         Ok(())
     }

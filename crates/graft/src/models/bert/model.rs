@@ -8,6 +8,7 @@
 
 use super::config::BertConfig;
 use super::weights::BertWeights;
+use crate::models::hparams::{Checks, Dim};
 use crate::models::linear::{BaseWeight, Proj};
 use crate::models::llama::Pass;
 use crate::{GraftError, Result};
@@ -119,9 +120,17 @@ pub struct Bert {
 impl Bert {
     /// Builds the encoder from `weights`, checking every tensor's shape against `cfg`.
     pub fn load(cfg: BertConfig, weights: &BertWeights, device: &Device, dtype: DType) -> Result<Self> {
-        cfg.validate().map_err(|r| GraftError::model(weights.origin(), r))?;
-        let (h, ff) = (cfg.hidden_size, cfg.intermediate_size);
-        let get = |name: &str, shape: &[usize]| weights.get(name, shape, dtype, device);
+        cfg.validate().map_err(|e| GraftError::model(weights.origin(), e.to_string()))?;
+        let same_name = |field: &str| field.to_string();
+        let checks = Checks::new(&same_name);
+        let fail = |reason: String| GraftError::model(weights.origin(), reason);
+        // The shape is checked before the tensor is read, naming the config.json keys behind it.
+        let get = |name: &str, dims: &[Dim<'_>]| -> Result<Tensor> {
+            checks.shape(&weights.stored_name(name), weights.shape(name), dims).map_err(fail)?;
+            weights.get(name, &dims.iter().map(Dim::size).collect::<Vec<_>>(), dtype, device)
+        };
+        let (hidden, ffn) = ([("hidden_size", cfg.hidden_size)], [("intermediate_size", cfg.intermediate_size)]);
+        let (h, ff) = (Dim(&hidden), Dim(&ffn));
         let norm = |prefix: &str| -> Result<LayerNorm> {
             Ok(LayerNorm {
                 weight: get(&format!("{prefix}.LayerNorm.weight"), &[h])?,
@@ -129,11 +138,21 @@ impl Bert {
                 eps: cfg.layer_norm_eps,
             })
         };
-        let proj = |name: String, out: usize, inp: usize| -> Result<Proj> {
+        let proj = |name: String, out: Dim<'_>, inp: Dim<'_>| -> Result<Proj> {
             let w = get(&format!("{name}.weight"), &[out, inp])?;
             let b = get(&format!("{name}.bias"), &[out])?;
             Proj::new(name, BaseWeight::Dense(w), Some(b))
         };
+        let n = cfg.num_hidden_layers;
+        let block_probe = |i: usize| format!("encoder.layer.{i}.attention.self.query.weight");
+        if weights.shape(&block_probe(n - 1)).is_none() {
+            let reason = format!("found {n}, but the checkpoint has no layer {} (no `{}`)", n - 1, block_probe(n - 1));
+            return Err(fail(checks.fail("num_hidden_layers", reason).to_string()));
+        }
+        if weights.shape(&block_probe(n)).is_some() {
+            let reason = format!("found {n}, but the checkpoint has more layers (`{}` exists)", block_probe(n));
+            return Err(fail(checks.fail("num_hidden_layers", reason).to_string()));
+        }
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
@@ -149,10 +168,16 @@ impl Bert {
                 ffn_norm: norm(&format!("{p}.output"))?,
             });
         }
+        let rows = |field: &'static str, n: usize| [(field, n)];
+        let (vocab, positions, types) = (
+            rows("vocab_size", cfg.vocab_size),
+            rows("max_position_embeddings", cfg.max_position_embeddings),
+            rows("type_vocab_size", cfg.type_vocab_size),
+        );
         Ok(Self {
-            word_embeddings: get("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?,
-            position_embeddings: get("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, h])?,
-            token_type_embeddings: get("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, h])?,
+            word_embeddings: get("embeddings.word_embeddings.weight", &[Dim(&vocab), h])?,
+            position_embeddings: get("embeddings.position_embeddings.weight", &[Dim(&positions), h])?,
+            token_type_embeddings: get("embeddings.token_type_embeddings.weight", &[Dim(&types), h])?,
             embeddings_norm: norm("embeddings")?,
             layers,
             cfg,

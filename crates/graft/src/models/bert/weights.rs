@@ -50,6 +50,18 @@ impl BertWeights {
         self.files.iter().any(|f| f.info(&full).is_some())
     }
 
+    /// The shape of tensor `name` (a `BertModel` name), read without its data; `None` when the
+    /// checkpoint has no such tensor.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        let full = self.stored_name(name);
+        self.files.iter().find_map(|f| f.info(&full)).map(|t| t.shape.as_slice())
+    }
+
+    /// The name tensor `name` has in the checkpoint (with its prefix).
+    pub fn stored_name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
     /// Tensor `name` as `dtype` on `device`, checked to have shape `shape`.
     pub fn get(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
         let full = format!("{}{name}", self.prefix);

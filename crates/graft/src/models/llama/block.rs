@@ -24,36 +24,61 @@ pub struct Block {
     pub mlp: [Proj; 3],
 }
 
-/// RoPE cosine/sine tables, `[max_positions, head_dim/2]`, computed in f64.
+/// Most `cos`/`sin` values a RoPE table holds (each table: 16 MiB in f32): the table covers
+/// `min(context, MAX_ROPE_TABLE / (head_dim/2))` positions, and positions past it (a context
+/// longer than 131072 positions at head width 64) are computed per call. The context length comes
+/// from the model file, so it must not size an allocation by itself.
+const MAX_ROPE_TABLE: usize = 1 << 22;
+
+/// RoPE cosine/sine tables, `[positions, head_dim/2]`, computed in f64.
 #[derive(Debug, Clone)]
 pub(super) struct RopeTables {
     cos: Tensor,
     sin: Tensor,
+    theta: f64,
+    head_dim: usize,
 }
 
 impl RopeTables {
     pub(super) fn new(cfg: &LlamaConfig, dtype: DType, device: &Device) -> Result<Self> {
-        let half = cfg.head_dim() / 2;
-        let n = cfg.max_position_embeddings;
+        let (theta, head_dim) = (cfg.rope_theta, cfg.head_dim());
+        let rows = cfg.max_position_embeddings.min(MAX_ROPE_TABLE / (head_dim / 2).max(1));
+        let (cos, sin) = Self::angles(theta, head_dim, 0, rows, dtype, device)?;
+        Ok(Self { cos, sin, theta, head_dim })
+    }
+
+    /// `cos` and `sin` of the angles of positions `start..start + n`, `[n, head_dim/2]` each.
+    fn angles(
+        theta: f64,
+        head_dim: usize,
+        start: usize,
+        n: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let half = head_dim / 2;
         let mut cos = Vec::with_capacity(n * half);
         let mut sin = Vec::with_capacity(n * half);
-        for pos in 0..n {
+        for pos in start..start + n {
             for i in 0..half {
-                let inv_freq = 1.0 / cfg.rope_theta.powf((2 * i) as f64 / cfg.head_dim() as f64);
+                let inv_freq = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
                 let angle = pos as f64 * inv_freq;
                 cos.push(angle.cos());
                 sin.push(angle.sin());
             }
         }
         let table = |v: Vec<f64>| -> Result<Tensor> { Ok(Tensor::from_vec(v, (n, half), device)?.to_dtype(dtype)?) };
-        Ok(Self { cos: table(cos)?, sin: table(sin)? })
+        Ok((table(cos)?, table(sin)?))
     }
 
     /// Rotates `x` `[b, heads, t, head_dim]` as positions `offset..offset+t` (half-rotation).
     fn apply(&self, x: &Tensor, offset: usize, pass: Pass) -> Result<Tensor> {
         let t = x.dim(2)?;
-        let cos = self.cos.narrow(0, offset, t)?;
-        let sin = self.sin.narrow(0, offset, t)?;
+        let (cos, sin) = if offset + t <= self.cos.dim(0)? {
+            (self.cos.narrow(0, offset, t)?, self.sin.narrow(0, offset, t)?)
+        } else {
+            Self::angles(self.theta, self.head_dim, offset, t, self.cos.dtype(), x.device())?
+        };
         match pass {
             Pass::Infer => Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?),
             Pass::Train => Ok(crate::ops::rope(x, &cos, &sin)?),
@@ -176,5 +201,39 @@ impl BlockContext {
         let up = proj(&blk.mlp[1], &h, pass)?;
         let down = proj(&blk.mlp[2], &(gate * up)?, pass)?;
         Ok((x + down)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::llama::random::smollm2_135m_config;
+
+    #[test]
+    fn positions_past_the_table_rotate_as_if_tabulated() {
+        let dev = Device::Cpu;
+        let mut cfg = smollm2_135m_config();
+        cfg.max_position_embeddings = 4;
+        let short = RopeTables::new(&cfg, DType::F32, &dev).unwrap();
+        assert_eq!(short.cos.dims(), [4, 32]);
+        cfg.max_position_embeddings = 16;
+        let long = RopeTables::new(&cfg, DType::F32, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 2, 5, 64), &dev).unwrap();
+        for pass in [Pass::Infer, Pass::Train] {
+            for offset in [0, 3, 9] {
+                let (a, b) = (short.apply(&x, offset, pass).unwrap(), long.apply(&x, offset, pass).unwrap());
+                let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert_eq!(diff, 0.0, "{pass:?} at offset {offset}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_is_capped_whatever_the_context() {
+        let mut cfg = smollm2_135m_config();
+        cfg.max_position_embeddings = 1 << 24;
+        cfg.head_dim = Some(1024);
+        let t = RopeTables::new(&cfg, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(t.cos.dims(), [MAX_ROPE_TABLE / 512, 512]);
     }
 }

@@ -1,6 +1,13 @@
 //! Llama-family hyperparameters, read from GGUF metadata or a Hugging Face `config.json`.
 
+use super::weights::WeightSource;
 use crate::io::gguf::{GgufError, GgufFile};
+use crate::models::hparams::{
+    Checks, Dim, HparamError, MAX_CONTEXT, MAX_FFN, MAX_HEADS, MAX_HEAD_DIM, MAX_HIDDEN, MAX_LAYERS, MAX_NORM_EPS,
+    MAX_VOCAB,
+};
+use crate::{GraftError, Result};
+use candle_core::quantized::gguf_file::Value;
 use serde::{Deserialize, Serialize};
 
 /// Shape and numerics of a Llama-family decoder (GQA, RoPE, RMSNorm, SiLU MLP).
@@ -41,58 +48,186 @@ pub struct LlamaConfig {
     pub eos_token_id: Option<u32>,
 }
 
+/// GGUF metadata keys of the hyperparameters, by `config.json` field name; the key is prefixed
+/// with the architecture (`llama.`) unless it is a tokenizer key.
+const GGUF_KEYS: [(&str, &str); 12] = [
+    ("vocab_size", "vocab_size"),
+    ("hidden_size", "embedding_length"),
+    ("intermediate_size", "feed_forward_length"),
+    ("num_hidden_layers", "block_count"),
+    ("num_attention_heads", "attention.head_count"),
+    ("num_key_value_heads", "attention.head_count_kv"),
+    ("head_dim", "rope.dimension_count"),
+    ("rope_theta", "rope.freq_base"),
+    ("rms_norm_eps", "attention.layer_norm_rms_epsilon"),
+    ("max_position_embeddings", "context_length"),
+    ("bos_token_id", "tokenizer.ggml.bos_token_id"),
+    ("eos_token_id", "tokenizer.ggml.eos_token_id"),
+];
+
+/// How a model file spells the hyperparameters, so errors name the key the user can find in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyNames {
+    /// As `config.json` fields (`num_attention_heads`).
+    ConfigJson,
+    /// As GGUF metadata keys of architecture `arch` (`llama.attention.head_count`).
+    Gguf {
+        /// `general.architecture`.
+        arch: String,
+    },
+}
+
+impl KeyNames {
+    /// The key of the `config.json` field `field` in this spelling.
+    pub fn name(&self, field: &str) -> String {
+        match self {
+            KeyNames::ConfigJson => field.to_string(),
+            KeyNames::Gguf { arch } => match GGUF_KEYS.iter().find(|(f, _)| *f == field) {
+                Some((_, k)) if k.starts_with("tokenizer.") => (*k).to_string(),
+                Some((_, k)) => format!("{arch}.{k}"),
+                None => field.to_string(),
+            },
+        }
+    }
+}
+
 impl LlamaConfig {
-    /// Per-head width.
+    /// Per-head width: `head_dim`, else `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
-    /// Reads the `llama.*` metadata of a GGUF file. `vocab_size` comes from the token table when
-    /// the metadata does not state it; the head is tied when the file has no `output.weight`.
+    /// Reads the `llama.*` metadata of a GGUF file and validates it ([`LlamaConfig::validate_as`];
+    /// errors name the GGUF key). `vocab_size` comes from the token table when the metadata does
+    /// not state it; the head is tied when the file has no `output.weight`. Optional keys
+    /// (`vocab_size`, `attention.head_count_kv`, `rope.dimension_count`, `rope.freq_base`, the
+    /// BOS/EOS ids) may be absent, but a value of the wrong type is an error.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self, GgufError> {
-        let arch = gguf.meta_str("general.architecture")?.to_string();
-        let key = |k: &str| format!("{arch}.{k}");
-        let n_heads = gguf.meta_u32(&key("attention.head_count"))? as usize;
-        let hidden = gguf.meta_u32(&key("embedding_length"))? as usize;
-        let vocab_size = match gguf.meta_u32(&key("vocab_size")) {
-            Ok(v) => v as usize,
-            Err(_) => match gguf.meta("tokenizer.ggml.tokens")? {
-                candle_core::quantized::gguf_file::Value::Array(a) => a.len(),
-                _ => gguf.content().tensor_infos.get("token_embd.weight").map(|t| t.shape.dims()[0]).unwrap_or(0),
+        let names = KeyNames::Gguf { arch: gguf.meta_str("general.architecture")?.to_string() };
+        let key = |field: &str| names.name(field);
+        let count = |field: &str| gguf.meta_u32(&key(field)).map(|v| v as usize);
+        let optional = |field: &str| gguf.meta_u32_opt(&key(field));
+        let n_heads = count("num_attention_heads")?;
+        let hidden = count("hidden_size")?;
+        let vocab_size = match optional("vocab_size")? {
+            Some(v) => v as usize,
+            None => match gguf.metadata().get("tokenizer.ggml.tokens") {
+                Some(Value::Array(tokens)) => tokens.len(),
+                _ => gguf.header().tensor("token_embd.weight").map_or(0, |t| t.dims[0]),
             },
         };
-        let head_dim = gguf.meta_u32(&key("rope.dimension_count")).map(|v| v as usize).unwrap_or(hidden / n_heads);
-        Ok(Self {
+        let cfg = Self {
             vocab_size,
             hidden_size: hidden,
-            intermediate_size: gguf.meta_u32(&key("feed_forward_length"))? as usize,
-            num_hidden_layers: gguf.meta_u32(&key("block_count"))? as usize,
+            intermediate_size: count("intermediate_size")?,
+            num_hidden_layers: count("num_hidden_layers")?,
             num_attention_heads: n_heads,
-            num_key_value_heads: gguf.meta_u32(&key("attention.head_count_kv")).map(|v| v as usize).unwrap_or(n_heads),
-            head_dim: Some(head_dim),
-            rope_theta: gguf.meta_f32(&key("rope.freq_base")).map(f64::from).unwrap_or(10_000.0),
-            rms_norm_eps: f64::from(gguf.meta_f32(&key("attention.layer_norm_rms_epsilon"))?),
-            max_position_embeddings: gguf.meta_u32(&key("context_length"))? as usize,
+            num_key_value_heads: optional("num_key_value_heads")?.map_or(n_heads, |v| v as usize),
+            head_dim: Some(optional("head_dim")?.map_or(hidden / n_heads.max(1), |v| v as usize)),
+            rope_theta: gguf.meta_f32_opt(&key("rope_theta"))?.map_or(10_000.0, f64::from),
+            rms_norm_eps: f64::from(gguf.meta_f32(&key("rms_norm_eps"))?),
+            max_position_embeddings: count("max_position_embeddings")?,
             tie_word_embeddings: !gguf.has_tensor("output.weight"),
-            bos_token_id: gguf.meta_u32("tokenizer.ggml.bos_token_id").ok(),
-            eos_token_id: gguf.meta_u32("tokenizer.ggml.eos_token_id").ok(),
-        })
+            bos_token_id: optional("bos_token_id")?,
+            eos_token_id: optional("eos_token_id")?,
+        };
+        cfg.validate_as(&names).map_err(|e| GgufError::Metadata {
+            path: gguf.path().to_path_buf(),
+            key: e.key,
+            reason: e.reason,
+        })?;
+        Ok(cfg)
     }
 
-    /// Checks the shapes are consistent (heads divide the width, KV heads divide the heads).
-    pub fn validate(&self) -> Result<(), String> {
-        if self.num_attention_heads == 0 || self.num_key_value_heads == 0 || self.num_hidden_layers == 0 {
-            return Err("head counts and layer count must be positive".into());
+    /// [`LlamaConfig::validate_as`] with `config.json` key names.
+    pub fn validate(&self) -> Result<(), HparamError> {
+        self.validate_as(&KeyNames::ConfigJson)
+    }
+
+    /// Checks every hyperparameter before anything is built from it: sizes within the bounds of
+    /// [`crate::models::hparams`], KV heads dividing the query heads, an even head width, a
+    /// finite RoPE base ≥ 1 and RMSNorm ε in `[f32::MIN_POSITIVE, 1]`, BOS/EOS ids inside the
+    /// vocabulary. Errors name the key as `names` spells it, and the value.
+    pub fn validate_as(&self, names: &KeyNames) -> Result<(), HparamError> {
+        let name = |field: &str| names.name(field);
+        let c = Checks::new(&name);
+        c.count("vocab_size", self.vocab_size, 1, MAX_VOCAB)?;
+        c.count("hidden_size", self.hidden_size, 1, MAX_HIDDEN)?;
+        c.count("intermediate_size", self.intermediate_size, 1, MAX_FFN)?;
+        c.count("num_hidden_layers", self.num_hidden_layers, 1, MAX_LAYERS)?;
+        c.count("num_attention_heads", self.num_attention_heads, 1, MAX_HEADS)?;
+        c.count("num_key_value_heads", self.num_key_value_heads, 1, MAX_HEADS)?;
+        c.divides("num_key_value_heads", self.num_key_value_heads, "num_attention_heads", self.num_attention_heads)?;
+        // Without `head_dim` the width is derived from `hidden_size`, so that is the key at fault.
+        let hd_field = if self.head_dim.is_some() { "head_dim" } else { "hidden_size" };
+        let hd = self.head_dim();
+        c.count(hd_field, hd, 2, MAX_HEAD_DIM)?;
+        if !hd.is_multiple_of(2) {
+            return Err(c.fail(hd_field, format!("head width {hd} must be even (RoPE rotates pairs)")));
         }
-        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
-            return Err(format!(
-                "{} attention heads is not a multiple of {} key/value heads",
-                self.num_attention_heads, self.num_key_value_heads
-            ));
+        c.float("rope_theta", self.rope_theta, 1.0, f64::MAX)?;
+        c.float("rms_norm_eps", self.rms_norm_eps, f64::from(f32::MIN_POSITIVE), MAX_NORM_EPS)?;
+        c.count("max_position_embeddings", self.max_position_embeddings, 1, MAX_CONTEXT)?;
+        c.token_id("bos_token_id", self.bos_token_id, "vocab_size", self.vocab_size)?;
+        c.token_id("eos_token_id", self.eos_token_id, "vocab_size", self.vocab_size)?;
+        Ok(())
+    }
+
+    /// Checks that `source` holds exactly the tensors this config describes, with the shapes it
+    /// implies, by reading only their shapes: the embedding `[vocab, hidden]`, `num_hidden_layers`
+    /// blocks (no fewer, no more) and their projections and norms, the final norm, an untied LM
+    /// head. Run it after [`LlamaConfig::validate_as`] (the shapes are products of bounded
+    /// values); errors name the tensor, both shapes and the keys behind the expected one.
+    pub fn check_tensors(&self, source: &dyn WeightSource) -> Result<()> {
+        let names = source.key_names();
+        let name = |field: &str| names.name(field);
+        let c = Checks::new(&name);
+        let fail = |reason: String| GraftError::model(source.origin(), reason);
+        let shape = |hf: &str, dims: &[Dim<'_>]| {
+            c.shape(&source.stored_name(hf), source.shape(hf).as_deref(), dims).map_err(fail)
+        };
+        let vocab = [("vocab_size", self.vocab_size)];
+        let hidden = [("hidden_size", self.hidden_size)];
+        let q_rows = [("num_attention_heads", self.num_attention_heads), ("head_dim", self.head_dim())];
+        let kv_rows = [("num_key_value_heads", self.num_key_value_heads), ("head_dim", self.head_dim())];
+        let ffn = [("intermediate_size", self.intermediate_size)];
+        shape("model.embed_tokens.weight", &[Dim(&vocab), Dim(&hidden)])?;
+        let n = self.num_hidden_layers;
+        let block_probe = |i: usize| format!("model.layers.{i}.input_layernorm.weight");
+        if !source.contains(&block_probe(n - 1)) {
+            let reason = format!(
+                "found {n}, but the file has no block {} (no `{}`)",
+                n - 1,
+                source.stored_name(&block_probe(n - 1))
+            );
+            return Err(fail(c.fail("num_hidden_layers", reason).to_string()));
         }
-        if !self.head_dim().is_multiple_of(2) {
-            return Err(format!("head_dim {} must be even for RoPE", self.head_dim()));
+        if source.contains(&block_probe(n)) {
+            let reason =
+                format!("found {n}, but the file has more blocks (`{}` exists)", source.stored_name(&block_probe(n)));
+            return Err(fail(c.fail("num_hidden_layers", reason).to_string()));
+        }
+        for i in 0..n {
+            let t = |m: &str| format!("model.layers.{i}.{m}.weight");
+            shape(&t("input_layernorm"), &[Dim(&hidden)])?;
+            shape(&t("post_attention_layernorm"), &[Dim(&hidden)])?;
+            shape(&t("self_attn.q_proj"), &[Dim(&q_rows), Dim(&hidden)])?;
+            shape(&t("self_attn.k_proj"), &[Dim(&kv_rows), Dim(&hidden)])?;
+            shape(&t("self_attn.v_proj"), &[Dim(&kv_rows), Dim(&hidden)])?;
+            shape(&t("self_attn.o_proj"), &[Dim(&hidden), Dim(&q_rows)])?;
+            shape(&t("mlp.gate_proj"), &[Dim(&ffn), Dim(&hidden)])?;
+            shape(&t("mlp.up_proj"), &[Dim(&ffn), Dim(&hidden)])?;
+            shape(&t("mlp.down_proj"), &[Dim(&hidden), Dim(&ffn)])?;
+        }
+        shape("model.norm.weight", &[Dim(&hidden)])?;
+        if self.has_lm_head(source) {
+            shape("lm_head.weight", &[Dim(&vocab), Dim(&hidden)])?;
         }
         Ok(())
+    }
+
+    /// Whether the model has an LM head of its own in `source` (else it is the embedding).
+    pub fn has_lm_head(&self, source: &dyn WeightSource) -> bool {
+        !self.tie_word_embeddings && source.contains("lm_head.weight")
     }
 }

@@ -60,65 +60,38 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// Builds the model from `source`, checking every tensor's shape against `cfg`.
+    /// Builds the model from `source`. The config is validated and every tensor's shape checked
+    /// against it ([`LlamaConfig::validate_as`], [`LlamaConfig::check_tensors`]) before any
+    /// tensor is read.
     pub fn load(cfg: LlamaConfig, source: &dyn WeightSource, opts: &LoadOptions) -> Result<Self> {
-        cfg.validate().map_err(|r| GraftError::model(source.origin(), r))?;
+        cfg.validate_as(&source.key_names()).map_err(|e| GraftError::model(source.origin(), e.to_string()))?;
+        cfg.check_tensors(source)?;
         let (dev, dtype) = (&opts.device, opts.dtype);
-        let hd = cfg.head_dim();
-        let (h, nh, nkv, ff) =
-            (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.intermediate_size);
-        let check = |name: &str, dims: (usize, usize), want: (usize, usize)| -> Result<()> {
-            if dims != want {
-                return Err(GraftError::model(
-                    source.origin(),
-                    format!("tensor `{name}` has shape {dims:?}, expected {want:?} from the config"),
-                ));
-            }
-            Ok(())
-        };
-        let proj = |hf: &str, out: usize, inp: usize| -> Result<Proj> {
-            let base = source.projection(&format!("model.{hf}.weight"), opts.format, dtype, dev)?;
-            check(hf, base.dims(), (out, inp))?;
-            Proj::new(hf, base, None)
-        };
-        let vector = |hf: &str, n: usize| -> Result<Tensor> {
-            let t = source.dense(hf, dtype, dev)?;
-            if t.dims() != [n] {
-                return Err(GraftError::model(
-                    source.origin(),
-                    format!("tensor `{hf}` has shape {:?}, expected [{n}]", t.dims()),
-                ));
-            }
-            Ok(t)
+        let proj = |hf: &str| -> Result<Proj> {
+            Proj::new(hf, source.projection(&format!("model.{hf}.weight"), opts.format, dtype, dev)?, None)
         };
         let embed_tokens = source.dense("model.embed_tokens.weight", dtype, dev)?;
-        check("model.embed_tokens.weight", embed_tokens.dims2()?, (cfg.vocab_size, h))?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = |m: &str| format!("layers.{i}.{m}");
+            let norm = |m: &str| source.dense(&format!("model.layers.{i}.{m}.weight"), dtype, dev);
             layers.push(Block {
-                input_layernorm: vector(&format!("model.layers.{i}.input_layernorm.weight"), h)?,
-                post_attention_layernorm: vector(&format!("model.layers.{i}.post_attention_layernorm.weight"), h)?,
+                input_layernorm: norm("input_layernorm")?,
+                post_attention_layernorm: norm("post_attention_layernorm")?,
                 attn: [
-                    proj(&p("self_attn.q_proj"), nh * hd, h)?,
-                    proj(&p("self_attn.k_proj"), nkv * hd, h)?,
-                    proj(&p("self_attn.v_proj"), nkv * hd, h)?,
-                    proj(&p("self_attn.o_proj"), h, nh * hd)?,
+                    proj(&p("self_attn.q_proj"))?,
+                    proj(&p("self_attn.k_proj"))?,
+                    proj(&p("self_attn.v_proj"))?,
+                    proj(&p("self_attn.o_proj"))?,
                 ],
-                mlp: [
-                    proj(&p("mlp.gate_proj"), ff, h)?,
-                    proj(&p("mlp.up_proj"), ff, h)?,
-                    proj(&p("mlp.down_proj"), h, ff)?,
-                ],
+                mlp: [proj(&p("mlp.gate_proj"))?, proj(&p("mlp.up_proj"))?, proj(&p("mlp.down_proj"))?],
             });
         }
-        let norm = vector("model.norm.weight", h)?;
-        let lm_head = if cfg.tie_word_embeddings || !source.contains("lm_head.weight") {
-            None
+        let norm = source.dense("model.norm.weight", dtype, dev)?;
+        let lm_head = if cfg.has_lm_head(source) {
+            Some(Proj::new("lm_head", source.projection("lm_head.weight", opts.format, dtype, dev)?, None)?)
         } else {
-            let base = source.projection("lm_head.weight", opts.format, dtype, dev)?;
-            check("lm_head.weight", base.dims(), (cfg.vocab_size, h))?;
-            Some(Proj::new("lm_head", base, None)?)
+            None
         };
         let info = ModelInfo {
             architecture: "llama".into(),

@@ -77,7 +77,7 @@ impl RandomWeights {
     }
 
     /// Shape of the tensor `hf_name`, or `None` when the model has no such tensor.
-    fn shape(&self, hf_name: &str) -> Option<Vec<usize>> {
+    fn shape_of(&self, hf_name: &str) -> Option<Vec<usize>> {
         let c = &self.cfg;
         let (h, hd, ff) = (c.hidden_size, c.head_dim(), c.intermediate_size);
         match hf_name {
@@ -112,7 +112,7 @@ impl RandomWeights {
     }
 
     fn f32_tensor(&self, hf_name: &str, device: &Device) -> Result<Tensor> {
-        let shape = self.shape(hf_name).ok_or_else(|| {
+        let shape = self.shape_of(hf_name).ok_or_else(|| {
             GraftError::model(&self.origin, format!("no tensor `{hf_name}` in a Llama of this shape"))
         })?;
         let n: usize = shape.iter().product();
@@ -134,7 +134,11 @@ impl WeightSource for RandomWeights {
     }
 
     fn contains(&self, hf_name: &str) -> bool {
-        self.shape(hf_name).is_some()
+        self.shape_of(hf_name).is_some()
+    }
+
+    fn shape(&self, hf_name: &str) -> Option<Vec<usize>> {
+        self.shape_of(hf_name)
     }
 
     fn dense(&self, hf_name: &str, dtype: DType, device: &Device) -> Result<Tensor> {

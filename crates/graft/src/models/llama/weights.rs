@@ -7,6 +7,7 @@
 //! and [`permute_rows_hf_to_gguf`] redoes it on export, so weights that leave graft are always in
 //! the layout their format expects.
 
+use super::config::KeyNames;
 use crate::io::gguf::GgufFile;
 use crate::models::linear::BaseWeight;
 use crate::{GraftError, Result};
@@ -105,6 +106,18 @@ pub trait WeightSource {
     fn origin(&self) -> &Path;
     /// Whether a tensor exists.
     fn contains(&self, hf_name: &str) -> bool;
+    /// The shape of a tensor (HF layout, outermost first), read without its data; `None` when
+    /// the source has no such tensor.
+    fn shape(&self, hf_name: &str) -> Option<Vec<usize>>;
+    /// The tensor's name as the source stores it (for error messages).
+    fn stored_name(&self, hf_name: &str) -> String {
+        hf_name.to_string()
+    }
+    /// How the configuration that goes with these tensors spells hyperparameters (for error
+    /// messages): `config.json` names unless the source says otherwise.
+    fn key_names(&self) -> KeyNames {
+        KeyNames::ConfigJson
+    }
     /// A dense tensor of `dtype`, in HF layout.
     fn dense(&self, hf_name: &str, dtype: DType, device: &Device) -> Result<Tensor>;
     /// A projection weight in the requested format, in HF layout.
@@ -151,6 +164,20 @@ impl WeightSource for GgufWeights<'_> {
 
     fn contains(&self, hf_name: &str) -> bool {
         hf_to_gguf_name(hf_name).is_some_and(|g| self.gguf.has_tensor(&g))
+    }
+
+    fn shape(&self, hf_name: &str) -> Option<Vec<usize>> {
+        // Un-permuting q/k rows keeps the shape.
+        hf_to_gguf_name(hf_name).and_then(|g| self.gguf.header().tensor(&g).map(|t| t.dims.clone()))
+    }
+
+    fn stored_name(&self, hf_name: &str) -> String {
+        hf_to_gguf_name(hf_name).unwrap_or_else(|| hf_name.to_string())
+    }
+
+    fn key_names(&self) -> KeyNames {
+        let arch = self.gguf.meta_str("general.architecture").unwrap_or("llama");
+        KeyNames::Gguf { arch: arch.to_string() }
     }
 
     fn dense(&self, hf_name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
@@ -207,6 +234,10 @@ impl WeightSource for SafetensorsWeights {
 
     fn contains(&self, hf_name: &str) -> bool {
         self.tensors.get(hf_name).is_ok()
+    }
+
+    fn shape(&self, hf_name: &str) -> Option<Vec<usize>> {
+        self.tensors.get(hf_name).ok().map(|t| t.shape().to_vec())
     }
 
     fn dense(&self, hf_name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
