@@ -268,3 +268,8 @@ pub fn merge(model: &mut Llama) -> Result<()> {
     }
     Ok(())
 }
+
+/// Removes every adapter from the model without changing base weights.
+pub fn unload(model: &mut Llama) {
+    model.projections_mut().into_iter().for_each(Proj::detach_all);
+}

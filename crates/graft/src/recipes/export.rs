@@ -13,7 +13,6 @@ use crate::io::modelfile::Modelfile;
 use crate::models::llama::weights::{hf_to_gguf_name, permute_rows_hf_to_gguf};
 use crate::models::llama::{Llama, LoadOptions};
 use crate::models::load::load_causal_lm;
-use crate::models::Model;
 use crate::tokenizer::Tokenizer;
 use crate::{GraftError, Result};
 use candle_core::quantized::GgmlDType;

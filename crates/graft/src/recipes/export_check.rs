@@ -131,6 +131,10 @@ impl WeightSource for InMemory {
         self.tensors.contains_key(hf_name)
     }
 
+    fn shape(&self, hf_name: &str) -> Option<Vec<usize>> {
+        self.tensors.get(hf_name).map(|t| t.dims().to_vec())
+    }
+
     fn dense(&self, hf_name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
         let t = self.tensors.get(hf_name).ok_or_else(|| {
             GraftError::model(&self.origin, format!("the reference weights have no tensor `{hf_name}`"))
