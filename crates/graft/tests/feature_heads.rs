@@ -377,18 +377,9 @@ fn a_killed_head_run_resumes_bit_identically() {
 /// hundredth of it, without weight decay) are restored exactly, on a small random decoder.
 #[test]
 fn a_killed_decoder_head_run_resumes_bit_identically() {
-    use graft::models::llama::random::{smollm2_135m_config, RandomWeights};
+    use graft::models::llama::random::{small_config, RandomWeights};
     let tmp = tempfile::tempdir().unwrap();
-    let config = graft::models::llama::LlamaConfig {
-        hidden_size: 64,
-        intermediate_size: 128,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: Some(16),
-        max_position_embeddings: 64,
-        ..smollm2_135m_config()
-    };
+    let config = small_config();
     let load = || Llama::load(config.clone(), &RandomWeights::new(config.clone(), 3), &LoadOptions::default()).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let seqs: Vec<Vec<u32>> =

@@ -132,20 +132,17 @@ fn lora_learns_real_text_and_qlora_tracks_it() {
     }
 }
 
+/// The loop state of a run `step` steps in (one micro-batch per step).
+fn state_at(step: u64) -> LoopState {
+    LoopState { step, micro_batches_done: step, ..LoopState::start(String::new()) }
+}
+
 #[test]
 fn damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     let dir = tempfile::tempdir().unwrap();
     let w = |v: f32| vec![("w".to_string(), Tensor::new(&[v, v], &Device::Cpu).unwrap())];
-    let state = |step| LoopState {
-        step,
-        micro_batches_done: step,
-        tokens_seen: 0,
-        config_toml: String::new(),
-        base_eval_loss: None,
-        elapsed_s: 0.0,
-    };
-    checkpoint::save(dir.path(), &w(1.0), &w(0.1), &state(1), 2).unwrap();
-    let newest = checkpoint::save(dir.path(), &w(2.0), &w(0.2), &state(2), 2).unwrap();
+    checkpoint::save(dir.path(), &w(1.0), &w(0.1), &state_at(1), 2).unwrap();
+    let newest = checkpoint::save(dir.path(), &w(2.0), &w(0.2), &state_at(2), 2).unwrap();
     // Truncate the newest weights file: its checksum no longer matches.
     let f = newest.join("weights.safetensors");
     let len = std::fs::metadata(&f).unwrap().len();
@@ -171,20 +168,12 @@ fn damaged_newest_checkpoint_falls_back_to_the_previous_one() {
 fn saving_keeps_the_latest_checkpoint_and_clears_staging() {
     let dir = tempfile::tempdir().unwrap();
     let w = vec![("w".to_string(), Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap())];
-    let state = |step| LoopState {
-        step,
-        micro_batches_done: step,
-        tokens_seen: 0,
-        config_toml: String::new(),
-        base_eval_loss: None,
-        elapsed_s: 0.0,
-    };
     for step in [8, 9] {
-        checkpoint::save(dir.path(), &w, &w, &state(step), 2).unwrap();
+        checkpoint::save(dir.path(), &w, &w, &state_at(step), 2).unwrap();
     }
     let root = dir.path().join("checkpoints");
     std::fs::create_dir_all(root.join("step-00000007.tmp")).unwrap();
-    let current = checkpoint::save(dir.path(), &w, &w, &state(3), 2).unwrap();
+    let current = checkpoint::save(dir.path(), &w, &w, &state_at(3), 2).unwrap();
     assert!(current.join("manifest.json").is_file(), "the checkpoint LATEST names was pruned");
     assert_eq!(std::fs::read_to_string(root.join("LATEST")).unwrap(), "step-00000003");
     let mut names: Vec<String> =

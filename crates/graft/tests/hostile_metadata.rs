@@ -422,18 +422,12 @@ fn small_llama_folder(root: &Path) -> PathBuf {
     let tok = Tokenizer::from_gguf(&gguf).unwrap();
     let cfg = LlamaConfig {
         vocab_size: tok.vocab_size(),
-        hidden_size: 64,
-        intermediate_size: 128,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: Some(16),
         rope_theta: 10_000.0,
         rms_norm_eps: 1e-5,
-        max_position_embeddings: 64,
         tie_word_embeddings: true,
         bos_token_id: Some(1),
         eos_token_id: Some(2),
+        ..graft::models::llama::random::small_config()
     };
     let model = Llama::load(cfg.clone(), &RandomWeights::new(cfg, 7), &LoadOptions::default()).unwrap();
     let dir = root.join("small-llama");

@@ -4,7 +4,7 @@
 //! template, seeded random weights).
 #![allow(dead_code)]
 
-use graft::models::llama::random::{smollm2_135m_config, RandomWeights};
+use graft::models::llama::random::RandomWeights;
 use graft::models::llama::{Llama, LlamaConfig, LoadOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,18 +13,10 @@ use std::process::Command;
 mod shared;
 pub use shared::*;
 
-/// The small decoder's shapes: the default model's vocabulary, 2 layers, hidden 64.
+/// The small decoder's shapes: [`small_config`](graft::models::llama::random::small_config)
+/// with a context of 512 (the configs' sequence lengths).
 pub fn small_config() -> LlamaConfig {
-    LlamaConfig {
-        hidden_size: 64,
-        intermediate_size: 128,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: Some(16),
-        max_position_embeddings: 512,
-        ..smollm2_135m_config()
-    }
+    LlamaConfig { max_position_embeddings: 512, ..graft::models::llama::random::small_config() }
 }
 
 /// Writes a decoder of shapes `cfg` (seeded random weights, seed 3) with the default model's

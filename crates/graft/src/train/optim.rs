@@ -120,11 +120,6 @@ impl Optimizer {
         &self.params
     }
 
-    /// Number of updates applied so far.
-    pub fn steps_done(&self) -> u64 {
-        self.step
-    }
-
     /// Applies one update at learning rate `lr` (times each group's scale); `grads[i]` is the
     /// gradient of `params()[i]`.
     pub fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {

@@ -20,6 +20,23 @@ use std::sync::Arc;
 /// Standard deviation of the random projection and embedding values.
 const INIT_STD: f32 = 0.02;
 
+/// The default model's architecture at toy size: its vocabulary and numerics, 2 blocks of
+/// width 64 (4 query heads and 2 key/value heads of width 16, MLP 128), context 64. Real token
+/// ids of the default tokenizer run through it, and its weights are small enough for tests and
+/// quick runs of whole commands.
+pub fn small_config() -> LlamaConfig {
+    LlamaConfig {
+        hidden_size: 64,
+        intermediate_size: 128,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: Some(16),
+        max_position_embeddings: 64,
+        ..smollm2_135m_config()
+    }
+}
+
 /// The shapes and numerics of SmolLM2-135M-Instruct (graft's default model), as in its GGUF.
 pub fn smollm2_135m_config() -> LlamaConfig {
     LlamaConfig {
@@ -160,17 +177,7 @@ mod tests {
     use crate::models::Model;
 
     fn tiny() -> LlamaConfig {
-        LlamaConfig {
-            vocab_size: 64,
-            hidden_size: 64,
-            intermediate_size: 128,
-            num_hidden_layers: 2,
-            num_attention_heads: 4,
-            num_key_value_heads: 2,
-            head_dim: Some(16),
-            max_position_embeddings: 32,
-            ..smollm2_135m_config()
-        }
+        LlamaConfig { vocab_size: 64, max_position_embeddings: 32, ..small_config() }
     }
 
     #[test]
