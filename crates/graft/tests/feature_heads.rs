@@ -362,6 +362,13 @@ fn a_killed_head_run_resumes_bit_identically() {
     assert_eq!(a.len(), 24);
     assert_eq!(a, b, "metrics.jsonl after resume");
     assert!(a.iter().all(|m| (0.0..=1.0).contains(&m["metrics"]["accuracy"].as_f64().unwrap())), "{:?}", a[0]);
+    // Both runs end with the trainer's summary: 24 steps over 3 × 60 examples.
+    for run in [tmp.path().join("whole"), cut.clone()] {
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+        assert_eq!((summary["steps"].as_u64(), summary["units"].as_u64()), (Some(24), Some(180)), "{summary}");
+        assert_eq!(summary["trainable_params"], 4 * 16 + 16 + 16 * 2 + 2, "{summary}");
+    }
     // The run directory changes nothing: the same head in memory.
     let (in_memory, losses) = train_head(&x, &y, 2, &cfg).unwrap();
     assert_eq!(losses, whole_losses);

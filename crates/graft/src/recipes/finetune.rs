@@ -154,22 +154,22 @@ pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnM
         Trainer { settings, optimizer: optimizer_kind(cfg), run_dir: Some(run_dir), evaluate: Some(&mut evaluate) };
     let outcome = trainer.run(&objective, &mut batches, on_event)?;
 
-    // Write the adapter or model, then the summary.
+    // Write the adapter or model, then the summary (the trainer's, with perplexities and output).
     let output = save_trained(cfg, &model, &tokenizer, lora.as_ref(), prompt.as_ref())?;
-    let (base_eval_loss, final_eval_loss) = match (outcome.state.base_eval_loss, outcome.final_eval_loss) {
-        (Some(base), Some(last)) => (base, last),
-        _ => return Err(GraftError::Input("internal: the run was not evaluated".into())),
+    let run = outcome.summary();
+    let (Some(base_eval_loss), Some(final_eval_loss)) = (run.base_eval_loss, run.final_eval_loss) else {
+        return Err(GraftError::Input("internal: the run was not evaluated".into()));
     };
     let summary = Summary {
         base_eval_loss,
         base_eval_ppl: base_eval_loss.exp(),
         final_eval_loss,
         final_eval_ppl: final_eval_loss.exp(),
-        steps: outcome.state.step,
-        tokens: outcome.state.tokens_seen,
-        wall_time_s: outcome.state.elapsed_s,
-        peak_rss_mb: crate::bench::memory::peak_rss_bytes().map(|b| b as f64 / 1e6),
-        trainable_params: outcome.trainable_params,
+        steps: run.steps,
+        tokens: run.units,
+        wall_time_s: run.wall_time_s,
+        peak_rss_mb: run.peak_rss_mb,
+        trainable_params: run.trainable_params,
         output,
     };
     let path = out.join("summary.json");

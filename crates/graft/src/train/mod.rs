@@ -20,4 +20,4 @@ pub use events::{Event, StepRecord};
 pub use objective::{BatchSource, Epochs, Objective, ObjectiveLoss};
 pub use optim::ParamGroup;
 pub use run_dir::RunDir;
-pub use trainer::{LoopSettings, Outcome, Trainer};
+pub use trainer::{LoopSettings, Outcome, RunSummary, Trainer};

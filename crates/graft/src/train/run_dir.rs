@@ -142,6 +142,12 @@ impl RunDir {
         OpenOptions::new().create(true).append(true).open(&path).map_err(|e| GraftError::io(&path, e))
     }
 
+    /// Writes `value` as pretty JSON into the file `name` of the directory.
+    pub fn write_json(&self, name: &str, value: &impl serde::Serialize) -> Result<()> {
+        let path = self.path.join(name);
+        std::fs::write(&path, serde_json::to_string_pretty(value)?).map_err(|e| GraftError::io(&path, e))
+    }
+
     /// The path of `metrics.jsonl`.
     pub fn metrics_path(&self) -> PathBuf {
         self.path.join("metrics.jsonl")

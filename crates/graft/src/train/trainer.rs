@@ -62,6 +62,41 @@ pub struct Outcome {
     pub trainable_params: usize,
 }
 
+/// `summary.json` of a run, written by the trainer into every run directory; a recipe that knows
+/// more (fine-tuning: perplexities, where the adapter went) replaces it with its own superset.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    /// Optimizer steps done.
+    pub steps: u64,
+    /// Supervised units trained on (tokens for a language model, examples for a classifier).
+    pub units: u64,
+    /// Training wall time in seconds, summed over every part of an interrupted and resumed run.
+    pub wall_time_s: f64,
+    /// Peak resident memory of the process, MB.
+    pub peak_rss_mb: Option<f64>,
+    /// Trainable parameters.
+    pub trainable_params: usize,
+    /// Evaluation loss before training, when there is an evaluation.
+    pub base_eval_loss: Option<f64>,
+    /// Evaluation loss after training, when there is an evaluation.
+    pub final_eval_loss: Option<f64>,
+}
+
+impl Outcome {
+    /// The run's [`RunSummary`].
+    pub fn summary(&self) -> RunSummary {
+        RunSummary {
+            steps: self.state.step,
+            units: self.state.tokens_seen,
+            wall_time_s: self.state.elapsed_s,
+            peak_rss_mb: crate::bench::memory::peak_rss_bytes().map(|b| b as f64 / 1e6),
+            trainable_params: self.trainable_params,
+            base_eval_loss: self.state.base_eval_loss,
+            final_eval_loss: self.final_eval_loss,
+        }
+    }
+}
+
 impl Trainer<'_> {
     /// Trains `objective` on `batches` until `settings.total_steps`, reporting through
     /// `on_event`; with a run directory, continues from its checkpoint when it resumes.
@@ -146,6 +181,10 @@ impl Trainer<'_> {
             dir.save(&optimizer, &state)?;
         }
         let final_eval_loss = self.evaluate.as_mut().map(|evaluate| evaluate()).transpose()?;
-        Ok(Outcome { state, final_eval_loss, history, trainable_params })
+        let outcome = Outcome { state, final_eval_loss, history, trainable_params };
+        if let Some(dir) = &self.run_dir {
+            dir.write_json("summary.json", &outcome.summary())?;
+        }
+        Ok(outcome)
     }
 }
