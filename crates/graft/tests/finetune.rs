@@ -251,3 +251,23 @@ fn random_init_starts_from_scratch() {
     }
     assert!(losses[0] < 6.0 && losses[1] > 9.0, "pretrained {} vs random {}", losses[0], losses[1]);
 }
+
+/// Regression: QLoRA over a model without quantized weights (a Hugging Face folder) silently
+/// trained plain LoRA over dense weights; it is refused, naming the setting and the fix.
+#[test]
+fn qlora_needs_a_quantized_base() {
+    use graft::models::llama::random::{small_config as toy, RandomWeights};
+    use graft::models::llama::{Llama, LoadOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = graft::io::gguf::GgufFile::open(common::default_gguf()).unwrap();
+    let tok = graft::tokenizer::Tokenizer::from_gguf(&gguf).unwrap();
+    let model = Llama::load(toy(), &RandomWeights::new(toy(), 3), &LoadOptions::default()).unwrap();
+    let folder = dir.path().join("toy");
+    graft::io::hf_folder::write_llama_folder(&model, &tok, &folder, DType::F32).unwrap();
+    let mut cfg = small_config(dir.path(), AdapterKind::Qlora);
+    cfg.model.name = folder.display().to_string();
+    let err = parts::build_model(&cfg).err().expect("QLoRA over dense weights is refused").to_string();
+    assert!(err.contains("adapter.kind = \"qlora\"") && err.contains("no quantized projections"), "{err}");
+    cfg.adapter.kind = AdapterKind::Lora;
+    assert!(parts::build_model(&cfg).is_ok());
+}

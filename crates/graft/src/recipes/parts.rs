@@ -44,6 +44,14 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
         ModelInit::Pretrained => load_causal_lm(&source, &opts)?,
         ModelInit::Random => load_causal_lm_random(&source, &opts, cfg.train.seed)?,
     };
+    if cfg.adapter.kind == AdapterKind::Qlora && !model.has_quantized() {
+        return Err(GraftError::Input(format!(
+            "adapter.kind = \"qlora\" trains over a quantized base, but {} holds no quantized projections \
+             (graft does not quantize on load): use a GGUF with quantized weights, such as the default model, \
+             or adapter.kind = \"lora\"",
+            cfg.model.name
+        )));
+    }
     model.set_gradient_checkpointing(cfg.train.gradient_checkpointing);
     let a = &cfg.adapter;
     if let Some(spec) = a.prompt_spec() {
