@@ -1,6 +1,8 @@
 //! Every hand-written backward in `graft::ops` against central finite differences (f64), and
 //! every forward against the composed candle expression it replaces.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var, D};
 use graft::ops::{self, FrozenWeight};
 
@@ -56,28 +58,13 @@ fn check_grads(vars: &[&Var], f: impl Fn() -> Tensor) {
     }
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-}
-
 #[test]
 fn frozen_linear_matches_matmul_and_its_input_gradient() {
     let x = Var::from_tensor(&tensor(&[2, 3, 5], 1)).unwrap();
     let w = tensor(&[4, 5], 2);
     let weight = FrozenWeight::Dense(w.clone());
     let y = ops::frozen_linear(x.as_tensor(), &weight).unwrap();
-    assert!(max_abs_diff(&y, &x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap()) < 1e-12);
+    assert!(common::max_abs_diff(&y, &x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap()) < 1e-12);
     check_grads(&[&x], || ops::frozen_linear(x.as_tensor(), &weight).unwrap());
 }
 
@@ -89,10 +76,10 @@ fn frozen_linear_over_quantized_blocks_matches_the_dequantized_weight() {
     let dense = q.dequantize(&DEV).unwrap();
     let x = Var::from_tensor(&tensor(&[3, 64], 4).to_dtype(DType::F32).unwrap()).unwrap();
     let y = ops::frozen_linear(x.as_tensor(), &FrozenWeight::Quantized(q.clone())).unwrap();
-    assert!(max_abs_diff(&y, &x.as_tensor().matmul(&dense.t().unwrap()).unwrap()) < 1e-4);
+    assert!(common::max_abs_diff(&y, &x.as_tensor().matmul(&dense.t().unwrap()).unwrap()) < 1e-4);
     let g = (y * tensor(&[3, 8], 5).to_dtype(DType::F32).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
     let expected = tensor(&[3, 8], 5).to_dtype(DType::F32).unwrap().matmul(&dense).unwrap();
-    assert!(max_abs_diff(g.get(x.as_tensor()).unwrap(), &expected) < 1e-4);
+    assert!(common::max_abs_diff(g.get(x.as_tensor()).unwrap(), &expected) < 1e-4);
 }
 
 #[test]
@@ -109,7 +96,7 @@ fn rms_norm_forward_and_both_gradients() {
             .unwrap();
         x.as_tensor().broadcast_mul(&r).unwrap().broadcast_mul(w.as_tensor()).unwrap()
     };
-    assert!(max_abs_diff(&ops::rms_norm(x.as_tensor(), w.as_tensor(), eps).unwrap(), &composed) < 1e-12);
+    assert!(common::max_abs_diff(&ops::rms_norm(x.as_tensor(), w.as_tensor(), eps).unwrap(), &composed) < 1e-12);
     check_grads(&[&x, &w], || ops::rms_norm(x.as_tensor(), w.as_tensor(), eps).unwrap());
     // A frozen weight: only the input gets a gradient, and it is the same one.
     let frozen = w.as_tensor().detach();
@@ -118,7 +105,7 @@ fn rms_norm_forward_and_both_gradients() {
     let x32 = x.as_tensor().to_dtype(DType::F32).unwrap();
     let w32 = w.as_tensor().to_dtype(DType::F32).unwrap();
     let fused = ops::rms_norm(&x32, &w32, eps).unwrap();
-    assert!(max_abs_diff(&fused, &composed.to_dtype(DType::F32).unwrap()) < 1e-5);
+    assert!(common::max_abs_diff(&fused, &composed.to_dtype(DType::F32).unwrap()) < 1e-5);
 }
 
 #[test]
@@ -137,7 +124,7 @@ fn rope_forward_and_input_gradient() {
         let rot = Tensor::cat(&[&x2.neg().unwrap(), &x1], D::Minus1).unwrap();
         (xs.broadcast_mul(&c).unwrap() + rot.broadcast_mul(&s).unwrap()).unwrap()
     };
-    assert!(max_abs_diff(&ops::rope(x.as_tensor(), &cos, &sin).unwrap(), &composed) < 1e-12);
+    assert!(common::max_abs_diff(&ops::rope(x.as_tensor(), &cos, &sin).unwrap(), &composed) < 1e-12);
     check_grads(&[&x], || ops::rope(x.as_tensor(), &cos, &sin).unwrap());
 }
 
@@ -150,7 +137,7 @@ fn scaled_masked_softmax_forward_and_gradient() {
     let composed =
         candle_nn::ops::softmax(&(s.as_tensor() * scale).unwrap().broadcast_add(&mask).unwrap(), D::Minus1).unwrap();
     let fused = ops::scaled_masked_softmax(s.as_tensor(), scale, Some(&mask)).unwrap();
-    assert!(max_abs_diff(&fused, &composed) < 1e-12);
+    assert!(common::max_abs_diff(&fused, &composed) < 1e-12);
     check_grads(&[&s], || ops::scaled_masked_softmax(s.as_tensor(), scale, Some(&mask)).unwrap());
 }
 
@@ -172,7 +159,7 @@ fn chunked_lm_head_loss_matches_full_logits_and_its_gradients() {
     };
     let trainable = FrozenWeight::Dense(w.as_tensor().clone());
     let fused = ops::lm_head_nll(hidden.as_tensor(), &trainable, &targets, &mask).unwrap();
-    assert!(max_abs_diff(&fused, &reference) < 1e-12);
+    assert!(common::max_abs_diff(&fused, &reference) < 1e-12);
     // Full fine-tuning: hidden and weight both get gradients.
     check_grads(&[&hidden, &w], || ops::lm_head_nll(hidden.as_tensor(), &trainable, &targets, &mask).unwrap());
     // A frozen head: only the hidden states do.
@@ -183,7 +170,8 @@ fn chunked_lm_head_loss_matches_full_logits_and_its_gradients() {
     assert!(grads.get(w.as_tensor()).is_none());
     let reference_grads = reference.sum_all().unwrap().backward().unwrap();
     assert!(
-        max_abs_diff(grads.get(hidden.as_tensor()).unwrap(), reference_grads.get(hidden.as_tensor()).unwrap()) < 1e-12
+        common::max_abs_diff(grads.get(hidden.as_tensor()).unwrap(), reference_grads.get(hidden.as_tensor()).unwrap())
+            < 1e-12
     );
 }
 
@@ -206,7 +194,7 @@ fn fused_lora_linear_matches_the_composed_update_and_its_three_gradients() {
         (base + (delta * scale).unwrap()).unwrap()
     };
     let fused = ops::lora_linear(x.as_tensor(), &weight, a.as_tensor(), b.as_tensor(), scale).unwrap();
-    assert!(max_abs_diff(&fused, &composed) < 1e-12);
+    assert!(common::max_abs_diff(&fused, &composed) < 1e-12);
     check_grads(&[&x, &a, &b], || {
         ops::lora_linear(x.as_tensor(), &weight, a.as_tensor(), b.as_tensor(), scale).unwrap()
     });
@@ -289,7 +277,10 @@ fn gradient_checkpointing_gives_the_same_loss_and_gradients() {
                 .to_scalar::<f64>()
                 .unwrap();
             assert!(scale > 0.0, "a trainable tensor got an all-zero gradient");
-            assert!(max_abs_diff(a, b) <= 1e-12 * scale.max(1.0), "checkpointed gradient differs (full = {full})");
+            assert!(
+                common::max_abs_diff(a, b) <= 1e-12 * scale.max(1.0),
+                "checkpointed gradient differs (full = {full})"
+            );
         }
     }
 }
@@ -326,7 +317,7 @@ fn nll_of_supervised_rows_equals_the_masked_all_rows_nll() {
         for (a, b) in grads_of(&want).iter().zip(grads_of(&got)) {
             let scale = a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
             assert!(
-                max_abs_diff(a, &b) <= 1e-12 * scale.max(1.0),
+                common::max_abs_diff(a, &b) <= 1e-12 * scale.max(1.0),
                 "gradients differ (checkpointing = {checkpointing})"
             );
         }

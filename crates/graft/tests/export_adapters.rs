@@ -12,7 +12,7 @@ use graft::io::gguf::{GgufFile, GgufWriter};
 use graft::io::gguf_lora::{check_gguf_lora, load_gguf_lora, write_gguf_lora};
 use graft::io::modelfile::{detect_chat_format, ChatFormat, Modelfile, CHATML_GO_TEMPLATE};
 use graft::models::llama::weights::permute_rows_hf_to_gguf;
-use graft::models::llama::{Llama, LoadOptions};
+use graft::models::llama::Llama;
 use graft::models::Model;
 use graft::tokenizer::{ChatTemplate, Message, Tokenizer};
 use std::path::Path;
@@ -21,19 +21,10 @@ fn prompt() -> Tensor {
     Tensor::new(&[504u32, 3575, 282, 4649, 314], &Device::Cpu).unwrap().unsqueeze(0).unwrap()
 }
 
-fn default_model() -> Llama {
-    let gguf = GgufFile::open(common::default_gguf()).unwrap();
-    Llama::from_gguf(&gguf, &LoadOptions::default()).unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
-}
-
 /// A LoRA on q, k, o and down projections whose `B` rows all differ (a row permutation of a
 /// constant `B` would go unnoticed).
 fn adapted_model(rslora: bool) -> (Llama, LoraSet) {
-    let mut model = default_model();
+    let mut model = common::default_llama();
     let targets = ["q_proj", "k_proj", "o_proj", "down_proj"].map(String::from).to_vec();
     let spec = LoraSpec { r: 4, alpha: 8.0, dropout: 0.0, rslora, targets };
     let set = lora::attach(&mut model, &spec, 7).unwrap();
@@ -85,29 +76,29 @@ fn gguf_lora_has_llama_cpp_layout_and_round_trips() {
         let b = file.dequantize(&format!("{gguf}.lora_b"), DType::F32, &Device::Cpu).unwrap();
         let llama_cpp = (&w + (b.matmul(&a).unwrap() * (8.0 / 4.0)).unwrap()).unwrap();
         let want = permute_rows_hf_to_gguf(&effective(&mut model, module), heads).unwrap();
-        let d = max_diff(&llama_cpp, &want);
+        let d = common::max_abs_diff(&llama_cpp, &want);
         assert!(d < 1e-5, "{module}: llama.cpp-style application differs by {d}");
         // Control: `B` left in Hugging Face row order would give another weight.
         let layer = set.layers.iter().find(|l| l.name() == module).unwrap();
         let unpermuted = (&w + (layer.b().matmul(layer.a()).unwrap() * 2.0).unwrap()).unwrap();
-        let wrong = max_diff(&unpermuted, &want);
+        let wrong = common::max_abs_diff(&unpermuted, &want);
         assert!(wrong > 1e-4, "{module}: an unpermuted B differs by only {wrong}");
     }
 
-    let mut fresh = default_model();
+    let mut fresh = common::default_llama();
     let loaded = load_gguf_lora(&path, &mut fresh).unwrap();
     assert_eq!(loaded.layers.len(), 120);
     assert_eq!(loaded.spec.scale(), 2.0);
-    let d = max_diff(&adapted, &fresh.forward_train(&prompt()).unwrap());
+    let d = common::max_abs_diff(&adapted, &fresh.forward_train(&prompt()).unwrap());
     assert!(d < 1e-5, "f32 GGUF LoRA round trip changed logits by {d}");
 
     let half = dir.path().join("adapter-f16.gguf");
     write_gguf_lora(&set, model.config(), "llama", &half, GgmlDType::F16).unwrap();
     check_gguf_lora(&half, &set, "llama").unwrap();
-    let mut fresh = default_model();
+    let mut fresh = common::default_llama();
     load_gguf_lora(&half, &mut fresh).unwrap();
     let back = fresh.forward_train(&prompt()).unwrap();
-    let d = max_diff(&adapted, &back);
+    let d = common::max_abs_diff(&adapted, &back);
     assert!(d < 1e-2, "f16 GGUF LoRA round trip changed logits by {d}");
     assert_eq!(adapted.argmax(2).unwrap().to_vec2::<u32>().unwrap(), back.argmax(2).unwrap().to_vec2::<u32>().unwrap());
     assert!(write_gguf_lora(&set, model.config(), "llama", &half, GgmlDType::Q8_0).is_err());
@@ -122,7 +113,7 @@ fn gguf_lora_keeps_the_rslora_scale() {
     write_gguf_lora(&set, model.config(), "llama", &path, GgmlDType::F32).unwrap();
     // llama.cpp scales by alpha / r, so alpha = s·r = 16.
     assert_eq!(GgufFile::open(&path).unwrap().meta_f32("adapter.lora.alpha").unwrap(), 16.0);
-    let loaded = load_gguf_lora(&path, &mut default_model()).unwrap();
+    let loaded = load_gguf_lora(&path, &mut common::default_llama()).unwrap();
     assert!(loaded.layers.iter().all(|l| l.scale() == 4.0));
 }
 
@@ -153,7 +144,7 @@ fn gguf_lora_that_does_not_fit_is_refused_with_every_problem() {
             ("blk.1.attn_v.weight.lora_a", (4, 576)),
         ],
     );
-    let err = load_gguf_lora(&bad, &mut default_model()).unwrap_err().to_string();
+    let err = load_gguf_lora(&bad, &mut common::default_llama()).unwrap_err().to_string();
     for want in [
         "blk.0.attn_q.weight.lora_a`: shape [4, 100], expected [r, 576]",
         "blk.99.attn_q.weight.lora_a` does not adapt",
@@ -168,11 +159,11 @@ fn gguf_lora_that_does_not_fit_is_refused_with_every_problem() {
         "gemma3",
         &[("blk.0.attn_q.weight.lora_a", (4, 576)), ("blk.0.attn_q.weight.lora_b", (576, 4))],
     );
-    let err = load_gguf_lora(&other, &mut default_model()).unwrap_err().to_string();
+    let err = load_gguf_lora(&other, &mut common::default_llama()).unwrap_err().to_string();
     assert!(err.contains("architecture `gemma3`"), "{err}");
 
     // A model file given as an adapter.
-    let err = load_gguf_lora(&common::default_gguf(), &mut default_model()).unwrap_err().to_string();
+    let err = load_gguf_lora(&common::default_gguf(), &mut common::default_llama()).unwrap_err().to_string();
     assert!(err.contains("not a LoRA adapter GGUF"), "{err}");
 
     // The written-file check names a missing tensor.
@@ -202,26 +193,28 @@ fn peft_adapters_from_other_tools_load_or_fail_clearly() {
     // PEFT writes target_modules as one string too (a regex or `all-linear`).
     let one = fresh_copy("string-targets");
     edit_config(&one, |c| c["target_modules"] = "all-linear".into());
-    assert_eq!(graft::io::adapter::load_adapter(&one, &mut default_model()).unwrap().layers.len(), 120);
+    assert_eq!(graft::io::adapter::load_adapter(&one, &mut common::default_llama()).unwrap().layers.len(), 120);
 
     let foreign = fresh_copy("foreign");
     edit_config(&foreign, |c| c["target_modules"] = serde_json::json!(["query_key_value", "q_proj"]));
-    let err = graft::io::adapter::load_adapter(&foreign, &mut default_model()).unwrap_err().to_string();
+    let err = graft::io::adapter::load_adapter(&foreign, &mut common::default_llama()).unwrap_err().to_string();
     assert!(err.contains("query_key_value") && err.contains("another architecture"), "{err}");
 
     let patterned = fresh_copy("patterned");
     edit_config(&patterned, |c| c["rank_pattern"] = serde_json::json!({ "q_proj": 8 }));
-    let err = graft::io::adapter::load_adapter(&patterned, &mut default_model()).unwrap_err().to_string();
+    let err = graft::io::adapter::load_adapter(&patterned, &mut common::default_llama()).unwrap_err().to_string();
     assert!(err.contains("rank_pattern"), "{err}");
 
     let pickled = fresh_copy("pickled");
     std::fs::rename(pickled.join("adapter_model.safetensors"), pickled.join("adapter_model.bin")).unwrap();
-    let err = graft::io::adapter::load_adapter(&pickled, &mut default_model()).unwrap_err().to_string();
+    let err = graft::io::adapter::load_adapter(&pickled, &mut common::default_llama()).unwrap_err().to_string();
     assert!(err.contains("safe_serialization"), "{err}");
 
-    let err = graft::io::adapter::load_adapter(dir.path(), &mut default_model()).unwrap_err().to_string();
+    let err = graft::io::adapter::load_adapter(dir.path(), &mut common::default_llama()).unwrap_err().to_string();
     assert!(err.contains("adapter_config.json is missing"), "{err}");
-    let err = graft::io::adapter::load_adapter(&dir.path().join("nope"), &mut default_model()).unwrap_err().to_string();
+    let err = graft::io::adapter::load_adapter(&dir.path().join("nope"), &mut common::default_llama())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("does not exist"), "{err}");
 }
 

@@ -5,6 +5,8 @@
 //! (loss falls, lower blocks untouched), an encoder probe on real tweets, and heads trained
 //! through the trainer that are killed mid-run and resumed to bit-identical weights.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use graft::features::{
     decoder_features, encoder_features, fit_decoder_classifier, fit_head, train_decoder_classifier, train_head,
@@ -160,10 +162,6 @@ fn tokenize(texts: &[&str]) -> Vec<Vec<u32>> {
     texts.iter().map(|t| tok.encode(t, false).unwrap()).collect()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
-}
-
 #[test]
 fn batched_decoder_features_equal_one_at_a_time() {
     let model = smollm();
@@ -179,17 +177,17 @@ fn batched_decoder_features_equal_one_at_a_time() {
         // Padding done wrong moves features by O(1); a different summation order (batched vs
         // single GEMMs, AVX2 vs AVX-512 kernels) by a few f32 ulps of the largest activation,
         // which in SmolLM2 is in the hundreds: bound relative to it (~32 ulps).
-        let d = max_abs_diff(&batched, &single);
+        let d = common::max_abs_diff(&batched, &single);
         let scale = single.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(
-            d <= 4e-6 * scale,
+            d <= 4e-6 * f64::from(scale),
             "{pooling:?}: batched and single features differ by {d} (largest |feature| {scale})"
         );
     }
     // Mean and last pooling differ (except on a one-token sequence).
     let mean = decoder_features(model, &seqs, Some(4), Pooling::Mean, 4).unwrap();
     let last = decoder_features(model, &seqs, Some(4), Pooling::Last, 4).unwrap();
-    assert!(max_abs_diff(&mean.get(1).unwrap(), &last.get(1).unwrap()) > 1e-2);
+    assert!(common::max_abs_diff(&mean.get(1).unwrap(), &last.get(1).unwrap()) > 1e-2);
 }
 
 #[test]
@@ -198,19 +196,19 @@ fn last_pooling_is_the_models_hidden_state_at_the_last_real_token() {
     let seqs = tokenize(&["Hello there", "A longer sentence about decoders and their states."]);
     let feats = decoder_features(model, &seqs, None, Pooling::Last, 2).unwrap();
     let n = model.config().num_hidden_layers;
-    assert_eq!(max_abs_diff(&feats, &decoder_features(model, &seqs, Some(n), Pooling::Last, 2).unwrap()), 0.0);
+    assert_eq!(common::max_abs_diff(&feats, &decoder_features(model, &seqs, Some(n), Pooling::Last, 2).unwrap()), 0.0);
     for (i, s) in seqs.iter().enumerate() {
         let ids = Tensor::new(s.as_slice(), model.device()).unwrap().unsqueeze(0).unwrap();
         let hidden = model.hidden_states(&ids, None, Pass::Infer).unwrap();
         let want = hidden.get(0).unwrap().get(s.len() - 1).unwrap();
-        let d = max_abs_diff(&feats.get(i).unwrap(), &want);
+        let d = common::max_abs_diff(&feats.get(i).unwrap(), &want);
         assert!(d <= 1e-4, "sequence {i}: last-token feature differs from the model's hidden state by {d}");
     }
     // Layer 0 is the token embedding itself.
     let emb = decoder_features(model, &seqs, Some(0), Pooling::Last, 2).unwrap();
     let last_id = Tensor::new(&[*seqs[0].last().unwrap()], model.device()).unwrap();
     let want = model.embed_tokens().index_select(&last_id, 0).unwrap().squeeze(0).unwrap();
-    assert_eq!(max_abs_diff(&emb.get(0).unwrap(), &want), 0.0);
+    assert_eq!(common::max_abs_diff(&emb.get(0).unwrap(), &want), 0.0);
     // Bad inputs are named.
     let err = decoder_features(model, &seqs, Some(n + 1), Pooling::Last, 2).unwrap_err().to_string();
     assert!(err.contains(&format!("{}", n + 1)), "{err}");
@@ -246,7 +244,7 @@ fn training_the_top_blocks_lowers_the_loss_and_leaves_lower_blocks_alone() {
     let (mut same, mut changed) = (0, 0);
     for ((name, a), (name_b, b)) in before.iter().zip(&after) {
         assert_eq!(name, name_b);
-        let d = max_abs_diff(a, b);
+        let d = common::max_abs_diff(a, b);
         if top.iter().any(|p| name.starts_with(p)) || name == "model.norm.weight" {
             changed += usize::from(d > 0.0);
         } else {
@@ -300,8 +298,8 @@ fn training_the_top_encoder_layer_lowers_the_loss() {
     assert!(losses[5].loss < losses[0].loss * 0.7, "loss {} -> {}", losses[0].loss, losses[5].loss);
     let frozen_after = enc.model().layers()[0].attn[0].dense_weight(DType::F32).unwrap();
     let top_after = enc.model().layers()[5].ffn[1].dense_weight(DType::F32).unwrap();
-    assert_eq!(max_abs_diff(&frozen_before, &frozen_after), 0.0, "layer 0 is frozen");
-    assert!(max_abs_diff(&top_before, &top_after) > 0.0, "layer 5 trained");
+    assert_eq!(common::max_abs_diff(&frozen_before, &frozen_after), 0.0, "layer 0 is frozen");
+    assert!(common::max_abs_diff(&top_before, &top_after) > 0.0, "layer 5 trained");
     // One MiniLM layer: 4 attention projections 384x384 + 2 FFN 384<->1536, biases, 2 LayerNorms.
     let layer = 4 * (384 * 384 + 384) + 384 * 1536 + 1536 + 1536 * 384 + 384 + 2 * 2 * 384;
     assert_eq!(clf.trainable_params(), layer + 384 * 3 + 3);

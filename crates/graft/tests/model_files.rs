@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use graft::adapters::lora::{self, LoraSpec};
 use graft::assets::ModelSource;
 use graft::io::gguf::{GgufFile, GgufWriter};
-use graft::models::llama::{Llama, LoadOptions};
+use graft::models::llama::LoadOptions;
 use graft::models::load::load_causal_lm;
 use graft::models::Model;
 use graft::tokenizer::Tokenizer;
@@ -17,18 +17,9 @@ fn prompt() -> Tensor {
     Tensor::new(&[504u32, 3575, 282, 4649, 314], &Device::Cpu).unwrap().unsqueeze(0).unwrap()
 }
 
-fn default_model() -> Llama {
-    let gguf = GgufFile::open(common::default_gguf()).unwrap();
-    Llama::from_gguf(&gguf, &LoadOptions::default()).unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
-}
-
 #[test]
 fn hf_folder_round_trip_gives_identical_logits_and_tokenizer() {
-    let model = default_model();
+    let model = common::default_llama();
     let gguf = GgufFile::open(common::default_gguf()).unwrap();
     let tok = Tokenizer::from_gguf(&gguf).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -48,7 +39,7 @@ fn hf_folder_round_trip_gives_identical_logits_and_tokenizer() {
     let back = load_causal_lm(&ModelSource::HfFolder(folder.clone()), &LoadOptions::default()).unwrap();
     let a = model.forward_train(&prompt()).unwrap();
     let b = back.forward_train(&prompt()).unwrap();
-    assert_eq!(max_diff(&a, &b), 0.0, "logits differ after the HF round trip");
+    assert_eq!(common::max_abs_diff(&a, &b), 0.0, "logits differ after the HF round trip");
     let tok2 = Tokenizer::from_hf_folder(&folder).unwrap();
     let text = "Hello <|im_start|>user\nworld";
     assert_eq!(tok.encode(text, false).unwrap(), tok2.encode(text, false).unwrap());
@@ -56,7 +47,7 @@ fn hf_folder_round_trip_gives_identical_logits_and_tokenizer() {
 
 #[test]
 fn peft_adapter_round_trip_and_merge() {
-    let mut model = default_model();
+    let mut model = common::default_llama();
     let spec =
         LoraSpec { r: 4, alpha: 8.0, dropout: 0.0, rslora: false, targets: vec!["q_proj".into(), "down_proj".into()] };
     let set = lora::attach(&mut model, &spec, 7).unwrap();
@@ -78,19 +69,19 @@ fn peft_adapter_round_trip_and_merge() {
     assert!(st.contains_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
     assert_eq!(st.len(), 2 * 2 * 30);
 
-    let mut fresh = default_model();
+    let mut fresh = common::default_llama();
     let loaded = graft::io::peft::load_lora(&dir.path().join("adapter"), &mut fresh).unwrap();
     assert_eq!(loaded.layers.len(), 60);
-    assert_eq!(max_diff(&adapted, &fresh.forward_train(&prompt()).unwrap()), 0.0);
+    assert_eq!(common::max_abs_diff(&adapted, &fresh.forward_train(&prompt()).unwrap()), 0.0);
 
     // Merging gives the same function within f32 rounding.
     lora::merge(&mut fresh).unwrap();
     let merged = fresh.forward_train(&prompt()).unwrap();
-    let d = max_diff(&adapted, &merged);
+    let d = common::max_abs_diff(&adapted, &merged);
     assert!(d < 2e-3, "merged model differs by {d}");
 
     // A rank mismatch is reported before anything is attached.
-    let mut other = default_model();
+    let mut other = common::default_llama();
     let bad = LoraSpec { r: 2, ..spec };
     let set2 = lora::attach(&mut other, &bad, 1).unwrap();
     let p = dir.path().join("r2");
@@ -99,13 +90,13 @@ fn peft_adapter_round_trip_and_merge() {
         serde_json::from_str(&std::fs::read_to_string(p.join("adapter_config.json")).unwrap()).unwrap();
     cfg2["r"] = 4.into();
     std::fs::write(p.join("adapter_config.json"), cfg2.to_string()).unwrap();
-    let err = graft::io::peft::load_lora(&p, &mut default_model()).unwrap_err().to_string();
+    let err = graft::io::peft::load_lora(&p, &mut common::default_llama()).unwrap_err().to_string();
     assert!(err.contains("expected [4, 576]"), "{err}");
 }
 
 #[test]
 fn lora_targets_that_match_nothing_are_an_error() {
-    let mut model = default_model();
+    let mut model = common::default_llama();
     let spec = LoraSpec { r: 4, alpha: 8.0, dropout: 0.0, rslora: false, targets: vec!["qproj".into()] };
     let err = lora::attach(&mut model, &spec, 0).unwrap_err().to_string();
     assert!(err.contains("matched 0 of 210") && err.contains("layers.0.self_attn.q_proj"), "{err}");
@@ -138,7 +129,7 @@ fn nonexistent_model_path_is_a_clear_error() {
 
 #[test]
 fn prompt_longer_than_the_context_is_an_error() {
-    let model = default_model();
+    let model = common::default_llama();
     let n = model.info().max_position_embeddings + 1;
     let ids = Tensor::zeros((1, n), DType::U32, &Device::Cpu).unwrap();
     let err = model.forward_infer(&ids, &mut model.new_cache()).unwrap_err().to_string();

@@ -39,21 +39,6 @@ fn ids(b: usize, t: usize, seed: u32) -> Tensor {
     Tensor::from_vec((0..b * t).map(|i| (i as u32 * 13 + seed) % 97).collect::<Vec<_>>(), (b, t), &DEV).unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-}
-
 fn logits(model: &Llama, x: &Tensor, pass: Pass) -> Tensor {
     let h = model.hidden_states(x, None, pass).unwrap();
     model.lm_head(&h, pass).unwrap()
@@ -92,7 +77,11 @@ fn virtual_tokens_equal_to_real_tokens_reproduce_them() {
             model.set_virtual_tokens(Some(tokens)).unwrap();
             for &pass in &passes {
                 let got = logits(&model, &x, pass);
-                assert!(max_abs_diff(&got, &full) < tol, "{kind} {dtype:?} {pass:?}: {}", max_abs_diff(&got, &full));
+                assert!(
+                    common::max_abs_diff(&got, &full) < tol,
+                    "{kind} {dtype:?} {pass:?}: {}",
+                    common::max_abs_diff(&got, &full)
+                );
             }
             if dtype == DType::F32 {
                 // Generation: the prompt in one call, then one token at a time through the cache.
@@ -102,15 +91,15 @@ fn virtual_tokens_equal_to_real_tokens_reproduce_them() {
                     (3..t).map(|i| model.forward_infer(&x.narrow(1, i, 1).unwrap(), &mut cache).unwrap()).collect();
                 let stepped = Tensor::cat(&[vec![first], rest].concat(), 1).unwrap();
                 assert!(
-                    max_abs_diff(&stepped, &full) < tol,
+                    common::max_abs_diff(&stepped, &full) < tol,
                     "{kind} cached decoding: {}",
-                    max_abs_diff(&stepped, &full)
+                    common::max_abs_diff(&stepped, &full)
                 );
                 assert_eq!(cache.len(), n + t);
             }
         }
         model.set_virtual_tokens(None).unwrap();
-        assert!(max_abs_diff(&logits(&model, &x, Pass::Train), &full) > 1e-3, "the context must matter");
+        assert!(common::max_abs_diff(&logits(&model, &x, Pass::Train), &full) > 1e-3, "the context must matter");
         let bad = VirtualTokens::Prefix(Tensor::zeros((2, 5), dtype, &DEV).unwrap());
         assert!(model.set_virtual_tokens(Some(bad)).is_err());
     }
@@ -155,7 +144,7 @@ fn every_virtual_token_gets_a_gradient_with_and_without_checkpointing() {
             results.push((loss.to_scalar::<f64>().unwrap(), g));
         }
         assert!((results[0].0 - results[1].0).abs() < 1e-12);
-        assert!(max_abs_diff(&results[0].1, &results[1].1) < 1e-12, "{kind:?}: checkpointed gradient differs");
+        assert!(common::max_abs_diff(&results[0].1, &results[1].1) < 1e-12, "{kind:?}: checkpointed gradient differs");
     }
 }
 
@@ -191,7 +180,7 @@ fn peft_files_round_trip_exactly() {
         assert_eq!(loaded.spec.kind, kind);
         // Stored in f32: compare with the adapter rounded the same way.
         adapter.var.set(&adapter.var.as_tensor().to_dtype(DType::F32).unwrap().to_dtype(DType::F64).unwrap()).unwrap();
-        assert_eq!(max_abs_diff(&logits(&model, &x, Pass::Train), &logits(&fresh, &x, Pass::Train)), 0.0);
+        assert_eq!(common::max_abs_diff(&logits(&model, &x, Pass::Train), &logits(&fresh, &x, Pass::Train)), 0.0);
         // A prefix for another model shape is refused, naming the problem.
         let mut other = tiny_model();
         other.set_virtual_tokens(None).unwrap();
@@ -287,11 +276,11 @@ fn prompt_tuning_learns_real_text_saves_and_resumes_on_the_default_model() {
     let mut tm = parts::build_model(&cfg).unwrap();
     let trained = candle_core::safetensors::load(summary.output.join("adapter_model.safetensors"), &DEV).unwrap();
     let loaded = graft::io::peft_prompt::load_prompt(&summary.output, &mut tm.model).unwrap();
-    assert_eq!(max_abs_diff(loaded.var.as_tensor(), &trained["prompt_embeddings"]), 0.0);
+    assert_eq!(common::max_abs_diff(loaded.var.as_tensor(), &trained["prompt_embeddings"]), 0.0);
     let x = Tensor::new(&[[1u32, 504, 2409, 5184]], &DEV).unwrap();
     let with = logits(&tm.model, &x, Pass::Infer);
     tm.model.set_virtual_tokens(None).unwrap();
-    assert!(max_abs_diff(&with, &logits(&tm.model, &x, Pass::Infer)) > 1e-3, "the adapter changes nothing");
+    assert!(common::max_abs_diff(&with, &logits(&tm.model, &x, Pass::Infer)) > 1e-3, "the adapter changes nothing");
 
     // Resume from step 4: steps 5..8 are repeated exactly.
     let ckpts = cfg.output.dir.join("checkpoints");

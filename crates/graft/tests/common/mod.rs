@@ -3,6 +3,7 @@
 //! prerequisites that skip a test locally but fail it in CI.
 #![allow(dead_code)]
 
+use candle_core::{DType, Tensor};
 use std::path::{Path, PathBuf};
 
 /// The repository's copy of the reference values computed with transformers/peft.
@@ -30,6 +31,28 @@ pub fn default_gguf() -> PathBuf {
         graft::assets::ModelSource::Gguf(p) => p,
         other => panic!("default model resolved to {other:?}"),
     }
+}
+
+/// The default model loaded from its GGUF with dense f32 weights, on the CPU.
+pub fn default_llama() -> graft::models::llama::Llama {
+    let gguf = graft::io::gguf::GgufFile::open(default_gguf()).unwrap();
+    graft::models::llama::Llama::from_gguf(&gguf, &graft::models::llama::LoadOptions::default()).unwrap()
+}
+
+/// The largest |a − b| over every element, in f64 (a NaN on either side gives NaN).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 /// Debian's copy of the Apache 2.0 licence (package `base-files`, on every Debian system): real
