@@ -19,3 +19,28 @@ pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
         Ok(())
     }
 }
+
+/// Writes `text` to `path` through a temporary file in the same folder, synced and made
+/// world-readable, then renamed over `path`: a reader sees the old file or the new one, never a part.
+pub fn write_atomic(path: &std::path::Path, text: &str) -> crate::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| crate::GraftError::io(dir, e))?;
+    use std::io::Write;
+    tmp.write_all(text.as_bytes()).map_err(|e| crate::GraftError::io(path, e))?;
+    // Temporary files are private (0600); the files written here are meant to be read by others.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| crate::GraftError::io(path, e))?;
+    }
+    tmp.as_file().sync_all().map_err(|e| crate::GraftError::io(path, e))?;
+    tmp.persist(path).map_err(|e| crate::GraftError::io(path, e.error))?;
+    Ok(())
+}

@@ -1,9 +1,9 @@
 //! Writing the three renderings of a comparison into a folder, each file atomically.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{html_report, markdown_table, CompareReport};
+use crate::io::write_atomic;
 use crate::{GraftError, Result};
 
 /// The files [`write_report`] wrote.
@@ -38,25 +38,4 @@ pub fn write_report(r: &CompareReport, dir: &Path) -> Result<ReportFiles> {
     write_atomic(&files.html, &html)?;
     crate::io::sync_dir(dir).map_err(|e| GraftError::io(dir, e))?;
     Ok(files)
-}
-
-/// Writes `text` to `path` through a temporary file in the same folder and a rename.
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| GraftError::io(dir, e))?;
-    tmp.write_all(text.as_bytes()).map_err(|e| GraftError::io(path, e))?;
-    // Temporary files are private (0600); a report is meant to be read by others.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(|e| GraftError::io(path, e))?;
-    }
-    tmp.as_file().sync_all().map_err(|e| GraftError::io(path, e))?;
-    tmp.persist(path).map_err(|e| GraftError::io(path, e.error))?;
-    Ok(())
 }
