@@ -39,7 +39,7 @@ enum Command {
     Export(commands::export::Args),
     /// Generate text after a prompt (KV cache, streamed to stdout).
     Generate(commands::generate::GenerateArgs),
-    /// Build summarization and question-answering data (from AppStream metadata).
+    /// Build datasets (tweets, AppStream summaries and questions) and teacher answers for distillation.
     Data(commands::data::DataArgs),
     /// Evaluate a model (perplexity).
     Eval(commands::eval::EvalArgs),

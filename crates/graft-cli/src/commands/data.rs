@@ -1,7 +1,8 @@
 //! `graft data build NAME`: the files of graft's named datasets — tweet sentiment as chat,
 //! alpaca and text lines (`tweets`), summarization and question answering from Debian's AppStream
 //! metadata (`appstream`) — written into a folder. Configs reach the same files as
-//! `dataset:NAME/FILE`, built into the cache on first use.
+//! `dataset:NAME/FILE`, built into the cache on first use. `graft data teacher-answers` rewrites
+//! a training file's answers with a teacher model's (`teacher_answers.rs`).
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -12,7 +13,8 @@ use std::path::PathBuf;
 /// Build the files of a named dataset.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  graft data build tweets --out data/tweets\n  \
-graft data build appstream --out data/appstream --max 2000 --json\n\n\
+graft data build appstream --out data/appstream --max 2000 --json\n  \
+graft data teacher-answers --model runs/teacher/model --data dataset:tweets/chat.train.jsonl --out answers.jsonl\n\n\
 A config may name these files as dataset:NAME/FILE (e.g. dataset:tweets/chat.train.jsonl): they\n\
 are then built with the default options into the cache the first time (docs/data.md).")]
 pub struct DataArgs {
@@ -24,6 +26,9 @@ pub struct DataArgs {
 enum DataCommand {
     /// Build a dataset from local files.
     Build(BuildArgs),
+    /// Replace the answers of a training file by a teacher model's (sequence-level
+    /// distillation data; resumable).
+    TeacherAnswers(super::teacher_answers::TeacherAnswersArgs),
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +110,7 @@ pub fn run(args: DataArgs) -> Result<()> {
     match args.command {
         DataCommand::Build(BuildArgs { source: BuildSource::Appstream(a) }) => appstream(a),
         DataCommand::Build(BuildArgs { source: BuildSource::Tweets(a) }) => tweets(a),
+        DataCommand::TeacherAnswers(a) => super::teacher_answers::run(a),
     }
 }
 

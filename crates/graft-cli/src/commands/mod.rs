@@ -20,6 +20,7 @@ pub mod fetch;
 pub mod generate;
 pub mod quickstart;
 pub mod selftest;
+pub mod teacher_answers;
 pub mod tokenize;
 pub mod train;
 pub mod validate;

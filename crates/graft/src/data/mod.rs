@@ -14,6 +14,7 @@
 //! The user-facing description (formats, what is learned, packing, truncation, errors) is
 //! docs/data.md.
 
+mod answer;
 mod batch;
 mod describe;
 mod error;
@@ -25,6 +26,7 @@ pub mod source;
 mod split;
 mod texts;
 
+pub use answer::{read_answer_records, AnswerRecord};
 pub use batch::{make_batches, Batch};
 pub use describe::{describe_example, MARK_CLOSE, MARK_OPEN};
 pub use error::{DataError, LineProblem};
@@ -84,6 +86,18 @@ impl DataFormat {
     /// Whether lines are rendered with the model's chat template.
     pub fn needs_chat_template(self) -> bool {
         matches!(self, DataFormat::Messages | DataFormat::Alpaca)
+    }
+}
+
+impl std::str::FromStr for DataFormat {
+    type Err = String;
+
+    /// Reads a format by its config name (`messages`, `prompt_completion`, ...).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|f| f.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|f| f.name()).collect();
+            format!("unknown data format `{s}`; one of {}", names.join(", "))
+        })
     }
 }
 

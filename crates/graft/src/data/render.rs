@@ -78,6 +78,31 @@ impl<'a> Renderer<'a> {
         Ok(ex)
     }
 
+    /// Token ids of the prompt a model answers in `record`'s place: for `prompt_completion`, BOS
+    /// (when the tokenizer adds one) and the prompt, as [`Renderer::example`] writes them; for a
+    /// conversation, every turn before the last (an assistant turn) through the chat template
+    /// with the assistant header appended. `text` samples have no prompt.
+    pub(crate) fn answer_prompt(&self, record: &Record) -> Result<Vec<u32>, LineProblem> {
+        let mut ex = Example { ids: Vec::new(), supervised: Vec::new() };
+        match record {
+            Record::Text(_) => return Err(LineProblem::NoTargets("a `text` sample has no prompt to answer".into())),
+            Record::PromptCompletion { prompt, .. } => {
+                ex.push_all(self.bos, false);
+                ex.extend(self.plain(prompt)?, false);
+            }
+            Record::Chat(messages) => {
+                let template = self.template.as_ref().ok_or_else(|| {
+                    LineProblem::Template("the model has no chat template: use format `prompt_completion`".into())
+                })?;
+                let history = &messages[..messages.len().saturating_sub(1)];
+                for piece in tokenize_chat(self.tok, template, history, true)? {
+                    ex.extend(piece.ids, false);
+                }
+            }
+        }
+        Ok(ex.ids)
+    }
+
     /// Assistant content is supervised, and so is the template text that closes it up to and
     /// including its EOS (`<|im_end|>`), where no other special token comes first. The sample
     /// ends at the last supervised token; a supervised EOS is appended if that is not an EOS.

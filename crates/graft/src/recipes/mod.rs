@@ -9,3 +9,4 @@ pub mod finetune;
 pub mod parts;
 pub mod quickstart;
 pub mod tasks;
+pub mod teacher_answers;

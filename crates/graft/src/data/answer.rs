@@ -1,0 +1,108 @@
+//! Training records whose answer another model rewrites (sequence-level distillation): the
+//! prompt a model answers in each record's place, and the same JSON line with the answer
+//! replaced, so that the rewritten file trains exactly like the original.
+
+use super::jsonl::{LineReader, RawLine, DEFAULT_MAX_LINE_BYTES};
+use super::record::parse_line;
+use super::render::Renderer;
+use super::{DataError, DataFormat, LineProblem};
+use crate::tokenizer::Tokenizer;
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+use std::io::BufReader;
+use std::path::Path;
+
+/// One line of a training file, ready to be answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswerRecord {
+    /// 1-based line number in the file.
+    pub line: usize,
+    /// The prompt's token ids for the answering model (chat template and assistant header
+    /// included for conversations).
+    pub prompt_ids: Vec<u32>,
+    /// The line as read; every key, known or not, is written back.
+    object: Map<String, Value>,
+    /// Where the answer lives.
+    format: DataFormat,
+}
+
+impl AnswerRecord {
+    /// The line with its answer replaced by `answer` (the last assistant message's `content` in
+    /// `messages`, `output` in `alpaca`, `completion` in `prompt_completion`) and `extra` keys
+    /// set at the top level, as one JSON line without its line end. Keys come out sorted.
+    pub fn answered(&self, answer: &str, extra: &[(&str, Value)]) -> String {
+        let mut object = self.object.clone();
+        let answer = Value::String(answer.to_string());
+        match self.format {
+            DataFormat::Messages => {
+                // `read_answer_records` checked that the last message is the assistant's, an object.
+                if let Some(Value::Object(last)) = object.get_mut("messages").and_then(|m| m.as_array_mut()?.last_mut())
+                {
+                    last.insert("content".into(), answer);
+                }
+            }
+            DataFormat::Alpaca => {
+                object.insert("output".into(), answer);
+            }
+            DataFormat::PromptCompletion => {
+                object.insert("completion".into(), answer);
+            }
+            DataFormat::Text => {}
+        }
+        for (key, value) in extra {
+            object.insert((*key).to_string(), value.clone());
+        }
+        Value::Object(object).to_string()
+    }
+}
+
+/// Reads every line of `path` in `format` and renders its prompt with `tok`, strictly (the
+/// first malformed line is an error naming its line, as in training; empty lines only at the
+/// end). Only formats with an answer are accepted: `messages` (the last assistant message is
+/// the answer; earlier turns stay as they are), `alpaca` and `prompt_completion`.
+pub fn read_answer_records(path: &Path, format: DataFormat, tok: &Tokenizer) -> Result<Vec<AnswerRecord>, DataError> {
+    if format == DataFormat::Text {
+        return Err(DataError::Argument(
+            "format `text` has no prompt and answer: teacher answers need `messages`, `alpaca` or \
+             `prompt_completion` lines"
+                .into(),
+        ));
+    }
+    let renderer = Renderer::new(tok)?;
+    if format.needs_chat_template() && renderer.template().is_none() {
+        return Err(DataError::NoChatTemplate { format });
+    }
+    let io_err = |source| DataError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let mut lines = LineReader::new(BufReader::with_capacity(1 << 16, file), DEFAULT_MAX_LINE_BYTES);
+    let line_err = |line, column, problem| DataError::Line { path: path.into(), line, column, problem };
+    let mut records = Vec::new();
+    let mut ignored = BTreeSet::new();
+    let mut pending_empty: Option<usize> = None;
+    while let Some((line, raw)) = lines.next_line().map_err(io_err)? {
+        let RawLine::Bytes(bytes) = raw else {
+            return Err(DataError::LineTooLong { path: path.into(), line, cap: DEFAULT_MAX_LINE_BYTES });
+        };
+        if bytes.trim_ascii().is_empty() {
+            pending_empty.get_or_insert(line);
+            continue;
+        }
+        if let Some(empty) = pending_empty.take() {
+            return Err(line_err(empty, None, LineProblem::EmptyLine));
+        }
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| line_err(line, Some(e.valid_up_to() + 1), LineProblem::BadUtf8))?;
+        let record = parse_line(text, format, &mut ignored).map_err(|(column, p)| line_err(line, column, p))?;
+        let prompt_ids = renderer.answer_prompt(&record).map_err(|p| line_err(line, None, p))?;
+        let object = match serde_json::from_str(text) {
+            Ok(Value::Object(object)) => object,
+            // `parse_line` accepted the line, so it is a JSON object.
+            _ => return Err(line_err(line, None, LineProblem::NotObject { found: "another value" })),
+        };
+        records.push(AnswerRecord { line, prompt_ids, object, format });
+    }
+    if records.is_empty() {
+        return Err(DataError::EmptyDataset { path: path.into(), after: "in the file (it has no JSON lines)".into() });
+    }
+    Ok(records)
+}
