@@ -152,6 +152,16 @@ fn alpaca_and_prompt_completion_answers_replace_their_answer_field() {
         assert_ne!(output[0][answer], input[answer]);
         assert!(output[0]["teacher_tokens"].as_u64().is_some());
     }
+    // A prompt beyond the teacher's context (512) is named before anything is generated.
+    let short = r#"{"prompt": "Hi", "completion": "there"}"#;
+    let long = serde_json::json!({"prompt": "word ".repeat(600), "completion": "x"}).to_string();
+    let data = write(&dir.path().join("long.jsonl"), &format!("{short}\n{long}\n"));
+    let out = dir.path().join("long.out.jsonl");
+    let o = answers(&model, &data, "prompt_completion", &out, &["--max-new-tokens", "4"]);
+    assert_eq!(o.status.code(), Some(3));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("long.jsonl:2: the prompt is") && e.contains("shorten the prompt"), "{e}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "");
 }
 
 #[test]

@@ -231,9 +231,12 @@ pub fn write_teacher_answers(job: &AnswerJob, on_event: &mut dyn FnMut(AnswerEve
     let eos_ids: Vec<u32> = tok.eos_id().into_iter().collect();
     let mut file = std::fs::OpenOptions::new().append(true).open(&job.out).map_err(|e| GraftError::io(&job.out, e))?;
     let start = Instant::now();
-    for (index, record) in records.iter().enumerate().skip(resumed) {
+    // Every prompt must fit the teacher's context before anything is generated.
+    for record in &records[resumed..] {
         check_prompt(&model, &record.prompt_ids)
             .map_err(|e| GraftError::Input(format!("{}:{}: {e}", data.display(), record.line)))?;
+    }
+    for (index, record) in records.iter().enumerate().skip(resumed) {
         let opts = GenerateOptions {
             max_new_tokens: job.settings.max_new_tokens,
             sampling: job.settings.sampling(),
