@@ -99,7 +99,7 @@ fn save_trained(
     let out = &cfg.output.dir;
     if let Some(set) = lora {
         let dir = out.join("adapter");
-        crate::io::peft::save_lora(set, &dir, &cfg.model.name)?;
+        crate::io::peft::save_lora_with_lineage(set, &dir, &cfg.model.name, model.lineage())?;
         Ok(dir)
     } else if let Some(adapter) = prompt {
         let dir = out.join("adapter");
