@@ -95,8 +95,15 @@ fn fifteen_of_thirty_blocks_export_and_reload_with_identical_logits() {
 
     // A student of the exported student still names the first teacher's blocks.
     let keep: KeepLayers = serde_json::from_str("[0, 1, 14]").unwrap();
-    let grandchild = load_causal_lm_keeping(&ModelSource::HfFolder(hf), &opts, Some(&keep)).unwrap();
+    let grandchild = load_causal_lm_keeping(&ModelSource::HfFolder(hf.clone()), &opts, Some(&keep)).unwrap();
     assert_eq!(grandchild.lineage().unwrap().kept_layers, vec![0, 2, 28]);
+
+    // A record that does not fit the model is refused, naming the key.
+    let mut config = config;
+    config["graft_student"]["kept_layers"] = serde_json::json!([0, 2]);
+    std::fs::write(hf.join("config.json"), config.to_string()).unwrap();
+    let e = load_causal_lm(&ModelSource::HfFolder(hf), &opts).unwrap_err().to_string();
+    assert!(e.contains("`graft_student`: names 2 kept blocks, but the model has 15"), "{e}");
 }
 
 #[test]
