@@ -5,6 +5,7 @@
 //! impls and repeated in docs/configuration.md.
 
 use crate::data::{source, DataFormat};
+use crate::models::llama::KeepLayers;
 use crate::train::schedule::ScheduleKind;
 use crate::{GraftError, Result};
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,12 @@ pub struct ModelSection {
     /// freshly initialised weights, seeded by `train.seed`: the from-scratch baseline that
     /// shows what pretraining buys). Default `pretrained`.
     pub init: ModelInit,
+    /// Build a smaller student from the model: keep only these decoder blocks, initialised from
+    /// its weights and renumbered `0..n` (the DistilBERT recipe). A list of block indices,
+    /// strictly increasing (`[0, 2, 4]`), or every N-th block from an offset
+    /// (`{ every = 2, offset = 0 }`: blocks 0, 2, 4, …). Default: every block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_layers: Option<KeepLayers>,
 }
 
 /// Where a run's starting weights come from.
@@ -60,6 +67,7 @@ impl Default for ModelSection {
             device: "cpu".into(),
             dtype: "f32".into(),
             init: ModelInit::Pretrained,
+            keep_layers: None,
         }
     }
 }
@@ -329,6 +337,9 @@ impl TrainConfig {
         }
         if let Some(spec) = self.adapter.prompt_spec() {
             spec.validate()?;
+        }
+        if let Some(keep) = &self.model.keep_layers {
+            keep.check()?;
         }
         if self.model.init == ModelInit::Random && self.adapter.kind != AdapterKind::None {
             return bad(

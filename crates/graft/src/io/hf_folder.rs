@@ -1,8 +1,10 @@
 //! Writing a model as a Hugging Face folder that transformers loads: `config.json`,
 //! `model.safetensors` (HF names and layout), `generation_config.json`, `tokenizer.json` and
-//! `tokenizer_config.json` (with the chat template).
+//! `tokenizer_config.json` (with the chat template). A student built with `model.keep_layers`
+//! records its lineage under `graft_student` in `config.json` (transformers keeps unknown keys as
+//! attributes).
 
-use crate::models::llama::Llama;
+use crate::models::llama::{Llama, StudentLineage};
 use crate::tokenizer::Tokenizer;
 use crate::{GraftError, Result};
 use candle_core::{DType, Tensor};
@@ -40,6 +42,9 @@ pub fn write_llama_folder(model: &Llama, tokenizer: &Tokenizer, dir: &Path, dtyp
     obj.insert("mlp_bias".into(), false.into());
     if let Some(pad) = tokenizer.pad_id() {
         obj.insert("pad_token_id".into(), pad.into());
+    }
+    if let Some(lineage) = model.lineage() {
+        obj.insert(StudentLineage::JSON_KEY.into(), serde_json::to_value(lineage)?);
     }
     write_json(&tmp.path().join("config.json"), &config)?;
 

@@ -3,7 +3,7 @@
 //! `peft.PeftModel.from_pretrained(base, dir)` loads what graft trains and graft loads PEFT's.
 
 use crate::adapters::lora::{self, LoraLayer, LoraSet, LoraSpec};
-use crate::models::llama::Llama;
+use crate::models::llama::{Llama, StudentLineage};
 use crate::models::Model;
 use crate::{GraftError, Result};
 use candle_core::{DType, Tensor};
@@ -83,8 +83,23 @@ pub fn peft_tensor_name(module: &str, factor: char) -> String {
     }
 }
 
+/// The file beside `adapter_config.json` that names the student an adapter was trained on
+/// (`model.keep_layers`); PEFT ignores it, graft refuses to attach the adapter to another model.
+pub const STUDENT_FILE: &str = "graft_student.json";
+
 /// Writes `set` as a PEFT adapter folder at `dir` (atomically: staged, then renamed).
 pub fn save_lora(set: &LoraSet, dir: &Path, base_model: &str) -> Result<()> {
+    save_lora_with_lineage(set, dir, base_model, None)
+}
+
+/// [`save_lora`] for an adapter trained on a smaller student: `lineage` goes into
+/// [`STUDENT_FILE`], so the adapter is only ever attached to that student.
+pub fn save_lora_with_lineage(
+    set: &LoraSet,
+    dir: &Path,
+    base_model: &str,
+    lineage: Option<&StudentLineage>,
+) -> Result<()> {
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| GraftError::io(parent, e))?;
     let tmp =
@@ -115,6 +130,10 @@ pub fn save_lora(set: &LoraSet, dir: &Path, base_model: &str) -> Result<()> {
         tensors.insert(peft_tensor_name(l.name(), 'B'), l.b().as_tensor().to_dtype(DType::F32)?.contiguous()?);
     }
     candle_core::safetensors::save(&tensors, tmp.path().join("adapter_model.safetensors"))?;
+    if let Some(lineage) = lineage {
+        let path = tmp.path().join(STUDENT_FILE);
+        std::fs::write(&path, serde_json::to_string_pretty(lineage)?).map_err(|e| GraftError::io(&path, e))?;
+    }
     let staged = tmp.keep();
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| GraftError::io(dir, e))?;
@@ -142,6 +161,7 @@ pub fn load_lora(dir: &Path, model: &mut Llama) -> Result<LoraSet> {
         let keys: Vec<&String> = cfg.rank_pattern.keys().chain(cfg.alpha_pattern.keys()).collect();
         return Err(GraftError::model(&cfg_path, format!("rank_pattern / alpha_pattern give modules {keys:?} their own rank or alpha; graft reads adapters with one rank and one alpha")));
     }
+    check_student(dir, model)?;
     check_target_modules(&cfg, &cfg_path, model)?;
     let weights_path = dir.join("adapter_model.safetensors");
     if !weights_path.is_file() {
@@ -204,6 +224,38 @@ pub fn load_lora(dir: &Path, model: &mut Llama) -> Result<LoraSet> {
     })?;
     set.spec = spec;
     Ok(set)
+}
+
+/// Checks that the adapter at `dir` was trained on the model it is attached to: the student its
+/// [`STUDENT_FILE`] names, or (without the file) a model that is not a student. Layer numbers
+/// alone cannot tell: a 15-block student's adapter fits blocks 0..14 of the whole model.
+fn check_student(dir: &Path, model: &Llama) -> Result<()> {
+    let path = dir.join(STUDENT_FILE);
+    let trained_on: Option<StudentLineage> = if path.is_file() {
+        let text = std::fs::read_to_string(&path).map_err(|e| GraftError::io(&path, e))?;
+        Some(serde_json::from_str(&text).map_err(|e| GraftError::model(&path, format!("invalid: {e}")))?)
+    } else {
+        None
+    };
+    if trained_on.as_ref() == model.lineage() {
+        return Ok(());
+    }
+    let describe = |l: Option<&StudentLineage>| match l {
+        Some(l) => format!(
+            "a student of blocks {:?} of a {}-block model (model.keep_layers)",
+            l.kept_layers, l.teacher_num_hidden_layers
+        ),
+        None => "a whole model, not a student".to_string(),
+    };
+    Err(GraftError::model(
+        dir,
+        format!(
+            "the adapter was trained on {}, but the model here is {}: load the model the run trained (the same \
+             model.keep_layers), or export the run's merged model",
+            describe(trained_on.as_ref()),
+            describe(model.lineage())
+        ),
+    ))
 }
 
 /// Checks that every plain module name in `target_modules` names projections this model has

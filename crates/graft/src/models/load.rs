@@ -2,7 +2,10 @@
 
 use super::hparams::{check_json_types, JsonKind};
 use super::llama::random::RandomWeights;
-use super::llama::{GgufWeights, Llama, LlamaConfig, LoadOptions, SafetensorsWeights};
+use super::llama::{
+    GgufWeights, KeepLayers, KeptBlocks, Llama, LlamaConfig, LoadOptions, SafetensorsWeights, StudentLineage,
+    WeightSource,
+};
 use crate::assets::ModelSource;
 use crate::io::gguf::GgufFile;
 use crate::{GraftError, Result};
@@ -13,45 +16,85 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
 
 /// Loads a causal language model from a GGUF file or a Hugging Face folder.
 pub fn load_causal_lm(source: &ModelSource, opts: &LoadOptions) -> Result<Llama> {
+    load_causal_lm_keeping(source, opts, None)
+}
+
+/// [`load_causal_lm`], building a smaller student when `keep` is given (`model.keep_layers`):
+/// only those decoder blocks, initialised from the model's weights and renumbered `0..n`, with
+/// `num_hidden_layers` = n. The model's [`Llama::lineage`] records the kept blocks (composed with
+/// the lineage the file already carries, so a student of a student names the first teacher's
+/// blocks).
+pub fn load_causal_lm_keeping(source: &ModelSource, opts: &LoadOptions, keep: Option<&KeepLayers>) -> Result<Llama> {
     match source {
         ModelSource::Gguf(path) => {
-            let gguf = GgufFile::open(path)?;
-            let arch = gguf.meta_str("general.architecture")?;
-            if !SUPPORTED_ARCHITECTURES.contains(&arch) {
-                return Err(GraftError::model(
-                    path,
-                    format!("unknown architecture `{arch}`: graft can build {SUPPORTED_ARCHITECTURES:?}"),
-                ));
-            }
-            Llama::from_gguf(&gguf, opts)
+            let gguf = open_gguf(path)?;
+            let cfg = LlamaConfig::from_gguf(&gguf)?;
+            let lineage = StudentLineage::from_gguf(&gguf, cfg.num_hidden_layers)?;
+            let src = GgufWeights::new(&gguf, cfg.num_attention_heads, cfg.num_key_value_heads);
+            build(cfg, &src, lineage, opts, keep)
         }
         ModelSource::HfFolder(dir) => {
-            let cfg = read_hf_config(dir)?;
-            let files = safetensors_files(dir)?;
-            let src = SafetensorsWeights::open(dir, &files)?;
-            Llama::load(cfg, &src, opts)
+            let (cfg, lineage) = read_hf(dir)?;
+            let src = SafetensorsWeights::open(dir, &safetensors_files(dir)?)?;
+            build(cfg, &src, lineage, opts, keep)
         }
     }
 }
 
 /// A model with the architecture of `source` (its config, read and checked against the file's
 /// tensor shapes without loading weights) and seeded random weights: the from-scratch baseline
-/// of a transfer comparison.
-pub fn load_causal_lm_random(source: &ModelSource, opts: &LoadOptions, seed: u64) -> Result<Llama> {
-    let cfg = match source {
+/// of a transfer comparison. `keep` keeps some blocks, as in [`load_causal_lm_keeping`].
+pub fn load_causal_lm_random(
+    source: &ModelSource,
+    opts: &LoadOptions,
+    seed: u64,
+    keep: Option<&KeepLayers>,
+) -> Result<Llama> {
+    let (cfg, lineage) = match source {
         ModelSource::Gguf(path) => {
-            let gguf = GgufFile::open(path)?;
+            let gguf = open_gguf(path)?;
             let cfg = LlamaConfig::from_gguf(&gguf)?;
             cfg.check_tensors(&GgufWeights::new(&gguf, cfg.num_attention_heads, cfg.num_key_value_heads))?;
-            cfg
+            let lineage = StudentLineage::from_gguf(&gguf, cfg.num_hidden_layers)?;
+            (cfg, lineage)
         }
         ModelSource::HfFolder(dir) => {
-            let cfg = read_hf_config(dir)?;
+            let (cfg, lineage) = read_hf(dir)?;
             cfg.check_tensors(&SafetensorsWeights::open(dir, &safetensors_files(dir)?)?)?;
-            cfg
+            (cfg, lineage)
         }
     };
-    Llama::load(cfg.clone(), &RandomWeights::new(cfg, seed), opts)
+    build(cfg.clone(), &RandomWeights::new(cfg, seed), lineage, opts, keep)
+}
+
+/// Opens a GGUF file of an architecture graft can build.
+fn open_gguf(path: &Path) -> Result<GgufFile> {
+    let gguf = GgufFile::open(path)?;
+    let arch = gguf.meta_str("general.architecture")?;
+    if !SUPPORTED_ARCHITECTURES.contains(&arch) {
+        return Err(GraftError::model(
+            path,
+            format!("unknown architecture `{arch}`: graft can build {SUPPORTED_ARCHITECTURES:?}"),
+        ));
+    }
+    Ok(gguf)
+}
+
+/// Builds the model `cfg` describes from `src`, or with `keep` the student of its kept blocks
+/// (the whole model is checked against its tensors first).
+fn build(
+    cfg: LlamaConfig,
+    src: &dyn WeightSource,
+    lineage: Option<StudentLineage>,
+    opts: &LoadOptions,
+    keep: Option<&KeepLayers>,
+) -> Result<Llama> {
+    let Some(keep) = keep else { return Ok(Llama::load(cfg, src, opts)?.with_lineage(lineage)) };
+    let kept = keep.resolve(cfg.num_hidden_layers)?;
+    cfg.check_tensors(src)?;
+    let lineage = StudentLineage::keeping(lineage.as_ref(), cfg.num_hidden_layers, &kept);
+    let student = LlamaConfig { num_hidden_layers: kept.len(), ..cfg };
+    Ok(Llama::load(student, &KeptBlocks::new(src, &kept), opts)?.with_lineage(Some(lineage)))
 }
 
 /// The numeric fields of a Llama `config.json`, with the JSON type each must have.
@@ -73,6 +116,11 @@ const LLAMA_JSON_FIELDS: &[(&str, JsonKind, bool)] = &[
 /// Reads `config.json` of a Hugging Face folder, checking it describes a Llama-family model with
 /// valid hyperparameters ([`LlamaConfig::validate`]; errors name the JSON key and its value).
 pub fn read_hf_config(dir: &Path) -> Result<LlamaConfig> {
+    read_hf(dir).map(|(cfg, _)| cfg)
+}
+
+/// [`read_hf_config`] with the student lineage the file records, if any.
+fn read_hf(dir: &Path) -> Result<(LlamaConfig, Option<StudentLineage>)> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| GraftError::io(&path, e))?;
     let value: serde_json::Value =
@@ -87,10 +135,12 @@ pub fn read_hf_config(dir: &Path) -> Result<LlamaConfig> {
     if let Some(obj) = value.as_object() {
         check_json_types(obj, LLAMA_JSON_FIELDS).map_err(|e| GraftError::model(&path, e.to_string()))?;
     }
+    let lineage_json = value.get(StudentLineage::JSON_KEY).cloned();
     let cfg: LlamaConfig =
         serde_json::from_value(value).map_err(|e| GraftError::model(&path, format!("not a Llama config: {e}")))?;
     cfg.validate().map_err(|e| GraftError::model(&path, e.to_string()))?;
-    Ok(cfg)
+    let lineage = StudentLineage::from_json(&path, lineage_json.as_ref(), cfg.num_hidden_layers)?;
+    Ok((cfg, lineage))
 }
 
 /// The safetensors files of a folder: the shards listed in `model.safetensors.index.json`, or

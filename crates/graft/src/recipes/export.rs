@@ -11,10 +11,12 @@ use crate::io::gguf::{GgufFile, GgufWriter};
 use crate::io::gguf_lora;
 use crate::io::modelfile::Modelfile;
 use crate::models::llama::weights::{hf_to_gguf_name, permute_rows_hf_to_gguf};
+use crate::models::llama::StudentLineage;
 use crate::models::llama::{Llama, LoadOptions};
-use crate::models::load::load_causal_lm;
+use crate::models::load::{load_causal_lm, load_causal_lm_keeping};
 use crate::tokenizer::Tokenizer;
 use crate::{GraftError, Result};
+use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Tensor};
 use serde::Serialize;
@@ -79,7 +81,7 @@ pub fn load_trained(run_dir: &Path) -> Result<(TrainConfig, ModelSource, Llama, 
     let adapter = run_dir.join("adapter");
     let full = run_dir.join("model");
     let model = if adapter.join("adapter_config.json").is_file() {
-        let mut m = load_causal_lm(&source, &LoadOptions::default())?;
+        let mut m = load_causal_lm_keeping(&source, &LoadOptions::default(), cfg.model.keep_layers.as_ref())?;
         if crate::io::peft_prompt::is_prompt_adapter(&adapter) {
             crate::io::peft_prompt::load_prompt(&adapter, &mut m)?;
         } else {
@@ -125,6 +127,18 @@ pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlD
             "{}: prompt / prefix tuning adapters cannot be exported; use {} (PEFT format) as is",
             run_dir.display(),
             run_dir.join("adapter").display()
+        )));
+    }
+    if let (Some(lineage), ExportFormat::Peft | ExportFormat::GgufLora) = (trained.lineage(), format) {
+        // The adapter's layer numbers are the student's; on the whole model they would silently
+        // land on other blocks.
+        return Err(GraftError::Input(format!(
+            "{}: the run trained a student of {} of the {} blocks of {} (model.keep_layers), and its adapter \
+             fits only that student: export the whole model with --format merged or --format gguf",
+            run_dir.display(),
+            lineage.kept_layers.len(),
+            lineage.teacher_num_hidden_layers,
+            cfg.model.name
         )));
     }
     let ids = check_prompt(&tok)?;
@@ -249,7 +263,9 @@ fn write_modelfile(format: ExportFormat, source: &ModelSource, tok: &Tokenizer, 
 }
 
 /// Writes `model` as a GGUF with `base`'s metadata (tokenizer, chat template, hyperparameters),
-/// tensors renamed to llama.cpp's names and q/k rows permuted back to its layout.
+/// tensors renamed to llama.cpp's names and q/k rows permuted back to its layout. The block count
+/// and the student lineage (`graft.student.*`) are the model's own, so a student built with
+/// `model.keep_layers` exports as a model of its own depth.
 pub fn write_gguf(model: &Llama, base: &GgufFile, out: &Path, dtype: GgmlDType) -> Result<()> {
     let mut w = GgufWriter::new();
     let mut keys: Vec<&String> = base.metadata().keys().collect();
@@ -258,6 +274,13 @@ pub fn write_gguf(model: &Llama, base: &GgufFile, out: &Path, dtype: GgmlDType) 
         w.add_metadata(k.clone(), base.metadata()[k].clone())?;
     }
     let cfg = model.config();
+    let arch = base.meta_str("general.architecture")?;
+    w.set_metadata(format!("{arch}.block_count"), Value::U32(cfg.num_hidden_layers as u32))?;
+    w.remove_metadata(StudentLineage::GGUF_TEACHER_BLOCKS);
+    w.remove_metadata(StudentLineage::GGUF_KEPT_BLOCKS);
+    for (key, value) in model.lineage().map(StudentLineage::gguf_metadata).unwrap_or_default() {
+        w.add_metadata(key, value)?;
+    }
     for (name, t) in model.named_tensors()? {
         let gname = hf_to_gguf_name(&name).ok_or_else(|| GraftError::Input(format!("no GGUF name for {name}")))?;
         let t = t.to_dtype(DType::F32)?;

@@ -7,7 +7,7 @@ use crate::adapters::lora::LoraSet;
 use crate::adapters::prompt::PromptAdapter;
 use crate::config::TrainConfig;
 use crate::data::{self, Batch, Example};
-use crate::models::llama::Llama;
+use crate::models::llama::{Llama, StudentLineage};
 use crate::objectives::causal_lm::CausalLm;
 use crate::tokenizer::Tokenizer;
 use crate::train::schedule::Schedule;
@@ -42,6 +42,10 @@ pub struct Summary {
     pub trainable_params: usize,
     /// Where the adapter (PEFT format) or full model was written.
     pub output: PathBuf,
+    /// For a smaller student (`model.keep_layers`): the teacher's block count and the blocks
+    /// kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub student: Option<StudentLineage>,
 }
 
 /// Keys a resumed run may change without invalidating its checkpoint.
@@ -95,7 +99,7 @@ fn save_trained(
     let out = &cfg.output.dir;
     if let Some(set) = lora {
         let dir = out.join("adapter");
-        crate::io::peft::save_lora(set, &dir, &cfg.model.name)?;
+        crate::io::peft::save_lora_with_lineage(set, &dir, &cfg.model.name, model.lineage())?;
         Ok(dir)
     } else if let Some(adapter) = prompt {
         let dir = out.join("adapter");
@@ -171,6 +175,7 @@ pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnM
         peak_rss_mb: run.peak_rss_mb,
         trainable_params: run.trainable_params,
         output,
+        student: model.lineage().cloned(),
     };
     let path = out.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?).map_err(|e| GraftError::io(&path, e))?;

@@ -9,7 +9,7 @@ use crate::config::{AdapterKind, ModelInit, OptimizerName, TrainConfig};
 use crate::data::Batch;
 use crate::device::{parse_device, parse_dtype};
 use crate::models::llama::{Llama, LoadOptions, Pass, WeightFormat};
-use crate::models::load::{load_causal_lm, load_causal_lm_random};
+use crate::models::load::{load_causal_lm_keeping, load_causal_lm_random};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::{AdamWConfig, OptimizerKind};
 use crate::{GraftError, Result};
@@ -40,9 +40,10 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
     let tokenizer = Tokenizer::from_source(&source)?;
     let format = if cfg.adapter.kind == AdapterKind::Qlora { WeightFormat::Quantized } else { WeightFormat::Dense };
     let opts = LoadOptions { device: parse_device(&cfg.model.device)?, dtype: parse_dtype(&cfg.model.dtype)?, format };
+    let keep = cfg.model.keep_layers.as_ref();
     let mut model = match cfg.model.init {
-        ModelInit::Pretrained => load_causal_lm(&source, &opts)?,
-        ModelInit::Random => load_causal_lm_random(&source, &opts, cfg.train.seed)?,
+        ModelInit::Pretrained => load_causal_lm_keeping(&source, &opts, keep)?,
+        ModelInit::Random => load_causal_lm_random(&source, &opts, cfg.train.seed, keep)?,
     };
     if cfg.adapter.kind == AdapterKind::Qlora && !model.has_quantized() {
         return Err(GraftError::Input(format!(

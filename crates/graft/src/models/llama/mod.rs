@@ -4,12 +4,14 @@ mod block;
 pub mod config;
 pub mod model;
 pub mod random;
+pub mod student;
 pub mod virtual_tokens;
 pub mod weights;
 
 pub use block::Block;
 pub use config::LlamaConfig;
 pub use model::{Llama, LoadOptions, Pass};
+pub use student::{KeepLayers, KeptBlocks, StudentLineage};
 pub use virtual_tokens::VirtualTokens;
 pub use weights::{GgufWeights, SafetensorsWeights, WeightFormat, WeightSource};
 

@@ -8,6 +8,7 @@
 
 use super::block::{rms_norm, Block, BlockContext, RopeTables};
 use super::config::LlamaConfig;
+use super::student::StudentLineage;
 use super::virtual_tokens::VirtualTokens;
 use super::weights::{WeightFormat, WeightSource};
 use crate::models::linear::{BaseWeight, Proj};
@@ -57,6 +58,8 @@ pub struct Llama {
     checkpoint: Option<Arc<GradSink>>,
     /// Soft prompt or prefix prepended to every sequence (prompt / prefix tuning).
     virtual_tokens: Option<VirtualTokens>,
+    /// Which blocks of which model this one was built from, when it is a smaller student.
+    lineage: Option<StudentLineage>,
 }
 
 impl Llama {
@@ -101,12 +104,35 @@ impl Llama {
         };
         let rope = RopeTables::new(&cfg, dtype, dev)?;
         let ctx = BlockContext { cfg, rope, device: dev.clone() };
-        Ok(Self { info, embed_tokens, layers, norm, lm_head, ctx, dtype, checkpoint: None, virtual_tokens: None })
+        Ok(Self {
+            info,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            ctx,
+            dtype,
+            checkpoint: None,
+            virtual_tokens: None,
+            lineage: None,
+        })
     }
 
     /// The hyperparameters.
     pub fn config(&self) -> &LlamaConfig {
         &self.ctx.cfg
+    }
+
+    /// Which blocks of which model this one was built from, when it is a smaller student
+    /// (`model.keep_layers`); exports record it.
+    pub fn lineage(&self) -> Option<&StudentLineage> {
+        self.lineage.as_ref()
+    }
+
+    /// Records the model's lineage (set by the loader).
+    pub fn with_lineage(mut self, lineage: Option<StudentLineage>) -> Self {
+        self.lineage = lineage;
+        self
     }
 
     /// The decoder blocks (their projections are where adapters attach).
