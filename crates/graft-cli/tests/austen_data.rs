@@ -8,9 +8,7 @@ use std::path::PathBuf;
 
 #[test]
 fn austen_builds_into_a_folder_and_trains_as_text() {
-    let lists = std::fs::read_dir("/var/lib/apt/lists").map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>());
-    let indexed = lists.is_ok_and(|names| names.iter().any(|n| n.to_string_lossy().contains("_Packages")));
-    if !common::require(indexed, "no Debian package index in /var/lib/apt/lists (run `apt-get update`)") {
+    if !common::require_apt_index() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -12,12 +12,7 @@ use std::path::PathBuf;
 
 /// The asset folder, fetched when missing; `None` (a skip outside CI) without apt's index.
 fn asset() -> Option<PathBuf> {
-    let lists = std::fs::read_dir("/var/lib/apt/lists").map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>());
-    let indexed = lists.is_ok_and(|names| names.iter().any(|n| n.to_string_lossy().contains("_Packages")));
-    if !common::require(indexed, "no Debian package index in /var/lib/apt/lists (run `apt-get update`)") {
-        return None;
-    }
-    Some(graft::assets::ensure("janeaustenr", false).expect("fetch janeaustenr"))
+    common::require_apt_index().then(|| graft::assets::ensure("janeaustenr", false).expect("fetch janeaustenr"))
 }
 
 #[test]
@@ -101,7 +96,7 @@ fn the_build_holds_out_whole_chapters_the_same_way_every_time() {
     let (test, test_longest) = chapters_in(&a.path().join("text.test.jsonl"));
     assert!(train.is_disjoint(&test));
     assert_eq!((train.len(), test.len()), (244, 25));
-    assert!(test.iter().all(|(_, ch)| ch % 10 == 0), "{test:?}");
+    assert!(test.iter().all(|(_, ch)| ch.is_multiple_of(10)), "{test:?}");
     assert!(train_longest <= 1000 && test_longest <= 1000);
     eprintln!("austen build: {:?}", summary.files);
 

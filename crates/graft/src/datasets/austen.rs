@@ -141,7 +141,7 @@ pub fn chapters(novel: &Novel) -> Result<Vec<Chapter>> {
 /// Whether chapter `number` is held out when every `every`-th chapter of each novel is:
 /// chapters `every`, `2·every`, ... (`every` = 10 holds out 25 of the 269 chapters).
 pub fn is_held_out(number: usize, every: usize) -> bool {
-    every > 0 && number % every == 0
+    every > 0 && number.is_multiple_of(every)
 }
 
 /// Consecutive paragraphs joined by a blank line into passages of at most `max_chars`

@@ -383,7 +383,7 @@ fn type_name(ty: u32) -> &'static str {
         239 | 240 => "an old-style attributed pairlist",
         241 | 242 | 253 => "a built-in environment",
         247 => "PERSISTSXP, an item of another database",
-        248 | 249 | 250 => "a package or namespace",
+        248..=250 => "a package or namespace",
         251 | 252 => "a missing argument or unbound value",
         _ => "unknown",
     }
