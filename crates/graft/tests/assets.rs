@@ -257,9 +257,7 @@ fn all_minilm_is_an_hf_folder() {
 /// 31 MB with `apt-get download` (measured: 4 s); needs apt and Debian's package index.
 #[test]
 fn fashion_mnist_comes_from_a_debian_package() {
-    let lists = fs::read_dir("/var/lib/apt/lists").map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>());
-    let indexed = lists.is_ok_and(|names| names.iter().any(|n| n.to_string_lossy().contains("_Packages")));
-    if !common::require(indexed, "no Debian package index in /var/lib/apt/lists (run `apt-get update`)") {
+    if !common::require_apt_index() {
         return;
     }
     let (_dir, path) = fetch_timed("fashion-mnist");

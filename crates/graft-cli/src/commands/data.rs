@@ -1,11 +1,13 @@
 //! `graft data build NAME`: the files of graft's named datasets — tweet sentiment as chat,
 //! alpaca and text lines (`tweets`), summarization and question answering from Debian's AppStream
-//! metadata (`appstream`) — written into a folder. Configs reach the same files as
-//! `dataset:NAME/FILE`, built into the cache on first use. `graft data teacher-answers` rewrites
-//! a training file's answers with a teacher model's (`teacher_answers.rs`).
+//! metadata (`appstream`), Jane Austen's novels as plain text with held-out chapters (`austen`)
+//! — written into a folder. Configs reach the same files as `dataset:NAME/FILE`, built into the
+//! cache on first use. `graft data teacher-answers` rewrites a training file's answers with a
+//! teacher model's (`teacher_answers.rs`).
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use graft::recipes::austen_data::{build_austen, AustenOptions};
 use graft::recipes::data_build::{self, BuildSummary, TweetsOptions};
 use graft::recipes::tasks::{build_appstream, BuildOptions};
 use std::path::PathBuf;
@@ -14,6 +16,7 @@ use std::path::PathBuf;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  graft data build tweets --out data/tweets\n  \
 graft data build appstream --out data/appstream --max 2000 --json\n  \
+graft data build austen --out data/austen\n  \
 graft data teacher-answers --model runs/teacher/model --data dataset:tweets/chat.train.jsonl --out answers.jsonl\n\n\
 A config may name these files as dataset:NAME/FILE (e.g. dataset:tweets/chat.train.jsonl): they\n\
 are then built with the default options into the cache the first time (docs/data.md).")]
@@ -33,7 +36,8 @@ enum DataCommand {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  graft data build tweets --out data/tweets\n  \
-graft data build appstream --out data/appstream --max 2000 --json")]
+graft data build appstream --out data/appstream --max 2000 --json\n  \
+graft data build austen --out data/austen")]
 struct BuildArgs {
     #[command(subcommand)]
     source: BuildSource,
@@ -46,6 +50,9 @@ enum BuildSource {
     /// Summarization pairs (description → summary) and SQuAD-style questions from the AppStream
     /// metadata that `apt-get update` downloads.
     Appstream(AppstreamArgs),
+    /// Jane Austen's six novels (the `janeaustenr` asset) as plain-text passages, whole
+    /// chapters held out for testing.
+    Austen(AustenArgs),
 }
 
 /// `graft data build tweets` options.
@@ -105,22 +112,56 @@ struct AppstreamArgs {
     json: bool,
 }
 
+/// `graft data build austen` options.
+#[derive(Debug, Args)]
+#[command(after_help = "Example: graft data build austen --out data/austen --max-chars 2000 --json\n\n\
+Writes text.train.jsonl and text.test.jsonl: {\"text\", \"novel\", \"chapter\"} lines, each a passage of\n\
+consecutive paragraphs of one chapter. Chapters --test-every, 2x, 3x ... of each novel go to the test\n\
+file, the others to the training file. The defaults are the files that dataset:austen/FILE stands\n\
+for in a config.")]
+struct AustenArgs {
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Longest passage, in characters.
+    #[arg(long, default_value_t = AustenOptions::default().max_chars)]
+    max_chars: usize,
+    /// Hold out every N-th chapter of each novel.
+    #[arg(long, default_value_t = AustenOptions::default().test_every)]
+    test_every: usize,
+    /// Print one JSON object (the line counts) on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
 /// Runs `graft data ...`.
 pub fn run(args: DataArgs) -> Result<()> {
     match args.command {
         DataCommand::Build(BuildArgs { source: BuildSource::Appstream(a) }) => appstream(a),
         DataCommand::Build(BuildArgs { source: BuildSource::Tweets(a) }) => tweets(a),
+        DataCommand::Build(BuildArgs { source: BuildSource::Austen(a) }) => austen(a),
         DataCommand::TeacherAnswers(a) => super::teacher_answers::run(a),
     }
+}
+
+fn austen(args: AustenArgs) -> Result<()> {
+    let opts = AustenOptions { max_chars: args.max_chars, test_every: args.test_every };
+    let summary = build_austen(&opts, &args.out, &mut |note| eprintln!("{note}"))?;
+    print_summary(&summary, args.json)
 }
 
 fn tweets(args: TweetsArgs) -> Result<()> {
     let opts = TweetsOptions { n_train: args.train, n_test: args.test, seed: args.seed };
     let summary = data_build::build_tweets(&opts, &args.out, &mut |note| eprintln!("{note}"))?;
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+    print_summary(&summary, args.json)
+}
+
+/// The summary as one JSON object, or the files with their line counts.
+fn print_summary(summary: &BuildSummary, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(summary)?);
     } else {
-        print_files(&summary);
+        print_files(summary);
     }
     Ok(())
 }

@@ -121,8 +121,38 @@ const FASHION_MNIST: AssetSpec = AssetSpec {
     sums: None,
 };
 
+/// One file of the janeaustenr lazy-load database, from the package's R library folder.
+macro_rules! janeaustenr {
+    ($file:literal, $sha:literal) => {
+        OutputFile {
+            dest: $file,
+            source: Source::Member(Member {
+                package: 0,
+                path: concat!("usr/lib/R/site-library/janeaustenr/data/", $file),
+            }),
+            sha256: $sha,
+        }
+    };
+}
+
+/// Jane Austen's six novels as R character vectors, from the Debian archive.
+const JANEAUSTENR: AssetSpec = AssetSpec {
+    name: "janeaustenr",
+    kind: AssetKind::Dataset,
+    description:
+        "Jane Austen's six completed novels, one line per element, as an R lazy-load database (Rdata.rdx/.rdb)",
+    licence: "novels public domain; package MIT (Julia Silge; Debian packaging by Andreas Tille)",
+    packages: &[Package::Debian { name: "r-cran-janeaustenr", version: "1.0.0-1" }],
+    files: &[
+        janeaustenr!("Rdata.rdx", "cab8cbe4ce965d3b42b35c03383bafccc0eb78151f70e4748ead45270470c22f"),
+        janeaustenr!("Rdata.rdb", "8fb5198960d0da724b1562f96e4221e5c1b41ff455000280b02c55980c3d8f21"),
+    ],
+    main: None,
+    sums: None,
+};
+
 /// Every registered asset, in listing order.
-static REGISTRY: [AssetSpec; 5] = [SMOLLM2, GEMMA3_270M, ALL_MINILM, TWEETS, FASHION_MNIST];
+static REGISTRY: [AssetSpec; 6] = [SMOLLM2, GEMMA3_270M, ALL_MINILM, TWEETS, FASHION_MNIST, JANEAUSTENR];
 
 /// All registered assets.
 pub fn registry() -> &'static [AssetSpec] {

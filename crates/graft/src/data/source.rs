@@ -36,7 +36,7 @@ const fn file(name: &'static str, format: Option<DataFormat>) -> BuiltFile {
 }
 
 /// The datasets graft builds, in listing order.
-pub static BUILT_DATASETS: [BuiltDataset; 2] = [
+pub static BUILT_DATASETS: [BuiltDataset; 3] = [
     BuiltDataset {
         name: "tweets",
         description:
@@ -62,6 +62,12 @@ pub static BUILT_DATASETS: [BuiltDataset; 2] = [
             file("qa.train.jsonl", None),
             file("qa.test.jsonl", None),
         ],
+    },
+    BuiltDataset {
+        name: "austen",
+        description: "Jane Austen's six novels (the `janeaustenr` asset, Debian `r-cran-janeaustenr`) as passages of \
+                      plain text, every 10th chapter held out",
+        files: &[file("text.train.jsonl", Some(DataFormat::Text)), file("text.test.jsonl", Some(DataFormat::Text))],
     },
 ];
 

@@ -2,5 +2,6 @@
 //! [`crate::assets`]).
 
 pub mod appstream;
+pub mod austen;
 pub mod task_files;
 pub mod tweets;

@@ -1,5 +1,5 @@
 //! File formats: GGUF, safetensors, Hugging Face model folders, LoRA adapters (PEFT folders and
-//! llama.cpp GGUF files) and Ollama Modelfiles.
+//! llama.cpp GGUF files), Ollama Modelfiles and R data files (`rdata`).
 
 pub mod adapter;
 pub mod gguf;
@@ -8,6 +8,7 @@ pub mod hf_folder;
 pub mod modelfile;
 pub mod peft;
 pub mod peft_prompt;
+pub mod rdata;
 pub mod safetensors;
 
 /// Makes the renames in `dir` durable (fsync of the folder). Off Unix a folder cannot be opened

@@ -1,5 +1,6 @@
 //! Building the files of graft's named datasets ([`crate::data::source::BUILT_DATASETS`]):
-//! into a folder ([`build_tweets`], [`super::tasks::build_appstream`]; `graft data build NAME
+//! into a folder ([`build_tweets`], [`super::tasks::build_appstream`],
+//! [`super::austen_data::build_austen`]; `graft data build NAME
 //! --out DIR`), or into the cache on first use of a `dataset:NAME/FILE` data path
 //! ([`resolve`]), so that a config naming one runs with nothing else to prepare.
 //!
@@ -108,6 +109,7 @@ pub fn build_default(dataset: &BuiltDataset, out: &Path, on_note: &mut dyn FnMut
             let report = build_appstream(&opts, on_note)?;
             Ok(BuildSummary { dataset: "appstream".into(), out: report.out, files: report.files })
         }
+        "austen" => super::austen_data::build_austen(&Default::default(), out, on_note),
         other => Err(GraftError::Input(format!("dataset `{other}` has no builder"))),
     }
 }

@@ -1,6 +1,7 @@
 //! Recipes: one transfer technique each, written as plain glue over the components (build the
 //! parts from the config, run the loop, evaluate, write results). No math lives here.
 
+pub mod austen_data;
 pub mod compare;
 pub mod data_build;
 pub mod export;

@@ -101,3 +101,11 @@ pub fn require(met: bool, why: impl std::fmt::Display) -> bool {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
     false
 }
+
+/// [`require`]s apt's package index (`/var/lib/apt/lists/*_Packages*`), which fetching a Debian
+/// package asset needs; false (a skip outside CI) without it.
+pub fn require_apt_index() -> bool {
+    let lists = std::fs::read_dir("/var/lib/apt/lists").map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>());
+    let indexed = lists.is_ok_and(|names| names.iter().any(|n| n.to_string_lossy().contains("_Packages")));
+    require(indexed, "no Debian package index in /var/lib/apt/lists (run `apt-get update`)")
+}
