@@ -81,6 +81,7 @@ pub fn write_gguf_lora(
     if !matches!(dtype, GgmlDType::F32 | GgmlDType::F16) {
         return Err(GraftError::Input(format!("a GGUF LoRA adapter is stored as f32 or f16, not {dtype:?}")));
     }
+    cfg.require_llama("a GGUF LoRA adapter")?;
     let first = set.layers.first().ok_or_else(|| GraftError::Input("the adapter has no layers to export".into()))?;
     let rank = first.a().dims()[0];
     let scale = first.scale();

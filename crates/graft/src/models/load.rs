@@ -9,7 +9,10 @@ use crate::{GraftError, Result};
 use std::path::{Path, PathBuf};
 
 /// Architectures graft can build, as named in GGUF `general.architecture`.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "gemma3"];
+
+/// `model_type`s of Hugging Face folders graft can build (Gemma 3 is read from GGUF only).
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama"];
 
 /// Loads a causal language model from a GGUF file or a Hugging Face folder.
 pub fn load_causal_lm(source: &ModelSource, opts: &LoadOptions) -> Result<Llama> {
@@ -42,7 +45,7 @@ pub fn load_causal_lm_random(source: &ModelSource, opts: &LoadOptions, seed: u64
         ModelSource::Gguf(path) => {
             let gguf = GgufFile::open(path)?;
             let cfg = LlamaConfig::from_gguf(&gguf)?;
-            cfg.check_tensors(&GgufWeights::new(&gguf, cfg.num_attention_heads, cfg.num_key_value_heads))?;
+            cfg.check_tensors(&GgufWeights::new(&gguf, &cfg))?;
             cfg
         }
         ModelSource::HfFolder(dir) => {
@@ -78,10 +81,10 @@ pub fn read_hf_config(dir: &Path) -> Result<LlamaConfig> {
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| GraftError::model(&path, format!("invalid JSON: {e}")))?;
     let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
-    if !SUPPORTED_ARCHITECTURES.contains(&model_type) {
+    if !SUPPORTED_MODEL_TYPES.contains(&model_type) {
         return Err(GraftError::model(
             &path,
-            format!("unknown model_type `{model_type}`: graft can build {SUPPORTED_ARCHITECTURES:?}"),
+            format!("unknown model_type `{model_type}`: graft can build {SUPPORTED_MODEL_TYPES:?} from a folder"),
         ));
     }
     if let Some(obj) = value.as_object() {

@@ -118,6 +118,9 @@ fn against_trained(trained: &Tensor, exported: &Tensor, out: &Path, tolerance: f
 /// an Ollama `Modelfile` in the same folder.
 pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlDType) -> Result<ExportReport> {
     let (cfg, source, trained, tok) = load_trained(run_dir)?;
+    if format != ExportFormat::Peft {
+        trained.config().require_llama(&format!("a `{format:?}` export"))?;
+    }
     if trained.virtual_tokens().is_some() {
         // A soft prompt or prefix cannot be folded into the weights; its adapter folder is
         // already the PEFT export.
@@ -251,6 +254,7 @@ fn write_modelfile(format: ExportFormat, source: &ModelSource, tok: &Tokenizer, 
 /// Writes `model` as a GGUF with `base`'s metadata (tokenizer, chat template, hyperparameters),
 /// tensors renamed to llama.cpp's names and q/k rows permuted back to its layout.
 pub fn write_gguf(model: &Llama, base: &GgufFile, out: &Path, dtype: GgmlDType) -> Result<()> {
+    model.config().require_llama("a GGUF export")?;
     let mut w = GgufWriter::new();
     let mut keys: Vec<&String> = base.metadata().keys().collect();
     keys.sort();
