@@ -43,6 +43,7 @@ fn gemma3_perplexity_scores_every_window_after_bos() {
     assert!(n_windows >= 2);
     assert_eq!(report["n_predicted"].as_u64().unwrap(), 16 * n_windows);
     let ppl = report["ppl"].as_f64().unwrap();
-    // A repeated sentence is easy to predict for a pretrained model.
-    assert!(ppl.is_finite() && ppl > 1.0 && ppl < 20.0, "ppl {ppl}");
+    // Plain English in 16-token windows: 32 measured; a broken forward gives thousands (a
+    // uniform guess over the vocabulary is 262,144).
+    assert!(ppl.is_finite() && ppl > 1.0 && ppl < 100.0, "ppl {ppl}");
 }
