@@ -289,3 +289,22 @@ fn quantized_weights_give_close_logits_and_the_same_first_token() {
         assert_eq!(graft::generate::sampler::argmax(&q).unwrap(), ids(&case["new_ids"])[0], "{:?}", case["prompt"]);
     }
 }
+
+/// Gemma 3 hyperparameters go through the same checks as the Llama ones, and errors name the
+/// key as the file spells it.
+#[test]
+fn gemma3_hyperparameters_are_validated_by_their_gguf_keys() {
+    use graft::models::llama::config::KeyNames;
+    use graft::models::llama::{Family, LlamaConfig};
+    let cfg = LlamaConfig::from_gguf(&GgufFile::open(gguf_path()).unwrap()).unwrap();
+    let names = KeyNames::Gguf { arch: "gemma3".into() };
+    let Family::Gemma3(params) = cfg.family else { panic!("not read as Gemma 3: {:?}", cfg.family) };
+    let mut bad = cfg.clone();
+    bad.family = Family::Gemma3(graft::models::llama::Gemma3Params { sliding_window: 0, ..params });
+    let err = bad.validate_as(&names).unwrap_err().to_string();
+    assert!(err.contains("`gemma3.attention.sliding_window`: found 0"), "{err}");
+    let mut bad = cfg.clone();
+    bad.head_dim = Some(255);
+    let err = bad.validate_as(&names).unwrap_err().to_string();
+    assert!(err.contains("`gemma3.attention.key_length`") && err.contains("even"), "{err}");
+}
