@@ -48,51 +48,15 @@ fn prompts() -> Vec<Prompt> {
         .collect()
 }
 
-fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
-}
-
-/// Top-10 ids per position must match, except ids whose reference logits are within 1e-4
-/// of each other may swap.
-fn check_top10(logits: &Tensor, p: &Prompt) {
-    let rows: Vec<Vec<f32>> = logits.to_dtype(DType::F32).unwrap().to_vec2().unwrap();
-    for (pos, row) in rows.iter().enumerate() {
-        let mut idx: Vec<usize> = (0..row.len()).collect();
-        idx.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).unwrap());
-        for (r, &got) in idx.iter().enumerate().take(10) {
-            let want = p.top10[pos][r] as usize;
-            if want != got {
-                let vw = p.top10_values[pos][r];
-                let near = p.top10_values[pos]
-                    .iter()
-                    .enumerate()
-                    .any(|(j, v)| p.top10[pos][j] as usize == got && (v - vw).abs() <= 1e-4);
-                assert!(near, "position {pos} rank {r}: got id {got}, reference {want}");
-            }
-        }
-    }
-}
-
-fn logits(m: &Llama, ids: &[u32], train: bool) -> Tensor {
-    let x = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let out = if train { m.forward_train(&x).unwrap() } else { m.forward_infer(&x, &mut m.new_cache()).unwrap() };
-    out.squeeze(0).unwrap()
-}
-
-fn last_row_f64(l: &Tensor) -> Vec<f64> {
-    let n = l.dim(0).unwrap();
-    l.get(n - 1).unwrap().to_dtype(DType::F64).unwrap().to_vec1().unwrap()
-}
-
 #[test]
 fn f32_training_and_inference_paths_match_transformers() {
     let m = f32_model();
     for p in prompts() {
         for train in [true, false] {
-            let l = logits(m, &p.ids, train);
-            let d = max_abs_diff(&last_row_f64(&l), &p.last_f64);
+            let l = common::forward_logits(m, &p.ids, train);
+            let d = common::max_abs_diff_f64(&common::last_row_f64(&l), &p.last_f64);
             assert!(d <= 5e-4, "train={train}: max |Δ| vs f64 reference = {d}");
-            check_top10(&l, &p);
+            common::check_top10(&l, &p.top10, &p.top10_values);
         }
     }
 }
@@ -101,8 +65,8 @@ fn f32_training_and_inference_paths_match_transformers() {
 fn f64_training_path_matches_true_float64_reference() {
     let m = model(DType::F64);
     for p in prompts() {
-        let l = logits(&m, &p.ids, true);
-        let d = max_abs_diff(&last_row_f64(&l), &p.last_f64);
+        let l = common::forward_logits(&m, &p.ids, true);
+        let d = common::max_abs_diff_f64(&common::last_row_f64(&l), &p.last_f64);
         assert!(d <= 1e-9, "f64 max |Δ| = {d}");
     }
 }
@@ -111,7 +75,7 @@ fn f64_training_path_matches_true_float64_reference() {
 fn kv_cached_decoding_equals_full_forward() {
     let m = f32_model();
     let ids = &prompts()[1].ids;
-    let full = last_row_f64(&logits(m, ids, false));
+    let full = common::last_row_f64(&common::forward_logits(m, ids, false));
     let mut cache = m.new_cache();
     let split = ids.len() - 3;
     let x = Tensor::new(&ids[..split], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
@@ -122,7 +86,7 @@ fn kv_cached_decoding_equals_full_forward() {
         last = Some(m.forward_infer_last(&x, &mut cache).unwrap());
     }
     let inc: Vec<f64> = last.unwrap().squeeze(0).unwrap().to_dtype(DType::F64).unwrap().to_vec1().unwrap();
-    let d = max_abs_diff(&inc, &full);
+    let d = common::max_abs_diff_f64(&inc, &full);
     assert!(d <= 1e-3, "cached vs full: {d}");
     assert_eq!(cache.len(), ids.len());
 }

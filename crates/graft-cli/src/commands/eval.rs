@@ -71,7 +71,9 @@ fn perplexity(args: PerplexityArgs) -> Result<()> {
     let ids = tok.encode(&text, false)?;
     eprintln!("{}: {} tokens, windows of {}", args.text.display(), ids.len(), args.window);
     let start = std::time::Instant::now();
-    let p = graft::eval::perplexity(&model, &ids, args.window, &mut |done, total| {
+    // A tokenizer that puts BOS in front of every text (Gemma) gets it in front of every window.
+    let bos = tok.bos_id().filter(|_| tok.adds_bos());
+    let p = graft::eval::perplexity_with_bos(&model, &ids, args.window, bos, &mut |done, total| {
         eprintln!("window {done}/{total}");
     })?;
     let secs = start.elapsed().as_secs_f64();
@@ -86,6 +88,7 @@ fn perplexity(args: PerplexityArgs) -> Result<()> {
             "window": p.window,
             "n_windows": p.n_windows,
             "n_predicted": p.n_predicted,
+            "bos_per_window": bos.is_some(),
             "mean_nll": p.mean_nll,
             "ppl": p.ppl,
             "seconds": secs,

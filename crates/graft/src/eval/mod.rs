@@ -11,4 +11,4 @@ pub mod perplexity;
 pub mod rouge;
 pub mod squad;
 
-pub use perplexity::{perplexity, Perplexity};
+pub use perplexity::{perplexity, perplexity_with_bos, Perplexity};

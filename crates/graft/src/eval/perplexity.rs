@@ -5,6 +5,9 @@
 //! window is scored alone from position 0, and the loss is the mean negative log-likelihood of
 //! tokens `1..w` of every window given the ones before it:
 //! `mean_nll = Σ −log p(x_i | x_<i) / ((w − 1) · n_windows)`, `ppl = exp(mean_nll)`.
+//! For models whose tokenizer adds BOS to every text (Gemma), [`perplexity_with_bos`] scores each
+//! window as `[BOS] + window`, so all `w` tokens are predicted (the protocol of
+//! `tests/golden/gemma3/perplexity.json`).
 //! The log-softmax runs in f64 on the (widened) logits, whatever the model's dtype.
 
 use crate::models::Model;
@@ -21,7 +24,8 @@ pub struct Perplexity {
     pub window: usize,
     /// Windows scored (the partial last one is dropped).
     pub n_windows: usize,
-    /// Tokens whose likelihood was scored: `(window − 1) · n_windows`.
+    /// Tokens whose likelihood was scored: `(window − 1) · n_windows`, or `window · n_windows`
+    /// with a BOS in front of every window.
     pub n_predicted: usize,
     /// Mean negative log-likelihood in nats.
     pub mean_nll: f64,
@@ -64,6 +68,19 @@ pub fn perplexity(
     window: usize,
     on_window: &mut dyn FnMut(usize, usize),
 ) -> Result<Perplexity> {
+    perplexity_with_bos(model, ids, window, None, on_window)
+}
+
+/// [`perplexity`], with `bos` (when given) in front of every window: the model then reads
+/// `[bos] + window[..w-1]` and every one of the `w` window tokens is scored, as for a model whose
+/// tokenizer adds BOS to each text it scores.
+pub fn perplexity_with_bos(
+    model: &dyn Model,
+    ids: &[u32],
+    window: usize,
+    bos: Option<u32>,
+    on_window: &mut dyn FnMut(usize, usize),
+) -> Result<Perplexity> {
     if window < 2 {
         return Err(GraftError::Input(format!("window must be at least 2 tokens, got {window}")));
     }
@@ -83,12 +100,16 @@ pub fn perplexity(
     let mut total = 0.0;
     for w in 0..n_windows {
         let chunk = &ids[w * window..(w + 1) * window];
-        let input = Tensor::new(chunk, model.device())?.unsqueeze(0)?;
+        let (input, targets): (Vec<u32>, &[u32]) = match bos {
+            Some(b) => (std::iter::once(b).chain(chunk[..window - 1].iter().copied()).collect(), chunk),
+            None => (chunk.to_vec(), &chunk[1..]),
+        };
+        let input = Tensor::new(input.as_slice(), model.device())?.unsqueeze(0)?;
         let logits = model.forward_infer(&input, &mut model.new_cache())?.squeeze(0)?;
-        total += sum_nll(&logits.narrow(0, 0, window - 1)?, &chunk[1..])?;
+        total += sum_nll(&logits.narrow(0, 0, targets.len())?, targets)?;
         on_window(w + 1, n_windows);
     }
-    let n_predicted = (window - 1) * n_windows;
+    let n_predicted = if bos.is_some() { window } else { window - 1 } * n_windows;
     let mean_nll = total / n_predicted as f64;
     Ok(Perplexity { n_tokens: ids.len(), window, n_windows, n_predicted, mean_nll, ppl: mean_nll.exp() })
 }

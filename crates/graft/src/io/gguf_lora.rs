@@ -48,9 +48,11 @@ pub fn gguf_base_name(module: &str) -> Option<String> {
 }
 
 /// How many heads llama.cpp permuted the rows of `module`'s base weight for (q and k
-/// projections), or `None` when its rows are in the same order in both layouts.
+/// projections of a Llama), or `None` when its rows are in the same order in both layouts.
 fn permuted_heads(module: &str, cfg: &LlamaConfig) -> Option<usize> {
-    if module.ends_with("self_attn.q_proj") {
+    if cfg.family != crate::models::llama::Family::Llama {
+        None
+    } else if module.ends_with("self_attn.q_proj") {
         Some(cfg.num_attention_heads)
     } else if module.ends_with("self_attn.k_proj") {
         Some(cfg.num_key_value_heads)
@@ -81,6 +83,7 @@ pub fn write_gguf_lora(
     if !matches!(dtype, GgmlDType::F32 | GgmlDType::F16) {
         return Err(GraftError::Input(format!("a GGUF LoRA adapter is stored as f32 or f16, not {dtype:?}")));
     }
+    cfg.require_llama("a GGUF LoRA adapter")?;
     let first = set.layers.first().ok_or_else(|| GraftError::Input("the adapter has no layers to export".into()))?;
     let rank = first.a().dims()[0];
     let scale = first.scale();

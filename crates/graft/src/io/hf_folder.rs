@@ -26,6 +26,7 @@ fn torch_dtype(dtype: DType) -> &'static str {
 /// Everything is written into a sibling temporary folder first and renamed into place, so a
 /// crash never leaves a half-written folder at `dir`. An existing `dir` is replaced.
 pub fn write_llama_folder(model: &Llama, tokenizer: &Tokenizer, dir: &Path, dtype: DType) -> Result<()> {
+    model.config().require_llama("writing a Hugging Face folder")?;
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| GraftError::io(parent, e))?;
     let tmp =

@@ -12,7 +12,10 @@ use crate::{GraftError, Result};
 use std::path::{Path, PathBuf};
 
 /// Architectures graft can build, as named in GGUF `general.architecture`.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "gemma3"];
+
+/// `model_type`s of Hugging Face folders graft can build (Gemma 3 is read from GGUF only).
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama"];
 
 /// Loads a causal language model from a GGUF file or a Hugging Face folder.
 pub fn load_causal_lm(source: &ModelSource, opts: &LoadOptions) -> Result<Llama> {
@@ -30,7 +33,7 @@ pub fn load_causal_lm_keeping(source: &ModelSource, opts: &LoadOptions, keep: Op
             let gguf = open_gguf(path)?;
             let cfg = LlamaConfig::from_gguf(&gguf)?;
             let lineage = StudentLineage::from_gguf(&gguf, cfg.num_hidden_layers)?;
-            let src = GgufWeights::new(&gguf, cfg.num_attention_heads, cfg.num_key_value_heads);
+            let src = GgufWeights::new(&gguf, &cfg);
             build(cfg, &src, lineage, opts, keep)
         }
         ModelSource::HfFolder(dir) => {
@@ -54,7 +57,7 @@ pub fn load_causal_lm_random(
         ModelSource::Gguf(path) => {
             let gguf = open_gguf(path)?;
             let cfg = LlamaConfig::from_gguf(&gguf)?;
-            cfg.check_tensors(&GgufWeights::new(&gguf, cfg.num_attention_heads, cfg.num_key_value_heads))?;
+            cfg.check_tensors(&GgufWeights::new(&gguf, &cfg))?;
             let lineage = StudentLineage::from_gguf(&gguf, cfg.num_hidden_layers)?;
             (cfg, lineage)
         }
@@ -90,6 +93,15 @@ fn build(
     keep: Option<&KeepLayers>,
 ) -> Result<Llama> {
     let Some(keep) = keep else { return Ok(Llama::load(cfg, src, opts)?.with_lineage(lineage)) };
+    if cfg.gemma3().is_some() {
+        // Gemma 3 decides a block's attention (sliding or global, and its RoPE base) by its
+        // index, so renumbered blocks would silently change kind.
+        return Err(GraftError::Input(
+            "model.keep_layers: students of Gemma 3 models are not supported (a block's sliding-window or global \
+             attention follows from its index)"
+                .into(),
+        ));
+    }
     let kept = keep.resolve(cfg.num_hidden_layers)?;
     cfg.check_tensors(src)?;
     let lineage = StudentLineage::keeping(lineage.as_ref(), cfg.num_hidden_layers, &kept);
@@ -126,10 +138,10 @@ fn read_hf(dir: &Path) -> Result<(LlamaConfig, Option<StudentLineage>)> {
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| GraftError::model(&path, format!("invalid JSON: {e}")))?;
     let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
-    if !SUPPORTED_ARCHITECTURES.contains(&model_type) {
+    if !SUPPORTED_MODEL_TYPES.contains(&model_type) {
         return Err(GraftError::model(
             &path,
-            format!("unknown model_type `{model_type}`: graft can build {SUPPORTED_ARCHITECTURES:?}"),
+            format!("unknown model_type `{model_type}`: graft can build {SUPPORTED_MODEL_TYPES:?} from a folder"),
         ));
     }
     if let Some(obj) = value.as_object() {

@@ -120,6 +120,9 @@ fn against_trained(trained: &Tensor, exported: &Tensor, out: &Path, tolerance: f
 /// an Ollama `Modelfile` in the same folder.
 pub fn export(run_dir: &Path, format: ExportFormat, out: &Path, gguf_type: GgmlDType) -> Result<ExportReport> {
     let (cfg, source, trained, tok) = load_trained(run_dir)?;
+    if format != ExportFormat::Peft {
+        trained.config().require_llama(&format!("a `{format:?}` export"))?;
+    }
     if trained.virtual_tokens().is_some() {
         // A soft prompt or prefix cannot be folded into the weights; its adapter folder is
         // already the PEFT export.
@@ -267,6 +270,7 @@ fn write_modelfile(format: ExportFormat, source: &ModelSource, tok: &Tokenizer, 
 /// and the student lineage (`graft.student.*`) are the model's own, so a student built with
 /// `model.keep_layers` exports as a model of its own depth.
 pub fn write_gguf(model: &Llama, base: &GgufFile, out: &Path, dtype: GgmlDType) -> Result<()> {
+    model.config().require_llama("a GGUF export")?;
     let mut w = GgufWriter::new();
     let mut keys: Vec<&String> = base.metadata().keys().collect();
     keys.sort();

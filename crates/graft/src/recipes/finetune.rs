@@ -129,6 +129,10 @@ pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnM
         .with_settings(config_toml.clone(), Box::new(move |saved| config_changes(&saved_cfg, saved)))
         .writing_on_accept("config.resolved.toml", config_toml);
     let TrainableModel { model, tokenizer, lora, prompt, vars, .. } = build_model(cfg)?;
+    if lora.is_none() && prompt.is_none() {
+        // Refused before training, not after it: the trained weights could not be saved.
+        model.config().require_llama("saving a fully fine-tuned model")?;
+    }
     let device = crate::models::Model::device(&model).clone();
     let pad = tokenizer.pad_id().or(tokenizer.eos_id()).unwrap_or(0);
 

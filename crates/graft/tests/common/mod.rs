@@ -55,6 +55,61 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
         .unwrap()
 }
 
+/// The largest |a − b| over two slices.
+pub fn max_abs_diff_f64(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+/// Logits `[t, vocab]` of `ids` (one sequence) through the training path or, with a fresh KV
+/// cache, the inference path.
+pub fn forward_logits(m: &graft::models::llama::Llama, ids: &[u32], train: bool) -> Tensor {
+    use graft::models::Model;
+    let x = Tensor::new(ids, &candle_core::Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let out = if train { m.forward_train(&x).unwrap() } else { m.forward_infer(&x, &mut m.new_cache()).unwrap() };
+    out.squeeze(0).unwrap()
+}
+
+/// The last row of logits `[t, vocab]`, in f64.
+pub fn last_row_f64(l: &Tensor) -> Vec<f64> {
+    let n = l.dim(0).unwrap();
+    l.get(n - 1).unwrap().to_dtype(DType::F64).unwrap().to_vec1().unwrap()
+}
+
+/// The indices of the `k` largest values of `row`, largest first, ties in index order (one
+/// pass, no full sort of a vocabulary-sized row).
+pub fn top_k(row: &[f32], k: usize) -> Vec<usize> {
+    let mut best: Vec<usize> = Vec::with_capacity(k + 1);
+    for (i, &v) in row.iter().enumerate() {
+        if best.len() == k && v <= row[best[k - 1]] {
+            continue;
+        }
+        let at = best.iter().position(|&j| v > row[j]).unwrap_or(best.len());
+        best.insert(at, i);
+        best.truncate(k);
+    }
+    best
+}
+
+/// The top-10 ids of every row of `logits [t, vocab]` are the reference's (`top10` ids and
+/// `top10_values` per position), except that ids whose reference values are within 1e-4 of
+/// each other may swap.
+pub fn check_top10(logits: &Tensor, top10: &[Vec<i64>], top10_values: &[Vec<f32>]) {
+    let rows: Vec<Vec<f32>> = logits.to_dtype(DType::F32).unwrap().to_vec2().unwrap();
+    for (pos, row) in rows.iter().enumerate() {
+        for (r, got) in top_k(row, 10).into_iter().enumerate() {
+            let want = top10[pos][r] as usize;
+            if want != got {
+                let vw = top10_values[pos][r];
+                let near = top10_values[pos]
+                    .iter()
+                    .enumerate()
+                    .any(|(j, v)| top10[pos][j] as usize == got && (v - vw).abs() <= 1e-4);
+                assert!(near, "position {pos} rank {r}: got id {got}, reference {want}");
+            }
+        }
+    }
+}
+
 /// Debian's copy of the Apache 2.0 licence (package `base-files`, on every Debian system): real
 /// English text for training tests and the perplexity reference text.
 pub const APACHE_2_0: &str = "/usr/share/common-licenses/Apache-2.0";

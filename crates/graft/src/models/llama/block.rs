@@ -1,4 +1,7 @@
-//! One Llama decoder block: pre-norm GQA attention with RoPE, then a SiLU-gated MLP.
+//! One Llama decoder block: pre-norm GQA attention with RoPE, then a gated MLP. The Gemma 3
+//! variant adds norms on the attention and MLP outputs and on each q/k head, GELU (tanh) for
+//! SiLU, and a sliding-window mask with its own RoPE base in most layers
+//! ([`super::config::Family`]).
 //!
 //! The block forward lives on [`BlockContext`] (hyperparameters, RoPE tables, device) rather than
 //! on the whole model, so a cheap clone of it can travel into a gradient-checkpointing backward
@@ -6,7 +9,7 @@
 //! query heads that share a KV head are stacked along the sequence axis, so one matmul serves
 //! the whole group.
 
-use super::config::LlamaConfig;
+use super::config::{Activation, LlamaConfig, NormRole};
 use super::model::Pass;
 use crate::models::linear::Proj;
 use crate::models::KvCache;
@@ -16,8 +19,8 @@ use candle_core::{DType, Device, Tensor};
 /// One decoder block.
 #[derive(Debug, Clone)]
 pub struct Block {
-    pub(super) input_layernorm: Tensor,
-    pub(super) post_attention_layernorm: Tensor,
+    /// Norm vectors, indexed by [`NormRole`], named by [`LlamaConfig::norm_modules`].
+    pub(super) norms: Vec<Tensor>,
     /// Attention projections: q, k, v, o.
     pub attn: [Proj; 4],
     /// MLP projections: gate, up, down.
@@ -40,8 +43,9 @@ pub(super) struct RopeTables {
 }
 
 impl RopeTables {
-    pub(super) fn new(cfg: &LlamaConfig, dtype: DType, device: &Device) -> Result<Self> {
-        let (theta, head_dim) = (cfg.rope_theta, cfg.head_dim());
+    /// The tables of base `theta` for the head width and context of `cfg`.
+    pub(super) fn new(cfg: &LlamaConfig, theta: f64, dtype: DType, device: &Device) -> Result<Self> {
+        let head_dim = cfg.head_dim();
         let rows = cfg.max_position_embeddings.min(MAX_ROPE_TABLE / (head_dim / 2).max(1));
         let (cos, sin) = Self::angles(theta, head_dim, 0, rows, dtype, device)?;
         Ok(Self { cos, sin, theta, head_dim })
@@ -90,15 +94,16 @@ impl Block {
     /// The block's tensors that train: adapter parameters, and weights made trainable (full
     /// fine-tuning, freeze mode).
     pub fn trainable_tensors(&self) -> Vec<Tensor> {
-        let mut out: Vec<Tensor> = [&self.input_layernorm, &self.post_attention_layernorm]
-            .into_iter()
-            .filter(|t| t.is_variable())
-            .cloned()
-            .collect();
+        let mut out: Vec<Tensor> = self.norms.iter().filter(|t| t.is_variable()).cloned().collect();
         for p in self.attn.iter().chain(self.mlp.iter()) {
             out.extend(p.trainable_tensors());
         }
         out
+    }
+
+    /// The norm vector of `role`, if the block has one.
+    pub(super) fn norm(&self, role: NormRole) -> Option<&Tensor> {
+        self.norms.get(role as usize)
     }
 }
 
@@ -108,31 +113,48 @@ pub(super) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, pass: Pass) -> Result<T
     let work = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
     let xw = x.to_dtype(work)?;
     let normed = match pass {
+        // candle's fused kernel has no f64 version; the training op computes f64 exactly.
+        Pass::Infer if work == DType::F64 => crate::ops::rms_norm(&xw, &w.to_dtype(work)?, eps)?.detach(),
         Pass::Infer => candle_nn::ops::rms_norm(&xw.contiguous()?, &w.to_dtype(work)?, eps as f32)?,
         Pass::Train => crate::ops::rms_norm(&xw, &w.to_dtype(work)?, eps)?,
     };
     Ok(normed.to_dtype(dtype)?)
 }
 
-/// Additive causal mask for `rep` stacked query groups of `t` new tokens after `offset` cached.
-fn causal_mask(rep: usize, t: usize, offset: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+/// Additive attention mask for `rep` stacked query groups of `t` new tokens after `offset`
+/// earlier ones: causal, and with a `window`, query position `q` sees only keys `k` with
+/// `q - k < window`. `None` when it would mask nothing (one new token within the window).
+fn attention_mask(
+    rep: usize,
+    t: usize,
+    offset: usize,
+    window: Option<usize>,
+    dtype: DType,
+    device: &Device,
+) -> Result<Option<Tensor>> {
     let total = offset + t;
+    if t == 1 && window.is_none_or(|w| total <= w) {
+        return Ok(None);
+    }
     let mut m = Vec::with_capacity(rep * t * total);
     for _ in 0..rep {
         for i in 0..t {
-            for j in 0..total {
-                m.push(if j <= offset + i { 0f32 } else { f32::NEG_INFINITY });
+            let q = offset + i;
+            for k in 0..total {
+                let seen = k <= q && window.is_none_or(|w| q - k < w);
+                m.push(if seen { 0f32 } else { f32::NEG_INFINITY });
             }
         }
     }
-    Ok(Tensor::from_vec(m, (rep * t, total), device)?.to_dtype(dtype)?)
+    Ok(Some(Tensor::from_vec(m, (rep * t, total), device)?.to_dtype(dtype)?))
 }
 
 /// What a block forward needs besides the block's own weights.
 #[derive(Debug, Clone)]
 pub(super) struct BlockContext {
     pub(super) cfg: LlamaConfig,
-    pub(super) rope: RopeTables,
+    /// One table per RoPE base the layers use.
+    pub(super) ropes: Vec<RopeTables>,
     pub(super) device: Device,
 }
 
@@ -144,6 +166,35 @@ fn proj(p: &Proj, x: &Tensor, pass: Pass) -> Result<Tensor> {
 }
 
 impl BlockContext {
+    /// The context of `cfg`'s blocks: RoPE tables for every base its layers use.
+    pub(super) fn new(cfg: LlamaConfig, dtype: DType, device: &Device) -> Result<Self> {
+        let mut ropes: Vec<RopeTables> = Vec::new();
+        for i in 0..cfg.num_hidden_layers {
+            let theta = cfg.layer_rope_theta(i);
+            if !ropes.iter().any(|r| r.theta == theta) {
+                ropes.push(RopeTables::new(&cfg, theta, dtype, device)?);
+            }
+        }
+        Ok(Self { cfg, ropes, device: device.clone() })
+    }
+
+    /// The RoPE tables of layer `layer`.
+    fn rope(&self, layer: usize) -> Result<&RopeTables> {
+        let theta = self.cfg.layer_rope_theta(layer);
+        self.ropes
+            .iter()
+            .find(|r| r.theta == theta)
+            .ok_or_else(|| crate::GraftError::Input(format!("no RoPE table for layer {layer}")))
+    }
+
+    /// RMSNorm with the block's `role` norm, or `x` unchanged when the block has none.
+    fn norm(&self, blk: &Block, role: NormRole, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        match blk.norm(role) {
+            Some(w) => rms_norm(x, w, self.cfg.rms_norm_eps, pass),
+            None => Ok(x.clone()),
+        }
+    }
+
     /// Runs `blk` (layer `layer`) over `x [b, t, hidden]`, after `offset` earlier positions whose
     /// keys and values are in `cache` or, without a cache, are the `prefix` (prefix tuning:
     /// `[b, kv_heads, offset, head_dim]` each).
@@ -163,12 +214,13 @@ impl BlockContext {
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
         let rep = nh / nkv;
 
-        let h = rms_norm(x, &blk.input_layernorm, cfg.rms_norm_eps, pass)?;
+        let h = self.norm(blk, NormRole::AttnIn, x, pass)?;
         let heads = |p: &Proj, n: usize| -> Result<Tensor> {
             Ok(proj(p, &h, pass)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = self.rope.apply(&heads(&blk.attn[0], nh)?, offset, pass)?;
-        let k = self.rope.apply(&heads(&blk.attn[1], nkv)?, offset, pass)?;
+        let rope = self.rope(layer)?;
+        let q = rope.apply(&self.norm(blk, NormRole::Q, &heads(&blk.attn[0], nh)?, pass)?, offset, pass)?;
+        let k = rope.apply(&self.norm(blk, NormRole::K, &heads(&blk.attn[1], nkv)?, pass)?, offset, pass)?;
         let v = heads(&blk.attn[2], nkv)?;
         let (k, v) = match (cache, prefix) {
             (Some(c), _) => c.append(layer, &k, &v)?,
@@ -179,8 +231,9 @@ impl BlockContext {
         // Query heads sharing a KV head are stacked along the sequence axis: [b, nkv, rep*t, hd].
         let q = q.reshape((b, nkv, rep * t, hd))?;
         let raw = q.matmul(&k.t()?)?;
-        let mask = if t > 1 { Some(causal_mask(rep, t, offset, raw.dtype(), &self.device)?) } else { None };
-        let scale = 1.0 / (hd as f64).sqrt();
+        let window = cfg.layer_window(layer);
+        let mask = attention_mask(rep, t, total - t, window, raw.dtype(), &self.device)?;
+        let scale = cfg.attention_scale();
         let probs = match pass {
             Pass::Infer => {
                 let scores = (raw * scale)?;
@@ -194,13 +247,17 @@ impl BlockContext {
         };
         debug_assert_eq!(probs.dim(3)?, total);
         let attn = probs.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
-        let x = (x + proj(&blk.attn[3], &attn, pass)?)?;
+        let x = (x + self.norm(blk, NormRole::AttnOut, &proj(&blk.attn[3], &attn, pass)?, pass)?)?;
 
-        let h = rms_norm(&x, &blk.post_attention_layernorm, cfg.rms_norm_eps, pass)?;
-        let gate = proj(&blk.mlp[0], &h, pass)?.silu()?;
+        let h = self.norm(blk, NormRole::FfnIn, &x, pass)?;
+        let gate = proj(&blk.mlp[0], &h, pass)?;
+        let gate = match cfg.activation() {
+            Activation::Silu => gate.silu()?,
+            Activation::GeluTanh => gate.gelu()?,
+        };
         let up = proj(&blk.mlp[1], &h, pass)?;
         let down = proj(&blk.mlp[2], &(gate * up)?, pass)?;
-        Ok((x + down)?)
+        Ok((x + self.norm(blk, NormRole::FfnOut, &down, pass)?)?)
     }
 }
 
@@ -214,10 +271,10 @@ mod tests {
         let dev = Device::Cpu;
         let mut cfg = smollm2_135m_config();
         cfg.max_position_embeddings = 4;
-        let short = RopeTables::new(&cfg, DType::F32, &dev).unwrap();
+        let short = RopeTables::new(&cfg, cfg.rope_theta, DType::F32, &dev).unwrap();
         assert_eq!(short.cos.dims(), [4, 32]);
         cfg.max_position_embeddings = 16;
-        let long = RopeTables::new(&cfg, DType::F32, &dev).unwrap();
+        let long = RopeTables::new(&cfg, cfg.rope_theta, DType::F32, &dev).unwrap();
         let x = Tensor::randn(0f32, 1.0, (1, 2, 5, 64), &dev).unwrap();
         for pass in [Pass::Infer, Pass::Train] {
             for offset in [0, 3, 9] {
@@ -233,7 +290,7 @@ mod tests {
         let mut cfg = smollm2_135m_config();
         cfg.max_position_embeddings = 1 << 24;
         cfg.head_dim = Some(1024);
-        let t = RopeTables::new(&cfg, DType::F32, &Device::Cpu).unwrap();
+        let t = RopeTables::new(&cfg, cfg.rope_theta, DType::F32, &Device::Cpu).unwrap();
         assert_eq!(t.cos.dims(), [MAX_ROPE_TABLE / 512, 512]);
     }
 }

@@ -1,4 +1,5 @@
-//! The Llama family (SmolLM2, Llama, and other GQA + RoPE + RMSNorm + SiLU-MLP decoders).
+//! The Llama family (SmolLM2, Llama, and other GQA + RoPE + RMSNorm + gated-MLP decoders), with
+//! Gemma 3 as a variant of the same decoder ([`config::Family`]).
 
 mod block;
 pub mod config;
@@ -9,7 +10,7 @@ pub mod virtual_tokens;
 pub mod weights;
 
 pub use block::Block;
-pub use config::LlamaConfig;
+pub use config::{Family, Gemma3Params, LlamaConfig};
 pub use model::{Llama, LoadOptions, Pass};
 pub use student::{KeepLayers, KeptBlocks, StudentLineage};
 pub use virtual_tokens::VirtualTokens;
@@ -22,7 +23,7 @@ impl Llama {
     /// Loads a Llama-family model from an opened GGUF file.
     pub fn from_gguf(gguf: &GgufFile, opts: &LoadOptions) -> Result<Self> {
         let cfg = LlamaConfig::from_gguf(gguf)?;
-        let src = GgufWeights::new(gguf, cfg.num_attention_heads, cfg.num_key_value_heads);
+        let src = GgufWeights::new(gguf, &cfg);
         Llama::load(cfg, &src, opts)
     }
 }

@@ -1,13 +1,15 @@
-//! The Llama decoder: embeddings, `n` pre-norm blocks (GQA attention with RoPE, SiLU-gated MLP),
-//! final RMSNorm and LM head (tied to the embeddings when the checkpoint says so).
+//! The Llama decoder: embeddings, `n` pre-norm blocks (GQA attention with RoPE, gated MLP),
+//! final RMSNorm and LM head (tied to the embeddings when the checkpoint says so). Gemma 3 is the
+//! same decoder with the differences its [`super::config::Family`] names (embeddings scaled by
+//! `√hidden`, extra norms, sliding-window layers).
 //!
 //! One set of weights, two paths: [`Pass::Train`] uses graft's training ops (`crate::ops`:
 //! RMSNorm, RoPE, masked softmax and frozen projections with hand-written backward passes),
 //! [`Pass::Infer`] uses candle's fused forward-only kernels and a KV cache. Attention never repeats K/V for grouped queries: the `rep` query heads that share a KV
 //! head are stacked along the sequence axis, so one matmul serves the whole group.
 
-use super::block::{rms_norm, Block, BlockContext, RopeTables};
-use super::config::LlamaConfig;
+use super::block::{rms_norm, Block, BlockContext};
+use super::config::{Family, LlamaConfig, GEMMA3_ARCH};
 use super::student::StudentLineage;
 use super::virtual_tokens::VirtualTokens;
 use super::weights::{WeightFormat, WeightSource};
@@ -79,8 +81,7 @@ impl Llama {
             let p = |m: &str| format!("layers.{i}.{m}");
             let norm = |m: &str| source.dense(&format!("model.layers.{i}.{m}.weight"), dtype, dev);
             layers.push(Block {
-                input_layernorm: norm("input_layernorm")?,
-                post_attention_layernorm: norm("post_attention_layernorm")?,
+                norms: cfg.norm_modules().iter().map(|m| norm(m)).collect::<Result<_>>()?,
                 attn: [
                     proj(&p("self_attn.q_proj"))?,
                     proj(&p("self_attn.k_proj"))?,
@@ -97,13 +98,15 @@ impl Llama {
             None
         };
         let info = ModelInfo {
-            architecture: "llama".into(),
+            architecture: match cfg.family {
+                Family::Llama => "llama".into(),
+                Family::Gemma3(_) => GEMMA3_ARCH.into(),
+            },
             vocab_size: cfg.vocab_size,
             max_position_embeddings: cfg.max_position_embeddings,
             n_layers: cfg.num_hidden_layers,
         };
-        let rope = RopeTables::new(&cfg, dtype, dev)?;
-        let ctx = BlockContext { cfg, rope, device: dev.clone() };
+        let ctx = BlockContext::new(cfg, dtype, dev)?;
         Ok(Self {
             info,
             embed_tokens,
@@ -169,15 +172,19 @@ impl Llama {
             Ok(true)
         };
         to_var("model.embed_tokens.weight".into(), &mut self.embed_tokens)?;
+        let norm_modules = self.ctx.cfg.norm_modules();
         for (i, b) in self.layers.iter_mut().enumerate() {
-            to_var(format!("model.layers.{i}.input_layernorm.weight"), &mut b.input_layernorm)?;
+            let norm_name = |k: usize| format!("model.layers.{i}.{}.weight", norm_modules[k]);
+            to_var(norm_name(0), &mut b.norms[0])?;
             for p in b.attn.iter_mut().chain(b.mlp.iter_mut()) {
                 let mut w = p.dense_weight(dtype)?;
                 if to_var(format!("model.{}.weight", p.name()), &mut w)? {
                     p.set_base(BaseWeight::Dense(w))?;
                 }
             }
-            to_var(format!("model.layers.{i}.post_attention_layernorm.weight"), &mut b.post_attention_layernorm)?;
+            for (k, t) in b.norms.iter_mut().enumerate().skip(1) {
+                to_var(norm_name(k), t)?;
+            }
         }
         to_var("model.norm.weight".into(), &mut self.norm)?;
         if let Some(head) = &mut self.lm_head {
@@ -192,9 +199,11 @@ impl Llama {
     /// Every weight under its Hugging Face name, dense in the model dtype (for export).
     pub fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
+        let norm_modules = self.ctx.cfg.norm_modules();
         for (i, b) in self.layers.iter().enumerate() {
-            out.push((format!("model.layers.{i}.input_layernorm.weight"), b.input_layernorm.clone()));
-            out.push((format!("model.layers.{i}.post_attention_layernorm.weight"), b.post_attention_layernorm.clone()));
+            for (m, t) in norm_modules.iter().zip(&b.norms) {
+                out.push((format!("model.layers.{i}.{m}.weight"), t.clone()));
+            }
             for p in b.attn.iter().chain(b.mlp.iter()) {
                 out.push((format!("model.{}.weight", p.name()), p.dense_weight(self.dtype)?));
             }
@@ -224,7 +233,7 @@ impl Llama {
                 cfg.max_position_embeddings
             )));
         }
-        let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, cfg.hidden_size))?;
+        let mut x = self.embed(ids)?;
         // Rows of virtual input embeddings in front of `x` (soft prompt).
         let mut lead = 0;
         let mut prefix_in_blocks = false;
@@ -292,10 +301,9 @@ impl Llama {
     /// number of blocks. Feature extraction uses it to stop early or to compute, once, the
     /// frozen input of blocks that train.
     pub fn hidden_after_blocks(&self, ids: &Tensor, n_blocks: usize, pass: Pass) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
+        let (_, t) = ids.dims2()?;
         self.check_plain_run(t, n_blocks)?;
-        let h = self.ctx.cfg.hidden_size;
-        let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, h))?;
+        let mut x = self.embed(ids)?;
         for (i, block) in self.layers.iter().enumerate().take(n_blocks) {
             x = self.ctx.forward(block, i, &x, 0, None, None, pass)?;
         }
@@ -314,6 +322,17 @@ impl Llama {
             x = self.ctx.forward(block, i, &x, 0, None, None, pass)?;
         }
         self.final_norm(&x, pass)
+    }
+
+    /// The input embeddings of `ids [b, t]`, `[b, t, hidden]` (scaled by the config's
+    /// embedding scale, if any).
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.ctx.cfg.hidden_size))?;
+        Ok(match self.ctx.cfg.embedding_scale(self.dtype) {
+            Some(s) => x.affine(s, 0.0)?,
+            None => x,
+        })
     }
 
     /// The final RMSNorm over residual states `[.., hidden]`.

@@ -53,6 +53,7 @@ pub fn smollm2_135m_config() -> LlamaConfig {
         tie_word_embeddings: true,
         bos_token_id: Some(1),
         eos_token_id: Some(2),
+        family: Default::default(),
     }
 }
 
@@ -109,7 +110,13 @@ impl RandomWeights {
             return None;
         }
         let shape = match module {
-            "input_layernorm.weight" | "post_attention_layernorm.weight" => vec![h],
+            m if c.norm_modules().iter().any(|n| m.strip_suffix(".weight") == Some(n)) => {
+                if m.starts_with("self_attn.") {
+                    vec![hd]
+                } else {
+                    vec![h]
+                }
+            }
             "self_attn.q_proj.weight" => vec![c.num_attention_heads * hd, h],
             "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => vec![c.num_key_value_heads * hd, h],
             "self_attn.o_proj.weight" => vec![h, c.num_attention_heads * hd],

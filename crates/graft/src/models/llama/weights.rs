@@ -5,9 +5,10 @@
 //! `i + head_dim/2`). llama.cpp's GGUF files store `attn_q`/`attn_k` rows permuted for
 //! interleaved-pair RoPE; [`GgufWeights`] undoes that on load (for dense and quantized tensors),
 //! and [`permute_rows_hf_to_gguf`] redoes it on export, so weights that leave graft are always in
-//! the layout their format expects.
+//! the layout their format expects. Gemma 3 files keep q/k rows in the original order (llama.cpp
+//! runs them with NeoX RoPE), so they are read as stored.
 
-use super::config::KeyNames;
+use super::config::{Family, KeyNames, LlamaConfig};
 use crate::io::gguf::GgufFile;
 use crate::models::linear::BaseWeight;
 use crate::{GraftError, Result};
@@ -28,6 +29,13 @@ pub enum WeightFormat {
 
 /// Maps a Hugging Face Llama tensor name to its GGUF name.
 pub fn hf_to_gguf_name(hf: &str) -> Option<String> {
+    hf_to_gguf_name_in(Family::Llama, hf)
+}
+
+/// Maps a Hugging Face tensor name of a `family` decoder to its GGUF name (the families name
+/// `post_attention_layernorm` differently: Llama's is the pre-MLP norm, Gemma's the norm on the
+/// attention output).
+pub fn hf_to_gguf_name_in(family: Family, hf: &str) -> Option<String> {
     let fixed = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "model.norm.weight" => Some("output_norm.weight"),
@@ -43,7 +51,12 @@ pub fn hf_to_gguf_name(hf: &str) -> Option<String> {
     let (module, suffix) = tail.rsplit_once('.')?;
     let g = match module {
         "input_layernorm" => "attn_norm",
-        "post_attention_layernorm" => "ffn_norm",
+        "post_attention_layernorm" if family == Family::Llama => "ffn_norm",
+        "post_attention_layernorm" => "post_attention_norm",
+        "pre_feedforward_layernorm" => "ffn_norm",
+        "post_feedforward_layernorm" => "post_ffw_norm",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
         "self_attn.q_proj" => "attn_q",
         "self_attn.k_proj" => "attn_k",
         "self_attn.v_proj" => "attn_v",
@@ -127,27 +140,33 @@ pub trait WeightSource {
     }
 }
 
-/// Llama tensors read from a GGUF file, renamed and un-permuted to HF layout.
+/// Llama-family tensors read from a GGUF file, renamed and (Llama) un-permuted to HF layout.
 pub struct GgufWeights<'a> {
     gguf: &'a GgufFile,
+    family: Family,
     n_heads: usize,
     n_kv_heads: usize,
 }
 
 impl<'a> GgufWeights<'a> {
-    /// Wraps an opened GGUF file of a model with these head counts.
-    pub fn new(gguf: &'a GgufFile, n_heads: usize, n_kv_heads: usize) -> Self {
-        Self { gguf, n_heads, n_kv_heads }
+    /// Wraps an opened GGUF file of the model `cfg` describes (its family and head counts).
+    pub fn new(gguf: &'a GgufFile, cfg: &LlamaConfig) -> Self {
+        Self { gguf, family: cfg.family, n_heads: cfg.num_attention_heads, n_kv_heads: cfg.num_key_value_heads }
+    }
+
+    fn name(&self, hf: &str) -> Option<String> {
+        hf_to_gguf_name_in(self.family, hf)
     }
 
     fn gguf_name(&self, hf: &str) -> Result<String> {
-        hf_to_gguf_name(hf)
-            .ok_or_else(|| GraftError::model(self.gguf.path(), format!("no GGUF name for tensor `{hf}`")))
+        self.name(hf).ok_or_else(|| GraftError::model(self.gguf.path(), format!("no GGUF name for tensor `{hf}`")))
     }
 
-    /// Heads whose rows llama.cpp permuted, if `hf` is a q/k projection weight.
+    /// Heads whose rows llama.cpp permuted, if `hf` is a q/k projection weight of a Llama.
     fn permuted_heads(&self, hf: &str) -> Option<usize> {
-        if hf.ends_with("self_attn.q_proj.weight") {
+        if self.family != Family::Llama {
+            None
+        } else if hf.ends_with("self_attn.q_proj.weight") {
             Some(self.n_heads)
         } else if hf.ends_with("self_attn.k_proj.weight") {
             Some(self.n_kv_heads)
@@ -163,16 +182,16 @@ impl WeightSource for GgufWeights<'_> {
     }
 
     fn contains(&self, hf_name: &str) -> bool {
-        hf_to_gguf_name(hf_name).is_some_and(|g| self.gguf.has_tensor(&g))
+        self.name(hf_name).is_some_and(|g| self.gguf.has_tensor(&g))
     }
 
     fn shape(&self, hf_name: &str) -> Option<Vec<usize>> {
         // Un-permuting q/k rows keeps the shape.
-        hf_to_gguf_name(hf_name).and_then(|g| self.gguf.header().tensor(&g).map(|t| t.dims.clone()))
+        self.name(hf_name).and_then(|g| self.gguf.header().tensor(&g).map(|t| t.dims.clone()))
     }
 
     fn stored_name(&self, hf_name: &str) -> String {
-        hf_to_gguf_name(hf_name).unwrap_or_else(|| hf_name.to_string())
+        self.name(hf_name).unwrap_or_else(|| hf_name.to_string())
     }
 
     fn key_names(&self) -> KeyNames {
