@@ -308,3 +308,13 @@ fn gemma3_hyperparameters_are_validated_by_their_gguf_keys() {
     let err = bad.validate_as(&names).unwrap_err().to_string();
     assert!(err.contains("`gemma3.attention.key_length`") && err.contains("even"), "{err}");
 }
+
+#[test]
+fn a_student_of_gemma3_is_refused_before_weights_are_read() {
+    use graft::models::llama::KeepLayers;
+    let source = graft::assets::ModelSource::Gguf(gguf_path());
+    let opts = LoadOptions { device: Device::Cpu, dtype: DType::F32, format: WeightFormat::Dense };
+    let keep = KeepLayers::List(vec![0, 2, 4]);
+    let err = graft::models::load::load_causal_lm_keeping(&source, &opts, Some(&keep)).unwrap_err().to_string();
+    assert!(err.contains("model.keep_layers") && err.contains("Gemma 3"), "{err}");
+}
