@@ -249,7 +249,7 @@ fn a_killed_mlm_run_resumes_bit_identically() {
     let weights = |dir: &Path| std::fs::read(dir.join("encoder/model.safetensors")).unwrap();
     assert!(weights(&a) == weights(&b), "the resumed run's encoder differs from the uninterrupted one's");
     // The run directory has what every trainer run has.
-    for f in ["summary.json", "config.resolved.toml", "LATEST"] {
+    for f in ["summary.json", "config.resolved.toml", "checkpoints/LATEST", "encoder/config.json"] {
         assert!(b.join(f).exists(), "{f}");
     }
 }
@@ -275,7 +275,10 @@ fn mlm_loss_falls_on_tweets_and_the_export_embeds_differently() {
 
     // The export loads as an encoder (the head now from the checkpoint) and embeds differently.
     let export = out.join("encoder");
-    assert!(export.join("1_Pooling/config.json").is_file() && export.join("tokenizer.json").is_file());
+    let listing: Vec<_> = std::fs::read_dir(&export).unwrap().map(|e| e.unwrap().file_name()).collect();
+    for f in ["1_Pooling/config.json", "tokenizer.json", "modules.json", "config.json"] {
+        assert!(export.join(f).is_file(), "{f} not in the export: {listing:?}");
+    }
     let stored = graft::io::safetensors::open_safetensors(export.join("model.safetensors")).unwrap();
     assert!(stored.info("bert.embeddings.word_embeddings.weight").is_some());
     assert!(stored.info("cls.predictions.bias").is_some());

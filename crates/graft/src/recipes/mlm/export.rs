@@ -16,8 +16,9 @@ fn is_weight_file(name: &str) -> bool {
 }
 
 /// Copies the non-weight files of `from` into `to`, with sentence-transformers module folders
-/// (`1_Pooling/`, `2_Normalize/`) recursively; `config.json` is written apart.
-fn copy_support_files(from: &Path, to: &Path) -> Result<()> {
+/// (`1_Pooling/`, `2_Normalize/`) recursively; the top-level `config.json` is written apart and
+/// hidden files (the cache's checksums) are left out.
+fn copy_support_files(from: &Path, to: &Path, top: bool) -> Result<()> {
     let entries = std::fs::read_dir(from).map_err(|e| GraftError::io(from, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| GraftError::io(from, e))?;
@@ -26,8 +27,8 @@ fn copy_support_files(from: &Path, to: &Path) -> Result<()> {
         let module = name.split_once('_').is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
         if src.is_dir() && module {
             std::fs::create_dir_all(&dst).map_err(|e| GraftError::io(&dst, e))?;
-            copy_support_files(&src, &dst)?;
-        } else if src.is_file() && name != "config.json" && !is_weight_file(&name) {
+            copy_support_files(&src, &dst, false)?;
+        } else if src.is_file() && !(top && name == "config.json") && !name.starts_with('.') && !is_weight_file(&name) {
             std::fs::copy(&src, &dst).map_err(|e| GraftError::io(&dst, e))?;
         }
     }
@@ -42,7 +43,7 @@ pub fn write_encoder_folder(enc: &SentenceEncoder, head: &MlmHead, source: &Path
     std::fs::create_dir_all(parent).map_err(|e| GraftError::io(parent, e))?;
     let tmp =
         tempfile::Builder::new().prefix(".graft-export-").tempdir_in(parent).map_err(|e| GraftError::io(parent, e))?;
-    copy_support_files(source, tmp.path())?;
+    copy_support_files(source, tmp.path(), true)?;
 
     let model = enc.model();
     let mut config = serde_json::to_value(model.config())?;
