@@ -133,7 +133,7 @@ fn mlm_loss_and_gradients_match_finite_differences() {
     let targets: Vec<usize> = masked.targets.iter().map(|t| t.id as usize).collect();
     let checks: Vec<(&str, Vec<usize>)> = vec![
         ("embeddings.word_embeddings.weight", vec![103 * 16 + 3, targets[0] * 16 + 5, 2023 * 16 + 1, 500 * 16 + 7]),
-        ("embeddings.position_embeddings.weight", vec![1 * 16 + 2, 3 * 16 + 9]),
+        ("embeddings.position_embeddings.weight", vec![16 + 2, 3 * 16 + 9]),
         ("encoder.layer.0.attention.self.query.weight", vec![0, 17, 100]),
         ("encoder.layer.1.output.dense.bias", vec![4]),
         ("encoder.layer.1.output.LayerNorm.weight", vec![6]),

@@ -15,6 +15,12 @@ fn is_weight_file(name: &str) -> bool {
     [".safetensors", ".bin", ".h5", ".msgpack", ".ot", ".onnx", ".index.json"].iter().any(|ext| name.ends_with(ext))
 }
 
+/// Whether the file `name` stays behind: hidden files (the cache's checksums), weights, and the
+/// top-level `config.json` (written apart).
+fn skipped(name: &str, top: bool) -> bool {
+    name.starts_with('.') || is_weight_file(name) || (top && name == "config.json")
+}
+
 /// Copies the non-weight files of `from` into `to`, with sentence-transformers module folders
 /// (`1_Pooling/`, `2_Normalize/`) recursively; the top-level `config.json` is written apart and
 /// hidden files (the cache's checksums) are left out.
@@ -28,7 +34,7 @@ fn copy_support_files(from: &Path, to: &Path, top: bool) -> Result<()> {
         if src.is_dir() && module {
             std::fs::create_dir_all(&dst).map_err(|e| GraftError::io(&dst, e))?;
             copy_support_files(&src, &dst, false)?;
-        } else if src.is_file() && !(top && name == "config.json") && !name.starts_with('.') && !is_weight_file(&name) {
+        } else if src.is_file() && !skipped(&name, top) {
             std::fs::copy(&src, &dst).map_err(|e| GraftError::io(&dst, e))?;
         }
     }

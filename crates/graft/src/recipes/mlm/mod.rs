@@ -40,8 +40,10 @@ pub struct MlmSummary {
     pub base_eval_accuracy: Option<f64>,
     /// The same after training.
     pub final_eval_accuracy: Option<f64>,
-    /// Training and evaluation texts.
-    pub texts: (usize, usize),
+    /// Texts trained on (those with a token to mask).
+    pub train_texts: usize,
+    /// Held-out texts the MLM loss and accuracy are measured on.
+    pub eval_texts: usize,
     /// Head tensors the checkpoint did not have, freshly initialised.
     pub head_initialised: Vec<String>,
     /// Where the adapted encoder (Hugging Face folder) was written.
@@ -66,6 +68,9 @@ fn load_encoder(cfg: &MlmConfig) -> Result<(PathBuf, SentenceEncoder)> {
     Ok((dir, enc.with_max_len(max_len)?))
 }
 
+/// Token ids of each text.
+type TokenIds = Vec<Vec<u32>>;
+
 /// Training and evaluation texts of `cfg` (the eval file, or a held-out share of the train
 /// file chosen by the seed), tokenized.
 fn load_texts(
@@ -73,7 +78,7 @@ fn load_texts(
     enc: &SentenceEncoder,
     vocab: &MaskVocab,
     on_event: &mut dyn FnMut(Event),
-) -> Result<(Vec<Vec<u32>>, Vec<Vec<u32>>)> {
+) -> Result<(TokenIds, TokenIds)> {
     let (train_path, eval_path) = super::data_build::data_files(&cfg.data, &mut |n| on_event(Event::Note(n)))?;
     let read = |path: &Path| -> Result<corpus::Tokenized> {
         let texts = corpus::read_corpus(path)?;
@@ -165,7 +170,7 @@ pub fn run(cfg: &MlmConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Re
     let vocab = MaskVocab::from_tokenizer(enc.hf_tokenizer(), enc.model().config().vocab_size)?;
     let (train, eval) = load_texts(cfg, &enc, &vocab, on_event)?;
     let head_initialised = head.fresh().to_vec();
-    let texts = (train.len(), eval.len());
+    let (train_texts, eval_texts) = (train.len(), eval.len());
 
     // Everything trains: the encoder (word embeddings = the tied decoder) and the head.
     let groups = vec![
@@ -221,7 +226,8 @@ pub fn run(cfg: &MlmConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Re
         run: outcome.summary(),
         base_eval_accuracy: accuracies.first().copied().filter(|_| from_step == 0),
         final_eval_accuracy: accuracies.last().copied(),
-        texts,
+        train_texts,
+        eval_texts,
         head_initialised,
         output,
     };
