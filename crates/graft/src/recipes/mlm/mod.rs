@@ -14,7 +14,7 @@ pub mod export;
 pub use config::MlmConfig;
 
 use crate::assets::{resolve_model, ModelSource};
-use crate::data::shuffle;
+use crate::data::{shuffle, split_train_eval};
 use crate::device::{parse_device, parse_dtype};
 use crate::models::bert::{BertWeights, MlmHead, SentenceEncoder};
 use crate::objectives::masked_lm::{MaskedLm, MaskedTexts};
@@ -95,22 +95,7 @@ fn load_texts(
     )));
     let (train, eval) = match &eval_path {
         Some(path) => (train.ids, read(path)?.ids),
-        None => {
-            let n = train.ids.len();
-            let n_eval = ((n as f64 * cfg.data.eval_fraction).round() as usize).clamp(1, n.max(2) - 1);
-            let mut order: Vec<usize> = (0..n).collect();
-            shuffle(&mut order, cfg.train.seed, u64::MAX);
-            let held: std::collections::BTreeSet<usize> = order[..n_eval.min(n)].iter().copied().collect();
-            let (mut tr, mut ev) = (Vec::new(), Vec::new());
-            for (i, ids) in train.ids.into_iter().enumerate() {
-                if held.contains(&i) {
-                    ev.push(ids)
-                } else {
-                    tr.push(ids)
-                }
-            }
-            (tr, ev)
-        }
+        None => split_train_eval(train.ids, cfg.data.eval_fraction, cfg.train.seed),
     };
     if train.is_empty() || eval.is_empty() {
         return Err(GraftError::Input(
