@@ -31,6 +31,8 @@ enum Command {
     Compare(commands::compare::Args),
     /// Fine-tune a model (LoRA, QLoRA, full, freeze) from a TOML config.
     Train(commands::train::Args),
+    /// Adapt a BERT-family encoder to a text corpus by masked-language modelling.
+    PretrainMlm(commands::pretrain_mlm::Args),
     /// Check a training config and its data without training.
     Validate(commands::validate::ValidateArgs),
     /// Show tokenized training samples with the supervised tokens marked.
@@ -98,6 +100,7 @@ fn run(command: Command) -> Result<()> {
         Command::Quickstart(args) => commands::quickstart::run(args),
         Command::Compare(args) => commands::compare::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::PretrainMlm(args) => commands::pretrain_mlm::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Validate(args) => commands::validate::validate(args),
         Command::Preprocess(args) => commands::validate::preprocess(args),

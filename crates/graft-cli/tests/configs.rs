@@ -106,6 +106,15 @@ fn every_shipped_config_validates_and_trains_one_step() {
             assert_eq!(report["rows"].as_array().unwrap().len(), techniques.len(), "{name}");
             continue;
         }
+        if graft::recipes::mlm::config::is_mlm_config(config).unwrap() {
+            let mut args = vec!["pretrain-mlm", path, "--set", "data.seq_len=32", "--set", "train.max_steps=1"];
+            args.extend(["--set", "train.batch_size=2", "--set", "train.eval_batches=1", "--set", &out_set, "--json"]);
+            let summary = graft_json(&args);
+            assert_eq!(summary["steps"], 1, "{name}: {summary}");
+            assert!(summary["final_eval_loss"].as_f64().unwrap().is_finite(), "{name}: {summary}");
+            assert!(PathBuf::from(summary["output"].as_str().unwrap()).join("config.json").is_file(), "{name}");
+            continue;
+        }
         let cfg = graft::config::TrainConfig::load(config, &[]).unwrap();
         // QLoRA needs a quantized GGUF base: its step runs on the default model itself.
         let model_set = format!("model.name={model:?}");

@@ -284,12 +284,7 @@ impl TrainConfig {
     /// Reads `path` and applies `overrides` (`section.key=value`, value in TOML syntax; bare
     /// words are taken as strings), then validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| GraftError::io(path, e))?;
-        let mut value: toml::Value =
-            toml::from_str(&text).map_err(|e| GraftError::Input(format!("{}: {e}", path.display())))?;
-        for o in overrides {
-            apply_override(&mut value, o)?;
-        }
+        let value = read_with_overrides(path, overrides)?;
         let cfg: TrainConfig =
             value.try_into().map_err(|e: toml::de::Error| GraftError::Input(format!("{}: {e}", path.display())))?;
         // Relative data paths are relative to the config file.
@@ -375,33 +370,49 @@ impl TrainConfig {
 
     /// The keys whose values differ between two configs, as `section.key` (for resume checks).
     pub fn differing_keys(&self, other: &TrainConfig) -> Vec<String> {
-        let a = toml::Value::try_from(self).ok();
-        let b = toml::Value::try_from(other).ok();
-        let mut out = Vec::new();
-        if let (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) = (a, b) {
-            for (section, av) in &a {
-                let bv = b.get(section);
-                match (av, bv) {
-                    (toml::Value::Table(at), Some(toml::Value::Table(bt))) => {
-                        let keys: std::collections::BTreeSet<&String> = at.keys().chain(bt.keys()).collect();
-                        for k in keys {
-                            if at.get(k) != bt.get(k) {
-                                out.push(format!("{section}.{k}"));
-                            }
+        differing_keys(self, other)
+    }
+}
+
+/// The keys whose values differ between two configs of the same schema, as `section.key`.
+pub(crate) fn differing_keys<T: Serialize>(a: &T, b: &T) -> Vec<String> {
+    let a = toml::Value::try_from(a).ok();
+    let b = toml::Value::try_from(b).ok();
+    let mut out = Vec::new();
+    if let (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) = (a, b) {
+        for (section, av) in &a {
+            let bv = b.get(section);
+            match (av, bv) {
+                (toml::Value::Table(at), Some(toml::Value::Table(bt))) => {
+                    let keys: std::collections::BTreeSet<&String> = at.keys().chain(bt.keys()).collect();
+                    for k in keys {
+                        if at.get(k) != bt.get(k) {
+                            out.push(format!("{section}.{k}"));
                         }
                     }
-                    _ if Some(av) != bv => out.push(section.clone()),
-                    _ => {}
                 }
+                _ if Some(av) != bv => out.push(section.clone()),
+                _ => {}
             }
         }
-        out
     }
+    out
+}
+
+/// The TOML of the config file `path` with `overrides` (`section.key=value`) applied.
+pub(crate) fn read_with_overrides(path: &Path, overrides: &[String]) -> Result<toml::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| GraftError::io(path, e))?;
+    let mut value: toml::Value =
+        toml::from_str(&text).map_err(|e| GraftError::Input(format!("{}: {e}", path.display())))?;
+    for o in overrides {
+        apply_override(&mut value, o)?;
+    }
+    Ok(value)
 }
 
 /// `p` resolved against `base` unless it is empty, absolute, a `dataset:` reference or exists
 /// as given.
-fn relative_to(base: &Path, p: &Path) -> PathBuf {
+pub(crate) fn relative_to(base: &Path, p: &Path) -> PathBuf {
     if p.as_os_str().is_empty() || p.is_absolute() || source::is_dataset_ref(p) || p.exists() {
         p.to_path_buf()
     } else {

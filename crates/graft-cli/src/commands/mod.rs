@@ -18,6 +18,7 @@ pub mod eval_tasks;
 pub mod export;
 pub mod fetch;
 pub mod generate;
+pub mod pretrain_mlm;
 pub mod quickstart;
 pub mod selftest;
 pub mod teacher_answers;

@@ -59,6 +59,17 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
     if graft::recipes::compare::is_compare_config(config)? {
         return validate_compare(config, &args);
     }
+    if graft::recipes::mlm::config::is_mlm_config(config)? {
+        let cfg = graft::recipes::mlm::MlmConfig::load(config, &args.overrides)?;
+        let (train, eval) = data_build::data_files(&cfg.data, &mut |n| eprintln!("{n}"))?;
+        let texts = graft::recipes::mlm::corpus::read_corpus(&train)?.len();
+        if args.json {
+            println!("{}", serde_json::json!({ "ok": true, "kind": "mlm", "train_texts": texts, "eval": eval }));
+        } else {
+            println!("ok: masked-LM config, {texts} training texts");
+        }
+        return Ok(());
+    }
     let cfg = TrainConfig::load(config, &args.overrides)?;
     let (train_path, eval_path) = data_build::data_files(&cfg.data, &mut |n| eprintln!("{n}"))?;
     eprintln!("config ok; loading the model and checking adapter targets");

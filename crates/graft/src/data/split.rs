@@ -4,20 +4,19 @@
 //! shuffle written here, so that the order depends only on `(seed, epoch)` and not on the
 //! sampling algorithms of a `rand` release: a resumed run sees the same data order.
 
-use super::Example;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// ChaCha stream used for the train/eval split (shuffles use stream `epoch`).
 const SPLIT_STREAM: u64 = u64::MAX;
 
-/// Splits off `eval_fraction` of `examples` as a held-out set, chosen by `seed`; both sides keep
-/// the file's order.
+/// Splits off `eval_fraction` of `examples` (training examples, texts, ...) as a held-out set,
+/// chosen by `seed`; both sides keep the file's order.
 ///
 /// `n_eval = round(n · eval_fraction)`, at least 1 when `eval_fraction > 0` and at most `n - 1`
 /// (when `n ≥ 2`), so neither side is empty when it need not be; `eval_fraction ≤ 0` (or NaN)
 /// holds nothing out. Example: 10 examples at 0.2 → 8 train, 2 eval.
-pub fn split_train_eval(examples: Vec<Example>, eval_fraction: f64, seed: u64) -> (Vec<Example>, Vec<Example>) {
+pub fn split_train_eval<T>(examples: Vec<T>, eval_fraction: f64, seed: u64) -> (Vec<T>, Vec<T>) {
     let n = examples.len();
     let n_eval = if n < 2 || eval_fraction.is_nan() || eval_fraction <= 0.0 {
         0

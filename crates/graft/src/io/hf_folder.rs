@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The `torch_dtype` string transformers expects for a candle dtype.
-fn torch_dtype(dtype: DType) -> &'static str {
+pub fn torch_dtype(dtype: DType) -> &'static str {
     match dtype {
         DType::BF16 => "bfloat16",
         DType::F16 => "float16",

@@ -5,6 +5,10 @@
 //!   with LoRA, QLoRA, full, freeze, prompt and prefix tuning).
 //! - [`classification`]: cross-entropy of a head on pooled features — fixed features (probes),
 //!   a decoder's top blocks or a sentence encoder's top layers trained with it.
+//! - [`masked_lm`]: masked-language modelling of a BERT-family encoder with its tied MLM head;
+//!   [`masking`] chooses and replaces the target tokens.
 
 pub mod causal_lm;
 pub mod classification;
+pub mod masked_lm;
+pub mod masking;

@@ -49,7 +49,8 @@ pub struct Summary {
 }
 
 /// Keys a resumed run may change without invalidating its checkpoint.
-const RESUME_SAFE_KEYS: &[&str] = &["train.eval_every", "train.save_every", "train.eval_batches", "output.dir"];
+pub(crate) const RESUME_SAFE_KEYS: &[&str] =
+    &["train.eval_every", "train.save_every", "train.eval_batches", "output.dir"];
 
 /// The keys of `cfg` that differ from a checkpoint's config (`saved`, TOML), apart from those a
 /// resumed run may change.

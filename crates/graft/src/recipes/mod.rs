@@ -7,6 +7,7 @@ pub mod data_build;
 pub mod export;
 pub mod export_check;
 pub mod finetune;
+pub mod mlm;
 pub mod parts;
 pub mod quickstart;
 pub mod tasks;

@@ -114,6 +114,22 @@ impl SentenceEncoder {
         &mut self.model
     }
 
+    /// The same encoder truncating its inputs to `max_len` tokens instead (between 2 and the
+    /// encoder's positions).
+    pub fn with_max_len(self, max_len: usize) -> Result<Self> {
+        Self::new(self.model, self.tokenizer, max_len, self.pad_id)
+    }
+
+    /// The Hugging Face tokenizer pipeline (its padding off, truncation at [`Self::max_len`]).
+    pub fn hf_tokenizer(&self) -> &tokenizers::Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The id batches are padded with.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
     /// Embedding width.
     pub fn dim(&self) -> usize {
         self.model.config().hidden_size

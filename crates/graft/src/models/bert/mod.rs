@@ -15,11 +15,13 @@
 
 pub mod config;
 pub mod encoder;
+pub mod mlm_head;
 pub mod model;
 pub mod weights;
 
 pub use crate::models::llama::Pass;
 pub use config::BertConfig;
 pub use encoder::{l2_normalize, mean_pool, Embeddings, SentenceEncoder, Tokenized};
+pub use mlm_head::MlmHead;
 pub use model::{Bert, BertInput, BertLayer};
 pub use weights::BertWeights;

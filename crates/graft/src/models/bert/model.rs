@@ -20,15 +20,15 @@ const MASKED_SCORE: f64 = -1e9;
 
 /// LayerNorm weights: `y = (x - mean) / sqrt(var + ε) · w + b` over the last axis.
 #[derive(Debug, Clone)]
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
+pub(super) struct LayerNorm {
+    pub(super) weight: Tensor,
+    pub(super) bias: Tensor,
+    pub(super) eps: f64,
 }
 
 impl LayerNorm {
     /// Normalises in at least f32 (f64 stays f64), returning the input dtype.
-    fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
         let dtype = x.dtype();
         let work = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
         let (xw, w, b) = (x.to_dtype(work)?, self.weight.to_dtype(work)?, self.bias.to_dtype(work)?);
@@ -51,7 +51,7 @@ impl LayerNorm {
 /// Exact GELU, `x/2 · (1 + erf(x/√2))`. The training path composes it from `erf`, whose
 /// backward uses the exact constant (candle's fused `gelu_erf` backward rounds 1/√(2π) to six
 /// digits).
-fn gelu(x: &Tensor, pass: Pass) -> Result<Tensor> {
+pub(super) fn gelu(x: &Tensor, pass: Pass) -> Result<Tensor> {
     Ok(match pass {
         Pass::Infer => x.gelu_erf()?,
         Pass::Train => ((x * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)?.mul(&(x * 0.5)?)?,
@@ -199,6 +199,38 @@ impl Bert {
     /// Precision of weights and activations.
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The word-embedding table `[vocab, hidden]`: the input lookup, and the decoder of a tied
+    /// masked-LM head. After [`Bert::make_trainable`] selected it, this is the variable's own
+    /// tensor (the same storage the optimizer updates).
+    pub fn word_embeddings(&self) -> &Tensor {
+        &self.word_embeddings
+    }
+
+    /// Every weight by its `BertModel` checkpoint name (`encoder.layer.0.attention.self.query.weight`),
+    /// projections with any adapters folded in: what an exported folder holds.
+    pub fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = vec![
+            ("embeddings.word_embeddings.weight".to_string(), self.word_embeddings.clone()),
+            ("embeddings.position_embeddings.weight".into(), self.position_embeddings.clone()),
+            ("embeddings.token_type_embeddings.weight".into(), self.token_type_embeddings.clone()),
+            ("embeddings.LayerNorm.weight".into(), self.embeddings_norm.weight.clone()),
+            ("embeddings.LayerNorm.bias".into(), self.embeddings_norm.bias.clone()),
+        ];
+        for (i, layer) in self.layers.iter().enumerate() {
+            for p in layer.attn.iter().chain(layer.ffn.iter()) {
+                out.push((format!("{}.weight", p.name()), p.effective_weight(self.dtype)?));
+                if let Some(b) = p.bias() {
+                    out.push((format!("{}.bias", p.name()), b.clone()));
+                }
+            }
+            for (norm, prefix) in [(&layer.attn_norm, "attention.output"), (&layer.ffn_norm, "output")] {
+                out.push((format!("encoder.layer.{i}.{prefix}.LayerNorm.weight"), norm.weight.clone()));
+                out.push((format!("encoder.layer.{i}.{prefix}.LayerNorm.bias"), norm.bias.clone()));
+            }
+        }
+        Ok(out)
     }
 
     /// The encoder blocks (their projections are where adapters attach).

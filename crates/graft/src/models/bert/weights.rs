@@ -53,8 +53,13 @@ impl BertWeights {
     /// The shape of tensor `name` (a `BertModel` name), read without its data; `None` when the
     /// checkpoint has no such tensor.
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
-        let full = self.stored_name(name);
-        self.files.iter().find_map(|f| f.info(&full)).map(|t| t.shape.as_slice())
+        self.shape_exact(&self.stored_name(name))
+    }
+
+    /// The shape of the tensor stored under exactly `full` (no prefix added: task-head tensors
+    /// such as `cls.predictions.bias` sit beside the `bert.` ones); `None` when there is none.
+    pub fn shape_exact(&self, full: &str) -> Option<&[usize]> {
+        self.files.iter().find_map(|f| f.info(full)).map(|t| t.shape.as_slice())
     }
 
     /// The name tensor `name` has in the checkpoint (with its prefix).
@@ -64,11 +69,16 @@ impl BertWeights {
 
     /// Tensor `name` as `dtype` on `device`, checked to have shape `shape`.
     pub fn get(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
-        let full = format!("{}{name}", self.prefix);
-        let file = self.files.iter().find(|f| f.info(&full).is_some()).ok_or_else(|| {
+        self.get_exact(&self.stored_name(name), shape, dtype, device)
+    }
+
+    /// The tensor stored under exactly `full` (no prefix added), as `dtype` on `device`, checked
+    /// to have shape `shape`.
+    pub fn get_exact(&self, full: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        let file = self.files.iter().find(|f| f.info(full).is_some()).ok_or_else(|| {
             GraftError::model(&self.origin, format!("tensor `{full}` is missing from the checkpoint"))
         })?;
-        let t = file.tensor(&full, device)?;
+        let t = file.tensor(full, device)?;
         if t.dims() != shape {
             return Err(GraftError::model(
                 file.path(),
