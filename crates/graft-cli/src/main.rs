@@ -31,6 +31,8 @@ enum Command {
     Compare(commands::compare::Args),
     /// Fine-tune a model (LoRA, QLoRA, full, freeze) from a TOML config.
     Train(commands::train::Args),
+    /// Distill a teacher into a student (logit KD mixed with cross-entropy) from a TOML config.
+    Distill(commands::distill::Args),
     /// Check a training config and its data without training.
     Validate(commands::validate::ValidateArgs),
     /// Show tokenized training samples with the supervised tokens marked.
@@ -98,6 +100,7 @@ fn run(command: Command) -> Result<()> {
         Command::Quickstart(args) => commands::quickstart::run(args),
         Command::Compare(args) => commands::compare::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Distill(args) => commands::distill::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Validate(args) => commands::validate::validate(args),
         Command::Preprocess(args) => commands::validate::preprocess(args),

@@ -5,6 +5,9 @@
 //!   with LoRA, QLoRA, full, freeze, prompt and prefix tuning).
 //! - [`classification`]: cross-entropy of a head on pooled features — fixed features (probes),
 //!   a decoder's top blocks or a sentence encoder's top layers trained with it.
+//! - [`distillation`]: cross-entropy mixed with a divergence from a frozen teacher's next-token
+//!   distribution (knowledge distillation).
 
 pub mod causal_lm;
 pub mod classification;
+pub mod distillation;

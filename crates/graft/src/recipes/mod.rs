@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod data_build;
+pub mod distill;
 pub mod export;
 pub mod export_check;
 pub mod finetune;

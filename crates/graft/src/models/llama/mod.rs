@@ -9,7 +9,7 @@ pub mod weights;
 
 pub use block::Block;
 pub use config::LlamaConfig;
-pub use model::{Llama, LoadOptions, Pass};
+pub use model::{Llama, LoadOptions, Pass, SupervisedRows};
 pub use virtual_tokens::VirtualTokens;
 pub use weights::{GgufWeights, SafetensorsWeights, WeightFormat, WeightSource};
 
