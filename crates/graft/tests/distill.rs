@@ -5,7 +5,7 @@
 
 mod common;
 
-use graft::config::distill::{DistillConfig, LossName};
+use graft::config::distill::{DistillConfig, HiddenLossName, LossName};
 use graft::config::{AdapterKind, TrainConfig};
 use graft::models::llama::random::small_config;
 use graft::recipes::{distill, finetune};
@@ -17,6 +17,20 @@ fn small_model(dir: &Path, name: &str, seed: u64) -> PathBuf {
     if !path.exists() {
         common::write_model_seeded(&path, &small_config(), seed);
     }
+    path
+}
+
+/// A teacher wider and deeper than the small student: 3 blocks of width 96.
+fn wide_teacher(dir: &Path) -> PathBuf {
+    let path = dir.join("wide-teacher");
+    let cfg = graft::models::llama::LlamaConfig {
+        hidden_size: 96,
+        num_hidden_layers: 3,
+        head_dim: Some(24),
+        intermediate_size: 192,
+        ..small_config()
+    };
+    common::write_model_seeded(&path, &cfg, 11);
     path
 }
 
@@ -97,12 +111,15 @@ fn the_kd_term_falls_on_real_text_with_the_default_model_as_teacher() {
 #[test]
 fn a_killed_distillation_resumes_bit_identically() {
     let dir = tempfile::tempdir().unwrap();
-    let teacher = small_model(dir.path(), "teacher", 7);
+    // A wider teacher with hidden-state pairs: the projections train and resume too.
+    let teacher = wide_teacher(dir.path());
     let mut whole = config(dir.path(), "whole", AdapterKind::Lora, &teacher);
     whole.train.max_steps = Some(6);
     whole.train.save_every = 2;
     whole.distill.loss = LossName::SkewKl;
     whole.distill.alpha = Some(0.1);
+    whole.distill.hidden_layers = vec![[3, 2], [1, 1]];
+    whole.distill.hidden_loss = HiddenLossName::Cosine;
     distill::run(&whole, false, &mut |_| {}).unwrap();
     let cut = DistillConfig { output: graft::config::OutputSection { dir: dir.path().join("cut") }, ..whole.clone() };
     common::killed_at(3, |on_event| distill::run(&cut, false, on_event));
@@ -115,6 +132,36 @@ fn a_killed_distillation_resumes_bit_identically() {
         let read = |run: &Path| std::fs::read(run.join(file)).unwrap();
         assert!(read(&whole.output.dir) == read(&cut.output.dir), "{file} differs");
     }
+}
+
+#[test]
+fn hidden_states_of_a_wider_teacher_are_matched_through_a_trained_projection() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = wide_teacher(dir.path());
+    let mut cfg = config(dir.path(), "run", AdapterKind::Lora, &teacher);
+    let text = std::fs::read_to_string(&cfg.data.train).unwrap();
+    let four = dir.path().join("four.jsonl");
+    std::fs::write(&four, text.lines().take(4).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    (cfg.data.train, cfg.data.eval) = (four.clone(), Some(four));
+    cfg.train.batch_size = 4;
+    cfg.train.max_steps = Some(8);
+    cfg.train.lr = 1e-2;
+    cfg.train.schedule = graft::train::schedule::ScheduleKind::Constant;
+    cfg.distill.hidden_layers = vec![[3, 2]];
+    let summary = distill::run(&cfg, false, &mut |_| {}).unwrap();
+    let hidden: Vec<f64> = common::metrics_without_timing(&cfg.output.dir)
+        .iter()
+        .map(|r| r["metrics"]["hidden"].as_f64().unwrap())
+        .collect();
+    assert!(hidden[7] < 0.7 * hidden[0], "hidden-state MSE per token {hidden:?}");
+    // LoRA r 4 on q and v of 2 blocks of width 64 (q: 64 -> 64, v: 64 -> 32), plus one 96 x 64
+    // projection.
+    assert_eq!(summary.trainable_params, 2 * (4 * (64 + 64) + 4 * (64 + 32)) + 96 * 64);
+    // A layer the student does not have is refused, naming the key.
+    cfg.distill.hidden_layers = vec![[3, 3]];
+    cfg.output.dir = dir.path().join("bad");
+    let err = distill::run(&cfg, false, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("distill.hidden_layers") && err.contains("student layer 3"), "{err}");
 }
 
 #[test]

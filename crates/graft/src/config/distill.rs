@@ -85,11 +85,42 @@ pub struct DistillSection {
     /// `skew_kl` / `skew_reverse_kl` only: the skew α in [0, 1); 0 is the plain KL. Default 0.1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
+    /// Hidden-state distillation: `[teacher_layer, student_layer]` pairs, a layer `L` being the
+    /// residual stream after `L` decoder blocks (Hugging Face's `hidden_states[L]`, from 1 to
+    /// the number of blocks). The student's state is matched to the teacher's through a learned
+    /// linear projection when the widths differ. Default none.
+    pub hidden_layers: Vec<[usize; 2]>,
+    /// `mse` (mean squared difference over the teacher's width) | `cosine` (1 − cosine
+    /// similarity). Default `mse`.
+    pub hidden_loss: HiddenLossName,
+    /// Weight of the hidden-state term, added to the loss per supervised position and layer
+    /// pair. Default 1.
+    pub hidden_weight: f64,
+}
+
+/// The distance of `[distill] hidden_loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HiddenLossName {
+    /// Mean squared difference.
+    #[default]
+    Mse,
+    /// One minus the cosine similarity.
+    Cosine,
 }
 
 impl Default for DistillSection {
     fn default() -> Self {
-        Self { loss: LossName::ForwardKl, kd_ratio: 0.5, temperature: 1.0, beta: None, alpha: None }
+        Self {
+            loss: LossName::ForwardKl,
+            kd_ratio: 0.5,
+            temperature: 1.0,
+            beta: None,
+            alpha: None,
+            hidden_layers: Vec::new(),
+            hidden_loss: HiddenLossName::Mse,
+            hidden_weight: 1.0,
+        }
     }
 }
 
@@ -155,6 +186,12 @@ impl DistillConfig {
         }
         if !(d.temperature.is_finite() && d.temperature > 0.0) {
             return bad("distill.temperature", format!("must be a positive number, got {}", d.temperature));
+        }
+        if !(d.hidden_weight.is_finite() && d.hidden_weight >= 0.0) {
+            return bad("distill.hidden_weight", format!("must be a number ≥ 0, got {}", d.hidden_weight));
+        }
+        if d.hidden_layers.iter().flatten().any(|&l| l == 0) {
+            return bad("distill.hidden_layers", "layers count blocks from 1 (the output of the first block)".into());
         }
         match (d.loss, d.beta, d.alpha) {
             (LossName::Jsd, Some(b), _) if !(0.0..=1.0).contains(&b) => {

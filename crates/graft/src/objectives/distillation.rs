@@ -1,7 +1,9 @@
 //! The distillation objective: the student's next-token cross-entropy mixed with a divergence
-//! from a frozen teacher's distribution at every supervised position (`ops::lm_head_kd`). The
-//! teacher runs through the inference path without a graph; only the student trains.
+//! from a frozen teacher's distribution at every supervised position (`ops::lm_head_kd`), plus,
+//! when asked, a hidden-state term ([`HiddenMatch`]). The teacher runs through the inference path
+//! without a graph; only the student (and the hidden-state projections) train.
 
+use super::hidden_match::HiddenMatch;
 use crate::adapters::lora::DropoutClock;
 use crate::data::Batch;
 use crate::models::llama::{Llama, Pass, SupervisedRows};
@@ -13,13 +15,15 @@ use candle_core::{DType, Tensor, Var};
 use std::sync::Arc;
 
 /// Distillation of `teacher` into `student`, training `vars` of the student. Reports `ce` and
-/// `kd` (the two terms of the loss, per supervised token) as metrics.
+/// `kd` (the two terms of the loss, per supervised token) as metrics, and `hidden` with a
+/// hidden-state term.
 pub struct Distillation<'a> {
     student: &'a Llama,
     teacher: &'a Llama,
     vars: Vec<(String, Var)>,
     clock: Option<Arc<DropoutClock>>,
     spec: KdSpec,
+    hidden: Option<HiddenMatch>,
 }
 
 impl<'a> Distillation<'a> {
@@ -42,7 +46,24 @@ impl<'a> Distillation<'a> {
         if s != t {
             return Err(vocab_mismatch(t, s));
         }
-        Ok(Self { student, teacher, vars, clock, spec })
+        Ok(Self { student, teacher, vars, clock, spec, hidden: None })
+    }
+
+    /// Adds the hidden-state term `hidden` (its layers checked against both models).
+    pub fn with_hidden(mut self, hidden: HiddenMatch) -> Result<Self> {
+        for (t, s) in &hidden.pairs {
+            for (who, layer, model) in [("teacher", t, self.teacher), ("student", s, self.student)] {
+                let n = model.layers().len();
+                if *layer == 0 || *layer > n {
+                    return Err(GraftError::Input(format!(
+                        "config key `distill.hidden_layers`: {who} layer {layer} asked for, but the {who} has {n} \
+                         decoder blocks (layers 1..={n})"
+                    )));
+                }
+            }
+        }
+        self.hidden = Some(hidden);
+        Ok(self)
     }
 }
 
@@ -63,16 +84,24 @@ impl Objective for Distillation<'_> {
     type Batch = Batch;
 
     fn param_groups(&self) -> Vec<ParamGroup> {
-        vec![ParamGroup::new("model", self.vars.clone())]
+        let mut groups = vec![ParamGroup::new("model", self.vars.clone())];
+        let projections = self.hidden.as_ref().map(|h| h.named_vars()).unwrap_or_default();
+        if !projections.is_empty() {
+            groups.push(ParamGroup::new("projection", projections));
+        }
+        groups
     }
 
     fn loss(&self, batch: &Batch, micro_step: u64) -> Result<ObjectiveLoss> {
         if let Some(c) = &self.clock {
             c.set_step(micro_step);
         }
-        let hidden = self.student.hidden_states(&batch.ids, None, Pass::Train)?;
+        let (s_layers, t_layers) =
+            self.hidden.as_ref().map(|h| (h.student_layers(), h.teacher_layers())).unwrap_or_default();
+        let (hidden, s_taps) = self.student.hidden_states_tapped(&batch.ids, None, Pass::Train, &s_layers)?;
         let rows = SupervisedRows::of(&hidden, &batch.targets, &batch.mask, self.student.work_dtype())?;
-        let teacher_hidden = rows.select(&self.teacher.hidden_states(&batch.ids, None, Pass::Infer)?.detach())?;
+        let (teacher_hidden, t_taps) = self.teacher.hidden_states_tapped(&batch.ids, None, Pass::Infer, &t_layers)?;
+        let teacher_hidden = rows.select(&teacher_hidden.detach())?;
         let (Some(head), Some(teacher_head)) = (self.student.head_weight(), self.teacher.head_weight()) else {
             return Err(GraftError::Input("distillation needs LM heads without adapters".into()));
         };
@@ -85,8 +114,16 @@ impl Objective for Distillation<'_> {
             &rows.mask,
             &self.spec,
         )?;
-        let metrics = vec![("ce", sum(&kd.ce)?), ("kd", sum(&kd.kd)?)];
-        let loss = LossSum { sum: kd.loss.sum_all()?, count: batch.n_targets, sink: self.student.grad_sink() };
+        let mut metrics = vec![("ce", sum(&kd.ce)?), ("kd", sum(&kd.kd)?)];
+        let mut total = kd.loss.sum_all()?;
+        if let Some(h) = &self.hidden {
+            let pick = |taps: &[Tensor]| taps.iter().map(|t| rows.select(t)).collect::<Result<Vec<_>>>();
+            let term = h.loss(&pick(&s_taps)?, &pick(&t_taps)?, &rows.mask)?;
+            metrics.push(("hidden", sum(&term)?));
+            let term = term.to_dtype(total.dtype())?;
+            total = (total + term)?;
+        }
+        let loss = LossSum { sum: total, count: batch.n_targets, sink: self.student.grad_sink() };
         Ok(ObjectiveLoss { loss, metrics })
     }
 

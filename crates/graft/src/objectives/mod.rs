@@ -6,8 +6,9 @@
 //! - [`classification`]: cross-entropy of a head on pooled features — fixed features (probes),
 //!   a decoder's top blocks or a sentence encoder's top layers trained with it.
 //! - [`distillation`]: cross-entropy mixed with a divergence from a frozen teacher's next-token
-//!   distribution (knowledge distillation).
+//!   distribution (knowledge distillation); [`hidden_match`]: its hidden-state term.
 
 pub mod causal_lm;
 pub mod classification;
 pub mod distillation;
+pub mod hidden_match;

@@ -10,6 +10,7 @@ use crate::device::{parse_device, parse_dtype};
 use crate::models::llama::{Llama, LoadOptions, WeightFormat};
 use crate::models::load::load_causal_lm;
 use crate::objectives::distillation::{vocab_mismatch, Distillation};
+use crate::objectives::hidden_match::HiddenMatch;
 use crate::tokenizer::Tokenizer;
 use crate::train::Event;
 use crate::{GraftError, Result};
@@ -73,7 +74,16 @@ pub fn run(cfg: &DistillConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -
     let (summary, _) = train_with(&student, run_dir, on_event, &teacher, |tm, teacher| {
         check_same_tokenizer(&teacher.tokenizer, &tm.tokenizer)?;
         let clock = tm.lora.as_ref().map(|l| l.clock.clone());
-        Ok(Box::new(Distillation::new(&tm.model, &teacher.model, tm.vars.clone(), clock, spec)?))
+        let objective = Distillation::new(&tm.model, &teacher.model, tm.vars.clone(), clock, spec)?;
+        let d = &cfg.distill;
+        if d.hidden_layers.is_empty() {
+            return Ok(Box::new(objective));
+        }
+        let widths = (teacher.model.config().hidden_size, tm.model.config().hidden_size);
+        let pairs = d.hidden_layers.iter().map(|&[t, s]| (t, s)).collect();
+        let device = crate::models::Model::device(&tm.model);
+        let hidden = HiddenMatch::new(pairs, d.hidden_loss, d.hidden_weight, widths, cfg.train.seed, device)?;
+        Ok(Box::new(objective.with_hidden(hidden)?))
     })?;
     Ok(summary)
 }

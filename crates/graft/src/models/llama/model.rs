@@ -185,7 +185,29 @@ impl Llama {
     /// With virtual tokens set ([`Llama::set_virtual_tokens`]) and nothing cached yet, they take
     /// positions `0..n` and the real tokens follow; only the real tokens' states are returned.
     /// With a cache, a prefix goes into it first (so later calls see it as earlier tokens).
-    pub fn hidden_states(&self, ids: &Tensor, mut cache: Option<&mut KvCache>, pass: Pass) -> Result<Tensor> {
+    pub fn hidden_states(&self, ids: &Tensor, cache: Option<&mut KvCache>, pass: Pass) -> Result<Tensor> {
+        Ok(self.hidden_states_tapped(ids, cache, pass, &[])?.0)
+    }
+
+    /// [`Llama::hidden_states`], also returning the residual stream after each of the block
+    /// counts in `taps` (`[b, t, hidden]` each, in the order given; `L` is Hugging Face's
+    /// `hidden_states[L]`, `1 ≤ L ≤` the number of blocks), with the same graph: hidden-state
+    /// distillation trains on them.
+    pub fn hidden_states_tapped(
+        &self,
+        ids: &Tensor,
+        mut cache: Option<&mut KvCache>,
+        pass: Pass,
+        taps: &[usize],
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        if let Some(&bad) = taps.iter().find(|&&l| l == 0 || l > self.layers.len()) {
+            return Err(GraftError::Input(format!(
+                "hidden state after {bad} blocks asked for, but the model has {} decoder blocks (1..={})",
+                self.layers.len(),
+                self.layers.len()
+            )));
+        }
+        let mut tapped: Vec<Option<Tensor>> = vec![None; taps.len()];
         let (b, t) = ids.dims2()?;
         let cfg = &self.ctx.cfg;
         let mut offset = cache.as_ref().map_or(0, |c| c.len());
@@ -252,12 +274,15 @@ impl Llama {
                     self.ctx.forward(block, i, &x, offset, cache.as_deref_mut(), kv.as_ref(), pass)?
                 }
             };
+            for (slot, _) in tapped.iter_mut().zip(taps).filter(|(_, &l)| l == i + 1) {
+                *slot = Some(if lead > 0 { x.narrow(1, lead, t)? } else { x.clone() });
+            }
         }
         if let Some(c) = cache {
             c.advance(lead + t);
         }
         let x = if lead > 0 { x.narrow(1, lead, t)? } else { x };
-        rms_norm(&x, &self.norm, cfg.rms_norm_eps, pass)
+        Ok((rms_norm(&x, &self.norm, cfg.rms_norm_eps, pass)?, tapped.into_iter().flatten().collect()))
     }
 
     /// The token embeddings of `ids [b, t]` run through the first `n_blocks` decoder blocks at
