@@ -162,8 +162,8 @@ fn kd_dlogits(u: &Tensor, q: &Tensor, t: f64) -> candle_core::Result<Tensor> {
     (u - q.broadcast_mul(&total)?)? * t
 }
 
-/// One chunk: per-row `(loss, ce, kd)` and, with `coef` (the output gradient times the mask, or
-/// the mask alone in forward), the gradient of `loss` with respect to the student logits.
+/// One chunk's per-row `loss`, `ce` and `kd`, and when asked the gradient of `loss` (for an
+/// output gradient of 1, times the mask) with respect to the student logits.
 struct ChunkRows {
     loss: Tensor,
     ce: Tensor,
