@@ -33,6 +33,8 @@ enum Command {
     Train(commands::train::Args),
     /// Adapt a BERT-family encoder to a text corpus by masked-language modelling.
     PretrainMlm(commands::pretrain_mlm::Args),
+    /// Distill a teacher into a student (logit KD mixed with cross-entropy) from a TOML config.
+    Distill(commands::distill::Args),
     /// Check a training config and its data without training.
     Validate(commands::validate::ValidateArgs),
     /// Show tokenized training samples with the supervised tokens marked.
@@ -101,6 +103,7 @@ fn run(command: Command) -> Result<()> {
         Command::Compare(args) => commands::compare::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::PretrainMlm(args) => commands::pretrain_mlm::run(args),
+        Command::Distill(args) => commands::distill::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Validate(args) => commands::validate::validate(args),
         Command::Preprocess(args) => commands::validate::preprocess(args),

@@ -68,7 +68,7 @@ fn tiny_model(dir: &Path) -> PathBuf {
 #[test]
 fn every_shipped_config_validates_and_trains_one_step() {
     let configs = shipped_configs();
-    assert!(configs.len() >= 8, "configs/ lists {configs:?}");
+    assert!(configs.len() >= 9, "configs/ lists {configs:?}");
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
     let model = model.to_str().unwrap();
@@ -115,10 +115,20 @@ fn every_shipped_config_validates_and_trains_one_step() {
             assert!(PathBuf::from(summary["output"].as_str().unwrap()).join("config.json").is_file(), "{name}");
             continue;
         }
-        let cfg = graft::config::TrainConfig::load(config, &[]).unwrap();
+        // A distillation config runs `graft distill`, its teacher also the small decoder.
+        let distill = graft::config::distill::is_distill_config(config).unwrap();
+        let cfg = match distill {
+            true => graft::config::distill::DistillConfig::load(config, &[]).unwrap().student(),
+            false => graft::config::TrainConfig::load(config, &[]).unwrap(),
+        };
         // QLoRA needs a quantized GGUF base: its step runs on the default model itself.
         let model_set = format!("model.name={model:?}");
-        let mut args = vec!["train", path, "--set", "data.seq_len=128", "--set", "train.max_steps=1"];
+        let teacher_set = format!("teacher.model={model:?}");
+        let command = if distill { "distill" } else { "train" };
+        let mut args = vec![command, path, "--set", "data.seq_len=128", "--set", "train.max_steps=1"];
+        if distill {
+            args.extend(["--set", &teacher_set]);
+        }
         args.extend(["--set", "train.batch_size=2", "--set", "train.grad_accum=1", "--set", "train.eval_batches=1"]);
         args.extend(["--set", &out_set, "--json"]);
         if cfg.adapter.kind != graft::config::AdapterKind::Qlora {
@@ -135,7 +145,7 @@ fn every_shipped_config_validates_and_trains_one_step() {
 #[test]
 fn help_and_docs_name_only_configs_that_exist() {
     let mut texts: Vec<(String, String)> = Vec::new();
-    for cmd in ["train", "validate", "preprocess", "compare"] {
+    for cmd in ["train", "distill", "validate", "preprocess", "compare"] {
         let out = graft(&[cmd, "--help"]);
         texts.push((format!("graft {cmd} --help"), String::from_utf8(out.stdout).unwrap()));
     }

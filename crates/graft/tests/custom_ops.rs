@@ -391,3 +391,124 @@ fn gemma3_sliding_window_holds_on_every_path() {
     assert!(common::max_abs_diff(&full.narrow(0, 0, 3).unwrap(), &wide_full.narrow(0, 0, 3).unwrap()) <= 1e-12);
     assert!(common::max_abs_diff(&full.get(8).unwrap(), &wide_full.get(8).unwrap()) > 1e-6);
 }
+
+/// Logits `[1, 3]` whose softmax is exactly `probs` (their logarithms).
+fn logits_of(probs: [f64; 3]) -> Tensor {
+    Tensor::from_vec(probs.iter().map(|p| p.ln()).collect::<Vec<_>>(), (1, 3), &DEV).unwrap()
+}
+
+#[test]
+fn distillation_divergences_equal_hand_computed_values() {
+    use ops::Divergence::*;
+    // Student q = (0.5, 0.3, 0.2), teacher p = (0.2, 0.5, 0.3); values from the definitions:
+    // KL(p‖q) = Σ p ln(p/q), the JSD mixture m = β p + (1 − β) q, the skew mixtures α p + (1 − α) q
+    // (skew KL) and (1 − α) p + α q (skew reverse KL).
+    let (zs, zt) = (logits_of([0.5, 0.3, 0.2]), logits_of([0.2, 0.5, 0.3]));
+    let cases = [
+        (ForwardKl, 1.0, 0.193_794_197_940_613_62),
+        (ReverseKl, 1.0, 0.223_804_657_185_647_52),
+        (Jsd { beta: 0.5 }, 1.0, 0.050_874_612_539_598_34),
+        (Jsd { beta: 0.25 }, 1.0, 0.037_065_173_559_481_066),
+        (SkewKl { alpha: 0.1 }, 1.0, 0.159_262_968_864_615_88),
+        (SkewReverseKl { alpha: 0.1 }, 1.0, 0.172_950_594_689_280_76),
+        // At T = 2 both distributions become ∝ √p and ∝ √q: KL of those, times T² = 4.
+        (ForwardKl, 2.0, 0.203_887_895_364_482_2 / 4.0),
+    ];
+    for (d, t, want) in cases {
+        let got: f64 = ops::divergence(&zs, &zt, d, t).unwrap().squeeze(0).unwrap().to_scalar().unwrap();
+        assert!((got - want).abs() < 1e-14, "{d:?} at T={t}: {got} vs {want}");
+    }
+}
+
+#[test]
+fn jsd_and_skew_endpoints_are_the_plain_kls() {
+    use ops::Divergence::*;
+    let (zs, zt) = (tensor(&[5, 9], 40), (tensor(&[5, 9], 41) * 3.0).unwrap());
+    let div = |d| ops::divergence(&zs, &zt, d, 1.5).unwrap();
+    let (fkl, rkl) = (div(ForwardKl), div(ReverseKl));
+    assert!(common::max_abs_diff(&fkl, &rkl) > 1e-3, "the test distributions must tell the two apart");
+    for (d, plain) in [
+        (Jsd { beta: 0.0 }, &fkl),
+        (Jsd { beta: 1.0 }, &rkl),
+        (SkewKl { alpha: 0.0 }, &fkl),
+        (SkewReverseKl { alpha: 0.0 }, &rkl),
+    ] {
+        assert!(common::max_abs_diff(&div(d), plain) < 1e-13, "{d:?}");
+    }
+    // Inside the range the mixture formulas are in force, and the JSD is symmetric at β = 1/2.
+    let swapped = ops::divergence(&zt, &zs, Jsd { beta: 0.5 }, 1.5).unwrap();
+    assert!(common::max_abs_diff(&div(Jsd { beta: 0.5 }), &swapped) < 1e-13);
+}
+
+const DIVERGENCES: [ops::Divergence; 5] = [
+    ops::Divergence::ForwardKl,
+    ops::Divergence::ReverseKl,
+    ops::Divergence::Jsd { beta: 0.3 },
+    ops::Divergence::SkewKl { alpha: 0.1 },
+    ops::Divergence::SkewReverseKl { alpha: 0.2 },
+];
+
+#[test]
+fn chunked_distillation_loss_matches_whole_logits_and_its_gradients() {
+    // More rows than one chunk; student and teacher of different widths.
+    let n = ops::LM_HEAD_CHUNK + 7;
+    let (h, ht, v) = (6, 4, 11);
+    let hidden = Var::from_tensor(&tensor(&[n, h], 30)).unwrap();
+    let w = Var::from_tensor(&tensor(&[v, h], 31)).unwrap();
+    let teacher_hidden = tensor(&[n, ht], 32);
+    let teacher_w = FrozenWeight::Dense((tensor(&[v, ht], 33) * 2.0).unwrap());
+    let targets = Tensor::from_vec((0..n as u32).map(|i| (i * 7) % v as u32).collect::<Vec<_>>(), n, &DEV).unwrap();
+    let mask =
+        Tensor::from_vec((0..n).map(|i| if i % 5 == 0 { 0f64 } else { 1.0 }).collect::<Vec<_>>(), n, &DEV).unwrap();
+    for divergence in DIVERGENCES {
+        let spec = ops::KdSpec { divergence, temperature: 2.0, kd_ratio: 0.3 };
+        let trainable = FrozenWeight::Dense(w.as_tensor().clone());
+        let rows = ops::lm_head_kd(hidden.as_tensor(), &trainable, &teacher_hidden, &teacher_w, &targets, &mask, &spec)
+            .unwrap();
+        // The reference holds the whole [n × V] logits of both models.
+        let zs = hidden.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
+        let zt = teacher_hidden.matmul(&teacher_w.dense(DType::F64).unwrap().t().unwrap()).unwrap();
+        let logp = candle_nn::ops::log_softmax(&zs, D::Minus1).unwrap();
+        let ce = (logp.gather(&targets.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap().neg().unwrap() * &mask)
+            .unwrap();
+        let kd = ((ops::divergence(&zs, &zt, divergence, 2.0).unwrap() * 4.0).unwrap() * &mask).unwrap();
+        let loss = ((&ce * 0.7).unwrap() + (&kd * 0.3).unwrap()).unwrap();
+        assert!(common::max_abs_diff(&rows.ce, &ce) < 1e-12, "{divergence:?}");
+        assert!(common::max_abs_diff(&rows.kd, &kd) < 1e-12, "{divergence:?}");
+        assert!(common::max_abs_diff(&rows.loss, &loss) < 1e-12, "{divergence:?}");
+        // Full fine-tuning: hidden states and head both get gradients; a frozen head: only the
+        // hidden states. The teacher never does.
+        check_grads(&[&hidden, &w], || {
+            ops::lm_head_kd(hidden.as_tensor(), &trainable, &teacher_hidden, &teacher_w, &targets, &mask, &spec)
+                .unwrap()
+                .loss
+        });
+        let frozen = FrozenWeight::Dense(w.as_tensor().detach());
+        check_grads(&[&hidden], || {
+            ops::lm_head_kd(hidden.as_tensor(), &frozen, &teacher_hidden, &teacher_w, &targets, &mask, &spec)
+                .unwrap()
+                .loss
+        });
+    }
+}
+
+#[test]
+fn distillation_loss_at_kd_ratio_zero_is_the_plain_loss_bit_for_bit() {
+    let n = ops::LM_HEAD_CHUNK + 7;
+    let (h, v) = (8, 13);
+    let f32s = |t: Tensor| t.to_dtype(DType::F32).unwrap();
+    let hidden = Var::from_tensor(&f32s(tensor(&[n, h], 50))).unwrap();
+    let head = FrozenWeight::Dense(f32s(tensor(&[v, h], 51)));
+    let teacher_hidden = f32s(tensor(&[n, h], 52));
+    let teacher_w = FrozenWeight::Dense(f32s(tensor(&[v, h], 53)));
+    let targets = Tensor::from_vec((0..n as u32).map(|i| (i * 5) % v as u32).collect::<Vec<_>>(), n, &DEV).unwrap();
+    let mask = f32s(Tensor::from_vec((0..n).map(|i| (i % 3 != 0) as u8 as f64).collect::<Vec<_>>(), n, &DEV).unwrap());
+    let spec = ops::KdSpec { divergence: ops::Divergence::ReverseKl, temperature: 2.0, kd_ratio: 0.0 };
+    let kd = ops::lm_head_kd(hidden.as_tensor(), &head, &teacher_hidden, &teacher_w, &targets, &mask, &spec).unwrap();
+    let plain = ops::lm_head_nll(hidden.as_tensor(), &head, &targets, &mask).unwrap();
+    assert_eq!(kd.loss.to_vec1::<f32>().unwrap(), plain.to_vec1::<f32>().unwrap());
+    assert!(kd.kd.sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0, "the KD term is still measured");
+    let grad = |t: &Tensor| t.sum_all().unwrap().backward().unwrap().get(hidden.as_tensor()).unwrap().clone();
+    let (a, b) = (grad(&kd.loss), grad(&plain));
+    assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+}

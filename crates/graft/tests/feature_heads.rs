@@ -18,7 +18,6 @@ use graft::train::{Event, RunDir};
 use graft::GraftError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -307,30 +306,6 @@ fn training_the_top_encoder_layer_lowers_the_loss() {
     assert!(acc > 0.8, "training accuracy {acc}");
 }
 
-/// Runs `fit` with a progress callback that dies when step `kill_at` is reported — as abrupt as
-/// a crash: no final checkpoint, nothing cleaned up, the step's metrics line already written.
-fn killed_at<T>(kill_at: u64, fit: impl FnOnce(&mut dyn FnMut(Event)) -> T) {
-    let mut on_event = |e: Event| {
-        if let Event::Step(r) = e {
-            assert!(r.step < kill_at, "simulated kill after step {}", r.step);
-        }
-    };
-    let died = std::panic::catch_unwind(AssertUnwindSafe(|| fit(&mut on_event)));
-    assert!(died.is_err(), "the run should have died at step {kill_at}");
-}
-
-/// `metrics.jsonl` without its timings: each step's loss, rate, gradient norm and metrics.
-fn metrics_without_timing(run: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("tokens_per_s");
-            v
-        })
-        .collect()
-}
-
 fn bits(t: &Tensor) -> Vec<u32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
 }
@@ -349,14 +324,14 @@ fn a_killed_head_run_resumes_bit_identically() {
     assert_eq!(whole_losses.len(), 3);
 
     let cut = tmp.path().join("cut");
-    killed_at(12, |on_event| fit(&cut, false, on_event));
+    common::killed_at(12, |on_event| fit(&cut, false, on_event));
     assert!(cut.join("checkpoints/step-00000010").is_dir(), "a checkpoint at step 10");
-    assert_eq!(metrics_without_timing(&cut).len(), 12, "step 12 was logged before the kill");
+    assert_eq!(common::metrics_without_timing(&cut).len(), 12, "step 12 was logged before the kill");
     let (resumed, resumed_losses) = fit(&cut, true, &mut |_| {}).unwrap();
 
     assert_eq!(resumed_losses, whole_losses, "per-epoch losses after resume");
     assert_eq!(bits(&resumed.logits(&x).unwrap()), bits(&whole.logits(&x).unwrap()), "logits after resume");
-    let (a, b) = (metrics_without_timing(&tmp.path().join("whole")), metrics_without_timing(&cut));
+    let (a, b) = (common::metrics_without_timing(&tmp.path().join("whole")), common::metrics_without_timing(&cut));
     assert_eq!(a.len(), 24);
     assert_eq!(a, b, "metrics.jsonl after resume");
     assert!(a.iter().all(|m| (0.0..=1.0).contains(&m["metrics"]["accuracy"].as_f64().unwrap())), "{:?}", a[0]);
@@ -401,7 +376,7 @@ fn a_killed_decoder_head_run_resumes_bit_identically() {
     assert_eq!(losses.len(), 2);
 
     let cut = tmp.path().join("cut");
-    killed_at(5, |on_event| fit(&mut load(), &cut, false, on_event));
+    common::killed_at(5, |on_event| fit(&mut load(), &cut, false, on_event));
     // A resumed process starts from the weights on disk, not from the dead run's memory.
     let mut resumed = load();
     let (clf_resumed, losses_resumed) = fit(&mut resumed, &cut, true, &mut |_| {}).unwrap();
@@ -415,5 +390,5 @@ fn a_killed_decoder_head_run_resumes_bit_identically() {
     assert!(trained > 0);
     let (la, lb) = (clf.logits(&whole, &seqs, 4).unwrap(), clf_resumed.logits(&resumed, &seqs, 4).unwrap());
     assert_eq!(bits(&la), bits(&lb), "logits after resume");
-    assert_eq!(metrics_without_timing(&tmp.path().join("whole")), metrics_without_timing(&cut));
+    assert_eq!(common::metrics_without_timing(&tmp.path().join("whole")), common::metrics_without_timing(&cut));
 }

@@ -12,6 +12,7 @@ pub(crate) use bail_input;
 pub mod bench;
 pub mod compare;
 pub mod data;
+pub mod distill;
 pub mod embed;
 pub mod eval;
 pub mod eval_tasks;

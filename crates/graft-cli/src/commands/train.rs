@@ -36,8 +36,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     let cfg = TrainConfig::load(&args.config, &overrides)?;
     let summary = train_with_progress(&cfg, args.resume)?;
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+    print_summary(&summary, args.json)
+}
+
+/// Prints a run's summary: one JSON object with `json`, else one line.
+pub fn print_summary(summary: &finetune::Summary, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(summary)?);
     } else {
         println!(
             "eval loss {:.4} -> {:.4} (perplexity {:.2} -> {:.2}); {} steps, {} tokens in {:.0}s; output in {}",

@@ -70,7 +70,18 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let cfg = TrainConfig::load(config, &args.overrides)?;
+    let cfg = if graft::config::distill::is_distill_config(config)? {
+        // A distillation config: its teacher loads and shares the student's tokenizer; the
+        // student's part is checked like any training config below.
+        let distill = graft::config::distill::DistillConfig::load(config, &args.overrides)?;
+        let teacher = graft::recipes::distill::load_teacher(&distill)?;
+        let student = distill.student();
+        let tok = graft::tokenizer::Tokenizer::from_source(&graft::assets::resolve_model(&student.model.name, false)?)?;
+        graft::recipes::distill::check_same_tokenizer(&teacher.tokenizer, &tok)?;
+        student
+    } else {
+        TrainConfig::load(config, &args.overrides)?
+    };
     let (train_path, eval_path) = data_build::data_files(&cfg.data, &mut |n| eprintln!("{n}"))?;
     eprintln!("config ok; loading the model and checking adapter targets");
     let tm = graft::recipes::parts::build_model(&cfg)?;

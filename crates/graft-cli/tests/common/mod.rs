@@ -4,8 +4,7 @@
 //! template, seeded random weights).
 #![allow(dead_code)]
 
-use graft::models::llama::random::RandomWeights;
-use graft::models::llama::{Llama, LlamaConfig, LoadOptions};
+use graft::models::llama::LlamaConfig;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -22,10 +21,7 @@ pub fn small_config() -> LlamaConfig {
 /// Writes a decoder of shapes `cfg` (seeded random weights, seed 3) with the default model's
 /// tokenizer and chat template as a Hugging Face folder.
 pub fn write_model(dir: &Path, cfg: &LlamaConfig) {
-    let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).expect("default model");
-    let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
-    let model = Llama::load(cfg.clone(), &RandomWeights::new(cfg.clone(), 3), &LoadOptions::default()).unwrap();
-    graft::io::hf_folder::write_llama_folder(&model, &tok, dir, candle_core::DType::F32).unwrap();
+    write_model_seeded(dir, cfg, 3);
 }
 
 /// Writes the small decoder ([`small_config`]).

@@ -7,8 +7,12 @@
 //!   a decoder's top blocks or a sentence encoder's top layers trained with it.
 //! - [`masked_lm`]: masked-language modelling of a BERT-family encoder with its tied MLM head;
 //!   [`masking`] chooses and replaces the target tokens.
+//! - [`distillation`]: cross-entropy mixed with a divergence from a frozen teacher's next-token
+//!   distribution (knowledge distillation); [`hidden_match`]: its hidden-state term.
 
 pub mod causal_lm;
 pub mod classification;
+pub mod distillation;
+pub mod hidden_match;
 pub mod masked_lm;
 pub mod masking;

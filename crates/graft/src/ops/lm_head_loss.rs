@@ -16,7 +16,7 @@ use candle_core::{DType, Tensor, D};
 pub const LM_HEAD_CHUNK: usize = 128;
 
 /// The dtype losses are accumulated in.
-fn work_dtype(dtype: DType) -> DType {
+pub(super) fn work_dtype(dtype: DType) -> DType {
     if dtype == DType::F64 {
         DType::F64
     } else {
@@ -24,8 +24,42 @@ fn work_dtype(dtype: DType) -> DType {
     }
 }
 
-/// Per-row NLL of one chunk: `logsumexp(logits) − logits[target]`, times the mask; with
-/// `want_dh`, also `∂nll/∂h` of the chunk's rows, `((softmax − one_hot) · mask) W`.
+/// Per-row NLL of one chunk of logits `[len, V]` (already in the work dtype):
+/// `logsumexp(logits) − logits[target]`, times the mask; with `want_d`, also its gradient with
+/// respect to the logits, `(softmax − one_hot) · mask` (work dtype).
+pub(super) fn ce_rows(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    want_d: bool,
+) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+    let max = logits.max_keepdim(D::Minus1)?;
+    let e = logits.broadcast_sub(&max)?.exp()?;
+    let sum = e.sum_keepdim(D::Minus1)?;
+    let lse = (sum.log()? + &max)?;
+    let t = targets.unsqueeze(1)?;
+    let nll = ((lse - logits.gather(&t, 1)?)?.squeeze(1)? * mask)?;
+    let d = if want_d {
+        let minus_one = Tensor::full(-1f64, t.dims(), e.device())?.to_dtype(logits.dtype())?;
+        let d = e.broadcast_div(&sum)?.scatter_add(&t, &minus_one, 1)?;
+        Some(d.broadcast_mul(&mask.unsqueeze(1)?)?)
+    } else {
+        None
+    };
+    Ok((nll, d))
+}
+
+/// The cross-entropy gradient with respect to one chunk of logits `[len, V]` (work dtype) in
+/// backward: `(softmax − one_hot) · coef`, `coef [len]` being the output gradient times the mask.
+pub(super) fn ce_dlogits(logits: &Tensor, targets: &Tensor, coef: &Tensor) -> candle_core::Result<Tensor> {
+    let t = targets.unsqueeze(1)?;
+    let p = candle_nn::ops::softmax_last_dim(logits)?;
+    let minus_one = Tensor::full(-1f64, t.dims(), p.device())?.to_dtype(logits.dtype())?;
+    p.scatter_add(&t, &minus_one, 1)?.broadcast_mul(&coef.unsqueeze(1)?)
+}
+
+/// Per-row NLL of one chunk and, with `want_dh`, `∂nll/∂h` of the chunk's rows,
+/// `((softmax − one_hot) · mask) W`.
 fn chunk_forward(
     h: &Tensor,
     w: &Tensor,
@@ -35,20 +69,8 @@ fn chunk_forward(
     want_dh: bool,
 ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
     let logits = h.matmul(&w.t()?)?.to_dtype(work)?;
-    let max = logits.max_keepdim(D::Minus1)?;
-    let e = logits.broadcast_sub(&max)?.exp()?;
-    let sum = e.sum_keepdim(D::Minus1)?;
-    let lse = (sum.log()? + &max)?;
-    let t = targets.unsqueeze(1)?;
-    let nll = ((lse - logits.gather(&t, 1)?)?.squeeze(1)? * mask)?;
-    let dh = if want_dh {
-        let minus_one = Tensor::full(-1f64, t.dims(), e.device())?.to_dtype(work)?;
-        let d = e.broadcast_div(&sum)?.scatter_add(&t, &minus_one, 1)?;
-        let d = d.broadcast_mul(&mask.unsqueeze(1)?)?.to_dtype(h.dtype())?;
-        Some(d.matmul(w)?)
-    } else {
-        None
-    };
+    let (nll, d) = ce_rows(&logits, targets, mask, want_dh)?;
+    let dh = d.map(|d| d.to_dtype(h.dtype())?.matmul(w)).transpose()?;
     Ok((nll, dh))
 }
 
@@ -61,20 +83,30 @@ fn grads(
     g: &Tensor,
     want_w: bool,
 ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+    let coef = (g.to_dtype(work_dtype(hidden.dtype()))? * mask)?;
+    head_grads(hidden, w, want_w, |start, len, logits| {
+        ce_dlogits(logits, &targets.narrow(0, start, len)?, &coef.narrow(0, start, len)?)
+    })
+}
+
+/// `(dh, dw)` of an LM head `hidden [n, h] · Wᵀ` whose logit gradient for rows
+/// `start..start + len` is `dlogits(start, len, logits)` (logits recomputed per chunk, in the
+/// work dtype): `dh = d W`, and with `want_w`, `dW = Σ dᵀ h` over the chunks.
+pub(super) fn head_grads(
+    hidden: &Tensor,
+    w: &Tensor,
+    want_w: bool,
+    dlogits: impl Fn(usize, usize, &Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<(Tensor, Option<Tensor>)> {
     let n = hidden.dim(0)?;
     let work = work_dtype(hidden.dtype());
-    let coef = (g.to_dtype(work)? * mask)?;
     let mut dh = Vec::with_capacity(n.div_ceil(LM_HEAD_CHUNK));
     let mut dw: Option<Tensor> = None;
     for start in (0..n).step_by(LM_HEAD_CHUNK) {
         let len = LM_HEAD_CHUNK.min(n - start);
         let h = hidden.narrow(0, start, len)?;
-        let t = targets.narrow(0, start, len)?.unsqueeze(1)?;
         let logits = h.matmul(&w.t()?)?.to_dtype(work)?;
-        let p = candle_nn::ops::softmax_last_dim(&logits)?;
-        let minus_one = Tensor::full(-1f64, (len, 1), p.device())?.to_dtype(work)?;
-        let d = p.scatter_add(&t, &minus_one, 1)?;
-        let d = d.broadcast_mul(&coef.narrow(0, start, len)?.unsqueeze(1)?)?.to_dtype(hidden.dtype())?;
+        let d = dlogits(start, len, &logits)?.to_dtype(hidden.dtype())?;
         dh.push(d.matmul(w)?);
         if want_w {
             let part = d.t()?.matmul(&h)?;

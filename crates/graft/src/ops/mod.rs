@@ -14,6 +14,7 @@
 mod attach;
 mod checkpoint;
 mod frozen_linear;
+mod kd_loss;
 mod lm_head_loss;
 mod lora_linear;
 mod rms_norm;
@@ -22,6 +23,7 @@ mod softmax;
 
 pub use checkpoint::{checkpoint, GradSink};
 pub use frozen_linear::{frozen_linear, FrozenWeight};
+pub use kd_loss::{divergence, lm_head_kd, Divergence, KdRows, KdSpec};
 pub use lm_head_loss::{lm_head_nll, LM_HEAD_CHUNK};
 pub use lora_linear::lora_linear;
 pub use rms_norm::rms_norm;

@@ -11,7 +11,7 @@ use crate::models::llama::{Llama, StudentLineage};
 use crate::objectives::causal_lm::CausalLm;
 use crate::tokenizer::Tokenizer;
 use crate::train::schedule::Schedule;
-use crate::train::{Epochs, LoopSettings, RunDir, Trainer};
+use crate::train::{Epochs, LoopSettings, Objective, RunDir, Trainer};
 use crate::{GraftError, Result};
 use candle_core::Device;
 use serde::Serialize;
@@ -52,11 +52,25 @@ pub struct Summary {
 pub(crate) const RESUME_SAFE_KEYS: &[&str] =
     &["train.eval_every", "train.save_every", "train.eval_batches", "output.dir"];
 
-/// The keys of `cfg` that differ from a checkpoint's config (`saved`, TOML), apart from those a
-/// resumed run may change.
-fn config_changes(cfg: &TrainConfig, saved: &str) -> Result<Vec<String>> {
-    let saved: TrainConfig = toml::from_str(saved).map_err(|e| GraftError::Input(format!("checkpoint config: {e}")))?;
-    Ok(saved.differing_keys(cfg).into_iter().filter(|k| !RESUME_SAFE_KEYS.contains(&k.as_str())).collect())
+/// The run directory `out` of a run configured by `cfg` (any config schema), refusing a resume
+/// whose config differs from the checkpoint's in a key other than the resume-safe ones, and
+/// writing `config.resolved.toml` once the run is accepted.
+pub(crate) fn open_run_dir<C>(cfg: &C, out: &std::path::Path, resume: bool, save_every: u64) -> Result<RunDir>
+where
+    C: Serialize + serde::de::DeserializeOwned + Clone + 'static,
+{
+    let config_toml = toml::to_string(cfg).map_err(|e| GraftError::Input(format!("config: {e}")))?;
+    let saved_cfg = cfg.clone();
+    let changes = move |saved: &str| -> Result<Vec<String>> {
+        let saved: C = toml::from_str(saved).map_err(|e| GraftError::Input(format!("checkpoint config: {e}")))?;
+        Ok(crate::config::differing_keys(&saved, &saved_cfg)
+            .into_iter()
+            .filter(|k| !RESUME_SAFE_KEYS.contains(&k.as_str()))
+            .collect())
+    };
+    Ok(RunDir::open(out, resume, save_every)?
+        .with_settings(config_toml.clone(), Box::new(changes))
+        .writing_on_accept("config.resolved.toml", config_toml))
 }
 
 /// The train and eval examples of `cfg` (the eval file, or a held-out share of the train file).
@@ -123,22 +137,35 @@ pub fn run(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> 
 /// callers that score it right away instead of loading what was written.
 pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<(Summary, Llama)> {
     cfg.validate()?;
+    let run_dir = open_run_dir(cfg, &cfg.output.dir, resume, cfg.train.save_every)?;
+    train_with(cfg, run_dir, on_event, &(), |tm, ()| {
+        Ok(Box::new(CausalLm::new(&tm.model, tm.vars.clone(), tm.lora.as_ref().map(|l| l.clock.clone()))))
+    })
+}
+
+/// Trains the model `cfg` describes with the objective `make` builds from it and `with` (what
+/// else the objective borrows, such as a teacher), in `run_dir`: the data, the loop settings,
+/// evaluation (the held-out next-token loss), the trainer, then the adapter or model and
+/// `summary.json`. Fine-tuning and distillation differ only in `make`.
+pub(crate) fn train_with<W: ?Sized>(
+    cfg: &TrainConfig,
+    run_dir: RunDir,
+    on_event: &mut dyn FnMut(Event),
+    with: &W,
+    make: impl for<'m> FnOnce(&'m TrainableModel, &'m W) -> Result<Box<dyn Objective<Batch = Batch> + 'm>>,
+) -> Result<(Summary, Llama)> {
     let out = cfg.output.dir.clone();
-    let config_toml = toml::to_string(cfg).map_err(|e| GraftError::Input(format!("config: {e}")))?;
-    let saved_cfg = cfg.clone();
-    let run_dir = RunDir::open(&out, resume, cfg.train.save_every)?
-        .with_settings(config_toml.clone(), Box::new(move |saved| config_changes(&saved_cfg, saved)))
-        .writing_on_accept("config.resolved.toml", config_toml);
-    let TrainableModel { model, tokenizer, lora, prompt, vars, .. } = build_model(cfg)?;
+    let trainable = build_model(cfg)?;
+    let TrainableModel { model, tokenizer, lora, prompt, .. } = &trainable;
     if lora.is_none() && prompt.is_none() {
         // Refused before training, not after it: the trained weights could not be saved.
         model.config().require_llama("saving a fully fine-tuned model")?;
     }
-    let device = crate::models::Model::device(&model).clone();
+    let device = crate::models::Model::device(model).clone();
     let pad = tokenizer.pad_id().or(tokenizer.eos_id()).unwrap_or(0);
 
     // Data: shuffled training batches per epoch, a fixed evaluation set.
-    let (train_ex, eval_ex) = load_data(cfg, &tokenizer, on_event)?;
+    let (train_ex, eval_ex) = load_data(cfg, tokenizer, on_event)?;
     let mut eval_batches = data::make_batches(&eval_ex, cfg.train.batch_size, cfg.data.seq_len, false, pad, &device)?;
     if cfg.train.eval_batches > 0 {
         eval_batches.truncate(cfg.train.eval_batches);
@@ -148,7 +175,7 @@ pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnM
     let total_steps =
         cfg.train.max_steps.unwrap_or_else(|| (cfg.train.epochs * batches.per_epoch()).div_ceil(per_step));
 
-    // Train the causal-LM objective.
+    // Train the objective.
     let t = &cfg.train;
     let settings = LoopSettings {
         total_steps,
@@ -157,14 +184,19 @@ pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnM
         schedule: Schedule { kind: t.schedule, peak: t.lr, warmup: t.warmup_steps, total: total_steps },
         eval_every: t.eval_every,
     };
-    let objective = CausalLm::new(&model, vars, lora.as_ref().map(|l| l.clock.clone()));
-    let mut evaluate = || eval_loss(&model, &eval_batches);
-    let trainer =
-        Trainer { settings, optimizer: optimizer_kind(cfg), run_dir: Some(run_dir), evaluate: Some(&mut evaluate) };
-    let outcome = trainer.run(&objective, &mut batches, on_event)?;
+    let objective = make(&trainable, with)?;
+    let mut evaluate = || eval_loss(model, &eval_batches);
+    let trainer = Trainer {
+        settings,
+        optimizer: optimizer_kind(&cfg.train),
+        run_dir: Some(run_dir),
+        evaluate: Some(&mut evaluate),
+    };
+    let outcome = trainer.run(&*objective, &mut batches, on_event)?;
+    drop(objective);
 
     // Write the adapter or model, then the summary (the trainer's, with perplexities and output).
-    let output = save_trained(cfg, &model, &tokenizer, lora.as_ref(), prompt.as_ref())?;
+    let output = save_trained(cfg, model, tokenizer, lora.as_ref(), prompt.as_ref())?;
     let run = outcome.summary();
     let (Some(base_eval_loss), Some(final_eval_loss)) = (run.base_eval_loss, run.final_eval_loss) else {
         return Err(GraftError::Input("internal: the run was not evaluated".into()));
@@ -184,5 +216,5 @@ pub fn run_keeping_model(cfg: &TrainConfig, resume: bool, on_event: &mut dyn FnM
     };
     let path = out.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?).map_err(|e| GraftError::io(&path, e))?;
-    Ok((summary, model))
+    Ok((summary, trainable.model))
 }

@@ -90,9 +90,8 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
     Ok(TrainableModel { model, tokenizer, source, lora, prompt: None, vars })
 }
 
-/// The update rule of `cfg`.
-pub fn optimizer_kind(cfg: &TrainConfig) -> OptimizerKind {
-    let t = &cfg.train;
+/// The update rule of a config's `[train]` section.
+pub fn optimizer_kind(t: &crate::config::TrainSection) -> OptimizerKind {
     match t.optimizer {
         OptimizerName::Adamw => OptimizerKind::AdamW(AdamWConfig {
             beta1: t.beta1,

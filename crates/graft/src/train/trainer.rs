@@ -100,7 +100,7 @@ impl Outcome {
 impl Trainer<'_> {
     /// Trains `objective` on `batches` until `settings.total_steps`, reporting through
     /// `on_event`; with a run directory, continues from its checkpoint when it resumes.
-    pub fn run<O: Objective>(
+    pub fn run<O: Objective + ?Sized>(
         mut self,
         objective: &O,
         batches: &mut dyn BatchSource<O::Batch>,

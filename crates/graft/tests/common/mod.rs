@@ -164,3 +164,37 @@ pub fn require_apt_index() -> bool {
     let indexed = lists.is_ok_and(|names| names.iter().any(|n| n.to_string_lossy().contains("_Packages")));
     require(indexed, "no Debian package index in /var/lib/apt/lists (run `apt-get update`)")
 }
+
+/// Runs `fit` with a progress callback that dies when step `kill_at` is reported — as abrupt as
+/// a crash: no final checkpoint, nothing cleaned up, the step's metrics line already written.
+pub fn killed_at<T>(kill_at: u64, fit: impl FnOnce(&mut dyn FnMut(graft::train::Event)) -> T) {
+    let mut on_event = |e: graft::train::Event| {
+        if let graft::train::Event::Step(r) = e {
+            assert!(r.step < kill_at, "simulated kill after step {}", r.step);
+        }
+    };
+    let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fit(&mut on_event)));
+    assert!(died.is_err(), "the run should have died at step {kill_at}");
+}
+
+/// `metrics.jsonl` without its timings: each step's loss, rate, gradient norm and metrics.
+pub fn metrics_without_timing(run: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("tokens_per_s");
+            v
+        })
+        .collect()
+}
+
+/// Writes a decoder of shapes `cfg` with seeded random weights (`seed`) and the default model's
+/// tokenizer and chat template as a Hugging Face folder.
+pub fn write_model_seeded(dir: &Path, cfg: &graft::models::llama::LlamaConfig, seed: u64) {
+    use graft::models::llama::{random::RandomWeights, Llama, LoadOptions};
+    let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).expect("default model");
+    let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
+    let model = Llama::load(cfg.clone(), &RandomWeights::new(cfg.clone(), seed), &LoadOptions::default()).unwrap();
+    graft::io::hf_folder::write_llama_folder(&model, &tok, dir, DType::F32).unwrap();
+}

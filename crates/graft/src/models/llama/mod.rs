@@ -11,7 +11,7 @@ pub mod weights;
 
 pub use block::Block;
 pub use config::{Family, Gemma3Params, LlamaConfig};
-pub use model::{Llama, LoadOptions, Pass};
+pub use model::{Llama, LoadOptions, Pass, SupervisedRows};
 pub use student::{KeepLayers, KeptBlocks, StudentLineage};
 pub use virtual_tokens::VirtualTokens;
 pub use weights::{GgufWeights, SafetensorsWeights, WeightFormat, WeightSource};

@@ -220,7 +220,29 @@ impl Llama {
     /// With virtual tokens set ([`Llama::set_virtual_tokens`]) and nothing cached yet, they take
     /// positions `0..n` and the real tokens follow; only the real tokens' states are returned.
     /// With a cache, a prefix goes into it first (so later calls see it as earlier tokens).
-    pub fn hidden_states(&self, ids: &Tensor, mut cache: Option<&mut KvCache>, pass: Pass) -> Result<Tensor> {
+    pub fn hidden_states(&self, ids: &Tensor, cache: Option<&mut KvCache>, pass: Pass) -> Result<Tensor> {
+        Ok(self.hidden_states_tapped(ids, cache, pass, &[])?.0)
+    }
+
+    /// [`Llama::hidden_states`], also returning the residual stream after each of the block
+    /// counts in `taps` (`[b, t, hidden]` each, in the order given; `L` is Hugging Face's
+    /// `hidden_states[L]`, `1 ≤ L ≤` the number of blocks), with the same graph: hidden-state
+    /// distillation trains on them.
+    pub fn hidden_states_tapped(
+        &self,
+        ids: &Tensor,
+        mut cache: Option<&mut KvCache>,
+        pass: Pass,
+        taps: &[usize],
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        if let Some(&bad) = taps.iter().find(|&&l| l == 0 || l > self.layers.len()) {
+            return Err(GraftError::Input(format!(
+                "hidden state after {bad} blocks asked for, but the model has {} decoder blocks (1..={})",
+                self.layers.len(),
+                self.layers.len()
+            )));
+        }
+        let mut tapped: Vec<Option<Tensor>> = vec![None; taps.len()];
         let (b, t) = ids.dims2()?;
         let cfg = &self.ctx.cfg;
         let mut offset = cache.as_ref().map_or(0, |c| c.len());
@@ -287,12 +309,15 @@ impl Llama {
                     self.ctx.forward(block, i, &x, offset, cache.as_deref_mut(), kv.as_ref(), pass)?
                 }
             };
+            for (slot, _) in tapped.iter_mut().zip(taps).filter(|(_, &l)| l == i + 1) {
+                *slot = Some(if lead > 0 { x.narrow(1, lead, t)? } else { x.clone() });
+            }
         }
         if let Some(c) = cache {
             c.advance(lead + t);
         }
         let x = if lead > 0 { x.narrow(1, lead, t)? } else { x };
-        rms_norm(&x, &self.norm, cfg.rms_norm_eps, pass)
+        Ok((rms_norm(&x, &self.norm, cfg.rms_norm_eps, pass)?, tapped.into_iter().flatten().collect()))
     }
 
     /// The token embeddings of `ids [b, t]` run through the first `n_blocks` decoder blocks at
@@ -414,6 +439,25 @@ impl Llama {
             .any(|p| matches!(p.base(), BaseWeight::Quantized(_)))
     }
 
+    /// The dtype losses over this model are accumulated in: f32, or f64 for an f64 model.
+    pub fn work_dtype(&self) -> DType {
+        if self.dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        }
+    }
+
+    /// The LM head as one weight `[vocab, hidden]` (the tied embeddings when there is no separate
+    /// head), for losses fused with it; `None` when adapters are attached to the head.
+    pub fn head_weight(&self) -> Option<FrozenWeight> {
+        match &self.lm_head {
+            None => Some(FrozenWeight::Dense(self.embed_tokens.clone())),
+            Some(head) if !head.has_adapters() => Some(head.frozen_weight()),
+            Some(_) => None,
+        }
+    }
+
     /// Next-token NLL of the supervised positions of `ids [b, t]` against `targets [b, t]` (u32):
     /// `[n]`, one entry per position where `mask [b, t]` is non-zero (all `b·t` positions, times
     /// the mask, when every position or none is supervised), in f32 (f64 for f64 models).
@@ -424,25 +468,12 @@ impl Llama {
     /// head with adapters attached takes the plain route through its logits.
     pub fn token_nll(&self, ids: &Tensor, targets: &Tensor, mask: &Tensor, pass: Pass) -> Result<Tensor> {
         let hidden = self.hidden_states(ids, None, pass)?;
-        let (b, t, h) = hidden.dims3()?;
-        let hidden = hidden.reshape((b * t, h))?;
-        let targets = targets.reshape(b * t)?;
-        let work = if self.dtype == DType::F64 { DType::F64 } else { DType::F32 };
-        let mask = mask.reshape(b * t)?.to_dtype(work)?;
-        let flags: Vec<f32> = mask.to_dtype(DType::F32)?.to_vec1()?;
-        let rows: Vec<u32> = (0..flags.len() as u32).filter(|&i| flags[i as usize] != 0.0).collect();
-        let (hidden, targets, mask) = if rows.is_empty() || rows.len() == flags.len() {
-            (hidden, targets, mask)
-        } else {
-            let n = rows.len();
-            let idx = Tensor::from_vec(rows, n, hidden.device())?;
-            (hidden.index_select(&idx, 0)?, targets.index_select(&idx, 0)?, mask.index_select(&idx, 0)?)
-        };
-        let head = match &self.lm_head {
-            None => FrozenWeight::Dense(self.embed_tokens.clone()),
-            Some(head) if !head.has_adapters() => head.frozen_weight(),
-            Some(_) => {
-                let logits = self.lm_head(&hidden, pass)?.to_dtype(work)?;
+        let rows = SupervisedRows::of(&hidden, targets, mask, self.work_dtype())?;
+        let (hidden, targets, mask) = (rows.hidden, rows.targets, rows.mask);
+        let head = match self.head_weight() {
+            Some(head) => head,
+            None => {
+                let logits = self.lm_head(&hidden, pass)?.to_dtype(self.work_dtype())?;
                 let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
                 let picked = logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
                 return Ok((picked.neg()? * mask)?);
@@ -506,5 +537,53 @@ impl Model for Llama {
             names.push(h.name().to_string());
         }
         names
+    }
+}
+
+/// The supervised positions of a batch, as rows: hidden states `[n, h]`, next-token targets `[n]`
+/// and the mask `[n]` (work dtype). When every position or none is supervised, all `b·t` rows
+/// are kept (times the mask); otherwise only the supervised ones, so a loss over the vocabulary
+/// skips the rest (for chat data, most of the sequence).
+pub struct SupervisedRows {
+    /// Hidden states of the rows.
+    pub hidden: Tensor,
+    /// Their next-token targets (u32).
+    pub targets: Tensor,
+    /// Their mask (1 = counts).
+    pub mask: Tensor,
+    /// Which of the `b·t` positions the rows are (`None`: all of them).
+    pub index: Option<Tensor>,
+}
+
+impl SupervisedRows {
+    /// The rows of `hidden [b, t, h]` where `mask [b, t]` is non-zero, with `targets [b, t]`.
+    pub fn of(hidden: &Tensor, targets: &Tensor, mask: &Tensor, work: DType) -> Result<Self> {
+        let (b, t, h) = hidden.dims3()?;
+        let hidden = hidden.reshape((b * t, h))?;
+        let targets = targets.reshape(b * t)?;
+        let mask = mask.reshape(b * t)?.to_dtype(work)?;
+        let flags: Vec<f32> = mask.to_dtype(DType::F32)?.to_vec1()?;
+        let rows: Vec<u32> = (0..flags.len() as u32).filter(|&i| flags[i as usize] != 0.0).collect();
+        if rows.is_empty() || rows.len() == flags.len() {
+            return Ok(Self { hidden, targets, mask, index: None });
+        }
+        let n = rows.len();
+        let idx = Tensor::from_vec(rows, n, hidden.device())?;
+        Ok(Self {
+            hidden: hidden.index_select(&idx, 0)?,
+            targets: targets.index_select(&idx, 0)?,
+            mask: mask.index_select(&idx, 0)?,
+            index: Some(idx),
+        })
+    }
+
+    /// The same rows of other per-position states `[b, t, h']` (a teacher's hidden states).
+    pub fn select(&self, states: &Tensor) -> Result<Tensor> {
+        let (b, t, h) = states.dims3()?;
+        let flat = states.reshape((b * t, h))?;
+        Ok(match &self.index {
+            Some(idx) => flat.index_select(idx, 0)?,
+            None => flat,
+        })
     }
 }

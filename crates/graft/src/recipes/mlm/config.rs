@@ -3,8 +3,8 @@
 //! masked). Unknown keys are errors, as everywhere.
 
 use crate::config::{
-    differing_keys, read_with_overrides, relative_to, AdapterKind, AdapterSection, DataSection, ModelSection,
-    OutputSection, TrainConfig, TrainSection,
+    differing_keys, read_toml, relative_to, AdapterKind, AdapterSection, DataSection, ModelSection, OutputSection,
+    TrainConfig, TrainSection,
 };
 use crate::data::DataFormat;
 use crate::objectives::masking::MaskingSpec;
@@ -50,9 +50,7 @@ impl MlmConfig {
     /// Reads `path`, applies `overrides` (`section.key=value`), resolves data paths against the
     /// config's folder and validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let mut cfg: Self = read_with_overrides(path, overrides)?
-            .try_into()
-            .map_err(|e: toml::de::Error| GraftError::Input(format!("{}: {e}", path.display())))?;
+        let mut cfg: Self = read_toml(path, overrides)?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.data.train = relative_to(base, &cfg.data.train);
         cfg.data.eval = cfg.data.eval.as_ref().map(|p| relative_to(base, p));

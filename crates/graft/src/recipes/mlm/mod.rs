@@ -19,10 +19,9 @@ use crate::device::{parse_device, parse_dtype};
 use crate::models::bert::{BertWeights, MlmHead, SentenceEncoder};
 use crate::objectives::masked_lm::{MaskedLm, MaskedTexts};
 use crate::objectives::masking::MaskVocab;
-use crate::recipes::finetune::RESUME_SAFE_KEYS;
-use crate::train::optim::{AdamWConfig, OptimizerKind};
+use crate::recipes::finetune::open_run_dir;
 use crate::train::schedule::Schedule;
-use crate::train::{Epochs, Event, LoopSettings, ParamGroup, RunDir, RunSummary, Trainer};
+use crate::train::{Epochs, Event, LoopSettings, ParamGroup, RunSummary, Trainer};
 use crate::{GraftError, Result};
 use serde::Serialize;
 use std::cell::RefCell;
@@ -114,35 +113,12 @@ fn index_batches(n: usize, size: usize, seed: u64, epoch: Option<u64>) -> Vec<Ve
     order.chunks(size).map(<[usize]>::to_vec).collect()
 }
 
-/// The update rule of `cfg`'s `[train]`.
-fn optimizer(cfg: &MlmConfig) -> OptimizerKind {
-    let t = &cfg.train;
-    match t.optimizer {
-        crate::config::OptimizerName::Adamw => OptimizerKind::AdamW(AdamWConfig {
-            beta1: t.beta1,
-            beta2: t.beta2,
-            eps: t.eps,
-            weight_decay: t.weight_decay,
-        }),
-        crate::config::OptimizerName::Sgd => OptimizerKind::Sgd { momentum: t.momentum, weight_decay: t.weight_decay },
-    }
-}
-
 /// Runs the masked-LM training `cfg` describes; with `resume`, continues from the newest good
 /// checkpoint in `cfg.output.dir`.
 pub fn run(cfg: &MlmConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<MlmSummary> {
     cfg.validate()?;
     let out = cfg.output.dir.clone();
-    let config_toml = toml::to_string(cfg).map_err(|e| GraftError::Input(format!("config: {e}")))?;
-    let saved_cfg = cfg.clone();
-    let changes = move |saved: &str| -> Result<Vec<String>> {
-        let saved: MlmConfig =
-            toml::from_str(saved).map_err(|e| GraftError::Input(format!("checkpoint config: {e}")))?;
-        Ok(saved.differing_keys(&saved_cfg).into_iter().filter(|k| !RESUME_SAFE_KEYS.contains(&k.as_str())).collect())
-    };
-    let run_dir = RunDir::open(&out, resume, cfg.train.save_every)?
-        .with_settings(config_toml.clone(), Box::new(changes))
-        .writing_on_accept("config.resolved.toml", config_toml);
+    let run_dir = open_run_dir(cfg, &out, resume, cfg.train.save_every)?;
 
     // The encoder, its head, the vocabulary the masking needs, the texts.
     let (source, mut enc) = load_encoder(cfg)?;
@@ -192,8 +168,12 @@ pub fn run(cfg: &MlmConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Re
         accuracies.borrow_mut().push(acc);
         Ok(loss)
     };
-    let trainer =
-        Trainer { settings, optimizer: optimizer(cfg), run_dir: Some(run_dir), evaluate: Some(&mut evaluate) };
+    let trainer = Trainer {
+        settings,
+        optimizer: crate::recipes::parts::optimizer_kind(&cfg.train),
+        run_dir: Some(run_dir),
+        evaluate: Some(&mut evaluate),
+    };
     let mut from_step = 0;
     let mut events = |e: Event| {
         if let Event::Start { from_step: s, .. } = e {

@@ -2,7 +2,10 @@
 //!
 //! Every section rejects unknown keys, so a typo is an error rather than a silently ignored
 //! setting. Each field's doc comment is its documentation; defaults are in the `Default`
-//! impls and repeated in docs/configuration.md.
+//! impls and repeated in docs/configuration.md. `graft distill`'s config ([`distill`]) is this one
+//! plus a `[teacher]` and a `[distill]` section.
+
+pub mod distill;
 
 use crate::data::{source, DataFormat};
 use crate::models::llama::KeepLayers;
@@ -284,17 +287,14 @@ impl TrainConfig {
     /// Reads `path` and applies `overrides` (`section.key=value`, value in TOML syntax; bare
     /// words are taken as strings), then validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let value = read_with_overrides(path, overrides)?;
-        let cfg: TrainConfig =
-            value.try_into().map_err(|e: toml::de::Error| GraftError::Input(format!("{}: {e}", path.display())))?;
+        let cfg: TrainConfig = read_toml(path, overrides)?;
         // Relative data paths are relative to the config file.
-        let base = path.parent().unwrap_or(Path::new("."));
-        let cfg = cfg.with_paths_relative_to(base);
+        let cfg = cfg.with_paths_relative_to(path.parent().unwrap_or(Path::new(".")));
         cfg.validate()?;
         Ok(cfg)
     }
 
-    fn with_paths_relative_to(mut self, base: &Path) -> Self {
+    pub(crate) fn with_paths_relative_to(mut self, base: &Path) -> Self {
         self.data.train = relative_to(base, &self.data.train);
         self.data.eval = self.data.eval.as_ref().map(|p| relative_to(base, p));
         self
@@ -374,10 +374,10 @@ impl TrainConfig {
     }
 }
 
-/// The keys whose values differ between two configs of the same schema, as `section.key`.
-pub(crate) fn differing_keys<T: Serialize>(a: &T, b: &T) -> Vec<String> {
-    let a = toml::Value::try_from(a).ok();
-    let b = toml::Value::try_from(b).ok();
+/// The keys whose values differ between two configs of one schema, as `section.key`.
+pub fn differing_keys<T: Serialize>(this: &T, other: &T) -> Vec<String> {
+    let a = toml::Value::try_from(this).ok();
+    let b = toml::Value::try_from(other).ok();
     let mut out = Vec::new();
     if let (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) = (a, b) {
         for (section, av) in &a {
@@ -399,17 +399,6 @@ pub(crate) fn differing_keys<T: Serialize>(a: &T, b: &T) -> Vec<String> {
     out
 }
 
-/// The TOML of the config file `path` with `overrides` (`section.key=value`) applied.
-pub(crate) fn read_with_overrides(path: &Path, overrides: &[String]) -> Result<toml::Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| GraftError::io(path, e))?;
-    let mut value: toml::Value =
-        toml::from_str(&text).map_err(|e| GraftError::Input(format!("{}: {e}", path.display())))?;
-    for o in overrides {
-        apply_override(&mut value, o)?;
-    }
-    Ok(value)
-}
-
 /// `p` resolved against `base` unless it is empty, absolute, a `dataset:` reference or exists
 /// as given.
 pub(crate) fn relative_to(base: &Path, p: &Path) -> PathBuf {
@@ -418,6 +407,17 @@ pub(crate) fn relative_to(base: &Path, p: &Path) -> PathBuf {
     } else {
         base.join(p)
     }
+}
+
+/// Reads the TOML file `path`, applies `overrides` (`section.key=value`) and deserializes it.
+pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| GraftError::io(path, e))?;
+    let mut value: toml::Value =
+        toml::from_str(&text).map_err(|e| GraftError::Input(format!("{}: {e}", path.display())))?;
+    for o in overrides {
+        apply_override(&mut value, o)?;
+    }
+    value.try_into().map_err(|e: toml::de::Error| GraftError::Input(format!("{}: {e}", path.display())))
 }
 
 /// Applies one `section.key=value` override to a parsed config.

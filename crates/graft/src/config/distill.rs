@@ -1,0 +1,213 @@
+//! The distillation configuration file (`graft distill CONFIG.toml`): the `graft train` sections
+//! for the student (`[model]`, `[adapter]`, `[data]`, `[train]`, `[output]`, the same keys) plus
+//! `[teacher]` and `[distill]`. Unknown keys are errors, as everywhere.
+
+use super::{read_toml, AdapterSection, DataSection, ModelSection, OutputSection, TrainConfig, TrainSection};
+use crate::ops::{Divergence, KdSpec};
+use crate::{GraftError, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A whole distillation run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillConfig {
+    /// The student model (as `graft train`'s `[model]`).
+    pub model: ModelSection,
+    /// How the student is adapted (as `graft train`'s `[adapter]`).
+    pub adapter: AdapterSection,
+    /// Training and evaluation data (token ids are shared by teacher and student).
+    pub data: DataSection,
+    /// Optimisation.
+    pub train: TrainSection,
+    /// Where results go.
+    pub output: OutputSection,
+    /// The teacher.
+    pub teacher: TeacherSection,
+    /// The distillation loss.
+    pub distill: DistillSection,
+}
+
+/// `[teacher]`: a frozen model run without gradients through the inference path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TeacherSection {
+    /// Asset name, `.gguf` file or Hugging Face folder (required). It must share the student's
+    /// tokenizer.
+    pub model: String,
+    /// A LoRA adapter attached to the teacher: a PEFT folder, a llama.cpp LoRA GGUF, or a
+    /// `graft train` run directory (its `adapter/`). Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<PathBuf>,
+    /// Compute precision of the teacher: `f32`, `bf16`, `f16` or `f64`. Default: the student's
+    /// `model.dtype`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<String>,
+    /// Keep a GGUF teacher's quantized weights as they are (candle's quantized matmul) instead of
+    /// dequantizing them on load: less memory, the teacher never needs gradients. Default false.
+    pub quantized: bool,
+}
+
+/// The divergence of `[distill] loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LossName {
+    /// `KL(teacher‖student)`.
+    #[default]
+    ForwardKl,
+    /// `KL(student‖teacher)`.
+    ReverseKl,
+    /// Generalized Jensen–Shannon divergence with `beta` (TRL's GKD).
+    Jsd,
+    /// Skew KL with `alpha` (DistiLLM).
+    SkewKl,
+    /// Skew reverse KL with `alpha` (DistiLLM).
+    SkewReverseKl,
+}
+
+/// `[distill]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillSection {
+    /// `forward_kl` | `reverse_kl` | `jsd` | `skew_kl` | `skew_reverse_kl` (docs/distillation.md
+    /// gives each formula). Default `forward_kl`.
+    pub loss: LossName,
+    /// Share of the distillation term: `loss = (1 − kd_ratio) · cross-entropy + kd_ratio · KD`,
+    /// in [0, 1]. Default 0.5.
+    pub kd_ratio: f64,
+    /// Temperature applied to teacher and student logits; the KD term is multiplied by its
+    /// square. Default 1.
+    pub temperature: f64,
+    /// `jsd` only: weight of the teacher in the mixture `β p + (1 − β) q`, in [0, 1]; 0 is
+    /// forward KL, 1 reverse KL (as TRL defines them). Default 0.5.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
+    /// `skew_kl` / `skew_reverse_kl` only: the skew α in [0, 1); 0 is the plain KL. Default 0.1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// Hidden-state distillation: `[teacher_layer, student_layer]` pairs, a layer `L` being the
+    /// residual stream after `L` decoder blocks (Hugging Face's `hidden_states[L]`, from 1 to
+    /// the number of blocks). The student's state is matched to the teacher's through a learned
+    /// linear projection when the widths differ. Default none.
+    pub hidden_layers: Vec<[usize; 2]>,
+    /// `mse` (mean squared difference over the teacher's width) | `cosine` (1 − cosine
+    /// similarity). Default `mse`.
+    pub hidden_loss: HiddenLossName,
+    /// Weight of the hidden-state term, added to the loss per supervised position and layer
+    /// pair. Default 1.
+    pub hidden_weight: f64,
+}
+
+/// The distance of `[distill] hidden_loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HiddenLossName {
+    /// Mean squared difference.
+    #[default]
+    Mse,
+    /// One minus the cosine similarity.
+    Cosine,
+}
+
+impl Default for DistillSection {
+    fn default() -> Self {
+        Self {
+            loss: LossName::ForwardKl,
+            kd_ratio: 0.5,
+            temperature: 1.0,
+            beta: None,
+            alpha: None,
+            hidden_layers: Vec::new(),
+            hidden_loss: HiddenLossName::Mse,
+            hidden_weight: 1.0,
+        }
+    }
+}
+
+impl DistillSection {
+    /// The loss this section describes (checked by [`DistillConfig::validate`]).
+    pub fn spec(&self) -> KdSpec {
+        let divergence = match self.loss {
+            LossName::ForwardKl => Divergence::ForwardKl,
+            LossName::ReverseKl => Divergence::ReverseKl,
+            LossName::Jsd => Divergence::Jsd { beta: self.beta.unwrap_or(0.5) },
+            LossName::SkewKl => Divergence::SkewKl { alpha: self.alpha.unwrap_or(0.1) },
+            LossName::SkewReverseKl => Divergence::SkewReverseKl { alpha: self.alpha.unwrap_or(0.1) },
+        };
+        KdSpec { divergence, temperature: self.temperature, kd_ratio: self.kd_ratio }
+    }
+}
+
+/// Whether the TOML file at `path` is a distillation config (it has a `[teacher]` or `[distill]`
+/// section).
+pub fn is_distill_config(path: &Path) -> Result<bool> {
+    let text = std::fs::read_to_string(path).map_err(|e| GraftError::io(path, e))?;
+    let value: toml::Table =
+        toml::from_str(&text).map_err(|e| GraftError::Input(format!("{}: {e}", path.display())))?;
+    Ok(value.contains_key("teacher") || value.contains_key("distill"))
+}
+
+impl DistillConfig {
+    /// Reads `path` and applies `overrides` (`section.key=value`), then validates. Relative data
+    /// paths are relative to the config file.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let mut cfg: DistillConfig = read_toml(path, overrides)?;
+        let student = cfg.student().with_paths_relative_to(path.parent().unwrap_or(Path::new(".")));
+        cfg.data = student.data;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The student's part: the `graft train` config of the same run.
+    pub fn student(&self) -> TrainConfig {
+        TrainConfig {
+            model: self.model.clone(),
+            adapter: self.adapter.clone(),
+            data: self.data.clone(),
+            train: self.train.clone(),
+            output: self.output.clone(),
+        }
+    }
+
+    /// Checks the student's sections as `graft train` does, then the teacher and the loss,
+    /// naming the key.
+    pub fn validate(&self) -> Result<()> {
+        self.student().validate()?;
+        let bad = |key: &str, why: String| Err(GraftError::Input(format!("config key `{key}`: {why}")));
+        if self.teacher.model.trim().is_empty() {
+            return bad("teacher.model", "is required (an asset name, a .gguf file or a Hugging Face folder)".into());
+        }
+        if let Some(dtype) = &self.teacher.dtype {
+            crate::device::parse_dtype(dtype)?;
+        }
+        let d = &self.distill;
+        if !(0.0..=1.0).contains(&d.kd_ratio) {
+            return bad("distill.kd_ratio", format!("must be in [0, 1], got {}", d.kd_ratio));
+        }
+        if !(d.temperature.is_finite() && d.temperature > 0.0) {
+            return bad("distill.temperature", format!("must be a positive number, got {}", d.temperature));
+        }
+        if !(d.hidden_weight.is_finite() && d.hidden_weight >= 0.0) {
+            return bad("distill.hidden_weight", format!("must be a number ≥ 0, got {}", d.hidden_weight));
+        }
+        if d.hidden_layers.iter().flatten().any(|&l| l == 0) {
+            return bad("distill.hidden_layers", "layers count blocks from 1 (the output of the first block)".into());
+        }
+        match (d.loss, d.beta, d.alpha) {
+            (LossName::Jsd, Some(b), _) if !(0.0..=1.0).contains(&b) => {
+                return bad("distill.beta", format!("must be in [0, 1], got {b}"));
+            }
+            (LossName::SkewKl | LossName::SkewReverseKl, _, Some(a)) if !(0.0..1.0).contains(&a) => {
+                return bad("distill.alpha", format!("must be in [0, 1), got {a}"));
+            }
+            (l, Some(_), _) if l != LossName::Jsd => {
+                return bad("distill.beta", "only applies to loss = \"jsd\"".into());
+            }
+            (LossName::ForwardKl | LossName::ReverseKl | LossName::Jsd, _, Some(_)) => {
+                return bad("distill.alpha", "only applies to loss = \"skew_kl\" or \"skew_reverse_kl\"".into());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,215 @@
+//! Distillation end to end on small decoders that share the default model's tokenizer: the KD
+//! term falls on real text with the default model as teacher, `kd_ratio = 0` is plain training
+//! to the bit, a killed run resumes bit-identically, and teachers with another vocabulary or
+//! tokenizer are refused with the reason.
+
+mod common;
+
+use graft::config::distill::{DistillConfig, HiddenLossName, LossName};
+use graft::config::{AdapterKind, TrainConfig};
+use graft::models::llama::random::small_config;
+use graft::recipes::{distill, finetune};
+use std::path::{Path, PathBuf};
+
+/// A small decoder (seeded random weights) in `dir/name`.
+fn small_model(dir: &Path, name: &str, seed: u64) -> PathBuf {
+    let path = dir.join(name);
+    if !path.exists() {
+        common::write_model_seeded(&path, &small_config(), seed);
+    }
+    path
+}
+
+/// A teacher wider and deeper than the small student: 3 blocks of width 96.
+fn wide_teacher(dir: &Path) -> PathBuf {
+    let path = dir.join("wide-teacher");
+    let cfg = graft::models::llama::LlamaConfig {
+        hidden_size: 96,
+        num_hidden_layers: 3,
+        head_dim: Some(24),
+        intermediate_size: 192,
+        ..small_config()
+    };
+    common::write_model_seeded(&path, &cfg, 11);
+    path
+}
+
+/// LoRA (or `kind`) on the small student over the licence text, distilled from `teacher`.
+fn config(dir: &Path, run: &str, kind: AdapterKind, teacher: &Path) -> DistillConfig {
+    let mut cfg = DistillConfig::default();
+    cfg.model.name = small_model(dir, "student", 3).display().to_string();
+    cfg.adapter.kind = kind;
+    cfg.adapter.r = 4;
+    cfg.adapter.dropout = 0.1;
+    cfg.adapter.targets = vec!["q_proj".into(), "v_proj".into()];
+    cfg.data.train =
+        if dir.join("licence.jsonl").exists() { dir.join("licence.jsonl") } else { common::licence_jsonl(dir) };
+    cfg.data.seq_len = 32;
+    cfg.data.eval_fraction = 0.2;
+    cfg.train.batch_size = 2;
+    cfg.train.max_steps = Some(4);
+    cfg.train.eval_batches = 2;
+    cfg.train.lr = 1e-3;
+    cfg.output.dir = dir.join(run);
+    cfg.teacher.model = teacher.display().to_string();
+    cfg.distill.temperature = 2.0;
+    cfg
+}
+
+fn losses(run: &Path) -> Vec<f64> {
+    common::metrics_without_timing(run).iter().map(|r| r["loss"].as_f64().unwrap()).collect()
+}
+
+#[test]
+fn kd_ratio_zero_is_plain_training_to_the_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = small_model(dir.path(), "teacher", 7);
+    for kind in [AdapterKind::Lora, AdapterKind::None] {
+        let mut cfg = config(dir.path(), &format!("distill-{kind:?}"), kind, &teacher);
+        cfg.distill.kd_ratio = 0.0;
+        cfg.distill.loss = LossName::ReverseKl;
+        let distilled = distill::run(&cfg, false, &mut |_| {}).unwrap();
+        let plain_cfg =
+            TrainConfig { output: graft::config::OutputSection { dir: dir.path().join("plain") }, ..cfg.student() };
+        std::fs::remove_dir_all(dir.path().join("plain")).ok();
+        let plain = finetune::run(&plain_cfg, false, &mut |_| {}).unwrap();
+        assert_eq!(losses(&cfg.output.dir), losses(&plain_cfg.output.dir), "{kind:?}");
+        assert_eq!(distilled.final_eval_loss, plain.final_eval_loss, "{kind:?}");
+        // The KD term is still measured and logged beside the cross-entropy.
+        let first = &common::metrics_without_timing(&cfg.output.dir)[0];
+        assert!(first["metrics"]["kd"].as_f64().unwrap() > 0.0, "{first}");
+        assert_eq!(first["metrics"]["ce"].as_f64().unwrap(), first["loss"].as_f64().unwrap(), "{first}");
+    }
+}
+
+#[test]
+fn the_kd_term_falls_on_real_text_with_the_default_model_as_teacher() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "run", AdapterKind::None, &common::default_gguf());
+    // Four paragraphs in one batch, seen at every step, so the steps' KD terms are comparable.
+    let text = std::fs::read_to_string(&cfg.data.train).unwrap();
+    let four = dir.path().join("four.jsonl");
+    std::fs::write(&four, text.lines().take(4).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    (cfg.data.train, cfg.data.eval) = (four.clone(), Some(four));
+    cfg.train.batch_size = 4;
+    cfg.train.max_steps = Some(12);
+    cfg.train.lr = 1e-2;
+    cfg.train.schedule = graft::train::schedule::ScheduleKind::Constant;
+    cfg.distill.kd_ratio = 0.9;
+    let summary = distill::run(&cfg, false, &mut |_| {}).unwrap();
+    let kd: Vec<f64> =
+        common::metrics_without_timing(&cfg.output.dir).iter().map(|r| r["metrics"]["kd"].as_f64().unwrap()).collect();
+    let (first, last) = (kd[..3].iter().sum::<f64>() / 3.0, kd[9..].iter().sum::<f64>() / 3.0);
+    assert!(last < 0.75 * first, "KD per token {first} -> {last}: {kd:?}");
+    assert!(summary.final_eval_loss < summary.base_eval_loss, "{summary:?}");
+    assert!(cfg.output.dir.join("model/config.json").is_file(), "full training writes the model");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cfg.output.dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(written["steps"], 12);
+}
+
+#[test]
+fn a_killed_distillation_resumes_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    // A wider teacher with hidden-state pairs: the projections train and resume too.
+    let teacher = wide_teacher(dir.path());
+    let mut whole = config(dir.path(), "whole", AdapterKind::Lora, &teacher);
+    whole.train.max_steps = Some(6);
+    whole.train.save_every = 2;
+    whole.distill.loss = LossName::SkewKl;
+    whole.distill.alpha = Some(0.1);
+    whole.distill.hidden_layers = vec![[3, 2], [1, 1]];
+    whole.distill.hidden_loss = HiddenLossName::Cosine;
+    distill::run(&whole, false, &mut |_| {}).unwrap();
+    let cut = DistillConfig { output: graft::config::OutputSection { dir: dir.path().join("cut") }, ..whole.clone() };
+    common::killed_at(3, |on_event| distill::run(&cut, false, on_event));
+    assert_eq!(common::metrics_without_timing(&cut.output.dir).len(), 3, "step 3 was logged before the kill");
+    distill::run(&cut, true, &mut |_| {}).unwrap();
+    let (a, b) = (common::metrics_without_timing(&whole.output.dir), common::metrics_without_timing(&cut.output.dir));
+    assert_eq!(a.len(), 6);
+    assert_eq!(a, b);
+    for file in ["adapter/adapter_model.safetensors", "adapter/adapter_config.json"] {
+        let read = |run: &Path| std::fs::read(run.join(file)).unwrap();
+        assert!(read(&whole.output.dir) == read(&cut.output.dir), "{file} differs");
+    }
+}
+
+#[test]
+fn hidden_states_of_a_wider_teacher_are_matched_through_a_trained_projection() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = wide_teacher(dir.path());
+    let mut cfg = config(dir.path(), "run", AdapterKind::Lora, &teacher);
+    let text = std::fs::read_to_string(&cfg.data.train).unwrap();
+    let four = dir.path().join("four.jsonl");
+    std::fs::write(&four, text.lines().take(4).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    (cfg.data.train, cfg.data.eval) = (four.clone(), Some(four));
+    cfg.train.batch_size = 4;
+    cfg.train.max_steps = Some(8);
+    cfg.train.lr = 1e-2;
+    cfg.train.schedule = graft::train::schedule::ScheduleKind::Constant;
+    cfg.distill.hidden_layers = vec![[3, 2]];
+    let summary = distill::run(&cfg, false, &mut |_| {}).unwrap();
+    let hidden: Vec<f64> = common::metrics_without_timing(&cfg.output.dir)
+        .iter()
+        .map(|r| r["metrics"]["hidden"].as_f64().unwrap())
+        .collect();
+    assert!(hidden[7] < 0.7 * hidden[0], "hidden-state MSE per token {hidden:?}");
+    // LoRA r 4 on q and v of 2 blocks of width 64 (q: 64 -> 64, v: 64 -> 32), plus one 96 x 64
+    // projection.
+    assert_eq!(summary.trainable_params, 2 * (4 * (64 + 64) + 4 * (64 + 32)) + 96 * 64);
+    // A layer the student does not have is refused, naming the key.
+    cfg.distill.hidden_layers = vec![[3, 3]];
+    cfg.output.dir = dir.path().join("bad");
+    let err = distill::run(&cfg, false, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("distill.hidden_layers") && err.contains("student layer 3"), "{err}");
+}
+
+#[test]
+fn teachers_with_another_vocabulary_or_tokenizer_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // The same tokenizer files, but a model with a larger vocabulary.
+    let big = dir.path().join("big-vocab");
+    let cfg = graft::models::llama::LlamaConfig { vocab_size: small_config().vocab_size + 64, ..small_config() };
+    common::write_model_seeded(&big, &cfg, 5);
+    let err = distill::run(&config(dir.path(), "a", AdapterKind::Lora, &big), false, &mut |_| {}).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("49216") && text.contains("49152"), "{text}");
+    assert!(text.contains("sequence-level distillation"), "{text}");
+    assert!(matches!(err, graft::GraftError::Input(_)), "{err:?}");
+
+    // Equal sizes, another tokenizer: two tokens of the teacher's vocabulary swapped.
+    let swapped = dir.path().join("swapped");
+    common::write_model_seeded(&swapped, &small_config(), 5);
+    let path = swapped.join("tokenizer.json");
+    let mut tok: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let vocab = tok["model"]["vocab"].as_object_mut().unwrap();
+    let (a, b) = (vocab["hello"].clone(), vocab["world"].clone());
+    vocab.insert("hello".into(), b);
+    vocab.insert("world".into(), a);
+    std::fs::write(&path, serde_json::to_string(&tok).unwrap()).unwrap();
+    let err = distill::run(&config(dir.path(), "b", AdapterKind::Lora, &swapped), false, &mut |_| {}).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("tokenizers differ") && text.contains("hello"), "{text}");
+}
+
+#[test]
+fn distill_config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |body: &str| {
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, format!("[data]\ntrain = \"x.jsonl\"\n[teacher]\nmodel = \"m\"\n{body}")).unwrap();
+        DistillConfig::load(&p, &[]).map(|_| ()).unwrap_err().to_string()
+    };
+    assert!(write("[distill]\nratio = 0.5\n").contains("unknown field `ratio`"));
+    assert!(write("[distill]\nkd_ratio = 1.5\n").contains("distill.kd_ratio"));
+    assert!(write("[distill]\ntemperature = 0.0\n").contains("distill.temperature"));
+    assert!(write("[distill]\nloss = \"jsd\"\nbeta = 2.0\n").contains("distill.beta"));
+    assert!(write("[distill]\nbeta = 0.5\n").contains("only applies to loss = \"jsd\""));
+    assert!(write("[distill]\nloss = \"skew_kl\"\nalpha = 1.0\n").contains("distill.alpha"));
+    assert!(write("[distill]\nloss = \"kl\"\n").contains("unknown variant `kl`"));
+    let p = dir.path().join("ok.toml");
+    std::fs::write(&p, "[data]\ntrain = \"x.jsonl\"\n[teacher]\nmodel = \"m\"\n").unwrap();
+    assert!(DistillConfig::load(&p, &[]).is_ok());
+    std::fs::write(&p, "[data]\ntrain = \"x.jsonl\"\n").unwrap();
+    assert!(DistillConfig::load(&p, &[]).unwrap_err().to_string().contains("teacher.model"));
+}
