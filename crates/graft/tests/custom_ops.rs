@@ -512,3 +512,56 @@ fn distillation_loss_at_kd_ratio_zero_is_the_plain_loss_bit_for_bit() {
     let (a, b) = (grad(&kd.loss), grad(&plain));
     assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
 }
+
+#[test]
+fn uld_distance_equals_hand_computed_values_across_vocabularies() {
+    // Student q = (0.5, 0.3, 0.2) over 3 tokens, teacher p = (0.1, 0.6, 0.2, 0.1) over 4. Sorted:
+    // q↓ = (0.5, 0.3, 0.2, 0) once zero-padded, p↓ = (0.6, 0.2, 0.1, 0.1); the distance is
+    // Σ_{i<k} |q↓_i − p↓_i| = 0.1 per compared rank here.
+    let ln = |p: &[f64]| Tensor::from_vec(p.iter().map(|p| p.ln()).collect::<Vec<_>>(), (1, p.len()), &DEV).unwrap();
+    let (zs, zt) = (ln(&[0.5, 0.3, 0.2]), ln(&[0.1, 0.6, 0.2, 0.1]));
+    for (top_k, want) in [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.4), (50, 0.4)] {
+        let d = ops::Divergence::Uld { top_k };
+        let got: f64 = ops::divergence(&zs, &zt, d, 1.0).unwrap().squeeze(0).unwrap().to_scalar().unwrap();
+        assert!((got - want).abs() < 1e-14, "top_k {top_k}: {got} vs {want}");
+        // The sorted distance does not depend on which token carries which probability.
+        let swapped = ops::divergence(&ln(&[0.2, 0.5, 0.3]), &zt, d, 1.0).unwrap();
+        assert!((swapped.squeeze(0).unwrap().to_scalar::<f64>().unwrap() - want).abs() < 1e-14);
+    }
+}
+
+#[test]
+fn chunked_uld_loss_matches_whole_logits_and_its_gradients_across_vocabularies() {
+    // More rows than one chunk; a student vocabulary of 11 and a teacher one of 17, compared over
+    // fewer ranks than either (4) and over more than both (20: the student side zero-padded).
+    let n = ops::LM_HEAD_CHUNK + 7;
+    let (h, ht, v, vt) = (6, 4, 11, 17);
+    let hidden = Var::from_tensor(&tensor(&[n, h], 60)).unwrap();
+    let w = Var::from_tensor(&tensor(&[v, h], 61)).unwrap();
+    let teacher_hidden = tensor(&[n, ht], 62);
+    let teacher_w = FrozenWeight::Dense((tensor(&[vt, ht], 63) * 2.0).unwrap());
+    let targets = Tensor::from_vec((0..n as u32).map(|i| (i * 7) % v as u32).collect::<Vec<_>>(), n, &DEV).unwrap();
+    let mask =
+        Tensor::from_vec((0..n).map(|i| if i % 5 == 0 { 0f64 } else { 1.0 }).collect::<Vec<_>>(), n, &DEV).unwrap();
+    let trainable = FrozenWeight::Dense(w.as_tensor().clone());
+    for top_k in [4, 20] {
+        let spec = ops::KdSpec { divergence: ops::Divergence::Uld { top_k }, temperature: 2.0, kd_ratio: 0.3 };
+        let kd_of = |head: &FrozenWeight| {
+            ops::lm_head_kd(hidden.as_tensor(), head, &teacher_hidden, &teacher_w, &targets, &mask, &spec).unwrap()
+        };
+        let rows = kd_of(&trainable);
+        let zs = hidden.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
+        let zt = teacher_hidden.matmul(&teacher_w.dense(DType::F64).unwrap().t().unwrap()).unwrap();
+        let kd = ((ops::divergence(&zs, &zt, spec.divergence, 2.0).unwrap() * 4.0).unwrap() * &mask).unwrap();
+        assert!(common::max_abs_diff(&rows.kd, &kd) < 1e-12, "top_k {top_k}");
+        assert!(kd.sum_all().unwrap().to_scalar::<f64>().unwrap() > 1.0, "a distance to learn from");
+        check_grads(&[&hidden, &w], || kd_of(&trainable).loss);
+        let frozen = FrozenWeight::Dense(w.as_tensor().detach());
+        check_grads(&[&hidden], || kd_of(&frozen).loss);
+    }
+    // A same-vocabulary divergence still refuses two vocabularies.
+    let spec = ops::KdSpec { divergence: ops::Divergence::ForwardKl, temperature: 1.0, kd_ratio: 0.5 };
+    assert!(
+        ops::lm_head_kd(hidden.as_tensor(), &trainable, &teacher_hidden, &teacher_w, &targets, &mask, &spec).is_err()
+    );
+}

@@ -11,7 +11,10 @@
 //!   ends separately, `β = 0` as forward KL `KL(p‖q)` and `β = 1` as reverse KL `KL(q‖p)` (the
 //!   mixture formula itself vanishes at both ends), and so does graft;
 //! - skew KL (DistiLLM): `SKL_α = KL(p ‖ α p + (1 − α) q)`, `α = 0` is forward KL;
-//! - skew reverse KL (DistiLLM): `SRKL_α = KL(q ‖ (1 − α) p + α q)`, `α = 0` is reverse KL.
+//! - skew reverse KL (DistiLLM): `SRKL_α = KL(q ‖ (1 − α) p + α q)`, `α = 0` is reverse KL;
+//! - Universal Logit Distillation (Boizard et al. 2024), the one that works across vocabularies:
+//!   `ULD_k = Σ_{i<k} |q↓_i − p↓_i|`, `q↓` and `p↓` being `q` and `p` sorted in decreasing order,
+//!   each cut to its `k` largest and the shorter zero-padded ([`uld`](super::uld)).
 //!
 //! The distillation term of a position is `kd = T² · D(p, q)` (the `T²` keeps its gradient's scale
 //! independent of `T`, as in Hinton et al.), mixed with the ordinary next-token cross-entropy `ce`
@@ -27,11 +30,14 @@
 //! Gradients: every divergence is written through `u = q ⊙ ∂D/∂q`, and
 //! `∂D/∂z_s = (u − q Σ u) / T` (the softmax Jacobian), so `∂(T² D)/∂z_s = T (u − q Σ u)`:
 //! forward KL `u = −p`; reverse KL `u = q (log q − log p + 1)`; JSD `u = (1 − β) q (log q − log m)`;
-//! skew KL `u = −(1 − α) p q / m`; skew reverse KL `u = q (log q − log m + 1) − α q² / m`.
+//! skew KL `u = −(1 − α) p q / m`; skew reverse KL `u = q (log q − log m + 1) − α q² / m`;
+//! ULD `u_{π(i)} = q↓_i sign(q↓_i − p↓_i)` for the student's `k` largest (`π` its sort
+//! permutation, held fixed) and 0 elsewhere.
 
 use super::attach::{attach1, attach2};
 use super::frozen_linear::FrozenWeight;
 use super::lm_head_loss::{ce_dlogits, ce_rows, head_grads, work_dtype, LM_HEAD_CHUNK};
+use super::uld::uld_rows;
 use candle_core::{Tensor, D};
 
 /// The divergence between the teacher's distribution `p` and the student's `q` (module docs).
@@ -57,6 +63,20 @@ pub enum Divergence {
         /// Share of the student in the mixture.
         alpha: f64,
     },
+    /// Universal Logit Distillation: the L1 distance between the two distributions sorted in
+    /// decreasing order and cut to their `top_k` largest probabilities. The only divergence here
+    /// that compares distributions over different vocabularies (it needs no token mapping).
+    Uld {
+        /// How many of the largest probabilities of each side are compared (≥ 1).
+        top_k: usize,
+    },
+}
+
+impl Divergence {
+    /// Whether the teacher's and the student's vocabularies may differ.
+    pub fn cross_vocabulary(&self) -> bool {
+        matches!(self, Divergence::Uld { .. })
+    }
 }
 
 /// What a distillation loss computes: the divergence, its temperature and its share.
@@ -119,6 +139,7 @@ fn divergence_rows(
         d => d,
     };
     let (d, u) = match divergence {
+        Divergence::Uld { top_k } => uld_rows(&q, &p, top_k, want_u)?,
         Divergence::ForwardKl => {
             let d = row_sum(&(&p * (&lp - &lq)?)?)?;
             (d, want_u.then(|| p.neg()).transpose()?)
@@ -200,7 +221,9 @@ fn chunk_rows(
 
 /// The distillation loss of `n` supervised positions: student hidden states `hidden [n, h_s]`
 /// through the student head `weight [V, h_s]`, teacher hidden states `teacher_hidden [n, h_t]`
-/// (no gradient) through the teacher head `teacher_weight [V, h_t]`, next-token `targets [n]`
+/// (no gradient) through the teacher head `teacher_weight [V, h_t]` (`[V_t, h_t]` of another
+/// vocabulary size for [`Divergence::Uld`], row `i` being the teacher's position aligned with the
+/// student's row `i`), next-token `targets [n]`
 /// (u32) and `mask [n]` (1 = counts); see the module docs for the formulas.
 ///
 /// A dense student `weight` that is a trainable variable (full fine-tuning with tied embeddings)
@@ -218,7 +241,8 @@ pub fn lm_head_kd(
     let (vocab, inp) = weight.dims();
     let (t_vocab, t_inp) = teacher_weight.dims();
     let (t_n, t_h) = teacher_hidden.dims2()?;
-    if h != inp || t_h != t_inp || t_n != n || vocab != t_vocab || targets.dims1()? != n || mask.dims1()? != n {
+    let vocab_ok = vocab == t_vocab || spec.divergence.cross_vocabulary();
+    if h != inp || t_h != t_inp || t_n != n || !vocab_ok || targets.dims1()? != n || mask.dims1()? != n {
         candle_core::bail!(
             "lm_head_kd: hidden {:?}, head {:?}, teacher hidden {:?}, teacher head {:?}, targets {:?}, mask {:?} \
              do not agree",
@@ -232,6 +256,9 @@ pub fn lm_head_kd(
     }
     if !(spec.temperature.is_finite() && spec.temperature > 0.0 && (0.0..=1.0).contains(&spec.kd_ratio)) {
         candle_core::bail!("lm_head_kd: temperature {} / kd_ratio {} out of range", spec.temperature, spec.kd_ratio);
+    }
+    if spec.divergence == (Divergence::Uld { top_k: 0 }) {
+        candle_core::bail!("lm_head_kd: the ULD loss needs top_k ≥ 1");
     }
     let work = work_dtype(hidden.dtype());
     let mask = mask.to_dtype(work)?.detach();

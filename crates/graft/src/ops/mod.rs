@@ -20,6 +20,7 @@ mod lora_linear;
 mod rms_norm;
 mod rope;
 mod softmax;
+mod uld;
 
 pub use checkpoint::{checkpoint, GradSink};
 pub use frozen_linear::{frozen_linear, FrozenWeight};
