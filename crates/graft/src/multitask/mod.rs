@@ -8,6 +8,6 @@ pub mod pcgrad;
 pub mod sampler;
 pub mod weighting;
 
-pub use pcgrad::{pcgrad, pcgrad_coefficients, pcgrad_flat};
+pub use pcgrad::{pcgrad, pcgrad_coefficients, pcgrad_flat, pcgrad_step};
 pub use sampler::{Mixing, TaskSampler, TaskSize};
 pub use weighting::{LossWeighting, Weighting};

@@ -12,18 +12,19 @@
 //! projected copy of a parameter-sized gradient per task. The random orders are a pure function
 //! of `(seed, step)`, so a resumed run combines exactly as the uninterrupted one did.
 //!
-//! # In the trainer
-//! PCGrad needs each task's gradient separately within one optimizer step, where
-//! [`accumulate_and_step`](crate::train::step::accumulate_and_step) sums one backward pass per
-//! micro-batch into a single gradient. A multitask step would: for each task in the step, run
-//! its micro-batches' backward passes (merging each `LossSum::sink`'s gradients as that function
-//! does) and keep the task's accumulated gradient per trainable `Var` divided by the task's unit
-//! count; combine the tasks' lists with [`pcgrad`]; then apply the same finite-check, clipping
-//! and `Optimizer::step` as `accumulate_and_step`. That seam — the accumulation loop split from
-//! the check-clip-update tail so both paths share the tail — is not built yet
-//! (docs/multitask.md).
+//! # In a training step
+//! PCGrad needs each task's gradient of a step apart, where
+//! [`accumulate_and_step`](crate::train::step::accumulate_and_step) sums every micro-batch
+//! into one gradient. [`pcgrad_step`] is the step that keeps them apart: each task's
+//! micro-batches go through [`accumulate`] (backward per micro-batch, checkpointed blocks'
+//! gradients merged, divided by the task's units), [`pcgrad`] combines the tasks' lists, and
+//! [`clip_and_apply`] does the usual finite check, clipping and update. A recipe that trains
+//! with PCGrad calls it in place of `accumulate_and_step`; the `Trainer` does not yet offer
+//! the choice (docs/multitask.md).
 
 use crate::data::permute;
+use crate::train::optim::Optimizer;
+use crate::train::step::{accumulate, clip_and_apply, LossSum, StepStats};
 use crate::{GraftError, Result};
 use candle_core::{DType, Tensor};
 use rand::SeedableRng;
@@ -120,6 +121,35 @@ pub fn pcgrad(task_grads: &[Vec<Tensor>], seed: u64, step: u64) -> Result<Vec<Te
     Ok(out)
 }
 
+/// One optimizer step with PCGrad over as many tasks as `micro_batches` has entries, task `t`
+/// running `micro_batches[t]` micro-batches: `loss_of(task, micro)` gives a micro-batch's loss; each task's gradient is normalised by its
+/// own units, the tasks' gradients combined by [`pcgrad`] with the orders of `(seed, step)`,
+/// then checked, clipped to `max_grad_norm` (0 = off) and applied at `lr`.
+///
+/// The returned loss is the mean over all targets of the step; a non-finite loss or gradient
+/// stops with [`GraftError::Diverged`], the weights untouched.
+pub fn pcgrad_step(
+    step: u64,
+    optimizer: &mut Optimizer,
+    micro_batches: &[usize],
+    seed: u64,
+    mut loss_of: impl FnMut(usize, usize) -> Result<LossSum>,
+    max_grad_norm: f64,
+    lr: f64,
+) -> Result<StepStats> {
+    let params: Vec<_> = optimizer.params().iter().map(|(_, v)| v.clone()).collect();
+    let (mut task_grads, mut total, mut targets) = (Vec::with_capacity(micro_batches.len()), 0.0, 0);
+    for (task, &n) in micro_batches.iter().enumerate() {
+        let g = accumulate(step, &params, n, |micro| loss_of(task, micro))?;
+        total += g.loss * g.targets as f64;
+        targets += g.targets;
+        task_grads.push(g.grads);
+    }
+    let combined = pcgrad(&task_grads, seed, step)?;
+    let grad_norm = clip_and_apply(step, optimizer, combined, max_grad_norm, lr)?;
+    Ok(StepStats { loss: total / targets as f64, grad_norm, targets })
+}
+
 /// `Σ_p a_p·b_p` over two gradient lists, accumulated in f64.
 fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
     let mut sum = 0.0;
@@ -134,7 +164,7 @@ fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Var};
 
     fn close(a: &[f64], b: &[f64]) -> bool {
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12)
@@ -220,6 +250,37 @@ mod tests {
             .map(|v| split(v).into_iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect())
             .collect();
         assert_eq!(pcgrad(&f32s, 3, 7).unwrap()[0].dtype(), DType::F32);
+    }
+
+    #[test]
+    fn a_pcgrad_step_updates_by_the_combined_gradient() {
+        use crate::train::optim::OptimizerKind;
+        let dev = Device::Cpu;
+        let x = Var::new(&[0.25f64, -0.5], &dev).unwrap();
+        let sgd = OptimizerKind::Sgd { momentum: 0.0, weight_decay: 0.0 };
+        let mut opt = Optimizer::new(sgd, vec![("x".into(), x.clone())]).unwrap();
+        // Task 0: two micro-batches of one unit with gradient (1, 0) each, so (1, 0) per unit;
+        // task 1: two of two units with gradient (−2, 2) each, so (−1, 1) per unit: the
+        // hand-computed case.
+        let dirs = [[1.0f64, 0.0], [-2.0, 2.0]];
+        let stats = pcgrad_step(
+            1,
+            &mut opt,
+            &[2, 2],
+            0,
+            |task, _micro| {
+                let d = Tensor::new(&dirs[task], &dev)?;
+                let units = if task == 0 { 1 } else { 2 };
+                Ok(LossSum { sum: x.as_tensor().mul(&d)?.sum_all()?, count: units, sink: None })
+            },
+            0.0,
+            1.0,
+        )
+        .unwrap();
+        let got = x.as_tensor().to_vec1::<f64>().unwrap();
+        assert!(close(&got, &[0.25 - 0.5, -0.5 - 1.5]), "{got:?}");
+        assert_eq!(stats.targets, 6);
+        assert!((stats.grad_norm - (0.25f64 + 2.25).sqrt()).abs() < 1e-12);
     }
 
     #[test]
