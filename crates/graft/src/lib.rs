@@ -16,6 +16,7 @@
 //! - [`adapters`]: LoRA (dense or quantized base) and PEFT-style target matching.
 //! - [`train`]: the one training loop ([`train::Trainer`]), the objective seam, optimizers with
 //!   parameter groups and savable state, schedules, checkpoints.
+//! - [`multitask`]: task samplers, loss weightings and PCGrad for training on several tasks.
 //! - [`objectives`]: what techniques train for (causal LM, classification heads).
 //! - [`datasets`]: readers for the named datasets recipes use (tweets, ...).
 //! - [`config`]: the TOML schema of `graft train`.
@@ -40,6 +41,7 @@ pub mod features;
 pub mod generate;
 pub mod io;
 pub mod models;
+pub mod multitask;
 pub mod objectives;
 pub mod ops;
 pub mod parity;

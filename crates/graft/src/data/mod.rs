@@ -33,6 +33,7 @@ pub use error::{DataError, LineProblem};
 pub use jsonl::DEFAULT_MAX_LINE_BYTES;
 pub use load::{load_examples, load_examples_with, LoadOptions, LoadReport};
 pub use render::prompt_ids;
+pub(crate) use split::{below, permute, uniform};
 pub use split::{shuffle, split_train_eval};
 pub use texts::read_texts;
 

@@ -24,7 +24,7 @@ pub fn split_train_eval<T>(examples: Vec<T>, eval_fraction: f64, seed: u64) -> (
         ((n as f64 * eval_fraction).round() as usize).clamp(1, n - 1)
     };
     let mut order: Vec<usize> = (0..n).collect();
-    permute(&mut order, rng(seed, SPLIT_STREAM));
+    permute(&mut order, &mut rng(seed, SPLIT_STREAM));
     let mut held_out = vec![false; n];
     for &i in &order[..n_eval] {
         held_out[i] = true;
@@ -44,7 +44,12 @@ pub fn split_train_eval<T>(examples: Vec<T>, eval_fraction: f64, seed: u64) -> (
 /// `(seed, epoch)`: the same pair always gives the same order, different epochs give different
 /// orders.
 pub fn shuffle<T>(items: &mut [T], seed: u64, epoch: u64) {
-    permute(items, rng(seed, epoch));
+    permute(items, &mut rng(seed, epoch));
+}
+
+/// A uniform draw in [0, 1) from the top 53 bits of one ChaCha output.
+pub(crate) fn uniform(rng: &mut ChaCha8Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
@@ -54,16 +59,16 @@ fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
 }
 
 /// Fisher–Yates with unbiased bounded draws.
-fn permute<T>(items: &mut [T], mut rng: ChaCha8Rng) {
+pub(crate) fn permute<T>(items: &mut [T], rng: &mut ChaCha8Rng) {
     for i in (1..items.len()).rev() {
-        let j = below(&mut rng, i as u64 + 1) as usize;
+        let j = below(rng, i as u64 + 1) as usize;
         items.swap(i, j);
     }
 }
 
 /// A uniform integer in `0..bound` (`bound ≥ 1`), by rejection: draws above the largest multiple
 /// of `bound` are redrawn.
-fn below(rng: &mut ChaCha8Rng, bound: u64) -> u64 {
+pub(crate) fn below(rng: &mut ChaCha8Rng, bound: u64) -> u64 {
     let zone = u64::MAX - (u64::MAX - bound + 1) % bound;
     loop {
         let x = rng.next_u64();

@@ -12,8 +12,9 @@
 //! Every draw comes from a ChaCha8 stream fixed by `(seed, micro_step)`, so a resumed run masks
 //! each micro-batch exactly as the uninterrupted run did.
 
+use crate::data::{below, uniform};
 use crate::{GraftError, Result};
-use rand::{RngCore, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -254,22 +255,6 @@ fn choose_positions(seq: &[u32], vocab: &MaskVocab, spec: &MaskingSpec, rng: &mu
     }
     chosen.sort_unstable();
     chosen
-}
-
-/// A uniform draw in [0, 1) from the top 53 bits.
-fn uniform(rng: &mut ChaCha8Rng) -> f64 {
-    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// An unbiased draw below `bound` (> 0).
-fn below(rng: &mut ChaCha8Rng, bound: u64) -> u64 {
-    let zone = u64::MAX - (u64::MAX - bound + 1) % bound;
-    loop {
-        let x = rng.next_u64();
-        if x <= zone {
-            return x % bound;
-        }
-    }
 }
 
 #[cfg(test)]

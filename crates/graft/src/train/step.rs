@@ -1,5 +1,7 @@
 //! One optimizer step: accumulate gradients over micro-batches normalised by the total number
-//! of loss tokens, check they are finite, clip, update.
+//! of loss tokens ([`accumulate`]), check they are finite, clip, update ([`clip_and_apply`]).
+//! The two halves are apart so a step that combines several accumulations (PCGrad's per-task
+//! gradients, `multitask::pcgrad::pcgrad_step`) shares the same tail.
 
 use super::optim::Optimizer;
 use crate::{GraftError, Result};
@@ -28,21 +30,28 @@ pub struct StepStats {
     pub targets: usize,
 }
 
-/// Runs `micro_batches` micro-batches through `loss_of`, sums their gradients, divides by the
-/// total target count (so `grad_accum × batch` equals one big batch, not a mean of means),
-/// clips to `max_grad_norm` (0 = off) and applies one update at `lr`.
+/// One step's gradients before the update: one per parameter (zeros where the loss does not
+/// reach), already divided by the units, with the loss they came from.
+pub struct StepGrads {
+    /// Gradient of each optimizer parameter, in `Optimizer::params` order.
+    pub grads: Vec<Tensor>,
+    /// Mean loss per target over the accumulated micro-batches.
+    pub loss: f64,
+    /// Targets the gradients were divided by.
+    pub targets: usize,
+}
+
+/// Runs `micro_batches` micro-batches through `loss_of`, sums their gradients of `params`, divides by the
+/// total target count (so `grad_accum × batch` equals one big batch, not a mean of means).
 ///
-/// A non-finite loss or gradient stops with [`GraftError::Diverged`] naming the step; the
-/// weights are left untouched by that step.
-pub fn accumulate_and_step(
+/// A non-finite loss stops with [`GraftError::Diverged`] naming `step`; no targets at all is an
+/// input error.
+pub fn accumulate(
     step: u64,
-    optimizer: &mut Optimizer,
+    params: &[Var],
     micro_batches: usize,
     mut loss_of: impl FnMut(usize) -> Result<LossSum>,
-    max_grad_norm: f64,
-    lr: f64,
-) -> Result<StepStats> {
-    let params: Vec<Var> = optimizer.params().iter().map(|(_, v)| v.clone()).collect();
+) -> Result<StepGrads> {
     let mut acc: Vec<Option<Tensor>> = vec![None; params.len()];
     let (mut total, mut count) = (0f64, 0usize);
     for micro in 0..micro_batches {
@@ -62,7 +71,7 @@ pub fn accumulate_and_step(
         if let Some(sink) = &l.sink {
             sink.drain_into(&mut grads)?;
         }
-        for (slot, p) in acc.iter_mut().zip(&params) {
+        for (slot, p) in acc.iter_mut().zip(params) {
             if let Some(g) = grads.get(p.as_tensor()) {
                 *slot = Some(match slot.take() {
                     Some(prev) => (prev + g)?,
@@ -75,12 +84,26 @@ pub fn accumulate_and_step(
         return Err(GraftError::Input(format!("step {step}: the batch has no supervised tokens")));
     }
     let mut grads = Vec::with_capacity(params.len());
-    for (slot, p) in acc.into_iter().zip(&params) {
+    for (slot, p) in acc.into_iter().zip(params) {
         grads.push(match slot {
             Some(g) => (g / count as f64)?,
             None => p.as_tensor().zeros_like()?,
         });
     }
+    Ok(StepGrads { grads, loss: total / count as f64, targets: count })
+}
+
+/// The tail of every step: checks that the gradients' global L2 norm is finite, clips it to
+/// `max_grad_norm` (0 = off) and applies one update at `lr`; returns the norm before clipping.
+///
+/// A non-finite norm stops with [`GraftError::Diverged`] naming `step`, the weights untouched.
+pub fn clip_and_apply(
+    step: u64,
+    optimizer: &mut Optimizer,
+    mut grads: Vec<Tensor>,
+    max_grad_norm: f64,
+    lr: f64,
+) -> Result<f64> {
     let mut sq = 0f64;
     for g in &grads {
         // Squares summed in the gradient's own precision (f32, or f64 for f64), tensor by tensor, then
@@ -102,5 +125,23 @@ pub fn accumulate_and_step(
         grads = grads.into_iter().map(|g| (g * factor).map_err(Into::into)).collect::<Result<_>>()?;
     }
     optimizer.step(&grads, lr)?;
-    Ok(StepStats { loss: total / count as f64, grad_norm, targets: count })
+    Ok(grad_norm)
+}
+
+/// One optimizer step: [`accumulate`] the micro-batches' gradients, then [`clip_and_apply`].
+///
+/// A non-finite loss or gradient stops with [`GraftError::Diverged`] naming the step; the
+/// weights are left untouched by that step.
+pub fn accumulate_and_step(
+    step: u64,
+    optimizer: &mut Optimizer,
+    micro_batches: usize,
+    loss_of: impl FnMut(usize) -> Result<LossSum>,
+    max_grad_norm: f64,
+    lr: f64,
+) -> Result<StepStats> {
+    let params: Vec<Var> = optimizer.params().iter().map(|(_, v)| v.clone()).collect();
+    let g = accumulate(step, &params, micro_batches, loss_of)?;
+    let grad_norm = clip_and_apply(step, optimizer, g.grads, max_grad_norm, lr)?;
+    Ok(StepStats { loss: g.loss, grad_norm, targets: g.targets })
 }
