@@ -565,3 +565,75 @@ fn chunked_uld_loss_matches_whole_logits_and_its_gradients_across_vocabularies()
         ops::lm_head_kd(hidden.as_tensor(), &trainable, &teacher_hidden, &teacher_w, &targets, &mask, &spec).is_err()
     );
 }
+
+#[test]
+fn sparse_teacher_at_full_k_is_the_dense_teacher() {
+    let n = ops::LM_HEAD_CHUNK + 3;
+    let (h, ht, v) = (5, 4, 9);
+    let hidden = Var::from_tensor(&tensor(&[n, h], 60)).unwrap();
+    let head = FrozenWeight::Dense(tensor(&[v, h], 61));
+    let teacher_hidden = tensor(&[n, ht], 62);
+    let teacher_w = FrozenWeight::Dense((tensor(&[v, ht], 63) * 2.0).unwrap());
+    let targets = Tensor::from_vec((0..n as u32).map(|i| (i * 4) % v as u32).collect::<Vec<_>>(), n, &DEV).unwrap();
+    let mask = Tensor::from_vec((0..n).map(|i| (i % 4 != 0) as u8 as f64).collect::<Vec<_>>(), n, &DEV).unwrap();
+    for divergence in DIVERGENCES {
+        let spec = ops::KdSpec { divergence, temperature: 1.5, kd_ratio: 0.6 };
+        let sparse = ops::teacher_top_k(&teacher_hidden, &teacher_w, v, 1.5).unwrap();
+        let a = ops::lm_head_kd_sparse(hidden.as_tensor(), &head, &sparse, &targets, &mask, &spec).unwrap();
+        let b =
+            ops::lm_head_kd(hidden.as_tensor(), &head, &teacher_hidden, &teacher_w, &targets, &mask, &spec).unwrap();
+        assert!(common::max_abs_diff(&a.kd, &b.kd) < 1e-12, "{divergence:?}");
+        assert!(common::max_abs_diff(&a.loss, &b.loss) < 1e-12, "{divergence:?}");
+    }
+}
+
+#[test]
+fn sparse_teacher_keeps_the_top_k_and_spreads_the_rest_uniformly() {
+    let (n, ht, v, k) = (3, 4, 7, 2);
+    let teacher_hidden = tensor(&[n, ht], 70);
+    let teacher_w = FrozenWeight::Dense((tensor(&[v, ht], 71) * 3.0).unwrap());
+    let sparse = ops::teacher_top_k(&teacher_hidden, &teacher_w, k, 2.0).unwrap();
+    let zt = teacher_hidden.matmul(&teacher_w.dense(DType::F64).unwrap().t().unwrap()).unwrap();
+    let p: Vec<Vec<f64>> = candle_nn::ops::softmax_last_dim(&(zt / 2.0).unwrap()).unwrap().to_vec2().unwrap();
+    let rebuilt: Vec<Vec<f64>> = sparse.log_probs_dense(v, DType::F64).unwrap().exp().unwrap().to_vec2().unwrap();
+    let ids: Vec<Vec<u32>> = sparse.ids.to_vec2().unwrap();
+    for r in 0..n {
+        let mut order: Vec<usize> = (0..v).collect();
+        order.sort_by(|&a, &b| p[r][b].total_cmp(&p[r][a]));
+        assert_eq!(ids[r], order[..k].iter().map(|&i| i as u32).collect::<Vec<_>>());
+        let rest: f64 = order[k..].iter().map(|&i| p[r][i]).sum();
+        for (i, &q) in rebuilt[r].iter().enumerate() {
+            let want = if order[..k].contains(&i) { p[r][i] } else { rest / (v - k) as f64 };
+            assert!((q - want).abs() < 1e-14, "row {r} id {i}: {q} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn sparse_teacher_loss_matches_its_reconstruction_and_its_gradients() {
+    let n = ops::LM_HEAD_CHUNK + 5;
+    let (h, ht, v, k) = (6, 4, 11, 3);
+    let hidden = Var::from_tensor(&tensor(&[n, h], 80)).unwrap();
+    let w = Var::from_tensor(&tensor(&[v, h], 81)).unwrap();
+    let teacher_hidden = tensor(&[n, ht], 82);
+    let teacher_w = FrozenWeight::Dense((tensor(&[v, ht], 83) * 2.0).unwrap());
+    let targets = Tensor::from_vec((0..n as u32).map(|i| (i * 7) % v as u32).collect::<Vec<_>>(), n, &DEV).unwrap();
+    let mask = Tensor::from_vec((0..n).map(|i| (i % 5 != 0) as u8 as f64).collect::<Vec<_>>(), n, &DEV).unwrap();
+    let sparse = ops::teacher_top_k(&teacher_hidden, &teacher_w, k, 2.0).unwrap();
+    let rebuilt = (sparse.log_probs_dense(v, DType::F64).unwrap() * 2.0).unwrap();
+    for divergence in DIVERGENCES {
+        let spec = ops::KdSpec { divergence, temperature: 2.0, kd_ratio: 0.3 };
+        let trainable = FrozenWeight::Dense(w.as_tensor().clone());
+        let rows = ops::lm_head_kd_sparse(hidden.as_tensor(), &trainable, &sparse, &targets, &mask, &spec).unwrap();
+        let zs = hidden.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
+        let kd = ((ops::divergence(&zs, &rebuilt, divergence, 2.0).unwrap() * 4.0).unwrap() * &mask).unwrap();
+        assert!(common::max_abs_diff(&rows.kd, &kd) < 1e-12, "{divergence:?}");
+        check_grads(&[&hidden, &w], || {
+            ops::lm_head_kd_sparse(hidden.as_tensor(), &trainable, &sparse, &targets, &mask, &spec).unwrap().loss
+        });
+        let frozen = FrozenWeight::Dense(w.as_tensor().detach());
+        check_grads(&[&hidden], || {
+            ops::lm_head_kd_sparse(hidden.as_tensor(), &frozen, &sparse, &targets, &mask, &spec).unwrap().loss
+        });
+    }
+}

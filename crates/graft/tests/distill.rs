@@ -1,7 +1,8 @@
 //! Distillation end to end on small decoders that share the default model's tokenizer: the KD
 //! term falls on real text with the default model as teacher, `kd_ratio = 0` is plain training
 //! to the bit, a killed run resumes bit-identically, and teachers with another vocabulary or
-//! tokenizer are refused with the reason.
+//! tokenizer are refused with the reason, the teacher-cache store refuses a stale cache and checks
+//! its shards, and (on demand) the error of a top-k teacher on real text is measured.
 
 mod common;
 
@@ -212,4 +213,106 @@ fn distill_config_errors_name_the_key() {
     assert!(DistillConfig::load(&p, &[]).is_ok());
     std::fs::write(&p, "[data]\ntrain = \"x.jsonl\"\n").unwrap();
     assert!(DistillConfig::load(&p, &[]).unwrap_err().to_string().contains("teacher.model"));
+}
+
+/// The error of a top-`k` teacher against the full one on real text: the default model as
+/// teacher, its every-second-block version as student, every position of a few tweet chats.
+/// Prints, per `k`, the mean `KL(p‖p̂)` between the full and the reconstructed teacher and the
+/// mean `|kd_cached − kd_full|` (forward KL, T = 1). A measurement, run on demand:
+/// `cargo test -p graft --test distill -- --ignored --nocapture top_k`.
+#[test]
+#[ignore]
+fn top_k_teacher_approximation_error_on_real_text() {
+    use candle_core::{Device, Tensor};
+    use graft::models::llama::student::EveryNth;
+    use graft::models::llama::{KeepLayers, LoadOptions, Pass};
+    use graft::ops;
+    use graft::tokenizer::Message;
+    let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).unwrap();
+    let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
+    let template = tok.chat_template().unwrap();
+    let teacher = common::default_llama();
+    let keep = KeepLayers::Every(EveryNth { every: 2, offset: 0 });
+    let student = graft::models::load::load_causal_lm_keeping(&source, &LoadOptions::default(), Some(&keep)).unwrap();
+    let file = graft::recipes::data_build::resolve(Path::new("dataset:tweets/chat.train.jsonl"), &mut |_| {}).unwrap();
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(file).unwrap().lines().take(4).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (mut ths, mut shs) = (Vec::new(), Vec::new());
+    for row in &rows {
+        let messages: Vec<Message> = row["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+            .collect();
+        let ids = tok.encode(&template.render(&messages, false).unwrap(), false).unwrap();
+        let ids = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        ths.push(teacher.hidden_states(&ids, None, Pass::Infer).unwrap().squeeze(0).unwrap());
+        shs.push(student.hidden_states(&ids, None, Pass::Infer).unwrap().squeeze(0).unwrap());
+    }
+    let (th, sh) = (Tensor::cat(&ths, 0).unwrap(), Tensor::cat(&shs, 0).unwrap());
+    let n = th.dims()[0];
+    let (tw, sw) = (teacher.head_weight().unwrap(), student.head_weight().unwrap());
+    let vocab = tw.dims().0;
+    let zt = th.matmul(&tw.dense(th.dtype()).unwrap().t().unwrap()).unwrap();
+    let targets = Tensor::zeros(n, candle_core::DType::U32, &Device::Cpu).unwrap();
+    let mask = Tensor::ones(n, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let spec = ops::KdSpec { divergence: ops::Divergence::ForwardKl, temperature: 1.0, kd_ratio: 1.0 };
+    let full = ops::lm_head_kd(&sh, &sw, &th, &tw, &targets, &mask, &spec).unwrap().kd;
+    let mean = |t: &Tensor| t.mean_all().unwrap().to_scalar::<f32>().unwrap();
+    eprintln!("{n} positions of {} chats; mean forward KL(teacher‖student) = {:.4}", rows.len(), mean(&full));
+    for k in [8, 32, 64, 256] {
+        let sparse = ops::teacher_top_k(&th, &tw, k, 1.0).unwrap();
+        let rebuilt = sparse.log_probs_dense(vocab, candle_core::DType::F32).unwrap();
+        let kl = ops::divergence(&zt, &rebuilt, ops::Divergence::ForwardKl, 1.0).unwrap();
+        let cached = ops::lm_head_kd_sparse(&sh, &sw, &sparse, &targets, &mask, &spec).unwrap().kd;
+        let gap = (&cached - &full).unwrap().abs().unwrap();
+        let mass = mean(&sparse.log_probs.exp().unwrap().sum(1).unwrap());
+        eprintln!(
+            "k = {k:3}: top-k mass {mass:.4}, KL(full‖reconstructed) {:.5}, |kd_cached − kd_full| mean {:.5} max {:.5}",
+            mean(&kl),
+            mean(&gap),
+            gap.max(0).unwrap().to_scalar::<f32>().unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_teacher_cache_is_reused_refused_when_stale_and_checked_shard_by_shard() {
+    use candle_core::{DType, Device, Tensor};
+    use graft::recipes::distill_cache::{CacheWriter, TeacherCache};
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("teacher_cache");
+    let print = serde_json::json!({"teacher": {"sha256": "aa"}, "data": {"seq_len": 64}, "k": 2, "temperature": 1.0});
+    let dev = Device::Cpu;
+    let shard = |n: usize, off: f32| graft::ops::SparseTeacher {
+        ids: Tensor::from_vec((0..2 * n as u32).collect::<Vec<_>>(), (n, 2), &dev).unwrap(),
+        log_probs: Tensor::from_vec((0..2 * n).map(|i| -(i as f32) - off).collect::<Vec<_>>(), (n, 2), &dev).unwrap(),
+        rest: Tensor::from_vec((0..n).map(|i| -(i as f32)).collect::<Vec<_>>(), n, &dev).unwrap(),
+    };
+    assert!(TeacherCache::open(&cache_dir, &print).unwrap().is_none(), "nothing cached yet");
+    let mut w = CacheWriter::create(&cache_dir, print.clone()).unwrap();
+    w.push(&shard(3, 0.5)).unwrap();
+    w.push(&shard(2, 1.5)).unwrap();
+    w.finish().unwrap();
+    let cache = TeacherCache::open(&cache_dir, &print).unwrap().expect("finished cache");
+    let back = cache.shard(1, &dev).unwrap();
+    assert_eq!(back.log_probs.to_vec2::<f32>().unwrap(), shard(2, 1.5).log_probs.to_vec2::<f32>().unwrap());
+    assert_eq!(back.ids.dtype(), DType::U32);
+    // Another k (or teacher, data, temperature) is refused, naming the key and both values.
+    let mut other = print.clone();
+    other["k"] = serde_json::json!(4);
+    let err = TeacherCache::open(&cache_dir, &other).unwrap_err().to_string();
+    assert!(err.contains("stale") && err.contains("k: cached 2, now 4"), "{err}");
+    // An altered or missing shard is an error naming the file.
+    let path = cache_dir.join("shard-00000.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let err = cache.shard(0, &dev).unwrap_err().to_string();
+    assert!(err.contains("shard-00000.safetensors") && err.contains("sha256"), "{err}");
+    std::fs::remove_file(&path).unwrap();
+    let err = cache.shard(0, &dev).unwrap_err().to_string();
+    assert!(err.contains("shard-00000.safetensors") && err.contains("missing"), "{err}");
 }

@@ -101,6 +101,17 @@ pub struct KdRows {
     pub kd: Tensor,
 }
 
+/// Refuses a temperature or `kd_ratio` out of range.
+pub(super) fn check_spec(spec: &KdSpec) -> candle_core::Result<()> {
+    if !(spec.temperature.is_finite() && spec.temperature > 0.0 && (0.0..=1.0).contains(&spec.kd_ratio)) {
+        candle_core::bail!("lm_head_kd: temperature {} / kd_ratio {} out of range", spec.temperature, spec.kd_ratio);
+    }
+    if spec.divergence == (Divergence::Uld { top_k: 0 }) {
+        candle_core::bail!("lm_head_kd: the ULD loss needs top_k ≥ 1");
+    }
+    Ok(())
+}
+
 /// `log(wa · eᵃ + wb · eᵇ)` elementwise, for weights `wa, wb ≥ 0` that are not both 0.
 fn log_mix(a: &Tensor, wa: f64, b: &Tensor, wb: f64) -> candle_core::Result<Tensor> {
     if wa == 0.0 {
@@ -254,21 +265,37 @@ pub fn lm_head_kd(
             mask.dims()
         );
     }
-    if !(spec.temperature.is_finite() && spec.temperature > 0.0 && (0.0..=1.0).contains(&spec.kd_ratio)) {
-        candle_core::bail!("lm_head_kd: temperature {} / kd_ratio {} out of range", spec.temperature, spec.kd_ratio);
-    }
-    if spec.divergence == (Divergence::Uld { top_k: 0 }) {
-        candle_core::bail!("lm_head_kd: the ULD loss needs top_k ≥ 1");
-    }
+    check_spec(spec)?;
     let work = work_dtype(hidden.dtype());
-    let mask = mask.to_dtype(work)?.detach();
-    let targets = targets.detach();
-    let hd = hidden.detach();
     let th = teacher_hidden.detach();
     let tw = teacher_weight.dense(th.dtype())?.detach();
     let teacher_logits = move |start: usize, len: usize| -> candle_core::Result<Tensor> {
         th.narrow(0, start, len)?.matmul(&tw.t()?)?.to_dtype(work)
     };
+    lm_head_kd_from(hidden, weight, teacher_logits, targets, mask, spec)
+}
+
+/// Rows `start..start + len` of the teacher's logits (work dtype, `[len, V]`), computed on demand
+/// so that they never exist whole. Any function whose `log_softmax(z / T)` is the teacher's
+/// distribution at temperature `T` will do (the cached sparse teacher supplies `T · log p`).
+pub(super) trait TeacherRows: Fn(usize, usize) -> candle_core::Result<Tensor> + Send + Sync + 'static {}
+impl<F: Fn(usize, usize) -> candle_core::Result<Tensor> + Send + Sync + 'static> TeacherRows for F {}
+
+/// [`lm_head_kd`] with the teacher's logits from `teacher_logits` (shapes already checked by the
+/// caller).
+pub(super) fn lm_head_kd_from(
+    hidden: &Tensor,
+    weight: &FrozenWeight,
+    teacher_logits: impl TeacherRows,
+    targets: &Tensor,
+    mask: &Tensor,
+    spec: &KdSpec,
+) -> candle_core::Result<KdRows> {
+    let n = hidden.dims2()?.0;
+    let work = work_dtype(hidden.dtype());
+    let mask = mask.to_dtype(work)?.detach();
+    let targets = targets.detach();
+    let hd = hidden.detach();
     let trainable = match weight {
         FrozenWeight::Dense(w) if w.is_variable() || w.track_op() => Some(w.clone()),
         _ => None,

@@ -5,6 +5,7 @@ pub mod austen_data;
 pub mod compare;
 pub mod data_build;
 pub mod distill;
+pub mod distill_cache;
 pub mod export;
 pub mod export_check;
 pub mod finetune;
