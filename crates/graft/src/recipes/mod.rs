@@ -8,6 +8,7 @@ pub mod distill;
 pub mod export;
 pub mod export_check;
 pub mod finetune;
+pub mod from_run;
 pub mod mlm;
 pub mod parts;
 pub mod quickstart;
