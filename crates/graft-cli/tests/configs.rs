@@ -75,7 +75,15 @@ fn every_shipped_config_validates_and_trains_one_step() {
     for config in configs.iter().filter(|c| runnable(c)) {
         let name = config.file_stem().unwrap().to_str().unwrap();
         let path = config.to_str().unwrap();
-        let checked = graft_json(&["validate", path, "--json"]);
+        // A later stage (`model.from_run`) starts from the earlier stage's run of this test,
+        // written under the same folder name (its config sorts first).
+        let from_run = graft::config::TrainConfig::load(config, &[]).ok().and_then(|c| c.model.from_run);
+        let from_run_set = from_run.map(|p| format!("model.from_run={:?}", dir.path().join(p.file_name().unwrap())));
+        let mut validate_args = vec!["validate", path, "--json"];
+        if let Some(set) = &from_run_set {
+            validate_args.extend(["--set", set]);
+        }
+        let checked = graft_json(&validate_args);
         assert_eq!(checked["ok"], true, "{name}: {checked}");
 
         let out = dir.path().join(name);
@@ -131,6 +139,9 @@ fn every_shipped_config_validates_and_trains_one_step() {
         }
         args.extend(["--set", "train.batch_size=2", "--set", "train.grad_accum=1", "--set", "train.eval_batches=1"]);
         args.extend(["--set", &out_set, "--json"]);
+        if let Some(set) = &from_run_set {
+            args.extend(["--set", set]);
+        }
         if cfg.adapter.kind != graft::config::AdapterKind::Qlora {
             args.extend(["--set", &model_set]);
         }

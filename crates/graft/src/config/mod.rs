@@ -50,6 +50,27 @@ pub struct ModelSection {
     /// (`{ every = 2, offset = 0 }`: blocks 0, 2, 4, …). Default: every block.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_layers: Option<KeepLayers>,
+    /// Start from a finished earlier run (its run directory, relative to the config file): a
+    /// second stage, such as task fine-tuning after continued pretraining. Its model (full
+    /// fine-tuning) or its base with its LoRA adapter replaces `model.name`, `init` and
+    /// `keep_layers`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_run: Option<PathBuf>,
+    /// With `from_run` of a LoRA run: `merge` (fold its adapter into the base, then attach this
+    /// config's adapter) or `keep` (continue training its adapter; this config's `adapter.r`,
+    /// `alpha` and `targets` are then the earlier run's). Default `merge`.
+    pub from_run_adapter: FromRunAdapter,
+}
+
+/// What a second stage does with the earlier run's LoRA adapter (`model.from_run_adapter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FromRunAdapter {
+    /// Fold it into the base weights; this config's adapter trains on the merged model.
+    #[default]
+    Merge,
+    /// Keep it attached and continue training it.
+    Keep,
 }
 
 /// Where a run's starting weights come from.
@@ -71,6 +92,8 @@ impl Default for ModelSection {
             dtype: "f32".into(),
             init: ModelInit::Pretrained,
             keep_layers: None,
+            from_run: None,
+            from_run_adapter: FromRunAdapter::Merge,
         }
     }
 }
@@ -159,6 +182,30 @@ pub struct DataSection {
     /// Share of the training file held out for evaluation, in [0, 1); must be above 0 when
     /// `eval` is not set, and is not used when it is. Default 0.1.
     pub eval_fraction: f64,
+    /// Replay of general data against forgetting while training on a domain: a share of the
+    /// training examples drawn from another file (`{ path = "dataset:austen/text.train.jsonl",
+    /// share = 0.2 }`). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySection>,
+}
+
+/// `data.replay`: general examples mixed into the training set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySection {
+    /// JSONL file of the replayed data (a path, relative to the config file, or
+    /// `dataset:NAME/FILE`).
+    pub path: PathBuf,
+    /// Share of the training examples that come from `path`, in (0, 1): `n_domain · share /
+    /// (1 − share)` of its examples, drawn once by `train.seed`, join the domain examples.
+    pub share: f64,
+    /// Format of `path`. Default `text`.
+    #[serde(default = "text_format")]
+    pub format: DataFormat,
+}
+
+fn text_format() -> DataFormat {
+    DataFormat::Text
 }
 
 impl Default for DataSection {
@@ -170,6 +217,7 @@ impl Default for DataSection {
             seq_len: 256,
             packing: false,
             eval_fraction: 0.1,
+            replay: None,
         }
     }
 }
@@ -297,6 +345,10 @@ impl TrainConfig {
     pub(crate) fn with_paths_relative_to(mut self, base: &Path) -> Self {
         self.data.train = relative_to(base, &self.data.train);
         self.data.eval = self.data.eval.as_ref().map(|p| relative_to(base, p));
+        self.model.from_run = self.model.from_run.as_ref().map(|p| relative_to(base, p));
+        if let Some(r) = self.data.replay.as_mut() {
+            r.path = relative_to(base, &r.path);
+        }
         self
     }
 
@@ -342,6 +394,14 @@ impl TrainConfig {
                 "`random` trains from scratch, which needs adapter.kind = \"none\" (every weight trains)".into(),
             );
         }
+        if self.model.from_run_adapter == FromRunAdapter::Keep
+            && !matches!(self.adapter.kind, AdapterKind::Lora | AdapterKind::Qlora)
+        {
+            return bad(
+                "model.from_run_adapter",
+                "`keep` continues training the earlier run's LoRA adapter, which needs adapter.kind = \"lora\" or \"qlora\"".into(),
+            );
+        }
         if self.data.train.as_os_str().is_empty() {
             return bad("data.train", "is required (a JSONL file, or dataset:NAME/FILE)".into());
         }
@@ -350,6 +410,14 @@ impl TrainConfig {
         }
         if let Some(Err(e)) = self.data.eval.as_ref().map(|p| source::check_format(p, self.data.format)) {
             return bad("data.eval", e.to_string());
+        }
+        if let Some(r) = &self.data.replay {
+            if !(r.share > 0.0 && r.share < 1.0) {
+                return bad("data.replay.share", format!("must be in (0, 1), got {}", r.share));
+            }
+            if let Err(e) = source::check_format(&r.path, r.format) {
+                return bad("data.replay.path", e.to_string());
+            }
         }
         if self.data.seq_len < 2 {
             return bad("data.seq_len", "must be at least 2".into());

@@ -85,14 +85,50 @@ fn load_data(
         "train data: {} examples, {} tokens ({} supervised), {} truncated to {} tokens",
         report.n_examples, report.n_tokens, report.n_supervised_tokens, report.n_truncated, cfg.data.seq_len
     )));
+    if train.is_empty() {
+        return Err(GraftError::Input(format!(
+            "data.train: {} holds no training example (an empty corpus)",
+            train_path.display()
+        )));
+    }
     let (train, eval) = match &eval_path {
         Some(path) => (train, data::load_examples(path, cfg.data.format, tok, cfg.data.seq_len)?.0),
         None => data::split_train_eval(train, cfg.data.eval_fraction, cfg.train.seed),
+    };
+    let train = match &cfg.data.replay {
+        Some(r) => mix_replay(r, train, tok, cfg, on_event)?,
+        None => train,
     };
     if train.is_empty() || eval.is_empty() {
         return Err(GraftError::Input("the train/eval split left one side empty: add data or set data.eval".into()));
     }
     Ok((train, eval))
+}
+
+/// `train` with the replayed share of `r`'s examples joined (the evaluation set stays the
+/// domain's).
+fn mix_replay(
+    r: &crate::config::ReplaySection,
+    train: Vec<Example>,
+    tok: &Tokenizer,
+    cfg: &TrainConfig,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Vec<Example>> {
+    let path = super::data_build::resolve(&r.path, &mut |n| on_event(Event::Note(n)))?;
+    let (replay, _) = data::load_examples(&path, r.format, tok, cfg.data.seq_len)?;
+    if replay.is_empty() {
+        return Err(GraftError::Input(format!("data.replay.path: {} holds no example", path.display())));
+    }
+    let n_domain = train.len();
+    let mixed = data::mix_in(train, &replay, r.share, cfg.train.seed);
+    on_event(Event::Note(format!(
+        "replay: {} of {} training examples from {} (share {})",
+        mixed.len() - n_domain,
+        mixed.len(),
+        path.display(),
+        r.share
+    )));
+    Ok(mixed)
 }
 
 /// The examples of epoch `epoch`, shuffled by `(seed, epoch)`, as micro-batches.

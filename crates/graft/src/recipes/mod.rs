@@ -9,6 +9,7 @@ pub mod distill_cache;
 pub mod export;
 pub mod export_check;
 pub mod finetune;
+pub mod from_run;
 pub mod mlm;
 pub mod parts;
 pub mod quickstart;

@@ -1,11 +1,12 @@
 //! Building the pieces a fine-tuning run needs from its config: model, tokenizer, trainable
 //! parameters, update rule; and the held-out loss.
 
+use super::from_run::{finished_run, EarlierRun};
 use crate::adapters::lora::{self, LoraSet, LoraSpec};
 use crate::adapters::prompt::{self, PromptAdapter};
 use crate::adapters::targets;
 use crate::assets::{resolve_model, ModelSource};
-use crate::config::{AdapterKind, ModelInit, OptimizerName, TrainConfig};
+use crate::config::{AdapterKind, FromRunAdapter, ModelInit, OptimizerName, TrainConfig};
 use crate::data::Batch;
 use crate::device::{parse_device, parse_dtype};
 use crate::models::llama::{Llama, LoadOptions, Pass, WeightFormat};
@@ -36,14 +37,38 @@ pub struct TrainableModel {
 
 /// Loads the model of `cfg` and makes the configured part of it trainable.
 pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
-    let source = resolve_model(&cfg.model.name, false)?;
+    // A later stage (`model.from_run`) starts from what the earlier run trained.
+    let earlier = cfg.model.from_run.as_deref().map(finished_run).transpose()?;
+    let (name, init, keep) = match &earlier {
+        None => (cfg.model.name.clone(), cfg.model.init, cfg.model.keep_layers.clone()),
+        Some(EarlierRun::Model(dir)) => (dir.to_string_lossy().into_owned(), ModelInit::Pretrained, None),
+        Some(EarlierRun::Lora { model, .. }) => (model.name.clone(), ModelInit::Pretrained, model.keep_layers.clone()),
+    };
+    let source = resolve_model(&name, false)?;
     let tokenizer = Tokenizer::from_source(&source)?;
     let format = if cfg.adapter.kind == AdapterKind::Qlora { WeightFormat::Quantized } else { WeightFormat::Dense };
     let opts = LoadOptions { device: parse_device(&cfg.model.device)?, dtype: parse_dtype(&cfg.model.dtype)?, format };
-    let keep = cfg.model.keep_layers.as_ref();
-    let mut model = match cfg.model.init {
-        ModelInit::Pretrained => load_causal_lm_keeping(&source, &opts, keep)?,
-        ModelInit::Random => load_causal_lm_random(&source, &opts, cfg.train.seed, keep)?,
+    let mut model = match init {
+        ModelInit::Pretrained => load_causal_lm_keeping(&source, &opts, keep.as_ref())?,
+        ModelInit::Random => load_causal_lm_random(&source, &opts, cfg.train.seed, keep.as_ref())?,
+    };
+    let kept = match &earlier {
+        Some(EarlierRun::Lora { model: base, adapter }) => {
+            let set = crate::io::peft::load_lora(adapter, &mut model)?;
+            if cfg.model.from_run_adapter == FromRunAdapter::Merge {
+                lora::merge(&mut model)?;
+                None
+            } else if base.name != cfg.model.name {
+                return Err(GraftError::Input(format!(
+                    "model.from_run_adapter = \"keep\" continues an adapter of {}: set model.name to it (it is \
+                     written as the adapter's base), not {}",
+                    base.name, cfg.model.name
+                )));
+            } else {
+                Some(set)
+            }
+        }
+        _ => None,
     };
     if cfg.adapter.kind == AdapterKind::Qlora && !model.has_quantized() {
         return Err(GraftError::Input(format!(
@@ -61,6 +86,10 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
         return Ok(TrainableModel { model, tokenizer, source, lora: None, prompt: Some(adapter), vars });
     }
     let (lora, vars) = match a.kind {
+        AdapterKind::Lora | AdapterKind::Qlora if kept.is_some() => {
+            let vars = kept.as_ref().map(LoraSet::named_vars).unwrap_or_default();
+            (kept, vars)
+        }
         AdapterKind::Lora | AdapterKind::Qlora => {
             let spec =
                 LoraSpec { r: a.r, alpha: a.alpha, dropout: a.dropout, rslora: a.rslora, targets: a.targets.clone() };

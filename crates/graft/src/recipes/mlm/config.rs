@@ -76,6 +76,12 @@ impl MlmConfig {
         if self.data.packing {
             return bad("data.packing", "is not supported for masked LM: each text is one sequence");
         }
+        if self.model.from_run.is_some() {
+            return bad("model.from_run", "is for causal-LM stages (`graft train`); give the encoder as model.name");
+        }
+        if self.data.replay.is_some() {
+            return bad("data.replay", "is not supported for masked LM yet");
+        }
         if self.model.init != crate::config::ModelInit::Pretrained {
             return bad("model.init", "masked LM adapts a pretrained encoder: use `pretrained`");
         }
