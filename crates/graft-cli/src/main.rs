@@ -33,6 +33,8 @@ enum Command {
     Train(commands::train::Args),
     /// Adapt a BERT-family encoder to a text corpus by masked-language modelling.
     PretrainMlm(commands::pretrain_mlm::Args),
+    /// Adapt a BERT-family encoder to a text corpus by unsupervised SimCSE (dropout views).
+    PretrainSimcse(commands::pretrain_simcse::Args),
     /// Distill a teacher into a student (logit KD mixed with cross-entropy) from a TOML config.
     Distill(commands::distill::Args),
     /// Check a training config and its data without training.
@@ -103,6 +105,7 @@ fn run(command: Command) -> Result<()> {
         Command::Compare(args) => commands::compare::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::PretrainMlm(args) => commands::pretrain_mlm::run(args),
+        Command::PretrainSimcse(args) => commands::pretrain_simcse::run(args),
         Command::Distill(args) => commands::distill::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Validate(args) => commands::validate::validate(args),

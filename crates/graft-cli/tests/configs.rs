@@ -115,7 +115,10 @@ fn every_shipped_config_validates_and_trains_one_step() {
             continue;
         }
         if graft::recipes::mlm::config::is_mlm_config(config).unwrap() {
-            let mut args = vec!["pretrain-mlm", path, "--set", "data.seq_len=32", "--set", "train.max_steps=1"];
+            // A `[simcse]` config runs `graft pretrain-simcse`, the others `graft pretrain-mlm`.
+            let simcse = graft::recipes::mlm::MlmConfig::load(config, &[]).unwrap().simcse.is_some();
+            let command = if simcse { "pretrain-simcse" } else { "pretrain-mlm" };
+            let mut args = vec![command, path, "--set", "data.seq_len=32", "--set", "train.max_steps=1"];
             args.extend(["--set", "train.batch_size=2", "--set", "train.eval_batches=1", "--set", &out_set, "--json"]);
             let summary = graft_json(&args);
             assert_eq!(summary["steps"], 1, "{name}: {summary}");

@@ -20,6 +20,7 @@ pub mod export;
 pub mod fetch;
 pub mod generate;
 pub mod pretrain_mlm;
+pub mod pretrain_simcse;
 pub mod quickstart;
 pub mod selftest;
 pub mod teacher_answers;

@@ -12,7 +12,17 @@ use std::path::PathBuf;
     after_help = "Examples:\n  graft pretrain-mlm configs/mlm-tweets.toml\n  graft pretrain-mlm configs/mlm-tweets.toml --set train.max_steps=50 --set output.dir=runs/mlm50\n  graft pretrain-mlm configs/mlm-tweets.toml --resume\n  graft embed --model runs/mlm-tweets/encoder --input texts.jsonl --out emb\n\nThe adapted encoder is written to OUTPUT.DIR/encoder (a Hugging Face folder with the MLM head); keys in docs/encoders.md."
 )]
 pub struct Args {
-    /// The run's config: `[model]`, `[data]`, `[train]`, `[output]` as for `graft train`, plus `[mlm]`.
+    /// The run's config and how to run it.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// What `graft pretrain-mlm` and `graft pretrain-simcse` share: the config, overrides, device,
+/// resume and output form.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The run's config: `[model]`, `[data]`, `[train]`, `[output]` as for `graft train`, plus
+    /// `[mlm]` (masked LM) or `[simcse]` (SimCSE).
     pub config: PathBuf,
     /// Override one config key: section.key=value (TOML value syntax). Repeatable.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
@@ -28,13 +38,21 @@ pub struct Args {
     pub json: bool,
 }
 
+impl RunArgs {
+    /// The config with `--set` and `--device` applied.
+    pub fn load(&self) -> Result<MlmConfig> {
+        let mut overrides = self.overrides.clone();
+        if let Some(device) = &self.device {
+            overrides.push(format!("model.device={device}"));
+        }
+        Ok(MlmConfig::load(&self.config, &overrides)?)
+    }
+}
+
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    let mut overrides = args.overrides.clone();
-    if let Some(device) = &args.device {
-        overrides.push(format!("model.device={device}"));
-    }
-    let cfg = MlmConfig::load(&args.config, &overrides)?;
+    let args = args.run;
+    let cfg = args.load()?;
     let bar = ProgressBar::hidden();
     let summary = mlm::run(&cfg, args.resume, &mut progress_printer(&bar))?;
     bar.finish_and_clear();

@@ -64,9 +64,11 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
         let (train, eval) = data_build::data_files(&cfg.data, &mut |n| eprintln!("{n}"))?;
         let texts = graft::recipes::mlm::corpus::read_corpus(&train)?.len();
         if args.json {
-            println!("{}", serde_json::json!({ "ok": true, "kind": "mlm", "train_texts": texts, "eval": eval }));
+            let kind = if cfg.simcse.is_some() { "simcse" } else { "mlm" };
+            println!("{}", serde_json::json!({ "ok": true, "kind": kind, "train_texts": texts, "eval": eval }));
         } else {
-            println!("ok: masked-LM config, {texts} training texts");
+            let what = if cfg.simcse.is_some() { "SimCSE" } else { "masked-LM" };
+            println!("ok: {what} config, {texts} training texts");
         }
         return Ok(());
     }

@@ -7,6 +7,8 @@
 //!   a decoder's top blocks or a sentence encoder's top layers trained with it.
 //! - [`masked_lm`]: masked-language modelling of a BERT-family encoder with its tied MLM head;
 //!   [`masking`] chooses and replaces the target tokens.
+//! - [`simcse`]: unsupervised SimCSE of a sentence encoder (two dropout views, in-batch
+//!   negatives), with alignment / uniformity to catch collapse.
 //! - [`distillation`]: cross-entropy mixed with a divergence from a frozen teacher's next-token
 //!   distribution (knowledge distillation); [`hidden_match`]: its hidden-state term.
 
@@ -16,3 +18,4 @@ pub mod distillation;
 pub mod hidden_match;
 pub mod masked_lm;
 pub mod masking;
+pub mod simcse;

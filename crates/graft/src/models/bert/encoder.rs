@@ -2,6 +2,7 @@
 //! unmasked positions and L2-normalise (the sentence-transformers recipe of all-MiniLM-L6-v2).
 
 use super::config::BertConfig;
+use super::dropout::Dropout;
 use super::model::{Bert, BertInput};
 use super::weights::BertWeights;
 use crate::assets::ModelSource;
@@ -157,8 +158,14 @@ impl SentenceEncoder {
     /// Embeds already-tokenized sequences in one padded forward: `[n, dim]`, unit-norm rows.
     /// With [`Pass::Train`] the result is differentiable with respect to trainable weights.
     pub fn embed_ids(&self, seqs: &[Vec<u32>], pass: Pass) -> Result<Tensor> {
+        self.embed_ids_dropout(seqs, pass, None)
+    }
+
+    /// [`SentenceEncoder::embed_ids`] with the encoder's training dropout where `dropout` is
+    /// given (two copies of a text in one batch then get different masks: SimCSE's two views).
+    pub fn embed_ids_dropout(&self, seqs: &[Vec<u32>], pass: Pass, dropout: Option<&Dropout>) -> Result<Tensor> {
         let input = self.batch_input(seqs)?;
-        let hidden = self.model.forward(&input, pass)?;
+        let hidden = self.model.forward_dropout(&input, pass, dropout)?;
         l2_normalize(&mean_pool(&hidden, &input.mask)?)
     }
 

@@ -14,6 +14,7 @@
 //! docs/encoders.md.
 
 pub mod config;
+pub mod dropout;
 pub mod encoder;
 pub mod mlm_head;
 pub mod model;
@@ -21,6 +22,7 @@ pub mod weights;
 
 pub use crate::models::llama::Pass;
 pub use config::BertConfig;
+pub use dropout::Dropout;
 pub use encoder::{l2_normalize, mean_pool, Embeddings, SentenceEncoder, Tokenized};
 pub use mlm_head::MlmHead;
 pub use model::{Bert, BertInput, BertLayer};

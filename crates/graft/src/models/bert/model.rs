@@ -7,6 +7,7 @@
 //! same function (tested).
 
 use super::config::BertConfig;
+use super::dropout::Dropout;
 use super::weights::BertWeights;
 use crate::models::hparams::{Checks, Dim};
 use crate::models::linear::{BaseWeight, Proj};
@@ -307,6 +308,13 @@ impl Bert {
     /// `last_hidden_state`). Padding keys are masked out of every attention; the rows at padding
     /// positions are computed but meaningless.
     pub fn forward(&self, input: &BertInput, pass: Pass) -> Result<Tensor> {
+        self.forward_dropout(input, pass, None)
+    }
+
+    /// [`Bert::forward`] with BERT's training dropout where `dropout` is given: on the embedding
+    /// output, the attention probabilities, and each block's attention and feed-forward outputs
+    /// before their residual sums (`hidden_dropout_prob` / `attention_probs_dropout_prob`).
+    pub fn forward_dropout(&self, input: &BertInput, pass: Pass, dropout: Option<&Dropout>) -> Result<Tensor> {
         let (b, t) = input.ids.dims2()?;
         if t > self.cfg.max_position_embeddings {
             return Err(GraftError::Input(format!(
@@ -319,7 +327,7 @@ impl Bert {
         let types = self.token_type_embeddings.index_select(&input.type_ids.flatten_all()?, 0)?.reshape((b, t, h))?;
         let positions = self.position_embeddings.narrow(0, 0, t)?.unsqueeze(0)?;
         let x = (words + types)?.broadcast_add(&positions)?;
-        let mut x = self.embeddings_norm.forward(&x, pass)?;
+        let mut x = apply_dropout(dropout, self.embeddings_norm.forward(&x, pass)?)?;
         // [b, 1, 1, t]: 0 at real keys, MASKED_SCORE at padding (built in f32, where both are exact).
         let bias = input
             .mask
@@ -328,7 +336,7 @@ impl Bert {
             .to_dtype(self.dtype)?
             .reshape((b, 1, 1, t))?;
         for layer in &self.layers {
-            x = self.layer_forward(layer, &x, &bias, pass)?;
+            x = self.layer_forward(layer, &x, &bias, pass, dropout)?;
         }
         Ok(x)
     }
@@ -342,7 +350,14 @@ impl Bert {
 
     /// One block on `x` `[batch, seq, hidden]`. Projections run on the flattened
     /// `[batch·seq, hidden]` rows: one large matrix product instead of one per sequence.
-    fn layer_forward(&self, layer: &BertLayer, x: &Tensor, bias: &Tensor, pass: Pass) -> Result<Tensor> {
+    fn layer_forward(
+        &self,
+        layer: &BertLayer,
+        x: &Tensor,
+        bias: &Tensor,
+        pass: Pass,
+        dropout: Option<&Dropout>,
+    ) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let (nh, hd) = (self.cfg.num_attention_heads, self.cfg.head_dim());
         let rows = x.reshape((b * t, h))?;
@@ -355,10 +370,20 @@ impl Bert {
             Pass::Infer => candle_nn::ops::softmax_last_dim(&scores)?,
             Pass::Train => candle_nn::ops::softmax(&scores, D::Minus1)?,
         };
+        let probs = apply_dropout(dropout, probs)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * t, h))?;
-        let rows = layer.attn_norm.forward(&(Self::proj(&layer.attn[3], &ctx, pass)? + rows)?, pass)?;
+        let attn = apply_dropout(dropout, Self::proj(&layer.attn[3], &ctx, pass)?)?;
+        let rows = layer.attn_norm.forward(&(attn + rows)?, pass)?;
         let inner = gelu(&Self::proj(&layer.ffn[0], &rows, pass)?, pass)?;
-        let out = Self::proj(&layer.ffn[1], &inner, pass)?;
+        let out = apply_dropout(dropout, Self::proj(&layer.ffn[1], &inner, pass)?)?;
         Ok(layer.ffn_norm.forward(&(out + rows)?, pass)?.reshape((b, t, h))?)
+    }
+}
+
+/// `x` through `dropout` where there is one.
+fn apply_dropout(dropout: Option<&Dropout>, x: Tensor) -> Result<Tensor> {
+    match dropout {
+        Some(d) => d.apply(&x),
+        None => Ok(x),
     }
 }

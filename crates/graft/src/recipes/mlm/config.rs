@@ -1,6 +1,6 @@
 //! The masked-LM configuration file (`graft pretrain-mlm CONFIG.toml`): the `[model]`, `[data]`,
 //! `[train]` and `[output]` sections of `graft train` configs, plus `[mlm]` (how tokens are
-//! masked). Unknown keys are errors, as everywhere.
+//! masked) or `[simcse]` (contrastive training instead; `graft pretrain-simcse`). Unknown keys are errors, as everywhere.
 
 use crate::config::{
     differing_keys, read_toml, relative_to, AdapterKind, AdapterSection, DataSection, ModelSection, OutputSection,
@@ -8,6 +8,7 @@ use crate::config::{
 };
 use crate::data::DataFormat;
 use crate::objectives::masking::MaskingSpec;
+use crate::objectives::simcse::SimcseSpec;
 use crate::{GraftError, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -30,8 +31,11 @@ pub struct MlmConfig {
     pub train: TrainSection,
     /// The run directory.
     pub output: OutputSection,
-    /// Masking: rate, replacement shares, whole-word masking.
+    /// Masking: rate, replacement shares, whole-word masking (unused with `[simcse]`).
     pub mlm: MaskingSpec,
+    /// Present: train unsupervised SimCSE (temperature, dropout) instead of masked LM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simcse: Option<SimcseSpec>,
 }
 
 impl Default for MlmConfig {
@@ -42,6 +46,7 @@ impl Default for MlmConfig {
             train: TrainSection { lr: 5e-5, batch_size: 16, ..TrainSection::default() },
             output: OutputSection::default(),
             mlm: MaskingSpec::default(),
+            simcse: None,
         }
     }
 }
@@ -85,6 +90,12 @@ impl MlmConfig {
         if self.model.init != crate::config::ModelInit::Pretrained {
             return bad("model.init", "masked LM adapts a pretrained encoder: use `pretrained`");
         }
+        if let Some(simcse) = &self.simcse {
+            if self.train.batch_size < 2 {
+                return bad("train.batch_size", "SimCSE contrasts each text with the rest of its batch: use 2 or more");
+            }
+            simcse.validate()?;
+        }
         self.mlm.validate()
     }
 
@@ -94,10 +105,11 @@ impl MlmConfig {
     }
 }
 
-/// Whether the TOML file `path` is a masked-LM config (it has an `[mlm]` section).
+/// Whether the TOML file `path` is an encoder-pretraining config (it has an `[mlm]` or a
+/// `[simcse]` section).
 pub fn is_mlm_config(path: &Path) -> Result<bool> {
     let text = std::fs::read_to_string(path).map_err(|e| GraftError::io(path, e))?;
     let value: toml::Value =
         toml::from_str(&text).map_err(|e| GraftError::Input(format!("{}: {e}", path.display())))?;
-    Ok(value.get("mlm").is_some_and(toml::Value::is_table))
+    Ok(["mlm", "simcse"].iter().any(|k| value.get(k).is_some_and(toml::Value::is_table)))
 }

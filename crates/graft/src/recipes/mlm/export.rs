@@ -1,7 +1,8 @@
 //! Writing an adapted encoder as a Hugging Face folder in `BertForMaskedLM` layout: encoder
 //! tensors under `bert.`, the MLM head under `cls.predictions.*` (the decoder tied to the word
 //! embeddings, so not stored apart), `config.json`, and the source folder's tokenizer and
-//! sentence-transformers files (`tokenizer.json`, `1_Pooling/`, ...). `graft embed`, the encoder
+//! sentence-transformers files (`tokenizer.json`, `1_Pooling/`, ...); without a head (SimCSE)
+//! the encoder tensors alone, as `BertModel`. `graft embed`, the encoder
 //! probes and `graft pretrain-mlm` itself load it like the original.
 
 use crate::models::bert::{MlmHead, SentenceEncoder};
@@ -41,10 +42,10 @@ fn copy_support_files(from: &Path, to: &Path, top: bool) -> Result<()> {
     Ok(())
 }
 
-/// Writes `enc` with `head` as a Hugging Face folder at `dir` (replacing it), taking the
+/// Writes `enc` with `head` (if any) as a Hugging Face folder at `dir` (replacing it), taking the
 /// tokenizer and sentence-transformers files from `source` (the folder it was loaded from).
 /// Written into a sibling temporary folder and renamed into place.
-pub fn write_encoder_folder(enc: &SentenceEncoder, head: &MlmHead, source: &Path, dir: &Path) -> Result<()> {
+pub fn write_encoder_folder(enc: &SentenceEncoder, head: Option<&MlmHead>, source: &Path, dir: &Path) -> Result<()> {
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| GraftError::io(parent, e))?;
     let tmp =
@@ -64,7 +65,8 @@ pub fn write_encoder_folder(enc: &SentenceEncoder, head: &MlmHead, source: &Path
         }
     }
     if let Some(obj) = config.as_object_mut() {
-        obj.insert("architectures".into(), serde_json::json!(["BertForMaskedLM"]));
+        let architecture = if head.is_some() { "BertForMaskedLM" } else { "BertModel" };
+        obj.insert("architectures".into(), serde_json::json!([architecture]));
         obj.insert("tie_word_embeddings".into(), true.into());
         obj.insert("torch_dtype".into(), crate::io::hf_folder::torch_dtype(model.dtype()).into());
     }
@@ -72,8 +74,10 @@ pub fn write_encoder_folder(enc: &SentenceEncoder, head: &MlmHead, source: &Path
     std::fs::write(&path, serde_json::to_string_pretty(&config)?).map_err(|e| GraftError::io(&path, e))?;
 
     let encoder = model.named_tensors()?.into_iter().map(|(n, t)| (format!("bert.{n}"), t));
-    let tensors: HashMap<String, Tensor> =
-        encoder.chain(head.named_tensors()).map(|(n, t)| Ok((n, t.detach().contiguous()?))).collect::<Result<_>>()?;
+    let tensors: HashMap<String, Tensor> = encoder
+        .chain(head.map(MlmHead::named_tensors).unwrap_or_default())
+        .map(|(n, t)| Ok((n, t.detach().contiguous()?)))
+        .collect::<Result<_>>()?;
     candle_core::safetensors::save(&tensors, tmp.path().join("model.safetensors"))?;
 
     let staged = tmp.keep();

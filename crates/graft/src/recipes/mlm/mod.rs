@@ -10,6 +10,7 @@
 pub mod config;
 pub mod corpus;
 pub mod export;
+pub mod simcse;
 
 pub use config::MlmConfig;
 
@@ -117,6 +118,11 @@ fn index_batches(n: usize, size: usize, seed: u64, epoch: Option<u64>) -> Vec<Ve
 /// checkpoint in `cfg.output.dir`.
 pub fn run(cfg: &MlmConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<MlmSummary> {
     cfg.validate()?;
+    if cfg.simcse.is_some() {
+        return Err(GraftError::Input(
+            "this config has a `[simcse]` section: run it with `graft pretrain-simcse`".into(),
+        ));
+    }
     let out = cfg.output.dir.clone();
     let run_dir = open_run_dir(cfg, &out, resume, cfg.train.save_every)?;
 
@@ -185,7 +191,7 @@ pub fn run(cfg: &MlmConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Re
 
     // The adapted encoder as a Hugging Face folder, then the summary.
     let output = out.join("encoder");
-    export::write_encoder_folder(&enc, &head, &source, &output)?;
+    export::write_encoder_folder(&enc, Some(&head), &source, &output)?;
     let accuracies = accuracies.into_inner();
     let summary = MlmSummary {
         run: outcome.summary(),
