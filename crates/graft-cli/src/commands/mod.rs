@@ -22,6 +22,7 @@ pub mod generate;
 pub mod pretrain_mlm;
 pub mod pretrain_simcse;
 pub mod quickstart;
+pub mod run_args;
 pub mod selftest;
 pub mod teacher_answers;
 pub mod tokenize;

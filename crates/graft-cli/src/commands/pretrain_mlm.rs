@@ -1,10 +1,10 @@
 //! `graft pretrain-mlm`: masked-language modelling of a BERT-family encoder on a text corpus.
 
+use super::run_args::RunArgs;
 use super::train::progress_printer;
 use anyhow::Result;
 use graft::recipes::mlm::{self, MlmConfig};
 use indicatif::ProgressBar;
-use std::path::PathBuf;
 
 /// Adapt a BERT-family encoder to a text corpus by masked-language modelling.
 #[derive(clap::Args, Debug)]
@@ -17,42 +17,15 @@ pub struct Args {
     pub run: RunArgs,
 }
 
-/// What `graft pretrain-mlm` and `graft pretrain-simcse` share: the config, overrides, device,
-/// resume and output form.
-#[derive(clap::Args, Debug)]
-pub struct RunArgs {
-    /// The run's config: `[model]`, `[data]`, `[train]`, `[output]` as for `graft train`, plus
-    /// `[mlm]` (masked LM) or `[simcse]` (SimCSE).
-    pub config: PathBuf,
-    /// Override one config key: section.key=value (TOML value syntax). Repeatable.
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    pub overrides: Vec<String>,
-    /// Device to train on: `cpu`, `cuda` or `cuda:N` (the same as `--set model.device=...`).
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Continue from the newest good checkpoint in output.dir.
-    #[arg(long)]
-    pub resume: bool,
-    /// Print the run summary as one JSON object on stdout.
-    #[arg(long)]
-    pub json: bool,
-}
-
-impl RunArgs {
-    /// The config with `--set` and `--device` applied.
-    pub fn load(&self) -> Result<MlmConfig> {
-        let mut overrides = self.overrides.clone();
-        if let Some(device) = &self.device {
-            overrides.push(format!("model.device={device}"));
-        }
-        Ok(MlmConfig::load(&self.config, &overrides)?)
-    }
+/// The masked-LM (or SimCSE) config of `args`, with `--set` and `--device` applied.
+pub fn load_config(args: &RunArgs) -> Result<MlmConfig> {
+    Ok(MlmConfig::load(&args.config, &args.overrides())?)
 }
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
     let args = args.run;
-    let cfg = args.load()?;
+    let cfg = load_config(&args)?;
     let bar = ProgressBar::hidden();
     let summary = mlm::run(&cfg, args.resume, &mut progress_printer(&bar))?;
     bar.finish_and_clear();

@@ -1,6 +1,7 @@
 //! `graft pretrain-simcse`: unsupervised SimCSE of a BERT-family encoder on a text corpus.
 
-use super::pretrain_mlm::RunArgs;
+use super::pretrain_mlm::load_config;
+use super::run_args::RunArgs;
 use super::train::progress_printer;
 use anyhow::Result;
 use graft::recipes::mlm::simcse;
@@ -20,7 +21,7 @@ pub struct Args {
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
     let args = args.run;
-    let cfg = args.load()?;
+    let cfg = load_config(&args)?;
     let bar = ProgressBar::hidden();
     let summary = simcse::run(&cfg, args.resume, &mut progress_printer(&bar))?;
     bar.finish_and_clear();

@@ -1,10 +1,10 @@
 //! `graft train`: fine-tune a model as a TOML config describes.
 
+use super::run_args::RunArgs;
 use anyhow::Result;
 use graft::config::TrainConfig;
 use graft::recipes::finetune::{self, Event};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
 
 /// Fine-tune a pretrained model (LoRA, QLoRA, full or freeze) from a TOML config.
 #[derive(clap::Args, Debug)]
@@ -12,28 +12,15 @@ use std::path::PathBuf;
     after_help = "Examples:\n  graft train configs/lora-chat.toml\n  graft train configs/lora-chat.toml --set train.lr=1e-4 --set output.dir=runs/lr1e-4\n  graft train configs/lora-chat.toml --resume\n  graft train configs/full-alpaca.toml --device cuda --set model.dtype=bf16\n  graft train configs/lora-chat.toml --set data.train=my-chats.jsonl\n  graft train configs/student-15-blocks.toml\n\nEvery config in configs/ runs as it is: its data (dataset:NAME/FILE) is built on first use."
 )]
 pub struct Args {
-    /// The run's config (keys documented in docs/configuration.md).
-    pub config: PathBuf,
-    /// Override one config key: section.key=value (TOML value syntax). Repeatable.
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    pub overrides: Vec<String>,
-    /// Device to train on: `cpu`, `cuda` or `cuda:N` (the same as `--set model.device=...`).
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Continue from the newest good checkpoint in output.dir.
-    #[arg(long)]
-    pub resume: bool,
-    /// Print the run summary as one JSON object on stdout.
-    #[arg(long)]
-    pub json: bool,
+    /// The run's config and how to run it.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    let mut overrides = args.overrides.clone();
-    if let Some(device) = &args.device {
-        overrides.push(format!("model.device={device}"));
-    }
+    let args = args.run;
+    let overrides = args.overrides();
     let cfg = TrainConfig::load(&args.config, &overrides)?;
     let summary = train_with_progress(&cfg, args.resume)?;
     print_summary(&summary, args.json)

@@ -10,8 +10,7 @@ use crate::data::{self, Batch, Example};
 use crate::models::llama::{Llama, StudentLineage};
 use crate::objectives::causal_lm::CausalLm;
 use crate::tokenizer::Tokenizer;
-use crate::train::schedule::Schedule;
-use crate::train::{Epochs, LoopSettings, Objective, RunDir, Trainer};
+use crate::train::{Epochs, Objective, RunDir, Trainer};
 use crate::{GraftError, Result};
 use candle_core::Device;
 use serde::Serialize;
@@ -207,19 +206,9 @@ pub(crate) fn train_with<W: ?Sized>(
         eval_batches.truncate(cfg.train.eval_batches);
     }
     let mut batches = Epochs::new(|epoch| epoch_batches(cfg, &train_ex, epoch, pad, &device))?;
-    let per_step = cfg.train.grad_accum as u64;
-    let total_steps =
-        cfg.train.max_steps.unwrap_or_else(|| (cfg.train.epochs * batches.per_epoch()).div_ceil(per_step));
 
     // Train the objective.
-    let t = &cfg.train;
-    let settings = LoopSettings {
-        total_steps,
-        grad_accum: per_step,
-        max_grad_norm: t.max_grad_norm,
-        schedule: Schedule { kind: t.schedule, peak: t.lr, warmup: t.warmup_steps, total: total_steps },
-        eval_every: t.eval_every,
-    };
+    let settings = super::parts::loop_settings(&cfg.train, batches.per_epoch());
     let objective = make(&trainable, with)?;
     let mut evaluate = || eval_loss(model, &eval_batches);
     let trainer = Trainer {

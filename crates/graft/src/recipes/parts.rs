@@ -119,6 +119,25 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
     Ok(TrainableModel { model, tokenizer, source, lora, prompt: None, vars })
 }
 
+/// The loop settings of a config's `[train]` section for a run of `micro_batches_per_epoch`
+/// micro-batches an epoch: `max_steps`, or enough optimizer steps for `epochs` epochs.
+pub fn loop_settings(t: &crate::config::TrainSection, micro_batches_per_epoch: u64) -> crate::train::LoopSettings {
+    let grad_accum = t.grad_accum as u64;
+    let total_steps = t.max_steps.unwrap_or_else(|| (t.epochs * micro_batches_per_epoch).div_ceil(grad_accum));
+    crate::train::LoopSettings {
+        total_steps,
+        grad_accum,
+        max_grad_norm: t.max_grad_norm,
+        schedule: crate::train::schedule::Schedule {
+            kind: t.schedule,
+            peak: t.lr,
+            warmup: t.warmup_steps,
+            total: total_steps,
+        },
+        eval_every: t.eval_every,
+    }
+}
+
 /// The update rule of a config's `[train]` section.
 pub fn optimizer_kind(t: &crate::config::TrainSection) -> OptimizerKind {
     match t.optimizer {

@@ -21,8 +21,7 @@ use crate::models::bert::{BertWeights, MlmHead, SentenceEncoder};
 use crate::objectives::masked_lm::{MaskedLm, MaskedTexts};
 use crate::objectives::masking::MaskVocab;
 use crate::recipes::finetune::open_run_dir;
-use crate::train::schedule::Schedule;
-use crate::train::{Epochs, Event, LoopSettings, ParamGroup, RunSummary, Trainer};
+use crate::train::{Epochs, Event, ParamGroup, RunSummary, Trainer};
 use crate::{GraftError, Result};
 use serde::Serialize;
 use std::cell::RefCell;
@@ -159,15 +158,7 @@ pub fn run(cfg: &MlmConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Re
     let texts_train = MaskedTexts { ids: train, vocab, spec: cfg.mlm, seed: t.seed, pad_id: enc.pad_id() };
     let objective = MaskedLm::new(enc.model(), &head, texts_train, groups)?;
     let mut batches = Epochs::new(|epoch| Ok(index_batches(n_train, t.batch_size, t.seed, Some(epoch))))?;
-    let per_step = t.grad_accum as u64;
-    let total_steps = t.max_steps.unwrap_or_else(|| (t.epochs * batches.per_epoch()).div_ceil(per_step));
-    let settings = LoopSettings {
-        total_steps,
-        grad_accum: per_step,
-        max_grad_norm: t.max_grad_norm,
-        schedule: Schedule { kind: t.schedule, peak: t.lr, warmup: t.warmup_steps, total: total_steps },
-        eval_every: t.eval_every,
-    };
+    let settings = crate::recipes::parts::loop_settings(t, batches.per_epoch());
     let accuracies = RefCell::new(Vec::new());
     let mut evaluate = || {
         let (loss, acc) = eval_objective.evaluate(&eval_batches)?;

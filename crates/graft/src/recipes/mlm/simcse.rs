@@ -9,8 +9,7 @@ use crate::objectives::masking::MaskVocab;
 pub use crate::objectives::simcse::Geometry;
 use crate::objectives::simcse::Simcse;
 use crate::recipes::finetune::open_run_dir;
-use crate::train::schedule::Schedule;
-use crate::train::{Epochs, Event, LoopSettings, ParamGroup, RunSummary, Trainer};
+use crate::train::{Epochs, Event, ParamGroup, RunSummary, Trainer};
 use crate::{GraftError, Result};
 use serde::Serialize;
 use std::cell::RefCell;
@@ -66,15 +65,7 @@ pub fn run(cfg: &MlmConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Re
         b.retain(|rows| rows.len() >= 2);
         Ok(b)
     })?;
-    let per_step = t.grad_accum as u64;
-    let total_steps = t.max_steps.unwrap_or_else(|| (t.epochs * batches.per_epoch()).div_ceil(per_step));
-    let settings = LoopSettings {
-        total_steps,
-        grad_accum: per_step,
-        max_grad_norm: t.max_grad_norm,
-        schedule: Schedule { kind: t.schedule, peak: t.lr, warmup: t.warmup_steps, total: total_steps },
-        eval_every: t.eval_every,
-    };
+    let settings = crate::recipes::parts::loop_settings(t, batches.per_epoch());
     // The evaluation reports its geometry as a note through the same event sink as the loop.
     let sink = RefCell::new(on_event);
     let geometries = RefCell::new(Vec::new());
