@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Fine-tune a pretrained model (LoRA, QLoRA, full or freeze) from a TOML config.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  graft train configs/lora-chat.toml\n  graft train configs/lora-chat.toml --set train.lr=1e-4 --set output.dir=runs/lr1e-4\n  graft train configs/lora-chat.toml --resume\n  graft train configs/full-alpaca.toml --device cuda --set model.dtype=bf16\n  graft train configs/lora-chat.toml --set data.train=my-chats.jsonl\n  graft train configs/student-15-blocks.toml\n\nEvery config in configs/ runs as it is: its data (dataset:NAME/FILE) is built on first use."
+    after_help = "Examples:\n  graft train configs/lora-chat.toml\n  graft train configs/lora-chat.toml --set train.lr=1e-4 --set output.dir=runs/lr1e-4\n  graft train configs/lora-chat.toml --resume\n  graft train configs/full-alpaca.toml --device cuda --set model.dtype=bf16\n  graft train configs/lora-chat.toml --set data.train=my-chats.jsonl\n  graft train configs/student-15-blocks.toml\n  graft train configs/tapt-1-tweets-text.toml && graft train configs/tapt-2-tweets-chat.toml   # domain text (with replay), then the task from that run (model.from_run)\n\nEvery config in configs/ runs as it is: its data (dataset:NAME/FILE) is built on first use."
 )]
 pub struct Args {
     /// The run's config and how to run it.
