@@ -164,18 +164,9 @@ pub struct GenerateArgs {
     /// Most tokens to generate.
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
-    /// Sampling temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    /// Sample only among the K most likely tokens (0 = all).
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    /// Sample only among the most likely tokens holding probability P (1 = all).
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Penalty for tokens already present (1 = none; transformers' repetition_penalty).
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
+    /// How the next token is drawn.
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Random seed (same seed, same text).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -187,15 +178,40 @@ pub struct GenerateArgs {
     json: bool,
 }
 
+/// The sampling flags of the commands that generate (`graft generate`, `graft data
+/// teacher-answers`).
+#[derive(Debug, Args)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample only among the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample only among the most likely tokens holding probability P (1 = all).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Penalty for tokens already present (1 = none; transformers' repetition_penalty).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+}
+
+impl SamplingArgs {
+    /// The sampler settings these flags give.
+    pub fn config(&self) -> SamplingConfig {
+        SamplingConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+        }
+    }
+}
+
 /// Runs `graft generate`.
 pub fn run(args: GenerateArgs) -> Result<()> {
     pin_cpu_threads();
-    let sampling = SamplingConfig {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        repetition_penalty: args.repetition_penalty,
-    };
+    let sampling = args.sampling.config();
     sampling.validate()?;
     let stops = StopStrings::new(args.stop.clone())?;
     let (source, mut model) = args.model.load()?;

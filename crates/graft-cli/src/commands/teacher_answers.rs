@@ -40,18 +40,9 @@ pub struct TeacherAnswersArgs {
     /// Most tokens per answer (an answer also ends at the teacher's EOS).
     #[arg(long, default_value_t = AnswerSettings::default().max_new_tokens)]
     max_new_tokens: usize,
-    /// Sampling temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    /// Sample only among the K most likely tokens (0 = all).
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    /// Sample only among the most likely tokens holding probability P (1 = all).
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Penalty for tokens already present (1 = none).
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
+    /// How the next token is drawn.
+    #[command(flatten)]
+    sampling: super::generate::SamplingArgs,
     /// Seed: record i samples with a generator seeded from (seed, i), so a resumed file equals
     /// one written in one go.
     #[arg(long, default_value_t = 0)]
@@ -77,10 +68,10 @@ pub fn run(args: TeacherAnswersArgs) -> Result<()> {
         out: args.out,
         settings: AnswerSettings {
             max_new_tokens: args.max_new_tokens,
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            repetition_penalty: args.repetition_penalty,
+            temperature: args.sampling.temperature,
+            top_k: args.sampling.top_k,
+            top_p: args.sampling.top_p,
+            repetition_penalty: args.sampling.repetition_penalty,
             seed: args.seed,
         },
     };
