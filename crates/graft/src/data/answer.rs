@@ -2,14 +2,13 @@
 //! prompt a model answers in each record's place, and the same JSON line with the answer
 //! replaced, so that the rewritten file trains exactly like the original.
 
-use super::jsonl::{LineReader, RawLine, DEFAULT_MAX_LINE_BYTES};
+use super::jsonl::for_each_strict_line;
 use super::record::parse_line;
 use super::render::Renderer;
 use super::{DataError, DataFormat, LineProblem};
 use crate::tokenizer::Tokenizer;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
-use std::io::BufReader;
 use std::path::Path;
 
 /// One line of a training file, ready to be answered.
@@ -72,35 +71,19 @@ pub fn read_answer_records(path: &Path, format: DataFormat, tok: &Tokenizer) -> 
     if format.needs_chat_template() && renderer.template().is_none() {
         return Err(DataError::NoChatTemplate { format });
     }
-    let io_err = |source| DataError::Io { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(io_err)?;
-    let mut lines = LineReader::new(BufReader::with_capacity(1 << 16, file), DEFAULT_MAX_LINE_BYTES);
-    let line_err = |line, column, problem| DataError::Line { path: path.into(), line, column, problem };
     let mut records = Vec::new();
     let mut ignored = BTreeSet::new();
-    let mut pending_empty: Option<usize> = None;
-    while let Some((line, raw)) = lines.next_line().map_err(io_err)? {
-        let RawLine::Bytes(bytes) = raw else {
-            return Err(DataError::LineTooLong { path: path.into(), line, cap: DEFAULT_MAX_LINE_BYTES });
-        };
-        if bytes.trim_ascii().is_empty() {
-            pending_empty.get_or_insert(line);
-            continue;
-        }
-        if let Some(empty) = pending_empty.take() {
-            return Err(line_err(empty, None, LineProblem::EmptyLine));
-        }
-        let text =
-            std::str::from_utf8(bytes).map_err(|e| line_err(line, Some(e.valid_up_to() + 1), LineProblem::BadUtf8))?;
-        let record = parse_line(text, format, &mut ignored).map_err(|(column, p)| line_err(line, column, p))?;
-        let prompt_ids = renderer.answer_prompt(&record).map_err(|p| line_err(line, None, p))?;
+    for_each_strict_line(path, |line, text| {
+        let record = parse_line(text, format, &mut ignored)?;
+        let prompt_ids = renderer.answer_prompt(&record).map_err(|p| (None, p))?;
         let object = match serde_json::from_str(text) {
             Ok(Value::Object(object)) => object,
             // `parse_line` accepted the line, so it is a JSON object.
-            _ => return Err(line_err(line, None, LineProblem::NotObject { found: "another value" })),
+            _ => return Err((None, LineProblem::NotObject { found: "another value" })),
         };
         records.push(AnswerRecord { line, prompt_ids, object, format });
-    }
+        Ok(())
+    })?;
     if records.is_empty() {
         return Err(DataError::EmptyDataset { path: path.into(), after: "in the file (it has no JSON lines)".into() });
     }

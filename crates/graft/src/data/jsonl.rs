@@ -1,6 +1,8 @@
 //! Streaming JSONL lines: one line at a time, never more than a cap, BOM and CRLF tolerated.
 
-use std::io::{self, BufRead};
+use super::{DataError, LineProblem};
+use std::io::{self, BufRead, BufReader};
+use std::path::Path;
 
 /// Longest line read by default (64 MiB): a larger line is an error, not an allocation.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 << 20;
@@ -77,6 +79,37 @@ impl<R: BufRead> LineReader<R> {
         }
         Ok(Some((self.line, RawLine::Bytes(bytes))))
     }
+}
+
+/// Calls `each(line, text)` with every non-empty line of the JSONL file `path` and its 1-based
+/// number, strictly: a line over [`DEFAULT_MAX_LINE_BYTES`], an empty line before more data or bad
+/// UTF-8 is an error naming `file:line`, as is whatever `each` returns as `(column, problem)`.
+/// Trailing empty lines are allowed.
+pub(crate) fn for_each_strict_line(
+    path: &Path,
+    mut each: impl FnMut(usize, &str) -> Result<(), (Option<usize>, LineProblem)>,
+) -> Result<(), DataError> {
+    let io_err = |source| DataError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let mut lines = LineReader::new(BufReader::with_capacity(1 << 16, file), DEFAULT_MAX_LINE_BYTES);
+    let line_err = |line, column, problem| DataError::Line { path: path.into(), line, column, problem };
+    let mut pending_empty: Option<usize> = None;
+    while let Some((line, raw)) = lines.next_line().map_err(io_err)? {
+        let RawLine::Bytes(bytes) = raw else {
+            return Err(DataError::LineTooLong { path: path.into(), line, cap: DEFAULT_MAX_LINE_BYTES });
+        };
+        if bytes.trim_ascii().is_empty() {
+            pending_empty.get_or_insert(line);
+            continue;
+        }
+        if let Some(empty) = pending_empty.take() {
+            return Err(line_err(empty, None, LineProblem::EmptyLine));
+        }
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| line_err(line, Some(e.valid_up_to() + 1), LineProblem::BadUtf8))?;
+        each(line, text).map_err(|(column, problem)| line_err(line, column, problem))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

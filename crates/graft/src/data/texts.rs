@@ -1,10 +1,9 @@
 //! Reading the `text` field of every line of a JSONL file (inputs to embed, classify, score).
 
-use super::jsonl::{LineReader, RawLine, DEFAULT_MAX_LINE_BYTES};
+use super::jsonl::for_each_strict_line;
 use super::record::{parse_line, Record};
-use super::{DataError, DataFormat, LineProblem};
+use super::{DataError, DataFormat};
 use std::collections::BTreeSet;
-use std::io::BufReader;
 use std::path::Path;
 
 /// Reads `{"text": ...}` lines from `path`, strictly and one line at a time: the first malformed
@@ -13,35 +12,15 @@ use std::path::Path;
 /// ignored; trailing empty lines are allowed. A file without any line is
 /// [`DataError::EmptyDataset`].
 pub fn read_texts(path: &Path) -> Result<Vec<String>, DataError> {
-    let io_err = |source| DataError::Io { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(io_err)?;
-    let mut lines = LineReader::new(BufReader::with_capacity(1 << 16, file), DEFAULT_MAX_LINE_BYTES);
-    let line_err = |line, column, problem| DataError::Line { path: path.into(), line, column, problem };
     let mut texts = Vec::new();
     let mut ignored = BTreeSet::new();
-    let mut pending_empty: Option<usize> = None;
-    while let Some((line, raw)) = lines.next_line().map_err(io_err)? {
-        let bytes = match raw {
-            RawLine::TooLong => {
-                return Err(DataError::LineTooLong { path: path.into(), line, cap: DEFAULT_MAX_LINE_BYTES })
-            }
-            RawLine::Bytes(b) => b,
-        };
-        if bytes.trim_ascii().is_empty() {
-            pending_empty.get_or_insert(line);
-            continue;
+    for_each_strict_line(path, |_, text| match parse_line(text, DataFormat::Text, &mut ignored)? {
+        Record::Text(t) => {
+            texts.push(t);
+            Ok(())
         }
-        if let Some(empty) = pending_empty.take() {
-            return Err(line_err(empty, None, LineProblem::EmptyLine));
-        }
-        let text =
-            std::str::from_utf8(bytes).map_err(|e| line_err(line, Some(e.valid_up_to() + 1), LineProblem::BadUtf8))?;
-        match parse_line(text, DataFormat::Text, &mut ignored) {
-            Ok(Record::Text(t)) => texts.push(t),
-            Ok(_) => unreachable!("the text format parses to Record::Text"),
-            Err((column, problem)) => return Err(line_err(line, column, problem)),
-        }
-    }
+        _ => unreachable!("the text format parses to Record::Text"),
+    })?;
     if texts.is_empty() {
         return Err(DataError::EmptyDataset { path: path.into(), after: "in the file (it has no JSON lines)".into() });
     }
