@@ -47,7 +47,7 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Build datasets (tweets, AppStream summaries and questions) and teacher answers for distillation.
     Data(commands::data::DataArgs),
-    /// Evaluate a model (perplexity).
+    /// Evaluate a model (perplexity, summaries, questions, classification).
     Eval(commands::eval::EvalArgs),
     /// Measure generation and forward throughput.
     Bench(commands::bench::BenchArgs),

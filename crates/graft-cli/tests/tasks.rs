@@ -159,3 +159,41 @@ fn data_help_has_examples() {
         assert!(ok(args).contains("Example"), "{args:?}");
     }
 }
+
+/// `graft eval classify --json` scores a held-out chat file by label scoring: one prediction per
+/// line, counted in the confusion matrix, and a malformed line is an error naming it.
+#[test]
+fn eval_classify_reports_accuracy_and_names_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = |text: &str, label: &str| {
+        serde_json::json!({"messages": [
+            {"role": "user", "content": format!("Is the sentiment of this tweet negative, neutral or positive?\n\n{text}")},
+            {"role": "assistant", "content": label},
+        ]})
+        .to_string()
+    };
+    let good = dir.path().join("good.jsonl");
+    std::fs::write(
+        &good,
+        [line("great day!", "positive"), line("awful delay", "negative"), line("at gate 5", "neutral")].join("\n"),
+    )
+    .unwrap();
+    let json = ok(&["eval", "classify", "--data", good.to_str().unwrap(), "--json"]);
+    let report: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(report["n"], 3);
+    assert_eq!(report["labels"], serde_json::json!(["negative", "neutral", "positive"]));
+    let counted: u64 = report["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 3);
+    let acc = report["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc) && (acc * 3.0 - (acc * 3.0).round()).abs() < 1e-9, "{acc}");
+
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, format!("{}\n{{\"messages\": 3}}\n", line("fine", "neutral"))).unwrap();
+    fails(&["eval", "classify", "--data", bad.to_str().unwrap()], "bad.jsonl:2");
+}

@@ -86,3 +86,55 @@ fn k_shot_prompts_render_shots_as_chat_turns() {
     let shared = two.chars().zip(other.chars()).take_while(|(a, b)| a == b).count();
     assert!(shared > two.find("Flight delayed again.").unwrap(), "the shot block should be a shared prefix");
 }
+
+/// `graft eval classify` reads a chat file's held-out answers as gold labels and renders each
+/// prompt as training does: its predictions are those of the tweet prompt scored directly, and
+/// an answer outside the given labels is an error naming its line.
+#[test]
+fn classify_eval_of_a_chat_file_matches_prompt_scoring() {
+    use graft::datasets::tweets::LABELS;
+    use graft::prompting::PromptTemplate;
+    use graft::recipes::classify_eval::{classify, read_classify_data};
+
+    let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).expect("default model");
+    let model = graft::models::load::load_causal_lm(&source, &LoadOptions::default()).unwrap();
+    let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
+    let template = PromptTemplate::default();
+    let rows = [
+        ("I love this airline, best crew ever!", "positive"),
+        ("Flight delayed four hours and nobody tells us anything.", "negative"),
+        ("The flight to Denver leaves at 9.", "neutral"),
+        ("Lost my bag again. Great job.", "negative"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("test.jsonl");
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|(text, label)| {
+            let user = template.instruction.replace("{text}", text);
+            serde_json::json!({"messages": [
+                {"role": "system", "content": template.system},
+                {"role": "user", "content": user},
+                {"role": "assistant", "content": format!(" {label}\n")},
+            ]})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+
+    let data = read_classify_data(&file, graft::data::DataFormat::Messages, &tok, &[], None).unwrap();
+    assert_eq!(data.labels, LABELS.to_vec(), "the distinct answers, trimmed and sorted");
+    assert_eq!(data.gold, vec![2, 0, 1, 0]);
+    let got = classify(&model, &tok, &data).unwrap();
+    let texts: Vec<String> = rows.iter().map(|(t, _)| t.to_string()).collect();
+    let want = graft::prompting::classify(&model, &tok, &template, &[], &texts, &LABELS).unwrap();
+    assert_eq!(got.pred, want);
+    let correct = got.pred.iter().zip(&data.gold).filter(|(p, g)| p == g).count();
+    assert_eq!(got.report.accuracy, correct as f64 / 4.0);
+
+    let limited = read_classify_data(&file, graft::data::DataFormat::Messages, &tok, &[], Some(2)).unwrap();
+    assert_eq!((limited.labels.len(), limited.gold.len()), (2, 2));
+    let two = ["negative".to_string(), "positive".to_string()];
+    let err = read_classify_data(&file, graft::data::DataFormat::Messages, &tok, &two, None).unwrap_err().to_string();
+    assert!(err.contains("test.jsonl:3") && err.contains("`neutral`"), "{err}");
+}

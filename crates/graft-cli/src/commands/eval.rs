@@ -1,4 +1,4 @@
-//! `graft eval`: evaluation protocols (perplexity).
+//! `graft eval`: evaluation protocols (perplexity, summaries, questions, classification).
 
 use super::generate::{AdapterArgs, ModelArgs};
 use anyhow::{Context, Result};
@@ -11,7 +11,8 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:\n  graft eval perplexity --text /usr/share/common-licenses/Apache-2.0 --json\n  \
 graft eval perplexity --adapter runs/quickstart/adapter --text notes.txt --window 256\n  \
 graft eval summarize --data dataset:appstream/summarize.test.jsonl --limit 20 --json\n  \
-graft eval qa --data dataset:appstream/qa.test.jsonl --limit 20 --json")]
+graft eval qa --data dataset:appstream/qa.test.jsonl --limit 20 --json\n  \
+graft eval classify --data dataset:tweets/chat.test.jsonl --json")]
 pub struct EvalArgs {
     #[command(subcommand)]
     command: EvalCommand,
@@ -25,6 +26,8 @@ enum EvalCommand {
     Summarize(super::eval_tasks::SummarizeArgs),
     /// SQuAD exact match and F1 of greedy answers to questions about a context.
     Qa(super::eval_tasks::QaArgs),
+    /// Accuracy and macro-F1 of label scoring on a classification task's held-out file.
+    Classify(super::eval_tasks::ClassifyArgs),
 }
 
 /// `graft eval perplexity` options.
@@ -59,6 +62,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         EvalCommand::Perplexity(a) => perplexity(a),
         EvalCommand::Summarize(a) => super::eval_tasks::summarize(a),
         EvalCommand::Qa(a) => super::eval_tasks::qa(a),
+        EvalCommand::Classify(a) => super::eval_tasks::classify(a),
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Instant;
 pub struct TaskEvalArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The evaluation file (JSONL): a path, or `dataset:appstream/FILE` (built on first use).
+    /// The evaluation file (JSONL): a path, or `dataset:NAME/FILE` (built on first use).
     #[arg(long)]
     data: PathBuf,
     #[command(flatten)]
@@ -29,6 +29,26 @@ pub struct TaskEvalArgs {
     /// Print one JSON object on stdout (with every prediction).
     #[arg(long)]
     json: bool,
+}
+
+/// `graft eval classify` options.
+#[derive(Debug, Args)]
+#[command(after_help = "Example: graft eval classify --data dataset:tweets/chat.test.jsonl --json\n         \
+graft eval classify --model runs/student/model --data dataset:tweets/chat.test.jsonl\n\n\
+Lines are training lines (--format messages, alpaca or prompt_completion) whose answer is a label\n\
+word. Each prompt is rendered as training renders it and the label whose first token is most\n\
+likely next is the prediction (label scoring: nothing is generated or parsed). Reports accuracy,\n\
+macro-F1, per-class precision / recall / F1 and the confusion matrix. The labels are the file's\n\
+distinct answers (sorted) unless --labels names them.")]
+pub struct ClassifyArgs {
+    #[command(flatten)]
+    common: TaskEvalArgs,
+    /// Layout of the lines: messages, alpaca or prompt_completion.
+    #[arg(long, default_value = "messages")]
+    format: String,
+    /// Label words, comma-separated (default: the distinct answers of the file).
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
 }
 
 /// `graft eval summarize` options.
@@ -75,7 +95,7 @@ impl TaskEvalArgs {
         let file = graft::recipes::data_build::resolve(&self.data, &mut |n| eprintln!("{n}"))?;
         if !file.is_file() {
             super::bail_input!(
-                "--data {}: no such file (build one with `graft data build appstream --out DIR`, or pass dataset:appstream/FILE)",
+                "--data {}: no such file (pass a JSONL file, or dataset:NAME/FILE such as dataset:tweets/chat.test.jsonl, built on first use)",
                 self.data.display()
             );
         }
@@ -96,6 +116,48 @@ fn progress(done: usize, total: usize) {
 
 fn skips_json(s: &SkipReport) -> serde_json::Value {
     serde_json::json!({ "n_lines": s.n_lines, "n_skipped": s.n_skipped, "skipped": s.skipped })
+}
+
+/// Runs `graft eval classify`.
+pub fn classify(args: ClassifyArgs) -> Result<()> {
+    let a = &args.common;
+    a.check(1)?;
+    let format: graft::data::DataFormat = match serde_json::from_value(serde_json::json!(args.format)) {
+        Ok(f) => f,
+        Err(_) => super::bail_input!("--format {}: expected messages, alpaca or prompt_completion", args.format),
+    };
+    let file = a.data_file()?;
+    let (model, tok) = a.load()?;
+    let data = graft::recipes::classify_eval::read_classify_data(&file, format, &tok, &args.labels, a.limit)?;
+    eprintln!("scoring {} examples on {} labels", data.gold.len(), data.labels.len());
+    let start = Instant::now();
+    let result = graft::recipes::classify_eval::classify(&model, &tok, &data)?;
+    let secs = start.elapsed().as_secs_f64();
+    let r = &result.report;
+    if a.json {
+        let report = serde_json::json!({
+            "task": "classify", "model": a.model.model, "adapter": a.adapter.json(), "data": a.data,
+            "n": data.gold.len(), "labels": data.labels, "accuracy": r.accuracy, "macro_f1": r.macro_f1,
+            "per_class": r.per_class, "confusion": r.confusion, "seconds": secs,
+        });
+        println!("{report}");
+    } else {
+        for c in &r.per_class {
+            println!(
+                "{:<16} precision {:.3}  recall {:.3}  F1 {:.3}  ({} examples)",
+                c.label, c.precision, c.recall, c.f1, c.support
+            );
+        }
+        println!(
+            "accuracy {:.4}  macro-F1 {:.4}  ({} examples, {} labels; {:.1}s)",
+            r.accuracy,
+            r.macro_f1,
+            data.gold.len(),
+            data.labels.len(),
+            secs
+        );
+    }
+    Ok(())
 }
 
 /// Runs `graft eval summarize`.

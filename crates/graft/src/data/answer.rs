@@ -26,6 +26,18 @@ pub struct AnswerRecord {
 }
 
 impl AnswerRecord {
+    /// The answer the line holds now (the last assistant message's `content` in `messages`,
+    /// `output` in `alpaca`, `completion` in `prompt_completion`): the gold label when the file
+    /// is a classification task's held-out split.
+    pub fn answer(&self) -> Option<&str> {
+        match self.format {
+            DataFormat::Messages => self.object.get("messages")?.as_array()?.last()?.get("content")?.as_str(),
+            DataFormat::Alpaca => self.object.get("output")?.as_str(),
+            DataFormat::PromptCompletion => self.object.get("completion")?.as_str(),
+            DataFormat::Text => None,
+        }
+    }
+
     /// The line with its answer replaced by `answer` (the last assistant message's `content` in
     /// `messages`, `output` in `alpaca`, `completion` in `prompt_completion`) and `extra` keys
     /// set at the top level, as one JSON line without its line end. Keys come out sorted.
