@@ -286,3 +286,17 @@ impl CacheWriter {
         Ok(TeacherCache { dir: self.dir, manifest })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::row_key;
+
+    #[test]
+    fn a_row_key_ignores_what_follows_the_last_supervised_position() {
+        let key = row_key(&[5, 6, 7, 8], &[0.0, 1.0, 1.0, 0.0]).unwrap();
+        assert_eq!(row_key(&[5, 6, 7, 0, 0, 0], &[0.0, 1.0, 1.0, 0.0, 0.0, 0.0]).unwrap(), key, "padding");
+        assert_ne!(row_key(&[4, 6, 7, 8], &[0.0, 1.0, 1.0, 0.0]).unwrap(), key, "an earlier token");
+        assert_ne!(row_key(&[5, 6, 7, 8], &[1.0, 1.0, 1.0, 0.0]).unwrap(), key, "the mask");
+        assert_eq!(row_key(&[5, 6], &[0.0, 0.0]), None);
+    }
+}
