@@ -208,9 +208,15 @@ fn distill_config_errors_name_the_key() {
     assert!(write("[distill]\nbeta = 0.5\n").contains("only applies to loss = \"jsd\""));
     assert!(write("[distill]\nloss = \"skew_kl\"\nalpha = 1.0\n").contains("distill.alpha"));
     assert!(write("[distill]\nloss = \"kl\"\n").contains("unknown variant `kl`"));
+    assert!(write("[distill]\ncache_top_k = 0\n").contains("distill.cache_top_k"));
     let p = dir.path().join("ok.toml");
     std::fs::write(&p, "[data]\ntrain = \"x.jsonl\"\n[teacher]\nmodel = \"m\"\n").unwrap();
-    assert!(DistillConfig::load(&p, &[]).is_ok());
+    let mut cfg = DistillConfig::load(&p, &[]).unwrap();
+    cfg.distill.teacher_cache = Some("cache".into());
+    cfg.validate().unwrap();
+    cfg.data.packing = true;
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("distill.teacher_cache") && e.contains("data.packing"), "{e}");
     std::fs::write(&p, "[data]\ntrain = \"x.jsonl\"\n").unwrap();
     assert!(DistillConfig::load(&p, &[]).unwrap_err().to_string().contains("teacher.model"));
 }
@@ -320,4 +326,153 @@ fn a_teacher_cache_is_reused_refused_when_stale_and_checked_shard_by_shard() {
     std::fs::remove_file(&path).unwrap();
     let err = cache.shard(0, &dev).unwrap_err().to_string();
     assert!(err.contains("shard-00000.safetensors") && err.contains("missing"), "{err}");
+}
+
+/// Runs `cfg`, returning its summary and whether the teacher was loaded (its load note).
+fn run_noting_teacher(cfg: &DistillConfig) -> graft::Result<(finetune::Summary, bool)> {
+    let mut loaded = false;
+    let summary = distill::run(cfg, false, &mut |e| {
+        if let graft::train::Event::Note(n) = e {
+            loaded |= n.starts_with("loading the teacher");
+        }
+    })?;
+    Ok((summary, loaded))
+}
+
+/// The default model teaching a LoRA copy of itself on three paragraphs (seq_len 16, batch 2,
+/// 3 steps: the second epoch reads the cache again), uncached and through caches of `k = V`
+/// and `k = 8`, then once more through the first cache, which is reused without the teacher.
+#[test]
+fn a_teacher_cache_is_filled_once_reused_without_the_teacher_and_matches_it_at_full_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = common::default_gguf();
+    let mut plain = config(dir.path(), "plain", AdapterKind::Lora, &gguf);
+    plain.model.name = gguf.display().to_string();
+    let text = std::fs::read_to_string(&plain.data.train).unwrap();
+    let three = dir.path().join("three.jsonl");
+    std::fs::write(&three, text.lines().take(3).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    (plain.data.train, plain.data.eval) = (three.clone(), Some(three));
+    (plain.data.seq_len, plain.train.max_steps, plain.train.eval_batches) = (16, Some(3), 1);
+    plain.distill.kd_ratio = 0.9;
+    let vocab = 49152;
+    let cached = |run: &str, cache: &str, k: usize| {
+        let mut cfg =
+            DistillConfig { output: graft::config::OutputSection { dir: dir.path().join(run) }, ..plain.clone() };
+        (cfg.distill.teacher_cache, cfg.distill.cache_top_k) = (Some(dir.path().join(cache)), k);
+        cfg
+    };
+    let (_, loaded) = run_noting_teacher(&plain).unwrap();
+    assert!(loaded);
+    let full = cached("full", "cache-full", vocab);
+    let (summary, loaded) = run_noting_teacher(&full).unwrap();
+    let report = summary.teacher_cache.expect("teacher_cache in the summary");
+    assert!(loaded && report.state == graft::recipes::distill_fill::CacheState::Filled, "{report:?}");
+    // 3 rows of 16 tokens: 15 supervised positions each, every id kept (u32 + f32 per id).
+    assert_eq!((report.examples, report.positions, report.top_k), (3, 45, vocab), "{report:?}");
+    assert!(report.bytes > 45 * vocab as u64 * 8, "{report:?}");
+    // With every id kept the cache is the teacher: the same losses up to float rounding (the
+    // teacher's states come from other batches, so their sums run in another order).
+    let (a, b) = (losses(&plain.output.dir), losses(&full.output.dir));
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-4 * x.abs().max(1.0), "uncached {a:?} vs cached {b:?}");
+    }
+    // Reused: the teacher is not loaded, and the run is the first cached run to the bit.
+    let again = cached("again", "cache-full", vocab);
+    let (summary, loaded) = run_noting_teacher(&again).unwrap();
+    let report = summary.teacher_cache.unwrap();
+    assert!(!loaded && report.state == graft::recipes::distill_fill::CacheState::Reused, "{report:?}");
+    assert_eq!(report.fill_time_s, 0.0);
+    assert_eq!(losses(&again.output.dir), b);
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(again.output.dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(written["teacher_cache"]["state"], "reused", "{written}");
+    // Fewer ids: at step 1 the student is the teacher (LoRA starts at zero), so the uncached KD
+    // term is 0 and the cached one is the cache's own error, T² KL(p̂‖p), which shrinks as k
+    // grows; the cross-entropy does not involve the teacher and is the same to the bit.
+    let first = |run: &Path, key: &str| common::metrics_without_timing(run)[0]["metrics"][key].as_f64().unwrap();
+    let mut gaps = Vec::new();
+    for k in [8, 256] {
+        let small = cached(&format!("k{k}"), &format!("cache-{k}"), k);
+        run_noting_teacher(&small).unwrap();
+        assert_eq!(first(&small.output.dir, "ce"), first(&plain.output.dir, "ce"), "k = {k}");
+        gaps.push(first(&small.output.dir, "kd") - first(&plain.output.dir, "kd"));
+    }
+    eprintln!("step-1 KD term, cached minus uncached: k = 8 {}, k = 256 {}", gaps[0], gaps[1]);
+    assert_eq!(first(&plain.output.dir, "kd"), 0.0);
+    assert!(gaps[0] > gaps[1] && gaps[1] > 0.0, "{gaps:?}");
+}
+
+#[test]
+fn a_stale_or_damaged_teacher_cache_is_refused_naming_what_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = small_model(dir.path(), "teacher", 7);
+    let mut cfg = config(dir.path(), "run", AdapterKind::Lora, &teacher);
+    let cache = dir.path().join("cache");
+    (cfg.distill.teacher_cache, cfg.distill.cache_top_k, cfg.train.max_steps) = (Some(cache.clone()), 4, Some(2));
+    let run = |cfg: &DistillConfig, out: &str| {
+        let cfg = DistillConfig { output: graft::config::OutputSection { dir: dir.path().join(out) }, ..cfg.clone() };
+        run_noting_teacher(&cfg)
+    };
+    run(&cfg, "a").unwrap();
+    let err = |c: &DistillConfig, out: &str| {
+        let e = run(c, out).unwrap_err();
+        assert!(matches!(e, graft::GraftError::Input(_)), "{e:?}");
+        e.to_string()
+    };
+    let other_k = DistillConfig {
+        distill: graft::config::distill::DistillSection { cache_top_k: 8, ..cfg.distill.clone() },
+        ..cfg.clone()
+    };
+    let e = err(&other_k, "b");
+    assert!(e.contains("stale") && e.contains("k: cached 4, now 8"), "{e}");
+    let mut other_t = cfg.clone();
+    other_t.distill.temperature = 1.0;
+    assert!(err(&other_t, "c").contains("temperature: cached 2.0, now 1.0"));
+    // Another data file (one paragraph more) is refused by its digest.
+    let mut more = std::fs::read_to_string(&cfg.data.train).unwrap();
+    more.push_str("{\"text\": \"One more paragraph.\"}\n");
+    let file = dir.path().join("more.jsonl");
+    std::fs::write(&file, more).unwrap();
+    let other_data =
+        DistillConfig { data: graft::config::DataSection { train: file, ..cfg.data.clone() }, ..cfg.clone() };
+    assert!(err(&other_data, "d").contains("data.sha256: cached"));
+    // A damaged or missing shard is named.
+    let shard = cache.join("shard-00000.safetensors");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&shard, &bytes).unwrap();
+    let e = err(&cfg, "e");
+    assert!(e.contains("shard-00000.safetensors") && e.contains("sha256"), "{e}");
+    std::fs::remove_file(&shard).unwrap();
+    let e = err(&cfg, "f");
+    assert!(e.contains("shard-00000.safetensors") && e.contains("missing"), "{e}");
+    // Without its manifest (an interrupted fill) the folder is filled again.
+    std::fs::remove_file(cache.join("manifest.json")).unwrap();
+    let (summary, loaded) = run(&cfg, "g").unwrap();
+    assert!(loaded && summary.teacher_cache.unwrap().state == graft::recipes::distill_fill::CacheState::Filled);
+    assert!(shard.is_file());
+    // Hidden-state pairs need the teacher's states, which the cache does not hold.
+    let mut hidden = cfg.clone();
+    hidden.distill.hidden_layers = vec![[1, 1]];
+    let e = err(&hidden, "h");
+    assert!(e.contains("distill.teacher_cache") && e.contains("hidden_layers") && e.contains("hidden states"), "{e}");
+}
+
+#[test]
+fn a_killed_distillation_with_a_teacher_cache_resumes_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = small_model(dir.path(), "teacher", 7);
+    let mut whole = config(dir.path(), "whole", AdapterKind::Lora, &teacher);
+    (whole.train.max_steps, whole.train.save_every) = (Some(6), 2);
+    (whole.distill.teacher_cache, whole.distill.cache_top_k) = (Some(dir.path().join("cache")), 16);
+    let (summary, _) = run_noting_teacher(&whole).unwrap();
+    assert_eq!(summary.teacher_cache.unwrap().state, graft::recipes::distill_fill::CacheState::Filled);
+    let cut = DistillConfig { output: graft::config::OutputSection { dir: dir.path().join("cut") }, ..whole.clone() };
+    common::killed_at(3, |on_event| distill::run(&cut, false, on_event));
+    distill::run(&cut, true, &mut |_| {}).unwrap();
+    let (a, b) = (common::metrics_without_timing(&whole.output.dir), common::metrics_without_timing(&cut.output.dir));
+    assert_eq!(a.len(), 6);
+    assert_eq!(a, b);
+    let read = |run: &Path| std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap();
+    assert!(read(&whole.output.dir) == read(&cut.output.dir), "the adapters differ");
 }

@@ -42,6 +42,18 @@ pub fn print_summary(summary: &finetune::Summary, json: bool) -> Result<()> {
             summary.wall_time_s,
             summary.output.display()
         );
+        if let Some(c) = &summary.teacher_cache {
+            println!(
+                "teacher cache {} {}: {} positions of {} examples (top {}), {:.1} MB{}",
+                c.dir.display(),
+                c.state.as_str(),
+                c.positions,
+                c.examples,
+                c.top_k,
+                c.bytes as f64 / 1e6,
+                if c.fill_time_s > 0.0 { format!(", filled in {:.0}s", c.fill_time_s) } else { String::new() }
+            );
+        }
     }
     Ok(())
 }

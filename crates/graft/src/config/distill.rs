@@ -96,6 +96,17 @@ pub struct DistillSection {
     /// Weight of the hidden-state term, added to the loss per supervised position and layer
     /// pair. Default 1.
     pub hidden_weight: f64,
+    /// A folder for the teacher cache: the teacher's top-`cache_top_k` log-probabilities at every
+    /// supervised position of the training data, computed once before training (safetensors
+    /// shards and a `manifest.json` fingerprinting teacher, data, `k` and temperature), then
+    /// reused by this and later runs without loading the teacher. Relative to the working
+    /// directory, as `output.dir`. Default none: the teacher runs at every step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teacher_cache: Option<PathBuf>,
+    /// With `teacher_cache`: how many of the teacher's most probable tokens are kept per
+    /// position (≥ 1, at most the vocabulary); the rest of its mass is kept as one remainder,
+    /// spread uniformly over the other ids by the loss. Default 64.
+    pub cache_top_k: usize,
 }
 
 /// The distance of `[distill] hidden_loss`.
@@ -120,6 +131,8 @@ impl Default for DistillSection {
             hidden_layers: Vec::new(),
             hidden_loss: HiddenLossName::Mse,
             hidden_weight: 1.0,
+            teacher_cache: None,
+            cache_top_k: 64,
         }
     }
 }
@@ -208,6 +221,51 @@ impl DistillConfig {
             }
             _ => {}
         }
+        self.validate_cache()
+    }
+
+    /// The `teacher_cache` / `cache_top_k` checks: what a cached teacher cannot provide is
+    /// refused with the reason.
+    fn validate_cache(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(GraftError::Input(format!("config key `{key}`: {why}")));
+        let d = &self.distill;
+        if d.cache_top_k == 0 {
+            return bad("distill.cache_top_k", "must be at least 1");
+        }
+        if d.teacher_cache.is_none() {
+            return Ok(());
+        }
+        if !cache_supports(d.loss) {
+            return bad("distill.teacher_cache", "this distill.loss cannot be computed from a top-k teacher");
+        }
+        if !d.hidden_layers.is_empty() {
+            return bad(
+                "distill.teacher_cache",
+                "cannot be combined with distill.hidden_layers: hidden-state distillation needs the teacher's \
+                 hidden states at every step, which the cache does not hold (it keeps only the top-k \
+                 log-probabilities); drop one of the two",
+            );
+        }
+        if self.data.packing {
+            return bad(
+                "distill.teacher_cache",
+                "cannot be combined with data.packing: packed rows mix examples differently every epoch, \
+                 while the cache holds each example's positions on their own",
+            );
+        }
+        if self.data.replay.is_some() {
+            return bad(
+                "distill.teacher_cache",
+                "cannot be combined with data.replay (the cache covers data.train only)",
+            );
+        }
         Ok(())
+    }
+}
+
+/// Whether the loss `loss` can be computed from a cached top-k teacher (`ops::lm_head_kd_sparse`).
+pub fn cache_supports(loss: LossName) -> bool {
+    match loss {
+        LossName::ForwardKl | LossName::ReverseKl | LossName::Jsd | LossName::SkewKl | LossName::SkewReverseKl => true,
     }
 }

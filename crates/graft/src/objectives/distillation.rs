@@ -76,7 +76,8 @@ pub fn vocab_mismatch(teacher: usize, student: usize) -> GraftError {
     ))
 }
 
-fn sum(t: &Tensor) -> Result<f64> {
+/// The sum of `t`'s elements as an f64 (a metric).
+pub(crate) fn sum(t: &Tensor) -> Result<f64> {
     Ok(t.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 

@@ -10,11 +10,13 @@
 //! - [`simcse`]: unsupervised SimCSE of a sentence encoder (two dropout views, in-batch
 //!   negatives), with alignment / uniformity to catch collapse.
 //! - [`distillation`]: cross-entropy mixed with a divergence from a frozen teacher's next-token
-//!   distribution (knowledge distillation); [`hidden_match`]: its hidden-state term.
+//!   distribution (knowledge distillation); [`hidden_match`]: its hidden-state term;
+//!   [`distillation_cached`]: the same against a teacher cache (top-k log-probabilities on disk).
 
 pub mod causal_lm;
 pub mod classification;
 pub mod distillation;
+pub mod distillation_cached;
 pub mod hidden_match;
 pub mod masked_lm;
 pub mod masking;

@@ -1,15 +1,17 @@
 //! Distillation recipe (`graft distill`): load the teacher (inference path, no gradients, its
 //! adapter attached), check it shares the student's tokenizer, then train the student exactly as
 //! fine-tuning does — same run directory, checkpoints, exact resume, metrics and summary — with
-//! the distillation objective in place of the causal-LM one.
+//! the distillation objective in place of the causal-LM one. With `distill.teacher_cache` the
+//! teacher's top-k distributions come from the cache (`distill_fill`) instead.
 
-use super::finetune::{open_run_dir, train_with, Summary};
+use super::finetune::{open_run_dir, train_with, write_summary, Summary};
 use crate::assets::resolve_model;
 use crate::config::distill::DistillConfig;
 use crate::device::{parse_device, parse_dtype};
 use crate::models::llama::{Llama, LoadOptions, WeightFormat};
 use crate::models::load::load_causal_lm;
 use crate::objectives::distillation::{vocab_mismatch, Distillation};
+use crate::objectives::distillation_cached::CachedDistillation;
 use crate::objectives::hidden_match::HiddenMatch;
 use crate::tokenizer::Tokenizer;
 use crate::train::Event;
@@ -23,14 +25,20 @@ pub struct Teacher {
     pub tokenizer: Tokenizer,
 }
 
+/// How the teacher `cfg.teacher` describes is loaded: the student's device, its own precision.
+pub fn teacher_load_options(cfg: &DistillConfig) -> Result<LoadOptions> {
+    let t = &cfg.teacher;
+    let format = if t.quantized { WeightFormat::Quantized } else { WeightFormat::Dense };
+    let dtype = parse_dtype(t.dtype.as_deref().unwrap_or(&cfg.model.dtype))?;
+    Ok(LoadOptions { device: parse_device(&cfg.model.device)?, dtype, format })
+}
+
 /// Loads the teacher `cfg.teacher` describes on the student's device.
 pub fn load_teacher(cfg: &DistillConfig) -> Result<Teacher> {
     let t = &cfg.teacher;
     let source = resolve_model(&t.model, false)?;
     let tokenizer = Tokenizer::from_source(&source)?;
-    let format = if t.quantized { WeightFormat::Quantized } else { WeightFormat::Dense };
-    let dtype = parse_dtype(t.dtype.as_deref().unwrap_or(&cfg.model.dtype))?;
-    let opts = LoadOptions { device: parse_device(&cfg.model.device)?, dtype, format };
+    let opts = teacher_load_options(cfg)?;
     let mut model = load_causal_lm(&source, &opts)?;
     if let Some(adapter) = &t.adapter {
         // Attached, not merged: it works over quantized weights too. The set itself is not
@@ -66,6 +74,9 @@ pub fn check_same_tokenizer(teacher: &Tokenizer, student: &Tokenizer) -> Result<
 /// log has the cross-entropy (`ce`) and distillation (`kd`) terms of every step.
 pub fn run(cfg: &DistillConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<Summary> {
     cfg.validate()?;
+    if cfg.distill.teacher_cache.is_some() {
+        return run_cached(cfg, resume, on_event);
+    }
     let student = cfg.student();
     on_event(Event::Note(format!("loading the teacher {}", cfg.teacher.model)));
     let teacher = load_teacher(cfg)?;
@@ -85,5 +96,22 @@ pub fn run(cfg: &DistillConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -
         let hidden = HiddenMatch::new(pairs, d.hidden_loss, d.hidden_weight, widths, cfg.train.seed, device)?;
         Ok(Box::new(objective.with_hidden(hidden)?))
     })?;
+    Ok(summary)
+}
+
+/// [`run`] with `distill.teacher_cache`: the cache is filled first when it is not there (or
+/// reused, without loading the teacher), then the student trains against it; `summary.json`
+/// reports what was done (`teacher_cache`).
+fn run_cached(cfg: &DistillConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<Summary> {
+    let run_dir = open_run_dir(cfg, &cfg.output.dir, resume, cfg.train.save_every)?;
+    let (cache, report) = super::distill_fill::prepare(cfg, on_event)?;
+    let spec = cfg.distill.spec();
+    let (mut summary, _) = train_with(&cfg.student(), run_dir, on_event, &cache, |tm, cache| {
+        let rows = cache.load(crate::models::Model::device(&tm.model))?;
+        let clock = tm.lora.as_ref().map(|l| l.clock.clone());
+        Ok(Box::new(CachedDistillation::new(&tm.model, rows, tm.vars.clone(), clock, spec)?))
+    })?;
+    summary.teacher_cache = Some(report);
+    write_summary(&cfg.output.dir, &summary)?;
     Ok(summary)
 }

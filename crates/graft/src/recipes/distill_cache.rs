@@ -11,6 +11,7 @@ use crate::{GraftError, Result};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,33 @@ pub struct ShardEntry {
     pub positions: usize,
     /// sha256 of the file.
     pub sha256: String,
+    /// The examples whose positions it holds, in order (empty for a shard written without them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rows: Vec<CachedRow>,
+}
+
+/// One example's run of positions inside a shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachedRow {
+    /// [`row_key`] of the example.
+    pub key: String,
+    /// Its supervised positions (consecutive in the shard).
+    pub positions: usize,
+}
+
+/// The key of a token row whose supervised positions the cache holds: sha256 over its ids and
+/// mask up to its last supervised position, which is everything the teacher's distributions
+/// there depend on (padding after it, or the row's place in a batch, do not change it). `None`
+/// when no position is supervised.
+pub fn row_key(ids: &[u32], mask: &[f32]) -> Option<String> {
+    let last = mask.iter().rposition(|&m| m != 0.0)?;
+    let mut h = Sha256::new();
+    for (id, m) in ids.iter().zip(mask).take(last + 1) {
+        h.update(id.to_le_bytes());
+        h.update([u8::from(*m != 0.0)]);
+    }
+    Some(hex::encode(h.finalize()))
 }
 
 /// A finished cache, opened for reading.
@@ -119,6 +147,77 @@ impl TeacherCache {
         }
         Ok(sparse)
     }
+
+    /// Bytes of the cache's files (shards and manifest); a missing shard is an error naming it.
+    pub fn bytes(&self) -> Result<u64> {
+        let files = self.manifest.shards.iter().map(|s| s.file.as_str()).chain([MANIFEST]);
+        let size = |p: PathBuf| std::fs::metadata(&p).map(|m| m.len()).map_err(|_| corrupt(&p, "missing"));
+        files.map(|f| size(self.dir.join(f))).sum()
+    }
+
+    /// Every shard loaded onto `device` and checked, with the index of its rows: what training
+    /// looks batches up in.
+    pub fn load(&self, device: &Device) -> Result<CachedRows> {
+        let mut shards = Vec::with_capacity(self.manifest.shards.len());
+        let mut index = HashMap::new();
+        for (i, entry) in self.manifest.shards.iter().enumerate() {
+            shards.push(self.shard(i, device)?);
+            let mut start = 0;
+            for row in &entry.rows {
+                index.entry(row.key.clone()).or_insert((i, start, row.positions));
+                start += row.positions;
+            }
+        }
+        let k = shards.first().map(|s| s.dims()).transpose()?.map_or(0, |d| d.1);
+        Ok(CachedRows { shards, index, k })
+    }
+}
+
+/// A loaded cache: the sparse teacher of any token row it holds.
+#[derive(Debug)]
+pub struct CachedRows {
+    shards: Vec<SparseTeacher>,
+    /// Row key → (shard, first position, positions).
+    index: HashMap<String, (usize, usize, usize)>,
+    k: usize,
+}
+
+impl CachedRows {
+    /// Ids kept per position.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The cached teacher at the supervised positions of `ids` / `mask` (`[b, t]` each, the rows
+    /// of a batch), in row-major order as [`crate::models::llama::SupervisedRows`] selects them;
+    /// `None` when no position is supervised. A row the cache does not hold is an error.
+    pub fn for_batch(&self, ids: &Tensor, mask: &Tensor) -> Result<Option<SparseTeacher>> {
+        let ids: Vec<Vec<u32>> = ids.to_vec2()?;
+        let mask: Vec<Vec<f32>> = mask.to_dtype(DType::F32)?.to_vec2()?;
+        let mut parts = Vec::new();
+        for (row_ids, row_mask) in ids.iter().zip(&mask) {
+            let Some(key) = row_key(row_ids, row_mask) else { continue };
+            let &(shard, start, len) = self.index.get(&key).ok_or_else(|| {
+                GraftError::Input(
+                    "a training example is not in the teacher cache (the training data or its tokenization \
+                     differs from what the cache was filled from); delete the cache folder to rebuild it"
+                        .into(),
+                )
+            })?;
+            let want = row_mask.iter().filter(|&&m| m != 0.0).count();
+            if want != len {
+                return Err(GraftError::Input(format!(
+                    "teacher cache: an example has {want} supervised positions but the cache holds {len}"
+                )));
+            }
+            parts.push(self.shards[shard].narrow(start, len)?);
+        }
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let cat = |f: fn(&SparseTeacher) -> &Tensor| Tensor::cat(&parts.iter().map(f).collect::<Vec<_>>(), 0);
+        Ok(Some(SparseTeacher { ids: cat(|p| &p.ids)?, log_probs: cat(|p| &p.log_probs)?, rest: cat(|p| &p.rest)? }))
+    }
 }
 
 /// Writes a cache: shards one at a time, then the manifest.
@@ -143,6 +242,18 @@ impl CacheWriter {
 
     /// Writes the next shard (ids as u32, values as f32) atomically.
     pub fn push(&mut self, sparse: &SparseTeacher) -> Result<()> {
+        self.push_rows(sparse, Vec::new())
+    }
+
+    /// [`CacheWriter::push`], recording which examples' positions the shard holds, in order (their
+    /// positions must add up to the shard's).
+    pub fn push_rows(&mut self, sparse: &SparseTeacher, rows: Vec<CachedRow>) -> Result<()> {
+        let n = sparse.dims()?.0;
+        if !rows.is_empty() && rows.iter().map(|r| r.positions).sum::<usize>() != n {
+            return Err(GraftError::Input(format!(
+                "internal: teacher cache shard of {n} positions with other row counts"
+            )));
+        }
         let file = format!("shard-{:05}.safetensors", self.shards.len());
         let path = self.dir.join(&file);
         let map: HashMap<String, Tensor> = [
@@ -161,7 +272,7 @@ impl CacheWriter {
         tmp.as_file().sync_all().map_err(|e| GraftError::io(&path, e))?;
         tmp.persist(&path).map_err(|e| GraftError::io(&path, e.error))?;
         let (sha256, _) = hash_file(&path)?;
-        self.shards.push(ShardEntry { file, positions: sparse.dims()?.0, sha256 });
+        self.shards.push(ShardEntry { file, positions: n, sha256, rows });
         Ok(())
     }
 
@@ -173,5 +284,19 @@ impl CacheWriter {
         crate::io::write_atomic(&self.dir.join(MANIFEST), &text)?;
         crate::io::sync_dir(&self.dir).map_err(|e| GraftError::io(&self.dir, e))?;
         Ok(TeacherCache { dir: self.dir, manifest })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_key;
+
+    #[test]
+    fn a_row_key_ignores_what_follows_the_last_supervised_position() {
+        let key = row_key(&[5, 6, 7, 8], &[0.0, 1.0, 1.0, 0.0]).unwrap();
+        assert_eq!(row_key(&[5, 6, 7, 0, 0, 0], &[0.0, 1.0, 1.0, 0.0, 0.0, 0.0]).unwrap(), key, "padding");
+        assert_ne!(row_key(&[4, 6, 7, 8], &[0.0, 1.0, 1.0, 0.0]).unwrap(), key, "an earlier token");
+        assert_ne!(row_key(&[5, 6, 7, 8], &[1.0, 1.0, 1.0, 0.0]).unwrap(), key, "the mask");
+        assert_eq!(row_key(&[5, 6], &[0.0, 0.0]), None);
     }
 }

@@ -45,6 +45,16 @@ pub struct Summary {
     /// kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub student: Option<StudentLineage>,
+    /// For a distillation run with `distill.teacher_cache`: whether the cache was filled or
+    /// reused, the fill time, positions held and bytes on disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teacher_cache: Option<super::distill_fill::CacheReport>,
+}
+
+/// Writes `summary.json` into the run directory `out`.
+pub(crate) fn write_summary(out: &std::path::Path, summary: &Summary) -> Result<()> {
+    let path = out.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(summary)?).map_err(|e| GraftError::io(&path, e))
 }
 
 /// Keys a resumed run may change without invalidating its checkpoint.
@@ -238,8 +248,8 @@ pub(crate) fn train_with<W: ?Sized>(
         trainable_params: run.trainable_params,
         output,
         student: model.lineage().cloned(),
+        teacher_cache: None,
     };
-    let path = out.join("summary.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&summary)?).map_err(|e| GraftError::io(&path, e))?;
+    write_summary(&out, &summary)?;
     Ok((summary, trainable.model))
 }

@@ -119,6 +119,17 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
     Ok(TrainableModel { model, tokenizer, source, lora, prompt: None, vars })
 }
 
+/// The tokenizer of the model `cfg` trains (`model.name`, or the model of `model.from_run`'s
+/// run), without loading the model.
+pub(crate) fn run_tokenizer(cfg: &TrainConfig) -> Result<Tokenizer> {
+    let name = match cfg.model.from_run.as_deref().map(finished_run).transpose()? {
+        None => cfg.model.name.clone(),
+        Some(EarlierRun::Model(dir)) => dir.to_string_lossy().into_owned(),
+        Some(EarlierRun::Lora { model, .. }) => model.name,
+    };
+    Tokenizer::from_source(&resolve_model(&name, false)?)
+}
+
 /// The loop settings of a config's `[train]` section for a run of `micro_batches_per_epoch`
 /// micro-batches an epoch: `max_steps`, or enough optimizer steps for `epochs` epochs.
 pub fn loop_settings(t: &crate::config::TrainSection, micro_batches_per_epoch: u64) -> crate::train::LoopSettings {

@@ -165,7 +165,8 @@ fn per_s(n: usize, secs: f64) -> f64 {
     }
 }
 
-fn dtype_name(load: &LoadOptions) -> (&'static str, &'static str) {
+/// The teacher's precision and weight format as the fingerprints name them (`f32`, `dense`).
+pub(crate) fn dtype_name(load: &LoadOptions) -> (&'static str, &'static str) {
     let weights = match load.format {
         WeightFormat::Dense => "dense",
         WeightFormat::Quantized => "quantized",
