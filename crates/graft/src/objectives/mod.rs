@@ -10,12 +10,16 @@
 //! - [`simcse`]: unsupervised SimCSE of a sentence encoder (two dropout views, in-batch
 //!   negatives), with alignment / uniformity to catch collapse.
 //! - [`distillation`]: cross-entropy mixed with a divergence from a frozen teacher's next-token
-//!   distribution (knowledge distillation); [`hidden_match`]: its hidden-state term.
+//!   distribution (knowledge distillation); [`hidden_match`]: its hidden-state term;
+//!   [`cross_distillation`]: the same across tokenizers (ULD), on the answer positions
+//!   [`token_pairing`] pairs.
 
 pub mod causal_lm;
 pub mod classification;
+pub mod cross_distillation;
 pub mod distillation;
 pub mod hidden_match;
 pub mod masked_lm;
 pub mod masking;
 pub mod simcse;
+pub mod token_pairing;
