@@ -121,6 +121,9 @@ impl RunData for StudentData {
     }
 }
 
+/// A run's training and evaluation items.
+type TrainEval<T> = (Vec<T>, Vec<T>);
+
 /// The train and eval examples of `cfg` (the eval file, or a held-out share of the train file),
 /// read by `run_data`.
 fn load_data<D: RunData>(
@@ -128,7 +131,7 @@ fn load_data<D: RunData>(
     tok: &Tokenizer,
     run_data: &D,
     on_event: &mut dyn FnMut(Event),
-) -> Result<(Vec<D::Item>, Vec<D::Item>)> {
+) -> Result<TrainEval<D::Item>> {
     let (train_path, eval_path) = super::data_build::data_files(&cfg.data, &mut |n| on_event(Event::Note(n)))?;
     let (train, report) = run_data.load(&train_path, cfg.data.format, tok, cfg.data.seq_len)?;
     on_event(Event::Note(format!(
