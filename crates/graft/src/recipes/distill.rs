@@ -1,12 +1,12 @@
 //! Distillation recipe (`graft distill`): load the teacher (inference path, no gradients, its
-//! adapter attached), check it shares the student's tokenizer, then train the student exactly as
+//! adapter attached), check it shares the student's tokenizer (or hand a `uld` run to
+//! `distill_cross`, across tokenizers), then train the student exactly as
 //! fine-tuning does — same run directory, checkpoints, exact resume, metrics and summary — with
 //! the distillation objective in place of the causal-LM one.
 
 use super::finetune::{open_run_dir, train_with, Summary};
 use crate::assets::resolve_model;
-use crate::config::distill::DistillConfig;
-use crate::config::distill::LossName;
+use crate::config::distill::{DistillConfig, LossName};
 use crate::device::{parse_device, parse_dtype};
 use crate::models::llama::{Llama, LoadOptions, WeightFormat};
 use crate::models::load::load_causal_lm;
