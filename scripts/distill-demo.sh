@@ -5,7 +5,8 @@
 #   2. the student: the teacher's 15-block copy (every second block), trained in full on the same
 #      N_TRAIN tweets for one epoch, per seed, four ways: cross-entropy only (`graft train`), logit
 #      KD (`graft distill`, forward KL, kd_ratio 0.5), hidden-state KD (cosine on three block
-#      pairs, no logit term) and sequence-level KD (the teacher's greedy answers as the labels);
+#      pairs, no logit term) and sequence-level KD (the teacher's greedy answers as the labels),
+#      and logit KD again from a teacher cache (the teacher's top-64 log-probabilities on disk);
 #   3. every model scored by label scoring on the 500 held-out tweets (`graft eval classify`).
 # Results: OUT/results.jsonl (one line per model) and OUT/table.md (mean ± std over seeds).
 # Usage: scripts/distill-demo.sh [OUT]    (GRAFT, SEEDS, N_TRAIN override the defaults)
@@ -13,7 +14,7 @@ set -euo pipefail
 GRAFT=${GRAFT:-graft}
 OUT=${1:-runs/distill-demo}
 SEEDS=${SEEDS:-"1 2 3"}
-N_TRAIN=${N_TRAIN:-480}
+N_TRAIN=${N_TRAIN:-320}
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 
@@ -27,7 +28,9 @@ score() { # NAME SEED MODEL [RUN_DIR]
     local json facts='{}'
     json=$("$GRAFT" eval classify --model "$3" --data "$TEST" --json)
     if [ -n "${4:-}" ]; then
-        facts=$(jq -c '{steps, tokens, wall_time_s, peak_rss_mb, final_eval_loss}' "$4/summary.json")
+        # Median tokens/s over the steps (the tokens of each batch, as metrics.jsonl counts them).
+        facts=$(jq -c --argjson tps "$(jq -s 'map(.tokens_per_s) | sort | .[length / 2 | floor]' "$4/metrics.jsonl")" \
+            '{steps, wall_time_s, peak_rss_mb, final_eval_loss, tokens_per_s: $tps}' "$4/summary.json")
     fi
     jq -cn --arg name "$1" --argjson seed "$2" --argjson eval "$json" --argjson facts "$facts" \
         '{name: $name, seed: $seed, accuracy: $eval.accuracy, macro_f1: $eval.macro_f1} + $facts' >> "$RESULTS"
@@ -67,6 +70,8 @@ for seed in $SEEDS; do
     run hidden_kd distill configs/distill-tweets.toml "${kd[@]}" --set distill.kd_ratio=0 \
         --set 'distill.hidden_layers=[[9, 5], [19, 10], [29, 15]]' --set distill.hidden_loss=cosine
     run seq_kd train configs/student-15-blocks.toml --set data.train="$OUT/teacher-answers.jsonl"
+    # Logit KD from the teacher cache (top-64 log-probabilities, filled by the first seed).
+    run logit_kd_cached distill configs/distill-tweets.toml "${kd[@]}" --set distill.teacher_cache="$OUT/teacher-cache"
 done
 
 # 3. The table: mean ± sample std over seeds, and the share of the teacher-student gap closed.
@@ -78,7 +83,7 @@ jq -rs '
   | (map(select(.name == "ce")) | map(.accuracy) | mean) as $ce
   | group_by(.name) | map({name: .[0].name, n: length, acc: pm(.accuracy), f1: pm(.macro_f1),
       gap: (if .[0].name | test("_kd$") then "\(((map(.accuracy) | mean) - $ce) / ($t - $ce) * 100 | round) %" else "" end),
-      tps: (if .[0].tokens then pm(.tokens / .wall_time_s) else "" end),
+      tps: (if .[0].tokens_per_s then pm(.tokens_per_s) else "" end),
       rss: (if .[0].peak_rss_mb then pm(.peak_rss_mb) else "" end)})
   | (["| model | runs | accuracy | macro-F1 | gap closed | tokens/s | peak RSS MB |", "|---|---|---|---|---|---|---|"]
      + map("| \(.name) | \(.n) | \(.acc) | \(.f1) | \(.gap) | \(.tps) | \(.rss) |")) | .[]' "$RESULTS" | tee "$OUT/table.md"

@@ -567,6 +567,49 @@ fn chunked_uld_loss_matches_whole_logits_and_its_gradients_across_vocabularies()
 }
 
 #[test]
+fn uld_loss_on_paired_rows_only_matches_the_reference_and_its_gradients() {
+    // Cross-tokenizer pairing: the KD term counts where `kd_mask` does (every third supervised
+    // row here), the cross-entropy wherever `mask` does.
+    let n = ops::LM_HEAD_CHUNK + 7;
+    let (h, ht, v, vt) = (6, 4, 11, 17);
+    let hidden = Var::from_tensor(&tensor(&[n, h], 80)).unwrap();
+    let w = Var::from_tensor(&tensor(&[v, h], 81)).unwrap();
+    let teacher_hidden = tensor(&[n, ht], 82);
+    let teacher_w = FrozenWeight::Dense((tensor(&[vt, ht], 83) * 2.0).unwrap());
+    let targets = Tensor::from_vec((0..n as u32).map(|i| (i * 7) % v as u32).collect::<Vec<_>>(), n, &DEV).unwrap();
+    let flags = |f: fn(usize) -> bool| Tensor::from_vec((0..n).map(|i| f(i) as u8 as f64).collect::<Vec<_>>(), n, &DEV);
+    let mask = flags(|i| i % 5 != 0).unwrap();
+    let kd_mask = (flags(|i| i % 3 == 0).unwrap() * &mask).unwrap();
+    let spec = ops::KdSpec { divergence: ops::Divergence::Uld { top_k: 5 }, temperature: 2.0, kd_ratio: 0.3 };
+    let run = |head: &FrozenWeight| {
+        ops::lm_head_kd_masked(
+            hidden.as_tensor(),
+            head,
+            &teacher_hidden,
+            &teacher_w,
+            &targets,
+            &mask,
+            Some(&kd_mask),
+            &spec,
+        )
+        .unwrap()
+    };
+    let trainable = FrozenWeight::Dense(w.as_tensor().clone());
+    let rows = run(&trainable);
+    let whole =
+        ops::lm_head_kd(hidden.as_tensor(), &trainable, &teacher_hidden, &teacher_w, &targets, &mask, &spec).unwrap();
+    assert!(common::max_abs_diff(&rows.ce, &whole.ce) < 1e-12);
+    let kd = (&whole.kd * &kd_mask).unwrap();
+    assert!(common::max_abs_diff(&rows.kd, &kd) < 1e-12);
+    let loss = ((&whole.ce * 0.7).unwrap() + (&kd * 0.3).unwrap()).unwrap();
+    assert!(common::max_abs_diff(&rows.loss, &loss) < 1e-12);
+    assert!(kd.sum_all().unwrap().to_scalar::<f64>().unwrap() > 0.1, "a distance to learn from");
+    check_grads(&[&hidden, &w], || run(&trainable).loss);
+    let frozen = FrozenWeight::Dense(w.as_tensor().detach());
+    check_grads(&[&hidden], || run(&frozen).loss);
+}
+
+#[test]
 fn sparse_teacher_at_full_k_is_the_dense_teacher() {
     let n = ops::LM_HEAD_CHUNK + 3;
     let (h, ht, v) = (5, 4, 9);

@@ -8,8 +8,10 @@ mod common;
 
 use graft::config::distill::{DistillConfig, HiddenLossName, LossName};
 use graft::config::{AdapterKind, TrainConfig};
+use graft::data::DataFormat;
 use graft::models::llama::random::small_config;
 use graft::recipes::{distill, finetune};
+use graft::tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
 
 /// A small decoder (seeded random weights) in `dir/name`.
@@ -65,10 +67,15 @@ fn losses(run: &Path) -> Vec<f64> {
 fn kd_ratio_zero_is_plain_training_to_the_bit() {
     let dir = tempfile::tempdir().unwrap();
     let teacher = small_model(dir.path(), "teacher", 7);
-    for kind in [AdapterKind::Lora, AdapterKind::None] {
-        let mut cfg = config(dir.path(), &format!("distill-{kind:?}"), kind, &teacher);
+    // ULD reads every example twice and batches them in pairs; the student's side is unchanged.
+    for (kind, loss) in [
+        (AdapterKind::Lora, LossName::ReverseKl),
+        (AdapterKind::None, LossName::ReverseKl),
+        (AdapterKind::Lora, LossName::Uld),
+    ] {
+        let mut cfg = config(dir.path(), &format!("distill-{kind:?}-{loss:?}"), kind, &teacher);
         cfg.distill.kd_ratio = 0.0;
-        cfg.distill.loss = LossName::ReverseKl;
+        cfg.distill.loss = loss;
         let distilled = distill::run(&cfg, false, &mut |_| {}).unwrap();
         let plain_cfg =
             TrainConfig { output: graft::config::OutputSection { dir: dir.path().join("plain") }, ..cfg.student() };
@@ -121,8 +128,32 @@ fn a_killed_distillation_resumes_bit_identically() {
     whole.distill.alpha = Some(0.1);
     whole.distill.hidden_layers = vec![[3, 2], [1, 1]];
     whole.distill.hidden_loss = HiddenLossName::Cosine;
-    distill::run(&whole, false, &mut |_| {}).unwrap();
-    let cut = DistillConfig { output: graft::config::OutputSection { dir: dir.path().join("cut") }, ..whole.clone() };
+    resumes_bit_identically(&whole, dir.path());
+}
+
+#[test]
+fn a_killed_uld_distillation_resumes_bit_identically() {
+    // Examples rendered twice travel as one through the shuffles: the resumed run sees the same
+    // paired batches.
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = wide_teacher(dir.path());
+    let mut whole = config(dir.path(), "whole", AdapterKind::Lora, &teacher);
+    whole.train.max_steps = Some(6);
+    whole.train.save_every = 2;
+    whole.distill.loss = LossName::Uld;
+    whole.distill.uld_top_k = Some(8);
+    resumes_bit_identically(&whole, dir.path());
+    let first = &common::metrics_without_timing(&whole.output.dir)[0];
+    // One tokenizer: every supervised position is paired with itself.
+    assert_eq!(first["metrics"]["paired"].as_f64().unwrap(), 1.0, "{first}");
+    assert!(first["metrics"]["kd"].as_f64().unwrap() > 0.0, "{first}");
+}
+
+/// Runs `whole` (6 steps, a checkpoint every 2), then the same run killed after step 3 and
+/// resumed, and checks both logged the same steps and wrote the same adapter.
+fn resumes_bit_identically(whole: &DistillConfig, dir: &Path) {
+    distill::run(whole, false, &mut |_| {}).unwrap();
+    let cut = DistillConfig { output: graft::config::OutputSection { dir: dir.join("cut") }, ..whole.clone() };
     common::killed_at(3, |on_event| distill::run(&cut, false, on_event));
     assert_eq!(common::metrics_without_timing(&cut.output.dir).len(), 3, "step 3 was logged before the kill");
     distill::run(&cut, true, &mut |_| {}).unwrap();
@@ -175,7 +206,7 @@ fn teachers_with_another_vocabulary_or_tokenizer_are_refused() {
     let err = distill::run(&config(dir.path(), "a", AdapterKind::Lora, &big), false, &mut |_| {}).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("49216") && text.contains("49152"), "{text}");
-    assert!(text.contains("sequence-level distillation"), "{text}");
+    assert!(text.contains("distill.loss = \"uld\"") && text.contains("graft data teacher-answers"), "{text}");
     assert!(matches!(err, graft::GraftError::Input(_)), "{err:?}");
 
     // Equal sizes, another tokenizer: two tokens of the teacher's vocabulary swapped.
@@ -217,6 +248,15 @@ fn distill_config_errors_name_the_key() {
     cfg.data.packing = true;
     let e = cfg.validate().unwrap_err().to_string();
     assert!(e.contains("distill.teacher_cache") && e.contains("data.packing"), "{e}");
+    (cfg.data.packing, cfg.distill.loss) = (false, graft::config::distill::LossName::Uld);
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("distill.teacher_cache") && e.contains("top-k teacher"), "{e}");
+    assert!(write("[distill]\nuld_top_k = 8\n").contains("only applies to loss = \"uld\""));
+    assert!(write("[distill]\nloss = \"uld\"\nuld_top_k = 0\n").contains("distill.uld_top_k"));
+    assert!(write("[distill]\nloss = \"uld\"\nhidden_layers = [[1, 1]]\n").contains("distill.hidden_layers"));
+    assert!(DistillConfig::load(&p, &[]).is_ok());
+    let packed = ["data.packing=true".to_string(), "distill.loss=\"uld\"".to_string()];
+    assert!(DistillConfig::load(&p, &packed).unwrap_err().to_string().contains("data.packing"));
     std::fs::write(&p, "[data]\ntrain = \"x.jsonl\"\n").unwrap();
     assert!(DistillConfig::load(&p, &[]).unwrap_err().to_string().contains("teacher.model"));
 }
@@ -475,4 +515,106 @@ fn a_killed_distillation_with_a_teacher_cache_resumes_bit_identically() {
     assert_eq!(a, b);
     let read = |run: &Path| std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap();
     assert!(read(&whole.output.dir) == read(&cut.output.dir), "the adapters differ");
+}
+
+/// Gemma-3-270M (262,144 ids), the cross-tokenizer teacher.
+fn gemma() -> PathBuf {
+    match graft::assets::resolve_model("gemma3-270m", false).expect("gemma3-270m") {
+        graft::assets::ModelSource::Gguf(p) => p,
+        other => panic!("gemma3-270m resolved to {other:?}"),
+    }
+}
+
+/// Two short tweet-sentiment chats in `dir/chat.jsonl`.
+fn short_chats(dir: &Path) -> PathBuf {
+    let path = dir.join("chat.jsonl");
+    let line = |tweet: &str, label: &str| {
+        let messages = serde_json::json!([
+            {"role": "user", "content": format!("Sentiment of this tweet? {tweet}")},
+            {"role": "assistant", "content": label},
+        ]);
+        format!("{}\n", serde_json::json!({ "messages": messages }))
+    };
+    std::fs::write(&path, line("I love sunny days", "positive") + &line("My train is late again", "negative")).unwrap();
+    path
+}
+
+#[test]
+fn a_gemma_teachers_answer_tokens_are_paired_in_order_with_the_students() {
+    let dir = tempfile::tempdir().unwrap();
+    let student =
+        Tokenizer::from_source(&graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).unwrap()).unwrap();
+    let teacher = Tokenizer::from_gguf(&graft::io::gguf::GgufFile::open(gemma()).unwrap()).unwrap();
+    let (pairs, _) =
+        graft::data::load_paired_examples(&short_chats(dir.path()), DataFormat::Messages, &student, &teacher, 128)
+            .unwrap();
+    assert_eq!(pairs.len(), 2);
+    let (s, t) = &pairs[0];
+    // The base Gemma file has no chat template: it reads the student's, as its own text, after
+    // its BOS.
+    assert_eq!(t.ids[0], teacher.bos_id().unwrap());
+    let text = teacher.decode(&t.ids, false).unwrap();
+    assert!(text.contains("<|im_start|>assistant\npositive"), "{text:?} {:?}", t.ids);
+    // Supervised: the answer and an end token on each side; they pair in order.
+    let answer = |tok: &Tokenizer, ex: &graft::data::Example| {
+        let ids: Vec<u32> = ex.ids.iter().zip(&ex.supervised).filter(|(_, &s)| s).map(|(&id, _)| id).collect();
+        tok.decode(&ids, true).unwrap()
+    };
+    assert_eq!((answer(&student, s).trim(), answer(&teacher, t).trim()), ("positive", "positive"));
+    let paired = graft::objectives::token_pairing::pair_positions(s, t);
+    let n_t = t.supervised.iter().filter(|&&x| x).count();
+    let n_s = s.supervised.iter().filter(|&&x| x).count();
+    assert_eq!(paired.len(), n_s.min(n_t));
+    let first_s = s.supervised.iter().position(|&x| x).unwrap();
+    let first_t = t.supervised.iter().position(|&x| x).unwrap();
+    assert_eq!(paired[0], (first_s - 1, first_t - 1), "position i predicts token i + 1");
+    let (teacher_targets, student_targets): (Vec<u32>, Vec<u32>) =
+        paired.iter().map(|&(i, j)| (t.ids[j + 1], s.ids[i + 1])).unzip();
+    assert_eq!(teacher.decode(&teacher_targets, true).unwrap().trim(), "positive");
+    assert_eq!(student.decode(&student_targets, true).unwrap().trim(), "positive");
+}
+
+/// A LoRA SmolLM2-135M student of the Gemma teacher on `data`, `steps` steps of 2 examples.
+fn gemma_config(dir: &Path, data: PathBuf, steps: u64) -> DistillConfig {
+    let mut cfg = DistillConfig::default();
+    cfg.adapter.kind = AdapterKind::Lora;
+    cfg.adapter.r = 4;
+    cfg.adapter.targets = vec!["q_proj".into(), "v_proj".into()];
+    cfg.data.format = DataFormat::Messages;
+    (cfg.data.train, cfg.data.eval) = (data.clone(), Some(data));
+    cfg.data.seq_len = 128;
+    cfg.train.batch_size = 2;
+    cfg.train.max_steps = Some(steps);
+    cfg.train.eval_batches = 1;
+    cfg.output.dir = dir.join("run");
+    cfg.teacher.model = "gemma3-270m".into();
+    cfg.distill.loss = LossName::Uld;
+    cfg.distill.temperature = 2.0;
+    cfg
+}
+
+#[test]
+fn uld_distils_a_gemma_teacher_into_a_smollm2_lora_student() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = gemma_config(dir.path(), short_chats(dir.path()), 2);
+    let summary = distill::run(&cfg, false, &mut |_| {}).unwrap();
+    assert_eq!(summary.steps, 2);
+    for step in common::metrics_without_timing(&cfg.output.dir) {
+        let m = &step["metrics"];
+        let (kd, ce) = (m["kd"].as_f64().unwrap(), m["ce"].as_f64().unwrap());
+        assert!(kd.is_finite() && kd > 0.0 && ce.is_finite(), "{step}");
+        // Every student answer token here has a teacher one (the answers are as long).
+        assert!(m["paired"].as_f64().unwrap() > 0.5, "{step}");
+        let loss = step["loss"].as_f64().unwrap();
+        assert!((loss - (0.5 * ce + 0.5 * kd)).abs() < 1e-4 * loss.abs().max(1.0), "{step}");
+    }
+    assert!(cfg.output.dir.join("adapter/adapter_model.safetensors").is_file());
+
+    // The same pair with a loss that compares token by token is refused, naming both sizes.
+    let mut same = gemma_config(dir.path(), cfg.data.train.clone(), 1);
+    same.distill.loss = LossName::ForwardKl;
+    same.output.dir = dir.path().join("refused");
+    let err = distill::run(&same, false, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("262144") && err.contains("49152"), "{err}");
+    assert!(err.contains("distill.loss = \"uld\""), "{err}");
 }

@@ -73,13 +73,14 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
         return Ok(());
     }
     let cfg = if graft::config::distill::is_distill_config(config)? {
-        // A distillation config: its teacher loads and shares the student's tokenizer; the
+        // A distillation config: its teacher loads and shares the student's tokenizer (any
+        // tokenizer with `distill.loss = "uld"`); the
         // student's part is checked like any training config below.
         let distill = graft::config::distill::DistillConfig::load(config, &args.overrides)?;
         let teacher = graft::recipes::distill::load_teacher(&distill)?;
         let student = distill.student();
         let tok = graft::tokenizer::Tokenizer::from_source(&graft::assets::resolve_model(&student.model.name, false)?)?;
-        graft::recipes::distill::check_same_tokenizer(&teacher.tokenizer, &tok)?;
+        graft::recipes::distill::check_tokenizers(&distill, &teacher.tokenizer, &tok)?;
         student
     } else {
         TrainConfig::load(config, &args.overrides)?

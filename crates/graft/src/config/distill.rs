@@ -16,7 +16,8 @@ pub struct DistillConfig {
     pub model: ModelSection,
     /// How the student is adapted (as `graft train`'s `[adapter]`).
     pub adapter: AdapterSection,
-    /// Training and evaluation data (token ids are shared by teacher and student).
+    /// Training and evaluation data (token ids are shared by teacher and student; with
+    /// `distill.loss = "uld"` each example is also rendered with the teacher's tokenizer).
     pub data: DataSection,
     /// Optimisation.
     pub train: TrainSection,
@@ -33,7 +34,7 @@ pub struct DistillConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TeacherSection {
     /// Asset name, `.gguf` file or Hugging Face folder (required). It must share the student's
-    /// tokenizer.
+    /// tokenizer, except with `distill.loss = "uld"`.
     pub model: String,
     /// A LoRA adapter attached to the teacher: a PEFT folder, a llama.cpp LoRA GGUF, or a
     /// `graft train` run directory (its `adapter/`). Default none.
@@ -63,14 +64,21 @@ pub enum LossName {
     SkewKl,
     /// Skew reverse KL with `alpha` (DistiLLM).
     SkewReverseKl,
+    /// Universal Logit Distillation (Boizard et al. 2024) with `uld_top_k`: the L1 distance of
+    /// the two distributions sorted; teacher and student may have different tokenizers.
+    Uld,
 }
+
+/// `[distill] uld_top_k` when the config does not give it.
+pub const DEFAULT_ULD_TOP_K: usize = 64;
 
 /// `[distill]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DistillSection {
-    /// `forward_kl` | `reverse_kl` | `jsd` | `skew_kl` | `skew_reverse_kl` (docs/distillation.md
-    /// gives each formula). Default `forward_kl`.
+    /// `forward_kl` | `reverse_kl` | `jsd` | `skew_kl` | `skew_reverse_kl` | `uld`
+    /// (docs/distillation.md gives each formula; `uld` works across tokenizers). Default
+    /// `forward_kl`.
     pub loss: LossName,
     /// Share of the distillation term: `loss = (1 − kd_ratio) · cross-entropy + kd_ratio · KD`,
     /// in [0, 1]. Default 0.5.
@@ -85,6 +93,11 @@ pub struct DistillSection {
     /// `skew_kl` / `skew_reverse_kl` only: the skew α in [0, 1); 0 is the plain KL. Default 0.1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
+    /// `uld` only: how many of the largest probabilities of each distribution the ULD distance
+    /// compares (≥ 1; at least the larger vocabulary is the paper's whole-vocabulary loss).
+    /// Default 64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uld_top_k: Option<usize>,
     /// Hidden-state distillation: `[teacher_layer, student_layer]` pairs, a layer `L` being the
     /// residual stream after `L` decoder blocks (Hugging Face's `hidden_states[L]`, from 1 to
     /// the number of blocks). The student's state is matched to the teacher's through a learned
@@ -128,6 +141,7 @@ impl Default for DistillSection {
             temperature: 1.0,
             beta: None,
             alpha: None,
+            uld_top_k: None,
             hidden_layers: Vec::new(),
             hidden_loss: HiddenLossName::Mse,
             hidden_weight: 1.0,
@@ -146,6 +160,7 @@ impl DistillSection {
             LossName::Jsd => Divergence::Jsd { beta: self.beta.unwrap_or(0.5) },
             LossName::SkewKl => Divergence::SkewKl { alpha: self.alpha.unwrap_or(0.1) },
             LossName::SkewReverseKl => Divergence::SkewReverseKl { alpha: self.alpha.unwrap_or(0.1) },
+            LossName::Uld => Divergence::Uld { top_k: self.uld_top_k.unwrap_or(DEFAULT_ULD_TOP_K) },
         };
         KdSpec { divergence, temperature: self.temperature, kd_ratio: self.kd_ratio }
     }
@@ -216,12 +231,13 @@ impl DistillConfig {
             (l, Some(_), _) if l != LossName::Jsd => {
                 return bad("distill.beta", "only applies to loss = \"jsd\"".into());
             }
-            (LossName::ForwardKl | LossName::ReverseKl | LossName::Jsd, _, Some(_)) => {
+            (LossName::ForwardKl | LossName::ReverseKl | LossName::Jsd | LossName::Uld, _, Some(_)) => {
                 return bad("distill.alpha", "only applies to loss = \"skew_kl\" or \"skew_reverse_kl\"".into());
             }
             _ => {}
         }
-        self.validate_cache()
+        self.validate_cache()?;
+        self.validate_uld()
     }
 
     /// The `teacher_cache` / `cache_top_k` checks: what a cached teacher cannot provide is
@@ -261,11 +277,41 @@ impl DistillConfig {
         }
         Ok(())
     }
+
+    /// The checks of `loss = "uld"`: `uld_top_k` only with it and ≥ 1; no hidden-state pairs and
+    /// no packing, since the two tokenizations share no positions but the paired answer tokens
+    /// of each example.
+    fn validate_uld(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(GraftError::Input(format!("config key `{key}`: {why}")));
+        let d = &self.distill;
+        if d.loss != LossName::Uld {
+            if d.uld_top_k.is_some() {
+                return bad("distill.uld_top_k", "only applies to loss = \"uld\"");
+            }
+            return Ok(());
+        }
+        if d.uld_top_k == Some(0) {
+            return bad("distill.uld_top_k", "must be at least 1");
+        }
+        if !d.hidden_layers.is_empty() {
+            return bad(
+                "distill.hidden_layers",
+                "does not apply to loss = \"uld\" (the two tokenizations share no positions)",
+            );
+        }
+        if self.data.packing {
+            return bad("data.packing", "must be false with distill.loss = \"uld\" (answers are paired per example)");
+        }
+        Ok(())
+    }
 }
 
 /// Whether the loss `loss` can be computed from a cached top-k teacher (`ops::lm_head_kd_sparse`).
 pub fn cache_supports(loss: LossName) -> bool {
     match loss {
         LossName::ForwardKl | LossName::ReverseKl | LossName::Jsd | LossName::SkewKl | LossName::SkewReverseKl => true,
+        // The cache holds the teacher's distribution at the student's positions, in the student's
+        // vocabulary; ULD pairs positions of two tokenizations.
+        LossName::Uld => false,
     }
 }

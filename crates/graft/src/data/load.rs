@@ -2,7 +2,7 @@
 //! `seq_len`, with a report of what was kept.
 
 use super::jsonl::{LineReader, RawLine, DEFAULT_MAX_LINE_BYTES};
-use super::record::parse_line;
+use super::record::{parse_line, Record};
 use super::render::Renderer;
 use super::{DataError, DataFormat, Example, LineProblem};
 use crate::tokenizer::Tokenizer;
@@ -79,6 +79,21 @@ pub fn load_examples_with(
     seq_len: usize,
     opts: &LoadOptions,
 ) -> Result<(Vec<Example>, LoadReport), DataError> {
+    let (kept, report) = load_examples_and(path, format, tok, seq_len, opts, |_| Ok(()))?;
+    Ok((kept.into_iter().map(|(ex, ())| ex).collect(), report))
+}
+
+/// [`load_examples_with`], also handing back `also(record)` beside each kept example: what else
+/// is made of the same line (the same record rendered for another tokenizer). An error of
+/// `also` is an error of the line.
+pub(crate) fn load_examples_and<T>(
+    path: &Path,
+    format: DataFormat,
+    tok: &Tokenizer,
+    seq_len: usize,
+    opts: &LoadOptions,
+    mut also: impl FnMut(&Record) -> Result<T, LineProblem>,
+) -> Result<(Vec<(Example, T)>, LoadReport), DataError> {
     if seq_len < 2 {
         return Err(DataError::Argument(format!("seq_len must be at least 2, got {seq_len}")));
     }
@@ -121,8 +136,11 @@ pub fn load_examples_with(
         let parsed = std::str::from_utf8(bytes)
             .map_err(|e| (Some(e.valid_up_to() + 1), LineProblem::BadUtf8))
             .and_then(|text| parse_line(text, format, &mut ignored))
-            .and_then(|record| renderer.example(&record).map_err(|p| (None, p)));
-        let mut ex = match parsed {
+            .and_then(|record| {
+                let ex = renderer.example(&record).map_err(|p| (None, p))?;
+                Ok((ex, also(&record).map_err(|p| (None, p))?))
+            });
+        let (mut ex, other) = match parsed {
             Ok(ex) => ex,
             Err((column, problem)) => {
                 let err = line_error(path, line, column, problem);
@@ -144,7 +162,7 @@ pub fn load_examples_with(
         }
         report.n_tokens += ex.ids.len();
         report.n_supervised_tokens += ex.supervised.iter().filter(|&&s| s).count();
-        examples.push(ex);
+        examples.push((ex, other));
     }
     report.n_examples = examples.len();
     report.ignored_fields = ignored.into_iter().collect();
@@ -178,14 +196,14 @@ fn skip(report: &mut LoadReport, err: DataError) {
 
 /// What [`truncate`] did.
 #[derive(Debug, PartialEq, Eq)]
-enum Cut {
+pub(crate) enum Cut {
     Kept,
     Truncated,
     Dropped,
 }
 
 /// Cuts `ex` to at most `seq_len` tokens, keeping its start and ending it with a supervised EOS.
-fn truncate(ex: &mut Example, seq_len: usize, eos: u32) -> Cut {
+pub(crate) fn truncate(ex: &mut Example, seq_len: usize, eos: u32) -> Cut {
     if ex.ids.len() <= seq_len {
         return Cut::Kept;
     }

@@ -32,6 +32,9 @@ pub(crate) struct Renderer<'a> {
     /// Prepended (unsupervised) to `text` and `prompt_completion` samples when the tokenizer adds
     /// BOS to encoded text.
     bos: Option<u32>,
+    /// Prepended (unsupervised) to conversations rendered with a borrowed template (one that
+    /// cannot know this tokenizer's BOS).
+    chat_bos: Option<u32>,
 }
 
 impl<'a> Renderer<'a> {
@@ -39,7 +42,22 @@ impl<'a> Renderer<'a> {
     pub(crate) fn new(tok: &'a Tokenizer) -> Result<Self, DataError> {
         let eos = tok.eos_id().ok_or(DataError::NoEos)?;
         let bos = if tok.adds_bos() { tok.bos_id() } else { None };
-        Ok(Self { tok, template: tok.chat_template(), eos, bos })
+        Ok(Self { tok, template: tok.chat_template(), eos, bos, chat_bos: None })
+    }
+
+    /// A renderer for `tok` that renders conversations with `fallback` when `tok` has no chat
+    /// template of its own: the template's text is then tokenized by `tok` like any text, after
+    /// `tok`'s BOS when it adds one.
+    pub(crate) fn with_fallback_template(
+        tok: &'a Tokenizer,
+        fallback: Option<ChatTemplate>,
+    ) -> Result<Self, DataError> {
+        let mut renderer = Self::new(tok)?;
+        if renderer.template.is_none() {
+            renderer.template = fallback;
+            renderer.chat_bos = renderer.bos;
+        }
+        Ok(renderer)
     }
 
     /// The model's chat template, if it has one.
@@ -111,6 +129,7 @@ impl<'a> Renderer<'a> {
             LineProblem::Template("the model has no chat template: use format `text` or `prompt_completion`".into())
         })?;
         let pieces = tokenize_chat(self.tok, template, messages, false)?;
+        ex.push_all(self.chat_bos, false);
         let mut after_assistant = false;
         for piece in pieces {
             match piece.message {

@@ -67,12 +67,16 @@ impl<'a> Distillation<'a> {
     }
 }
 
+/// What the tokenizer refusals suggest for a teacher with another tokenizer.
+pub const CROSS_TOKENIZER_HINT: &str = "for a teacher with another tokenizer set distill.loss = \"uld\" \
+     (Universal Logit Distillation, which compares the two distributions sorted, on paired answer tokens), or \
+     use sequence-level distillation (the teacher's answers as training text: graft data teacher-answers)";
+
 /// The error of a teacher and student whose vocabularies differ (`teacher`, `student` ids).
 pub fn vocab_mismatch(teacher: usize, student: usize) -> GraftError {
     GraftError::Input(format!(
         "the teacher's vocabulary has {teacher} tokens and the student's {student}: logit distillation compares \
-         the two distributions token by token and needs one shared tokenizer; for a teacher with another \
-         tokenizer use sequence-level distillation (the teacher's answers as training text, the cross-tokenizer route)"
+         the two distributions token by token and needs one shared tokenizer; {CROSS_TOKENIZER_HINT}"
     ))
 }
 

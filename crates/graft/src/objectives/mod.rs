@@ -12,12 +12,16 @@
 //! - [`distillation`]: cross-entropy mixed with a divergence from a frozen teacher's next-token
 //!   distribution (knowledge distillation); [`hidden_match`]: its hidden-state term;
 //!   [`distillation_cached`]: the same against a teacher cache (top-k log-probabilities on disk).
+//!   [`cross_distillation`]: the same across tokenizers (ULD), on the answer positions
+//!   [`token_pairing`] pairs.
 
 pub mod causal_lm;
 pub mod classification;
+pub mod cross_distillation;
 pub mod distillation;
 pub mod distillation_cached;
 pub mod hidden_match;
 pub mod masked_lm;
 pub mod masking;
 pub mod simcse;
+pub mod token_pairing;

@@ -209,20 +209,20 @@ fn chunk_rows(
     zs: &Tensor,
     zt: &Tensor,
     targets: &Tensor,
-    mask: &Tensor,
+    (mask, kd_mask): (&Tensor, &Tensor),
     spec: &KdSpec,
     want_d: bool,
 ) -> candle_core::Result<ChunkRows> {
     let (ce, dce) = ce_rows(zs, targets, mask, want_d)?;
     let (div, u) = divergence_rows(zs, zt, spec.divergence, spec.temperature, want_d && spec.kd_ratio > 0.0)?;
     let t2 = spec.temperature * spec.temperature;
-    let kd = ((div * t2)? * mask)?;
+    let kd = ((div * t2)? * kd_mask)?;
     let r = spec.kd_ratio;
     // kd_ratio = 0 leaves the cross-entropy and its gradient exactly as plain training has them.
     let loss = if r == 0.0 { ce.clone() } else { ((&ce * (1.0 - r))? + (&kd * r)?)? };
     let dlogits = match (dce, u) {
         (Some(dce), Some((u, q))) => {
-            let dkd = kd_dlogits(&u, &q, spec.temperature)?.broadcast_mul(&(mask * r)?.unsqueeze(1)?)?;
+            let dkd = kd_dlogits(&u, &q, spec.temperature)?.broadcast_mul(&(kd_mask * r)?.unsqueeze(1)?)?;
             Some(((dce * (1.0 - r))? + dkd)?)
         }
         (dce, _) => dce,
@@ -248,12 +248,35 @@ pub fn lm_head_kd(
     mask: &Tensor,
     spec: &KdSpec,
 ) -> candle_core::Result<KdRows> {
+    lm_head_kd_masked(hidden, weight, teacher_hidden, teacher_weight, targets, mask, None, spec)
+}
+
+/// [`lm_head_kd`] whose distillation term counts only where `kd_mask [n]` (1 = counts) is
+/// non-zero, while the cross-entropy counts wherever `mask` does; `None` is `mask` itself. For
+/// cross-tokenizer distillation, where only some of the student's supervised positions have a
+/// teacher position paired with them: elsewhere the loss is `(1 − kd_ratio) · ce` and the
+/// teacher row is ignored.
+#[allow(clippy::too_many_arguments)]
+pub fn lm_head_kd_masked(
+    hidden: &Tensor,
+    weight: &FrozenWeight,
+    teacher_hidden: &Tensor,
+    teacher_weight: &FrozenWeight,
+    targets: &Tensor,
+    mask: &Tensor,
+    kd_mask: Option<&Tensor>,
+    spec: &KdSpec,
+) -> candle_core::Result<KdRows> {
     let (n, h) = hidden.dims2()?;
     let (vocab, inp) = weight.dims();
     let (t_vocab, t_inp) = teacher_weight.dims();
     let (t_n, t_h) = teacher_hidden.dims2()?;
     let vocab_ok = vocab == t_vocab || spec.divergence.cross_vocabulary();
-    if h != inp || t_h != t_inp || t_n != n || !vocab_ok || targets.dims1()? != n || mask.dims1()? != n {
+    let kd_mask_ok = match kd_mask {
+        Some(m) => m.dims1()? == n,
+        None => true,
+    };
+    if h != inp || t_h != t_inp || t_n != n || !vocab_ok || targets.dims1()? != n || mask.dims1()? != n || !kd_mask_ok {
         candle_core::bail!(
             "lm_head_kd: hidden {:?}, head {:?}, teacher hidden {:?}, teacher head {:?}, targets {:?}, mask {:?} \
              do not agree",
@@ -272,7 +295,7 @@ pub fn lm_head_kd(
     let teacher_logits = move |start: usize, len: usize| -> candle_core::Result<Tensor> {
         th.narrow(0, start, len)?.matmul(&tw.t()?)?.to_dtype(work)
     };
-    lm_head_kd_from(hidden, weight, teacher_logits, targets, mask, spec)
+    lm_head_kd_from(hidden, weight, teacher_logits, targets, (mask, kd_mask), spec)
 }
 
 /// Rows `start..start + len` of the teacher's logits (work dtype, `[len, V]`), computed on demand
@@ -282,18 +305,22 @@ pub(super) trait TeacherRows: Fn(usize, usize) -> candle_core::Result<Tensor> + 
 impl<F: Fn(usize, usize) -> candle_core::Result<Tensor> + Send + Sync + 'static> TeacherRows for F {}
 
 /// [`lm_head_kd`] with the teacher's logits from `teacher_logits` (shapes already checked by the
-/// caller).
+/// caller); the distillation term counts where the second mask does (`None`: the first).
 pub(super) fn lm_head_kd_from(
     hidden: &Tensor,
     weight: &FrozenWeight,
     teacher_logits: impl TeacherRows,
     targets: &Tensor,
-    mask: &Tensor,
+    (mask, kd_mask): (&Tensor, Option<&Tensor>),
     spec: &KdSpec,
 ) -> candle_core::Result<KdRows> {
     let n = hidden.dims2()?.0;
     let work = work_dtype(hidden.dtype());
     let mask = mask.to_dtype(work)?.detach();
+    let kd_mask = match kd_mask {
+        Some(m) => m.to_dtype(work)?.detach(),
+        None => mask.clone(),
+    };
     let targets = targets.detach();
     let hd = hidden.detach();
     let trainable = match weight {
@@ -311,7 +338,8 @@ pub(super) fn lm_head_kd_from(
         let h = hd.narrow(0, start, len)?;
         let zs = h.matmul(&w.t()?)?.to_dtype(work)?;
         let zt = teacher_logits(start, len)?;
-        let rows = chunk_rows(&zs, &zt, &targets.narrow(0, start, len)?, &mask.narrow(0, start, len)?, spec, want_dh)?;
+        let masks = (&mask.narrow(0, start, len)?, &kd_mask.narrow(0, start, len)?);
+        let rows = chunk_rows(&zs, &zt, &targets.narrow(0, start, len)?, masks, spec, want_dh)?;
         loss.push(rows.loss);
         ce.push(rows.ce);
         kd.push(rows.kd);
@@ -329,9 +357,11 @@ pub(super) fn lm_head_kd_from(
             &w,
             value,
             Box::new(move |h, w, _, g| {
-                let coef = (g.to_dtype(work)? * &mask)?;
+                let g = g.to_dtype(work)?;
+                let (coef, kd_coef) = ((&g * &mask)?, (&g * &kd_mask)?);
                 let (dh, dw) = head_grads(h, w, true, |start, len, zs| {
                     let (targets, coef) = (targets.narrow(0, start, len)?, coef.narrow(0, start, len)?);
+                    let kd_coef = kd_coef.narrow(0, start, len)?;
                     let dce = ce_dlogits(zs, &targets, &coef)?;
                     if spec.kd_ratio == 0.0 {
                         return Ok(dce);
@@ -339,8 +369,8 @@ pub(super) fn lm_head_kd_from(
                     let (_, u) =
                         divergence_rows(zs, &teacher_logits(start, len)?, spec.divergence, spec.temperature, true)?;
                     let Some((u, q)) = u else { candle_core::bail!("lm_head_kd: no divergence gradient") };
-                    let dkd =
-                        kd_dlogits(&u, &q, spec.temperature)?.broadcast_mul(&(coef * spec.kd_ratio)?.unsqueeze(1)?)?;
+                    let dkd = kd_dlogits(&u, &q, spec.temperature)?
+                        .broadcast_mul(&(kd_coef * spec.kd_ratio)?.unsqueeze(1)?)?;
                     (dce * (1.0 - spec.kd_ratio))? + dkd
                 })?;
                 Ok((Some(dh), dw))

@@ -142,5 +142,5 @@ pub fn lm_head_kd_sparse(
     let teacher_logits = move |start: usize, len: usize| -> candle_core::Result<Tensor> {
         teacher.narrow(start, len)?.log_probs_dense(vocab, work)? * t
     };
-    lm_head_kd_from(hidden, weight, teacher_logits, targets, mask, spec)
+    lm_head_kd_from(hidden, weight, teacher_logits, targets, (mask, None), spec)
 }

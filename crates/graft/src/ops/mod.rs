@@ -25,7 +25,7 @@ mod uld;
 
 pub use checkpoint::{checkpoint, GradSink};
 pub use frozen_linear::{frozen_linear, FrozenWeight};
-pub use kd_loss::{divergence, lm_head_kd, Divergence, KdRows, KdSpec};
+pub use kd_loss::{divergence, lm_head_kd, lm_head_kd_masked, Divergence, KdRows, KdSpec};
 pub use kd_sparse::{lm_head_kd_sparse, teacher_top_k, SparseTeacher};
 pub use lm_head_loss::{lm_head_nll, LM_HEAD_CHUNK};
 pub use lora_linear::lora_linear;

@@ -1,16 +1,17 @@
 //! Distillation recipe (`graft distill`): load the teacher (inference path, no gradients, its
-//! adapter attached), check it shares the student's tokenizer, then train the student exactly as
+//! adapter attached), check it shares the student's tokenizer (or hand a `uld` run to
+//! `distill_cross`, across tokenizers), then train the student exactly as
 //! fine-tuning does — same run directory, checkpoints, exact resume, metrics and summary — with
 //! the distillation objective in place of the causal-LM one. With `distill.teacher_cache` the
 //! teacher's top-k distributions come from the cache (`distill_fill`) instead.
 
 use super::finetune::{open_run_dir, train_with, write_summary, Summary};
 use crate::assets::resolve_model;
-use crate::config::distill::DistillConfig;
+use crate::config::distill::{DistillConfig, LossName};
 use crate::device::{parse_device, parse_dtype};
 use crate::models::llama::{Llama, LoadOptions, WeightFormat};
 use crate::models::load::load_causal_lm;
-use crate::objectives::distillation::{vocab_mismatch, Distillation};
+use crate::objectives::distillation::{vocab_mismatch, Distillation, CROSS_TOKENIZER_HINT};
 use crate::objectives::distillation_cached::CachedDistillation;
 use crate::objectives::hidden_match::HiddenMatch;
 use crate::tokenizer::Tokenizer;
@@ -59,14 +60,22 @@ pub fn check_same_tokenizer(teacher: &Tokenizer, student: &Tokenizer) -> Result<
         let show = |tok: &Tokenizer| tok.id_to_token(id).map_or("nothing".to_string(), |s| format!("{s:?}"));
         return Err(GraftError::Input(format!(
             "the teacher's and the student's tokenizers differ although both have {t} ids: id {id} is {} for the \
-             teacher and {} for the student. Logit distillation needs one shared tokenizer; for a teacher with \
-             another tokenizer use sequence-level distillation (the teacher's answers as training text, the \
-             cross-tokenizer route)",
+             teacher and {} for the student. Logit distillation needs one shared tokenizer; {}",
             show(teacher),
-            show(student)
+            show(student),
+            CROSS_TOKENIZER_HINT
         )));
     }
     Ok(())
+}
+
+/// Checks that `teacher` and `student` tokenizers suit `cfg`'s loss: any two with
+/// `distill.loss = "uld"`, one shared tokenizer otherwise ([`check_same_tokenizer`]).
+pub fn check_tokenizers(cfg: &DistillConfig, teacher: &Tokenizer, student: &Tokenizer) -> Result<()> {
+    match cfg.distill.loss {
+        LossName::Uld => Ok(()),
+        _ => check_same_tokenizer(teacher, student),
+    }
 }
 
 /// Runs the distillation `cfg` describes; with `resume`, continues from the newest good
@@ -81,6 +90,9 @@ pub fn run(cfg: &DistillConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -
     on_event(Event::Note(format!("loading the teacher {}", cfg.teacher.model)));
     let teacher = load_teacher(cfg)?;
     let run_dir = open_run_dir(cfg, &cfg.output.dir, resume, cfg.train.save_every)?;
+    if cfg.distill.loss == LossName::Uld {
+        return super::distill_cross::run(cfg, &teacher, run_dir, on_event);
+    }
     let spec = cfg.distill.spec();
     let (summary, _) = train_with(&student, run_dir, on_event, &teacher, |tm, teacher| {
         check_same_tokenizer(&teacher.tokenizer, &tm.tokenizer)?;

@@ -6,7 +6,7 @@ use super::parts::{build_model, eval_loss, optimizer_kind, TrainableModel};
 use crate::adapters::lora::LoraSet;
 use crate::adapters::prompt::PromptAdapter;
 use crate::config::TrainConfig;
-use crate::data::{self, Batch, Example};
+use crate::data::{self, Batch, DataFormat, Example, LoadReport};
 use crate::models::llama::{Llama, StudentLineage};
 use crate::objectives::causal_lm::CausalLm;
 use crate::tokenizer::Tokenizer;
@@ -14,7 +14,7 @@ use crate::train::{Epochs, Objective, RunDir, Trainer};
 use crate::{GraftError, Result};
 use candle_core::Device;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use crate::train::{Event, StepRecord};
 
@@ -82,14 +82,68 @@ where
         .writing_on_accept("config.resolved.toml", config_toml))
 }
 
-/// The train and eval examples of `cfg` (the eval file, or a held-out share of the train file).
-fn load_data(
+/// What a run reads per example and how it batches them: fine-tuning's [`Example`]s batched by
+/// `make_batches` ([`StudentData`]), or those with something beside each (cross-tokenizer
+/// distillation's teacher rendering) batched into a batch type of their own.
+pub(crate) trait RunData {
+    /// One example with what goes with it.
+    type Item: Clone;
+    /// A micro-batch of the objective.
+    type Batch: Clone;
+    /// Reads the examples of `path` for the student's tokenizer `tok`, in the file's order, with
+    /// the report of the student's examples.
+    fn load(
+        &self,
+        path: &Path,
+        format: DataFormat,
+        tok: &Tokenizer,
+        seq_len: usize,
+    ) -> Result<(Vec<Self::Item>, LoadReport)>;
+    /// The student's example of `item`.
+    fn example(item: &Self::Item) -> &Example;
+    /// Micro-batches of `items`, in order (`pad`: the student's pad id).
+    fn batches(&self, items: &[Self::Item], cfg: &TrainConfig, pad: u32, device: &Device) -> Result<Vec<Self::Batch>>;
+}
+
+/// Fine-tuning's data: the student's examples, as `make_batches` groups them.
+pub(crate) struct StudentData;
+
+impl RunData for StudentData {
+    type Item = Example;
+    type Batch = Batch;
+
+    fn load(
+        &self,
+        path: &Path,
+        format: DataFormat,
+        tok: &Tokenizer,
+        seq_len: usize,
+    ) -> Result<(Vec<Example>, LoadReport)> {
+        Ok(data::load_examples(path, format, tok, seq_len)?)
+    }
+
+    fn example(item: &Example) -> &Example {
+        item
+    }
+
+    fn batches(&self, items: &[Example], cfg: &TrainConfig, pad: u32, device: &Device) -> Result<Vec<Batch>> {
+        Ok(data::make_batches(items, cfg.train.batch_size, cfg.data.seq_len, cfg.data.packing, pad, device)?)
+    }
+}
+
+/// A run's training and evaluation items.
+type TrainEval<T> = (Vec<T>, Vec<T>);
+
+/// The train and eval examples of `cfg` (the eval file, or a held-out share of the train file),
+/// read by `run_data`.
+fn load_data<D: RunData>(
     cfg: &TrainConfig,
     tok: &Tokenizer,
+    run_data: &D,
     on_event: &mut dyn FnMut(Event),
-) -> Result<(Vec<Example>, Vec<Example>)> {
+) -> Result<TrainEval<D::Item>> {
     let (train_path, eval_path) = super::data_build::data_files(&cfg.data, &mut |n| on_event(Event::Note(n)))?;
-    let (train, report) = data::load_examples(&train_path, cfg.data.format, tok, cfg.data.seq_len)?;
+    let (train, report) = run_data.load(&train_path, cfg.data.format, tok, cfg.data.seq_len)?;
     on_event(Event::Note(format!(
         "train data: {} examples, {} tokens ({} supervised), {} truncated to {} tokens",
         report.n_examples, report.n_tokens, report.n_supervised_tokens, report.n_truncated, cfg.data.seq_len
@@ -101,11 +155,11 @@ fn load_data(
         )));
     }
     let (train, eval) = match &eval_path {
-        Some(path) => (train, data::load_examples(path, cfg.data.format, tok, cfg.data.seq_len)?.0),
+        Some(path) => (train, run_data.load(path, cfg.data.format, tok, cfg.data.seq_len)?.0),
         None => data::split_train_eval(train, cfg.data.eval_fraction, cfg.train.seed),
     };
     let train = match &cfg.data.replay {
-        Some(r) => mix_replay(r, train, tok, cfg, on_event)?,
+        Some(r) => mix_replay(r, train, tok, cfg, run_data, on_event)?,
         None => train,
     };
     if train.is_empty() || eval.is_empty() {
@@ -116,15 +170,16 @@ fn load_data(
 
 /// `train` with the replayed share of `r`'s examples joined (the evaluation set stays the
 /// domain's).
-fn mix_replay(
+fn mix_replay<D: RunData>(
     r: &crate::config::ReplaySection,
-    train: Vec<Example>,
+    train: Vec<D::Item>,
     tok: &Tokenizer,
     cfg: &TrainConfig,
+    run_data: &D,
     on_event: &mut dyn FnMut(Event),
-) -> Result<Vec<Example>> {
+) -> Result<Vec<D::Item>> {
     let path = super::data_build::resolve(&r.path, &mut |n| on_event(Event::Note(n)))?;
-    let (replay, _) = data::load_examples(&path, r.format, tok, cfg.data.seq_len)?;
+    let (replay, _) = run_data.load(&path, r.format, tok, cfg.data.seq_len)?;
     if replay.is_empty() {
         return Err(GraftError::Input(format!("data.replay.path: {} holds no example", path.display())));
     }
@@ -141,10 +196,17 @@ fn mix_replay(
 }
 
 /// The examples of epoch `epoch`, shuffled by `(seed, epoch)`, as micro-batches.
-fn epoch_batches(cfg: &TrainConfig, train: &[Example], epoch: u64, pad: u32, device: &Device) -> Result<Vec<Batch>> {
+fn epoch_batches<D: RunData>(
+    cfg: &TrainConfig,
+    run_data: &D,
+    train: &[D::Item],
+    epoch: u64,
+    pad: u32,
+    device: &Device,
+) -> Result<Vec<D::Batch>> {
     let mut ex = train.to_vec();
     data::shuffle(&mut ex, cfg.train.seed, epoch);
-    Ok(data::make_batches(&ex, cfg.train.batch_size, cfg.data.seq_len, cfg.data.packing, pad, device)?)
+    run_data.batches(&ex, cfg, pad, device)
 }
 
 /// Writes what trained into the run directory: the adapter (PEFT format) or the whole model (a
@@ -199,6 +261,19 @@ pub(crate) fn train_with<W: ?Sized>(
     with: &W,
     make: impl for<'m> FnOnce(&'m TrainableModel, &'m W) -> Result<Box<dyn Objective<Batch = Batch> + 'm>>,
 ) -> Result<(Summary, Llama)> {
+    train_with_data(cfg, run_dir, on_event, with, &StudentData, make)
+}
+
+/// [`train_with`] on the examples and micro-batches of `run_data` (evaluation stays the
+/// student's held-out next-token loss).
+pub(crate) fn train_with_data<W: ?Sized, D: RunData>(
+    cfg: &TrainConfig,
+    run_dir: RunDir,
+    on_event: &mut dyn FnMut(Event),
+    with: &W,
+    run_data: &D,
+    make: impl for<'m> FnOnce(&'m TrainableModel, &'m W) -> Result<Box<dyn Objective<Batch = D::Batch> + 'm>>,
+) -> Result<(Summary, Llama)> {
     let out = cfg.output.dir.clone();
     let trainable = build_model(cfg)?;
     let TrainableModel { model, tokenizer, lora, prompt, .. } = &trainable;
@@ -210,12 +285,13 @@ pub(crate) fn train_with<W: ?Sized>(
     let pad = tokenizer.pad_id().or(tokenizer.eos_id()).unwrap_or(0);
 
     // Data: shuffled training batches per epoch, a fixed evaluation set.
-    let (train_ex, eval_ex) = load_data(cfg, tokenizer, on_event)?;
+    let (train_ex, eval_ex) = load_data(cfg, tokenizer, run_data, on_event)?;
+    let eval_ex: Vec<Example> = eval_ex.iter().map(|item| D::example(item).clone()).collect();
     let mut eval_batches = data::make_batches(&eval_ex, cfg.train.batch_size, cfg.data.seq_len, false, pad, &device)?;
     if cfg.train.eval_batches > 0 {
         eval_batches.truncate(cfg.train.eval_batches);
     }
-    let mut batches = Epochs::new(|epoch| epoch_batches(cfg, &train_ex, epoch, pad, &device))?;
+    let mut batches = Epochs::new(|epoch| epoch_batches(cfg, run_data, &train_ex, epoch, pad, &device))?;
 
     // Train the objective.
     let settings = super::parts::loop_settings(&cfg.train, batches.per_epoch());

@@ -7,6 +7,7 @@ pub mod compare;
 pub mod data_build;
 pub mod distill;
 pub mod distill_cache;
+mod distill_cross;
 pub mod distill_fill;
 pub mod export;
 pub mod export_check;
