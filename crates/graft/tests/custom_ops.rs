@@ -630,25 +630,47 @@ fn sparse_teacher_at_full_k_is_the_dense_teacher() {
     }
 }
 
+/// The cache keeps each row's `k` most probable ids and one remainder, and the loss is the
+/// divergence between the distributions coarsened to those `k + 1` outcomes: forward and reverse
+/// KL computed here by hand from the full teacher and student match the op, and a student equal
+/// to the teacher scores 0 at any `k`.
 #[test]
-fn sparse_teacher_keeps_the_top_k_and_spreads_the_rest_uniformly() {
-    let (n, ht, v, k) = (3, 4, 7, 2);
-    let teacher_hidden = tensor(&[n, ht], 70);
-    let teacher_w = FrozenWeight::Dense((tensor(&[v, ht], 71) * 3.0).unwrap());
-    let sparse = ops::teacher_top_k(&teacher_hidden, &teacher_w, k, 2.0).unwrap();
-    let zt = teacher_hidden.matmul(&teacher_w.dense(DType::F64).unwrap().t().unwrap()).unwrap();
-    let p: Vec<Vec<f64>> = candle_nn::ops::softmax_last_dim(&(zt / 2.0).unwrap()).unwrap().to_vec2().unwrap();
-    let rebuilt: Vec<Vec<f64>> = sparse.log_probs_dense(v, DType::F64).unwrap().exp().unwrap().to_vec2().unwrap();
+fn sparse_teacher_keeps_the_top_k_and_scores_the_rest_as_one_bucket() {
+    let (n, h, v, k, t) = (3, 4, 7, 2, 2.0);
+    let teacher_hidden = tensor(&[n, h], 70);
+    let teacher_w = FrozenWeight::Dense((tensor(&[v, h], 71) * 3.0).unwrap());
+    let hidden = tensor(&[n, h], 72);
+    let head = FrozenWeight::Dense(tensor(&[v, h], 73));
+    let sparse = ops::teacher_top_k(&teacher_hidden, &teacher_w, k, t).unwrap();
+    let softmax = |x: &Tensor, w: &FrozenWeight| -> Vec<Vec<f64>> {
+        let z = (x.matmul(&w.dense(DType::F64).unwrap().t().unwrap()).unwrap() / t).unwrap();
+        candle_nn::ops::softmax_last_dim(&z).unwrap().to_vec2().unwrap()
+    };
+    let (p, q) = (softmax(&teacher_hidden, &teacher_w), softmax(&hidden, &head));
     let ids: Vec<Vec<u32>> = sparse.ids.to_vec2().unwrap();
-    for r in 0..n {
-        let mut order: Vec<usize> = (0..v).collect();
-        order.sort_by(|&a, &b| p[r][b].total_cmp(&p[r][a]));
-        assert_eq!(ids[r], order[..k].iter().map(|&i| i as u32).collect::<Vec<_>>());
-        let rest: f64 = order[k..].iter().map(|&i| p[r][i]).sum();
-        for (i, &q) in rebuilt[r].iter().enumerate() {
-            let want = if order[..k].contains(&i) { p[r][i] } else { rest / (v - k) as f64 };
-            assert!((q - want).abs() < 1e-14, "row {r} id {i}: {q} vs {want}");
+    let targets = Tensor::zeros(n, DType::U32, &DEV).unwrap();
+    let mask = Tensor::ones(n, DType::F64, &DEV).unwrap();
+    for (divergence, reverse) in [(ops::Divergence::ForwardKl, false), (ops::Divergence::ReverseKl, true)] {
+        let spec = ops::KdSpec { divergence, temperature: t, kd_ratio: 1.0 };
+        let got: Vec<f64> =
+            ops::lm_head_kd_sparse(&hidden, &head, &sparse, &targets, &mask, &spec).unwrap().kd.to_vec1().unwrap();
+        for r in 0..n {
+            let mut order: Vec<usize> = (0..v).collect();
+            order.sort_by(|&a, &b| p[r][b].total_cmp(&p[r][a]));
+            assert_eq!(ids[r], order[..k].iter().map(|&i| i as u32).collect::<Vec<_>>());
+            let bucket = |d: &[f64]| -> Vec<f64> {
+                let mut b: Vec<f64> = order[..k].iter().map(|&i| d[i]).collect();
+                b.push(order[k..].iter().map(|&i| d[i]).sum());
+                b
+            };
+            let (pb, qb) = (bucket(&p[r]), bucket(&q[r]));
+            let (a, b) = if reverse { (&qb, &pb) } else { (&pb, &qb) };
+            let want = t * t * a.iter().zip(b).map(|(x, y)| x * (x / y).ln()).sum::<f64>();
+            assert!((got[r] - want).abs() < 1e-12, "{divergence:?} row {r}: {} vs {want}", got[r]);
         }
+        // The teacher as its own student: 0, though the top 2 of 7 ids miss part of the mass.
+        let same = ops::lm_head_kd_sparse(&teacher_hidden, &teacher_w, &sparse, &targets, &mask, &spec).unwrap();
+        assert!(same.kd.abs().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap() < 1e-13, "{divergence:?}");
     }
 }
 
@@ -663,12 +685,13 @@ fn sparse_teacher_loss_matches_its_reconstruction_and_its_gradients() {
     let targets = Tensor::from_vec((0..n as u32).map(|i| (i * 7) % v as u32).collect::<Vec<_>>(), n, &DEV).unwrap();
     let mask = Tensor::from_vec((0..n).map(|i| (i % 5 != 0) as u8 as f64).collect::<Vec<_>>(), n, &DEV).unwrap();
     let sparse = ops::teacher_top_k(&teacher_hidden, &teacher_w, k, 2.0).unwrap();
-    let rebuilt = (sparse.log_probs_dense(v, DType::F64).unwrap() * 2.0).unwrap();
     for divergence in DIVERGENCES {
         let spec = ops::KdSpec { divergence, temperature: 2.0, kd_ratio: 0.3 };
         let trainable = FrozenWeight::Dense(w.as_tensor().clone());
         let rows = ops::lm_head_kd_sparse(hidden.as_tensor(), &trainable, &sparse, &targets, &mask, &spec).unwrap();
         let zs = hidden.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
+        // The teacher the dense divergences see at this student (its tail follows the student's).
+        let rebuilt = (sparse.log_probs_given(&zs, 2.0).unwrap() * 2.0).unwrap();
         let kd = ((ops::divergence(&zs, &rebuilt, divergence, 2.0).unwrap() * 4.0).unwrap() * &mask).unwrap();
         assert!(common::max_abs_diff(&rows.kd, &kd) < 1e-12, "{divergence:?}");
         check_grads(&[&hidden, &w], || {

@@ -118,7 +118,7 @@ pub struct DistillSection {
     pub teacher_cache: Option<PathBuf>,
     /// With `teacher_cache`: how many of the teacher's most probable tokens are kept per
     /// position (≥ 1, at most the vocabulary); the rest of its mass is kept as one remainder,
-    /// spread uniformly over the other ids by the loss. Default 64.
+    /// which the loss compares with the student's remainder as one outcome. Default 64.
     pub cache_top_k: usize,
 }
 

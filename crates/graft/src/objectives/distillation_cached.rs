@@ -1,6 +1,6 @@
 //! Distillation against a teacher cache: the student's next-token cross-entropy mixed with a
 //! divergence from the teacher's cached top-`k` distribution at every supervised position
-//! (`ops::lm_head_kd_sparse`, the remainder spread uniformly over the other ids). No teacher is
+//! (`ops::lm_head_kd_sparse`: the top-k ids and one remainder bucket). No teacher is
 //! loaded or run; each batch row finds its positions in the cache by its content
 //! ([`row_key`](crate::recipes::distill_cache::row_key)), so shuffling, epochs and resume see the
 //! same teacher values.

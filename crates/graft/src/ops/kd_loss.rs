@@ -292,17 +292,22 @@ pub fn lm_head_kd_masked(
     let work = work_dtype(hidden.dtype());
     let th = teacher_hidden.detach();
     let tw = teacher_weight.dense(th.dtype())?.detach();
-    let teacher_logits = move |start: usize, len: usize| -> candle_core::Result<Tensor> {
+    let teacher_logits = move |start: usize, len: usize, _student: &Tensor| -> candle_core::Result<Tensor> {
         th.narrow(0, start, len)?.matmul(&tw.t()?)?.to_dtype(work)
     };
     lm_head_kd_from(hidden, weight, teacher_logits, targets, (mask, kd_mask), spec)
 }
 
 /// Rows `start..start + len` of the teacher's logits (work dtype, `[len, V]`), computed on demand
-/// so that they never exist whole. Any function whose `log_softmax(z / T)` is the teacher's
-/// distribution at temperature `T` will do (the cached sparse teacher supplies `T · log p`).
-pub(super) trait TeacherRows: Fn(usize, usize) -> candle_core::Result<Tensor> + Send + Sync + 'static {}
-impl<F: Fn(usize, usize) -> candle_core::Result<Tensor> + Send + Sync + 'static> TeacherRows for F {}
+/// so that they never exist whole, given the student's logits of the same rows (work dtype, before
+/// the temperature; detached). Any function whose `log_softmax(z / T)` is the teacher's
+/// distribution at temperature `T` will do (the cached sparse teacher supplies `T · log p̂`, whose
+/// tail follows the student's: see `kd_sparse`).
+pub(super) trait TeacherRows:
+    Fn(usize, usize, &Tensor) -> candle_core::Result<Tensor> + Send + Sync + 'static
+{
+}
+impl<F: Fn(usize, usize, &Tensor) -> candle_core::Result<Tensor> + Send + Sync + 'static> TeacherRows for F {}
 
 /// [`lm_head_kd`] with the teacher's logits from `teacher_logits` (shapes already checked by the
 /// caller); the distillation term counts where the second mask does (`None`: the first).
@@ -337,7 +342,7 @@ pub(super) fn lm_head_kd_from(
         let len = LM_HEAD_CHUNK.min(n - start);
         let h = hd.narrow(0, start, len)?;
         let zs = h.matmul(&w.t()?)?.to_dtype(work)?;
-        let zt = teacher_logits(start, len)?;
+        let zt = teacher_logits(start, len, &zs)?;
         let masks = (&mask.narrow(0, start, len)?, &kd_mask.narrow(0, start, len)?);
         let rows = chunk_rows(&zs, &zt, &targets.narrow(0, start, len)?, masks, spec, want_dh)?;
         loss.push(rows.loss);
@@ -367,7 +372,7 @@ pub(super) fn lm_head_kd_from(
                         return Ok(dce);
                     }
                     let (_, u) =
-                        divergence_rows(zs, &teacher_logits(start, len)?, spec.divergence, spec.temperature, true)?;
+                        divergence_rows(zs, &teacher_logits(start, len, zs)?, spec.divergence, spec.temperature, true)?;
                     let Some((u, q)) = u else { candle_core::bail!("lm_head_kd: no divergence gradient") };
                     let dkd = kd_dlogits(&u, &q, spec.temperature)?
                         .broadcast_mul(&(kd_coef * spec.kd_ratio)?.unsqueeze(1)?)?;

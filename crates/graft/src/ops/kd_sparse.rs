@@ -2,24 +2,31 @@
 //! temperature `T` per supervised position plus one remainder mass, instead of its hidden states
 //! and LM head.
 //!
-//! Reconstruction: for a position with top-`k` ids `K`, their log-probabilities `log p_i` and the
-//! remainder `log R = log Σ_{v∉K} p_v`, the teacher distribution the divergences see is
+//! The remainder is one bucket. For a position with top-`k` ids `K`, their log-probabilities
+//! `log p_i` and the remainder `R = Σ_{v∉K} p_v`, the divergence is taken between the two
+//! distributions coarsened to `k + 1` outcomes — the `k` ids and "any other id":
+//! `p̃ = (p_K, R)` and `q̃ = (q_K, Q)`, `Q = Σ_{v∉K} q_v` the student's own remainder. That is what
+//! a top-`k` cache knows, and nothing it does not: how the teacher's remainder is spread is unknown,
+//! so no shape is imposed on the student's tail. For forward KL it is
+//! `Σ_{i∈K} p_i log(p_i / q_i) + R log(R / Q)`, a lower bound of the full `KL(p‖q)` that tightens as
+//! `k` grows and is exact at `k = V`; a student equal to the teacher scores 0 at every `k`.
 //!
-//! - `p̂_i = p_i` for `i ∈ K` (exact), and
-//! - `p̂_v = R / (V − k)` for every other id `v` (the remainder spread uniformly over the rest).
+//! It is computed through the dense op with the teacher
 //!
-//! `p̂` sums to one and does not depend on the student, so every divergence of
-//! [`Divergence`](super::Divergence) and its hand-written gradient apply unchanged (the op feeds
-//! `T · log p̂` to [`lm_head_kd`](super::lm_head_kd)'s chunked loop as the teacher's logits). The
-//! uniform tail is a choice: it keeps the teacher a constant (spreading `R` in proportion to the
-//! student's own tail would make `p̂` a function of the student and need other gradients); its
-//! cost is that the tail of the student is pulled towards flat with weight `R`, small when `k`
-//! covers most of the teacher's mass. `k = V` is the full teacher exactly.
+//! - `p̂_i = p_i` for `i ∈ K`, and
+//! - `p̂_v = R · q_v / Q` for every other id `v` (the remainder spread like the student's tail),
+//!
+//! held constant in the backward. Every divergence of [`Divergence`](super::Divergence) but ULD
+//! is an f-divergence `Σ_v q_v f(p̂_v / q_v)`; the ratio `p̂_v / q_v = R / Q` is the same over the
+//! whole tail, so the tail sums to `Q f(R / Q)` — the coarsened divergence exactly — and its
+//! derivative in any `q_v` of the tail, `f(R/Q) − (R/Q) f'(R/Q)`, is what the dense gradient
+//! with `p̂` held constant gives: the hand-written gradients apply unchanged (tested against
+//! finite differences of the coarsened loss). `k = V` is the full teacher exactly.
 
 use super::frozen_linear::FrozenWeight;
 use super::kd_loss::{check_spec, lm_head_kd_from, KdRows, KdSpec};
 use super::lm_head_loss::{work_dtype, LM_HEAD_CHUNK};
-use candle_core::{DType, Tensor, D};
+use candle_core::{Tensor, D};
 
 /// The floor `log R` is clamped to: a remainder of exactly 0 (the top-`k` hold everything) would
 /// otherwise be `−∞` and turn `0 · (−∞)` into NaN in the divergences.
@@ -51,20 +58,35 @@ impl SparseTeacher {
         self.ids.dims2()
     }
 
-    /// The reconstructed teacher log-probabilities `log p̂` `[n, vocab]` in `dtype` (module docs).
-    pub fn log_probs_dense(&self, vocab: usize, dtype: DType) -> candle_core::Result<Tensor> {
+    /// The teacher log-probabilities `log p̂` `[n, V]` the divergences see (module docs): the
+    /// cached top-`k` values, and the remainder spread like the student's tail, given the
+    /// student's logits `student_logits [n, V]` (before the temperature `t`). In the dtype of
+    /// `student_logits`.
+    pub fn log_probs_given(&self, student_logits: &Tensor, t: f64) -> candle_core::Result<Tensor> {
         let (n, k) = self.dims()?;
-        if k > vocab {
-            candle_core::bail!("sparse teacher: {k} ids per position but a vocabulary of {vocab}");
+        let (s_n, vocab) = student_logits.dims2()?;
+        if k > vocab || s_n != n {
+            candle_core::bail!(
+                "sparse teacher: {n} positions of {k} ids against student logits {:?}",
+                student_logits.dims()
+            );
         }
-        let dev = self.ids.device();
-        let tail = vocab.saturating_sub(k).max(1) as f64;
-        let base = (self.rest.to_dtype(dtype)?.maximum(REST_FLOOR)? - tail.ln())?.unsqueeze(1)?;
-        let zeros = Tensor::zeros((n, vocab), dtype, dev)?;
+        let (dev, dtype) = (student_logits.device(), student_logits.dtype());
         let ids = self.ids.contiguous()?;
-        let top = zeros.scatter_add(&ids, &Tensor::ones((n, k), dtype, dev)?, 1)?.ge(0.5)?;
+        let zeros = Tensor::zeros((n, vocab), dtype, dev)?;
         let values = zeros.scatter_add(&ids, &self.log_probs.to_dtype(dtype)?.contiguous()?, 1)?;
-        top.where_cond(&values, &base.broadcast_as((n, vocab))?)
+        if k == vocab {
+            return Ok(values);
+        }
+        let in_top = zeros.scatter_add(&ids, &Tensor::ones((n, k), dtype, dev)?, 1)?.ge(0.5)?;
+        let log_q = candle_nn::ops::log_softmax(&(student_logits.detach() / t)?, D::Minus1)?;
+        // log Q: the student's tail mass, as a log-sum-exp over the ids outside the top k.
+        let neg_inf = Tensor::full(f64::NEG_INFINITY, (n, vocab), dev)?.to_dtype(dtype)?;
+        let tail = in_top.where_cond(&neg_inf, &log_q)?;
+        let max = tail.max_keepdim(D::Minus1)?;
+        let log_tail = (tail.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()? + max)?;
+        let shift = (self.rest.to_dtype(dtype)?.maximum(REST_FLOOR)?.unsqueeze(1)? - log_tail)?;
+        in_top.where_cond(&values, &log_q.broadcast_add(&shift)?)
     }
 }
 
@@ -138,9 +160,10 @@ pub fn lm_head_kd_sparse(
     let work = work_dtype(hidden.dtype());
     let teacher = teacher.clone();
     let t = spec.temperature;
-    // `log_softmax(T · log p̂ / T) = log p̂`: the dense loop sees the reconstructed teacher.
-    let teacher_logits = move |start: usize, len: usize| -> candle_core::Result<Tensor> {
-        teacher.narrow(start, len)?.log_probs_dense(vocab, work)? * t
+    // `log_softmax(T · log p̂ / T) = log p̂`: the dense loop sees the teacher with the student's
+    // tail (module docs), rebuilt from the student's logits of the same rows.
+    let teacher_logits = move |start: usize, len: usize, student: &Tensor| -> candle_core::Result<Tensor> {
+        teacher.narrow(start, len)?.log_probs_given(&student.to_dtype(work)?, t)? * t
     };
     lm_head_kd_from(hidden, weight, teacher_logits, targets, (mask, None), spec)
 }
