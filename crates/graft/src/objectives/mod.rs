@@ -12,6 +12,8 @@
 //! - [`distillation`]: cross-entropy mixed with a divergence from a frozen teacher's next-token
 //!   distribution (knowledge distillation); [`hidden_match`]: its hidden-state term;
 //!   [`distillation_cached`]: the same against a teacher cache (top-k log-probabilities on disk).
+//! - [`multitask`]: next-token loss on a micro-batch of one task, weighted per task (equal,
+//!   fixed or learned uncertainty weights).
 
 pub mod causal_lm;
 pub mod classification;
@@ -20,4 +22,5 @@ pub mod distillation_cached;
 pub mod hidden_match;
 pub mod masked_lm;
 pub mod masking;
+pub mod multitask;
 pub mod simcse;
