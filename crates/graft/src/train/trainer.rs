@@ -4,6 +4,10 @@
 //! Inf guard, the optimizer and schedule per parameter group, evaluation, atomic checkpoints
 //! with exact resume, `metrics.jsonl` and progress events.
 //!
+//! A multitask objective names each micro-batch's task (`Objective::task`): the trainer then logs
+//! each task's loss of a step and its evaluation losses, and with [`LoopSettings::pcgrad`] combines
+//! the tasks' gradients of a step with PCGrad (`multitask::pcgrad::pcgrad_step`).
+//!
 //! Resume is exact because everything a step depends on is either in the checkpoint (trainable
 //! variables, optimizer moments, loop state) or a pure function of it: the micro-batch at
 //! run-wide index `i` comes from `(seed, epoch)`, dropout from `(seed, module, i)`.
@@ -186,7 +190,7 @@ impl Trainer<'_> {
                 Some(evaluate) if eval_due => Some(evaluate()?),
                 _ => None,
             };
-            let single_task = (tasks.len() == 1).then(|| tasks.values().next().map(|t| t.0.clone())).flatten();
+            let single_task = tasks.values().next().filter(|_| tasks.len() == 1).map(|t| t.0.clone());
             let record = StepRecord {
                 step: state.step,
                 loss: stats.loss,
