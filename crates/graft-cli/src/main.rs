@@ -37,6 +37,8 @@ enum Command {
     PretrainSimcse(commands::pretrain_simcse::Args),
     /// Distill a teacher into a student (logit KD mixed with cross-entropy) from a TOML config.
     Distill(commands::distill::Args),
+    /// Train one model on several tasks (task mixing, loss weighting, PCGrad) from a TOML config.
+    Multitask(commands::multitask::Args),
     /// Check a training config and its data without training.
     Validate(commands::validate::ValidateArgs),
     /// Show tokenized training samples with the supervised tokens marked.
@@ -107,6 +109,7 @@ fn run(command: Command) -> Result<()> {
         Command::PretrainMlm(args) => commands::pretrain_mlm::run(args),
         Command::PretrainSimcse(args) => commands::pretrain_simcse::run(args),
         Command::Distill(args) => commands::distill::run(args),
+        Command::Multitask(args) => commands::multitask::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Validate(args) => commands::validate::validate(args),
         Command::Preprocess(args) => commands::validate::preprocess(args),

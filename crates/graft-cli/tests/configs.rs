@@ -126,6 +126,26 @@ fn every_shipped_config_validates_and_trains_one_step() {
             assert!(PathBuf::from(summary["output"].as_str().unwrap()).join("config.json").is_file(), "{name}");
             continue;
         }
+        if graft::config::multitask::is_multitask_config(config).unwrap() {
+            let mut args = vec!["multitask", path, "--set", "data.seq_len=128", "--set", "train.max_steps=1"];
+            args.extend([
+                "--set",
+                "train.batch_size=2",
+                "--set",
+                "train.grad_accum=1",
+                "--set",
+                "train.eval_batches=1",
+            ]);
+            let model_set = format!("model.name={model:?}");
+            args.extend(["--set", &model_set, "--set", &out_set, "--json"]);
+            let summary = graft_json(&args);
+            assert_eq!(summary["steps"], 1, "{name}: {summary}");
+            let tasks = summary["tasks"].as_object().unwrap();
+            assert_eq!(tasks.len(), checked["tasks"].as_object().unwrap().len(), "{name}: {summary}");
+            assert!(tasks.values().all(|t| t["eval_loss"].as_f64().unwrap().is_finite()), "{name}: {summary}");
+            assert!(PathBuf::from(summary["output"].as_str().unwrap()).join("adapter_config.json").is_file(), "{name}");
+            continue;
+        }
         // A distillation config runs `graft distill`, its teacher also the small decoder.
         let distill = graft::config::distill::is_distill_config(config).unwrap();
         let cfg = match distill {
@@ -159,7 +179,7 @@ fn every_shipped_config_validates_and_trains_one_step() {
 #[test]
 fn help_and_docs_name_only_configs_that_exist() {
     let mut texts: Vec<(String, String)> = Vec::new();
-    for cmd in ["train", "distill", "validate", "preprocess", "compare"] {
+    for cmd in ["train", "distill", "multitask", "validate", "preprocess", "compare"] {
         let out = graft(&[cmd, "--help"]);
         texts.push((format!("graft {cmd} --help"), String::from_utf8(out.stdout).unwrap()));
     }

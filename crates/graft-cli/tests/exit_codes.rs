@@ -37,6 +37,15 @@ fn bad_input_and_bad_usage_have_their_own_codes() {
     let err = fails_with(&["export", "runs/x", "--format", "onnx", "--out", "x"], 3);
     assert!(err.contains("unknown --format `onnx`"), "{err}");
     fails_with(&["train", cfg.to_str().unwrap(), "--no-such-flag"], 2);
+
+    // A multitask config naming one task twice: refused by `graft multitask` and `graft validate`.
+    let twice = dir.path().join("twice.toml");
+    let task = "[[tasks]]\nname = \"qa\"\ndata = \"qa.jsonl\"\nformat = \"prompt_completion\"\n";
+    std::fs::write(&twice, format!("{task}{task}[multitask]\nmixing = \"equal\"\n")).unwrap();
+    for command in ["multitask", "validate"] {
+        let err = fails_with(&[command, twice.to_str().unwrap()], 3);
+        assert!(err.contains("task `qa` is listed twice"), "{command}: {err}");
+    }
 }
 
 #[test]

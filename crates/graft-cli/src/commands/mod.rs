@@ -19,6 +19,7 @@ pub mod eval_tasks;
 pub mod export;
 pub mod fetch;
 pub mod generate;
+pub mod multitask;
 pub mod pretrain_mlm;
 pub mod pretrain_simcse;
 pub mod quickstart;

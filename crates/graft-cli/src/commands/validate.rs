@@ -59,6 +59,9 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
     if graft::recipes::compare::is_compare_config(config)? {
         return validate_compare(config, &args);
     }
+    if graft::config::multitask::is_multitask_config(config)? {
+        return validate_multitask(config, &args);
+    }
     if graft::recipes::mlm::config::is_mlm_config(config)? {
         let cfg = graft::recipes::mlm::MlmConfig::load(config, &args.overrides)?;
         let (train, eval) = data_build::data_files(&cfg.data, &mut |n| eprintln!("{n}"))?;
@@ -85,15 +88,10 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
     } else {
         TrainConfig::load(config, &args.overrides)?
     };
-    let (train_path, eval_path) = data_build::data_files(&cfg.data, &mut |n| eprintln!("{n}"))?;
     eprintln!("config ok; loading the model and checking adapter targets");
     let tm = graft::recipes::parts::build_model(&cfg)?;
     let trainable: usize = tm.vars.iter().map(|(_, v)| v.elem_count()).sum();
-    let (_, train) = data::load_examples(&train_path, cfg.data.format, &tm.tokenizer, cfg.data.seq_len)?;
-    let eval = match &eval_path {
-        Some(p) => Some(data::load_examples(p, cfg.data.format, &tm.tokenizer, cfg.data.seq_len)?.1),
-        None => None,
-    };
+    let (train, eval) = data_reports(&cfg, &tm.tokenizer)?;
     if args.json {
         println!(
             "{}",
@@ -108,6 +106,49 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
         if let Some(e) = eval {
             println!("eval: {} samples, {} tokens, {} supervised", e.n_examples, e.n_tokens, e.n_supervised_tokens);
         }
+    }
+    Ok(())
+}
+
+/// The tokenization reports of a training config's data: its train file and its eval file (when
+/// it has one), built first when they are `dataset:` references.
+fn data_reports(cfg: &TrainConfig, tok: &Tokenizer) -> Result<(data::LoadReport, Option<data::LoadReport>)> {
+    let (train_path, eval_path) = data_build::data_files(&cfg.data, &mut |n| eprintln!("{n}"))?;
+    let (_, train) = data::load_examples(&train_path, cfg.data.format, tok, cfg.data.seq_len)?;
+    let eval = match &eval_path {
+        Some(p) => Some(data::load_examples(p, cfg.data.format, tok, cfg.data.seq_len)?.1),
+        None => None,
+    };
+    Ok((train, eval))
+}
+
+/// `graft validate` of a multitask config: it loads and validates, the model loads with its
+/// adapter, and every task's data tokenizes (a task without training examples is refused).
+fn validate_multitask(config: &Path, args: &ValidateArgs) -> Result<()> {
+    let cfg = graft::config::multitask::MultitaskConfig::load(config, &args.overrides)?;
+    eprintln!("config ok; loading the model and checking adapter targets");
+    let tm = graft::recipes::parts::build_model(&cfg.task_config(0)?)?;
+    let trainable: usize = tm.vars.iter().map(|(_, v)| v.elem_count()).sum();
+    let mut tasks = serde_json::Map::new();
+    for (i, task) in cfg.tasks.iter().enumerate() {
+        let (train, eval) = data_reports(&cfg.task_config(i)?, &tm.tokenizer)?;
+        if train.n_examples == 0 {
+            super::bail_input!("task `{}`: {} holds no training example", task.name, task.data.display());
+        }
+        if !args.json {
+            println!(
+                "task {}: {} train samples, {} supervised tokens",
+                task.name, train.n_examples, train.n_supervised_tokens
+            );
+        }
+        tasks.insert(task.name.clone(), serde_json::json!({ "train": train, "eval": eval }));
+    }
+    if args.json {
+        let json =
+            serde_json::json!({ "ok": true, "kind": "multitask", "trainable_params": trainable, "tasks": tasks });
+        println!("{json}");
+    } else {
+        println!("ok: {} tasks, {} trainable parameters in {} tensors", cfg.tasks.len(), trainable, tm.vars.len());
     }
     Ok(())
 }

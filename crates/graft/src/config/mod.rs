@@ -6,6 +6,7 @@
 //! plus a `[teacher]` and a `[distill]` section.
 
 pub mod distill;
+pub mod multitask;
 
 use crate::data::{source, DataFormat};
 use crate::models::llama::KeepLayers;

@@ -398,6 +398,7 @@ pub(crate) fn fit_classifier<F: PooledFeatures>(
         max_grad_norm: 0.0,
         schedule: Schedule { kind: ScheduleKind::Constant, peak: cfg.lr, warmup: 0, total: total_steps },
         eval_every: 0,
+        pcgrad: None,
     };
     let run_dir = match out.dir {
         Some(dir) => {

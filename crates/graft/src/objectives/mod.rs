@@ -14,6 +14,8 @@
 //!   [`distillation_cached`]: the same against a teacher cache (top-k log-probabilities on disk).
 //!   [`cross_distillation`]: the same across tokenizers (ULD), on the answer positions
 //!   [`token_pairing`] pairs.
+//! - [`multitask`]: next-token loss on a micro-batch of one task, weighted per task (equal,
+//!   fixed or learned uncertainty weights).
 
 pub mod causal_lm;
 pub mod classification;
@@ -23,5 +25,6 @@ pub mod distillation_cached;
 pub mod hidden_match;
 pub mod masked_lm;
 pub mod masking;
+pub mod multitask;
 pub mod simcse;
 pub mod token_pairing;

@@ -10,7 +10,7 @@ use crate::data::{self, Batch, DataFormat, Example, LoadReport};
 use crate::models::llama::{Llama, StudentLineage};
 use crate::objectives::causal_lm::CausalLm;
 use crate::tokenizer::Tokenizer;
-use crate::train::{Epochs, Objective, RunDir, Trainer};
+use crate::train::{Epochs, Evaluation, Objective, RunDir, Trainer};
 use crate::{GraftError, Result};
 use candle_core::Device;
 use serde::Serialize;
@@ -49,6 +49,9 @@ pub struct Summary {
     /// reused, the fill time, positions held and bytes on disk.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub teacher_cache: Option<super::distill_fill::CacheReport>,
+    /// For a multitask run (`graft multitask`): each task's results, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<std::collections::BTreeMap<String, super::multitask::TaskSummary>>,
 }
 
 /// Writes `summary.json` into the run directory `out`.
@@ -136,7 +139,7 @@ type TrainEval<T> = (Vec<T>, Vec<T>);
 
 /// The train and eval examples of `cfg` (the eval file, or a held-out share of the train file),
 /// read by `run_data`.
-fn load_data<D: RunData>(
+pub(crate) fn load_data<D: RunData>(
     cfg: &TrainConfig,
     tok: &Tokenizer,
     run_data: &D,
@@ -196,7 +199,7 @@ fn mix_replay<D: RunData>(
 }
 
 /// The examples of epoch `epoch`, shuffled by `(seed, epoch)`, as micro-batches.
-fn epoch_batches<D: RunData>(
+pub(crate) fn epoch_batches<D: RunData>(
     cfg: &TrainConfig,
     run_data: &D,
     train: &[D::Item],
@@ -209,9 +212,18 @@ fn epoch_batches<D: RunData>(
     run_data.batches(&ex, cfg, pad, device)
 }
 
+/// The evaluation micro-batches of `eval` (unshuffled, at most `train.eval_batches` when set).
+pub(crate) fn held_out_batches(cfg: &TrainConfig, eval: &[Example], pad: u32, device: &Device) -> Result<Vec<Batch>> {
+    let mut batches = data::make_batches(eval, cfg.train.batch_size, cfg.data.seq_len, false, pad, device)?;
+    if cfg.train.eval_batches > 0 {
+        batches.truncate(cfg.train.eval_batches);
+    }
+    Ok(batches)
+}
+
 /// Writes what trained into the run directory: the adapter (PEFT format) or the whole model (a
 /// Hugging Face folder); returns its folder.
-fn save_trained(
+pub(crate) fn save_trained(
     cfg: &TrainConfig,
     model: &Llama,
     tokenizer: &Tokenizer,
@@ -287,16 +299,13 @@ pub(crate) fn train_with_data<W: ?Sized, D: RunData>(
     // Data: shuffled training batches per epoch, a fixed evaluation set.
     let (train_ex, eval_ex) = load_data(cfg, tokenizer, run_data, on_event)?;
     let eval_ex: Vec<Example> = eval_ex.iter().map(|item| D::example(item).clone()).collect();
-    let mut eval_batches = data::make_batches(&eval_ex, cfg.train.batch_size, cfg.data.seq_len, false, pad, &device)?;
-    if cfg.train.eval_batches > 0 {
-        eval_batches.truncate(cfg.train.eval_batches);
-    }
+    let eval_batches = held_out_batches(cfg, &eval_ex, pad, &device)?;
     let mut batches = Epochs::new(|epoch| epoch_batches(cfg, run_data, &train_ex, epoch, pad, &device))?;
 
     // Train the objective.
     let settings = super::parts::loop_settings(&cfg.train, batches.per_epoch());
     let objective = make(&trainable, with)?;
-    let mut evaluate = || eval_loss(model, &eval_batches);
+    let mut evaluate = || eval_loss(model, &eval_batches).map(Evaluation::from);
     let trainer = Trainer {
         settings,
         optimizer: optimizer_kind(&cfg.train),
@@ -308,11 +317,18 @@ pub(crate) fn train_with_data<W: ?Sized, D: RunData>(
 
     // Write the adapter or model, then the summary (the trainer's, with perplexities and output).
     let output = save_trained(cfg, model, tokenizer, lora.as_ref(), prompt.as_ref())?;
+    let summary = summary_of(&outcome, output, model)?;
+    write_summary(&out, &summary)?;
+    Ok((summary, trainable.model))
+}
+
+/// The `summary.json` of a finished, evaluated run whose result went to `output`.
+pub(crate) fn summary_of(outcome: &crate::train::Outcome, output: PathBuf, model: &Llama) -> Result<Summary> {
     let run = outcome.summary();
     let (Some(base_eval_loss), Some(final_eval_loss)) = (run.base_eval_loss, run.final_eval_loss) else {
         return Err(GraftError::Input("internal: the run was not evaluated".into()));
     };
-    let summary = Summary {
+    Ok(Summary {
         base_eval_loss,
         base_eval_ppl: base_eval_loss.exp(),
         final_eval_loss,
@@ -325,7 +341,6 @@ pub(crate) fn train_with_data<W: ?Sized, D: RunData>(
         output,
         student: model.lineage().cloned(),
         teacher_cache: None,
-    };
-    write_summary(&out, &summary)?;
-    Ok((summary, trainable.model))
+        tasks: None,
+    })
 }

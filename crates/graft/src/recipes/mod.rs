@@ -14,6 +14,7 @@ pub mod export_check;
 pub mod finetune;
 pub mod from_run;
 pub mod mlm;
+pub mod multitask;
 pub mod parts;
 pub mod quickstart;
 pub mod tasks;

@@ -146,6 +146,7 @@ pub fn loop_settings(t: &crate::config::TrainSection, micro_batches_per_epoch: u
             total: total_steps,
         },
         eval_every: t.eval_every,
+        pcgrad: None,
     }
 }
 

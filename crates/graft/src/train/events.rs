@@ -41,4 +41,15 @@ pub struct StepRecord {
     /// it reports none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, f64>,
+    /// Multitask: the task this step trained on, when every micro-batch of the step is of one
+    /// task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Multitask: each task's unweighted mean loss per unit in this step (the step's task, or
+    /// every task of a PCGrad step).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub task_losses: BTreeMap<String, f64>,
+    /// Multitask: each task's evaluation loss, on steps where evaluation ran.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub task_eval_losses: BTreeMap<String, f64>,
 }

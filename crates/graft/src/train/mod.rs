@@ -17,7 +17,7 @@ pub mod step;
 pub mod trainer;
 
 pub use events::{Event, StepRecord};
-pub use objective::{BatchSource, Epochs, Objective, ObjectiveLoss};
+pub use objective::{BatchSource, Epochs, Objective, ObjectiveLoss, TASK_LOSS};
 pub use optim::ParamGroup;
 pub use run_dir::RunDir;
-pub use trainer::{LoopSettings, Outcome, RunSummary, Trainer};
+pub use trainer::{Evaluation, LoopSettings, Outcome, RunSummary, Trainer};

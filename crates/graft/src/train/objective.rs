@@ -27,7 +27,19 @@ pub trait Objective {
 
     /// Switches training-only behaviour (dropout) on during a step and off for evaluation.
     fn set_training(&self, _on: bool) {}
+
+    /// For a multitask objective: the task `batch` belongs to (its index in the mixture and its
+    /// name). The trainer then logs each task's loss of a step (the [`TASK_LOSS`] metric) and,
+    /// with PCGrad (`LoopSettings::pcgrad`), combines the tasks' gradients of a step. `None`
+    /// (the default): one task.
+    fn task(&self, _batch: &Self::Batch) -> Option<(usize, &str)> {
+        None
+    }
 }
+
+/// The metric a multitask objective reports its micro-batch's unweighted loss sum under; the
+/// trainer divides it per task by that task's units into `StepRecord::task_losses`.
+pub const TASK_LOSS: &str = "task_loss";
 
 /// One micro-batch's loss and metrics.
 pub struct ObjectiveLoss {

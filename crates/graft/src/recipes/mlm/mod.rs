@@ -163,7 +163,7 @@ pub fn run(cfg: &MlmConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Re
     let mut evaluate = || {
         let (loss, acc) = eval_objective.evaluate(&eval_batches)?;
         accuracies.borrow_mut().push(acc);
-        Ok(loss)
+        Ok(crate::train::Evaluation::from(loss))
     };
     let trainer = Trainer {
         settings,

@@ -76,7 +76,7 @@ pub fn run(cfg: &MlmConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Re
             g.alignment, g.uniformity, g.mean_cosine
         )));
         geometries.borrow_mut().push(g);
-        Ok(loss)
+        Ok(crate::train::Evaluation::from(loss))
     };
     let trainer = Trainer {
         settings,
