@@ -263,8 +263,9 @@ fn distill_config_errors_name_the_key() {
 
 /// The error of a top-`k` teacher against the full one on real text: the default model as
 /// teacher, its every-second-block version as student, every position of a few tweet chats.
-/// Prints, per `k`, the mean `KL(p‖p̂)` between the full and the reconstructed teacher and the
-/// mean `|kd_cached − kd_full|` (forward KL, T = 1), and checks that both shrink as `k` grows
+/// Prints, per `k`, the mean `KL(p̂‖p)` between the reconstructed and the full teacher and the
+/// mean `|kd_cached − kd_full|` (forward KL, T = 1), and checks that the cached term is a lower
+/// bound of the full one at every position and that both errors shrink as `k` grows
 /// (`--nocapture` shows the figures: `cargo test -p graft --test distill -- --nocapture top_k`).
 #[test]
 fn top_k_teacher_approximation_error_on_real_text_shrinks_with_k() {
@@ -312,10 +313,13 @@ fn top_k_teacher_approximation_error_on_real_text_shrinks_with_k() {
         let rebuilt = sparse.log_probs_given(&zs, 1.0).unwrap();
         let kl = ops::divergence(&zt, &rebuilt, ops::Divergence::ForwardKl, 1.0).unwrap();
         let cached = ops::lm_head_kd_sparse(&sh, &sw, &sparse, &targets, &mask, &spec).unwrap().kd;
+        // Coarsening never increases a divergence: the cached term is a lower bound, per position.
+        let above = (&cached - &full).unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(above < 1e-3 * mean(&full), "k = {k}: a cached term exceeds the full one by {above}");
         let gap = (&cached - &full).unwrap().abs().unwrap();
         let mass = mean(&sparse.log_probs.exp().unwrap().sum(1).unwrap());
         eprintln!(
-            "k = {k:3}: top-k mass {mass:.4}, KL(full‖reconstructed) {:.5}, |kd_cached − kd_full| mean {:.5} max {:.5}",
+            "k = {k:3}: top-k mass {mass:.4}, KL(reconstructed‖full) {:.5}, |kd_cached − kd_full| mean {:.5} max {:.5}",
             mean(&kl),
             mean(&gap),
             gap.max(0).unwrap().to_scalar::<f32>().unwrap()
@@ -325,7 +329,7 @@ fn top_k_teacher_approximation_error_on_real_text_shrinks_with_k() {
     for pair in errors.windows(2) {
         assert!(pair[1].0 < pair[0].0 && pair[1].1 < pair[0].1, "the error must shrink with k: {errors:?}");
     }
-    assert!(errors[3].1 < 0.05 * mean(&full), "k = 256 within 5 % of the full KD term: {errors:?}");
+    assert!(errors[3].1 < 0.1 * mean(&full), "k = 256 within 10 % of the full KD term: {errors:?}");
 }
 
 #[test]
