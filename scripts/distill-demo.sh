@@ -35,7 +35,7 @@ score() { # NAME SEED MODEL [RUN_DIR]
     jq -cn --arg name "$1" --argjson seed "$2" --argjson eval "$json" --argjson facts "$facts" \
         '{name: $name, seed: $seed, accuracy: $eval.accuracy, macro_f1: $eval.macro_f1} + $facts' >> "$RESULTS"
 }
-done_already() { [ -e "$RESULTS" ] && jq -e --arg n "$1" --argjson s "$2" 'select(.name == $n and .seed == $s)' "$RESULTS" > /dev/null; }
+done_already() { [ -e "$RESULTS" ] && jq -se --arg n "$1" --argjson s "$2" 'any(.[]; .name == $n and .seed == $s)' "$RESULTS" > /dev/null; }
 
 # 1. The teacher, and the reference points: base model, teacher, untrained 15-block student.
 if [ ! -e "$OUT/teacher/summary.json" ]; then
