@@ -38,11 +38,7 @@ impl<'a> CrossDistillation<'a> {
         clock: Option<Arc<DropoutClock>>,
         spec: KdSpec,
     ) -> Result<Self> {
-        if student.head_weight().is_none() {
-            return Err(GraftError::Input(
-                "distillation fuses the student's LM head with the loss: remove `lm_head` from adapter.targets".into(),
-            ));
-        }
+        super::distillation::require_plain_head(student)?;
         if !spec.divergence.cross_vocabulary() {
             return Err(GraftError::Input(format!(
                 "{:?} compares distributions token by token; across tokenizers use distill.loss = \"uld\"",

@@ -37,11 +37,7 @@ impl<'a> Distillation<'a> {
         clock: Option<Arc<DropoutClock>>,
         spec: KdSpec,
     ) -> Result<Self> {
-        if student.head_weight().is_none() {
-            return Err(GraftError::Input(
-                "distillation fuses the student's LM head with the loss: remove `lm_head` from adapter.targets".into(),
-            ));
-        }
+        require_plain_head(student)?;
         let (s, t) = (student.config().vocab_size, teacher.config().vocab_size);
         if s != t {
             return Err(vocab_mismatch(t, s));
@@ -141,4 +137,15 @@ impl Objective for Distillation<'_> {
             c.set_training(on);
         }
     }
+}
+
+/// The student's LM head is fused with the distillation loss, so it must be the plain weight: an
+/// adapter on `lm_head` is refused with what to change.
+pub(crate) fn require_plain_head(student: &Llama) -> Result<()> {
+    if student.head_weight().is_none() {
+        return Err(GraftError::Input(
+            "distillation fuses the student's LM head with the loss: remove `lm_head` from adapter.targets".into(),
+        ));
+    }
+    Ok(())
 }

@@ -37,11 +37,7 @@ impl<'a> CachedDistillation<'a> {
         clock: Option<Arc<DropoutClock>>,
         spec: KdSpec,
     ) -> Result<Self> {
-        if student.head_weight().is_none() {
-            return Err(GraftError::Input(
-                "distillation fuses the student's LM head with the loss: remove `lm_head` from adapter.targets".into(),
-            ));
-        }
+        super::distillation::require_plain_head(student)?;
         let vocab = student.config().vocab_size;
         if cache.k() > vocab {
             return Err(GraftError::Input(format!(
