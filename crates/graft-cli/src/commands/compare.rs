@@ -1,10 +1,9 @@
 //! `graft compare`: run one task with several transfer techniques and write the comparison
 //! (Markdown + JSON table, HTML report with plots).
 
-use super::train::progress_printer;
+use super::train::with_progress;
 use anyhow::Result;
 use graft::recipes::compare::{self, CompareConfig};
-use indicatif::ProgressBar;
 use std::path::PathBuf;
 
 /// Compare transfer techniques on one task: zero-shot and few-shot prompting, probes on frozen
@@ -31,9 +30,7 @@ pub struct Args {
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
     let cfg = CompareConfig::load(&args.config, &args.overrides)?;
-    let bar = ProgressBar::hidden();
-    let (report, files) = compare::run(&cfg, args.rerun, &mut progress_printer(&bar))?;
-    bar.finish_and_clear();
+    let (report, files) = with_progress(|on_event| compare::run(&cfg, args.rerun, on_event))?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());

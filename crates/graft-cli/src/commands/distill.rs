@@ -1,10 +1,9 @@
 //! `graft distill`: train a student on a frozen teacher's next-token distributions.
 
 use super::run_args::RunArgs;
-use super::train::{print_summary, progress_printer};
+use super::train::{print_summary, with_progress};
 use anyhow::Result;
 use graft::config::distill::DistillConfig;
-use indicatif::ProgressBar;
 
 /// Distill a teacher into a student: the `graft train` config plus `[teacher]` and `[distill]`
 /// (docs/distillation.md). Same run directory, checkpoints, `--resume` and summary as `graft train`.
@@ -23,8 +22,6 @@ pub fn run(args: Args) -> Result<()> {
     let args = args.run;
     let overrides = args.overrides();
     let cfg = DistillConfig::load(&args.config, &overrides)?;
-    let bar = ProgressBar::hidden();
-    let summary = graft::recipes::distill::run(&cfg, args.resume, &mut progress_printer(&bar))?;
-    bar.finish_and_clear();
+    let summary = with_progress(|on_event| graft::recipes::distill::run(&cfg, args.resume, on_event))?;
     print_summary(&summary, args.json)
 }

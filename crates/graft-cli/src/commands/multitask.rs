@@ -1,10 +1,9 @@
 //! `graft multitask`: train one model on several tasks (task mixing, loss weighting, PCGrad).
 
 use super::run_args::RunArgs;
-use super::train::{print_summary, progress_printer};
+use super::train::{print_summary, with_progress};
 use anyhow::Result;
 use graft::config::multitask::MultitaskConfig;
-use indicatif::ProgressBar;
 
 /// Train one model (one shared adapter) on several tasks: the `graft train` config plus
 /// `[[tasks]]` entries and a `[multitask]` section (docs/multitask.md). Same run directory,
@@ -24,8 +23,6 @@ pub fn run(args: Args) -> Result<()> {
     let args = args.run;
     let overrides = args.overrides();
     let cfg = MultitaskConfig::load(&args.config, &overrides)?;
-    let bar = ProgressBar::hidden();
-    let summary = graft::recipes::multitask::run(&cfg, args.resume, &mut progress_printer(&bar))?;
-    bar.finish_and_clear();
+    let summary = with_progress(|on_event| graft::recipes::multitask::run(&cfg, args.resume, on_event))?;
     print_summary(&summary, args.json)
 }

@@ -1,10 +1,9 @@
 //! `graft pretrain-mlm`: masked-language modelling of a BERT-family encoder on a text corpus.
 
 use super::run_args::RunArgs;
-use super::train::progress_printer;
+use super::train::with_progress;
 use anyhow::Result;
 use graft::recipes::mlm::{self, MlmConfig};
-use indicatif::ProgressBar;
 
 /// Adapt a BERT-family encoder to a text corpus by masked-language modelling.
 #[derive(clap::Args, Debug)]
@@ -26,9 +25,7 @@ pub fn load_config(args: &RunArgs) -> Result<MlmConfig> {
 pub fn run(args: Args) -> Result<()> {
     let args = args.run;
     let cfg = load_config(&args)?;
-    let bar = ProgressBar::hidden();
-    let summary = mlm::run(&cfg, args.resume, &mut progress_printer(&bar))?;
-    bar.finish_and_clear();
+    let summary = with_progress(|on_event| mlm::run(&cfg, args.resume, on_event))?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

@@ -2,10 +2,9 @@
 
 use super::pretrain_mlm::load_config;
 use super::run_args::RunArgs;
-use super::train::progress_printer;
+use super::train::with_progress;
 use anyhow::Result;
 use graft::recipes::mlm::simcse;
-use indicatif::ProgressBar;
 
 /// Adapt a BERT-family encoder to a text corpus by unsupervised SimCSE (contrastive, dropout views).
 #[derive(clap::Args, Debug)]
@@ -22,9 +21,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let args = args.run;
     let cfg = load_config(&args)?;
-    let bar = ProgressBar::hidden();
-    let summary = simcse::run(&cfg, args.resume, &mut progress_printer(&bar))?;
-    bar.finish_and_clear();
+    let summary = with_progress(|on_event| simcse::run(&cfg, args.resume, on_event))?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

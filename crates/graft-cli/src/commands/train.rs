@@ -60,10 +60,16 @@ pub fn print_summary(summary: &finetune::Summary, json: bool) -> Result<()> {
 
 /// Runs a fine-tuning with a progress bar (loss, tokens/s, ETA) on stderr.
 pub fn train_with_progress(cfg: &TrainConfig, resume: bool) -> Result<finetune::Summary> {
+    with_progress(|on_event| finetune::run(cfg, resume, on_event))
+}
+
+/// Runs `job` (a recipe taking an event sink) with [`progress_printer`] on stderr, clearing the
+/// bar when it ends: how every training command shows its progress.
+pub fn with_progress<T>(job: impl FnOnce(&mut dyn FnMut(Event)) -> graft::Result<T>) -> Result<T> {
     let bar = ProgressBar::hidden();
-    let summary = finetune::run(cfg, resume, &mut progress_printer(&bar))?;
+    let out = job(&mut progress_printer(&bar))?;
     bar.finish_and_clear();
-    Ok(summary)
+    Ok(out)
 }
 
 /// Turns training events into notes and a step bar (loss, lr, tokens/s, eval loss, ETA) on
