@@ -2,7 +2,8 @@
 //! task of every step in `metrics.jsonl` is the sampler's draw, a killed run resumes
 //! bit-identically (uncertainty log-variances included), PCGrad steps train every task and
 //! lower both losses on real text with the default model, the learned log-variances move and
-//! are checkpointed, and bad task lists are refused naming the task.
+//! are checkpointed, per-task adapters train only on their task's steps and are saved one per
+//! task, and bad task lists are refused naming the task.
 
 mod common;
 
@@ -245,7 +246,10 @@ fn bad_task_lists_are_refused_naming_the_task() {
     refused(&write("typo2", &tasks, "mixin = \"equal\""), &["mixin"]);
     refused(&write("no-tasks", "", ""), &["[[tasks]]"]);
     refused(&write("cap", &tasks, "mixing = \"capped\""), &["multitask.cap"]);
-    refused(&write("per-task", &tasks, "adapters = \"per_task\""), &["per_task"]);
+    refused(
+        &write("per-task", &format!("[adapter]\nkind = \"none\"\n{tasks}"), "adapters = \"per_task\""),
+        &["per_task", "\"none\""],
+    );
     refused(&write("bad-format", &tasks.replace("prompt_completion", "prompt"), ""), &["prompt"]);
 
     // A task whose file holds no example is refused when its data is read, naming it.
@@ -257,4 +261,97 @@ fn bad_task_lists_are_refused_naming_the_task() {
     let err = multitask::run(&cfg, false, &mut |_| {}).unwrap_err();
     assert_eq!(err.exit_code(), 3, "{err}");
     assert!(err.to_string().contains("task `empty`"), "{err}");
+}
+
+#[test]
+fn per_task_adapters_train_only_on_their_tasks_steps_and_are_saved_one_per_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, lic, qa) = (small_model(dir.path()), licence(dir.path(), 8), qa_jsonl(dir.path(), 8));
+    let tasks = two_tasks(&lic, &qa, false);
+    let mixing = "mixing = \"round_robin\"\nadapters = \"per_task\"";
+    let train = "max_steps = 4\nsave_every = 1\nlr = 1e-2\nbatch_size = 2\nseed = 9";
+    let cfg = config(dir.path(), "per-task", &model, &tasks, mixing, train);
+    let summary = multitask::run(&cfg, false, &mut |_| {}).unwrap();
+
+    // Step 1 trained `licence` only: `qa`'s factors are still their initial values (B = 0) and
+    // the optimizer never touched them; step 2 trained `qa` once.
+    let device = candle_core::Device::Cpu;
+    let at_step = |step: u64| {
+        let mut short = cfg.clone();
+        short.train.max_steps = Some(step);
+        short.output.dir = dir.path().join(format!("at-{step}"));
+        multitask::run(&short, false, &mut |_| {}).unwrap();
+        graft::train::checkpoint::load_latest(&short.output.dir, &device, |_| {}).unwrap().unwrap()
+    };
+    let one = at_step(1);
+    let zeros = |t: &candle_core::Tensor| t.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0;
+    let qa_b: Vec<_> = one.weights.iter().filter(|(k, _)| k.starts_with("task.qa.") && k.ends_with("lora_B")).collect();
+    let lic_b: Vec<_> =
+        one.weights.iter().filter(|(k, _)| k.starts_with("task.licence.") && k.ends_with("lora_B")).collect();
+    assert!(!qa_b.is_empty() && qa_b.len() == lic_b.len(), "{:?}", one.weights.keys());
+    assert!(qa_b.iter().all(|(_, t)| zeros(t)), "qa's adapter moved while licence trained");
+    assert!(lic_b.iter().any(|(_, t)| !zeros(t)), "licence's adapter did not train");
+    let updates = |ckpt: &graft::train::checkpoint::Checkpoint, prefix: &str| -> Vec<i64> {
+        let mut u: Vec<i64> = ckpt
+            .optimizer
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && k.ends_with(".updates"))
+            .map(|(_, t)| t.to_vec1::<i64>().unwrap()[0])
+            .collect();
+        u.dedup();
+        u
+    };
+    assert_eq!((updates(&one, "task.licence."), updates(&one, "task.qa.")), (vec![1], vec![0]));
+    let two = at_step(2);
+    assert_eq!((updates(&two, "task.licence."), updates(&two, "task.qa.")), (vec![1], vec![1]));
+
+    // One PEFT folder per task, tagged with its task, named in the summary.
+    let parts = summary.tasks.as_ref().unwrap();
+    for name in ["licence", "qa"] {
+        let folder = cfg.output.dir.join("adapters").join(name);
+        assert_eq!(parts[name].adapter.as_deref(), Some(folder.as_path()));
+        let tag = graft::multitask::adapters::task_of(&folder).unwrap().unwrap();
+        assert_eq!((tag.task.as_str(), tag.tasks.len()), (name, 2));
+        assert_eq!(parts[name].steps, 2);
+        assert!(parts[name].eval_loss.is_finite());
+    }
+
+    // Routing: with both adapters attached and `licence`'s parked, the model computes exactly
+    // what it computes with `qa`'s alone; with both in use it does not.
+    let load = || {
+        graft::models::load::load_causal_lm(
+            &graft::assets::ModelSource::HfFolder(model.clone()),
+            &graft::models::llama::LoadOptions::default(),
+        )
+        .unwrap()
+    };
+    let ids = [1u32, 5, 9, 14, 3];
+    let (mut both, mut alone) = (load(), load());
+    let lic_set = graft::io::adapter::load_adapter(&cfg.output.dir.join("adapters/licence"), &mut both).unwrap();
+    graft::io::adapter::load_adapter(&cfg.output.dir.join("adapters/qa"), &mut both).unwrap();
+    graft::io::adapter::load_adapter(&cfg.output.dir.join("adapters/qa"), &mut alone).unwrap();
+    let in_use = common::forward_logits(&both, &ids, false);
+    lic_set.clock.set_active(false);
+    let routed = common::forward_logits(&both, &ids, false);
+    let expected = common::forward_logits(&alone, &ids, false);
+    assert_eq!(common::max_abs_diff(&routed, &expected), 0.0);
+    assert!(common::max_abs_diff(&in_use, &expected) > 0.0);
+
+    // The run folder is not one adapter: `--adapter` names the tasks' own, and an unknown
+    // task's folder is refused listing the tasks.
+    for path in [cfg.output.dir.clone(), cfg.output.dir.join("adapters/sentiment")] {
+        let err = graft::io::adapter::locate_adapter(&path).unwrap_err().to_string();
+        assert!(err.contains("licence") && err.contains("qa"), "{err}");
+    }
+
+    // Killed after step 3, resumed: both adapters bit-identical.
+    let mut cut = cfg.clone();
+    cut.output.dir = dir.path().join("cut");
+    common::killed_at(3, |on_event| multitask::run(&cut, false, on_event));
+    multitask::run(&cut, true, &mut |_| {}).unwrap();
+    for name in ["licence", "qa"] {
+        let file = format!("adapters/{name}/adapter_model.safetensors");
+        let read = |run: &Path| std::fs::read(run.join(&file)).unwrap();
+        assert!(read(&cfg.output.dir) == read(&cut.output.dir), "{file} differs after resume");
+    }
 }

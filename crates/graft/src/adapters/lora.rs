@@ -56,15 +56,24 @@ impl LoraSpec {
     }
 }
 
-/// Shared switch and counter that make dropout masks a pure function of
-/// `(seed, module, step)`, so a resumed run draws exactly the masks the original would have.
+/// The state every adapter of one [`LoraSet`] shares: the switch and counter that make dropout
+/// masks a pure function of `(seed, module, step)` (so a resumed run draws exactly the masks the
+/// original would have), and whether the set is parked (left out of forward passes while another
+/// set of a per-task bank serves).
 #[derive(Debug, Default)]
 pub struct DropoutClock {
     training: AtomicBool,
     step: AtomicU64,
+    parked: AtomicBool,
 }
 
 impl DropoutClock {
+    /// Puts the set in use (`true`, the default) or parks it (`false`): a parked set's adapters
+    /// act as if detached.
+    pub fn set_active(&self, on: bool) {
+        self.parked.store(!on, Ordering::Relaxed);
+    }
+
     /// Turns dropout on (training) or off (evaluation).
     pub fn set_training(&self, on: bool) {
         self.training.store(on, Ordering::Relaxed);
@@ -180,6 +189,10 @@ impl ProjAdapter for LoraLayer {
 
     fn trainable_tensors(&self) -> Vec<Tensor> {
         vec![self.a.as_tensor().clone(), self.b.as_tensor().clone()]
+    }
+
+    fn is_active(&self) -> bool {
+        !self.clock.parked.load(Ordering::Relaxed)
     }
 
     fn low_rank(&self) -> Option<(Tensor, Tensor, f64)> {

@@ -100,7 +100,8 @@ pub enum AdapterSharing {
     /// One adapter (the `[adapter]` section's) trained by every task.
     #[default]
     Shared,
-    /// One adapter per task (not built yet: refused).
+    /// One LoRA adapter per task (`[adapter]`'s spec each), the batch's task routing to its
+    /// own; saved as `adapters/NAME`.
     PerTask,
 }
 
@@ -120,8 +121,8 @@ pub struct MultitaskSection {
     pub t: Option<f64>,
     /// `equal` | `fixed` | `uncertainty` | `pcgrad`. Default `equal`.
     pub weighting: WeightingName,
-    /// `shared` (one adapter for every task). Default `shared`; `per_task` is refused (not built
-    /// yet).
+    /// `shared` (one adapter for every task) or `per_task` (one LoRA per task; needs
+    /// `adapter.kind = "lora"` or `"qlora"`). Default `shared`.
     pub adapters: AdapterSharing,
 }
 
@@ -252,11 +253,23 @@ impl MultitaskConfig {
             }
             _ => {}
         }
-        if m.adapters == AdapterSharing::PerTask {
+        let keeps_earlier = self.model.from_run.is_some() && self.model.from_run_adapter == super::FromRunAdapter::Keep;
+        if m.adapters == AdapterSharing::PerTask && keeps_earlier {
             return bad(
                 "multitask.adapters",
-                "\"per_task\" (one adapter per task) is not built yet; use \"shared\" (one adapter for every task)"
+                "\"per_task\" starts every task's adapter fresh; it cannot also keep model.from_run's adapter \
+                 (use model.from_run_adapter = \"merge\")"
                     .into(),
+            );
+        }
+        let lora = matches!(self.adapter.kind, super::AdapterKind::Lora | super::AdapterKind::Qlora);
+        if m.adapters == AdapterSharing::PerTask && !lora {
+            return bad(
+                "multitask.adapters",
+                format!(
+                    "\"per_task\" trains one LoRA per task, but adapter.kind is {}: set adapter.kind = \"lora\" or \"qlora\"",
+                    serde_json::to_string(&self.adapter.kind).unwrap_or_default()
+                ),
             );
         }
         Ok(())

@@ -32,6 +32,13 @@ pub fn locate_adapter(path: &Path) -> Result<AdapterLocation> {
         return Ok(AdapterLocation::GgufLora(path.to_path_buf()));
     }
     if !path.is_dir() {
+        if let Some(tasks) = path.parent().and_then(task_adapters_in) {
+            return Err(GraftError::Input(format!(
+                "adapter {} does not exist: its folder holds one adapter per task of a multitask run, for {}",
+                path.display(),
+                tasks.join(", ")
+            )));
+        }
         return Err(GraftError::Input(format!(
             "adapter {} does not exist: pass a PEFT adapter folder, a `graft train` run folder or a GGUF LoRA file",
             path.display()
@@ -41,6 +48,13 @@ pub fn locate_adapter(path: &Path) -> Result<AdapterLocation> {
         if dir.join("adapter_config.json").is_file() {
             return Ok(AdapterLocation::Peft(dir));
         }
+    }
+    if let Some(tasks) = task_adapters_in(&path.join("adapters")) {
+        return Err(GraftError::Input(format!(
+            "{} is a multitask run with one adapter per task: pass the task's own, one of {}",
+            path.display(),
+            tasks.iter().map(|t| path.join("adapters").join(t).display().to_string()).collect::<Vec<_>>().join(", ")
+        )));
     }
     let hint = if path.join("model").join("config.json").is_file() {
         format!("; a full fine-tuning run has no adapter: pass {} as --model", path.join("model").display())
@@ -54,6 +68,19 @@ pub fn locate_adapter(path: &Path) -> Result<AdapterLocation> {
              folder, a `graft train` run folder or a GGUF LoRA file){hint}"
         ),
     ))
+}
+
+/// The tasks whose adapters a per-task multitask run saved in `dir` (folders holding a task tag),
+/// sorted; `None` when there are none.
+fn task_adapters_in(dir: &Path) -> Option<Vec<String>> {
+    let mut tasks: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join(crate::multitask::TASK_FILE).is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    tasks.sort();
+    (!tasks.is_empty()).then_some(tasks)
 }
 
 /// Attaches the adapter at `path` ([`locate_adapter`]) to `model` without merging. Target

@@ -100,6 +100,18 @@ pub fn save_lora_with_lineage(
     base_model: &str,
     lineage: Option<&StudentLineage>,
 ) -> Result<()> {
+    save_lora_with_files(set, dir, base_model, lineage, &[])
+}
+
+/// [`save_lora_with_lineage`] with more files written into the folder before it appears
+/// (`(file name, contents)`, e.g. the task tag of a per-task adapter).
+pub fn save_lora_with_files(
+    set: &LoraSet,
+    dir: &Path,
+    base_model: &str,
+    lineage: Option<&StudentLineage>,
+    extra: &[(&str, String)],
+) -> Result<()> {
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| GraftError::io(parent, e))?;
     let tmp =
@@ -133,6 +145,10 @@ pub fn save_lora_with_lineage(
     if let Some(lineage) = lineage {
         let path = tmp.path().join(STUDENT_FILE);
         std::fs::write(&path, serde_json::to_string_pretty(lineage)?).map_err(|e| GraftError::io(&path, e))?;
+    }
+    for (name, contents) in extra {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, contents).map_err(|e| GraftError::io(&path, e))?;
     }
     let staged = tmp.keep();
     if dir.exists() {

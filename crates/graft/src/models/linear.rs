@@ -48,6 +48,12 @@ pub trait ProjAdapter: Send + Sync + std::fmt::Debug {
     /// The adapter's trainable tensors (for gradient checkpointing, which must know what a
     /// recomputed block differentiates).
     fn trainable_tensors(&self) -> Vec<Tensor>;
+    /// Whether the adapter takes part in forward passes now. An inactive adapter is skipped
+    /// everywhere (forward, merge, checkpointing) as if detached: one projection can carry a
+    /// bank of adapters of which one serves the current task. Active by default.
+    fn is_active(&self) -> bool {
+        true
+    }
 }
 
 /// A named linear projection: frozen base weight, optional bias, attached adapters.
@@ -99,7 +105,7 @@ impl Proj {
     /// Trainable tensors of this projection: its adapters' parameters, and the base weight when
     /// it is a variable (full fine-tuning).
     pub fn trainable_tensors(&self) -> Vec<Tensor> {
-        let mut out: Vec<Tensor> = self.adapters.iter().flat_map(|a| a.trainable_tensors()).collect();
+        let mut out: Vec<Tensor> = self.active_adapters().flat_map(|a| a.trainable_tensors()).collect();
         if let BaseWeight::Dense(w) = &self.base {
             if w.is_variable() {
                 out.push(w.clone());
@@ -113,12 +119,17 @@ impl Proj {
         !self.adapters.is_empty()
     }
 
-    /// The base weight plus every adapter's dense update, as `[out, in]` in `dtype` (summed
+    /// The attached adapters that take part in forward passes now, in attach order.
+    fn active_adapters(&self) -> impl Iterator<Item = &Arc<dyn ProjAdapter>> {
+        self.adapters.iter().filter(|a| a.is_active())
+    }
+
+    /// The base weight plus every active adapter's dense update, as `[out, in]` in `dtype` (summed
     /// in f32 or better). Fails for adapters that have no dense form.
     pub fn effective_weight(&self, dtype: DType) -> Result<Tensor> {
         let work = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
         let mut w = self.dense_weight(work)?;
-        for a in &self.adapters {
+        for a in self.active_adapters() {
             let d = a.delta_weight()?.ok_or_else(|| {
                 crate::GraftError::Input(format!("an adapter on {} cannot be merged into its weight", self.name))
             })?;
@@ -163,7 +174,8 @@ impl Proj {
     /// weight gradient; a quantized base is dequantized only for the products that need it.
     pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
         let trainable_base = matches!(&self.base, BaseWeight::Dense(w) if w.is_variable() || w.track_op());
-        if let ([only], false) = (self.adapters.as_slice(), trainable_base) {
+        let active: Vec<&Arc<dyn ProjAdapter>> = self.active_adapters().collect();
+        if let ([only], false) = (active.as_slice(), trainable_base) {
             if let Some((a, b, scale)) = only.low_rank() {
                 let y = crate::ops::lora_linear(
                     x,
@@ -208,7 +220,7 @@ impl Proj {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };
-        for adapter in &self.adapters {
+        for adapter in self.active_adapters() {
             y = adapter.apply(x, y)?;
         }
         Ok(y)

@@ -139,14 +139,16 @@ pub fn pcgrad_step(
 ) -> Result<StepStats> {
     let params: Vec<_> = optimizer.params().iter().map(|(_, v)| v.clone()).collect();
     let (mut task_grads, mut total, mut targets) = (Vec::with_capacity(micro_batches.len()), 0.0, 0);
+    let mut reached = vec![false; params.len()];
     for (task, &n) in micro_batches.iter().enumerate() {
         let g = accumulate(step, &params, n, |micro| loss_of(task, micro))?;
         total += g.loss * g.targets as f64;
         targets += g.targets;
+        reached.iter_mut().zip(&g.reached).for_each(|(any, r)| *any |= r);
         task_grads.push(g.grads);
     }
     let combined = pcgrad(&task_grads, seed, step)?;
-    let grad_norm = clip_and_apply(step, optimizer, combined, max_grad_norm, lr)?;
+    let grad_norm = clip_and_apply(step, optimizer, combined, &reached, max_grad_norm, lr)?;
     Ok(StepStats { loss: total / targets as f64, grad_norm, targets })
 }
 

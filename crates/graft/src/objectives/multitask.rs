@@ -3,11 +3,12 @@
 //! `i` with loss sum `S` over `u` supervised tokens contributes `w_i·S` (equal, fixed) or
 //! `exp(−s_i)·S + s_i·u` (uncertainty, `s_i` learned) to the step; the trainer divides the step
 //! by its tokens. The unweighted sum is reported as the [`TASK_LOSS`] metric, which the trainer
-//! logs per task.
+//! logs per task. With a bank of per-task adapters, the batch's task puts its own adapter in use
+//! before the forward pass.
 
 use super::causal_lm::CausalLm;
 use crate::data::Batch;
-use crate::multitask::LossWeighting;
+use crate::multitask::{LossWeighting, TaskAdapters};
 use crate::train::step::LossSum;
 use crate::train::{Objective, ObjectiveLoss, ParamGroup, TASK_LOSS};
 use crate::Result;
@@ -27,13 +28,20 @@ pub struct MultitaskLm<'a> {
     inner: CausalLm<'a>,
     weighting: LossWeighting,
     names: Vec<String>,
+    bank: Option<&'a TaskAdapters>,
 }
 
 impl<'a> MultitaskLm<'a> {
     /// The objective of `inner` (the shared model and what trains of it) over the tasks
     /// `names`, weighted by `weighting` (built over the same names).
     pub fn new(inner: CausalLm<'a>, weighting: LossWeighting, names: Vec<String>) -> Self {
-        Self { inner, weighting, names }
+        Self { inner, weighting, names, bank: None }
+    }
+
+    /// Routes each batch to its task's adapter of `bank` (which then owns the dropout switch
+    /// and step: `inner` is built without a dropout clock).
+    pub fn with_bank(self, bank: &'a TaskAdapters) -> Self {
+        Self { bank: Some(bank), ..self }
     }
 
     /// Each task's current loss weight: `w_i`, or `exp(−s_i)` for uncertainty weighting.
@@ -52,6 +60,10 @@ impl Objective for MultitaskLm<'_> {
     }
 
     fn loss(&self, batch: &TaskBatch, micro_step: u64) -> Result<ObjectiveLoss> {
+        if let Some(bank) = self.bank {
+            bank.activate(batch.task)?;
+            bank.set_step(micro_step);
+        }
         let LossSum { sum, count, sink } = self.inner.loss(&batch.batch, micro_step)?.loss;
         let raw = sum.detach().to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let weighted = self.weighting.term(batch.task, &sum, count)?;
@@ -64,6 +76,9 @@ impl Objective for MultitaskLm<'_> {
 
     fn set_training(&self, on: bool) {
         self.inner.set_training(on);
+        if let Some(bank) = self.bank {
+            bank.set_training(on);
+        }
     }
 
     fn task(&self, batch: &TaskBatch) -> Option<(usize, &str)> {

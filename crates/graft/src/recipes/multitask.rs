@@ -1,5 +1,5 @@
-//! Multitask recipe (`graft multitask`): one model (one shared adapter) trained on several tasks
-//! on the one trainer. Each optimizer step `k` (1-based) draws its task with the
+//! Multitask recipe (`graft multitask`): one model (one shared adapter, or one adapter per task
+//! routed by the batch's task) trained on several tasks on the one trainer. Each optimizer step `k` (1-based) draws its task with the
 //! [`TaskSampler`] at `k − 1` — a pure function of the seed and the step, so a resumed run draws
 //! what an uninterrupted one did — and trains on `train.grad_accum` micro-batches of that task;
 //! with `weighting = "pcgrad"` every step takes `train.grad_accum` micro-batches of every task and
@@ -11,10 +11,10 @@ use super::finetune::{
     Summary,
 };
 use super::parts::{build_model, eval_loss, loop_settings, optimizer_kind};
-use crate::config::multitask::{MultitaskConfig, WeightingName};
+use crate::config::multitask::{AdapterSharing, MultitaskConfig, WeightingName};
 use crate::config::TrainConfig;
 use crate::data::Batch;
-use crate::multitask::{LossWeighting, TaskSampler, TaskSize};
+use crate::multitask::{LossWeighting, TaskAdapters, TaskSampler, TaskSize};
 use crate::objectives::causal_lm::CausalLm;
 use crate::objectives::multitask::{MultitaskLm, TaskBatch};
 use crate::train::{BatchSource, Epochs, Evaluation, Event, Trainer};
@@ -39,6 +39,9 @@ pub struct TaskSummary {
     /// The task's loss weight at the end: `w_i` (equal, fixed, PCGrad: 1) or `exp(−s_i)`
     /// (uncertainty).
     pub loss_weight: f64,
+    /// The task's own adapter folder (`multitask.adapters = "per_task"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 /// A task's micro-batches, built one epoch at a time.
@@ -99,15 +102,32 @@ fn in_task(name: &str, e: GraftError) -> GraftError {
 }
 
 /// Runs the multitask training `cfg` describes; with `resume`, continues from the newest good
-/// checkpoint in `cfg.output.dir`. Writes the shared adapter (or model) and `summary.json`
-/// (fine-tuning's, with `tasks`); `metrics.jsonl` has each step's task and its loss.
+/// checkpoint in `cfg.output.dir`. Writes the shared adapter (or model) — or, per task, its
+/// adapter under `adapters/NAME` — and `summary.json` (fine-tuning's, with `tasks`);
+/// `metrics.jsonl` has each step's task and its loss.
 pub fn run(cfg: &MultitaskConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<Summary> {
     cfg.validate()?;
     let run_dir = open_run_dir(cfg, &cfg.output.dir, resume, cfg.train.save_every)?;
     let task_cfgs: Vec<TrainConfig> = (0..cfg.tasks.len()).map(|i| cfg.task_config(i)).collect::<Result<_>>()?;
     let names = cfg.task_names();
     let shared = &task_cfgs[0];
-    let trainable = build_model(shared)?;
+    let mut trainable = build_model(shared)?;
+    let bank =
+        match (cfg.multitask.adapters, trainable.lora.take()) {
+            (AdapterSharing::PerTask, Some(first)) => {
+                let bank = TaskAdapters::attach(&mut trainable.model, first, &names, cfg.train.seed)?;
+                trainable.vars = bank.named_vars();
+                Some(bank)
+            }
+            (AdapterSharing::PerTask, None) => return Err(GraftError::Input(
+                "multitask.adapters = \"per_task\" trains one LoRA per task: set adapter.kind = \"lora\" or \"qlora\""
+                    .into(),
+            )),
+            (AdapterSharing::Shared, lora) => {
+                trainable.lora = lora;
+                None
+            }
+        };
     let (model, tokenizer) = (&trainable.model, &trainable.tokenizer);
     if trainable.lora.is_none() && trainable.prompt.is_none() {
         model.config().require_llama("saving a fully fine-tuned model")?;
@@ -152,8 +172,11 @@ pub fn run(cfg: &MultitaskConfig, resume: bool, on_event: &mut dyn FnMut(Event))
     settings.pcgrad = pcgrad.then_some(cfg.train.seed);
     let weighting = LossWeighting::new(&names, cfg.weighting(), &device, DType::F32)?;
     let clock = trainable.lora.as_ref().map(|l| l.clock.clone());
-    let objective = MultitaskLm::new(CausalLm::new(model, trainable.vars.clone(), clock), weighting, names.clone());
-    let mut evaluate = || evaluate_tasks(model, &names, &data);
+    let mut objective = MultitaskLm::new(CausalLm::new(model, trainable.vars.clone(), clock), weighting, names.clone());
+    if let Some(bank) = &bank {
+        objective = objective.with_bank(bank);
+    }
+    let mut evaluate = || evaluate_tasks(model, bank.as_ref(), &names, &data);
     let trainer = Trainer {
         settings,
         optimizer: optimizer_kind(&cfg.train),
@@ -162,8 +185,14 @@ pub fn run(cfg: &MultitaskConfig, resume: bool, on_event: &mut dyn FnMut(Event))
     };
     let outcome = trainer.run(&objective, &mut batches, on_event)?;
 
-    // The shared adapter or model, then the summary with every task's part.
-    let output = save_trained(shared, model, tokenizer, trainable.lora.as_ref(), trainable.prompt.as_ref())?;
+    // The shared adapter or model (or each task's adapter), then the summary with every task's part.
+    let (output, task_adapters) = match &bank {
+        Some(bank) => {
+            let dir = cfg.output.dir.join("adapters");
+            (dir.clone(), bank.save(&dir, &shared.model.name, model.lineage())?)
+        }
+        None => (save_trained(shared, model, tokenizer, trainable.lora.as_ref(), trainable.prompt.as_ref())?, vec![]),
+    };
     let mut summary = summary_of(&outcome, output, model)?;
     let weights = objective.loss_weights()?;
     let mut parts = BTreeMap::new();
@@ -177,6 +206,7 @@ pub fn run(cfg: &MultitaskConfig, resume: bool, on_event: &mut dyn FnMut(Event))
             share: sampler.shares()[i],
             steps,
             loss_weight: weights[i],
+            adapter: task_adapters.get(i).cloned(),
         };
         parts.insert(name.clone(), part);
     }
@@ -185,15 +215,20 @@ pub fn run(cfg: &MultitaskConfig, resume: bool, on_event: &mut dyn FnMut(Event))
     Ok(summary)
 }
 
-/// Each task's held-out loss, and their mean per supervised token as the run's loss.
+/// Each task's held-out loss (through its own adapter of `bank`, when there is one), and their
+/// mean per supervised token as the run's loss.
 fn evaluate_tasks(
     model: &crate::models::llama::Llama,
+    bank: Option<&TaskAdapters>,
     names: &[String],
     data: &[(Vec<crate::data::Example>, Vec<Batch>)],
 ) -> Result<Evaluation> {
     let (mut total, mut tokens) = (0.0, 0usize);
     let mut tasks = BTreeMap::new();
-    for (name, (_, eval)) in names.iter().zip(data) {
+    for (i, (name, (_, eval))) in names.iter().zip(data).enumerate() {
+        if let Some(bank) = bank {
+            bank.activate(i)?;
+        }
         let loss = eval_loss(model, eval).map_err(|e| in_task(name, e))?;
         let n: usize = eval.iter().map(|b| b.n_targets).sum();
         total += loss * n as f64;

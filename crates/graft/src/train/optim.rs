@@ -60,8 +60,10 @@ impl ParamGroup {
 }
 
 /// An optimizer over a fixed list of named variables, in one or more [`ParamGroup`]s. The
-/// groups share one step counter; moments are kept per variable and saved under its name, so a
-/// checkpoint restores every group exactly.
+/// groups share one step counter; moments and the count of updates are kept per variable and
+/// saved under its name, so a checkpoint restores every group exactly. A variable a step's loss
+/// does not reach is left as it is, moments and count included (torch skips a parameter whose
+/// gradient is `None`): a per-task adapter does not drift while other tasks train.
 #[derive(Debug)]
 pub struct Optimizer {
     kind: OptimizerKind,
@@ -73,6 +75,8 @@ pub struct Optimizer {
     /// AdamW: second moments (empty for SGD).
     v: Vec<Tensor>,
     step: u64,
+    /// Per variable: updates it received (its AdamW bias-correction step).
+    updates: Vec<u64>,
 }
 
 impl Optimizer {
@@ -112,7 +116,8 @@ impl Optimizer {
             OptimizerKind::AdamW(_) => params.iter().map(|(_, p)| zeros(p)).collect::<candle_core::Result<Vec<_>>>()?,
             OptimizerKind::Sgd { .. } => Vec::new(),
         };
-        Ok(Self { kind, params, rule, m, v, step: 0 })
+        let updates = vec![0; params.len()];
+        Ok(Self { kind, params, rule, m, v, step: 0, updates })
     }
 
     /// The variables being optimised, with their names.
@@ -123,12 +128,22 @@ impl Optimizer {
     /// Applies one update at learning rate `lr` (times each group's scale); `grads[i]` is the
     /// gradient of `params()[i]`.
     pub fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
-        if grads.len() != self.params.len() {
+        self.step_reached(grads, &vec![true; grads.len()], lr)
+    }
+
+    /// [`Optimizer::step`] where `reached[i]` says whether the loss reached `params()[i]`; an
+    /// unreached variable is skipped (no update, no weight decay, its moments unchanged).
+    pub fn step_reached(&mut self, grads: &[Tensor], reached: &[bool], lr: f64) -> Result<()> {
+        if grads.len() != self.params.len() || reached.len() != self.params.len() {
             return Err(GraftError::Input(format!("{} gradients for {} parameters", grads.len(), self.params.len())));
         }
         self.step += 1;
-        let t = self.step as i32;
         for (i, ((_, p), g)) in self.params.iter().zip(grads).enumerate() {
+            if !reached[i] {
+                continue;
+            }
+            self.updates[i] += 1;
+            let t = self.updates[i] as i32;
             let g = g.to_dtype(p.dtype())?;
             let (scale, weight_decay) = self.rule[i];
             let lr = lr * scale;
@@ -150,7 +165,7 @@ impl Optimizer {
                 }
                 OptimizerKind::Sgd { momentum, .. } => {
                     let g = if weight_decay != 0.0 { (g + (p.as_tensor() * weight_decay)?)? } else { g };
-                    let buf = if momentum != 0.0 && self.step > 1 { ((&self.m[i] * momentum)? + &g)? } else { g };
+                    let buf = if momentum != 0.0 && t > 1 { ((&self.m[i] * momentum)? + &g)? } else { g };
                     p.set(&(p.as_tensor() - (&buf * lr)?)?)?;
                     self.m[i] = buf;
                 }
@@ -169,12 +184,16 @@ impl Optimizer {
             }
         }
         let dev = self.params.first().map(|(_, p)| p.device().clone()).unwrap_or(candle_core::Device::Cpu);
+        for (i, (name, _)) in self.params.iter().enumerate() {
+            out.push((format!("{name}.updates"), Tensor::new(&[self.updates[i] as i64], &dev)?));
+        }
         out.push(("__step__".into(), Tensor::new(&[self.step as i64], &dev)?));
         Ok(out)
     }
 
     /// Restores state written by [`Optimizer::state`]; every moment must be present with the
-    /// parameter's shape.
+    /// parameter's shape. A variable without its count of updates (state written before counts
+    /// were kept) counts every step.
     pub fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) -> Result<()> {
         let get = |k: &str, like: &Var| -> Result<Tensor> {
             let t = state.get(k).ok_or_else(|| GraftError::Input(format!("optimizer state lacks `{k}`")))?;
@@ -195,6 +214,56 @@ impl Optimizer {
         }
         let step = state.get("__step__").ok_or_else(|| GraftError::Input("optimizer state lacks `__step__`".into()))?;
         self.step = step.to_vec1::<i64>()?.first().copied().unwrap_or(0) as u64;
+        for (i, (name, _)) in self.params.iter().enumerate() {
+            self.updates[i] = match state.get(&format!("{name}.updates")) {
+                Some(n) => n.to_vec1::<i64>()?.first().copied().unwrap_or(0) as u64,
+                None => self.step,
+            };
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn var(values: &[f64]) -> Var {
+        Var::from_tensor(&Tensor::new(values, &Device::Cpu).unwrap()).unwrap()
+    }
+
+    fn values(v: &Var) -> Vec<f64> {
+        v.as_tensor().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn a_variable_the_loss_does_not_reach_is_left_alone_and_later_starts_its_own_bias_correction() {
+        let kind = OptimizerKind::AdamW(AdamWConfig { weight_decay: 0.1, ..AdamWConfig::default() });
+        let (a, b) = (var(&[1.0, -2.0]), var(&[0.5, 3.0]));
+        let mut opt = Optimizer::new(kind, vec![("a".into(), a.clone()), ("b".into(), b.clone())]).unwrap();
+        let g = |x: f64| Tensor::new(&[x, -x], &Device::Cpu).unwrap();
+        for _ in 0..3 {
+            opt.step_reached(&[g(0.3), g(7.0)], &[true, false], 1e-2).unwrap();
+        }
+        assert_eq!(values(&b), [0.5, 3.0], "no update and no weight decay while unreached");
+        let state: std::collections::HashMap<String, Tensor> = opt.state().unwrap().into_iter().collect();
+        assert_eq!(state["b.m"].to_vec1::<f64>().unwrap(), [0.0, 0.0], "moments untouched");
+        assert_eq!(state["b.updates"].to_vec1::<i64>().unwrap(), [0]);
+        assert_eq!(state["a.updates"].to_vec1::<i64>().unwrap(), [3]);
+
+        // b's first update is a fresh optimizer's first step (bias correction at t = 1), not
+        // the fourth.
+        opt.step_reached(&[g(0.3), g(7.0)], &[true, true], 1e-2).unwrap();
+        let fresh = var(&[0.5, 3.0]);
+        let mut one = Optimizer::new(kind, vec![("b".into(), fresh.clone())]).unwrap();
+        one.step(&[g(7.0)], 1e-2).unwrap();
+        assert_eq!(values(&b), values(&fresh));
+
+        // The counts survive a checkpoint.
+        let mut restored =
+            Optimizer::new(kind, vec![("a".into(), var(&[0.0, 0.0])), ("b".into(), var(&[0.0, 0.0]))]).unwrap();
+        restored.load_state(&opt.state().unwrap().into_iter().collect()).unwrap();
+        assert_eq!(restored.updates, [4, 1]);
     }
 }

@@ -35,6 +35,9 @@ pub struct StepStats {
 pub struct StepGrads {
     /// Gradient of each optimizer parameter, in `Optimizer::params` order.
     pub grads: Vec<Tensor>,
+    /// Whether any micro-batch's loss reached each parameter (an unreached one is not updated:
+    /// a per-task adapter of a task the step did not train).
+    pub reached: Vec<bool>,
     /// Mean loss per target over the accumulated micro-batches.
     pub loss: f64,
     /// Targets the gradients were divided by.
@@ -83,6 +86,7 @@ pub fn accumulate(
     if count == 0 {
         return Err(GraftError::Input(format!("step {step}: the batch has no supervised tokens")));
     }
+    let reached: Vec<bool> = acc.iter().map(Option::is_some).collect();
     let mut grads = Vec::with_capacity(params.len());
     for (slot, p) in acc.into_iter().zip(params) {
         grads.push(match slot {
@@ -90,17 +94,19 @@ pub fn accumulate(
             None => p.as_tensor().zeros_like()?,
         });
     }
-    Ok(StepGrads { grads, loss: total / count as f64, targets: count })
+    Ok(StepGrads { grads, reached, loss: total / count as f64, targets: count })
 }
 
 /// The tail of every step: checks that the gradients' global L2 norm is finite, clips it to
-/// `max_grad_norm` (0 = off) and applies one update at `lr`; returns the norm before clipping.
+/// `max_grad_norm` (0 = off) and applies one update at `lr` to the parameters the loss
+/// `reached`; returns the norm before clipping.
 ///
 /// A non-finite norm stops with [`GraftError::Diverged`] naming `step`, the weights untouched.
 pub fn clip_and_apply(
     step: u64,
     optimizer: &mut Optimizer,
     mut grads: Vec<Tensor>,
+    reached: &[bool],
     max_grad_norm: f64,
     lr: f64,
 ) -> Result<f64> {
@@ -124,7 +130,7 @@ pub fn clip_and_apply(
         let factor = max_grad_norm / (grad_norm + 1e-6);
         grads = grads.into_iter().map(|g| (g * factor).map_err(Into::into)).collect::<Result<_>>()?;
     }
-    optimizer.step(&grads, lr)?;
+    optimizer.step_reached(&grads, reached, lr)?;
     Ok(grad_norm)
 }
 
@@ -142,6 +148,6 @@ pub fn accumulate_and_step(
 ) -> Result<StepStats> {
     let params: Vec<Var> = optimizer.params().iter().map(|(_, v)| v.clone()).collect();
     let g = accumulate(step, &params, micro_batches, loss_of)?;
-    let grad_norm = clip_and_apply(step, optimizer, g.grads, max_grad_norm, lr)?;
+    let grad_norm = clip_and_apply(step, optimizer, g.grads, &g.reached, max_grad_norm, lr)?;
     Ok(StepStats { loss: g.loss, grad_norm, targets: g.targets })
 }
