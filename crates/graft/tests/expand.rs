@@ -3,8 +3,8 @@
 //! (`adapter.kind = "expanded"`) changes them and nothing else and lowers the loss on real text;
 //! the trainable parameter count is N blocks (plus the norms with `expanded_norms`), printed
 //! beside LoRA's for docs/multitask.md; the trained model exports as a Hugging Face folder and a
-//! GGUF of 30 + N blocks that reload with the in-memory model's logits exactly; bad settings are
-//! input errors naming the key.
+//! GGUF of 30 + N blocks that reload with the in-memory model's logits exactly, and a later stage
+//! (`model.from_run`) starts from it; bad settings are input errors naming the key.
 
 mod common;
 
@@ -151,6 +151,12 @@ fn only_the_new_blocks_train_and_the_exports_reload_exactly() {
         assert_eq!(back.layers().len(), 32);
         assert!(bits(&logits(&back, &ids).unwrap()) == bits(&want), "{folder:?} reloads with other logits");
     }
+
+    // A later stage starts from the grown model (here with LoRA on all of its 32 blocks).
+    let mut stage2 = TrainConfig::default();
+    stage2.model.from_run = Some(cfg.output.dir.clone());
+    let tm = parts::build_model(&stage2).unwrap();
+    assert_eq!((tm.model.layers().len(), tm.vars.len()), (32, 32 * 7 * 2));
 }
 
 /// Trainable parameters of block expansion against LoRA on every linear layer of the default
