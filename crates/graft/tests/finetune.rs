@@ -73,10 +73,14 @@ fn every_trainable_parameter_gets_a_gradient_for_each_adapter_kind() {
         AdapterKind::None,
         AdapterKind::PromptTuning,
         AdapterKind::PrefixTuning,
+        AdapterKind::Expanded,
     ] {
         let mut cfg = small_config(dir.path(), kind);
         if kind == AdapterKind::Freeze {
             cfg.adapter.targets = vec!["layers.29.mlp.*".into(), "model.norm.weight".into()];
+        }
+        if kind == AdapterKind::Expanded {
+            cfg.model.expand_blocks = Some(2);
         }
         let tm = parts::build_model(&cfg).unwrap();
         let batch = licence_sentence_batch(&tm.tokenizer);
@@ -89,13 +93,22 @@ fn every_trainable_parameter_gets_a_gradient_for_each_adapter_kind() {
             // LoRA's A gets no gradient at step 0 because B starts at zero (PEFT's init): its
             // gradient exists and is exactly zero; everything else must be non-zero.
             let lora_a_at_init = name.ends_with("lora_A");
-            assert!(s.is_finite() && (s > 0.0 || lora_a_at_init), "{kind:?}: {name} gradient sum {s}");
+            // Likewise a new block of block expansion: its zeroed o_proj / down_proj get gradients,
+            // the rest of the block is behind them.
+            let behind_zeroed =
+                kind == AdapterKind::Expanded && !(name.contains("o_proj") || name.contains("down_proj"));
+            let may_be_zero = lora_a_at_init || behind_zeroed;
+            assert!(s.is_finite() && (s > 0.0 || may_be_zero), "{kind:?}: {name} gradient sum {s}");
+            if behind_zeroed {
+                assert_eq!(s, 0.0, "{name}: the new block is an identity at step 0");
+            }
         }
         let expected = match kind {
             AdapterKind::Lora | AdapterKind::Qlora => 2 * 2 * 30,
             AdapterKind::Freeze => 4,
             AdapterKind::None => 272,
             AdapterKind::PromptTuning | AdapterKind::PrefixTuning => 1,
+            AdapterKind::Expanded => 2 * 9,
         };
         assert_eq!(tm.vars.len(), expected, "{kind:?}");
     }

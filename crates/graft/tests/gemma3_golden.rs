@@ -318,3 +318,13 @@ fn a_student_of_gemma3_is_refused_before_weights_are_read() {
     let err = graft::models::load::load_causal_lm_keeping(&source, &opts, Some(&keep)).unwrap_err().to_string();
     assert!(err.contains("model.keep_layers") && err.contains("Gemma 3"), "{err}");
 }
+
+#[test]
+fn growing_gemma3_is_refused_before_weights_are_read() {
+    let source = graft::assets::ModelSource::Gguf(gguf_path());
+    let opts = LoadOptions { device: Device::Cpu, dtype: DType::F32, format: WeightFormat::Dense };
+    let err = graft::models::load::load_causal_lm_expanding(&source, &opts, 2).unwrap_err();
+    assert_eq!(err.kind(), graft::error::ErrorKind::Input, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("`model.expand_blocks`") && msg.contains("Gemma 3"), "{msg}");
+}

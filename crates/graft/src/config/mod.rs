@@ -51,6 +51,15 @@ pub struct ModelSection {
     /// (`{ every = 2, offset = 0 }`: blocks 0, 2, 4, …). Default: every block.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_layers: Option<KeepLayers>,
+    /// Grow the model by this many new decoder blocks (block expansion, as in LLaMA Pro):
+    /// new block `k` of `N` goes after original block `⌊k·L/N⌋ − 1` (one after every `L/N`-th
+    /// block when `N` divides the model's `L` blocks; the last after the last block), a copy of
+    /// the block before it with `o_proj` and `down_proj` zeroed, so the grown model computes
+    /// exactly what the model does until it trains. Train only the new blocks with
+    /// `adapter.kind = "expanded"`. From 1 to the model's block count; not with `keep_layers`,
+    /// `from_run` or `init = "random"`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expand_blocks: Option<usize>,
     /// Start from a finished earlier run (its run directory, relative to the config file): a
     /// second stage, such as task fine-tuning after continued pretraining. Its model (full
     /// fine-tuning) or its base with its LoRA adapter replaces `model.name`, `init` and
@@ -93,6 +102,7 @@ impl Default for ModelSection {
             dtype: "f32".into(),
             init: ModelInit::Pretrained,
             keep_layers: None,
+            expand_blocks: None,
             from_run: None,
             from_run_adapter: FromRunAdapter::Merge,
         }
@@ -118,6 +128,9 @@ pub enum AdapterKind {
     /// Prefix tuning: learned keys and values before every layer's own; the model is frozen.
     #[serde(rename = "prefix_tuning")]
     PrefixTuning,
+    /// Block expansion: only the blocks `model.expand_blocks` adds train (and, with
+    /// `adapter.expanded_norms`, every norm); the model's own blocks are frozen.
+    Expanded,
 }
 
 /// `[adapter]`
@@ -125,7 +138,7 @@ pub enum AdapterKind {
 #[serde(deny_unknown_fields, default)]
 pub struct AdapterSection {
     /// `lora` | `qlora` | `none` (full fine-tuning) | `freeze` | `prompt_tuning` |
-    /// `prefix_tuning`. Default `lora`.
+    /// `prefix_tuning` | `expanded` (the blocks `model.expand_blocks` adds). Default `lora`.
     pub kind: AdapterKind,
     /// LoRA rank. Default 8.
     pub r: usize,
@@ -144,6 +157,9 @@ pub struct AdapterSection {
     /// or cut to `num_virtual_tokens`); when absent, from randomly drawn vocabulary rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_init_text: Option<String>,
+    /// With `kind = "expanded"`: also train every RMSNorm weight of the model's own blocks and
+    /// the final norm (the new blocks' norms train anyway). Default false.
+    pub expanded_norms: bool,
 }
 
 impl Default for AdapterSection {
@@ -159,6 +175,7 @@ impl Default for AdapterSection {
             rslora: false,
             num_virtual_tokens: 20,
             prompt_init_text: None,
+            expanded_norms: false,
         }
     }
 }
@@ -389,6 +406,7 @@ impl TrainConfig {
         if let Some(keep) = &self.model.keep_layers {
             keep.check()?;
         }
+        self.validate_expansion()?;
         if self.model.init == ModelInit::Random && self.adapter.kind != AdapterKind::None {
             return bad(
                 "model.init",
@@ -432,6 +450,56 @@ impl TrainConfig {
                 "is 0 but data.eval is not set: the run is evaluated on held-out data, so hold out a share \
                  of the training file (e.g. 0.1) or set data.eval"
                     .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The combinations of block expansion (`model.expand_blocks`, `adapter.kind = "expanded"`)
+    /// that are refused: a count of 0; together with `keep_layers`, `from_run` or
+    /// `init = "random"`; a low-rank or prompt adapter on the grown model (the new blocks start
+    /// as identities whose zeroed output projections an adapter would have to fill through its
+    /// own zero-initialised factor, and a QLoRA base is not trainable); `kind = "expanded"`
+    /// without `expand_blocks`; `expanded_norms` with another kind.
+    fn validate_expansion(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(GraftError::Input(format!("config key `{key}`: {why}")));
+        let kind = self.adapter.kind;
+        if self.adapter.expanded_norms && kind != AdapterKind::Expanded {
+            return bad("adapter.expanded_norms", "applies only to adapter.kind = \"expanded\"");
+        }
+        let Some(n) = self.model.expand_blocks else {
+            if kind == AdapterKind::Expanded {
+                return bad(
+                    "adapter.kind",
+                    "\"expanded\" trains the blocks model.expand_blocks adds: set model.expand_blocks = N",
+                );
+            }
+            return Ok(());
+        };
+        crate::models::llama::BlockExpansion::check(n)?;
+        let key = crate::models::llama::expand::KEY;
+        if self.model.keep_layers.is_some() {
+            return bad(key, "cannot be combined with model.keep_layers (grow or shrink the model, not both)");
+        }
+        if self.model.from_run.is_some() {
+            return bad(
+                key,
+                "cannot be combined with model.from_run: grow the model in the first stage (a later stage \
+                 trains the grown model as a whole)",
+            );
+        }
+        if self.model.init == ModelInit::Random {
+            return bad(
+                key,
+                "grows a pretrained model by identity blocks; with init = \"random\" there is nothing to keep",
+            );
+        }
+        if !matches!(kind, AdapterKind::Expanded | AdapterKind::None | AdapterKind::Freeze) {
+            return bad(
+                key,
+                "needs adapter.kind = \"expanded\" (train the new blocks), \"none\" or \"freeze\": LoRA, QLoRA \
+                 and prompt adapters do not train the new blocks themselves, whose zeroed projections keep \
+                 them identities",
             );
         }
         Ok(())

@@ -3,8 +3,8 @@
 use super::hparams::{check_json_types, JsonKind};
 use super::llama::random::RandomWeights;
 use super::llama::{
-    GgufWeights, KeepLayers, KeptBlocks, Llama, LlamaConfig, LoadOptions, SafetensorsWeights, StudentLineage,
-    WeightSource,
+    BlockExpansion, ExpandedBlocks, GgufWeights, KeepLayers, KeptBlocks, Llama, LlamaConfig, LoadOptions,
+    SafetensorsWeights, StudentLineage, WeightSource,
 };
 use crate::assets::ModelSource;
 use crate::io::gguf::GgufFile;
@@ -28,18 +28,53 @@ pub fn load_causal_lm(source: &ModelSource, opts: &LoadOptions) -> Result<Llama>
 /// the lineage the file already carries, so a student of a student names the first teacher's
 /// blocks).
 pub fn load_causal_lm_keeping(source: &ModelSource, opts: &LoadOptions, keep: Option<&KeepLayers>) -> Result<Llama> {
+    load_with(source, |cfg, src, lineage| match keep {
+        Some(keep) => build_student(cfg, src, lineage, opts, keep),
+        None => Ok(Llama::load(cfg, src, opts)?.with_lineage(lineage)),
+    })
+}
+
+/// [`load_causal_lm`] grown by `n_new` identity blocks (`model.expand_blocks`, LLaMA Pro): the
+/// blocks of [`BlockExpansion::plan`] are inserted, each a copy of the block before it with
+/// `o_proj` and `down_proj` zeroed, so the model computes exactly what the loaded one does. Its
+/// [`Llama::expansion`] names the new blocks. The grown model is no student of anything: a student
+/// lineage the file carries is not kept (it names one kept block per block).
+pub fn load_causal_lm_expanding(source: &ModelSource, opts: &LoadOptions, n_new: usize) -> Result<Llama> {
+    load_with(source, |cfg, src, _| {
+        if cfg.gemma3().is_some() {
+            // As for students: a Gemma 3 block's kind follows from its index, so the blocks after
+            // an inserted one would silently change kind.
+            return Err(super::llama::expand::bad(
+                "growing Gemma 3 models is not supported (a block's sliding-window or global attention follows \
+                 from its index, so every block after a new one would change kind)"
+                    .into(),
+            ));
+        }
+        let plan = BlockExpansion::plan(cfg.num_hidden_layers, n_new)?;
+        cfg.check_tensors(src)?;
+        let sources = plan.sources();
+        let grown = LlamaConfig { num_hidden_layers: plan.num_hidden_layers(), ..cfg };
+        Ok(Llama::load(grown, &ExpandedBlocks::new(src, &plan, &sources), opts)?.with_expansion(Some(plan)))
+    })
+}
+
+/// Opens `source` and hands its config, weights and the student lineage it records to `build`.
+fn load_with(
+    source: &ModelSource,
+    build: impl FnOnce(LlamaConfig, &dyn WeightSource, Option<StudentLineage>) -> Result<Llama>,
+) -> Result<Llama> {
     match source {
         ModelSource::Gguf(path) => {
             let gguf = open_gguf(path)?;
             let cfg = LlamaConfig::from_gguf(&gguf)?;
             let lineage = StudentLineage::from_gguf(&gguf, cfg.num_hidden_layers)?;
             let src = GgufWeights::new(&gguf, &cfg);
-            build(cfg, &src, lineage, opts, keep)
+            build(cfg, &src, lineage)
         }
         ModelSource::HfFolder(dir) => {
             let (cfg, lineage) = read_hf(dir)?;
             let src = SafetensorsWeights::open(dir, &safetensors_files(dir)?)?;
-            build(cfg, &src, lineage, opts, keep)
+            build(cfg, &src, lineage)
         }
     }
 }
@@ -67,7 +102,11 @@ pub fn load_causal_lm_random(
             (cfg, lineage)
         }
     };
-    build(cfg.clone(), &RandomWeights::new(cfg, seed), lineage, opts, keep)
+    let src = RandomWeights::new(cfg.clone(), seed);
+    match keep {
+        Some(keep) => build_student(cfg, &src, lineage, opts, keep),
+        None => Ok(Llama::load(cfg, &src, opts)?.with_lineage(lineage)),
+    }
 }
 
 /// Opens a GGUF file of an architecture graft can build.
@@ -83,16 +122,15 @@ fn open_gguf(path: &Path) -> Result<GgufFile> {
     Ok(gguf)
 }
 
-/// Builds the model `cfg` describes from `src`, or with `keep` the student of its kept blocks
-/// (the whole model is checked against its tensors first).
-fn build(
+/// Builds the student of the blocks `keep` keeps of the model `cfg` describes in `src` (the whole
+/// model is checked against its tensors first).
+fn build_student(
     cfg: LlamaConfig,
     src: &dyn WeightSource,
     lineage: Option<StudentLineage>,
     opts: &LoadOptions,
-    keep: Option<&KeepLayers>,
+    keep: &KeepLayers,
 ) -> Result<Llama> {
-    let Some(keep) = keep else { return Ok(Llama::load(cfg, src, opts)?.with_lineage(lineage)) };
     if cfg.gemma3().is_some() {
         // Gemma 3 decides a block's attention (sliding or global, and its RoPE base) by its
         // index, so renumbered blocks would silently change kind.

@@ -7,7 +7,7 @@ use crate::adapters::lora::LoraSet;
 use crate::adapters::prompt::PromptAdapter;
 use crate::config::TrainConfig;
 use crate::data::{self, Batch, DataFormat, Example, LoadReport};
-use crate::models::llama::{Llama, StudentLineage};
+use crate::models::llama::{BlockExpansion, Llama, StudentLineage};
 use crate::objectives::causal_lm::CausalLm;
 use crate::tokenizer::Tokenizer;
 use crate::train::{Epochs, Evaluation, Objective, RunDir, Trainer};
@@ -45,6 +45,10 @@ pub struct Summary {
     /// kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub student: Option<StudentLineage>,
+    /// For a model grown by block expansion (`model.expand_blocks`): the original block count
+    /// and the indices of the new blocks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expansion: Option<BlockExpansion>,
     /// For a distillation run with `distill.teacher_cache`: whether the cache was filled or
     /// reused, the fill time, positions held and bytes on disk.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -340,6 +344,7 @@ pub(crate) fn summary_of(outcome: &crate::train::Outcome, output: PathBuf, model
         trainable_params: run.trainable_params,
         output,
         student: model.lineage().cloned(),
+        expansion: model.expansion().cloned(),
         teacher_cache: None,
         tasks: None,
     })

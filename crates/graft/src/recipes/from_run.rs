@@ -58,7 +58,7 @@ pub fn finished_run(dir: &Path) -> Result<EarlierRun> {
             }
             Ok(EarlierRun::Lora { model, adapter })
         }
-        AdapterKind::None | AdapterKind::Freeze => {
+        AdapterKind::None | AdapterKind::Freeze | AdapterKind::Expanded => {
             let folder = dir.join("model");
             if !folder.join("config.json").is_file() {
                 return Err(unfinished("model/config.json"));

@@ -10,7 +10,7 @@ use crate::config::{AdapterKind, FromRunAdapter, ModelInit, OptimizerName, Train
 use crate::data::Batch;
 use crate::device::{parse_device, parse_dtype};
 use crate::models::llama::{Llama, LoadOptions, Pass, WeightFormat};
-use crate::models::load::{load_causal_lm_keeping, load_causal_lm_random};
+use crate::models::load::{load_causal_lm_expanding, load_causal_lm_keeping, load_causal_lm_random};
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::{AdamWConfig, OptimizerKind};
 use crate::{GraftError, Result};
@@ -44,13 +44,16 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
         Some(EarlierRun::Model(dir)) => (dir.to_string_lossy().into_owned(), ModelInit::Pretrained, None),
         Some(EarlierRun::Lora { model, .. }) => (model.name.clone(), ModelInit::Pretrained, model.keep_layers.clone()),
     };
+    // Block expansion grows the named model of a first stage (the config refuses it otherwise).
+    let expand = cfg.model.expand_blocks.filter(|_| earlier.is_none());
     let source = resolve_model(&name, false)?;
     let tokenizer = Tokenizer::from_source(&source)?;
     let format = if cfg.adapter.kind == AdapterKind::Qlora { WeightFormat::Quantized } else { WeightFormat::Dense };
     let opts = LoadOptions { device: parse_device(&cfg.model.device)?, dtype: parse_dtype(&cfg.model.dtype)?, format };
-    let mut model = match init {
-        ModelInit::Pretrained => load_causal_lm_keeping(&source, &opts, keep.as_ref())?,
-        ModelInit::Random => load_causal_lm_random(&source, &opts, cfg.train.seed, keep.as_ref())?,
+    let mut model = match (init, expand) {
+        (ModelInit::Pretrained, Some(n)) => load_causal_lm_expanding(&source, &opts, n)?,
+        (ModelInit::Pretrained, None) => load_causal_lm_keeping(&source, &opts, keep.as_ref())?,
+        (ModelInit::Random, _) => load_causal_lm_random(&source, &opts, cfg.train.seed, keep.as_ref())?,
     };
     let kept = match &earlier {
         Some(EarlierRun::Lora { model: base, adapter }) => {
@@ -111,6 +114,16 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
                 )));
             }
             (None, vars)
+        }
+        AdapterKind::Expanded => {
+            let Some(plan) = model.expansion().cloned() else {
+                return Err(GraftError::Input(
+                    "adapter.kind = \"expanded\" trains the blocks model.expand_blocks adds: set model.expand_blocks"
+                        .into(),
+                ));
+            };
+            let norms = a.expanded_norms;
+            (None, model.make_trainable(|name| plan.is_new_tensor(name) || (norms && name.ends_with("norm.weight")))?)
         }
         AdapterKind::PromptTuning | AdapterKind::PrefixTuning => {
             return Err(GraftError::Input(format!("adapter.kind {:?} has no prompt settings", a.kind)));

@@ -3,6 +3,7 @@
 
 mod block;
 pub mod config;
+pub mod expand;
 pub mod model;
 pub mod random;
 pub mod student;
@@ -11,6 +12,7 @@ pub mod weights;
 
 pub use block::Block;
 pub use config::{Family, Gemma3Params, LlamaConfig};
+pub use expand::{BlockExpansion, ExpandedBlocks};
 pub use model::{Llama, LoadOptions, Pass, SupervisedRows};
 pub use student::{KeepLayers, KeptBlocks, StudentLineage};
 pub use virtual_tokens::VirtualTokens;

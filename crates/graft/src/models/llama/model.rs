@@ -10,6 +10,7 @@
 
 use super::block::{rms_norm, Block, BlockContext};
 use super::config::{Family, LlamaConfig, GEMMA3_ARCH};
+use super::expand::BlockExpansion;
 use super::student::StudentLineage;
 use super::virtual_tokens::VirtualTokens;
 use super::weights::{WeightFormat, WeightSource};
@@ -62,6 +63,8 @@ pub struct Llama {
     virtual_tokens: Option<VirtualTokens>,
     /// Which blocks of which model this one was built from, when it is a smaller student.
     lineage: Option<StudentLineage>,
+    /// Which blocks are new, when the model was grown by block expansion.
+    expansion: Option<BlockExpansion>,
 }
 
 impl Llama {
@@ -118,6 +121,7 @@ impl Llama {
             checkpoint: None,
             virtual_tokens: None,
             lineage: None,
+            expansion: None,
         })
     }
 
@@ -135,6 +139,18 @@ impl Llama {
     /// Records the model's lineage (set by the loader).
     pub fn with_lineage(mut self, lineage: Option<StudentLineage>) -> Self {
         self.lineage = lineage;
+        self
+    }
+
+    /// Which blocks are new, when the model was grown by block expansion
+    /// (`model.expand_blocks`).
+    pub fn expansion(&self) -> Option<&BlockExpansion> {
+        self.expansion.as_ref()
+    }
+
+    /// Records the blocks block expansion added (set by the loader).
+    pub fn with_expansion(mut self, expansion: Option<BlockExpansion>) -> Self {
+        self.expansion = expansion;
         self
     }
 
