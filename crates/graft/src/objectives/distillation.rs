@@ -68,7 +68,8 @@ impl<'a> Distillation<'a> {
     }
 
     /// `batch`, or its on-policy version when `micro_step` belongs to an on-policy step: the
-    /// student samples with dropout off and no graph kept, then dropout is back on.
+    /// student samples with dropout off (no gradient flows through the samples), then dropout is
+    /// back on.
     fn batch_for(&self, batch: &Batch, micro_step: u64) -> Result<Option<Batch>> {
         let Some(on_policy) = self.on_policy.as_ref().filter(|o| o.micro_step_is_on_policy(micro_step)) else {
             return Ok(None);
