@@ -128,7 +128,7 @@ fn a_killed_distillation_resumes_bit_identically() {
     whole.distill.alpha = Some(0.1);
     whole.distill.hidden_layers = vec![[3, 2], [1, 1]];
     whole.distill.hidden_loss = HiddenLossName::Cosine;
-    resumes_bit_identically(&whole, dir.path());
+    common::distill_resumes_bit_identically(&whole, dir.path());
 }
 
 #[test]
@@ -142,28 +142,11 @@ fn a_killed_uld_distillation_resumes_bit_identically() {
     whole.train.save_every = 2;
     whole.distill.loss = LossName::Uld;
     whole.distill.uld_top_k = Some(8);
-    resumes_bit_identically(&whole, dir.path());
+    common::distill_resumes_bit_identically(&whole, dir.path());
     let first = &common::metrics_without_timing(&whole.output.dir)[0];
     // One tokenizer: every supervised position is paired with itself.
     assert_eq!(first["metrics"]["paired"].as_f64().unwrap(), 1.0, "{first}");
     assert!(first["metrics"]["kd"].as_f64().unwrap() > 0.0, "{first}");
-}
-
-/// Runs `whole` (6 steps, a checkpoint every 2), then the same run killed after step 3 and
-/// resumed, and checks both logged the same steps and wrote the same adapter.
-fn resumes_bit_identically(whole: &DistillConfig, dir: &Path) {
-    distill::run(whole, false, &mut |_| {}).unwrap();
-    let cut = DistillConfig { output: graft::config::OutputSection { dir: dir.join("cut") }, ..whole.clone() };
-    common::killed_at(3, |on_event| distill::run(&cut, false, on_event));
-    assert_eq!(common::metrics_without_timing(&cut.output.dir).len(), 3, "step 3 was logged before the kill");
-    distill::run(&cut, true, &mut |_| {}).unwrap();
-    let (a, b) = (common::metrics_without_timing(&whole.output.dir), common::metrics_without_timing(&cut.output.dir));
-    assert_eq!(a.len(), 6);
-    assert_eq!(a, b);
-    for file in ["adapter/adapter_model.safetensors", "adapter/adapter_config.json"] {
-        let read = |run: &Path| std::fs::read(run.join(file)).unwrap();
-        assert!(read(&whole.output.dir) == read(&cut.output.dir), "{file} differs");
-    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use graft::config::distill::DistillConfig;
 /// (docs/distillation.md). Same run directory, checkpoints, `--resume` and summary as `graft train`.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  graft distill configs/distill-chat.toml\n  graft distill configs/distill-chat.toml --set distill.loss=\"jsd\" --set distill.beta=0.5\n  graft distill configs/distill-chat.toml --set teacher.adapter=runs/lora-chat\n  graft distill configs/distill-chat.toml --set distill.teacher_cache=\"runs/teacher-cache\" --set distill.cache_top_k=64\n  graft distill configs/distill-chat.toml --resume\n  graft distill configs/distill-gemma-tweets.toml   # another tokenizer: distill.loss = \"uld\""
+    after_help = "Examples:\n  graft distill configs/distill-chat.toml\n  graft distill configs/distill-chat.toml --set distill.loss=\"jsd\" --set distill.beta=0.5\n  graft distill configs/distill-chat.toml --set teacher.adapter=runs/lora-chat\n  graft distill configs/distill-chat.toml --set distill.teacher_cache=\"runs/teacher-cache\" --set distill.cache_top_k=64\n  graft distill configs/distill-chat.toml --set distill.on_policy=0.5 --set distill.on_policy_max_new_tokens=16   # on-policy (GKD)\n  graft distill configs/distill-chat.toml --resume\n  graft distill configs/distill-gemma-tweets.toml   # another tokenizer: distill.loss = \"uld\""
 )]
 pub struct Args {
     /// The run's config and how to run it.

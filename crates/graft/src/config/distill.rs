@@ -3,6 +3,7 @@
 //! `[teacher]` and `[distill]`. Unknown keys are errors, as everywhere.
 
 use super::{read_toml, AdapterSection, DataSection, ModelSection, OutputSection, TrainConfig, TrainSection};
+use crate::generate::SamplingConfig;
 use crate::ops::{Divergence, KdSpec};
 use crate::{GraftError, Result};
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,9 @@ pub enum LossName {
 /// `[distill] uld_top_k` when the config does not give it.
 pub const DEFAULT_ULD_TOP_K: usize = 64;
 
+/// `[distill] on_policy_max_new_tokens` when the config does not give it.
+pub const DEFAULT_ON_POLICY_MAX_NEW_TOKENS: usize = 32;
+
 /// `[distill]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -120,6 +124,21 @@ pub struct DistillSection {
     /// position (≥ 1, at most the vocabulary); the rest of its mass is kept as one remainder,
     /// which the loss compares with the student's remainder as one outcome. Default 64.
     pub cache_top_k: usize,
+    /// On-policy distillation (GKD's λ, TRL's `lmbda`): the probability, in [0, 1], that an
+    /// optimizer step trains on the student's own samples — each row's prompt continued by the
+    /// student, scored by the teacher, the divergence alone as the loss — instead of the data's
+    /// completions. Drawn per step from `train.seed` and the step. Default 0: never (the run is
+    /// exactly the run without this key).
+    pub on_policy: f64,
+    /// On-policy steps: most tokens the student generates per row (≥ 1; fewer where prompt and
+    /// sample would exceed `data.seq_len`); a sample also ends at the student's EOS. Default 32.
+    pub on_policy_max_new_tokens: usize,
+    /// On-policy steps: the sampling temperature of the student's samples (≥ 0; 0 is greedy).
+    /// Not the loss's `temperature`. Default 1.
+    pub on_policy_temperature: f64,
+    /// On-policy steps: nucleus sampling, the smallest set of most likely tokens holding this
+    /// much probability, in (0, 1]; 1 keeps every token. Default 1.
+    pub on_policy_top_p: f64,
 }
 
 /// The distance of `[distill] hidden_loss`.
@@ -147,6 +166,10 @@ impl Default for DistillSection {
             hidden_weight: 1.0,
             teacher_cache: None,
             cache_top_k: 64,
+            on_policy: 0.0,
+            on_policy_max_new_tokens: DEFAULT_ON_POLICY_MAX_NEW_TOKENS,
+            on_policy_temperature: 1.0,
+            on_policy_top_p: 1.0,
         }
     }
 }
@@ -163,6 +186,15 @@ impl DistillSection {
             LossName::Uld => Divergence::Uld { top_k: self.uld_top_k.unwrap_or(DEFAULT_ULD_TOP_K) },
         };
         KdSpec { divergence, temperature: self.temperature, kd_ratio: self.kd_ratio }
+    }
+
+    /// How the student samples on on-policy steps (checked by [`DistillConfig::validate`]).
+    pub fn on_policy_sampling(&self) -> SamplingConfig {
+        SamplingConfig {
+            temperature: self.on_policy_temperature as f32,
+            top_p: self.on_policy_top_p as f32,
+            ..SamplingConfig::default()
+        }
     }
 }
 
@@ -236,8 +268,55 @@ impl DistillConfig {
             }
             _ => {}
         }
+        self.validate_on_policy()?;
         self.validate_cache()?;
         self.validate_uld()
+    }
+
+    /// The `on_policy*` checks: ranges, then what an on-policy step cannot be combined with.
+    fn validate_on_policy(&self) -> Result<()> {
+        let bad = |key: &str, why: String| Err(GraftError::Input(format!("config key `{key}`: {why}")));
+        let d = &self.distill;
+        if !(d.on_policy.is_finite() && (0.0..=1.0).contains(&d.on_policy)) {
+            return bad("distill.on_policy", format!("must be a share in [0, 1], got {}", d.on_policy));
+        }
+        if d.on_policy_max_new_tokens == 0 {
+            return bad("distill.on_policy_max_new_tokens", "must be at least 1".into());
+        }
+        if !(d.on_policy_temperature.is_finite() && d.on_policy_temperature >= 0.0) {
+            return bad(
+                "distill.on_policy_temperature",
+                format!("must be a number ≥ 0 (0 = greedy), got {}", d.on_policy_temperature),
+            );
+        }
+        if !(d.on_policy_top_p.is_finite() && d.on_policy_top_p > 0.0 && d.on_policy_top_p <= 1.0) {
+            return bad("distill.on_policy_top_p", format!("must be in (0, 1], got {}", d.on_policy_top_p));
+        }
+        if d.on_policy == 0.0 {
+            return Ok(());
+        }
+        let refused = |why: &str| bad("distill.on_policy", why.into());
+        if d.teacher_cache.is_some() {
+            return refused(
+                "cannot be combined with distill.teacher_cache: the cache holds the teacher on the data's \
+                 sequences only, and on-policy steps train on sequences the student generates during the run; \
+                 drop one of the two",
+            );
+        }
+        if d.loss == LossName::Uld {
+            return refused(
+                "cannot be combined with loss = \"uld\": the student's samples would have to be re-rendered \
+                 with the teacher's tokenizer and re-paired, which is not built; use a teacher with the \
+                 student's tokenizer",
+            );
+        }
+        if self.data.packing {
+            return refused(
+                "cannot be combined with data.packing = true: a packed row mixes several examples and has no \
+                 single prompt for the student to continue",
+            );
+        }
+        Ok(())
     }
 
     /// The `teacher_cache` / `cache_top_k` checks: what a cached teacher cannot provide is

@@ -13,7 +13,7 @@ pub mod stream;
 pub mod text;
 
 pub use generator::{check_prompt, generate, GenerateOptions, Generation, StopReason};
-pub use sampler::{Sampler, SamplingConfig};
+pub use sampler::{stream_seed, Sampler, SamplingConfig};
 pub use stop::StopStrings;
 pub use stream::{Detokenizer, IncrementalDecoder};
 pub use text::{generate_text, TextGeneration};

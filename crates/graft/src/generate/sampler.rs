@@ -152,6 +152,16 @@ pub fn argmax(logits: &[f32]) -> Option<u32> {
     best.map(|(i, _)| i as u32)
 }
 
+/// A seed for the `index`-th independent random stream of `seed`: a SplitMix64 mix of the two,
+/// so each stream (a record's answer, a row's sample) depends only on `(seed, index)` and not on
+/// how many streams were drawn before it.
+pub fn stream_seed(seed: u64, index: u64) -> u64 {
+    let mut z = seed ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// Chooses next tokens: the processors of a [`SamplingConfig`] plus a seeded random generator.
 #[derive(Debug, Clone)]
 pub struct Sampler {

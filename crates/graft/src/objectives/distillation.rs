@@ -1,22 +1,25 @@
 //! The distillation objective: the student's next-token cross-entropy mixed with a divergence
 //! from a frozen teacher's distribution at every supervised position (`ops::lm_head_kd`), plus,
 //! when asked, a hidden-state term ([`HiddenMatch`]). The teacher runs through the inference path
-//! without a graph; only the student (and the hidden-state projections) train.
+//! without a graph; only the student (and the hidden-state projections) train. With
+//! [`OnPolicy`], a share of the steps trains on the student's own samples instead of the data's
+//! completions, on the divergence alone.
 
 use super::hidden_match::HiddenMatch;
+use super::on_policy::OnPolicy;
 use crate::adapters::lora::DropoutClock;
 use crate::data::Batch;
 use crate::models::llama::{Llama, Pass, SupervisedRows};
 use crate::ops::{self, KdSpec};
 use crate::train::step::LossSum;
-use crate::train::{Objective, ObjectiveLoss, ParamGroup};
+use crate::train::{Objective, ObjectiveLoss, ParamGroup, StepGeneration};
 use crate::{GraftError, Result};
 use candle_core::{DType, Tensor, Var};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Distillation of `teacher` into `student`, training `vars` of the student. Reports `ce` and
 /// `kd` (the two terms of the loss, per supervised token) as metrics, and `hidden` with a
-/// hidden-state term.
+/// hidden-state term; on-policy steps report `kd` (and `hidden`) only.
 pub struct Distillation<'a> {
     student: &'a Llama,
     teacher: &'a Llama,
@@ -24,6 +27,9 @@ pub struct Distillation<'a> {
     clock: Option<Arc<DropoutClock>>,
     spec: KdSpec,
     hidden: Option<HiddenMatch>,
+    on_policy: Option<OnPolicy>,
+    /// What the current step generated (read and reset by `take_generation`).
+    generation: Mutex<StepGeneration>,
 }
 
 impl<'a> Distillation<'a> {
@@ -42,7 +48,40 @@ impl<'a> Distillation<'a> {
         if s != t {
             return Err(vocab_mismatch(t, s));
         }
-        Ok(Self { student, teacher, vars, clock, spec, hidden: None })
+        Ok(Self {
+            student,
+            teacher,
+            vars,
+            clock,
+            spec,
+            hidden: None,
+            on_policy: None,
+            generation: Mutex::new(StepGeneration::default()),
+        })
+    }
+
+    /// Trains a share of the steps on the student's own samples (`on_policy`); a share of 0
+    /// changes nothing, not even `metrics.jsonl`.
+    pub fn with_on_policy(mut self, on_policy: OnPolicy) -> Self {
+        self.on_policy = Some(on_policy).filter(|o| o.share > 0.0);
+        self
+    }
+
+    /// `batch`, or its on-policy version when `micro_step` belongs to an on-policy step: the
+    /// student samples with dropout off (no gradient flows through the samples), then dropout is
+    /// back on.
+    fn batch_for(&self, batch: &Batch, micro_step: u64) -> Result<Option<Batch>> {
+        let Some(on_policy) = self.on_policy.as_ref().filter(|o| o.micro_step_is_on_policy(micro_step)) else {
+            return Ok(None);
+        };
+        self.set_training(false);
+        let rebuilt = on_policy.rebuild(self.student, batch, micro_step);
+        self.set_training(true);
+        let rebuilt = rebuilt?;
+        let mut generation = self.generation.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        generation.on_policy = true;
+        generation.tokens += rebuilt.generated as u64;
+        Ok(Some(rebuilt.batch))
     }
 
     /// Adds the hidden-state term `hidden` (its layers checked against both models).
@@ -94,6 +133,12 @@ impl Objective for Distillation<'_> {
     }
 
     fn loss(&self, batch: &Batch, micro_step: u64) -> Result<ObjectiveLoss> {
+        let rebuilt = self.batch_for(batch, micro_step)?;
+        let on_policy = rebuilt.is_some();
+        let batch = rebuilt.as_ref().unwrap_or(batch);
+        // On the student's own samples the cross-entropy would train it towards what it already
+        // does: the divergence alone is the loss (TRL's GKD).
+        let spec = if on_policy { KdSpec { kd_ratio: 1.0, ..self.spec } } else { self.spec };
         if let Some(c) = &self.clock {
             c.set_step(micro_step);
         }
@@ -106,16 +151,10 @@ impl Objective for Distillation<'_> {
         let (Some(head), Some(teacher_head)) = (self.student.head_weight(), self.teacher.head_weight()) else {
             return Err(GraftError::Input("distillation needs LM heads without adapters".into()));
         };
-        let kd = ops::lm_head_kd(
-            &rows.hidden,
-            &head,
-            &teacher_hidden,
-            &teacher_head,
-            &rows.targets,
-            &rows.mask,
-            &self.spec,
-        )?;
-        let mut metrics = vec![("ce", sum(&kd.ce)?), ("kd", sum(&kd.kd)?)];
+        let kd =
+            ops::lm_head_kd(&rows.hidden, &head, &teacher_hidden, &teacher_head, &rows.targets, &rows.mask, &spec)?;
+        let mut metrics = if on_policy { vec![] } else { vec![("ce", sum(&kd.ce)?)] };
+        metrics.push(("kd", sum(&kd.kd)?));
         let mut total = kd.loss.sum_all()?;
         if let Some(h) = &self.hidden {
             let pick = |taps: &[Tensor]| taps.iter().map(|t| rows.select(t)).collect::<Result<Vec<_>>>();
@@ -136,6 +175,11 @@ impl Objective for Distillation<'_> {
         if let Some(c) = &self.clock {
             c.set_training(on);
         }
+    }
+
+    fn take_generation(&self) -> Option<StepGeneration> {
+        self.on_policy.as_ref()?;
+        self.generation.lock().ok().map(|mut g| std::mem::take(&mut *g))
     }
 }
 

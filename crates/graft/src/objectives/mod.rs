@@ -13,7 +13,8 @@
 //!   distribution (knowledge distillation); [`hidden_match`]: its hidden-state term;
 //!   [`distillation_cached`]: the same against a teacher cache (top-k log-probabilities on disk).
 //!   [`cross_distillation`]: the same across tokenizers (ULD), on the answer positions
-//!   [`token_pairing`] pairs.
+//!   [`token_pairing`] pairs. [`on_policy`]: the batches of on-policy steps, the student's own
+//!   samples after each row's prompt (GKD).
 //! - [`multitask`]: next-token loss on a micro-batch of one task, weighted per task (equal,
 //!   fixed or learned uncertainty weights).
 
@@ -26,5 +27,6 @@ pub mod hidden_match;
 pub mod masked_lm;
 pub mod masking;
 pub mod multitask;
+pub mod on_policy;
 pub mod simcse;
 pub mod token_pairing;

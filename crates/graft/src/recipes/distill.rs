@@ -3,7 +3,9 @@
 //! `distill_cross`, across tokenizers), then train the student exactly as
 //! fine-tuning does — same run directory, checkpoints, exact resume, metrics and summary — with
 //! the distillation objective in place of the causal-LM one. With `distill.teacher_cache` the
-//! teacher's top-k distributions come from the cache (`distill_fill`) instead.
+//! teacher's top-k distributions come from the cache (`distill_fill`) instead; with
+//! `distill.on_policy` a share of the steps trains on the student's own samples
+//! ([`on_policy_settings`]).
 
 use super::finetune::{open_run_dir, train_with, write_summary, Summary};
 use crate::assets::resolve_model;
@@ -14,6 +16,7 @@ use crate::models::load::load_causal_lm;
 use crate::objectives::distillation::{vocab_mismatch, Distillation, CROSS_TOKENIZER_HINT};
 use crate::objectives::distillation_cached::CachedDistillation;
 use crate::objectives::hidden_match::HiddenMatch;
+use crate::objectives::on_policy::OnPolicy;
 use crate::tokenizer::Tokenizer;
 use crate::train::Event;
 use crate::{GraftError, Result};
@@ -97,7 +100,8 @@ pub fn run(cfg: &DistillConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -
     let (summary, _) = train_with(&student, run_dir, on_event, &teacher, |tm, teacher| {
         check_same_tokenizer(&teacher.tokenizer, &tm.tokenizer)?;
         let clock = tm.lora.as_ref().map(|l| l.clock.clone());
-        let objective = Distillation::new(&tm.model, &teacher.model, tm.vars.clone(), clock, spec)?;
+        let objective = Distillation::new(&tm.model, &teacher.model, tm.vars.clone(), clock, spec)?
+            .with_on_policy(on_policy_settings(cfg, &tm.tokenizer));
         let d = &cfg.distill;
         if d.hidden_layers.is_empty() {
             return Ok(Box::new(objective));
@@ -109,6 +113,22 @@ pub fn run(cfg: &DistillConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -
         Ok(Box::new(objective.with_hidden(hidden)?))
     })?;
     Ok(summary)
+}
+
+/// The on-policy steps `cfg` asks for (`distill.on_policy*`, `train.seed`, `train.grad_accum`,
+/// `data.seq_len`), sampling with the student's tokenizer `student`'s EOS.
+pub fn on_policy_settings(cfg: &DistillConfig, student: &Tokenizer) -> OnPolicy {
+    let d = &cfg.distill;
+    OnPolicy {
+        share: d.on_policy,
+        max_new_tokens: d.on_policy_max_new_tokens,
+        sampling: d.on_policy_sampling(),
+        seed: cfg.train.seed,
+        grad_accum: cfg.train.grad_accum as u64,
+        seq_len: cfg.data.seq_len,
+        eos_ids: student.eos_id().into_iter().collect(),
+        pad_id: student.batch_pad_id(),
+    }
 }
 
 /// [`run`] with `distill.teacher_cache`: the cache is filled first when it is not there (or

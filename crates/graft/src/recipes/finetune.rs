@@ -298,7 +298,7 @@ pub(crate) fn train_with_data<W: ?Sized, D: RunData>(
         model.config().require_llama("saving a fully fine-tuned model")?;
     }
     let device = crate::models::Model::device(model).clone();
-    let pad = tokenizer.pad_id().or(tokenizer.eos_id()).unwrap_or(0);
+    let pad = tokenizer.batch_pad_id();
 
     // Data: shuffled training batches per epoch, a fixed evaluation set.
     let (train_ex, eval_ex) = load_data(cfg, tokenizer, run_data, on_event)?;

@@ -262,6 +262,12 @@ impl Tokenizer {
         self.pad.as_ref().map(|t| t.id)
     }
 
+    /// The id training batches are padded with: the padding id, else EOS, else 0 (padding is
+    /// never a target, so which id it is does not matter beyond being in the vocabulary).
+    pub fn batch_pad_id(&self) -> u32 {
+        self.pad_id().or(self.eos_id()).unwrap_or(0)
+    }
+
     /// Unknown-token id.
     pub fn unk_id(&self) -> Option<u32> {
         self.unk.as_ref().map(|t| t.id)

@@ -52,4 +52,12 @@ pub struct StepRecord {
     /// Multitask: each task's evaluation loss, on steps where evaluation ran.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub task_eval_losses: BTreeMap<String, f64>,
+    /// On-policy distillation (`distill.on_policy` > 0): whether this step trained on the
+    /// student's own samples; absent from runs that never generate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_policy: Option<bool>,
+    /// On-policy distillation: tokens the student generated in this step (0 on a step that
+    /// trained on the data); absent from runs that never generate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_tokens: Option<u64>,
 }

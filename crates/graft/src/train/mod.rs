@@ -17,7 +17,7 @@ pub mod step;
 pub mod trainer;
 
 pub use events::{Event, StepRecord};
-pub use objective::{BatchSource, Epochs, Objective, ObjectiveLoss, TASK_LOSS};
+pub use objective::{BatchSource, Epochs, Objective, ObjectiveLoss, StepGeneration, TASK_LOSS};
 pub use optim::ParamGroup;
 pub use run_dir::RunDir;
 pub use trainer::{Evaluation, LoopSettings, Outcome, RunSummary, Trainer};

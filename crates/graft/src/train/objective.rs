@@ -35,6 +35,23 @@ pub trait Objective {
     fn task(&self, _batch: &Self::Batch) -> Option<(usize, &str)> {
         None
     }
+
+    /// For an objective that generates its own training sequences (on-policy distillation):
+    /// what it generated in the step just taken, read once after each step and reset for the
+    /// next; the trainer logs it in `StepRecord::on_policy` and `StepRecord::generated_tokens`.
+    /// `None` (the default): the objective never generates.
+    fn take_generation(&self) -> Option<StepGeneration> {
+        None
+    }
+}
+
+/// What an objective generated in one optimizer step ([`Objective::take_generation`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepGeneration {
+    /// Whether the step trained on the model's own samples instead of the data's completions.
+    pub on_policy: bool,
+    /// Tokens the model generated in the step (0 on a step that is not on-policy).
+    pub tokens: u64,
 }
 
 /// The metric a multitask objective reports its micro-batch's unweighted loss sum under; the

@@ -182,6 +182,7 @@ impl Trainer<'_> {
                 }
             };
             objective.set_training(false);
+            let generation = objective.take_generation();
             state.step += 1;
             state.micro_batches_done += s.grad_accum;
             state.tokens_seen += stats.targets as u64;
@@ -202,6 +203,8 @@ impl Trainer<'_> {
                 task: single_task,
                 task_losses: tasks.into_values().map(|(name, sum, units)| (name, sum / units.max(1) as f64)).collect(),
                 task_eval_losses: eval.map(|e| e.tasks).unwrap_or_default(),
+                on_policy: generation.map(|g| g.on_policy),
+                generated_tokens: generation.map(|g| g.tokens),
             };
             if let (Some(file), Some(dir)) = (log.as_mut(), &self.run_dir) {
                 writeln!(file, "{}", serde_json::to_string(&record)?)

@@ -189,6 +189,26 @@ pub fn metrics_without_timing(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Runs `whole` (6 steps, a checkpoint every 2), then the same run killed after step 3 and
+/// resumed, and checks both logged the same steps and wrote the same adapter.
+pub fn distill_resumes_bit_identically(whole: &graft::config::distill::DistillConfig, dir: &Path) {
+    graft::recipes::distill::run(whole, false, &mut |_| {}).unwrap();
+    let cut = graft::config::distill::DistillConfig {
+        output: graft::config::OutputSection { dir: dir.join("cut") },
+        ..whole.clone()
+    };
+    killed_at(3, |on_event| graft::recipes::distill::run(&cut, false, on_event));
+    assert_eq!(metrics_without_timing(&cut.output.dir).len(), 3, "step 3 was logged before the kill");
+    graft::recipes::distill::run(&cut, true, &mut |_| {}).unwrap();
+    let (a, b) = (metrics_without_timing(&whole.output.dir), metrics_without_timing(&cut.output.dir));
+    assert_eq!(a.len(), 6);
+    assert_eq!(a, b);
+    for file in ["adapter/adapter_model.safetensors", "adapter/adapter_config.json"] {
+        let read = |run: &Path| std::fs::read(run.join(file)).unwrap();
+        assert!(read(&whole.output.dir) == read(&cut.output.dir), "{file} differs");
+    }
+}
+
 /// Writes a decoder of shapes `cfg` with seeded random weights (`seed`) and the default model's
 /// tokenizer and chat template as a Hugging Face folder.
 pub fn write_model_seeded(dir: &Path, cfg: &graft::models::llama::LlamaConfig, seed: u64) {

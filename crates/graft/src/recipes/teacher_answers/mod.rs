@@ -81,10 +81,7 @@ impl AnswerSettings {
 /// The seed of record `index`'s sampler: a SplitMix64 mix of `seed` and `index`, so records draw
 /// independent streams that do not depend on which records were generated before.
 pub fn record_seed(seed: u64, index: u64) -> u64 {
-    let mut z = seed ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    crate::generate::stream_seed(seed, index)
 }
 
 /// The teacher: any model graft loads, with an optional LoRA adapter on top.
