@@ -10,7 +10,7 @@ use crate::objectives::classification::{Classification, FixedFeatures, PooledFea
 use crate::report::LossPoint;
 use crate::train::optim::{AdamWConfig, OptimizerKind};
 use crate::train::schedule::{Schedule, ScheduleKind};
-use crate::train::{Epochs, Event, LoopSettings, RunDir, StepRecord, Trainer};
+use crate::train::{Epochs, Event, LoopSettings, Objective, RunDir, StepRecord, Trainer};
 use crate::{GraftError, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use rand::Rng;
@@ -83,8 +83,8 @@ impl HeadConfig {
 /// Per-feature affine normalisation `(x − mean) / std` fitted on training features.
 #[derive(Debug, Clone)]
 pub struct Standardizer {
-    mean: Tensor,
-    std: Tensor,
+    pub(crate) mean: Tensor,
+    pub(crate) std: Tensor,
 }
 
 impl Standardizer {
@@ -294,14 +294,21 @@ pub(crate) fn init_params(
     };
     let mut out = Vec::new();
     for (i, (inp, outw)) in widths.into_iter().enumerate() {
-        let bound = 1.0 / (inp as f32).sqrt();
-        let mut uniform = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
-        let w = Tensor::from_vec(uniform(outw * inp), (outw, inp), device)?;
-        let b = Tensor::from_vec(uniform(outw), outw, device)?;
+        let w = uniform_init(&[outw, inp], inp, rng, device)?;
+        let b = uniform_init(&[outw], inp, rng, device)?;
         out.push((format!("head.layers.{i}.weight"), Var::from_tensor(&w)?));
         out.push((format!("head.layers.{i}.bias"), Var::from_tensor(&b)?));
     }
     Ok(out)
+}
+
+/// A tensor of `shape` drawn uniformly in ±1/√`fan_in` from `rng` (PyTorch's `nn.Linear`
+/// initialisation of a weight or bias with `fan_in` inputs).
+pub(crate) fn uniform_init(shape: &[usize], fan_in: usize, rng: &mut ChaCha8Rng, device: &Device) -> Result<Tensor> {
+    let bound = 1.0 / (fan_in as f32).sqrt();
+    let n = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
+    Ok(Tensor::from_vec(values, shape, device)?)
 }
 
 /// `(weight, bias)` pairs of head variables made by [`init_params`], as plain tensors.
@@ -385,6 +392,24 @@ pub(crate) fn fit_classifier<F: PooledFeatures>(
     out: RunOutput,
 ) -> Result<(TrainedHead, Vec<LossPoint>)> {
     let n = objective.n_examples();
+    let settings = serde_json::json!({
+        "head": cfg, "examples": n, "head_params": objective.trained_head()?.trainable_params(), "backbone": backbone,
+    });
+    let losses = fit_epochs(objective, n, cfg, &settings, out)?;
+    Ok((objective.trained_head()?, losses))
+}
+
+/// Runs an objective over `n` examples (a batch is a list of example indices) on the trainer
+/// for `cfg.epochs` epochs of shuffled batches of `cfg.batch_size`, AdamW at a constant
+/// `cfg.lr` with `cfg.weight_decay` (`cfg.kind` is not used). `settings` is what a resume must
+/// match. Returns the per-epoch mean losses.
+pub(crate) fn fit_epochs<O: Objective<Batch = Vec<usize>>>(
+    objective: &O,
+    n: usize,
+    cfg: &HeadConfig,
+    settings: &serde_json::Value,
+    out: RunOutput,
+) -> Result<Vec<LossPoint>> {
     let batch = cfg.batch_size;
     let mut batches = Epochs::new(|epoch| {
         let mut order: Vec<usize> = (0..n).collect();
@@ -392,7 +417,7 @@ pub(crate) fn fit_classifier<F: PooledFeatures>(
         Ok(order.chunks(batch).map(<[usize]>::to_vec).collect())
     })?;
     let total_steps = cfg.epochs as u64 * batches.per_epoch();
-    let settings = LoopSettings {
+    let loop_settings = LoopSettings {
         total_steps,
         grad_accum: 1,
         max_grad_norm: 0.0,
@@ -402,17 +427,15 @@ pub(crate) fn fit_classifier<F: PooledFeatures>(
     };
     let run_dir = match out.dir {
         Some(dir) => {
-            let text = serde_json::to_string(&serde_json::json!({
-                "head": cfg, "examples": n, "head_params": objective.trained_head()?.trainable_params(), "backbone": backbone,
-            }))?;
+            let text = serde_json::to_string(settings)?;
             Some(dir.with_settings(text.clone(), RunDir::same_text(&text)))
         }
         None => None,
     };
     let optimizer = OptimizerKind::AdamW(AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() });
-    let trainer = Trainer { settings, optimizer, run_dir, evaluate: None };
+    let trainer = Trainer { settings: loop_settings, optimizer, run_dir, evaluate: None };
     let outcome = trainer.run(objective, &mut batches, out.on_event)?;
-    Ok((objective.trained_head()?, epoch_losses(&outcome.history, n, batch)))
+    Ok(epoch_losses(&outcome.history, n, batch))
 }
 
 /// The mean loss per example of each epoch, from the steps' per-example means (the last batch

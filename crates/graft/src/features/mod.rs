@@ -9,6 +9,8 @@
 //! - [`tune`]: [`train_decoder_classifier`] also trains a decoder's top blocks, running the
 //!   frozen blocks below them only once.
 //! - [`encoder_tune`]: [`train_encoder_classifier`], the same for a sentence encoder's top layers.
+//! - [`progressive`]: progressive networks, one MLP column per task with lateral adapters from
+//!   the frozen earlier columns ([`ProgressiveNet`], [`fit_column`]).
 //!
 //! Every head trains on the one [`Trainer`](crate::train::Trainer) with the
 //! [classification objective](crate::objectives::classification); the `fit_*` forms take a
@@ -17,9 +19,11 @@
 pub mod encoder_tune;
 pub mod extract;
 pub mod head;
+pub mod progressive;
 pub mod tune;
 
 pub use encoder_tune::{fit_encoder_classifier, train_encoder_classifier, EncoderClassifier};
 pub use extract::{decoder_features, encoder_features, Pooling};
 pub use head::{fit_head, train_head, HeadConfig, HeadKind, RunOutput, Standardizer, TrainedHead};
+pub use progressive::{fit_column, ProgressiveConfig, ProgressiveNet};
 pub use tune::{fit_decoder_classifier, train_decoder_classifier, DecoderClassifier, DecoderTuning};
