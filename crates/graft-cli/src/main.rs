@@ -57,6 +57,8 @@ enum Command {
     Selftest(commands::selftest::Args),
     /// Sentence embeddings of a JSONL file with a BERT encoder (JSONL + safetensors out).
     Embed(commands::embed::EmbedArgs),
+    /// Heads on a frozen backbone's features: progressive networks over a sequence of tasks.
+    Features(commands::features::FeaturesArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -119,5 +121,6 @@ fn run(command: Command) -> Result<()> {
         Command::Bench(args) => commands::bench::run(args),
         Command::Selftest(args) => commands::selftest::run(args),
         Command::Embed(args) => commands::embed::run(args),
+        Command::Features(args) => commands::features::run(args),
     }
 }

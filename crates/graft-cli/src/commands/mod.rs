@@ -17,6 +17,7 @@ pub mod embed;
 pub mod eval;
 pub mod eval_tasks;
 pub mod export;
+pub mod features;
 pub mod fetch;
 pub mod generate;
 pub mod multitask;

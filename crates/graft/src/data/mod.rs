@@ -39,7 +39,7 @@ pub use paired::load_paired_examples;
 pub use render::prompt_ids;
 pub(crate) use split::{below, permute, uniform};
 pub use split::{shuffle, split_train_eval};
-pub use texts::read_texts;
+pub use texts::{read_labelled, read_texts, Labelled};
 
 use serde::{Deserialize, Serialize};
 

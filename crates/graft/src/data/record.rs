@@ -28,12 +28,23 @@ pub(crate) fn parse_line(
     format: DataFormat,
     ignored: &mut BTreeSet<String>,
 ) -> Result<Record, (Option<usize>, LineProblem)> {
+    record(&parse_object(line)?, format, ignored).map_err(|p| (None, p))
+}
+
+/// The string fields `keys` of one line (already valid UTF-8) that must be a JSON object;
+/// other keys are ignored.
+pub(crate) fn string_fields(line: &str, keys: &[&str]) -> Result<Vec<String>, (Option<usize>, LineProblem)> {
+    let obj = parse_object(line)?;
+    keys.iter().map(|k| string_field(&obj, k, k).map_err(|p| (None, p))).collect()
+}
+
+fn parse_object(line: &str) -> Result<Map<String, Value>, (Option<usize>, LineProblem)> {
     let value: Value =
         serde_json::from_str(line).map_err(|e| (Some(e.column()), LineProblem::NotJson { reason: json_reason(&e) }))?;
-    let Value::Object(obj) = value else {
-        return Err((None, LineProblem::NotObject { found: kind(&value) }));
-    };
-    record(&obj, format, ignored).map_err(|p| (None, p))
+    match value {
+        Value::Object(obj) => Ok(obj),
+        other => Err((None, LineProblem::NotObject { found: kind(&other) })),
+    }
 }
 
 fn record(obj: &Map<String, Value>, format: DataFormat, ignored: &mut BTreeSet<String>) -> Result<Record, LineProblem> {

@@ -1,7 +1,8 @@
-//! Reading the `text` field of every line of a JSONL file (inputs to embed, classify, score).
+//! Reading the `text` field of every line of a JSONL file (inputs to embed, classify, score),
+//! or its `text` and `label` (classification data for heads on features).
 
 use super::jsonl::for_each_strict_line;
-use super::record::{parse_line, Record};
+use super::record::{parse_line, string_fields, Record};
 use super::{DataError, DataFormat};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -25,6 +26,34 @@ pub fn read_texts(path: &Path) -> Result<Vec<String>, DataError> {
         return Err(DataError::EmptyDataset { path: path.into(), after: "in the file (it has no JSON lines)".into() });
     }
     Ok(texts)
+}
+
+/// One `{"text": ..., "label": ...}` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labelled {
+    /// The text.
+    pub text: String,
+    /// Its label, as written.
+    pub label: String,
+    /// Its 1-based line number.
+    pub line: usize,
+}
+
+/// Reads `{"text": ..., "label": ...}` lines from `path` (both strings; other keys ignored) as
+/// strictly as [`read_texts`]: the first malformed line is an error naming `file:line`, and a
+/// file without lines is [`DataError::EmptyDataset`].
+pub fn read_labelled(path: &Path) -> Result<Vec<Labelled>, DataError> {
+    let mut out = Vec::new();
+    for_each_strict_line(path, |line, text| {
+        let mut fields = string_fields(text, &["text", "label"])?.into_iter();
+        let (text, label) = (fields.next().unwrap_or_default(), fields.next().unwrap_or_default());
+        out.push(Labelled { text, label, line });
+        Ok(())
+    })?;
+    if out.is_empty() {
+        return Err(DataError::EmptyDataset { path: path.into(), after: "in the file (it has no JSON lines)".into() });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

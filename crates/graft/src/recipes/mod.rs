@@ -16,6 +16,7 @@ pub mod from_run;
 pub mod mlm;
 pub mod multitask;
 pub mod parts;
+pub mod progressive;
 pub mod quickstart;
 pub mod tasks;
 pub mod teacher_answers;

@@ -1,0 +1,105 @@
+//! `graft features progressive` end to end on real tweets and all-MiniLM-L6-v2: two tasks learned
+//! in order give a lower-triangular accuracy matrix whose first task's accuracy is unchanged by
+//! the second, a network file that loads with both tasks, the table on stdout; data errors name
+//! the file and line.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn graft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_graft")).args(args).env("RUST_BACKTRACE", "0").output().unwrap()
+}
+
+fn write_jsonl(path: &Path, rows: &[(String, &str)]) {
+    let lines: Vec<String> = rows.iter().map(|(t, l)| serde_json::json!({"text": t, "label": l}).to_string()).collect();
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// Sentiment (3 labels) and polarity (non-neutral tweets only) files in `dir`, and a config.
+fn setup(dir: &Path) -> std::path::PathBuf {
+    let corpus = graft::assets::ensure("tweets", false).expect("tweets dataset");
+    let tweets = graft::datasets::tweets::read(&corpus).unwrap();
+    let (train, eval) = graft::datasets::tweets::split(&tweets, 90, 40, 3);
+    let labels = graft::datasets::tweets::LABELS;
+    let sentiment = |ts: &[graft::datasets::tweets::Tweet]| -> Vec<(String, &str)> {
+        ts.iter().map(|t| (t.text.clone(), labels[t.label])).collect()
+    };
+    let polarity = |ts: &[graft::datasets::tweets::Tweet]| -> Vec<(String, &str)> {
+        ts.iter().filter(|t| t.label != 1).map(|t| (t.text.clone(), labels[t.label])).collect()
+    };
+    write_jsonl(&dir.join("sentiment.train.jsonl"), &sentiment(&train));
+    write_jsonl(&dir.join("sentiment.eval.jsonl"), &sentiment(&eval));
+    write_jsonl(&dir.join("polarity.train.jsonl"), &polarity(&train));
+    write_jsonl(&dir.join("polarity.eval.jsonl"), &polarity(&eval));
+    let config = dir.join("progressive.toml");
+    let out = dir.join("run");
+    std::fs::write(
+        &config,
+        format!(
+            "[head]\nhidden = [16]\nepochs = 4\n\n\
+             [[tasks]]\nname = \"sentiment\"\ntrain = \"sentiment.train.jsonl\"\neval = \"sentiment.eval.jsonl\"\n\n\
+             [[tasks]]\nname = \"polarity\"\ntrain = \"polarity.train.jsonl\"\neval = \"polarity.eval.jsonl\"\n\n\
+             [output]\ndir = {:?}\n",
+            out.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn two_tasks_give_the_accuracy_matrix_and_a_loadable_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path());
+    let run = graft(&["features", "progressive", config.to_str().unwrap(), "--json"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let acc = summary["accuracy"].as_array().unwrap();
+    assert_eq!(acc.len(), 2);
+    assert!(acc[0][1].is_null(), "polarity is not learned after the first stage: {acc:?}");
+    assert_eq!(acc[0][0], acc[1][0], "sentiment's accuracy is unchanged by learning polarity");
+    for a in [&acc[0][0], &acc[1][1]] {
+        assert!((0.0..=1.0).contains(&a.as_f64().unwrap()), "{a}");
+    }
+    assert_eq!(summary["tasks"][0]["labels"], serde_json::json!(["negative", "neutral", "positive"]));
+    assert_eq!(summary["tasks"][1]["labels"], serde_json::json!(["negative", "positive"]));
+    assert_eq!(summary["tasks"][0]["train_examples"], 90);
+    let out = dir.path().join("run");
+    let on_disk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(on_disk, summary);
+    for k in ["0-sentiment", "1-polarity"] {
+        assert!(out.join("columns").join(k).join("metrics.jsonl").is_file(), "{k}'s metrics");
+    }
+    let net =
+        graft::features::ProgressiveNet::load(&out.join("progressive.safetensors"), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(net.tasks(), ["sentiment", "polarity"]);
+
+    // A second run into the same folder is refused; the table form prints the matrix.
+    let again = graft(&["features", "progressive", config.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(3), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a progressive network"));
+    let other = dir.path().join("run2");
+    let set = format!("output.dir={:?}", other.to_str().unwrap());
+    let table = graft(&["features", "progressive", config.to_str().unwrap(), "--set", &set, "--set", "head.epochs=1"]);
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("after sentiment") && text.contains("after polarity") && text.contains(" -"), "{text}");
+}
+
+#[test]
+fn an_eval_label_outside_the_training_labels_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path());
+    let eval = dir.path().join("polarity.eval.jsonl");
+    let mut text = std::fs::read_to_string(&eval).unwrap();
+    text.push_str("{\"text\": \"meh\", \"label\": \"neutral\"}\n");
+    let line = text.lines().count();
+    std::fs::write(&eval, text).unwrap();
+    let run = graft(&["features", "progressive", config.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(3), "{}", String::from_utf8_lossy(&run.stderr));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains(&format!("polarity.eval.jsonl:{line}: label `neutral`")), "{err}");
+    let help = graft(&["features", "progressive", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("graft features progressive progressive.toml"));
+}
