@@ -38,6 +38,8 @@ fn every_command_documents_an_example() {
         "quickstart",
         "compare",
         "embed",
+        "features",
+        "features progressive",
         "data",
         "data build",
         "data teacher-answers",

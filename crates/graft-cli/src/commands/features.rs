@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 /// Heads on a frozen backbone's features.
 #[derive(Debug, Args)]
+#[command(after_help = "Example:\n  graft features progressive progressive.toml")]
 pub struct FeaturesArgs {
     #[command(subcommand)]
     command: FeaturesCommand,
