@@ -127,7 +127,7 @@ pub(crate) fn column_layout(k: usize, dim: usize, hidden: &[usize], n_labels: us
         for i in 1..n_layers {
             let a = width_in(i);
             out.push((format!("columns.{k}.laterals.{i}.alpha"), vec![k]));
-            out.push((format!("columns.{k}.laterals.{i}.v"), vec![a, k * a]));
+            out.push((format!("columns.{k}.laterals.{i}.v"), vec![a, k.saturating_mul(a)]));
             out.push((format!("columns.{k}.laterals.{i}.u"), vec![width_out(i), a]));
         }
     }
