@@ -212,7 +212,7 @@ impl ContinualConfig {
         if let Some(m) = methods.iter().enumerate().find(|(i, m)| methods[..*i].contains(m)) {
             return bad("continual.methods", format!("`{}` is listed twice", m.1.name()));
         }
-        if self.data.train.as_os_str().len() + self.data.eval.iter().count() + self.data.replay.iter().count() > 0 {
+        if !self.data.train.as_os_str().is_empty() || self.data.eval.is_some() || self.data.replay.is_some() {
             return bad("data.train / data.eval / data.replay", "are per task here: give them in [[tasks]]".into());
         }
         if self.model.from_run.is_some() || self.model.keep_layers.is_some() || self.model.expand_blocks.is_some() {
