@@ -208,7 +208,10 @@ fn every_method_fills_its_matrix_matching_independent_scores_and_a_rerun_trains_
     assert_eq!(full.metrics.as_ref().unwrap(), &again);
     let bwt = ((full.r[2][0] - full.r[0][0]) + (full.r[2][1] - full.r[1][1])) / 2.0;
     assert!((again.bwt.unwrap() - bwt).abs() < 1e-12);
-    assert!(out.join("report.md").is_file() && out.join("summary.json").is_file());
+    assert!(out.join("summary.json").is_file());
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("`yesno` (accuracy; base") && report.contains("## block_expansion"), "{report}");
+    assert!(report.contains(&format!("| sequential_full | {:.4} |", full.average_final)), "{report}");
 
     // A rerun trains nothing and writes the same matrices.
     let stages =

@@ -80,6 +80,14 @@ pub enum TaskScore {
 }
 
 impl TaskScore {
+    /// The score's name as the config writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskScore::Loss => "loss",
+            TaskScore::Accuracy => "accuracy",
+        }
+    }
+
     /// Which way the score improves.
     pub fn direction(self) -> Direction {
         match self {

@@ -13,7 +13,7 @@ fn cell(x: Option<f64>) -> String {
 pub fn markdown(summary: &ContinualSummary) -> String {
     let mut s = String::from("# Continual learning\n\nTasks, in training order (score; base model's score):\n\n");
     for (i, t) in summary.tasks.iter().enumerate() {
-        let _ = writeln!(s, "{}. `{}` ({:?}; base {:.4})", i + 1, t.name, t.score, t.base);
+        let _ = writeln!(s, "{}. `{}` ({}; base {:.4})", i + 1, t.name, t.score.name(), t.base);
     }
     s.push_str("\n| method | average final score | average forgetting | BWT | FWT |\n|---|---|---|---|---|\n");
     for m in &summary.methods {
