@@ -39,6 +39,8 @@ enum Command {
     Distill(commands::distill::Args),
     /// Train one model on several tasks (task mixing, loss weighting, PCGrad) from a TOML config.
     Multitask(commands::multitask::Args),
+    /// Learn a sequence of tasks with several methods: score matrix, forgetting, transfer.
+    Continual(commands::continual::Args),
     /// Check a training config and its data without training.
     Validate(commands::validate::ValidateArgs),
     /// Show tokenized training samples with the supervised tokens marked.
@@ -112,6 +114,7 @@ fn run(command: Command) -> Result<()> {
         Command::PretrainSimcse(args) => commands::pretrain_simcse::run(args),
         Command::Distill(args) => commands::distill::run(args),
         Command::Multitask(args) => commands::multitask::run(args),
+        Command::Continual(args) => commands::continual::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Validate(args) => commands::validate::validate(args),
         Command::Preprocess(args) => commands::validate::preprocess(args),

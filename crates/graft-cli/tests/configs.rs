@@ -126,6 +126,27 @@ fn every_shipped_config_validates_and_trains_one_step() {
             assert!(PathBuf::from(summary["output"].as_str().unwrap()).join("config.json").is_file(), "{name}");
             continue;
         }
+        if graft::config::continual::is_continual_config(config).unwrap() {
+            // Every method of the sequence, one step a stage, on the small decoder.
+            let mut args = vec!["continual", path, "--set", "data.seq_len=128", "--set", "train.max_steps=1"];
+            args.extend(["--set", "train.batch_size=2", "--set", "train.eval_batches=1"]);
+            let model_set = format!("model.name={model:?}");
+            args.extend(["--set", &model_set, "--set", &out_set, "--json"]);
+            let summary = graft_json(&args);
+            let tasks = summary["tasks"].as_array().unwrap().len();
+            let methods = summary["methods"].as_array().unwrap();
+            assert_eq!(methods.len(), checked["methods"].as_array().unwrap().len(), "{name}: {summary}");
+            for m in methods {
+                let rows = m["r"].as_array().unwrap();
+                assert_eq!(rows.len(), if m["method"] == "multitask" { 1 } else { tasks }, "{name}: {m}");
+                for row in rows {
+                    let row = row.as_array().unwrap();
+                    assert_eq!(row.len(), tasks, "{name}: {m}");
+                    assert!(row.iter().all(|x| x.as_f64().unwrap().is_finite()), "{name}: {m}");
+                }
+            }
+            continue;
+        }
         if graft::config::multitask::is_multitask_config(config).unwrap() {
             let mut args = vec!["multitask", path, "--set", "data.seq_len=128", "--set", "train.max_steps=1"];
             args.extend([
@@ -179,7 +200,7 @@ fn every_shipped_config_validates_and_trains_one_step() {
 #[test]
 fn help_and_docs_name_only_configs_that_exist() {
     let mut texts: Vec<(String, String)> = Vec::new();
-    for cmd in ["train", "distill", "multitask", "validate", "preprocess", "compare"] {
+    for cmd in ["train", "distill", "multitask", "continual", "validate", "preprocess", "compare"] {
         let out = graft(&[cmd, "--help"]);
         texts.push((format!("graft {cmd} --help"), String::from_utf8(out.stdout).unwrap()));
     }

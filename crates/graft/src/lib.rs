@@ -32,6 +32,7 @@ pub mod adapters;
 pub mod assets;
 pub mod bench;
 pub mod config;
+pub mod continual;
 pub mod data;
 pub mod datasets;
 pub mod device;

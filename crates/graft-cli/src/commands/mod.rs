@@ -11,6 +11,7 @@ pub(crate) use bail_input;
 
 pub mod bench;
 pub mod compare;
+pub mod continual;
 pub mod data;
 pub mod distill;
 pub mod embed;

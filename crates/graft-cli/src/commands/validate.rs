@@ -59,6 +59,9 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
     if graft::recipes::compare::is_compare_config(config)? {
         return validate_compare(config, &args);
     }
+    if graft::config::continual::is_continual_config(config)? {
+        return validate_continual(config, &args);
+    }
     if graft::config::multitask::is_multitask_config(config)? {
         return validate_multitask(config, &args);
     }
@@ -120,6 +123,32 @@ fn data_reports(cfg: &TrainConfig, tok: &Tokenizer) -> Result<(data::LoadReport,
         None => None,
     };
     Ok((train, eval))
+}
+
+/// `graft validate` of a continual-learning config: it loads and validates, the base model's
+/// tokenizer loads, and every task's training and eval data tokenize.
+fn validate_continual(config: &Path, args: &ValidateArgs) -> Result<()> {
+    let cfg = graft::config::continual::ContinualConfig::load(config, &args.overrides)?;
+    let tok = Tokenizer::from_source(&graft::assets::resolve_model(&cfg.model.name, false)?)?;
+    let mut tasks = serde_json::Map::new();
+    for (i, task) in cfg.tasks.iter().enumerate() {
+        let (train, eval) = data_reports(&cfg.task_config(i, &cfg.output.dir), &tok)?;
+        if !args.json {
+            println!("task {}: {} train samples, {:?} scored", task.name, train.n_examples, task.score);
+        }
+        let eval = eval.map(|e| e.n_examples);
+        tasks.insert(
+            task.name.clone(),
+            serde_json::json!({ "train": train.n_examples, "eval": eval, "score": task.score }),
+        );
+    }
+    let methods: Vec<&str> = cfg.continual.methods.iter().map(|m| m.name()).collect();
+    if args.json {
+        println!("{}", serde_json::json!({ "ok": true, "kind": "continual", "tasks": tasks, "methods": methods }));
+    } else {
+        println!("ok: continual config, {} tasks, methods {}", cfg.tasks.len(), methods.join(", "));
+    }
+    Ok(())
 }
 
 /// `graft validate` of a multitask config: it loads and validates, the model loads with its

@@ -5,6 +5,7 @@
 //! impls and repeated in docs/configuration.md. `graft distill`'s config ([`distill`]) is this one
 //! plus a `[teacher]` and a `[distill]` section.
 
+pub mod continual;
 pub mod distill;
 pub mod multitask;
 

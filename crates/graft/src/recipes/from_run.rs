@@ -1,7 +1,7 @@
 //! Starting a run from a finished earlier one (`model.from_run`): what it left in its run
 //! directory, checked before anything loads, so that an unfinished run is refused by name.
 
-use crate::config::{AdapterKind, AdapterSection, ModelSection};
+use crate::config::{AdapterKind, AdapterSection, FromRunAdapter, ModelSection};
 use crate::{GraftError, Result};
 use std::path::{Path, PathBuf};
 
@@ -22,6 +22,24 @@ pub enum EarlierRun {
 /// Reads the finished run in `dir`: its resolved config, its `summary.json` (written last, so
 /// its absence means the run did not finish) and what it trained.
 pub fn finished_run(dir: &Path) -> Result<EarlierRun> {
+    finished_run_at(dir, 0)
+}
+
+/// Longest chain of LoRA stages that keep their earlier run's adapter (a guard against a
+/// run folder that names itself).
+const MAX_CHAIN: usize = 64;
+
+/// The refusal of a LoRA run trained on another run's merged model.
+fn chain(dir: &Path) -> GraftError {
+    GraftError::Input(format!(
+        "model.from_run: {} trained a LoRA adapter on another run's merged model; start from a run whose \
+         base is a named model (a chain of LoRA stages is supported only with model.from_run_adapter = \"keep\")",
+        dir.display()
+    ))
+}
+
+/// [`finished_run`] of the `depth`-th earlier stage of a chain.
+fn finished_run_at(dir: &Path, depth: usize) -> Result<EarlierRun> {
     let unfinished = |what: &str| {
         GraftError::Input(format!(
             "model.from_run: {} is not a finished run: {what} is missing (train it to the end, or continue it \
@@ -45,18 +63,22 @@ pub fn finished_run(dir: &Path) -> Result<EarlierRun> {
     let adapter: AdapterSection = section("adapter").try_into().map_err(bad)?;
     match adapter.kind {
         AdapterKind::Lora | AdapterKind::Qlora => {
-            if model.from_run.is_some() {
-                return Err(GraftError::Input(format!(
-                    "model.from_run: {} trained a LoRA adapter on another run's model; start from a run whose \
-                     base is a named model (a chain of LoRA stages is not supported)",
-                    dir.display()
-                )));
-            }
             let adapter = dir.join("adapter");
             if !adapter.join("adapter_model.safetensors").is_file() {
                 return Err(unfinished("adapter/adapter_model.safetensors"));
             }
-            Ok(EarlierRun::Lora { model, adapter })
+            match &model.from_run {
+                None => Ok(EarlierRun::Lora { model, adapter }),
+                // A stage that kept its earlier run's adapter trained that adapter further on the
+                // same base: the chain's base is the first stage's.
+                Some(earlier) if model.from_run_adapter == FromRunAdapter::Keep && depth < MAX_CHAIN => {
+                    match finished_run_at(earlier, depth + 1)? {
+                        EarlierRun::Lora { model, .. } => Ok(EarlierRun::Lora { model, adapter }),
+                        EarlierRun::Model(_) => Err(chain(dir)),
+                    }
+                }
+                Some(_) => Err(chain(dir)),
+            }
         }
         AdapterKind::None | AdapterKind::Freeze | AdapterKind::Expanded => {
             let folder = dir.join("model");

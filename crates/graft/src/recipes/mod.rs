@@ -4,6 +4,9 @@
 pub mod austen_data;
 pub mod classify_eval;
 pub mod compare;
+pub mod continual;
+mod continual_report;
+pub mod continual_score;
 pub mod data_build;
 pub mod distill;
 pub mod distill_cache;
