@@ -246,6 +246,11 @@ fn bad_task_lists_are_refused_naming_the_task() {
     refused(&write("typo2", &tasks, "mixin = \"equal\""), &["mixin"]);
     refused(&write("no-tasks", "", ""), &["[[tasks]]"]);
     refused(&write("cap", &tasks, "mixing = \"capped\""), &["multitask.cap"]);
+    refused(&write("task-r", &tasks, "task_r = 2"), &["multitask.task_r", "shared_plus_task"]);
+    refused(
+        &write("task-r0", &tasks, "adapters = \"shared_plus_task\"\ntask_r = 0"),
+        &["multitask.task_r", "at least 1"],
+    );
     refused(
         &write("per-task", &format!("[adapter]\nkind = \"none\"\n{tasks}"), "adapters = \"per_task\""),
         &["per_task", "\"none\""],
@@ -354,4 +359,83 @@ fn per_task_adapters_train_only_on_their_tasks_steps_and_are_saved_one_per_task(
         let read = |run: &Path| std::fs::read(run.join(&file)).unwrap();
         assert!(read(&cfg.output.dir) == read(&cut.output.dir), "{file} differs after resume");
     }
+}
+
+#[test]
+fn a_shared_adapter_plus_small_task_adapters_train_together_and_each_task_exports_their_sum() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, lic, qa) = (small_model(dir.path()), licence(dir.path(), 8), qa_jsonl(dir.path(), 8));
+    let tasks = two_tasks(&lic, &qa, false);
+    let mixing = "mixing = \"round_robin\"\nadapters = \"shared_plus_task\"\ntask_r = 2";
+    let train = "max_steps = 2\nsave_every = 1\nlr = 1e-2\nbatch_size = 2\nseed = 4";
+    let cfg = config(dir.path(), "shared-task", &model, &tasks, mixing, train);
+    multitask::run(&cfg, false, &mut |_| {}).unwrap();
+
+    // Step 1 trained the shared adapter and licence's, step 2 the shared one and qa's.
+    let ckpt =
+        graft::train::checkpoint::load_latest(&cfg.output.dir, &candle_core::Device::Cpu, |_| {}).unwrap().unwrap();
+    let counts = |keep: &dyn Fn(&str) -> bool| -> Vec<i64> {
+        let mut u: Vec<i64> = ckpt
+            .optimizer
+            .iter()
+            .filter(|(k, _)| k.ends_with(".updates") && keep(k))
+            .map(|(_, t)| t.to_vec1::<i64>().unwrap()[0])
+            .collect();
+        u.sort();
+        u.dedup();
+        u
+    };
+    assert_eq!(counts(&|k| !k.starts_with("task.")), [2], "the shared adapter trains every step");
+    assert_eq!(counts(&|k| k.starts_with("task.licence.")), [1]);
+    assert_eq!(counts(&|k| k.starts_with("task.qa.")), [1]);
+
+    // The shared adapter alone in adapter/, each task's whole adapter (rank 4 + 2, scale 1) in
+    // adapters/NAME, tagged; the two tasks' differ.
+    assert!(cfg.output.dir.join("adapter/adapter_config.json").is_file());
+    let read_cfg = |name: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(cfg.output.dir.join("adapters").join(name).join("adapter_config.json"));
+        serde_json::from_str(&text.unwrap()).unwrap()
+    };
+    for name in ["licence", "qa"] {
+        let c = read_cfg(name);
+        assert_eq!((c["r"].as_u64(), c["lora_alpha"].as_f64()), (Some(6), Some(6.0)), "{c}");
+        let tag = graft::multitask::adapters::task_of(&cfg.output.dir.join("adapters").join(name)).unwrap().unwrap();
+        assert_eq!(tag.task, name);
+    }
+    let weights =
+        |name: &str| std::fs::read(cfg.output.dir.join("adapters").join(name).join("adapter_model.safetensors"));
+    assert!(weights("licence").unwrap() != weights("qa").unwrap());
+
+    // The sum is exact: two LoRA sets attached together compute what their concatenation
+    // saved as one PEFT adapter computes.
+    use graft::adapters::lora;
+    let load = || {
+        graft::models::load::load_causal_lm(
+            &graft::assets::ModelSource::HfFolder(model.clone()),
+            &graft::models::llama::LoadOptions::default(),
+        )
+        .unwrap()
+    };
+    let spec = |r: usize, alpha: f64| lora::LoraSpec {
+        r,
+        alpha,
+        dropout: 0.0,
+        rslora: false,
+        targets: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
+    };
+    let mut two = load();
+    let (a, b) = (lora::attach(&mut two, &spec(4, 8.0), 1).unwrap(), lora::attach(&mut two, &spec(2, 1.0), 2).unwrap());
+    for layer in a.layers.iter().chain(&b.layers) {
+        let like = layer.b().as_tensor();
+        layer.b().set(&candle_core::Tensor::randn(0f32, 0.05, like.dims(), like.device()).unwrap()).unwrap();
+    }
+    let summed = lora::concat(&[&a, &b]).unwrap();
+    let saved = dir.path().join("summed");
+    graft::io::peft::save_lora(&summed, &saved, "small").unwrap();
+    let mut one = load();
+    graft::io::adapter::load_adapter(&saved, &mut one).unwrap();
+    let ids = [1u32, 5, 9, 14, 3, 7];
+    let (expected, got) = (common::forward_logits(&two, &ids, false), common::forward_logits(&one, &ids, false));
+    assert!(common::max_abs_diff(&expected, &got) < 1e-4, "{}", common::max_abs_diff(&expected, &got));
+    assert!(common::max_abs_diff(&expected, &common::forward_logits(&load(), &ids, false)) > 1e-3);
 }

@@ -222,6 +222,44 @@ impl LoraSet {
     }
 }
 
+/// One adapter equal to the sum of `sets` (each covering the same projections, in the same
+/// order): per projection the factors are stacked along the rank, `A = [A₁; A₂; …]`,
+/// `B = [s₁B₁, s₂B₂, …]`, with `α = r` (scale 1, plain LoRA scaling), so `s B A x` is exactly
+/// `Σ sᵢ Bᵢ Aᵢ x` up to float rounding. A shared adapter and a task's own one become a single
+/// PEFT adapter any tool loads. The result is not attached to a model.
+pub fn concat(sets: &[&LoraSet]) -> Result<LoraSet> {
+    let first = sets.first().ok_or_else(|| GraftError::Input("no LoRA set to concatenate".into()))?;
+    let names: Vec<&str> = first.layers.iter().map(|l| l.name()).collect();
+    for set in sets {
+        let other: Vec<&str> = set.layers.iter().map(|l| l.name()).collect();
+        if other != names {
+            return Err(GraftError::Input(format!(
+                "LoRA sets over different projections cannot be added: {} vs {} adapted projections",
+                names.len(),
+                other.len()
+            )));
+        }
+    }
+    let clock = Arc::new(DropoutClock::default());
+    let mut layers = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let a: Vec<Tensor> = sets.iter().map(|s| s.layers[i].a().as_tensor().clone()).collect();
+        let b: Vec<Tensor> =
+            sets.iter().map(|s| Ok((s.layers[i].b().as_tensor() * s.layers[i].scale())?)).collect::<Result<_>>()?;
+        let (a, b) = (Tensor::cat(&a, 0)?, Tensor::cat(&b, 1)?);
+        layers.push(Arc::new(LoraLayer::from_tensors(name, &a, &b, 1.0, first.spec.dropout, clock.clone())?));
+    }
+    let r: usize = sets.iter().map(|s| s.spec.r).sum();
+    let spec = LoraSpec {
+        r,
+        alpha: r as f64,
+        dropout: first.spec.dropout,
+        rslora: false,
+        targets: first.spec.targets.clone(),
+    };
+    Ok(LoraSet { spec, layers, clock })
+}
+
 /// Attaches LoRA adapters to the projections of `model` selected by `spec.targets`; `make`
 /// builds each adapter from its projection name and `(out, in)` dims.
 pub fn attach_with(

@@ -103,6 +103,10 @@ pub enum AdapterSharing {
     /// One LoRA adapter per task (`[adapter]`'s spec each), the batch's task routing to its
     /// own; saved as `adapters/NAME`.
     PerTask,
+    /// The `[adapter]` section's adapter shared by every task plus a small LoRA per task
+    /// (rank `multitask.task_r`), the batch's task routing to its own; each task's saved adapter
+    /// is the sum of both.
+    SharedPlusTask,
 }
 
 /// `[multitask]`
@@ -121,10 +125,18 @@ pub struct MultitaskSection {
     pub t: Option<f64>,
     /// `equal` | `fixed` | `uncertainty` | `pcgrad`. Default `equal`.
     pub weighting: WeightingName,
-    /// `shared` (one adapter for every task) or `per_task` (one LoRA per task; needs
-    /// `adapter.kind = "lora"` or `"qlora"`). Default `shared`.
+    /// `shared` (one adapter for every task), `per_task` (one LoRA per task) or
+    /// `shared_plus_task` (the shared one plus a small LoRA per task); the last two need
+    /// `adapter.kind = "lora"` or `"qlora"`. Default `shared`.
     pub adapters: AdapterSharing,
+    /// `adapters = "shared_plus_task"` only: the rank of each task's own LoRA (≥ 1; its α keeps
+    /// the `[adapter]` section's `α / r`, its targets and dropout are the section's). Default 4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_r: Option<usize>,
 }
+
+/// `multitask.task_r` when the config does not give it.
+pub const DEFAULT_TASK_R: usize = 4;
 
 impl MultitaskConfig {
     /// Reads `path` and applies `overrides` (`section.key=value`), then validates. Relative task
@@ -263,11 +275,17 @@ impl MultitaskConfig {
             );
         }
         let lora = matches!(self.adapter.kind, super::AdapterKind::Lora | super::AdapterKind::Qlora);
-        if m.adapters == AdapterSharing::PerTask && !lora {
+        match (m.adapters, m.task_r) {
+            (AdapterSharing::SharedPlusTask, Some(0)) => return bad("multitask.task_r", "must be at least 1".into()),
+            (AdapterSharing::SharedPlusTask, _) | (_, None) => {}
+            (_, Some(_)) => return bad("multitask.task_r", "only applies to adapters = \"shared_plus_task\"".into()),
+        }
+        if m.adapters != AdapterSharing::Shared && !lora {
             return bad(
                 "multitask.adapters",
                 format!(
-                    "\"per_task\" trains one LoRA per task, but adapter.kind is {}: set adapter.kind = \"lora\" or \"qlora\"",
+                    "{} trains a LoRA per task, but adapter.kind is {}: set adapter.kind = \"lora\" or \"qlora\"",
+                    serde_json::to_string(&m.adapters).unwrap_or_default(),
                     serde_json::to_string(&self.adapter.kind).unwrap_or_default()
                 ),
             );

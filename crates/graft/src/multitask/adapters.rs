@@ -1,8 +1,9 @@
-//! A bank of LoRA adapters, one per task (`multitask.adapters = "per_task"`): every task's set is
-//! attached to the same projections of the one model, and the task of the batch at hand decides
-//! which set is in use; the others are parked (they act as if detached, receive no gradient, and
-//! the optimizer leaves them and their moments alone). Each set is saved as a PEFT adapter folder
-//! of its own, with a [`TASK_FILE`] naming the task it serves.
+//! A bank of LoRA adapters, one per task (`multitask.adapters = "per_task"`, or beside a shared
+//! adapter with `"shared_plus_task"`): every task's set is attached to the same projections of
+//! the one model, and the task of the batch at hand decides which set is in use; the others are
+//! parked (they act as if detached, receive no gradient, and the optimizer leaves them and their
+//! moments alone). Each set is saved as a PEFT adapter folder of its own (summed with the shared
+//! adapter, when there is one), with a [`TASK_FILE`] naming the task it serves.
 
 use crate::adapters::lora::{self, LoraSet, LoraSpec};
 use crate::models::llama::{Llama, StudentLineage};
@@ -50,6 +51,17 @@ impl TaskAdapters {
         Ok(bank)
     }
 
+    /// A bank of fresh sets of `spec` for the tasks `names`, attached after whatever `model`
+    /// already carries (a shared adapter stays in use beside it); task `i`'s `A` is drawn with
+    /// seed `seed + i`. Task 0 is in use afterwards.
+    pub fn attach_fresh(model: &mut Llama, spec: &LoraSpec, names: &[String], seed: u64) -> Result<Self> {
+        if names.is_empty() {
+            return Err(GraftError::Input("per-task adapters need at least one task".into()));
+        }
+        let first = lora::attach(model, spec, seed)?;
+        Self::attach(model, first, names, seed)
+    }
+
     /// Every set's trainable variables, named `task.{NAME}.{module}.lora_A` / `.lora_B`.
     pub fn named_vars(&self) -> Vec<(String, Var)> {
         self.names
@@ -85,15 +97,24 @@ impl TaskAdapters {
     }
 
     /// Saves each task's set as a PEFT folder `dir/NAME` with its [`TASK_FILE`] (and the
-    /// student lineage of a smaller student, as a single adapter would carry); returns the
-    /// folders in task order.
-    pub fn save(&self, dir: &Path, base_model: &str, lineage: Option<&StudentLineage>) -> Result<Vec<PathBuf>> {
+    /// student lineage of a smaller student, as a single adapter would carry); with `shared`,
+    /// each folder holds the sum of the shared adapter and the task's ([`lora::concat`]), the
+    /// whole adapter the task is served by. Returns the folders in task order.
+    pub fn save(
+        &self,
+        dir: &Path,
+        base_model: &str,
+        lineage: Option<&StudentLineage>,
+        shared: Option<&LoraSet>,
+    ) -> Result<Vec<PathBuf>> {
         let mut out = Vec::with_capacity(self.sets.len());
         for (name, set) in self.names.iter().zip(&self.sets) {
             let folder = dir.join(name);
             let tag = TaskTag { task: name.clone(), tasks: self.names.clone() };
             let extra = [(TASK_FILE, serde_json::to_string_pretty(&tag)?)];
-            crate::io::peft::save_lora_with_files(set, &folder, base_model, lineage, &extra)?;
+            let summed = shared.map(|s| lora::concat(&[s, set])).transpose()?;
+            let whole = summed.as_ref().unwrap_or(set);
+            crate::io::peft::save_lora_with_files(whole, &folder, base_model, lineage, &extra)?;
             out.push(folder);
         }
         Ok(out)

@@ -38,8 +38,8 @@ impl<'a> MultitaskLm<'a> {
         Self { inner, weighting, names, bank: None }
     }
 
-    /// Routes each batch to its task's adapter of `bank` (which then owns the dropout switch
-    /// and step: `inner` is built without a dropout clock).
+    /// Routes each batch to its task's adapter of `bank`, whose dropout switch and step follow
+    /// the run's (`inner`'s clock, if any, drives a shared adapter beside the bank).
     pub fn with_bank(self, bank: &'a TaskAdapters) -> Self {
         Self { bank: Some(bank), ..self }
     }

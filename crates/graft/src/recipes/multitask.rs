@@ -11,7 +11,8 @@ use super::finetune::{
     Summary,
 };
 use super::parts::{build_model, eval_loss, loop_settings, optimizer_kind};
-use crate::config::multitask::{AdapterSharing, MultitaskConfig, WeightingName};
+use crate::adapters::lora::LoraSpec;
+use crate::config::multitask::{AdapterSharing, MultitaskConfig, WeightingName, DEFAULT_TASK_R};
 use crate::config::TrainConfig;
 use crate::data::Batch;
 use crate::multitask::{LossWeighting, TaskAdapters, TaskSampler, TaskSize};
@@ -112,22 +113,7 @@ pub fn run(cfg: &MultitaskConfig, resume: bool, on_event: &mut dyn FnMut(Event))
     let names = cfg.task_names();
     let shared = &task_cfgs[0];
     let mut trainable = build_model(shared)?;
-    let bank =
-        match (cfg.multitask.adapters, trainable.lora.take()) {
-            (AdapterSharing::PerTask, Some(first)) => {
-                let bank = TaskAdapters::attach(&mut trainable.model, first, &names, cfg.train.seed)?;
-                trainable.vars = bank.named_vars();
-                Some(bank)
-            }
-            (AdapterSharing::PerTask, None) => return Err(GraftError::Input(
-                "multitask.adapters = \"per_task\" trains one LoRA per task: set adapter.kind = \"lora\" or \"qlora\""
-                    .into(),
-            )),
-            (AdapterSharing::Shared, lora) => {
-                trainable.lora = lora;
-                None
-            }
-        };
+    let bank = task_bank(cfg, &mut trainable, &names)?;
     let (model, tokenizer) = (&trainable.model, &trainable.tokenizer);
     if trainable.lora.is_none() && trainable.prompt.is_none() {
         model.config().require_llama("saving a fully fine-tuned model")?;
@@ -188,8 +174,11 @@ pub fn run(cfg: &MultitaskConfig, resume: bool, on_event: &mut dyn FnMut(Event))
     // The shared adapter or model (or each task's adapter), then the summary with every task's part.
     let (output, task_adapters) = match &bank {
         Some(bank) => {
+            if trainable.lora.is_some() {
+                save_trained(shared, model, tokenizer, trainable.lora.as_ref(), None)?;
+            }
             let dir = cfg.output.dir.join("adapters");
-            (dir.clone(), bank.save(&dir, &shared.model.name, model.lineage())?)
+            (dir.clone(), bank.save(&dir, &shared.model.name, model.lineage(), trainable.lora.as_ref())?)
         }
         None => (save_trained(shared, model, tokenizer, trainable.lora.as_ref(), trainable.prompt.as_ref())?, vec![]),
     };
@@ -213,6 +202,47 @@ pub fn run(cfg: &MultitaskConfig, resume: bool, on_event: &mut dyn FnMut(Event))
     summary.tasks = Some(parts);
     write_summary(&cfg.output.dir, &summary)?;
     Ok(summary)
+}
+
+/// The bank of per-task adapters `multitask.adapters` asks for, attached to `trainable`'s model
+/// (its variables then are what trains): for `per_task` the adapter the model was built with
+/// becomes task 0's and every further task gets a fresh one; for `shared_plus_task` the built
+/// adapter stays, shared, and every task gets a fresh one of rank `task_r`; `None` for `shared`.
+fn task_bank(
+    cfg: &MultitaskConfig,
+    trainable: &mut super::parts::TrainableModel,
+    names: &[String],
+) -> Result<Option<TaskAdapters>> {
+    let seed = cfg.train.seed;
+    let bank = match (cfg.multitask.adapters, trainable.lora.take()) {
+        (AdapterSharing::Shared, lora) => {
+            trainable.lora = lora;
+            return Ok(None);
+        }
+        (AdapterSharing::PerTask, Some(first)) => {
+            let bank = TaskAdapters::attach(&mut trainable.model, first, names, seed)?;
+            trainable.vars = bank.named_vars();
+            bank
+        }
+        (AdapterSharing::SharedPlusTask, Some(shared)) => {
+            let r = cfg.multitask.task_r.unwrap_or(DEFAULT_TASK_R);
+            let spec =
+                LoraSpec { r, alpha: shared.spec.alpha * r as f64 / shared.spec.r as f64, ..shared.spec.clone() };
+            // Seeds after the shared adapter's (drawn with `seed`).
+            let bank = TaskAdapters::attach_fresh(&mut trainable.model, &spec, names, seed.wrapping_add(1))?;
+            trainable.vars = shared.named_vars();
+            trainable.vars.extend(bank.named_vars());
+            trainable.lora = Some(shared);
+            bank
+        }
+        (sharing, None) => {
+            return Err(GraftError::Input(format!(
+                "multitask.adapters = {} trains a LoRA per task: set adapter.kind = \"lora\" or \"qlora\"",
+                serde_json::to_string(&sharing).unwrap_or_default()
+            )))
+        }
+    };
+    Ok(Some(bank))
 }
 
 /// Each task's held-out loss (through its own adapter of `bank`, when there is one), and their
