@@ -296,15 +296,8 @@ fn per_task_adapters_train_only_on_their_tasks_steps_and_are_saved_one_per_task(
     assert!(!qa_b.is_empty() && qa_b.len() == lic_b.len(), "{:?}", one.weights.keys());
     assert!(qa_b.iter().all(|(_, t)| zeros(t)), "qa's adapter moved while licence trained");
     assert!(lic_b.iter().any(|(_, t)| !zeros(t)), "licence's adapter did not train");
-    let updates = |ckpt: &graft::train::checkpoint::Checkpoint, prefix: &str| -> Vec<i64> {
-        let mut u: Vec<i64> = ckpt
-            .optimizer
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix) && k.ends_with(".updates"))
-            .map(|(_, t)| t.to_vec1::<i64>().unwrap()[0])
-            .collect();
-        u.dedup();
-        u
+    let updates = |ckpt: &graft::train::checkpoint::Checkpoint, prefix: &str| {
+        update_counts(ckpt, &|k: &str| k.starts_with(prefix))
     };
     assert_eq!((updates(&one, "task.licence."), updates(&one, "task.qa.")), (vec![1], vec![0]));
     let two = at_step(2);
@@ -374,17 +367,7 @@ fn a_shared_adapter_plus_small_task_adapters_train_together_and_each_task_export
     // Step 1 trained the shared adapter and licence's, step 2 the shared one and qa's.
     let ckpt =
         graft::train::checkpoint::load_latest(&cfg.output.dir, &candle_core::Device::Cpu, |_| {}).unwrap().unwrap();
-    let counts = |keep: &dyn Fn(&str) -> bool| -> Vec<i64> {
-        let mut u: Vec<i64> = ckpt
-            .optimizer
-            .iter()
-            .filter(|(k, _)| k.ends_with(".updates") && keep(k))
-            .map(|(_, t)| t.to_vec1::<i64>().unwrap()[0])
-            .collect();
-        u.sort();
-        u.dedup();
-        u
-    };
+    let counts = |keep: &dyn Fn(&str) -> bool| update_counts(&ckpt, keep);
     assert_eq!(counts(&|k| !k.starts_with("task.")), [2], "the shared adapter trains every step");
     assert_eq!(counts(&|k| k.starts_with("task.licence.")), [1]);
     assert_eq!(counts(&|k| k.starts_with("task.qa.")), [1]);
@@ -438,4 +421,18 @@ fn a_shared_adapter_plus_small_task_adapters_train_together_and_each_task_export
     let (expected, got) = (common::forward_logits(&two, &ids, false), common::forward_logits(&one, &ids, false));
     assert!(common::max_abs_diff(&expected, &got) < 1e-4, "{}", common::max_abs_diff(&expected, &got));
     assert!(common::max_abs_diff(&expected, &common::forward_logits(&load(), &ids, false)) > 1e-3);
+}
+
+/// The distinct optimizer update counts (`NAME.updates`) of the variables whose names pass `keep`,
+/// sorted.
+fn update_counts(ckpt: &graft::train::checkpoint::Checkpoint, keep: &dyn Fn(&str) -> bool) -> Vec<i64> {
+    let mut counts: Vec<i64> = ckpt
+        .optimizer
+        .iter()
+        .filter(|(k, _)| k.ends_with(".updates") && keep(k))
+        .map(|(_, t)| t.to_vec1::<i64>().unwrap()[0])
+        .collect();
+    counts.sort();
+    counts.dedup();
+    counts
 }
