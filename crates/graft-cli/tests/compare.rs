@@ -189,3 +189,39 @@ fn bad_configs_name_the_key() {
         assert!(err.contains(expect), "{body}: {err}");
     }
 }
+
+#[test]
+fn a_model_without_a_chat_template_is_asked_in_plain_text_and_full_training_of_gemma3_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let body = |techniques: &str| {
+        format!(
+            "techniques = [{techniques}]\n[task]\nn_train = 8\nn_test = 6\n[model]\nname = \"gemma3-270m\"\n[few_shot]\nk = 2\n\
+             [train]\nsteps = 1\nbatch_size = 4\nseq_len = 96\nwarmup_steps = 0\neval_batches = 1\n[output]\ndir = {:?}\n",
+            out.to_str().unwrap()
+        )
+    };
+    // Gemma-3-270M is a base model without a chat template: prompting and LoRA run on plain
+    // prompts (the instruction, then `Answer:` on a line of its own) and score by label scoring.
+    let cfg = write_config(dir.path(), &body("\"zero_shot\", \"few_shot\", \"lora\""));
+    let run = graft(&["compare", &cfg, "--json"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{report}");
+    for row in rows {
+        let acc = row["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{row}");
+    }
+    let test_rows = std::fs::read_to_string(out.join("data/test.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(test_rows.lines().next().unwrap()).unwrap();
+    assert!(first["prompt"].as_str().unwrap().ends_with("\n\nAnswer:\n"), "{first}");
+    assert!(first.get("messages").is_none(), "{first}");
+
+    // `full` and `scratch` would have to save a fully trained Gemma 3: refused before anything runs.
+    let cfg = write_config(dir.path(), &body("\"lora\", \"full\", \"scratch\""));
+    let run = graft(&["compare", &cfg, "--rerun"]);
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("full, scratch") && err.contains("Gemma 3"), "{err}");
+}

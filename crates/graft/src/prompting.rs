@@ -81,12 +81,68 @@ impl PromptTemplate {
         out
     }
 
+    /// [`Self::messages`] as plain text, for a model without a chat template: the system
+    /// message, then each turn — a question followed by a blank line and `Answer:` on a line of
+    /// its own, an answer followed by a blank line — ending after the last `Answer:` line.
+    pub fn plain_prompt(&self, shots: &[Shot], text: &str) -> String {
+        let mut out = String::new();
+        for m in self.messages(shots, text) {
+            match m.role.as_str() {
+                "user" => out.push_str(&format!("{}\n\nAnswer:\n", m.content)),
+                _ => out.push_str(&format!("{}\n\n", m.content)),
+            }
+        }
+        out
+    }
+
+    /// Token ids asking about `text` after `shots`: the conversation through the model's chat
+    /// template, or [`Self::plain_prompt`] for a model without one.
+    pub fn prompt_ids(&self, tok: &Tokenizer, shots: &[Shot], text: &str) -> Result<Vec<u32>> {
+        match tok.chat_template() {
+            Some(_) => crate::data::prompt_ids(tok, &self.messages(shots, text)),
+            None => crate::data::plain_prompt_ids(tok, &self.plain_prompt(shots, text)),
+        }
+    }
+
     /// [`Self::messages`] with the answer appended: one supervised training conversation.
     pub fn training_messages(&self, text: &str, label: &str) -> Vec<Message> {
         let mut m = self.messages(&[], text);
         m.push(Message::assistant(label.to_string()));
         m
     }
+}
+
+/// The training format [`write_training_jsonl_for`] writes for a model with tokenizer `tok`:
+/// `messages` when it has a chat template, `prompt_completion` otherwise.
+pub fn training_format(tok: &Tokenizer) -> crate::data::DataFormat {
+    match tok.chat_template() {
+        Some(_) => crate::data::DataFormat::Messages,
+        None => crate::data::DataFormat::PromptCompletion,
+    }
+}
+
+/// Writes labelled examples `(text, label word)` as a training file in `format`: `messages`
+/// (one conversation per line, the label as the assistant's answer) or `prompt_completion`
+/// ([`PromptTemplate::plain_prompt`] and the label), as [`training_format`] picks for a model.
+pub fn write_training_jsonl_for<'a>(
+    path: &Path,
+    template: &PromptTemplate,
+    format: crate::data::DataFormat,
+    examples: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<()> {
+    if format != crate::data::DataFormat::PromptCompletion {
+        return write_training_jsonl(path, template, examples);
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| GraftError::io(dir, e))?;
+    }
+    let io = |e| GraftError::io(path, e);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    for (text, label) in examples {
+        let line = serde_json::json!({ "prompt": template.plain_prompt(&[], text), "completion": label });
+        writeln!(f, "{line}").map_err(io)?;
+    }
+    f.flush().map_err(io)
 }
 
 /// Writes labelled examples `(text, label word)` as a `messages`-format JSONL training file:
@@ -219,8 +275,7 @@ fn label_log_probs(
     labels: &[&str],
 ) -> Result<Vec<Vec<f32>>> {
     template.validate()?;
-    let prompts =
-        texts.iter().map(|t| crate::data::prompt_ids(tok, &template.messages(shots, t))).collect::<Result<Vec<_>>>()?;
+    let prompts = texts.iter().map(|t| template.prompt_ids(tok, shots, t)).collect::<Result<Vec<_>>>()?;
     let label_ids = label_first_ids(tok, labels)?;
     let pad = tok.pad_id().or(tok.eos_id()).unwrap_or(0);
     let logits = classification::label_logits(model, &prompts, &label_ids, pad, 16)?;

@@ -287,6 +287,14 @@ fn verbatim_contents<'m>(
     )))
 }
 
+/// Token ids of a plain-text prompt, as a `prompt_completion` sample's prompt is rendered (the
+/// tokenizer's BOS when it adds one, then the text): what a model without a chat template is asked.
+pub fn plain_prompt_ids(tok: &Tokenizer, prompt: &str) -> crate::Result<Vec<u32>> {
+    let renderer = Renderer::new(tok).map_err(|e| crate::GraftError::Input(format!("plain prompt: {e}")))?;
+    let record = Record::PromptCompletion { prompt: prompt.to_string(), completion: String::new() };
+    renderer.answer_prompt(&record).map_err(|p| crate::GraftError::Input(format!("plain prompt: {p}")))
+}
+
 /// Token ids of a generation prompt: `messages` rendered with the model's chat template and the
 /// assistant header appended, content tokenized with special-token parsing off.
 pub fn prompt_ids(tok: &Tokenizer, messages: &[Message]) -> crate::Result<Vec<u32>> {

@@ -18,9 +18,16 @@ use crate::Result;
 use std::path::Path;
 use std::time::Instant;
 
-/// Writes `tweets` as chat conversations (instruction, then the label as the answer).
-pub(super) fn write_messages_jsonl(path: &Path, template: &PromptTemplate, tweets: &[Tweet]) -> Result<()> {
-    prompting::write_training_jsonl(path, template, tweets.iter().map(|t| (t.text.as_str(), LABELS[t.label])))
+/// Writes `tweets` as training rows in `format`: chat conversations (instruction, then the label
+/// as the answer), or plain prompts and labels for a model without a chat template.
+pub(super) fn write_task_jsonl(
+    path: &Path,
+    template: &PromptTemplate,
+    format: DataFormat,
+    tweets: &[Tweet],
+) -> Result<()> {
+    let rows = tweets.iter().map(|t| (t.text.as_str(), LABELS[t.label]));
+    prompting::write_training_jsonl_for(path, template, format, rows)
 }
 
 /// Zero-shot (the instruction alone) or few-shot (after k solved train examples).
@@ -98,7 +105,7 @@ fn train_config(ctx: &Context, t: Technique, train_jsonl: &Path, dir: &Path) -> 
     }
     cfg.data.train = train_jsonl.to_path_buf();
     cfg.data.eval = Some(ctx.test_jsonl.clone());
-    cfg.data.format = DataFormat::Messages;
+    cfg.data.format = prompting::training_format(&ctx.tok);
     cfg.data.seq_len = c.train.seq_len;
     cfg.train.max_steps = Some(c.train.steps);
     cfg.train.batch_size = c.train.batch_size;
@@ -147,7 +154,7 @@ pub(super) fn fine_tune(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<TechniqueResult> {
     let train_jsonl = dir.join("data").join("train.jsonl");
-    write_messages_jsonl(&train_jsonl, &ctx.cfg.prompt, train)?;
+    write_task_jsonl(&train_jsonl, &ctx.cfg.prompt, prompting::training_format(&ctx.tok), train)?;
     let cfg = train_config(ctx, t, &train_jsonl, dir);
     let mut losses = Vec::new();
     let (summary, model) = finetune::run_keeping_model(&cfg, false, &mut |e| {

@@ -70,9 +70,11 @@ pub fn run(cfg: &CompareConfig, rerun: bool, on_event: &mut dyn FnMut(Event)) ->
             test.len()
         )));
     }
+    let tok = Tokenizer::from_source(&source)?;
+    refuse_unsaveable(cfg, &source)?;
     let test_jsonl = out.join("data").join("test.jsonl");
-    decoder::write_messages_jsonl(&test_jsonl, &cfg.prompt, &test)?;
-    let ctx = Context { cfg, tok: Tokenizer::from_source(&source)?, source, test, test_jsonl, rerun };
+    decoder::write_task_jsonl(&test_jsonl, &cfg.prompt, crate::prompting::training_format(&tok), &test)?;
+    let ctx = Context { cfg, tok, source, test, test_jsonl, rerun };
 
     let mut report = CompareReport {
         task: "sentiment".into(),
@@ -211,6 +213,21 @@ pub fn fingerprint(cfg: &CompareConfig, t: Technique, n_train: usize) -> Result<
         "own": own,
     });
     Ok(hex::encode(Sha256::digest(serde_json::to_string(&settings)?.as_bytes())))
+}
+
+/// Refuses, before anything runs, techniques whose trained model graft cannot write for the
+/// model's family: `full` and `scratch` train every weight and save the model, and the writers
+/// know the Llama layout only (Gemma 3).
+fn refuse_unsaveable(cfg: &CompareConfig, source: &crate::assets::ModelSource) -> Result<()> {
+    let whole: Vec<&str> =
+        cfg.techniques.iter().filter(|t| matches!(t, Technique::Full | Technique::Scratch)).map(|t| t.name()).collect();
+    if whole.is_empty() {
+        return Ok(());
+    }
+    let family = crate::models::load::read_config_of(source)?;
+    family
+        .require_llama("saving a fully trained model")
+        .map_err(|e| GraftError::Input(format!("techniques {}: {e}; leave them out of `techniques`", whole.join(", "))))
 }
 
 #[cfg(test)]

@@ -135,7 +135,7 @@ fn decoder_probe(
     };
     let mut model = load_causal_lm(&ctx.source, &opts)?;
     let prompts = |texts: &[String]| -> Result<Vec<Vec<u32>>> {
-        texts.iter().map(|x| crate::data::prompt_ids(&ctx.tok, &c.prompt.messages(&[], x))).collect()
+        texts.iter().map(|x| c.prompt.prompt_ids(&ctx.tok, &[], x)).collect()
     };
     let (train_ids, test_ids) = (prompts(texts)?, prompts(&ctx.test_texts())?);
     let pooling = format!("{:?} pooling of the chat prompt", p.pooling).to_lowercase();
