@@ -58,7 +58,6 @@ pub fn load_causal_lm_expanding(source: &ModelSource, opts: &LoadOptions, n_new:
     })
 }
 
-/// Opens `source` and hands its config, weights and the student lineage it records to `build`.
 /// The architecture of `source` (its config, from the GGUF header or `config.json`), without
 /// reading weights: for checks that must run before anything is loaded.
 pub fn read_config_of(source: &ModelSource) -> Result<LlamaConfig> {
@@ -68,6 +67,7 @@ pub fn read_config_of(source: &ModelSource) -> Result<LlamaConfig> {
     }
 }
 
+/// Opens `source` and hands its config, weights and the student lineage it records to `build`.
 fn load_with(
     source: &ModelSource,
     build: impl FnOnce(LlamaConfig, &dyn WeightSource, Option<StudentLineage>) -> Result<Llama>,
