@@ -85,7 +85,7 @@ struct TweetsArgs {
 #[command(after_help = "Example: graft data build appstream --out data/appstream --max 2000 --json\n\n\
 Writes summarize.{train,test}.jsonl (messages format: train with `graft train`, score with\n\
 `graft eval summarize`), qa.{train,test}.jsonl (SQuAD-style: score with `graft eval qa`) and\n\
-qa.train.messages.jsonl (the training questions as chat turns). Components are split by a hash\n\
+qa.{train,test}.messages.jsonl (the same questions as chat turns). Components are split by a hash\n\
 of their ID and --seed, so a component stays on its side whatever --max is.")]
 struct AppstreamArgs {
     /// Output folder.

@@ -59,6 +59,7 @@ pub static BUILT_DATASETS: [BuiltDataset; 3] = [
             file("summarize.train.jsonl", Some(DataFormat::Messages)),
             file("summarize.test.jsonl", Some(DataFormat::Messages)),
             file("qa.train.messages.jsonl", Some(DataFormat::Messages)),
+            file("qa.test.messages.jsonl", Some(DataFormat::Messages)),
             file("qa.train.jsonl", None),
             file("qa.test.jsonl", None),
         ],

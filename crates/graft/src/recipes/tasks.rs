@@ -110,7 +110,8 @@ pub fn qa_items(c: &Component) -> Result<Vec<QaItem>> {
 
 /// Reads the AppStream files and writes, into `opts.out`:
 /// `summarize.{train,test}.jsonl` (`messages` format), `qa.{train,test}.jsonl` (SQuAD-style) and
-/// `qa.train.messages.jsonl` (the training questions in `messages` format, for `graft train`).
+/// `qa.{train,test}.messages.jsonl` (the same questions in `messages` format: train with
+/// `graft train`, hold out with a run's `eval`).
 pub fn build_appstream(opts: &BuildOptions, on_note: &mut dyn FnMut(String)) -> Result<BuildReport> {
     if !(0.0..=1.0).contains(&opts.test_fraction) {
         return Err(GraftError::Input(format!("test fraction {} must be within 0..=1", opts.test_fraction)));
@@ -162,9 +163,7 @@ pub fn build_appstream(opts: &BuildOptions, on_note: &mut dyn FnMut(String)) -> 
         let qa: Vec<QaItem> =
             comps.iter().map(|c| qa_items(c)).collect::<Result<Vec<_>>>()?.into_iter().flatten().collect();
         write(&format!("qa.{split}.jsonl"), qa.iter().map(QaItem::to_json).collect())?;
-        if split == "train" {
-            write("qa.train.messages.jsonl", qa.iter().map(QaItem::to_messages_json).collect())?;
-        }
+        write(&format!("qa.{split}.messages.jsonl"), qa.iter().map(QaItem::to_messages_json).collect())?;
     }
     Ok(BuildReport {
         sources: opts.sources.clone(),
@@ -380,6 +379,7 @@ mod tests {
         assert!(n_test > 0 && n_train > 0);
         assert_eq!(report.files["qa.train.jsonl"], 2 * n_train);
         assert_eq!(report.files["qa.train.messages.jsonl"], 2 * n_train);
+        assert_eq!(report.files["qa.test.messages.jsonl"], 2 * n_test);
         let (qa, skips) = task_files::read_qa_file(&opts.out.join("qa.test.jsonl")).unwrap();
         assert_eq!((qa.len(), skips.n_skipped), (2 * n_test, 0));
         let (pairs, _) = task_files::read_summarize_file(&opts.out.join("summarize.test.jsonl")).unwrap();
