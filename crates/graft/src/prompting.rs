@@ -14,7 +14,6 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::Path;
 
 /// The slot in [`PromptTemplate::instruction`] that the input text replaces.
@@ -133,16 +132,12 @@ pub fn write_training_jsonl_for<'a>(
     if format != crate::data::DataFormat::PromptCompletion {
         return write_training_jsonl(path, template, examples);
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| GraftError::io(dir, e))?;
-    }
-    let io = |e| GraftError::io(path, e);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
-    for (text, label) in examples {
-        let line = serde_json::json!({ "prompt": template.plain_prompt(&[], text), "completion": label });
-        writeln!(f, "{line}").map_err(io)?;
-    }
-    f.flush().map_err(io)
+    write_lines(
+        path,
+        examples.into_iter().map(
+            |(text, label)| serde_json::json!({ "prompt": template.plain_prompt(&[], text), "completion": label }),
+        ),
+    )
 }
 
 /// Writes labelled examples `(text, label word)` as a `messages`-format JSONL training file:
@@ -152,15 +147,20 @@ pub fn write_training_jsonl<'a>(
     template: &PromptTemplate,
     examples: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<()> {
+    write_lines(
+        path,
+        examples
+            .into_iter()
+            .map(|(text, label)| serde_json::json!({ "messages": template.training_messages(text, label) })),
+    )
+}
+
+/// Writes one JSON value per line into `path`, creating its folder.
+fn write_lines(path: &Path, lines: impl IntoIterator<Item = serde_json::Value>) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| GraftError::io(dir, e))?;
     }
-    let io = |e| GraftError::io(path, e);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
-    for (text, label) in examples {
-        writeln!(f, "{}", serde_json::json!({ "messages": template.training_messages(text, label) })).map_err(io)?;
-    }
-    f.flush().map_err(io)
+    crate::datasets::task_files::write_jsonl(path, lines).map(|_| ())
 }
 
 /// Indices of `k` examples to show, drawn by `seed` from a pool with labels `labels`: classes
