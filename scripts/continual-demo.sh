@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The measured continual-learning matrix of docs/multitask.md: configs/continual-tweets-appstream.toml
+# (tweet sentiment by accuracy -> AppStream summaries by loss -> Austen by loss, every method) run
+# once per seed with STEPS steps a stage, then every method's metrics and score matrix averaged
+# over the seeds.
+# Results: OUT/seed-S/ (each seed's `graft continual` folder, summary.json and report.md) and
+# OUT/table.md (mean +- std over seeds of each method's metrics and of each matrix entry).
+# Usage: scripts/continual-demo.sh [OUT]   (GRAFT, SEEDS, STEPS, EVAL_BATCHES override the defaults)
+set -euo pipefail
+GRAFT=${GRAFT:-graft}
+OUT=${1:-runs/continual-demo}
+SEEDS=${SEEDS:-"1 2 3"}
+STEPS=${STEPS:-20}
+EVAL_BATCHES=${EVAL_BATCHES:-8}
+CONFIG=$(dirname "$0")/../configs/continual-tweets-appstream.toml
+mkdir -p "$OUT"
+
+summaries=()
+for seed in $SEEDS; do
+    "$GRAFT" continual "$CONFIG" --set train.seed="$seed" --set train.max_steps="$STEPS" \
+        --set train.warmup_steps=2 --set train.eval_batches="$EVAL_BATCHES" \
+        --set output.dir="$OUT/seed-$seed" --json > "$OUT/seed-$seed.json"
+    summaries+=("$OUT/seed-$seed/summary.json")
+done
+
+# Mean +- sample std over seeds of each method's metrics and matrix entries.
+jq -rs '
+  def mean: add / length;
+  def std: (mean as $m | if length > 1 then (map((. - $m) * (. - $m)) | add / (length - 1) | sqrt) else 0 end);
+  def fmt: (. * 1000 | round) / 1000 | tostring;
+  def pm: "\(mean | fmt) ± \(std | fmt)";
+  (.[0].tasks | map(.name)) as $tasks
+  | (map(.methods) | transpose) as $by_method
+  | "Seeds: \(length). Tasks in order: \($tasks | join(" → ")); base scores: \(.[0].tasks | map("\(.name) \(.base | fmt)") | join(", ")).",
+    "",
+    "| method | average final score | average forgetting | BWT | FWT |",
+    "|---|---|---|---|---|",
+    ($by_method[] | "| \(.[0].method) | \(map(.average_final) | pm) | "
+       + (if .[0].metrics then "\(map(.metrics.average_forgetting) | pm) | \(map(.metrics.bwt) | pm) | \(map(.metrics.fwt) | pm) |"
+          else "– | – | – |" end)),
+    "",
+    ($by_method[] as $m
+      | "**\($m[0].method)**: rows = after training through a stage, columns = the task scored.",
+        "",
+        "| after | \($tasks | join(" | ")) |",
+        "|---|\($tasks | map("---") | join("|"))|",
+        (range($m[0].r | length) as $j
+          | "| \(if $m[0].method == "multitask" then "all tasks at once" else $tasks[$j] end) | "
+            + ([range($tasks | length) as $i | $m | map(.r[$j][$i]) | pm] | join(" | ")) + " |"),
+        "")
+' "${summaries[@]}" > "$OUT/table.md"
+cat "$OUT/table.md"
