@@ -113,3 +113,139 @@ fn appstream_categories_give_classes_on_the_real_file() {
     }
     split_classes(specific.classes, 0.2, 0.2, 0).unwrap();
 }
+
+// ---- Prototypical networks and the frozen-feature baselines ----
+
+use candle_core::{DType, Device, Tensor};
+use graft::features::{HeadConfig, RunOutput, Standardizer};
+use graft::meta::evaluate::{linear_head, nearest_centroid, protonet_accuracy};
+use graft::meta::{fit_protonet, Accuracy, Projection, ProtoNetConfig};
+use graft::objectives::protonet::{protonet_loss, ProtoNet};
+use graft::train::{Objective, RunDir};
+
+/// Deterministic values in about ±`scale`.
+fn values(n: usize, seed: f64, scale: f64) -> Vec<f64> {
+    (0..n).map(|i| ((i as f64 + seed) * 12.9898).sin() * 43758.5453 % 1.0 * scale).collect()
+}
+
+/// `classes × per` examples of `dim` features (f64): class `k`'s centre plus noise; example
+/// `k * per + i` is class `k`'s `i`-th.
+fn clustered(classes: usize, per: usize, dim: usize, centre: f64, noise: f64) -> (Tensor, ClassMembers) {
+    let centres = values(classes * dim, 0.5, centre);
+    let jitter = values(classes * per * dim, 7.25, noise);
+    let mut x = Vec::with_capacity(classes * per * dim);
+    for k in 0..classes {
+        for i in 0..per {
+            for d in 0..dim {
+                x.push(centres[k * dim + d] + jitter[(k * per + i) * dim + d]);
+            }
+        }
+    }
+    let members = (0..classes).map(|k| (format!("c{k}"), (k * per..(k + 1) * per).collect())).collect();
+    (Tensor::from_vec(x, (classes * per, dim), &Device::Cpu).unwrap(), members)
+}
+
+#[test]
+fn protonet_loss_matches_a_hand_computed_case() {
+    let dev = Device::Cpu;
+    // Way 0: support (0,0) and (1,0) → prototype (0.5,0); way 1: support (2,0).
+    let s = Tensor::new(&[[0.0f64, 0.0], [1.0, 0.0], [2.0, 0.0]], &dev).unwrap();
+    let q = Tensor::new(&[[0.5f64, 0.0], [1.5, 1.0]], &dev).unwrap();
+    // Query 1: distances 0 and 2.25; query 2: 1 + 1 = 2 and 0.25 + 1 = 1.25.
+    let (loss, correct) = protonet_loss(&s, &[0, 0, 1], &q, &[0, 1], 2).unwrap();
+    let want = (1.0 + (-2.25f64).exp()).ln() + (1.0 + (-0.75f64).exp()).ln();
+    assert!((loss.to_scalar::<f64>().unwrap() - want).abs() < 1e-12);
+    assert_eq!(correct, 2);
+    let (loss, correct) = protonet_loss(&s, &[0, 0, 1], &q, &[0, 0], 2).unwrap();
+    let want = (1.0 + (-2.25f64).exp()).ln() + (1.0 + 0.75f64.exp()).ln();
+    assert!((loss.to_scalar::<f64>().unwrap() - want).abs() < 1e-12);
+    assert_eq!(correct, 1, "the second query is nearer way 1");
+    assert!(protonet_loss(&s, &[0, 0, 0], &q, &[0, 1], 2).is_err(), "a way without support is refused");
+}
+
+#[test]
+fn protonet_gradient_matches_finite_differences() {
+    let (features, members) = clustered(3, 4, 3, 1.0, 0.3);
+    let proj = Projection::new(3, 4, 5, &Device::Cpu, DType::F64).unwrap();
+    // Off the identity start, so every weight has a gradient.
+    for (i, (_, v)) in proj.vars().iter().enumerate() {
+        let t = v.as_tensor();
+        let shift = Tensor::from_vec(values(t.elem_count(), i as f64 + 3.0, 0.5), t.dims(), &Device::Cpu).unwrap();
+        v.set(&(t + shift).unwrap()).unwrap();
+    }
+    let shape = EpisodeShape { n_way: 2, k_shot: 2, q_query: 2 };
+    let ep = EpisodeSampler::new("t", members, shape, 1).unwrap().episode(0);
+    let objective = ProtoNet::new(&features, &proj);
+    let loss = |o: &ProtoNet| o.loss(&ep, 0).unwrap().loss.sum.to_scalar::<f64>().unwrap();
+    let grads = objective.loss(&ep, 0).unwrap().loss.sum.backward().unwrap();
+    let eps = 1e-6;
+    for (name, v) in proj.vars() {
+        let analytic = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let base = v.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        for j in 0..base.len() {
+            let at = |x: f64| {
+                let mut p = base.clone();
+                p[j] = x;
+                v.set(&Tensor::from_vec(p, v.dims(), &Device::Cpu).unwrap()).unwrap();
+                loss(&objective)
+            };
+            let numeric = (at(base[j] + eps) - at(base[j] - eps)) / (2.0 * eps);
+            at(base[j]);
+            let err = (numeric - analytic[j]).abs();
+            assert!(err < 1e-6 * analytic[j].abs().max(1.0), "{name}[{j}]: {} vs {numeric}", analytic[j]);
+        }
+    }
+}
+
+#[test]
+fn baselines_and_an_untrained_protonet_on_separated_classes() {
+    let (features, members) = clustered(6, 8, 6, 2.0, 0.1);
+    let features = features.to_dtype(DType::F32).unwrap();
+    let sampler = EpisodeSampler::new("t", members, SHAPE, 4).unwrap();
+    let fresh = Projection::new(6, 8, 0, &Device::Cpu, DType::F32).unwrap();
+    let standardizer = Standardizer::fit(&features).unwrap();
+    let head = HeadConfig { epochs: 100, lr: 5e-2, ..HeadConfig::default() };
+    for i in 0..4 {
+        let ep = sampler.episode(i);
+        assert_eq!(nearest_centroid(&features, &ep).unwrap(), 1.0);
+        assert_eq!(linear_head(&features, &standardizer, &head, &ep).unwrap(), 1.0);
+        assert_eq!(protonet_accuracy(&features, &fresh, &ep).unwrap(), 1.0, "an untrained projection is the identity");
+    }
+    let a = Accuracy::of(&[1.0, 0.0]).unwrap();
+    assert_eq!((a.mean, a.episodes), (0.5, 2));
+    assert!((a.std - 0.5f64.sqrt()).abs() < 1e-12 && (a.ci95 - 0.98).abs() < 1e-12, "{a:?}");
+    assert!(Accuracy::of(&[]).is_err());
+}
+
+#[test]
+fn protonet_meta_training_lowers_the_loss_and_resumes_exactly() {
+    // The classes differ in the first 3 features and are noisy in the other 3: the projection
+    // can learn to look at the first ones.
+    let (signal, members) = clustered(8, 10, 3, 0.6, 0.1);
+    let nuisance = Tensor::from_vec(values(240, 11.0, 1.0), (80, 3), &Device::Cpu).unwrap();
+    let features = Tensor::cat(&[signal, nuisance], 1).unwrap().to_dtype(DType::F32).unwrap();
+    let splits = split_classes(members, 0.25, 0.0, 0).unwrap();
+    let shape = EpisodeShape { n_way: 3, k_shot: 2, q_query: 3 };
+    let train = EpisodeSampler::new("meta-train", splits.train, shape, 0).unwrap();
+    let val = EpisodeSampler::new("meta-val", splits.val.clone(), EpisodeShape { n_way: 2, ..shape }, 1).unwrap();
+    let cfg =
+        ProtoNetConfig { hidden: 8, steps: 8, episodes_per_step: 2, lr: 2e-2, val_episodes: 6, ..Default::default() };
+    let settings = serde_json::json!({ "test": 1 });
+    let fit = |dir: &std::path::Path, resume: bool, on_event: &mut dyn FnMut(graft::train::Event)| {
+        let out = RunOutput { dir: Some(RunDir::open(dir, resume, 2).unwrap()), on_event };
+        fit_protonet(&features, &train, Some(&val), &cfg, &settings, out).unwrap()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("whole"), tmp.path().join("killed"));
+    let (whole, outcome) = fit(&a, false, &mut |_| {});
+    let (base, last) = (outcome.state.base_eval_loss.unwrap(), outcome.final_eval_loss.unwrap());
+    assert!(last < base, "meta-training should lower the validation loss: {base} -> {last}");
+    common::killed_at(5, |on_event| fit(&b, false, on_event));
+    let (resumed, _) = fit(&b, true, &mut |_| {});
+    for ((name, x), (_, y)) in whole.vars().iter().zip(resumed.vars()) {
+        let (x, y) =
+            (x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), y.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(x, y, "{name} differs after resume");
+    }
+    assert_eq!(common::metrics_without_timing(&a), common::metrics_without_timing(&b));
+}
