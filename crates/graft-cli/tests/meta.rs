@@ -32,6 +32,8 @@ fn setup(dir: &Path, per: usize, last: usize) -> PathBuf {
             "[data]\nsource = \"topics.jsonl\"\nval_fraction = 0.34\ntest_fraction = 0.34\n\n\
              [episodes]\nn_way = 3\nk_shot = 1\nq_query = 2\n\n\
              [protonet]\nhidden = 8\nsteps = 4\nepisodes_per_step = 1\nval_episodes = 2\neval_every = 2\nsave_every = 2\n\n\
+             [anil.train]\nhidden = 8\nsteps = 2\nepisodes_per_step = 1\nval_episodes = 2\n\n\
+             [anil.inner]\nsteps = 2\neval_steps = 3\n\n\
              [baselines.head]\nepochs = 5\n\n\
              [eval]\nepisodes = 5\n\n\
              [output]\ndir = {:?}\n",
@@ -51,7 +53,7 @@ fn meta_scores_every_learner_and_resumes_from_kept_embeddings() {
     let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     let learners: Vec<&str> =
         summary["results"].as_array().unwrap().iter().map(|r| r["learner"].as_str().unwrap()).collect();
-    assert_eq!(learners, ["nearest_centroid", "linear_head", "protonet"]);
+    assert_eq!(learners, ["nearest_centroid", "linear_head", "protonet", "anil"]);
     for r in summary["results"].as_array().unwrap() {
         let a = &r["accuracy"];
         assert_eq!(a["episodes"], 5, "{r}");
@@ -64,9 +66,11 @@ fn meta_scores_every_learner_and_resumes_from_kept_embeddings() {
     assert_eq!((train.len(), val.len(), test.len()), (3, 3, 3));
     assert!(train.iter().all(|c| !val.contains(c) && !test.contains(c)) && val.iter().all(|c| !test.contains(c)));
     assert_eq!(summary["meta_train"]["steps"], 4);
+    assert_eq!(summary["anil_train"]["steps"], 2);
     assert_eq!(summary["features_cached"], false);
     let out = dir.path().join("run");
-    assert!(out.join("protonet/metrics.jsonl").is_file() && out.join("features.safetensors").is_file());
+    assert!(out.join("protonet/metrics.jsonl").is_file() && out.join("anil/metrics.jsonl").is_file());
+    assert!(out.join("features.safetensors").is_file());
     let on_disk: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(on_disk, summary);
@@ -76,7 +80,7 @@ fn meta_scores_every_learner_and_resumes_from_kept_embeddings() {
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(again["features_cached"], true);
-    assert_eq!(again["results"].as_array().unwrap().len(), 3);
+    assert_eq!(again["results"].as_array().unwrap().len(), 4);
     for (a, b) in again["results"].as_array().unwrap().iter().zip(summary["results"].as_array().unwrap()) {
         assert_eq!(a["accuracy"], b["accuracy"], "{a} vs {b}");
     }

@@ -119,7 +119,7 @@ fn appstream_categories_give_classes_on_the_real_file() {
 use candle_core::{DType, Device, Tensor};
 use graft::features::{HeadConfig, RunOutput, Standardizer};
 use graft::meta::evaluate::{linear_head, nearest_centroid, protonet_accuracy};
-use graft::meta::{fit_protonet, Accuracy, Projection, ProtoNetConfig};
+use graft::meta::{fit_protonet, Accuracy, MetaTrainConfig, Projection};
 use graft::objectives::protonet::{protonet_loss, ProtoNet};
 use graft::train::{Objective, RunDir};
 
@@ -229,7 +229,7 @@ fn protonet_meta_training_lowers_the_loss_and_resumes_exactly() {
     let train = EpisodeSampler::new("meta-train", splits.train, shape, 0).unwrap();
     let val = EpisodeSampler::new("meta-val", splits.val.clone(), EpisodeShape { n_way: 2, ..shape }, 1).unwrap();
     let cfg =
-        ProtoNetConfig { hidden: 8, steps: 8, episodes_per_step: 2, lr: 2e-2, val_episodes: 6, ..Default::default() };
+        MetaTrainConfig { hidden: 8, steps: 8, episodes_per_step: 2, lr: 2e-2, val_episodes: 6, ..Default::default() };
     let settings = serde_json::json!({ "test": 1 });
     let fit = |dir: &std::path::Path, resume: bool, on_event: &mut dyn FnMut(graft::train::Event)| {
         let out = RunOutput { dir: Some(RunDir::open(dir, resume, 2).unwrap()), on_event };
@@ -248,4 +248,81 @@ fn protonet_meta_training_lowers_the_loss_and_resumes_exactly() {
         assert_eq!(x, y, "{name} differs after resume");
     }
     assert_eq!(common::metrics_without_timing(&a), common::metrics_without_timing(&b));
+}
+
+// ---- ANIL ----
+
+use graft::objectives::anil::{Anil, AnilModel, InnerLoop};
+
+/// `proj`'s variables moved off their start by deterministic amounts (every weight then has a
+/// gradient).
+fn perturb(vars: &[(String, candle_core::Var)], seed: f64) {
+    for (i, (_, v)) in vars.iter().enumerate() {
+        let t = v.as_tensor();
+        let shift = Tensor::from_vec(values(t.elem_count(), seed + i as f64, 0.5), t.dims(), &Device::Cpu).unwrap();
+        v.set(&(t + shift).unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn anil_meta_gradient_matches_finite_differences_of_the_adapted_query_loss() {
+    let (features, members) = clustered(3, 4, 3, 1.0, 0.3);
+    let shape = EpisodeShape { n_way: 2, k_shot: 2, q_query: 2 };
+    let ep = EpisodeSampler::new("t", members, shape, 1).unwrap().episode(0);
+    let mut worst_first_order = 0f64;
+    for second_order in [true, false] {
+        let inner = InnerLoop { steps: 3, eval_steps: 3, lr: 0.7, second_order };
+        let proj = Projection::new(3, 4, 5, &Device::Cpu, DType::F64).unwrap();
+        let model = AnilModel::new(proj, 2, inner).unwrap();
+        perturb(&model.vars(), 3.0);
+        let objective = Anil::new(&features, &model);
+        let value = |o: &Anil| o.loss(&ep, 0).unwrap().loss.sum.to_scalar::<f64>().unwrap();
+
+        // The loss is the adapted head's query loss, the inner loop checked against autograd:
+        // three steps of W ← W − α ∇W (mean support cross-entropy), ∇ from candle's backward.
+        let zs =
+            model.projection().apply(&graft::meta::evaluate::select_rows(&features, &ep.support).unwrap()).unwrap();
+        let zq = model.projection().apply(&graft::meta::evaluate::select_rows(&features, &ep.query).unwrap()).unwrap();
+        let vars = model.vars();
+        let (mut w, mut b) = (vars[4].1.as_tensor().detach(), vars[5].1.as_tensor().detach());
+        let ys =
+            Tensor::from_vec(ep.support_labels.iter().map(|&l| l as u32).collect::<Vec<_>>(), 4, &Device::Cpu).unwrap();
+        for _ in 0..3 {
+            let (wv, bv) = (candle_core::Var::from_tensor(&w).unwrap(), candle_core::Var::from_tensor(&b).unwrap());
+            let logits = zs.matmul(&wv.as_tensor().t().unwrap()).unwrap().broadcast_add(bv.as_tensor()).unwrap();
+            let (sum, n) = graft::train::loss::nll_sum(&logits, &ys).unwrap();
+            let g = (sum / n as f64).unwrap().backward().unwrap();
+            w = (&w - (g.get(wv.as_tensor()).unwrap() * 0.7).unwrap()).unwrap();
+            b = (&b - (g.get(bv.as_tensor()).unwrap() * 0.7).unwrap()).unwrap();
+        }
+        let logits = zq.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+        let yq =
+            Tensor::from_vec(ep.query_labels.iter().map(|&l| l as u32).collect::<Vec<_>>(), 4, &Device::Cpu).unwrap();
+        let reference = graft::train::loss::nll_sum(&logits, &yq).unwrap().0.to_scalar::<f64>().unwrap();
+        assert!((value(&objective) - reference).abs() < 1e-10, "{} vs {reference}", value(&objective));
+
+        let grads = objective.loss(&ep, 0).unwrap().loss.sum.backward().unwrap();
+        let eps = 1e-6;
+        for (name, v) in &vars {
+            let analytic = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let base = v.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for j in 0..base.len() {
+                let at = |x: f64| {
+                    let mut p = base.clone();
+                    p[j] = x;
+                    v.set(&Tensor::from_vec(p, v.dims(), &Device::Cpu).unwrap()).unwrap();
+                    value(&objective)
+                };
+                let numeric = (at(base[j] + eps) - at(base[j] - eps)) / (2.0 * eps);
+                at(base[j]);
+                let err = (numeric - analytic[j]).abs() / analytic[j].abs().max(1.0);
+                if second_order {
+                    assert!(err < 1e-6, "{name}[{j}]: {} vs {numeric}", analytic[j]);
+                } else {
+                    worst_first_order = worst_first_order.max(err);
+                }
+            }
+        }
+    }
+    assert!(worst_first_order > 1e-3, "first-order ANIL drops terms, so it must differ ({worst_first_order})");
 }

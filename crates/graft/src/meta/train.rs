@@ -1,18 +1,20 @@
 //! Meta-training on the one trainer: one episode is one micro-batch, drawn by the
 //! [`EpisodeSampler`] as a pure function of the run-wide micro-batch index, so checkpoints and
 //! exact resume come from the trainer as for every other technique. The held-out loss the
-//! trainer reports is the mean ProtoNet loss per query over fixed meta-validation episodes.
+//! trainer reports is the learner's mean query loss per query over fixed meta-validation
+//! episodes (ProtoNet's, or ANIL's after adapting the head).
 
 use super::episodes::{Episode, EpisodeSampler};
 use super::evaluate::select_rows;
 use super::projection::Projection;
 use crate::features::head::RunOutput;
+use crate::objectives::anil::{Anil, AnilModel, InnerLoop};
 use crate::objectives::protonet::{protonet_loss, ProtoNet};
 use crate::train::optim::{AdamWConfig, OptimizerKind};
 use crate::train::schedule::{Schedule, ScheduleKind};
-use crate::train::{BatchSource, Evaluation, LoopSettings, Outcome, RunDir, Trainer};
+use crate::train::{BatchSource, Evaluation, LoopSettings, Objective, Outcome, RunDir, Trainer};
 use crate::{GraftError, Result};
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 impl BatchSource<Episode> for EpisodeSampler {
@@ -21,10 +23,10 @@ impl BatchSource<Episode> for EpisodeSampler {
     }
 }
 
-/// How a prototypical network meta-trains.
+/// How a learner meta-trains (prototypical networks and ANIL alike).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ProtoNetConfig {
+pub struct MetaTrainConfig {
     /// Hidden units of the residual projection ([`Projection`]).
     pub hidden: usize,
     /// Optimizer steps.
@@ -46,7 +48,7 @@ pub struct ProtoNetConfig {
     pub save_every: u64,
 }
 
-impl Default for ProtoNetConfig {
+impl Default for MetaTrainConfig {
     /// 256 hidden units, 300 steps of 4 episodes, AdamW at 1e-3 without weight decay, seed 0,
     /// 50 validation episodes every 100 steps, a checkpoint every 100 steps.
     fn default() -> Self {
@@ -64,10 +66,10 @@ impl Default for ProtoNetConfig {
     }
 }
 
-impl ProtoNetConfig {
-    /// Refuses settings that cannot train, naming the key.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(GraftError::Input(format!("protonet: {m}")));
+impl MetaTrainConfig {
+    /// Refuses settings that cannot train, naming the key under `section`.
+    pub fn validate(&self, section: &str) -> Result<()> {
+        let bad = |m: &str| Err(GraftError::Input(format!("{section}: {m}")));
         if self.hidden == 0 {
             return bad("hidden must be at least 1");
         }
@@ -90,14 +92,62 @@ pub fn fit_protonet(
     features: &Tensor,
     train: &EpisodeSampler,
     val: Option<&EpisodeSampler>,
-    cfg: &ProtoNetConfig,
+    cfg: &MetaTrainConfig,
     settings: &serde_json::Value,
     out: RunOutput,
 ) -> Result<(Projection, Outcome)> {
-    cfg.validate()?;
+    cfg.validate("protonet")?;
     let (_, dim) = features.dims2()?;
     let projection = Projection::new(dim, cfg.hidden, cfg.seed, features.device(), features.dtype())?;
     let objective = ProtoNet::new(features, &projection);
+    let val_loss = |ep: &Episode| -> Result<f64> {
+        let s = projection.apply(&select_rows(features, &ep.support)?)?;
+        let q = projection.apply(&select_rows(features, &ep.query)?)?;
+        let (loss, _) = protonet_loss(&s, &ep.support_labels, &q, &ep.query_labels, ep.ways.len())?;
+        Ok(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    };
+    let settings = serde_json::json!({ "protonet": cfg, "run": settings });
+    let outcome = fit_episodic(&objective, train, val, cfg, settings, val_loss, out)?;
+    Ok((projection, outcome))
+}
+
+/// Meta-trains ANIL ([`AnilModel`]: a fresh [`Projection`] and the head's start) on
+/// `features [n, d]` over the episodes of `train`, the inner loop as `inner` says; the
+/// evaluation is the adapted head's mean query loss on `val`'s first `cfg.val_episodes`
+/// episodes. Checkpoints, `metrics.jsonl` and resume as for [`fit_protonet`].
+pub fn fit_anil(
+    features: &Tensor,
+    train: &EpisodeSampler,
+    val: Option<&EpisodeSampler>,
+    cfg: &MetaTrainConfig,
+    inner: &InnerLoop,
+    settings: &serde_json::Value,
+    out: RunOutput,
+) -> Result<(AnilModel, Outcome)> {
+    cfg.validate("anil")?;
+    let (_, dim) = features.dims2()?;
+    let projection = Projection::new(dim, cfg.hidden, cfg.seed, features.device(), features.dtype())?;
+    let model = AnilModel::new(projection, train.shape().n_way, *inner)?;
+    let objective = Anil::new(features, &model);
+    let val_loss = |ep: &Episode| Ok(model.episode_grads(features, ep)?.query_loss);
+    let settings = serde_json::json!({ "anil": cfg, "inner": inner, "run": settings });
+    let outcome = fit_episodic(&objective, train, val, cfg, settings, val_loss, out)?;
+    Ok((model, outcome))
+}
+
+/// Runs an episodic `objective` on the trainer: `train`'s episode `i` is micro-batch `i`,
+/// AdamW at a constant `cfg.lr`; the evaluation is `val_loss` (a summed query loss) averaged
+/// per query over `val`'s first `cfg.val_episodes` episodes. `settings` is what a resume must
+/// match.
+fn fit_episodic<O: Objective<Batch = Episode>>(
+    objective: &O,
+    train: &EpisodeSampler,
+    val: Option<&EpisodeSampler>,
+    cfg: &MetaTrainConfig,
+    settings: serde_json::Value,
+    val_loss: impl Fn(&Episode) -> Result<f64>,
+    out: RunOutput,
+) -> Result<Outcome> {
     let val_eps: Vec<Episode> = match val {
         Some(v) => (0..cfg.val_episodes as u64).map(|i| v.episode(i)).collect(),
         None => Vec::new(),
@@ -105,10 +155,7 @@ pub fn fit_protonet(
     let mut evaluate = || -> Result<Evaluation> {
         let (mut sum, mut count) = (0f64, 0usize);
         for ep in &val_eps {
-            let s = projection.apply(&select_rows(features, &ep.support)?)?;
-            let q = projection.apply(&select_rows(features, &ep.query)?)?;
-            let (loss, _) = protonet_loss(&s, &ep.support_labels, &q, &ep.query_labels, ep.ways.len())?;
-            sum += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            sum += val_loss(ep)?;
             count += ep.query.len();
         }
         Ok(Evaluation::from(sum / count.max(1) as f64))
@@ -122,7 +169,7 @@ pub fn fit_protonet(
         pcgrad: None,
     };
     let run_dir = out.dir.map(|d| {
-        let text = serde_json::json!({ "protonet": cfg, "run": settings }).to_string();
+        let text = settings.to_string();
         d.with_settings(text.clone(), RunDir::same_text(&text))
     });
     let optimizer = OptimizerKind::AdamW(AdamWConfig { weight_decay: cfg.weight_decay, ..AdamWConfig::default() });
@@ -133,6 +180,5 @@ pub fn fit_protonet(
         evaluate: if val_eps.is_empty() { None } else { Some(&mut evaluate) },
     };
     let mut batches = train.clone();
-    let outcome = trainer.run(&objective, &mut batches, out.on_event)?;
-    Ok((projection, outcome))
+    trainer.run(objective, &mut batches, out.on_event)
 }

@@ -1,11 +1,12 @@
 //! The `graft meta CONFIG.toml` configuration: `[data]` (the labelled dataset and its class
-//! splits), `[episodes]`, `[backbone]` (the frozen sentence encoder), `[protonet]`,
+//! splits), `[episodes]`, `[backbone]` (the frozen sentence encoder), `[protonet]`, `[anil]`,
 //! `[baselines]`, `[eval]` and `[output]`. Unknown keys are errors, as everywhere.
 
 use crate::config::{read_toml, relative_to};
 use crate::datasets::appstream_classes::ClassRule;
 use crate::features::head::HeadConfig;
-use crate::meta::{EpisodeShape, ProtoNetConfig};
+use crate::meta::{EpisodeShape, MetaTrainConfig};
+use crate::objectives::anil::InnerLoop;
 use crate::recipes::progressive::BackboneConfig;
 use crate::{GraftError, Result};
 use serde::{Deserialize, Serialize};
@@ -27,7 +28,10 @@ pub struct MetaConfig {
     pub backbone: BackboneConfig,
     /// Prototypical-network meta-training.
     #[serde(default)]
-    pub protonet: ProtoNetConfig,
+    pub protonet: MetaTrainConfig,
+    /// ANIL: its inner loop and meta-training.
+    #[serde(default)]
+    pub anil: AnilSection,
     /// The frozen-feature baselines.
     #[serde(default)]
     pub baselines: BaselinesSection,
@@ -106,6 +110,27 @@ impl EpisodesSection {
     }
 }
 
+/// ANIL (a linear head adapted per episode on a meta-learned projection).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnilSection {
+    /// Meta-train and score ANIL.
+    pub enabled: bool,
+    /// The inner loop: `steps` (meta-training), `eval_steps` (scoring), `lr`, `second_order`.
+    pub inner: InnerLoop,
+    /// Meta-training: the keys of `[protonet]` (`hidden`, `steps`, `episodes_per_step`, `lr`,
+    /// `weight_decay`, `seed`, `val_episodes`, `eval_every`, `save_every`).
+    pub train: MetaTrainConfig,
+}
+
+impl Default for AnilSection {
+    /// On, with the default inner loop (5 steps, 10 when scoring, α = 0.5, second order) and
+    /// meta-training settings.
+    fn default() -> Self {
+        Self { enabled: true, inner: InnerLoop::default(), train: MetaTrainConfig::default() }
+    }
+}
+
 /// The frozen-feature baselines, scored on the same meta-test episodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -145,8 +170,8 @@ impl Default for EvalSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetaOutput {
-    /// The run's folder: `summary.json`, `protonet/` (the meta-training run: checkpoints,
-    /// `metrics.jsonl`).
+    /// The run's folder: `summary.json`, `protonet/` and `anil/` (the meta-training runs:
+    /// checkpoints, `metrics.jsonl`).
     pub dir: PathBuf,
     /// Where the embeddings of the dataset are kept between runs (re-used when the encoder and
     /// the texts are the same); default `DIR/features.safetensors`.
@@ -187,7 +212,11 @@ impl MetaConfig {
         if self.backbone.batch_size == 0 {
             return bad("backbone.batch_size must be at least 1".into());
         }
-        self.protonet.validate()?;
+        self.protonet.validate("protonet")?;
+        if self.anil.enabled {
+            self.anil.train.validate("anil.train")?;
+            self.anil.inner.validate()?;
+        }
         if self.baselines.linear_head {
             self.baselines.head.validate()?;
         }

@@ -1,7 +1,7 @@
 //! `graft meta CONFIG.toml`: few-shot learning on episodes (docs/meta-learning.md). The
 //! dataset's texts are embedded once by the frozen encoder (kept in a file between runs), the
-//! classes are dealt into meta-train / meta-validation / meta-test, a prototypical network is
-//! meta-trained on meta-train episodes (the one trainer: checkpoints, exact resume), and every
+//! classes are dealt into meta-train / meta-validation / meta-test, a prototypical network and
+//! ANIL are meta-trained on meta-train episodes (the one trainer: checkpoints, exact resume), and every
 //! learner — the frozen-feature baselines and the meta-trained ones — is scored on the same
 //! meta-test episodes: mean accuracy with a 95 % confidence interval. The summary goes to
 //! `summary.json`.
@@ -13,9 +13,11 @@ use crate::assets::resolve_model;
 use crate::device::{parse_device, parse_dtype};
 use crate::features::head::{RunOutput, Standardizer};
 use crate::meta::evaluate::{linear_head, nearest_centroid, protonet_accuracy, score_episodes, select_rows};
-use crate::meta::{fit_protonet, split_classes, Accuracy, ClassMembers, ClassSplits, EpisodeSampler, EpisodeShape};
+use crate::meta::{
+    fit_anil, fit_protonet, split_classes, Accuracy, ClassMembers, ClassSplits, EpisodeSampler, EpisodeShape,
+};
 use crate::models::bert::SentenceEncoder;
-use crate::train::{Event, RunDir};
+use crate::train::{Event, Outcome, RunDir};
 use crate::Result;
 use config::MetaConfig;
 use data::{cached_features, load_dataset};
@@ -40,6 +42,9 @@ pub struct MetaSummary {
     pub features_cached: bool,
     /// The prototypical network's meta-training.
     pub meta_train: MetaTrainSummary,
+    /// ANIL's meta-training, when `anil.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anil_train: Option<MetaTrainSummary>,
     /// Every learner's meta-test accuracy, baselines first.
     pub results: Vec<LearnerResult>,
 }
@@ -77,7 +82,7 @@ pub struct MetaTrainSummary {
 /// One learner's meta-test score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LearnerResult {
-    /// `nearest_centroid`, `linear_head` or `protonet`.
+    /// `nearest_centroid`, `linear_head`, `protonet` or `anil`.
     pub learner: String,
     /// Whether it is meta-trained (false: a baseline on the frozen features).
     pub meta_trained: bool,
@@ -85,6 +90,19 @@ pub struct LearnerResult {
     pub accuracy: Accuracy,
     /// Seconds spent adapting to and scoring the meta-test episodes.
     pub eval_s: f64,
+}
+
+/// The summary of a meta-training run kept in `run`.
+fn train_summary(outcome: &Outcome, run: PathBuf) -> MetaTrainSummary {
+    MetaTrainSummary {
+        steps: outcome.state.step,
+        episodes: outcome.state.micro_batches_done,
+        wall_time_s: outcome.state.elapsed_s,
+        trainable_params: outcome.trainable_params,
+        base_val_loss: outcome.state.base_eval_loss,
+        final_val_loss: outcome.final_eval_loss,
+        run,
+    }
 }
 
 fn sizes(c: &ClassMembers) -> Vec<(String, usize)> {
@@ -188,14 +206,16 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
     let dir = RunDir::open(&run_path, resume, cfg.protonet.save_every)?;
     let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
     let (projection, outcome) = fit_protonet(&features, &train, val.as_ref(), &cfg.protonet, &settings, output)?;
-    let meta_train = MetaTrainSummary {
-        steps: outcome.state.step,
-        episodes: outcome.state.micro_batches_done,
-        wall_time_s: outcome.state.elapsed_s,
-        trainable_params: outcome.trainable_params,
-        base_val_loss: outcome.state.base_eval_loss,
-        final_val_loss: outcome.final_eval_loss,
-        run: run_path,
+    let meta_train = train_summary(&outcome, run_path);
+    let anil = if cfg.anil.enabled {
+        let run_path = out.join("anil");
+        let dir = RunDir::open(&run_path, resume, cfg.anil.train.save_every)?;
+        let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
+        let (model, outcome) =
+            fit_anil(&features, &train, val.as_ref(), &cfg.anil.train, &cfg.anil.inner, &settings, output)?;
+        Some((model, train_summary(&outcome, run_path)))
+    } else {
+        None
     };
 
     let n = cfg.eval.episodes;
@@ -222,6 +242,9 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
         score("linear_head", false, &mut |ep| linear_head(&features, &standardizer, head, ep))?;
     }
     score("protonet", true, &mut |ep| protonet_accuracy(&features, &projection, ep))?;
+    if let Some((model, _)) = &anil {
+        score("anil", true, &mut |ep| model.accuracy(&features, ep))?;
+    }
 
     let summary = MetaSummary {
         shape,
@@ -231,6 +254,7 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
         embed_s,
         features_cached: cached,
         meta_train,
+        anil_train: anil.map(|(_, s)| s),
         results,
     };
     crate::io::write_atomic(&out.join("summary.json"), &serde_json::to_string_pretty(&summary)?)?;
