@@ -61,6 +61,8 @@ enum Command {
     Embed(commands::embed::EmbedArgs),
     /// Heads on a frozen backbone's features: progressive networks over a sequence of tasks.
     Features(commands::features::FeaturesArgs),
+    /// Few-shot learning on episodes: prototypical networks beside frozen-feature baselines.
+    Meta(commands::meta::Args),
 }
 
 fn init_logging(verbose: u8) {
@@ -125,5 +127,6 @@ fn run(command: Command) -> Result<()> {
         Command::Selftest(args) => commands::selftest::run(args),
         Command::Embed(args) => commands::embed::run(args),
         Command::Features(args) => commands::features::run(args),
+        Command::Meta(args) => commands::meta::run(args),
     }
 }

@@ -40,6 +40,7 @@ fn every_command_documents_an_example() {
         "embed",
         "features",
         "features progressive",
+        "meta",
         "data",
         "data build",
         "data teacher-answers",

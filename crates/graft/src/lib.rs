@@ -16,6 +16,7 @@
 //! - [`adapters`]: LoRA (dense or quantized base) and PEFT-style target matching.
 //! - [`train`]: the one training loop ([`train::Trainer`]), the objective seam, optimizers with
 //!   parameter groups and savable state, schedules, checkpoints.
+//! - [`meta`]: meta-learning — few-shot episodes over a dataset's classes.
 //! - [`multitask`]: task samplers, loss weightings and PCGrad for training on several tasks.
 //! - [`objectives`]: what techniques train for (causal LM, classification heads).
 //! - [`datasets`]: readers for the named datasets recipes use (tweets, ...).
@@ -41,6 +42,7 @@ pub mod eval;
 pub mod features;
 pub mod generate;
 pub mod io;
+pub mod meta;
 pub mod models;
 pub mod multitask;
 pub mod objectives;

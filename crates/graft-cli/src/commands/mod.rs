@@ -21,6 +21,7 @@ pub mod export;
 pub mod features;
 pub mod fetch;
 pub mod generate;
+pub mod meta;
 pub mod multitask;
 pub mod pretrain_mlm;
 pub mod pretrain_simcse;

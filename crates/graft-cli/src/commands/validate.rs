@@ -65,6 +65,19 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
     if graft::config::multitask::is_multitask_config(config)? {
         return validate_multitask(config, &args);
     }
+    if graft::recipes::meta::config::is_meta_config(config)? {
+        let cfg = graft::recipes::meta::config::MetaConfig::load(config, &args.overrides)?;
+        let check = graft::recipes::meta::check(&cfg)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({ "ok": true, "kind": "meta", "examples": check.examples, "classes": check.classes })
+            );
+        } else {
+            println!("ok: meta config, {}", check.note);
+        }
+        return Ok(());
+    }
     if graft::recipes::mlm::config::is_mlm_config(config)? {
         let cfg = graft::recipes::mlm::MlmConfig::load(config, &args.overrides)?;
         let (train, eval) = data_build::data_files(&cfg.data, &mut |n| eprintln!("{n}"))?;

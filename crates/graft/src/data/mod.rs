@@ -37,7 +37,7 @@ pub use load::{load_examples, load_examples_with, LoadOptions, LoadReport};
 pub use mix::{mix_in, replay_count};
 pub use paired::load_paired_examples;
 pub use render::{plain_prompt_ids, prompt_ids};
-pub(crate) use split::{below, permute, uniform};
+pub(crate) use split::{below, permute, rng as stream_rng, uniform};
 pub use split::{shuffle, split_train_eval};
 pub use texts::{read_labelled, read_texts, Labelled};
 

@@ -52,7 +52,8 @@ pub(crate) fn uniform(rng: &mut ChaCha8Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
+/// A ChaCha8 generator on `stream` of `seed` (streams are independent sequences).
+pub(crate) fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(stream);
     rng

@@ -31,6 +31,10 @@ pub struct Component {
     pub description: String,
     /// The SPDX-like license expression (`ProjectLicense`), when given.
     pub license: Option<String>,
+    /// The freedesktop menu categories (`Categories:`, a YAML list), in file order; empty when
+    /// the component has none. Meta-learning episodes use them as classes
+    /// ([`crate::datasets::appstream_classes`]).
+    pub categories: Vec<String>,
 }
 
 /// What [`read`] saw.
@@ -67,6 +71,8 @@ struct RawDoc {
     description: Option<serde_norway::Value>,
     #[serde(rename = "ProjectLicense")]
     license: Option<serde_norway::Value>,
+    #[serde(rename = "Categories")]
+    categories: Option<serde_norway::Value>,
 }
 
 /// A scalar as text (YAML may type `C: 2048` as a number).
@@ -77,6 +83,20 @@ fn scalar(v: &serde_norway::Value) -> Option<String> {
         serde_norway::Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
+}
+
+/// The entries of a `Categories:` list, trimmed, empty ones and repeats left out; anything that
+/// is not a list of scalars gives none.
+fn categories_of(v: Option<&serde_norway::Value>) -> Vec<String> {
+    let Some(serde_norway::Value::Sequence(items)) = v else { return Vec::new() };
+    let mut out: Vec<String> = Vec::new();
+    for c in items.iter().filter_map(scalar) {
+        let c = c.trim();
+        if !c.is_empty() && !out.iter().any(|o| o == c) {
+            out.push(c.to_string());
+        }
+    }
+    out
 }
 
 /// The untranslated (`C`) entry of a localized map, trimmed; `None` when absent or empty.
@@ -170,7 +190,8 @@ pub fn parse(text: &str, source: &str) -> Result<(Vec<Component>, ParseReport)> 
             continue;
         }
         let license = raw.license.as_ref().and_then(scalar).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-        out.push(Component { id, name, summary, description, license });
+        let categories = categories_of(raw.categories.as_ref());
+        out.push(Component { id, name, summary, description, license, categories });
     }
     report.n_components = out.len();
     Ok((out, report))
@@ -302,6 +323,11 @@ Description:
   C: "<p>\n  Maps gives you quick access to maps &amp; routes.\n  </p>\n<p>It can:</p>\n<ul>\n  <li>show\n
     <em>traffic</em></li>\n  <li>find places</li>\n</ul>"
 ProjectLicense: GPL-2.0+
+Categories:
+- Education
+- Geography
+- ' '
+- Geography
 ---
 Type: addon
 ID: no-description
@@ -353,7 +379,9 @@ Description:
             "Maps gives you quick access to maps & routes.\nIt can:\n- show traffic\n- find places"
         );
         assert_eq!(maps.license.as_deref(), Some("GPL-2.0+"));
+        assert_eq!(maps.categories, ["Education", "Geography"], "blank and repeated categories are dropped");
         assert_eq!(comps[1].name, "2048", "a numeric name is kept as text");
+        assert!(comps[1].categories.is_empty());
         assert_eq!(comps[1].license, None);
         let expected: BTreeMap<String, usize> = [("empty_description", 1), ("empty_name", 1), ("duplicate_id", 1)]
             .into_iter()

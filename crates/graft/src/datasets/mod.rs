@@ -2,6 +2,7 @@
 //! [`crate::assets`]).
 
 pub mod appstream;
+pub mod appstream_classes;
 pub mod austen;
 pub mod task_files;
 pub mod tweets;

@@ -15,9 +15,14 @@
 //!   [`cross_distillation`]: the same across tokenizers (ULD), on the answer positions
 //!   [`token_pairing`] pairs. [`on_policy`]: the batches of on-policy steps, the student's own
 //!   samples after each row's prompt (GKD).
+//! - [`anil`]: ANIL — a linear softmax head adapted per episode by a few gradient steps, its
+//!   exact second-order meta-gradient through closed-form Hessian-vector products.
+//! - [`protonet`]: prototypical networks — one episode per micro-batch, queries classified by
+//!   their negative squared distance to the support set's class means.
 //! - [`multitask`]: next-token loss on a micro-batch of one task, weighted per task (equal,
 //!   fixed or learned uncertainty weights).
 
+pub mod anil;
 pub mod causal_lm;
 pub mod classification;
 pub mod cross_distillation;
@@ -28,5 +33,6 @@ pub mod masked_lm;
 pub mod masking;
 pub mod multitask;
 pub mod on_policy;
+pub mod protonet;
 pub mod simcse;
 pub mod token_pairing;

@@ -16,6 +16,7 @@ pub mod export;
 pub mod export_check;
 pub mod finetune;
 pub mod from_run;
+pub mod meta;
 pub mod mlm;
 pub mod multitask;
 pub mod parts;

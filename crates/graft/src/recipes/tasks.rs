@@ -324,6 +324,7 @@ mod tests {
             summary: summary.into(),
             description: "Maps shows places.\n- routes\n- traffic".into(),
             license: license.map(str::to_string),
+            categories: Vec::new(),
         }
     }
 

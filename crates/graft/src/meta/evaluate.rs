@@ -1,0 +1,103 @@
+//! Scoring few-shot learners on episodes: each learner sees an episode's support set and
+//! classifies its queries; the accuracies of many episodes become a mean with a 95 % confidence
+//! interval. The frozen-feature baselines live here: nearest centroid, and a fresh linear head
+//! trained on the support set by the one trainer.
+
+use super::episodes::{Episode, EpisodeSampler};
+use super::projection::Projection;
+use crate::features::head::{fit_classifier, HeadConfig, HeadKind, RunOutput, Standardizer};
+use crate::objectives::classification::{Classification, FixedFeatures};
+use crate::objectives::protonet::{count_correct, neg_sq_distances, prototypes};
+use crate::{GraftError, Result};
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Mean accuracy over episodes with its 95 % confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    /// Mean of the episodes' query accuracies.
+    pub mean: f64,
+    /// Half-width of the 95 % confidence interval of the mean: `1.96 · std / √n`.
+    pub ci95: f64,
+    /// Sample standard deviation (n − 1) of the episode accuracies.
+    pub std: f64,
+    /// Episodes scored.
+    pub episodes: usize,
+}
+
+impl Accuracy {
+    /// The mean, standard deviation and 95 % interval of per-episode accuracies; an empty list
+    /// is an error.
+    pub fn of(accs: &[f64]) -> Result<Self> {
+        let n = accs.len();
+        if n == 0 {
+            return Err(GraftError::Input("no episodes to score".into()));
+        }
+        let mean = accs.iter().sum::<f64>() / n as f64;
+        let var = if n > 1 { accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1) as f64 } else { 0.0 };
+        let std = var.sqrt();
+        Ok(Self { mean, ci95: 1.96 * std / (n as f64).sqrt(), std, episodes: n })
+    }
+}
+
+/// Rows `rows` of `features [n, d]`.
+pub fn select_rows(features: &Tensor, rows: &[usize]) -> Result<Tensor> {
+    let idx: Vec<u32> = rows.iter().map(|&i| i as u32).collect();
+    Ok(features.index_select(&Tensor::from_vec(idx, rows.len(), features.device())?, 0)?)
+}
+
+/// Query accuracy of nearest-prototype classification (squared Euclidean) of `support` and
+/// `query` rows (already embedded / projected) of `ep`.
+pub fn centroid_accuracy(support: &Tensor, query: &Tensor, ep: &Episode) -> Result<f64> {
+    let n_way = ep.ways.len();
+    let logits = neg_sq_distances(query, &prototypes(support, &ep.support_labels, n_way)?)?;
+    Ok(count_correct(&logits, &ep.query_labels)? as f64 / ep.query.len() as f64)
+}
+
+/// The nearest-centroid baseline on frozen `features`: each query goes to the way whose mean
+/// support embedding is nearest.
+pub fn nearest_centroid(features: &Tensor, ep: &Episode) -> Result<f64> {
+    centroid_accuracy(&select_rows(features, &ep.support)?, &select_rows(features, &ep.query)?, ep)
+}
+
+/// A prototypical network's accuracy: nearest centroid after the trained `projection`.
+pub fn protonet_accuracy(features: &Tensor, projection: &Projection, ep: &Episode) -> Result<f64> {
+    let project = |rows: &[usize]| projection.apply(&select_rows(features, rows)?);
+    centroid_accuracy(&project(&ep.support)?, &project(&ep.query)?, ep)
+}
+
+/// The fine-tuned-head baseline: a fresh linear head (`cfg`, its kind ignored) behind
+/// `standardizer`, trained on the episode's support set with the trainer (in memory), scored on
+/// its queries.
+pub fn linear_head(features: &Tensor, standardizer: &Standardizer, cfg: &HeadConfig, ep: &Episode) -> Result<f64> {
+    let support = select_rows(features, &ep.support)?.to_dtype(DType::F32)?;
+    let n_way = ep.ways.len();
+    let objective = Classification::new(
+        FixedFeatures(support),
+        standardizer.clone(),
+        &ep.support_labels,
+        n_way,
+        HeadKind::Linear,
+        cfg.seed,
+    )?;
+    let cfg = HeadConfig { kind: HeadKind::Linear, ..cfg.clone() };
+    let (head, _) =
+        fit_classifier(&objective, &cfg, serde_json::Value::Null, RunOutput { dir: None, on_event: &mut |_| {} })?;
+    let pred = head.predict(&select_rows(features, &ep.query)?.to_dtype(DType::F32)?)?;
+    Ok(pred.iter().zip(&ep.query_labels).filter(|(p, l)| p == l).count() as f64 / ep.query.len() as f64)
+}
+
+/// Scores `learner` on episodes `0..n` of `sampler`, reporting `(done, n)` after each.
+pub fn score_episodes(
+    sampler: &EpisodeSampler,
+    n: usize,
+    mut learner: impl FnMut(&Episode) -> Result<f64>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f64>> {
+    let mut accs = Vec::with_capacity(n);
+    for i in 0..n {
+        accs.push(learner(&sampler.episode(i as u64))?);
+        progress(i + 1, n);
+    }
+    Ok(accs)
+}

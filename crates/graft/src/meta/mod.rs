@@ -1,0 +1,20 @@
+//! Meta-learning: few-shot episodes over a labelled dataset's classes, the learners meta-trained
+//! on them and the frozen-feature baselines they are compared with (docs/meta-learning.md).
+//!
+//! - [`episodes`]: disjoint class splits for meta-train / meta-validation / meta-test and a
+//!   seeded N-way K-shot Q-query [`EpisodeSampler`].
+//! - [`projection`]: the residual MLP over frozen embeddings that metric learners train.
+//! - [`train`]: prototypical networks and ANIL meta-trained on the one trainer (an episode per
+//!   micro-batch; the losses are [`crate::objectives::protonet`] and [`crate::objectives::anil`]).
+//! - [`evaluate`]: accuracy over episodes with a 95 % confidence interval; the nearest-centroid
+//!   and fresh-linear-head baselines.
+
+pub mod episodes;
+pub mod evaluate;
+pub mod projection;
+pub mod train;
+
+pub use episodes::{split_classes, ClassMembers, ClassSplits, Episode, EpisodeSampler, EpisodeShape};
+pub use evaluate::Accuracy;
+pub use projection::Projection;
+pub use train::{fit_anil, fit_protonet, MetaTrainConfig};

@@ -1,0 +1,233 @@
+//! The `graft meta CONFIG.toml` configuration: `[data]` (the labelled dataset and its class
+//! splits), `[episodes]`, `[backbone]` (the frozen sentence encoder), `[protonet]`, `[anil]`,
+//! `[baselines]`, `[eval]` and `[output]`. Unknown keys are errors, as everywhere.
+
+use crate::config::{read_toml, relative_to};
+use crate::datasets::appstream_classes::ClassRule;
+use crate::features::head::HeadConfig;
+use crate::meta::{EpisodeShape, MetaTrainConfig};
+use crate::objectives::anil::InnerLoop;
+use crate::recipes::progressive::BackboneConfig;
+use crate::{GraftError, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A meta-learning run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaConfig {
+    /// The labelled dataset, how classes are chosen and split.
+    #[serde(default)]
+    pub data: MetaData,
+    /// The episode shape (N-way K-shot Q-query) and the episodes' seed.
+    #[serde(default)]
+    pub episodes: EpisodesSection,
+    /// The frozen sentence encoder whose embeddings every learner reads (`encoder`, `device`,
+    /// `dtype`, `batch_size`, `offline`; default all-minilm-l6-v2 on the CPU).
+    #[serde(default)]
+    pub backbone: BackboneConfig,
+    /// Prototypical-network meta-training.
+    #[serde(default)]
+    pub protonet: MetaTrainConfig,
+    /// ANIL: its inner loop and meta-training.
+    #[serde(default)]
+    pub anil: AnilSection,
+    /// The frozen-feature baselines.
+    #[serde(default)]
+    pub baselines: BaselinesSection,
+    /// Meta-test evaluation.
+    #[serde(default)]
+    pub eval: EvalSection,
+    /// Where the run writes.
+    pub output: MetaOutput,
+}
+
+/// Where the examples and their classes come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetaData {
+    /// `appstream` (the machine's AppStream metadata: descriptions as inputs, one menu category
+    /// per component as the class) or a JSONL file of `{"text": ..., "label": ...}` lines
+    /// (path relative to the config file; every distinct label is a class).
+    pub source: String,
+    /// AppStream files to read; empty: every `*_dep11_Components-ARCH.yml.gz` of apt's lists.
+    pub appstream_files: Vec<PathBuf>,
+    /// AppStream: how a component's class is chosen among its categories (`most_specific` or
+    /// `first`).
+    pub class_rule: ClassRule,
+    /// AppStream: classes with fewer components are left out (must be at least
+    /// `k_shot + q_query`; a JSONL file's classes are all kept, and one too small is an error).
+    pub min_class_size: usize,
+    /// Share of the classes dealt to meta-validation.
+    pub val_fraction: f64,
+    /// Share of the classes dealt to meta-test.
+    pub test_fraction: f64,
+    /// Seed of the class split.
+    pub split_seed: u64,
+}
+
+impl Default for MetaData {
+    /// AppStream, most specific categories with at least 20 components, 20 % / 20 % of the
+    /// classes to validation / test, split seed 0.
+    fn default() -> Self {
+        Self {
+            source: "appstream".into(),
+            appstream_files: Vec::new(),
+            class_rule: ClassRule::MostSpecific,
+            min_class_size: 20,
+            val_fraction: 0.2,
+            test_fraction: 0.2,
+            split_seed: 0,
+        }
+    }
+}
+
+/// The episodes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EpisodesSection {
+    /// Classes per episode.
+    pub n_way: usize,
+    /// Support examples per class.
+    pub k_shot: usize,
+    /// Query examples per class.
+    pub q_query: usize,
+    /// Seed of the episodes (meta-train uses it, meta-validation `seed + 1`, meta-test `seed + 2`).
+    pub seed: u64,
+}
+
+impl Default for EpisodesSection {
+    /// 5-way 5-shot 15-query, seed 0.
+    fn default() -> Self {
+        Self { n_way: 5, k_shot: 5, q_query: 15, seed: 0 }
+    }
+}
+
+impl EpisodesSection {
+    /// The shape of every episode.
+    pub fn shape(&self) -> EpisodeShape {
+        EpisodeShape { n_way: self.n_way, k_shot: self.k_shot, q_query: self.q_query }
+    }
+}
+
+/// ANIL (a linear head adapted per episode on a meta-learned projection).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnilSection {
+    /// Meta-train and score ANIL.
+    pub enabled: bool,
+    /// The inner loop: `steps` (meta-training), `eval_steps` (scoring), `lr`, `second_order`.
+    pub inner: InnerLoop,
+    /// Meta-training: the keys of `[protonet]` (`hidden`, `steps`, `episodes_per_step`, `lr`,
+    /// `weight_decay`, `seed`, `val_episodes`, `eval_every`, `save_every`).
+    pub train: MetaTrainConfig,
+}
+
+impl Default for AnilSection {
+    /// On, with the default inner loop (5 steps, 10 when scoring, α = 0.5, second order) and
+    /// meta-training settings.
+    fn default() -> Self {
+        Self { enabled: true, inner: InnerLoop::default(), train: MetaTrainConfig::default() }
+    }
+}
+
+/// The frozen-feature baselines, scored on the same meta-test episodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaselinesSection {
+    /// Score the fresh linear head trained on each episode's support set (nearest centroid is
+    /// always scored: it costs nothing).
+    pub linear_head: bool,
+    /// How that head trains (`epochs`, `batch_size`, `lr`, `weight_decay`, `seed`; `kind` is
+    /// always linear).
+    pub head: HeadConfig,
+}
+
+impl Default for BaselinesSection {
+    /// The linear head on: 100 epochs (a support set fits one batch, so 100 steps), AdamW at
+    /// 1e-2 with weight decay 1e-2, seed 0.
+    fn default() -> Self {
+        Self { linear_head: true, head: HeadConfig { epochs: 100, ..HeadConfig::default() } }
+    }
+}
+
+/// Meta-test evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    /// Meta-test episodes every learner is scored on (the same episodes for all).
+    pub episodes: usize,
+}
+
+impl Default for EvalSection {
+    /// 600 episodes.
+    fn default() -> Self {
+        Self { episodes: 600 }
+    }
+}
+
+/// Where the run writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaOutput {
+    /// The run's folder: `summary.json`, `protonet/` and `anil/` (the meta-training runs:
+    /// checkpoints, `metrics.jsonl`).
+    pub dir: PathBuf,
+    /// Where the embeddings of the dataset are kept between runs (re-used when the encoder and
+    /// the texts are the same); default `DIR/features.safetensors`.
+    #[serde(default)]
+    pub features: Option<PathBuf>,
+}
+
+impl MetaConfig {
+    /// Reads `path` with `overrides` (`section.key=value`); a JSONL source and the AppStream
+    /// files are resolved against the config's folder.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let mut cfg: Self = read_toml(path, overrides)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if cfg.data.source != "appstream" {
+            cfg.data.source = relative_to(base, Path::new(&cfg.data.source)).display().to_string();
+        }
+        for f in &mut cfg.data.appstream_files {
+            *f = relative_to(base, f);
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Refuses configs that cannot run, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(GraftError::Input(m));
+        self.episodes.shape().validate()?;
+        let per_class = self.episodes.k_shot + self.episodes.q_query;
+        if self.data.source == "appstream" && self.data.min_class_size < per_class {
+            return bad(format!(
+                "data.min_class_size = {} is below k_shot + q_query = {per_class}: every class needs that many examples",
+                self.data.min_class_size
+            ));
+        }
+        if self.eval.episodes == 0 {
+            return bad("eval.episodes must be at least 1".into());
+        }
+        if self.backbone.batch_size == 0 {
+            return bad("backbone.batch_size must be at least 1".into());
+        }
+        self.protonet.validate("protonet")?;
+        if self.anil.enabled {
+            self.anil.train.validate("anil.train")?;
+            self.anil.inner.validate()?;
+        }
+        if self.baselines.linear_head {
+            self.baselines.head.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether the TOML file at `path` is a `graft meta` config: it has an `[episodes]` table.
+pub fn is_meta_config(path: &Path) -> Result<bool> {
+    let text = std::fs::read_to_string(path).map_err(|e| GraftError::io(path, e))?;
+    let value: toml::Value =
+        toml::from_str(&text).map_err(|e| GraftError::Input(format!("{}: {e}", path.display())))?;
+    Ok(value.get("episodes").is_some_and(toml::Value::is_table))
+}

@@ -1,0 +1,280 @@
+//! `graft meta CONFIG.toml`: few-shot learning on episodes (docs/meta-learning.md). The
+//! dataset's texts are embedded once by the frozen encoder (kept in a file between runs), the
+//! classes are dealt into meta-train / meta-validation / meta-test, a prototypical network and
+//! ANIL are meta-trained on meta-train episodes (the one trainer: checkpoints, exact resume), and every
+//! learner — the frozen-feature baselines and the meta-trained ones — is scored on the same
+//! meta-test episodes: mean accuracy with a 95 % confidence interval. The summary goes to
+//! `summary.json`.
+
+pub mod config;
+pub mod data;
+
+use crate::assets::resolve_model;
+use crate::device::{parse_device, parse_dtype};
+use crate::features::head::{RunOutput, Standardizer};
+use crate::meta::evaluate::{linear_head, nearest_centroid, protonet_accuracy, score_episodes, select_rows};
+use crate::meta::{
+    fit_anil, fit_protonet, split_classes, Accuracy, ClassMembers, ClassSplits, EpisodeSampler, EpisodeShape,
+};
+use crate::models::bert::SentenceEncoder;
+use crate::train::{Event, Outcome, RunDir};
+use crate::Result;
+use config::MetaConfig;
+use data::{cached_features, load_dataset};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What a `graft meta` run measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetaSummary {
+    /// The episode shape.
+    pub shape: EpisodeShape,
+    /// The frozen encoder.
+    pub encoder: String,
+    /// Examples with a class.
+    pub examples: usize,
+    /// The classes of each split with their sizes.
+    pub classes: SplitSizes,
+    /// Seconds spent embedding (0 when the embeddings were read from `output.features`).
+    pub embed_s: f64,
+    /// Whether the embeddings were read from `output.features`.
+    pub features_cached: bool,
+    /// The prototypical network's meta-training.
+    pub meta_train: MetaTrainSummary,
+    /// ANIL's meta-training, when `anil.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anil_train: Option<MetaTrainSummary>,
+    /// Every learner's meta-test accuracy, baselines first.
+    pub results: Vec<LearnerResult>,
+}
+
+/// Class names and sizes per split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitSizes {
+    /// Meta-train classes: `(name, examples)`.
+    pub train: Vec<(String, usize)>,
+    /// Meta-validation classes.
+    pub val: Vec<(String, usize)>,
+    /// Meta-test classes.
+    pub test: Vec<(String, usize)>,
+}
+
+/// A meta-training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetaTrainSummary {
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Episodes trained on.
+    pub episodes: u64,
+    /// Training wall time in seconds (summed over resumed parts).
+    pub wall_time_s: f64,
+    /// Trainable parameters.
+    pub trainable_params: usize,
+    /// Mean ProtoNet loss per query on the meta-validation episodes before training.
+    pub base_val_loss: Option<f64>,
+    /// The same after training.
+    pub final_val_loss: Option<f64>,
+    /// The run folder (checkpoints, `metrics.jsonl`).
+    pub run: PathBuf,
+}
+
+/// One learner's meta-test score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearnerResult {
+    /// `nearest_centroid`, `linear_head`, `protonet` or `anil`.
+    pub learner: String,
+    /// Whether it is meta-trained (false: a baseline on the frozen features).
+    pub meta_trained: bool,
+    /// Mean query accuracy with its 95 % interval.
+    pub accuracy: Accuracy,
+    /// Seconds spent adapting to and scoring the meta-test episodes.
+    pub eval_s: f64,
+}
+
+/// The summary of a meta-training run kept in `run`.
+fn train_summary(outcome: &Outcome, run: PathBuf) -> MetaTrainSummary {
+    MetaTrainSummary {
+        steps: outcome.state.step,
+        episodes: outcome.state.micro_batches_done,
+        wall_time_s: outcome.state.elapsed_s,
+        trainable_params: outcome.trainable_params,
+        base_val_loss: outcome.state.base_eval_loss,
+        final_val_loss: outcome.final_eval_loss,
+        run,
+    }
+}
+
+fn sizes(c: &ClassMembers) -> Vec<(String, usize)> {
+    c.iter().map(|(n, m)| (n.clone(), m.len())).collect()
+}
+
+/// What `graft validate` reports of a meta config: the dataset and its class splits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetaCheck {
+    /// Examples with a class.
+    pub examples: usize,
+    /// The classes of each split with their sizes.
+    pub classes: SplitSizes,
+    /// A one-line description.
+    pub note: String,
+}
+
+/// The dataset, its class splits and the episode samplers of a run.
+struct Prepared {
+    texts: Vec<String>,
+    note: String,
+    splits: ClassSplits,
+    train: EpisodeSampler,
+    val: Option<EpisodeSampler>,
+    test: EpisodeSampler,
+}
+
+/// Reads the dataset, deals its classes and builds the samplers: every data error (a split
+/// too small for `n_way`, a class too small for `k_shot + q_query`) shows here, before anything
+/// is embedded.
+fn prepare(cfg: &MetaConfig) -> Result<Prepared> {
+    cfg.validate()?;
+    let data = load_dataset(&cfg.data)?;
+    let splits = split_classes(data.classes, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed)?;
+    let shape = cfg.episodes.shape();
+    let seed = cfg.episodes.seed;
+    let train = EpisodeSampler::new("meta-train", splits.train.clone(), shape, seed)?;
+    let test = EpisodeSampler::new("meta-test", splits.test.clone(), shape, seed.wrapping_add(2))?;
+    let val = if cfg.protonet.val_episodes > 0 && !splits.val.is_empty() {
+        Some(EpisodeSampler::new("meta-val", splits.val.clone(), shape, seed.wrapping_add(1))?)
+    } else {
+        None
+    };
+    Ok(Prepared { texts: data.texts, note: data.note, splits, train, val, test })
+}
+
+fn split_sizes(s: &ClassSplits) -> SplitSizes {
+    SplitSizes { train: sizes(&s.train), val: sizes(&s.val), test: sizes(&s.test) }
+}
+
+/// Checks a config without embedding or training: the dataset reads, its classes split and
+/// every split can give episodes of the configured shape.
+pub fn check(cfg: &MetaConfig) -> Result<MetaCheck> {
+    let p = prepare(cfg)?;
+    let classes = split_sizes(&p.splits);
+    let note = format!(
+        "{}; {} / {} / {} classes for meta-train / val / test",
+        p.note,
+        classes.train.len(),
+        classes.val.len(),
+        classes.test.len()
+    );
+    Ok(MetaCheck { examples: p.texts.len(), classes, note })
+}
+
+/// Runs the config (`resume`: continue the meta-training from its newest checkpoint).
+pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<MetaSummary> {
+    let Prepared { texts, note, splits, train, val, test } = prepare(cfg)?;
+    on_event(Event::Note(note));
+    let out = &cfg.output.dir;
+    let shape = cfg.episodes.shape();
+    on_event(Event::Note(format!(
+        "{} / {} / {} classes for meta-train / val / test; {}-way {}-shot {}-query",
+        splits.train.len(),
+        splits.val.len(),
+        splits.test.len(),
+        shape.n_way,
+        shape.k_shot,
+        shape.q_query
+    )));
+    let b = &cfg.backbone;
+    let device = parse_device(&b.device)?;
+    let features_path = cfg.output.features.clone().unwrap_or_else(|| out.join("features.safetensors"));
+    let t0 = Instant::now();
+    let load = || {
+        on_event(Event::Note(format!("embedding {} texts with `{}`", texts.len(), b.encoder)));
+        SentenceEncoder::load(&resolve_model(&b.encoder, b.offline)?, &device, parse_dtype(&b.dtype)?)
+    };
+    let (features, cached) =
+        cached_features(&features_path, &b.encoder, &b.dtype, &texts, b.batch_size, &device, load)?;
+    let embed_s = if cached { 0.0 } else { t0.elapsed().as_secs_f64() };
+    if cached {
+        on_event(Event::Note(format!("embeddings read from {}", features_path.display())));
+    }
+
+    let run_path = out.join("protonet");
+    let settings = serde_json::json!({
+        "data": cfg.data, "episodes": cfg.episodes, "encoder": b.encoder, "dtype": b.dtype,
+        "examples": texts.len(), "train_classes": sizes(&splits.train),
+    });
+    let dir = RunDir::open(&run_path, resume, cfg.protonet.save_every)?;
+    let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
+    let (projection, outcome) = fit_protonet(&features, &train, val.as_ref(), &cfg.protonet, &settings, output)?;
+    let meta_train = train_summary(&outcome, run_path);
+    let anil = if cfg.anil.enabled {
+        let run_path = out.join("anil");
+        let dir = RunDir::open(&run_path, resume, cfg.anil.train.save_every)?;
+        let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
+        let (model, outcome) =
+            fit_anil(&features, &train, val.as_ref(), &cfg.anil.train, &cfg.anil.inner, &settings, output)?;
+        Some((model, train_summary(&outcome, run_path)))
+    } else {
+        None
+    };
+
+    let n = cfg.eval.episodes;
+    let mut results = Vec::new();
+    let mut score = |name: &str, meta_trained: bool, learner: &mut dyn FnMut(&crate::meta::Episode) -> Result<f64>| {
+        on_event(Event::Note(format!("scoring `{name}` on {n} meta-test episodes")));
+        let t = Instant::now();
+        let mut progress = |done: usize, total: usize| {
+            if done.is_multiple_of(100) && done < total {
+                on_event(Event::Note(format!("  {name}: {done}/{total} episodes")));
+            }
+        };
+        let accs = score_episodes(&test, n, learner, &mut progress)?;
+        let accuracy = Accuracy::of(&accs)?;
+        on_event(Event::Note(format!("  {name}: {:.2} % ± {:.2}", 100.0 * accuracy.mean, 100.0 * accuracy.ci95)));
+        results.push(LearnerResult { learner: name.into(), meta_trained, accuracy, eval_s: t.elapsed().as_secs_f64() });
+        Ok::<(), crate::GraftError>(())
+    };
+    score("nearest_centroid", false, &mut |ep| nearest_centroid(&features, ep))?;
+    if cfg.baselines.linear_head {
+        let train_rows: Vec<usize> = splits.train.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+        let standardizer = Standardizer::fit(&select_rows(&features, &train_rows)?)?;
+        let head = &cfg.baselines.head;
+        score("linear_head", false, &mut |ep| linear_head(&features, &standardizer, head, ep))?;
+    }
+    score("protonet", true, &mut |ep| protonet_accuracy(&features, &projection, ep))?;
+    if let Some((model, _)) = &anil {
+        score("anil", true, &mut |ep| model.accuracy(&features, ep))?;
+    }
+
+    let summary = MetaSummary {
+        shape,
+        encoder: b.encoder.clone(),
+        examples: texts.len(),
+        classes: split_sizes(&splits),
+        embed_s,
+        features_cached: cached,
+        meta_train,
+        anil_train: anil.map(|(_, s)| s),
+        results,
+    };
+    crate::io::write_atomic(&out.join("summary.json"), &serde_json::to_string_pretty(&summary)?)?;
+    Ok(summary)
+}
+
+/// The results as a text table: learner, mean accuracy ± 95 % interval, episodes.
+pub fn results_table(s: &MetaSummary) -> String {
+    let mut out = format!(
+        "{}-way {}-shot, {} query per class\n{:<18} {:>10} {:>8} {:>9}",
+        s.shape.n_way, s.shape.k_shot, s.shape.q_query, "learner", "accuracy", "± 95%", "episodes"
+    );
+    for r in &s.results {
+        out += &format!(
+            "\n{:<18} {:>9.2}% {:>7.2}% {:>9}",
+            r.learner,
+            100.0 * r.accuracy.mean,
+            100.0 * r.accuracy.ci95,
+            r.accuracy.episodes
+        );
+    }
+    out
+}
