@@ -7,9 +7,10 @@
 #   qa         AppStream questions on a component's text (held-out answer loss).
 # Per seed:
 #   1. single-task LoRAs: one run per task, STEPS steps of its task alone;
-#   2. one multitask LoRA per {proportional, temperature 2, round-robin} x {equal, uncertainty,
-#      pcgrad}: 3 x STEPS steps of one task each, or STEPS PCGrad steps of all three tasks (the
-#      same number of micro-batches, so every run sees the same compute as the three singles);
+#   2. one multitask LoRA per {proportional, temperature 2, round-robin} x {equal, uncertainty}:
+#      3 x STEPS steps of one task each; and one with PCGrad: STEPS steps of all three tasks (the
+#      same number of micro-batches, so every run sees the same compute as the three singles;
+#      the mixing does not enter PCGrad, which trains every task in every step);
 #   3. the low-resource case: sentiment with LOW_N training tweets (10 % of its 2000), as a
 #      single-task LoRA and in the three mixtures with equal weighting.
 # Every held-out loss is the mean next-token loss over the answers of the first EVAL_BATCHES x 4
@@ -116,8 +117,10 @@ for seed in $SEEDS; do
     for mixing in proportional temperature round_robin; do
         run "mt_${mixing}_equal" "$seed" $((3 * STEPS)) "$mixing" equal sentiment summaries qa
         run "mt_${mixing}_uncertainty" "$seed" $((3 * STEPS)) "$mixing" uncertainty sentiment summaries qa
-        run "mt_${mixing}_pcgrad" "$seed" "$STEPS" "$mixing" pcgrad sentiment summaries qa
     done
+    # PCGrad trains every task in every step, so the mixing does not enter: one run stands for
+    # all three mixings.
+    run mt_pcgrad "$seed" "$STEPS" proportional pcgrad sentiment summaries qa
     run low_single_sentiment "$seed" "$STEPS" proportional equal sentiment_low
     for mixing in proportional temperature round_robin; do
         run "low_mt_${mixing}_equal" "$seed" $((3 * STEPS)) "$mixing" equal sentiment_low summaries qa
