@@ -6,7 +6,8 @@ use std::borrow::Cow;
 
 use candle_core::{Device, Tensor};
 
-use super::pickle::{unpickle, Value};
+use super::pickle::unpickle;
+use super::value::Value;
 use super::{materialize, state_dict, storage_table, Storages, TorchErrorKind};
 
 /// The first pickle of every legacy file: protocol 2, `LONG1` of the 10-byte magic number

@@ -10,6 +10,7 @@
 
 mod legacy;
 pub mod pickle;
+pub mod value;
 mod zipped;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
-use pickle::{TensorRef, Value};
+use value::{TensorRef, Value};
 
 /// A PyTorch checkpoint that could not be read, and why.
 #[derive(Debug, thiserror::Error)]
@@ -233,7 +234,7 @@ fn strided_bytes(t: &TensorRef, storage: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Checks that every storage a tensor names has one dtype and element count.
 fn storage_table(
-    list: &[std::rc::Rc<pickle::StorageRef>],
+    list: &[std::rc::Rc<value::StorageRef>],
 ) -> Result<HashMap<String, (candle_core::DType, usize)>, TorchErrorKind> {
     let mut table = HashMap::new();
     for s in list {
