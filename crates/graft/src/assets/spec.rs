@@ -56,28 +56,40 @@ pub enum Package {
         /// Exact version pin, as `apt-cache policy` prints it.
         version: &'static str,
     },
+    /// An npm package, fetched with `npm pack name@version` and unpacked with `tar`; its
+    /// members are paths below the tarball's `package/` folder, `package/` included.
+    Npm {
+        /// Package name, with its scope (`@tensorflow-models/mobilenet`).
+        name: &'static str,
+        /// Exact version pin.
+        version: &'static str,
+    },
 }
 
 impl Package {
-    /// `name==version` for PyPI, `name=version` for Debian: what the client is given.
+    /// `name==version` for PyPI, `name=version` for Debian, `name@version` for npm: what the
+    /// client is given.
     pub fn requirement(&self) -> String {
         match self {
             Package::Pypi { name, version } => format!("{name}=={version}"),
             Package::Debian { name, version } => format!("{name}={version}"),
+            Package::Npm { name, version } => format!("{name}@{version}"),
         }
     }
 
-    /// `PyPI name==version` / `Debian name=version`, for messages and listings.
+    /// `PyPI name==version` / `Debian name=version` / `npm name@version`, for messages and
+    /// listings.
     pub fn label(&self) -> String {
         match self {
             Package::Pypi { .. } => format!("PyPI {}", self.requirement()),
             Package::Debian { .. } => format!("Debian {}", self.requirement()),
+            Package::Npm { .. } => format!("npm {}", self.requirement()),
         }
     }
 }
 
 /// A file inside one of the spec's packages: a wheel member for PyPI, a path below the unpacked
-/// filesystem tree for Debian.
+/// filesystem tree for Debian and npm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Member {
     /// Index into [`AssetSpec::packages`].

@@ -3,5 +3,6 @@
 
 pub mod appstream;
 pub mod austen;
+pub mod imagenet_classes;
 pub mod task_files;
 pub mod tweets;
