@@ -166,6 +166,38 @@ fn storage_sizes_beyond_the_file_are_refused_before_allocating() {
 }
 
 #[test]
+fn zero_strides_cannot_blow_a_small_file_up() {
+    // One stored float viewed as a 2^15 x 2^15 tensor (4 GiB) through zero strides.
+    let main = state_dict_pickle(("torch._utils", "_rebuild_tensor_v2"), 1, &[1 << 15, 1 << 15], &[0, 0]);
+    let kind = torch_kind(read_bytes(&legacy_file(&main, 1, &floats(1))));
+    assert!(kind.to_string().contains("more than 4 times the 4 bytes stored"), "{kind}");
+    // A small broadcast view is fine.
+    let main = state_dict_pickle(("torch._utils", "_rebuild_tensor_v2"), 1, &[2, 2], &[0, 0]);
+    assert_eq!(rows(&read_bytes(&legacy_file(&main, 1, &floats(1))).unwrap()), [[0.0, 0.0], [0.0, 0.0]]);
+}
+
+#[test]
+fn every_byte_flip_is_read_or_refused_without_panicking() {
+    let file = good_legacy();
+    let (mut read, mut refused) = (0, 0);
+    for i in 0..file.len() {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut bad = file.clone();
+            bad[i] ^= flip;
+            match read_bytes(&bad) {
+                Ok(_) => read += 1,
+                // A damaged first bytes no longer look like a legacy file; the safetensors
+                // reader (the fallback for 8-byte heads) refuses it then.
+                Err(GraftError::Torch(_)) => refused += 1,
+                Err(GraftError::Safetensors(_)) if i < 4 => refused += 1,
+                Err(other) => panic!("byte {i} ^ {flip:#x}: unexpected error kind {other}"),
+            }
+        }
+    }
+    assert!(read > 0 && refused > read, "{read} read, {refused} refused");
+}
+
+#[test]
 fn every_truncation_is_a_clear_error() {
     let file = good_legacy();
     for len in 0..file.len() {

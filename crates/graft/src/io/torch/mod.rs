@@ -158,12 +158,29 @@ fn tensor_entries(items: &[(Value, Value)]) -> Option<Vec<(String, TensorRef)>> 
         .collect()
 }
 
-/// Copies each tensor out of its storage onto `device`.
+/// How many times the storages' bytes the tensors may add up to (tied weights view one storage
+/// twice; zero strides or many views of one storage could otherwise blow a small file up).
+const MAX_EXPANSION: u64 = 4;
+
+/// Copies each tensor out of its storage onto `device`, after checking that all of them together
+/// need at most [`MAX_EXPANSION`] times the storages' bytes (plus 64 MiB).
 fn materialize(
     tensors: Vec<(String, TensorRef)>,
     storages: &Storages<'_>,
     device: &Device,
 ) -> Result<Vec<(String, Tensor)>, TorchErrorKind> {
+    let stored: u64 = storages.values().map(|b| b.len() as u64).sum();
+    let limit = stored.saturating_mul(MAX_EXPANSION).saturating_add(64 << 20);
+    let wanted = tensors.iter().try_fold(0u64, |sum, (_, t)| {
+        let n = t.shape.iter().try_fold(t.storage.dtype.size_in_bytes() as u64, |a, &d| a.checked_mul(d as u64))?;
+        sum.checked_add(n)
+    });
+    if wanted.is_none_or(|w| w > limit) {
+        return Err(TorchErrorKind::Layout(format!(
+            "the tensors need {} bytes, more than {MAX_EXPANSION} times the {stored} bytes stored",
+            wanted.map_or("more than 2^64".to_string(), |w| w.to_string())
+        )));
+    }
     tensors
         .into_iter()
         .map(|(name, t)| {
