@@ -16,6 +16,9 @@ pub enum GraftError {
     /// A safetensors file is malformed or unsupported.
     #[error(transparent)]
     Safetensors(#[from] crate::io::safetensors::SafetensorsError),
+    /// A PyTorch checkpoint is malformed, unsupported or refused.
+    #[error(transparent)]
+    Torch(#[from] crate::io::torch::TorchError),
     /// Fetching or locating a named asset failed.
     #[error(transparent)]
     Asset(#[from] crate::assets::AssetError),
@@ -179,6 +182,7 @@ impl GraftError {
             | GraftError::Model { .. }
             | GraftError::Gguf(_)
             | GraftError::Safetensors(_)
+            | GraftError::Torch(_)
             | GraftError::Tokenizer(_)
             | GraftError::Data(_) => ErrorKind::Input,
             GraftError::Asset(AssetError::Unknown { .. } | AssetError::NotAModel { .. }) => ErrorKind::Input,

@@ -6,10 +6,12 @@
 //! - [`assets`]: named pretrained models and datasets, fetched through package registries into a
 //!   checksummed cache.
 //! - [`io`]: file formats — GGUF (validated reading), safetensors, Hugging Face model folders,
-//!   PEFT and GGUF LoRA adapters, Ollama Modelfiles.
+//!   PEFT and GGUF LoRA adapters, Ollama Modelfiles, PyTorch checkpoints.
 //! - [`tokenizer`]: tokenizers built from GGUF metadata or `tokenizer.json`, and chat templates.
 //! - [`models`]: model families behind the [`models::Model`] trait; every projection is an
 //!   adaptable [`models::linear::Proj`].
+//! - [`vision`]: images in (IDX, the MNIST-5k CSV, PNG / JPEG) and their preprocessing into a
+//!   `[N, 3, H, W]` tensor.
 //! - [`generate`]: sampling and KV-cached text generation.
 //! - [`eval`]: evaluation protocols (perplexity, ...).
 //! - [`bench`]: throughput measurements reported by `graft bench`.
@@ -53,5 +55,6 @@ pub mod recipes;
 pub mod report;
 pub mod tokenizer;
 pub mod train;
+pub mod vision;
 
 pub use error::{GraftError, Result};

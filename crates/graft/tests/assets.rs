@@ -200,6 +200,8 @@ fn resolve_model_rejects_what_it_cannot_load_with_a_clear_error() {
 
     let dataset = resolve_model("tweets", true).unwrap_err();
     assert!(matches!(dataset, GraftError::Asset(AssetError::NotAModel { .. })), "{dataset:?}");
+    let vision = resolve_model("efficientnet-lite0", true).unwrap_err().to_string();
+    assert!(vision.contains("is a vision-model, not a language model"), "{vision}");
 
     let dir = temp_cache();
     let folder = dir.path().join("not-a-model");

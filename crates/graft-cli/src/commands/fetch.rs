@@ -89,8 +89,9 @@ fn list(cache: &Path, as_json: bool) -> Result<()> {
         return Ok(());
     }
     let name_w = rows.iter().map(|(s, _)| s.name.len()).max().unwrap_or(4).max(4);
+    let kind_w = rows.iter().map(|(s, _)| s.kind.as_str().len()).max().unwrap_or(4).max(4);
     let pkg_w = rows.iter().map(|(s, _)| short_package(s).len()).max().unwrap_or(7).max(7);
-    println!("{:name_w$}  {:7}  {:pkg_w$}  {:10}  PATH", "NAME", "KIND", "PACKAGE", "CACHED");
+    println!("{:name_w$}  {:kind_w$}  {:pkg_w$}  {:10}  PATH", "NAME", "KIND", "PACKAGE", "CACHED");
     for (spec, state) in &rows {
         let cached = match state {
             CacheState::Verified => "yes",
@@ -98,7 +99,7 @@ fn list(cache: &Path, as_json: bool) -> Result<()> {
             CacheState::Missing => "no",
         };
         println!(
-            "{:name_w$}  {:7}  {:pkg_w$}  {:10}  {}",
+            "{:name_w$}  {:kind_w$}  {:pkg_w$}  {:10}  {}",
             spec.name,
             spec.kind.as_str(),
             short_package(spec),

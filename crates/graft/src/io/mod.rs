@@ -1,5 +1,6 @@
 //! File formats: GGUF, safetensors, Hugging Face model folders, LoRA adapters (PEFT folders and
-//! llama.cpp GGUF files), Ollama Modelfiles and R data files (`rdata`).
+//! llama.cpp GGUF files), Ollama Modelfiles, R data files (`rdata`) and PyTorch checkpoints
+//! (`torch`: legacy and zip `torch.save` files, read without executing their pickles).
 
 pub mod adapter;
 pub mod gguf;
@@ -10,6 +11,7 @@ pub mod peft;
 pub mod peft_prompt;
 pub mod rdata;
 pub mod safetensors;
+pub mod torch;
 
 /// Makes the renames in `dir` durable (fsync of the folder). Off Unix a folder cannot be opened
 /// for syncing; each rename is still atomic there.

@@ -3,6 +3,7 @@
 //! adapters attach by name and exports are a rename at one boundary.
 
 pub mod bert;
+pub mod efficientnet;
 pub mod hparams;
 pub mod kv_cache;
 pub mod linear;

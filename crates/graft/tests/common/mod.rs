@@ -165,6 +165,13 @@ pub fn require_apt_index() -> bool {
     require(indexed, "no Debian package index in /var/lib/apt/lists (run `apt-get update`)")
 }
 
+/// [`require`]s the `npm` client, which fetching an npm package asset needs; false (a skip
+/// outside CI) without it.
+pub fn require_npm() -> bool {
+    let found = std::process::Command::new("npm").arg("--version").output().is_ok_and(|o| o.status.success());
+    require(found, "`npm` is not on PATH (Debian package npm)")
+}
+
 /// Runs `fit` with a progress callback that dies when step `kill_at` is reported — as abrupt as
 /// a crash: no final checkpoint, nothing cleaned up, the step's metrics line already written.
 pub fn killed_at<T>(kill_at: u64, fit: impl FnOnce(&mut dyn FnMut(graft::train::Event)) -> T) {

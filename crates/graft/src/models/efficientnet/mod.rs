@@ -1,0 +1,254 @@
+//! EfficientNet-Lite0 (the mobile variant of EfficientNet-B0: no squeeze-and-excitation, ReLU6,
+//! a fixed 32-channel stem and 1280-channel head), with the parameter names of lukemelas'
+//! `efficientnet_pytorch` that the `efficientnet-lite0` checkpoint uses: `_conv_stem`, `_bn0`,
+//! `_blocks.{i}._expand_conv` / `_bn0` / `_depthwise_conv` / `_bn1` / `_project_conv` / `_bn2`,
+//! `_conv_head`, `_bn1`, `_fc`.
+//!
+//! Convolutions pad like TensorFlow's `SAME` (as the checkpoint was trained with): the total
+//! padding `max((ceil(in / stride) - 1) * stride + kernel - in, 0)` is split with the extra
+//! pixel at the bottom / right. Batch norms use eps 1e-3. The forward pass runs in evaluation
+//! mode (running statistics) or training mode (batch statistics); drop-connect and dropout are
+//! not applied. Only the forward pass exists so far.
+
+pub mod batch_norm;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::{GraftError, Result};
+use batch_norm::BatchNorm2d;
+
+/// Batch-norm epsilon of the EfficientNet family.
+const BN_EPS: f64 = 1e-3;
+
+/// One stage of MBConv blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    /// Blocks in the stage.
+    pub repeats: usize,
+    /// Depthwise kernel size.
+    pub kernel: usize,
+    /// Stride of the stage's first block (the others use 1).
+    pub stride: usize,
+    /// Expansion ratio of the inverted bottleneck.
+    pub expand: usize,
+    /// Input channels of the first block.
+    pub input: usize,
+    /// Output channels.
+    pub output: usize,
+}
+
+/// The seven stages of EfficientNet-B0 / Lite0 (16 blocks).
+pub const LITE0_STAGES: [Stage; 7] = [
+    Stage { repeats: 1, kernel: 3, stride: 1, expand: 1, input: 32, output: 16 },
+    Stage { repeats: 2, kernel: 3, stride: 2, expand: 6, input: 16, output: 24 },
+    Stage { repeats: 2, kernel: 5, stride: 2, expand: 6, input: 24, output: 40 },
+    Stage { repeats: 3, kernel: 3, stride: 2, expand: 6, input: 40, output: 80 },
+    Stage { repeats: 3, kernel: 5, stride: 1, expand: 6, input: 80, output: 112 },
+    Stage { repeats: 4, kernel: 5, stride: 2, expand: 6, input: 112, output: 192 },
+    Stage { repeats: 1, kernel: 3, stride: 1, expand: 6, input: 192, output: 320 },
+];
+
+/// A bias-free convolution with TensorFlow `SAME` padding.
+#[derive(Debug, Clone)]
+struct Conv {
+    weight: Tensor,
+    stride: usize,
+    groups: usize,
+}
+
+impl Conv {
+    /// Applies the convolution to `x` `[N, C, H, W]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let (_, _, kh, kw) = self.weight.dims4()?;
+        let same = |size: usize, k: usize| {
+            let total = ((size.div_ceil(self.stride) - 1) * self.stride + k).saturating_sub(size);
+            (total / 2, total - total / 2)
+        };
+        let ((top, bottom), (left, right)) = (same(h, kh), same(w, kw));
+        let x = x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)?;
+        Ok(x.conv2d(&self.weight, 0, self.stride, 1, self.groups)?)
+    }
+}
+
+/// Convolution, batch norm and (optionally) ReLU6.
+#[derive(Debug, Clone)]
+struct ConvBn {
+    conv: Conv,
+    bn: BatchNorm2d,
+    relu6: bool,
+}
+
+impl ConvBn {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.bn.forward(&self.conv.forward(x)?, train)?;
+        Ok(if self.relu6 { y.relu()?.minimum(6f64)? } else { y })
+    }
+}
+
+/// An inverted-bottleneck block: 1x1 expansion (unless the ratio is 1), depthwise convolution,
+/// 1x1 projection, and the identity added back when the shape is kept.
+#[derive(Debug, Clone)]
+struct MbConv {
+    expand: Option<ConvBn>,
+    depthwise: ConvBn,
+    project: ConvBn,
+    residual: bool,
+}
+
+impl MbConv {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut h = x.clone();
+        if let Some(e) = &self.expand {
+            h = e.forward(&h, train)?;
+        }
+        let h = self.project.forward(&self.depthwise.forward(&h, train)?, train)?;
+        Ok(if self.residual { (h + x)? } else { h })
+    }
+}
+
+/// EfficientNet-Lite0 with its classifier.
+#[derive(Debug, Clone)]
+pub struct EfficientNetLite {
+    stem: ConvBn,
+    blocks: Vec<MbConv>,
+    head: ConvBn,
+    fc_weight: Tensor,
+    fc_bias: Tensor,
+}
+
+impl EfficientNetLite {
+    /// Loads the checkpoint at `path` (any format `io::torch::read_tensors` reads) onto `device`
+    /// as `dtype`.
+    pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let tensors = crate::io::torch::read_tensors(path, &Device::Cpu)?;
+        Self::from_tensors(tensors, device, dtype).map_err(|e| match e {
+            GraftError::Input(reason) => GraftError::model(path, reason),
+            other => other,
+        })
+    }
+
+    /// Builds the model from named tensors; every tensor must be used (`num_batches_tracked`
+    /// counters aside) and have the shape the architecture expects.
+    pub fn from_tensors(tensors: Vec<(String, Tensor)>, device: &Device, dtype: DType) -> Result<Self> {
+        let mut w = Weights { map: tensors.into_iter().collect(), device: device.clone(), dtype };
+        let stem = w.conv_bn("_conv_stem", "_bn0", [32, 3, 3, 3], 2, 1, true)?;
+        let mut blocks = Vec::new();
+        for stage in LITE0_STAGES {
+            for r in 0..stage.repeats {
+                let i = blocks.len();
+                let (input, stride) = if r == 0 { (stage.input, stage.stride) } else { (stage.output, 1) };
+                let hidden = input * stage.expand;
+                let p = format!("_blocks.{i}.");
+                let expand = match stage.expand {
+                    1 => None,
+                    _ => Some(w.conv_bn(
+                        &format!("{p}_expand_conv"),
+                        &format!("{p}_bn0"),
+                        [hidden, input, 1, 1],
+                        1,
+                        1,
+                        true,
+                    )?),
+                };
+                let k = stage.kernel;
+                let depthwise = w.conv_bn(
+                    &format!("{p}_depthwise_conv"),
+                    &format!("{p}_bn1"),
+                    [hidden, 1, k, k],
+                    stride,
+                    hidden,
+                    true,
+                )?;
+                let project = w.conv_bn(
+                    &format!("{p}_project_conv"),
+                    &format!("{p}_bn2"),
+                    [stage.output, hidden, 1, 1],
+                    1,
+                    1,
+                    false,
+                )?;
+                blocks.push(MbConv { expand, depthwise, project, residual: stride == 1 && input == stage.output });
+            }
+        }
+        let head = w.conv_bn("_conv_head", "_bn1", [1280, 320, 1, 1], 1, 1, true)?;
+        let fc_weight = w.take("_fc.weight", &[0, 1280])?;
+        let classes = fc_weight.dim(0)?;
+        let fc_bias = w.take("_fc.bias", &[classes])?;
+        let mut left: Vec<&String> = w.map.keys().filter(|k| !k.ends_with("num_batches_tracked")).collect();
+        if !left.is_empty() {
+            left.sort();
+            return Err(GraftError::Input(format!(
+                "{} tensors are not part of EfficientNet-Lite0: {}",
+                left.len(),
+                left.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(EfficientNetLite { stem, blocks, head, fc_weight, fc_bias })
+    }
+
+    /// Number of output classes.
+    pub fn num_classes(&self) -> usize {
+        self.fc_bias.dims1().unwrap_or(0)
+    }
+
+    /// Pooled features `[N, 1280]` of images `[N, 3, H, W]` (normalised as for ImageNet); batch
+    /// norms use batch statistics when `train`.
+    pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut h = self.stem.forward(x, train)?;
+        for b in &self.blocks {
+            h = b.forward(&h, train)?;
+        }
+        Ok(self.head.forward(&h, train)?.mean((2, 3))?)
+    }
+
+    /// Class logits `[N, classes]` of images `[N, 3, H, W]`.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.features(x, train)?.matmul(&self.fc_weight.t()?)?.broadcast_add(&self.fc_bias)?)
+    }
+}
+
+/// The named tensors still to be used, and where they go.
+struct Weights {
+    map: HashMap<String, Tensor>,
+    device: Device,
+    dtype: DType,
+}
+
+impl Weights {
+    /// Removes tensor `name`, checks its shape (0 = any size) and moves it to the model's
+    /// device and dtype.
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.map.remove(name).ok_or_else(|| GraftError::Input(format!("tensor `{name}` is missing")))?;
+        let ok = t.dims().len() == shape.len() && t.dims().iter().zip(shape).all(|(&d, &s)| s == 0 || d == s);
+        if !ok {
+            return Err(GraftError::Input(format!("tensor `{name}` has shape {:?}, expected {shape:?}", t.dims())));
+        }
+        Ok(t.to_device(&self.device)?.to_dtype(self.dtype)?)
+    }
+
+    /// The convolution `conv` with weight shape `shape` and its batch norm `bn`.
+    fn conv_bn(
+        &mut self,
+        conv: &str,
+        bn: &str,
+        shape: [usize; 4],
+        stride: usize,
+        groups: usize,
+        relu6: bool,
+    ) -> Result<ConvBn> {
+        let weight = self.take(&format!("{conv}.weight"), &shape)?;
+        let c = [shape[0]];
+        let bn = BatchNorm2d {
+            weight: self.take(&format!("{bn}.weight"), &c)?,
+            bias: self.take(&format!("{bn}.bias"), &c)?,
+            running_mean: self.take(&format!("{bn}.running_mean"), &c)?,
+            running_var: self.take(&format!("{bn}.running_var"), &c)?,
+            eps: BN_EPS,
+        };
+        Ok(ConvBn { conv: Conv { weight, stride, groups }, bn, relu6 })
+    }
+}
