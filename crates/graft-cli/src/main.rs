@@ -61,7 +61,7 @@ enum Command {
     Embed(commands::embed::EmbedArgs),
     /// Heads on a frozen backbone's features: progressive networks over a sequence of tasks.
     Features(commands::features::FeaturesArgs),
-    /// Few-shot learning on episodes: prototypical networks beside frozen-feature baselines.
+    /// Few-shot learning on episodes: prototypical networks, ANIL and the MAML family beside frozen-feature baselines.
     Meta(commands::meta::Args),
 }
 

@@ -1,5 +1,5 @@
 //! `graft meta` end to end with all-MiniLM-L6-v2 on a small labelled file: the summary (every
-//! learner on the same meta-test episodes, disjoint class splits), the embeddings kept and read
+//! learner, the MAML family included, on the same meta-test episodes, disjoint class splits), the embeddings kept and read
 //! back, a resumed finished run giving the same result, and a class too small for the episodes
 //! refused by name before anything is embedded.
 
@@ -34,10 +34,17 @@ fn setup(dir: &Path, per: usize, last: usize) -> PathBuf {
              [protonet]\nhidden = 8\nsteps = 4\nepisodes_per_step = 1\nval_episodes = 2\neval_every = 2\nsave_every = 2\n\n\
              [anil.train]\nhidden = 8\nsteps = 2\nepisodes_per_step = 1\nval_episodes = 2\n\n\
              [anil.inner]\nsteps = 2\neval_steps = 3\n\n\
+             {maml}\
              [baselines.head]\nepochs = 5\n\n\
              [eval]\nepisodes = 5\n\n\
              [output]\ndir = {:?}\n",
-            dir.join("run").to_str().unwrap()
+            dir.join("run").to_str().unwrap(),
+            maml = ["fomaml", "maml", "reptile"]
+                .map(|m| format!(
+                    "[{m}]\nenabled = true\n[{m}.train]\nhidden = 8\nsteps = 2\nepisodes_per_step = 1\nval_episodes = 2\n\
+                     [{m}.inner]\nsteps = 1\neval_steps = 2\n\n"
+                ))
+                .concat()
         ),
     )
     .unwrap();
@@ -53,7 +60,7 @@ fn meta_scores_every_learner_and_resumes_from_kept_embeddings() {
     let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     let learners: Vec<&str> =
         summary["results"].as_array().unwrap().iter().map(|r| r["learner"].as_str().unwrap()).collect();
-    assert_eq!(learners, ["nearest_centroid", "linear_head", "protonet", "anil"]);
+    assert_eq!(learners, ["nearest_centroid", "linear_head", "protonet", "anil", "fomaml", "maml", "reptile"]);
     for r in summary["results"].as_array().unwrap() {
         let a = &r["accuracy"];
         assert_eq!(a["episodes"], 5, "{r}");
@@ -66,7 +73,10 @@ fn meta_scores_every_learner_and_resumes_from_kept_embeddings() {
     assert_eq!((train.len(), val.len(), test.len()), (3, 3, 3));
     assert!(train.iter().all(|c| !val.contains(c) && !test.contains(c)) && val.iter().all(|c| !test.contains(c)));
     assert_eq!(summary["meta_train"]["steps"], 4);
-    assert_eq!(summary["anil_train"]["steps"], 2);
+    for m in ["anil", "fomaml", "maml", "reptile"] {
+        assert_eq!(summary[format!("{m}_train")]["steps"], 2, "{m}");
+        assert!(dir.path().join("run").join(m).join("metrics.jsonl").is_file(), "{m}");
+    }
     assert_eq!(summary["features_cached"], false);
     let out = dir.path().join("run");
     assert!(out.join("protonet/metrics.jsonl").is_file() && out.join("anil/metrics.jsonl").is_file());
@@ -80,7 +90,7 @@ fn meta_scores_every_learner_and_resumes_from_kept_embeddings() {
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(again["features_cached"], true);
-    assert_eq!(again["results"].as_array().unwrap().len(), 4);
+    assert_eq!(again["results"].as_array().unwrap().len(), 7);
     for (a, b) in again["results"].as_array().unwrap().iter().zip(summary["results"].as_array().unwrap()) {
         assert_eq!(a["accuracy"], b["accuracy"], "{a} vs {b}");
     }

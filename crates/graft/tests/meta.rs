@@ -326,3 +326,130 @@ fn anil_meta_gradient_matches_finite_differences_of_the_adapted_query_loss() {
     }
     assert!(worst_first_order > 1e-3, "first-order ANIL drops terms, so it must differ ({worst_first_order})");
 }
+
+// ---- MAML, first-order MAML, Reptile ----
+
+use graft::objectives::maml::{Adapt, Maml, MamlInner, MamlModel, MetaUpdate};
+
+/// Reference cross-entropy of `θ = [W₁, b₁, W₂, b₂, W, b]` on `(x, y)` (summed, or the mean) and
+/// its gradient, the model written out here and differentiated by candle's backward.
+fn reference_loss_grad(theta: &[Tensor], x: &Tensor, y: &[usize], mean: bool) -> (f64, Vec<Tensor>) {
+    let vars: Vec<candle_core::Var> =
+        theta.iter().map(|t| candle_core::Var::from_tensor(&t.detach()).unwrap()).collect();
+    let t = |i: usize| vars[i].as_tensor();
+    let h = x.matmul(&t(0).t().unwrap()).unwrap().broadcast_add(t(1)).unwrap().relu().unwrap();
+    let z = (x + h.matmul(&t(2).t().unwrap()).unwrap().broadcast_add(t(3)).unwrap()).unwrap();
+    let logits = z.matmul(&t(4).t().unwrap()).unwrap().broadcast_add(t(5)).unwrap();
+    let logp = candle_nn::ops::log_softmax(&logits, 1).unwrap();
+    let n_way = theta[5].dim(0).unwrap();
+    let one_hot: Vec<f64> = y.iter().flat_map(|&l| (0..n_way).map(move |k| f64::from(u8::from(k == l)))).collect();
+    let one_hot = Tensor::from_vec(one_hot, (y.len(), n_way), &Device::Cpu).unwrap();
+    let mut loss = (logp * one_hot).unwrap().sum_all().unwrap().neg().unwrap();
+    if mean {
+        loss = (loss / y.len() as f64).unwrap();
+    }
+    let g = loss.backward().unwrap();
+    let grads = vars.iter().map(|v| g.get(v.as_tensor()).unwrap().clone()).collect();
+    (loss.to_scalar::<f64>().unwrap(), grads)
+}
+
+/// Reference inner loop: `steps` plain gradient steps of rate `lr` on the mean support loss,
+/// the projection's four tensors left alone when `head_only`.
+fn reference_adapt(theta: &[Tensor], x: &Tensor, y: &[usize], steps: usize, lr: f64, head_only: bool) -> Vec<Tensor> {
+    let mut th = theta.to_vec();
+    for _ in 0..steps {
+        let (_, g) = reference_loss_grad(&th, x, y, true);
+        for i in (if head_only { 4 } else { 0 })..6 {
+            th[i] = (&th[i] - (&g[i] * lr).unwrap()).unwrap();
+        }
+    }
+    th
+}
+
+/// A tiny f64 MAML model (3 features, 4 hidden units, 2 ways) moved off its start, the
+/// objective's value and gradient on `ep`, and its parameters.
+fn maml_case(
+    features: &Tensor,
+    ep: &graft::meta::Episode,
+    inner: MamlInner,
+    update: MetaUpdate,
+) -> (MamlModel, f64, Vec<Vec<f64>>) {
+    let model = MamlModel::new(Projection::new(3, 4, 5, &Device::Cpu, DType::F64).unwrap(), 2, inner, update).unwrap();
+    perturb(&model.vars(), 3.0);
+    let loss = Maml::new(features, &model).loss(ep, 0).unwrap().loss.sum;
+    let grads = loss.backward().unwrap();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let g = model.vars().iter().map(|(_, v)| flat(grads.get(v.as_tensor()).unwrap())).collect();
+    (model, loss.to_scalar::<f64>().unwrap(), g)
+}
+
+fn tiny_episode() -> (Tensor, graft::meta::Episode) {
+    let (features, members) = clustered(3, 4, 3, 1.0, 0.3);
+    let shape = EpisodeShape { n_way: 2, k_shot: 2, q_query: 2 };
+    (features, EpisodeSampler::new("t", members, shape, 1).unwrap().episode(0))
+}
+
+#[test]
+fn first_order_maml_and_reptile_meta_steps_match_a_hand_written_reference() {
+    let (features, ep) = tiny_episode();
+    let rows = |r: &[usize]| graft::meta::evaluate::select_rows(&features, r).unwrap();
+    let (xs, xq) = (rows(&ep.support), rows(&ep.query));
+    for adapt in [Adapt::All, Adapt::Head] {
+        for update in [MetaUpdate::FirstOrder, MetaUpdate::Reptile] {
+            let inner = MamlInner { steps: 3, eval_steps: 3, lr: 0.7, adapt, hvp_step: 1e-3 };
+            let (model, value, grads) = maml_case(&features, &ep, inner, update);
+            let theta: Vec<Tensor> = model.vars().iter().map(|(_, v)| v.as_tensor().detach()).collect();
+            let adapted = reference_adapt(&theta, &xs, &ep.support_labels, 3, 0.7, adapt == Adapt::Head);
+            let (query_loss, query_grad) = reference_loss_grad(&adapted, &xq, &ep.query_labels, false);
+            assert!((value - query_loss).abs() < 1e-10, "{adapt:?} {update:?}: value {value} vs {query_loss}");
+            for (i, (name, _)) in model.vars().iter().enumerate() {
+                // First order: the query gradient at the adapted parameters. Reptile: θ − θ_T, times
+                // the 4 queries the trainer divides by.
+                let expected = match update {
+                    MetaUpdate::FirstOrder => query_grad[i].clone(),
+                    _ => ((&theta[i] - &adapted[i]).unwrap() * 4.0).unwrap(),
+                };
+                let expected = expected.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                let moved = expected.iter().any(|x| x.abs() > 1e-6);
+                assert!(moved || (update == MetaUpdate::Reptile && adapt == Adapt::Head && i < 4), "{name}: no signal");
+                for (a, e) in grads[i].iter().zip(&expected) {
+                    assert!((a - e).abs() < 1e-10, "{adapt:?} {update:?} {name}: {a} vs {e}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn maml_meta_gradient_matches_finite_differences_of_the_adapted_query_loss() {
+    let (features, ep) = tiny_episode();
+    for adapt in [Adapt::All, Adapt::Head] {
+        let inner = MamlInner { steps: 2, eval_steps: 2, lr: 0.7, adapt, hvp_step: 1e-5 };
+        let (model, _, grads) = maml_case(&features, &ep, inner, MetaUpdate::SecondOrder);
+        let (_, _, first_order) = maml_case(&features, &ep, inner, MetaUpdate::FirstOrder);
+        let objective = Maml::new(&features, &model);
+        let value = || objective.loss(&ep, 0).unwrap().loss.sum.to_scalar::<f64>().unwrap();
+        let (eps, mut worst_first_order) = (1e-6, 0f64);
+        for (i, (name, v)) in model.vars().iter().enumerate() {
+            let base = v.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for j in 0..base.len() {
+                let at = |x: f64| {
+                    let mut p = base.clone();
+                    p[j] = x;
+                    v.set(&Tensor::from_vec(p, v.dims(), &Device::Cpu).unwrap()).unwrap();
+                    value()
+                };
+                let numeric = (at(base[j] + eps) - at(base[j] - eps)) / (2.0 * eps);
+                at(base[j]);
+                let scale = numeric.abs().max(1.0);
+                let err = (numeric - grads[i][j]).abs() / scale;
+                assert!(err < 1e-6, "{adapt:?} {name}[{j}]: {} vs {numeric}", grads[i][j]);
+                worst_first_order = worst_first_order.max((numeric - first_order[i][j]).abs() / scale);
+            }
+        }
+        assert!(
+            worst_first_order > 1e-3,
+            "{adapt:?}: first order drops terms, so it must differ ({worst_first_order})"
+        );
+    }
+}

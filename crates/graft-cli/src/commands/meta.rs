@@ -1,5 +1,6 @@
-//! `graft meta`: few-shot learning on episodes — prototypical networks meta-trained on a frozen
-//! sentence encoder's embeddings, scored beside the frozen-feature baselines.
+//! `graft meta`: few-shot learning on episodes — prototypical networks, ANIL and the MAML family
+//! meta-trained on a frozen sentence encoder's embeddings, scored beside the frozen-feature
+//! baselines.
 
 use super::train::with_progress;
 use anyhow::Result;
@@ -9,9 +10,9 @@ use graft::recipes::meta::results_table;
 use std::path::PathBuf;
 
 /// Meta-train and evaluate few-shot learners on N-way K-shot episodes (docs/meta-learning.md):
-/// the dataset's classes are dealt into meta-train / meta-val / meta-test, a prototypical network
-/// is meta-trained on meta-train episodes (checkpoints and `--resume` under output.dir/protonet),
-/// and it is scored with the nearest-centroid and linear-head baselines on the same meta-test
+/// the dataset's classes are dealt into meta-train / meta-val / meta-test, a prototypical network,
+/// ANIL and the enabled MAML family (first-order MAML, MAML, Reptile) are meta-trained on
+/// meta-train episodes (checkpoints and `--resume` under output.dir/LEARNER), and they are scored with the nearest-centroid and linear-head baselines on the same meta-test
 /// episodes: mean accuracy ± 95 % confidence interval. Writes output.dir/summary.json.
 #[derive(Debug, ClapArgs)]
 #[command(after_help = "Examples:\n  graft meta configs/meta-appstream.toml\n  \
@@ -22,11 +23,12 @@ with a config such as:\n  \
 min_class_size = 20\n\n  \
 [episodes]\n  n_way = 5\n  k_shot = 5\n  q_query = 15\n\n  \
 [protonet]\n  steps = 300\n\n  \
+[maml]\n  enabled = true\n  inner = { steps = 5, lr = 0.5, adapt = \"all\" }\n\n  \
 [eval]\n  episodes = 600\n\n  \
 [output]\n  dir = \"runs/meta-appstream\"")]
 pub struct Args {
-    /// The run's config, a TOML file: [data], [episodes], [backbone], [protonet], [baselines],
-    /// [eval], [output].
+    /// The run's config, a TOML file: [data], [episodes], [backbone], [protonet], [anil],
+    /// [fomaml], [maml], [reptile], [baselines], [eval], [output].
     config: PathBuf,
     /// Override one config key: section.key=value (TOML value syntax). Repeatable.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]

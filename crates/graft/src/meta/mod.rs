@@ -4,8 +4,9 @@
 //! - [`episodes`]: disjoint class splits for meta-train / meta-validation / meta-test and a
 //!   seeded N-way K-shot Q-query [`EpisodeSampler`].
 //! - [`projection`]: the residual MLP over frozen embeddings that metric learners train.
-//! - [`train`]: prototypical networks and ANIL meta-trained on the one trainer (an episode per
-//!   micro-batch; the losses are [`crate::objectives::protonet`] and [`crate::objectives::anil`]).
+//! - [`train`]: prototypical networks, ANIL, MAML, first-order MAML and Reptile meta-trained on
+//!   the one trainer (an episode per micro-batch; the losses are [`crate::objectives::protonet`],
+//!   [`crate::objectives::anil`] and [`crate::objectives::maml`]).
 //! - [`evaluate`]: accuracy over episodes with a 95 % confidence interval; the nearest-centroid
 //!   and fresh-linear-head baselines.
 
@@ -17,4 +18,4 @@ pub mod train;
 pub use episodes::{split_classes, ClassMembers, ClassSplits, Episode, EpisodeSampler, EpisodeShape};
 pub use evaluate::Accuracy;
 pub use projection::Projection;
-pub use train::{fit_anil, fit_protonet, MetaTrainConfig};
+pub use train::{fit_anil, fit_maml, fit_protonet, MetaTrainConfig};

@@ -51,9 +51,19 @@ impl Projection {
 
     /// `f(x)` for `x [n, dim]`, differentiable with respect to the variables.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let t = |i: usize| self.vars[i].1.as_tensor();
-        let h = x.matmul(&t(0).t()?)?.broadcast_add(t(1))?.relu()?;
-        Ok((x + h.matmul(&t(2).t()?)?.broadcast_add(t(3))?)?)
+        let t: Vec<Tensor> = self.vars.iter().map(|(_, v)| v.as_tensor().clone()).collect();
+        Self::forward_with(&t, x)
+    }
+
+    /// `f(x)` with the weights `[W₁, b₁, W₂, b₂]` given as tensors (in the order of
+    /// [`Self::vars`]): learners that adapt the projection per episode run it at weights other
+    /// than the variables'.
+    pub fn forward_with(weights: &[Tensor], x: &Tensor) -> Result<Tensor> {
+        let [w1, b1, w2, b2] = weights else {
+            return Err(GraftError::Input(format!("a projection has 4 weight tensors, got {}", weights.len())));
+        };
+        let h = x.matmul(&w1.t()?)?.broadcast_add(b1)?.relu()?;
+        Ok((x + h.matmul(&w2.t()?)?.broadcast_add(b2)?)?)
     }
 
     /// `f(x)` detached from the graph (evaluation).

@@ -9,6 +9,7 @@ use super::evaluate::select_rows;
 use super::projection::Projection;
 use crate::features::head::RunOutput;
 use crate::objectives::anil::{Anil, AnilModel, InnerLoop};
+use crate::objectives::maml::{Maml, MamlInner, MamlModel, MetaUpdate};
 use crate::objectives::protonet::{protonet_loss, ProtoNet};
 use crate::train::optim::{AdamWConfig, OptimizerKind};
 use crate::train::schedule::{Schedule, ScheduleKind};
@@ -131,6 +132,33 @@ pub fn fit_anil(
     let objective = Anil::new(features, &model);
     let val_loss = |ep: &Episode| Ok(model.episode_grads(features, ep)?.query_loss);
     let settings = serde_json::json!({ "anil": cfg, "inner": inner, "run": settings });
+    let outcome = fit_episodic(&objective, train, val, cfg, settings, val_loss, out)?;
+    Ok((model, outcome))
+}
+
+/// Meta-trains MAML, first-order MAML or Reptile (`update`; [`MamlModel`]: a fresh
+/// [`Projection`] and a zero head) on `features [n, d]` over the episodes of `train`, the inner
+/// loop as `inner` says; the evaluation is the adapted model's mean query loss on `val`'s first
+/// `cfg.val_episodes` episodes. `section` names the config section in errors. Checkpoints,
+/// `metrics.jsonl` and resume as for [`fit_protonet`].
+#[allow(clippy::too_many_arguments)]
+pub fn fit_maml(
+    features: &Tensor,
+    train: &EpisodeSampler,
+    val: Option<&EpisodeSampler>,
+    cfg: &MetaTrainConfig,
+    inner: &MamlInner,
+    update: MetaUpdate,
+    settings: &serde_json::Value,
+    out: RunOutput,
+) -> Result<(MamlModel, Outcome)> {
+    cfg.validate("maml")?;
+    let (_, dim) = features.dims2()?;
+    let projection = Projection::new(dim, cfg.hidden, cfg.seed, features.device(), features.dtype())?;
+    let model = MamlModel::new(projection, train.shape().n_way, *inner, update)?;
+    let objective = Maml::new(features, &model);
+    let val_loss = |ep: &Episode| model.query_loss(features, ep);
+    let settings = serde_json::json!({ "maml": cfg, "inner": inner, "update": update, "run": settings });
     let outcome = fit_episodic(&objective, train, val, cfg, settings, val_loss, out)?;
     Ok((model, outcome))
 }

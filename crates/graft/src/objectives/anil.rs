@@ -179,6 +179,17 @@ fn summed_ce(logits: &Tensor, y: &Tensor) -> Result<f64> {
     Ok(-(logp * y)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
+/// A linear head `PREFIX.head.{weight,bias}` `[n_way, d]`, `[n_way]` over `projection`'s outputs,
+/// starting at zero (every way alike: the classes of a way change from episode to episode).
+pub(crate) fn zero_head(projection: &Projection, n_way: usize, prefix: &str) -> Result<Vec<(String, Var)>> {
+    let w = projection.vars()[2].1.as_tensor();
+    let (d, dtype, device) = (w.dim(0)?, w.dtype(), w.device());
+    Ok(vec![
+        (format!("{prefix}.head.weight"), Var::zeros((n_way, d), dtype, device)?),
+        (format!("{prefix}.head.bias"), Var::zeros(n_way, dtype, device)?),
+    ])
+}
+
 /// What ANIL meta-learns: the projection (the body) and the head's start `θ₀ = (W₀, b₀)`, with
 /// the inner loop that adapts the head to an episode.
 #[derive(Debug, Clone)]
@@ -193,12 +204,7 @@ impl AnilModel {
     /// classes of a way change from episode to episode).
     pub fn new(projection: Projection, n_way: usize, inner: InnerLoop) -> Result<Self> {
         inner.validate()?;
-        let w = projection.vars()[2].1.as_tensor();
-        let (d, dtype, device) = (w.dim(0)?, w.dtype(), w.device());
-        let head = vec![
-            ("anil.head.weight".to_string(), Var::zeros((n_way, d), dtype, device)?),
-            ("anil.head.bias".to_string(), Var::zeros(n_way, dtype, device)?),
-        ];
+        let head = zero_head(&projection, n_way, "anil")?;
         Ok(Self { projection, head, inner })
     }
 

@@ -29,6 +29,7 @@ pub mod cross_distillation;
 pub mod distillation;
 pub mod distillation_cached;
 pub mod hidden_match;
+pub mod maml;
 pub mod masked_lm;
 pub mod masking;
 pub mod multitask;

@@ -1,12 +1,13 @@
 //! The `graft meta CONFIG.toml` configuration: `[data]` (the labelled dataset and its class
 //! splits), `[episodes]`, `[backbone]` (the frozen sentence encoder), `[protonet]`, `[anil]`,
-//! `[baselines]`, `[eval]` and `[output]`. Unknown keys are errors, as everywhere.
+//! `[fomaml]`, `[maml]`, `[reptile]`, `[baselines]`, `[eval]` and `[output]`. Unknown keys are errors, as everywhere.
 
 use crate::config::{read_toml, relative_to};
 use crate::datasets::appstream_classes::ClassRule;
 use crate::features::head::HeadConfig;
 use crate::meta::{EpisodeShape, MetaTrainConfig};
 use crate::objectives::anil::InnerLoop;
+use crate::objectives::maml::{MamlInner, MetaUpdate};
 use crate::recipes::progressive::BackboneConfig;
 use crate::{GraftError, Result};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,15 @@ pub struct MetaConfig {
     /// ANIL: its inner loop and meta-training.
     #[serde(default)]
     pub anil: AnilSection,
+    /// First-order MAML: its inner loop and meta-training (off unless enabled).
+    #[serde(default)]
+    pub fomaml: MamlSection,
+    /// MAML through finite-difference Hessian-vector products (off unless enabled).
+    #[serde(default)]
+    pub maml: MamlSection,
+    /// Reptile (off unless enabled).
+    #[serde(default)]
+    pub reptile: MamlSection,
     /// The frozen-feature baselines.
     #[serde(default)]
     pub baselines: BaselinesSection,
@@ -131,6 +141,27 @@ impl Default for AnilSection {
     }
 }
 
+/// MAML, first-order MAML or Reptile (the projection and a linear head adapted per episode).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MamlSection {
+    /// Meta-train and score this learner.
+    pub enabled: bool,
+    /// The inner loop: `steps` (meta-training), `eval_steps` (scoring), `lr`, `adapt` (`all` or
+    /// `head`), `hvp_step` (MAML's finite-difference step).
+    pub inner: MamlInner,
+    /// Meta-training: the keys of `[protonet]`.
+    pub train: MetaTrainConfig,
+}
+
+impl Default for MamlSection {
+    /// Off, with the default inner loop (5 steps, 10 when scoring, α = 0.5, everything adapted)
+    /// and meta-training settings.
+    fn default() -> Self {
+        Self { enabled: false, inner: MamlInner::default(), train: MetaTrainConfig::default() }
+    }
+}
+
 /// The frozen-feature baselines, scored on the same meta-test episodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -170,8 +201,8 @@ impl Default for EvalSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetaOutput {
-    /// The run's folder: `summary.json`, `protonet/` and `anil/` (the meta-training runs:
-    /// checkpoints, `metrics.jsonl`).
+    /// The run's folder: `summary.json`, `protonet/`, `anil/` and one folder per enabled learner
+    /// of the MAML family (the meta-training runs: checkpoints, `metrics.jsonl`).
     pub dir: PathBuf,
     /// Where the embeddings of the dataset are kept between runs (re-used when the encoder and
     /// the texts are the same); default `DIR/features.safetensors`.
@@ -217,10 +248,28 @@ impl MetaConfig {
             self.anil.train.validate("anil.train")?;
             self.anil.inner.validate()?;
         }
+        for (name, section, _) in self.maml_learners() {
+            if section.enabled {
+                section.train.validate(&format!("{name}.train"))?;
+                section.inner.validate(&format!("{name}.inner"))?;
+            }
+        }
         if self.baselines.linear_head {
             self.baselines.head.validate()?;
         }
         Ok(())
+    }
+}
+
+impl MetaConfig {
+    /// The MAML family in the order they are reported: learner name (also the section and the
+    /// run folder), its section and its meta-update.
+    pub fn maml_learners(&self) -> [(&'static str, &MamlSection, MetaUpdate); 3] {
+        [
+            ("fomaml", &self.fomaml, MetaUpdate::FirstOrder),
+            ("maml", &self.maml, MetaUpdate::SecondOrder),
+            ("reptile", &self.reptile, MetaUpdate::Reptile),
+        ]
     }
 }
 

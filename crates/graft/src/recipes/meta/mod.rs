@@ -1,7 +1,7 @@
 //! `graft meta CONFIG.toml`: few-shot learning on episodes (docs/meta-learning.md). The
 //! dataset's texts are embedded once by the frozen encoder (kept in a file between runs), the
-//! classes are dealt into meta-train / meta-validation / meta-test, a prototypical network and
-//! ANIL are meta-trained on meta-train episodes (the one trainer: checkpoints, exact resume), and every
+//! classes are dealt into meta-train / meta-validation / meta-test, a prototypical network,
+//! ANIL and the enabled MAML family are meta-trained on meta-train episodes (the one trainer: checkpoints, exact resume), and every
 //! learner — the frozen-feature baselines and the meta-trained ones — is scored on the same
 //! meta-test episodes: mean accuracy with a 95 % confidence interval. The summary goes to
 //! `summary.json`.
@@ -14,7 +14,7 @@ use crate::device::{parse_device, parse_dtype};
 use crate::features::head::{RunOutput, Standardizer};
 use crate::meta::evaluate::{linear_head, nearest_centroid, protonet_accuracy, score_episodes, select_rows};
 use crate::meta::{
-    fit_anil, fit_protonet, split_classes, Accuracy, ClassMembers, ClassSplits, EpisodeSampler, EpisodeShape,
+    fit_anil, fit_maml, fit_protonet, split_classes, Accuracy, ClassMembers, ClassSplits, EpisodeSampler, EpisodeShape,
 };
 use crate::models::bert::SentenceEncoder;
 use crate::train::{Event, Outcome, RunDir};
@@ -45,6 +45,15 @@ pub struct MetaSummary {
     /// ANIL's meta-training, when `anil.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anil_train: Option<MetaTrainSummary>,
+    /// First-order MAML's meta-training, when `fomaml.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fomaml_train: Option<MetaTrainSummary>,
+    /// MAML's meta-training, when `maml.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maml_train: Option<MetaTrainSummary>,
+    /// Reptile's meta-training, when `reptile.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reptile_train: Option<MetaTrainSummary>,
     /// Every learner's meta-test accuracy, baselines first.
     pub results: Vec<LearnerResult>,
 }
@@ -82,7 +91,7 @@ pub struct MetaTrainSummary {
 /// One learner's meta-test score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LearnerResult {
-    /// `nearest_centroid`, `linear_head`, `protonet` or `anil`.
+    /// `nearest_centroid`, `linear_head`, `protonet`, `anil`, `fomaml`, `maml` or `reptile`.
     pub learner: String,
     /// Whether it is meta-trained (false: a baseline on the frozen features).
     pub meta_trained: bool,
@@ -217,6 +226,18 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
     } else {
         None
     };
+    let mut maml_runs = Vec::new();
+    for (name, section, update) in cfg.maml_learners() {
+        if !section.enabled {
+            continue;
+        }
+        let run_path = out.join(name);
+        let dir = RunDir::open(&run_path, resume, section.train.save_every)?;
+        let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
+        let (model, outcome) =
+            fit_maml(&features, &train, val.as_ref(), &section.train, &section.inner, update, &settings, output)?;
+        maml_runs.push((name, model, train_summary(&outcome, run_path)));
+    }
 
     let n = cfg.eval.episodes;
     let mut results = Vec::new();
@@ -245,6 +266,10 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
     if let Some((model, _)) = &anil {
         score("anil", true, &mut |ep| model.accuracy(&features, ep))?;
     }
+    for (name, model, _) in &maml_runs {
+        score(name, true, &mut |ep| model.accuracy(&features, ep))?;
+    }
+    let maml_train = |learner: &str| maml_runs.iter().find(|r| r.0 == learner).map(|r| r.2.clone());
 
     let summary = MetaSummary {
         shape,
@@ -255,6 +280,9 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
         features_cached: cached,
         meta_train,
         anil_train: anil.map(|(_, s)| s),
+        fomaml_train: maml_train("fomaml"),
+        maml_train: maml_train("maml"),
+        reptile_train: maml_train("reptile"),
         results,
     };
     crate::io::write_atomic(&out.join("summary.json"), &serde_json::to_string_pretty(&summary)?)?;
