@@ -178,23 +178,35 @@ fn protonet_gradient_matches_finite_differences() {
     let objective = ProtoNet::new(&features, &proj);
     let loss = |o: &ProtoNet| o.loss(&ep, 0).unwrap().loss.sum.to_scalar::<f64>().unwrap();
     let grads = objective.loss(&ep, 0).unwrap().loss.sum.backward().unwrap();
-    let eps = 1e-6;
-    for (name, v) in proj.vars() {
+    let numeric = numeric_gradients(proj.vars(), || loss(&objective));
+    for ((name, v), numeric) in proj.vars().iter().zip(&numeric) {
         let analytic = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        let base = v.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        for j in 0..base.len() {
-            let at = |x: f64| {
-                let mut p = base.clone();
-                p[j] = x;
-                v.set(&Tensor::from_vec(p, v.dims(), &Device::Cpu).unwrap()).unwrap();
-                loss(&objective)
-            };
-            let numeric = (at(base[j] + eps) - at(base[j] - eps)) / (2.0 * eps);
-            at(base[j]);
-            let err = (numeric - analytic[j]).abs();
-            assert!(err < 1e-6 * analytic[j].abs().max(1.0), "{name}[{j}]: {} vs {numeric}", analytic[j]);
+        for (j, (a, n)) in analytic.iter().zip(numeric).enumerate() {
+            assert!((n - a).abs() < 1e-6 * a.abs().max(1.0), "{name}[{j}]: {a} vs {n}");
         }
     }
+}
+
+/// Central finite differences (step 1e-6) of `value` with respect to every weight of `vars`:
+/// one flat vector per variable, in order. Every weight is back at its value afterwards.
+fn numeric_gradients(vars: &[(String, candle_core::Var)], value: impl Fn() -> f64) -> Vec<Vec<f64>> {
+    let eps = 1e-6;
+    vars.iter()
+        .map(|(_, v)| {
+            let base = v.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let set = |p: Vec<f64>| v.set(&Tensor::from_vec(p, v.dims(), &Device::Cpu).unwrap()).unwrap();
+            let at = |j: usize, x: f64| {
+                let mut p = base.clone();
+                p[j] = x;
+                set(p);
+                value()
+            };
+            let numeric =
+                (0..base.len()).map(|j| (at(j, base[j] + eps) - at(j, base[j] - eps)) / (2.0 * eps)).collect();
+            set(base.clone());
+            numeric
+        })
+        .collect()
 }
 
 #[test]
@@ -302,22 +314,13 @@ fn anil_meta_gradient_matches_finite_differences_of_the_adapted_query_loss() {
         assert!((value(&objective) - reference).abs() < 1e-10, "{} vs {reference}", value(&objective));
 
         let grads = objective.loss(&ep, 0).unwrap().loss.sum.backward().unwrap();
-        let eps = 1e-6;
-        for (name, v) in &vars {
+        let numeric = numeric_gradients(&vars, || value(&objective));
+        for ((name, v), numeric) in vars.iter().zip(&numeric) {
             let analytic = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-            let base = v.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-            for j in 0..base.len() {
-                let at = |x: f64| {
-                    let mut p = base.clone();
-                    p[j] = x;
-                    v.set(&Tensor::from_vec(p, v.dims(), &Device::Cpu).unwrap()).unwrap();
-                    value(&objective)
-                };
-                let numeric = (at(base[j] + eps) - at(base[j] - eps)) / (2.0 * eps);
-                at(base[j]);
-                let err = (numeric - analytic[j]).abs() / analytic[j].abs().max(1.0);
+            for (j, (a, n)) in analytic.iter().zip(numeric).enumerate() {
+                let err = (n - a).abs() / a.abs().max(1.0);
                 if second_order {
-                    assert!(err < 1e-6, "{name}[{j}]: {} vs {numeric}", analytic[j]);
+                    assert!(err < 1e-6, "{name}[{j}]: {a} vs {n}");
                 } else {
                     worst_first_order = worst_first_order.max(err);
                 }
@@ -429,22 +432,14 @@ fn maml_meta_gradient_matches_finite_differences_of_the_adapted_query_loss() {
         let (_, _, first_order) = maml_case(&features, &ep, inner, MetaUpdate::FirstOrder);
         let objective = Maml::new(&features, &model);
         let value = || objective.loss(&ep, 0).unwrap().loss.sum.to_scalar::<f64>().unwrap();
-        let (eps, mut worst_first_order) = (1e-6, 0f64);
-        for (i, (name, v)) in model.vars().iter().enumerate() {
-            let base = v.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-            for j in 0..base.len() {
-                let at = |x: f64| {
-                    let mut p = base.clone();
-                    p[j] = x;
-                    v.set(&Tensor::from_vec(p, v.dims(), &Device::Cpu).unwrap()).unwrap();
-                    value()
-                };
-                let numeric = (at(base[j] + eps) - at(base[j] - eps)) / (2.0 * eps);
-                at(base[j]);
-                let scale = numeric.abs().max(1.0);
-                let err = (numeric - grads[i][j]).abs() / scale;
-                assert!(err < 1e-6, "{adapt:?} {name}[{j}]: {} vs {numeric}", grads[i][j]);
-                worst_first_order = worst_first_order.max((numeric - first_order[i][j]).abs() / scale);
+        let mut worst_first_order = 0f64;
+        let vars = model.vars();
+        for (i, ((name, _), numeric)) in vars.iter().zip(numeric_gradients(&vars, value)).enumerate() {
+            for (j, n) in numeric.into_iter().enumerate() {
+                let scale = n.abs().max(1.0);
+                let err = (n - grads[i][j]).abs() / scale;
+                assert!(err < 1e-6, "{adapt:?} {name}[{j}]: {} vs {n}", grads[i][j]);
+                worst_first_order = worst_first_order.max((n - first_order[i][j]).abs() / scale);
             }
         }
         assert!(
