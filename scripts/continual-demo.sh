@@ -24,11 +24,8 @@ for seed in $SEEDS; do
 done
 
 # Mean +- sample std over seeds of each method's metrics and matrix entries.
-jq -rs '
-  def mean: add / length;
-  def std: (mean as $m | if length > 1 then (map((. - $m) * (. - $m)) | add / (length - 1) | sqrt) else 0 end);
-  def fmt: (. * 1000 | round) / 1000 | tostring;
-  def pm: "\(mean | fmt) ± \(std | fmt)";
+jq -L "$(dirname "$0")" -rs '
+  include "stats";
   (.[0].tasks | map(.name)) as $tasks
   | (map(.methods) | transpose) as $by_method
   | "Seeds: \(length). Tasks in order: \($tasks | join(" → ")); base scores: \(.[0].tasks | map("\(.name) \(.base | fmt)") | join(", ")).",

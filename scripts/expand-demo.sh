@@ -82,11 +82,8 @@ for seed in $SEEDS; do
 done
 
 # The table: mean +- sample std over seeds; gains and losses against the base model.
-jq -rs '
-  def mean: add / length;
-  def std: (mean as $m | if length > 1 then (map((. - $m) * (. - $m)) | add / (length - 1) | sqrt) else 0 end);
-  def fmt: (. * 1000 | round) / 1000 | tostring;
-  def pm: "\(mean | fmt) ± \(std | fmt)";
+jq -L "$(dirname "$0")" -rs '
+  include "stats";
   (map(select(.name == "base")) | first.general_loss) as $g0
   | (map(select(.name != "base")) | group_by(.name)) as $groups
   | "| method | seeds | trainable | lr | domain loss (base → after) | domain gain | general loss (base \($g0 | fmt)) | general-text cost | wall time (s) |",

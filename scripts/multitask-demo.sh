@@ -128,5 +128,5 @@ for seed in $SEEDS; do
 done
 
 # The tables: mean +- sample std over seeds, and multitask minus single-task per seed.
-jq -rs -f "$(dirname "$0")/multitask-table.jq" "$RESULTS" > "$OUT/table.md"
+jq -L "$(dirname "$0")" -rs -f "$(dirname "$0")/multitask-table.jq" "$RESULTS" > "$OUT/table.md"
 cat "$OUT/table.md"

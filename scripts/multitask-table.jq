@@ -1,8 +1,5 @@
 # The tables of scripts/multitask-demo.sh from its results.jsonl (read with `jq -rs`).
-def mean: add / length;
-def std: (mean as $m | if length > 1 then (map((. - $m) * (. - $m)) | add / (length - 1) | sqrt) else 0 end);
-def fmt(d): (. * pow(10; d) | round) / pow(10; d) | tostring;
-def pm(d): if length == 0 then "" else "\(mean | fmt(d)) ± \(std | fmt(d))" end;
+include "stats";
 def tasks: ["sentiment", "summaries", "qa"];
 # The single-task run a multitask run's task is compared with.
 def single_of($name; $task):
