@@ -244,6 +244,19 @@ impl AnilModel {
     }
 }
 
+/// An episode's loss for the trainer when its meta-gradient is computed by hand: the value is
+/// the query loss `query_loss`, the gradient is `surrogate`'s (a sum whose gradient with respect
+/// to the trainable weights is exactly the meta-gradient); `correct` queries are logged as
+/// `accuracy`.
+pub(crate) fn meta_loss(surrogate: &Tensor, query_loss: f64, ep: &Episode, correct: usize) -> Result<ObjectiveLoss> {
+    let value = Tensor::new(query_loss, surrogate.device())?.to_dtype(surrogate.dtype())?;
+    let sum = ((surrogate - surrogate.detach())? + value)?;
+    Ok(ObjectiveLoss {
+        loss: LossSum { sum, count: ep.query.len(), sink: None },
+        metrics: vec![("accuracy", correct as f64)],
+    })
+}
+
 /// The ANIL objective over frozen `features [n, d]`; a batch is an [`Episode`].
 pub struct Anil<'a> {
     features: &'a Tensor,
@@ -275,13 +288,7 @@ impl Objective for Anil<'_> {
         let dot = |x: &Tensor, g: &Tensor| -> Result<Tensor> { Ok((x * g)?.sum_all()?) };
         let surrogate =
             (((dot(&zs, &g.support)? + dot(&zq, &g.query)?)? + dot(w0, &g.head.0)?)? + dot(b0, &g.head.1)?)?;
-        let value = Tensor::new(g.query_loss, surrogate.device())?.to_dtype(surrogate.dtype())?;
-        // Value: the query loss; gradient: the surrogate's.
-        let sum = ((&surrogate - surrogate.detach())? + value)?;
-        Ok(ObjectiveLoss {
-            loss: LossSum { sum, count: ep.query.len(), sink: None },
-            metrics: vec![("accuracy", g.correct as f64)],
-        })
+        meta_loss(&surrogate, g.query_loss, ep, g.correct)
     }
 
     fn batch_size(&self, ep: &Episode) -> usize {

@@ -23,10 +23,9 @@
 
 use crate::meta::evaluate::select_rows;
 use crate::meta::{Episode, Projection};
-use crate::objectives::anil::zero_head;
+use crate::objectives::anil::{meta_loss, zero_head};
 use crate::objectives::protonet::count_correct;
 use crate::train::loss::nll_sum;
-use crate::train::step::LossSum;
 use crate::train::{Objective, ObjectiveLoss, ParamGroup};
 use crate::{GraftError, Result};
 use candle_core::{DType, Tensor, Var};
@@ -295,13 +294,8 @@ impl Objective for Maml<'_> {
         for ((_, v), gi) in vars.iter().zip(&g.grad) {
             surrogate = (surrogate + (v.as_tensor() * gi)?.sum_all()?)?;
         }
-        let value = Tensor::new(g.query_loss, surrogate.device())?.to_dtype(surrogate.dtype())?;
         // Value: the adapted query loss; gradient: the surrogate's, the meta-gradient.
-        let sum = ((&surrogate - surrogate.detach())? + value)?;
-        Ok(ObjectiveLoss {
-            loss: LossSum { sum, count: ep.query.len(), sink: None },
-            metrics: vec![("accuracy", g.correct as f64)],
-        })
+        meta_loss(&surrogate, g.query_loss, ep, g.correct)
     }
 
     fn batch_size(&self, ep: &Episode) -> usize {
