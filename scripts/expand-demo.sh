@@ -28,8 +28,9 @@ RESULTS="$OUT/results.jsonl"
 # instruction line), the first GENERAL_CHARS characters.
 [ -e "$OUT/data/appstream/summarize.test.jsonl" ] || "$GRAFT" data build appstream --out "$OUT/data/appstream" >&2
 GENERAL="$OUT/general.txt"
-jq -r '.messages[0].content | split("\n\n")[1:] | join("\n\n")' "$OUT/data/appstream/summarize.test.jsonl" \
-    | head -c "$GENERAL_CHARS" > "$GENERAL"
+# (jq cuts the text itself: `head -c` would end jq with SIGPIPE under pipefail.)
+jq -rs --argjson n "$GENERAL_CHARS" 'map(.messages[0].content | split("\n\n")[1:] | join("\n\n")) | join("\n") | .[:$n]' \
+    "$OUT/data/appstream/summarize.test.jsonl" > "$GENERAL"
 
 # The shared settings: configs/expand-austen.toml's data and schedule; each method adds its own.
 CONFIG="$OUT/austen.toml"
