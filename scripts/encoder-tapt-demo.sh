@@ -9,7 +9,9 @@
 #            set, the rest their training texts; the 500 test tweets are never trained on.
 #   base     the base encoder's probe and retrieval scores, once (head seed 0).
 #   per seed masked LM (`graft pretrain-mlm`) and unsupervised SimCSE (`graft pretrain-simcse`)
-#            from the base encoder, STEPS steps each, train.seed = the seed; then the probe
+#            from the base encoder, STEPS steps each (default 20: what three seeds of both
+#            fit in about an hour of a shared 2-core CPU, where one step took about 10 s),
+#            train.seed = the seed; then the probe
 #            (head seed = the seed) and retrieval on each exported encoder.
 #   probe    `graft eval probe`: linear head (30 epochs, batch 32, AdamW 1e-2) on the frozen
 #            embeddings of the 2,000 labelled training tweets, accuracy / macro-F1 on the 500
@@ -30,7 +32,7 @@ set -euo pipefail
 GRAFT=${GRAFT:-graft}
 OUT=${1:-runs/encoder-tapt-demo}
 SEEDS=${SEEDS:-"1 2 3"}
-STEPS=${STEPS:-100}
+STEPS=${STEPS:-20}
 WARMUP=${WARMUP:-$(( (STEPS + 9) / 10 ))}
 EVAL_TEXTS=${EVAL_TEXTS:-256}
 EVAL_BATCHES=${EVAL_BATCHES:-4}
