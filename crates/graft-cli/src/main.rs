@@ -51,7 +51,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Build datasets (tweets, AppStream summaries and questions) and teacher answers for distillation.
     Data(commands::data::DataArgs),
-    /// Evaluate a model (perplexity, summaries, questions, classification).
+    /// Evaluate a model (perplexity, summaries, questions, classification; an encoder by probe and
+    /// retrieval).
     Eval(commands::eval::EvalArgs),
     /// Measure generation and forward throughput.
     Bench(commands::bench::BenchArgs),

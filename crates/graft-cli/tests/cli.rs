@@ -30,6 +30,8 @@ fn every_command_documents_an_example() {
         "tokenize",
         "generate",
         "eval",
+        "eval probe",
+        "eval retrieval",
         "bench",
         "train",
         "validate",

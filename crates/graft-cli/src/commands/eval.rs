@@ -1,4 +1,5 @@
-//! `graft eval`: evaluation protocols (perplexity, summaries, questions, classification).
+//! `graft eval`: evaluation protocols (perplexity, summaries, questions, classification, and a
+//! sentence encoder's probe and retrieval scores).
 
 use super::generate::{AdapterArgs, ModelArgs};
 use anyhow::{Context, Result};
@@ -12,7 +13,9 @@ use std::path::PathBuf;
 graft eval perplexity --adapter runs/quickstart/adapter --text notes.txt --window 256\n  \
 graft eval summarize --data dataset:appstream/summarize.test.jsonl --limit 20 --json\n  \
 graft eval qa --data dataset:appstream/qa.test.jsonl --limit 20 --json\n  \
-graft eval classify --data dataset:tweets/chat.test.jsonl --json")]
+graft eval classify --data dataset:tweets/chat.test.jsonl --json\n  \
+graft eval probe --train sentiment.train.jsonl --test sentiment.test.jsonl --json\n  \
+graft eval retrieval --data dataset:appstream/summarize.test.jsonl --format summaries --json")]
 pub struct EvalArgs {
     #[command(subcommand)]
     command: EvalCommand,
@@ -28,6 +31,10 @@ enum EvalCommand {
     Qa(super::eval_tasks::QaArgs),
     /// Accuracy and macro-F1 of label scoring on a classification task's held-out file.
     Classify(super::eval_tasks::ClassifyArgs),
+    /// Accuracy and macro-F1 of a classification head trained on a frozen encoder's embeddings.
+    Probe(super::eval_encoder::ProbeArgs),
+    /// Recall@1/5/10 and MRR of retrieving each query's own target by embedding cosine.
+    Retrieval(super::eval_encoder::RetrievalArgs),
 }
 
 /// `graft eval perplexity` options.
@@ -63,6 +70,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         EvalCommand::Summarize(a) => super::eval_tasks::summarize(a),
         EvalCommand::Qa(a) => super::eval_tasks::qa(a),
         EvalCommand::Classify(a) => super::eval_tasks::classify(a),
+        EvalCommand::Probe(a) => super::eval_encoder::probe(a),
+        EvalCommand::Retrieval(a) => super::eval_encoder::retrieval(a),
     }
 }
 

@@ -92,14 +92,7 @@ impl TaskEvalArgs {
 
     /// The evaluation file `--data` names (a `dataset:` reference is built on first use).
     fn data_file(&self) -> Result<PathBuf> {
-        let file = graft::recipes::data_build::resolve(&self.data, &mut |n| eprintln!("{n}"))?;
-        if !file.is_file() {
-            super::bail_input!(
-                "--data {}: no such file (pass a JSONL file, or dataset:NAME/FILE such as dataset:tweets/chat.test.jsonl, built on first use)",
-                self.data.display()
-            );
-        }
-        Ok(file)
+        resolve_data_file("--data", &self.data)
     }
 
     /// Loads the model and tokenizer, with the adapter applied when one is given.
@@ -108,6 +101,19 @@ impl TaskEvalArgs {
         self.adapter.apply(&mut model)?;
         Ok((model, Tokenizer::from_source(&source)?))
     }
+}
+
+/// The file a data flag names: a path, or `dataset:NAME/FILE` (built on first use); a missing
+/// file is an input error naming the flag.
+pub(super) fn resolve_data_file(flag: &str, path: &std::path::Path) -> Result<PathBuf> {
+    let file = graft::recipes::data_build::resolve(path, &mut |n| eprintln!("{n}"))?;
+    if !file.is_file() {
+        super::bail_input!(
+            "{flag} {}: no such file (pass a JSONL file, or dataset:NAME/FILE such as dataset:tweets/chat.test.jsonl, built on first use)",
+            path.display()
+        );
+    }
+    Ok(file)
 }
 
 fn progress(done: usize, total: usize) {

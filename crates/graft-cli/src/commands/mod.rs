@@ -16,6 +16,7 @@ pub mod data;
 pub mod distill;
 pub mod embed;
 pub mod eval;
+pub mod eval_encoder;
 pub mod eval_tasks;
 pub mod export;
 pub mod features;

@@ -39,7 +39,7 @@ pub use paired::load_paired_examples;
 pub use render::{plain_prompt_ids, prompt_ids};
 pub(crate) use split::{below, permute, rng as stream_rng, uniform};
 pub use split::{shuffle, split_train_eval};
-pub use texts::{read_labelled, read_texts, Labelled};
+pub use texts::{read_labelled, read_string_fields, read_texts, Labelled};
 
 use serde::{Deserialize, Serialize};
 

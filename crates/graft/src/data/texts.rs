@@ -43,11 +43,25 @@ pub struct Labelled {
 /// strictly as [`read_texts`]: the first malformed line is an error naming `file:line`, and a
 /// file without lines is [`DataError::EmptyDataset`].
 pub fn read_labelled(path: &Path) -> Result<Vec<Labelled>, DataError> {
+    Ok(read_string_fields(path, &["text", "label"])?
+        .into_iter()
+        .map(|(line, fields)| {
+            let mut fields = fields.into_iter();
+            let (text, label) = (fields.next().unwrap_or_default(), fields.next().unwrap_or_default());
+            Labelled { text, label, line }
+        })
+        .collect())
+}
+
+/// Reads the string fields `keys` of every line of `path`, in that order, with each line's
+/// 1-based number (other keys ignored), as strictly as [`read_texts`]: the first malformed line
+/// (or one missing a key, or with a non-string value) is an error naming `file:line`, and a file
+/// without lines is [`DataError::EmptyDataset`]. For files of pairs, such as retrieval queries
+/// and their targets.
+pub fn read_string_fields(path: &Path, keys: &[&str]) -> Result<Vec<(usize, Vec<String>)>, DataError> {
     let mut out = Vec::new();
     for_each_strict_line(path, |line, text| {
-        let mut fields = string_fields(text, &["text", "label"])?.into_iter();
-        let (text, label) = (fields.next().unwrap_or_default(), fields.next().unwrap_or_default());
-        out.push(Labelled { text, label, line });
+        out.push((line, string_fields(text, keys)?));
         Ok(())
     })?;
     if out.is_empty() {

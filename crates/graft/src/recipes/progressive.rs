@@ -5,9 +5,9 @@
 //! columns, the later ones reported as not learned yet — one row of the accuracy matrix per
 //! stage. The matrix and the tasks go to `summary.json`.
 
+use super::labelled::LabelledSets;
 use crate::assets::resolve_model;
 use crate::config::{read_toml, relative_to};
-use crate::data::{read_labelled, Labelled};
 use crate::device::{parse_device, parse_dtype};
 use crate::features::{encoder_features, fit_column, ProgressiveConfig, ProgressiveNet, RunOutput};
 use crate::models::bert::SentenceEncoder;
@@ -167,45 +167,12 @@ struct TaskData {
     eval: (Tensor, Vec<usize>),
 }
 
-/// Label indices of `records` into `labels`; a label outside them is an error naming the line.
-fn label_indices(path: &Path, records: &[Labelled], labels: &[String]) -> Result<Vec<usize>> {
-    records
-        .iter()
-        .map(|r| {
-            labels.iter().position(|l| *l == r.label).ok_or_else(|| {
-                GraftError::Input(format!(
-                    "{}:{}: label `{}` is not among the training labels {labels:?}",
-                    path.display(),
-                    r.line,
-                    r.label
-                ))
-            })
-        })
-        .collect()
-}
-
 fn load_task(t: &TaskConfig, enc: &SentenceEncoder, batch: usize) -> Result<TaskData> {
-    let read = |p: &Path| read_labelled(p).map_err(|e| GraftError::Input(format!("task `{}`: {e}", t.name)));
-    let (train, eval) = (read(&t.train)?, read(&t.eval)?);
-    if let Some(r) = train.iter().chain(&eval).find(|r| r.label.is_empty()) {
-        return Err(GraftError::Input(format!("task `{}`: line {} has an empty label", t.name, r.line)));
-    }
-    let labels: Vec<String> = train.iter().map(|r| r.label.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-    if labels.len() < 2 {
-        return Err(GraftError::Input(format!(
-            "task `{}`: {} has {} distinct label(s); a classifier needs at least 2",
-            t.name,
-            t.train.display(),
-            labels.len()
-        )));
-    }
-    let embed = |records: &[Labelled]| -> Result<Tensor> {
-        let texts: Vec<String> = records.iter().map(|r| r.text.clone()).collect();
-        encoder_features(enc, &texts, batch)
-    };
-    let train_y = label_indices(&t.train, &train, &labels)?;
-    let eval_y = label_indices(&t.eval, &eval, &labels)?;
-    Ok(TaskData { train: (embed(&train)?, train_y), eval: (embed(&eval)?, eval_y), labels })
+    let sets = LabelledSets::read(&t.train, &t.eval, None)
+        .map_err(|e| GraftError::Input(format!("task `{}`: {e}", t.name)))?;
+    let (train_x, eval_x) =
+        (encoder_features(enc, &sets.train_texts(), batch)?, encoder_features(enc, &sets.eval_texts(), batch)?);
+    Ok(TaskData { train: (train_x, sets.train_y), eval: (eval_x, sets.eval_y), labels: sets.labels })
 }
 
 /// Runs the config: embeds every task's data, learns the tasks in order (a column each) and
