@@ -13,7 +13,8 @@
 #      top-p 0.95, generation seed 1000 x run seed + sample; the base model is sampled once, with
 #      the first run seed's generation seeds, so every adapted sample of that seed has a base
 #      sample from the same prompt and seed;
-#   3. (PROBE=1) the style probe: a classifier on all-MiniLM-L6-v2 embeddings (`graft eval probe`)
+#   3. the style probe (PROBE=1; PROBE=0 skips it; by default it runs when the graft binary has
+#      `graft eval probe`): a classifier on all-MiniLM-L6-v2 embeddings
 #      trained to tell Austen ("austen": training passages; test: held-out chapters) from modern
 #      English ("other": AppStream component descriptions and tweets, half each; test: their test
 #      splits), PROBE_TRAIN / PROBE_TEST texts per class, every text cut to its first PROBE_CHARS
@@ -32,7 +33,7 @@ STEPS=${STEPS:-15}
 LR=${LR:-5e-4}
 N_SAMPLES=${N_SAMPLES:-2}
 MAX_NEW=${MAX_NEW:-80}
-PROBE=${PROBE:-1}
+PROBE=${PROBE:-auto}
 PROBE_SEED=${PROBE_SEED:-1}
 PROBE_TRAIN=${PROBE_TRAIN:-600}
 PROBE_TEST=${PROBE_TEST:-200}
@@ -169,6 +170,9 @@ for seed in $SEEDS; do
     train "$seed"
     sample lora "$seed" "$seed" --adapter "$OUT/lora-$seed"
 done
+if [ "$PROBE" = auto ]; then
+    if "$GRAFT" eval probe --help > /dev/null 2>&1; then PROBE=1; else PROBE=0; fi
+fi
 if [ "$PROBE" = 1 ]; then
     [ -e "$OUT/probe.test.jsonl" ] || probe_data
     probe base 0
