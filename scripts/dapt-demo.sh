@@ -30,6 +30,7 @@
 #        GENERAL_CHARS, MAX_DESCRIPTION_CHARS, CPT_MAX_STEPS, FT_MAX_STEPS override the defaults;
 #        the two MAX_STEPS cap a stage's steps, for a quick trial run)
 set -euo pipefail
+. "$(dirname "$0")/demo-lib.sh"
 GRAFT=${GRAFT:-graft}
 OUT=${1:-runs/dapt-demo}
 SEEDS=${SEEDS:-"1 2 3"}
@@ -48,10 +49,9 @@ DATA="$OUT/data/appstream"
 
 # The data: AppStream pairs, the training components' descriptions as the unlabelled domain
 # corpus, and the three held-out texts.
-[ -e "$DATA/summarize.test.jsonl" ] || "$GRAFT" data build appstream --out "$DATA" \
-    --max-description-chars "$MAX_DESCRIPTION_CHARS" >&2
-[ -e "$OUT/data/tweets/text.test.jsonl" ] || "$GRAFT" data build tweets --out "$OUT/data/tweets" >&2
-[ -e "$OUT/data/austen/text.test.jsonl" ] || "$GRAFT" data build austen --out "$OUT/data/austen" >&2
+build_once appstream "$DATA" --max-description-chars "$MAX_DESCRIPTION_CHARS"
+build_once tweets "$OUT/data/tweets"
+build_once austen "$OUT/data/austen"
 # (jq cuts the held-out texts itself: `head -c` would end jq with SIGPIPE under pipefail.)
 description='.messages[0].content | split("\n\n")[1:] | join("\n\n")'
 for split in train test; do
@@ -64,7 +64,6 @@ held_out "$DATA/summarize.test.jsonl" "$description" "$OUT/held-out.domain.txt"
 held_out "$OUT/data/tweets/text.test.jsonl" .text "$OUT/held-out.tweets.txt"
 held_out "$OUT/data/austen/text.test.jsonl" .text "$OUT/held-out.austen.txt"
 
-done_already() { [ -e "$RESULTS" ] && jq -se --arg n "$1" --argjson s "$2" 'any(.[]; .name == $n and .seed == $s)' "$RESULTS" > /dev/null; }
 steps_cap() { [ -n "$1" ] && printf -- '--set\ntrain.max_steps=%s\n' "$1"; return 0; }
 loss_on() { # MODEL TEXT
     "$GRAFT" eval perplexity --model "$1" --text "$2" --window 256 --json | jq .mean_nll

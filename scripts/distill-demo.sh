@@ -11,6 +11,7 @@
 # Results: OUT/results.jsonl (one line per model) and OUT/table.md (mean ± std over seeds).
 # Usage: scripts/distill-demo.sh [OUT]    (GRAFT, SEEDS, N_TRAIN override the defaults)
 set -euo pipefail
+. "$(dirname "$0")/demo-lib.sh"
 GRAFT=${GRAFT:-graft}
 OUT=${1:-runs/distill-demo}
 SEEDS=${SEEDS:-"1 2 3"}
@@ -19,7 +20,7 @@ mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 
 # The tweets as chat files; the students' training set is the first N_TRAIN training lines.
-[ -e "$OUT/data/chat.test.jsonl" ] || "$GRAFT" data build tweets --out "$OUT/data" >&2
+build_once tweets "$OUT/data"
 head -n "$N_TRAIN" "$OUT/data/chat.train.jsonl" > "$OUT/student.train.jsonl"
 TEST="$OUT/data/chat.test.jsonl"
 
@@ -35,7 +36,6 @@ score() { # NAME SEED MODEL [RUN_DIR]
     jq -cn --arg name "$1" --argjson seed "$2" --argjson eval "$json" --argjson facts "$facts" \
         '{name: $name, seed: $seed, accuracy: $eval.accuracy, macro_f1: $eval.macro_f1} + $facts' >> "$RESULTS"
 }
-done_already() { [ -e "$RESULTS" ] && jq -se --arg n "$1" --argjson s "$2" 'any(.[]; .name == $n and .seed == $s)' "$RESULTS" > /dev/null; }
 
 # 1. The teacher, and the reference points: base model, teacher, untrained 15-block student.
 if [ ! -e "$OUT/teacher/summary.json" ]; then

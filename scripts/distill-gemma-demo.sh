@@ -12,6 +12,7 @@
 # Results: OUT/gemma-results.jsonl and OUT/gemma-table.md.
 # Usage: scripts/distill-gemma-demo.sh [OUT]    (GRAFT, SEEDS, N_TRAIN as in scripts/distill-demo.sh)
 set -euo pipefail
+. "$(dirname "$0")/demo-lib.sh"
 GRAFT=${GRAFT:-graft}
 OUT=${1:-runs/distill-demo}
 SEEDS=${SEEDS:-"1 2 3"}
@@ -36,7 +37,6 @@ score() { # NAME SEED MODEL ADAPTER RUN_DIR
     jq -cn --arg name "$1" --argjson seed "$2" --argjson eval "$json" --argjson facts "$facts" \
         '{name: $name, seed: $seed, accuracy: $eval.accuracy, macro_f1: $eval.macro_f1} + $facts' >> "$RESULTS"
 }
-done_already() { [ -e "$RESULTS" ] && jq -se --arg n "$1" --argjson s "$2" 'any(.[]; .name == $n and .seed == $s)' "$RESULTS" > /dev/null; }
 
 # 2. The Gemma teacher.
 GEMMA=gemma3-270m

@@ -31,6 +31,7 @@
 # Usage: scripts/encoder-tapt-demo.sh [OUT]   (GRAFT, SEEDS, STEPS, WARMUP, EVAL_TEXTS,
 #        EVAL_BATCHES override the defaults). Rerunning continues: finished lines are kept.
 set -euo pipefail
+. "$(dirname "$0")/demo-lib.sh"
 GRAFT=${GRAFT:-graft}
 OUT=${1:-runs/encoder-tapt-demo}
 SEEDS=${SEEDS:-"1 2 3"}
@@ -46,8 +47,8 @@ DATA="$OUT/data"
 RETRIEVAL_DATA=dataset:appstream/summarize.test.jsonl
 
 # The data.
-[ -e "$DATA/tweets/alpaca.test.jsonl" ] || "$GRAFT" data build tweets --out "$DATA/tweets" >&2
-[ -e "$DATA/tweets-all/text.test.jsonl" ] || "$GRAFT" data build tweets --out "$DATA/tweets-all" --train 1000000 >&2
+build_once tweets "$DATA/tweets"
+build_once tweets "$DATA/tweets-all" --train 1000000
 cmp -s "$DATA/tweets/text.test.jsonl" "$DATA/tweets-all/text.test.jsonl" \
     || { echo "the two tweet builds have different test tweets" >&2; exit 1; }
 for split in train test; do
@@ -57,7 +58,6 @@ n_all=$(wc -l < "$DATA/tweets-all/text.train.jsonl")
 head -n $((n_all - EVAL_TEXTS)) "$DATA/tweets-all/text.train.jsonl" > "$DATA/unlabelled.train.jsonl"
 tail -n "$EVAL_TEXTS" "$DATA/tweets-all/text.train.jsonl" > "$DATA/unlabelled.eval.jsonl"
 
-done_already() { [ -e "$RESULTS" ] && jq -se --arg n "$1" --argjson s "$2" 'any(.[]; .name == $n and .seed == $s)' "$RESULTS" > /dev/null; }
 
 # Probes and retrieves with ENCODER and appends the line {name, seed, scores..., pretraining}.
 score() { # NAME SEED ENCODER PRETRAINING_SUMMARY_JSON

@@ -14,6 +14,7 @@
 # Results: OUT/results.jsonl (one line per run) and OUT/table.md (mean +- std over seeds).
 # Usage: scripts/expand-demo.sh [OUT]   (GRAFT, SEEDS, STEPS, EVAL_BATCHES, GENERAL_CHARS override)
 set -euo pipefail
+. "$(dirname "$0")/demo-lib.sh"
 GRAFT=${GRAFT:-graft}
 OUT=${1:-runs/expand-demo}
 SEEDS=${SEEDS:-"1 2 3"}
@@ -26,7 +27,7 @@ RESULTS="$OUT/results.jsonl"
 
 # General text: the descriptions of the AppStream test components (their user turns, after the
 # instruction line), the first GENERAL_CHARS characters.
-[ -e "$OUT/data/appstream/summarize.test.jsonl" ] || "$GRAFT" data build appstream --out "$OUT/data/appstream" >&2
+build_once appstream "$OUT/data/appstream"
 GENERAL="$OUT/general.txt"
 # (jq cuts the text itself: `head -c` would end jq with SIGPIPE under pipefail.)
 jq -rs --argjson n "$GENERAL_CHARS" 'map(.messages[0].content | split("\n\n")[1:] | join("\n\n")) | join("\n") | .[:$n]' \
@@ -55,7 +56,6 @@ save_every = 0
 eval_batches = $EVAL_BATCHES
 EOF
 
-done_already() { [ -e "$RESULTS" ] && jq -se --arg n "$1" --argjson s "$2" 'any(.[]; .name == $n and .seed == $s)' "$RESULTS" > /dev/null; }
 general_loss() { "$GRAFT" eval perplexity "$@" --text "$GENERAL" --window 256 --json | jq .mean_nll; }
 
 if ! done_already base 0; then

@@ -26,6 +26,7 @@
 # Usage: scripts/style-demo.sh [OUT]   (GRAFT, SEEDS, STEPS, LR, N_SAMPLES, MAX_NEW, PROBE,
 #        PROBE_SEED, PROBE_TRAIN, PROBE_TEST, PROBE_CHARS, EVAL_PASSAGES override the defaults)
 set -euo pipefail
+. "$(dirname "$0")/demo-lib.sh"
 GRAFT=${GRAFT:-graft}
 OUT=${1:-runs/style-demo}
 SEEDS=${SEEDS:-"1 2 3"}
@@ -55,7 +56,7 @@ read -r FIRST_SEED _ <<< "$SEEDS"
 
 # The data: the novels (training passages and held-out chapters), and for the probe's "other"
 # class the AppStream descriptions and the tweets.
-[ -e "$OUT/data/austen/text.test.jsonl" ] || "$GRAFT" data build austen --out "$OUT/data/austen" >&2
+build_once austen "$OUT/data/austen"
 
 # The held-out evaluation file: the first EVAL_PASSAGES passages of each novel's held-out chapters.
 HELDOUT="$OUT/heldout.jsonl"
@@ -92,14 +93,10 @@ save_every = 0
 eval_batches = 0
 EOF
 
-done_already() { # NAME MODEL SEED
-    [ -e "$RESULTS" ] && jq -se --arg n "$1" --arg m "$2" --argjson s "$3" \
-        'any(.[]; .name == $n and .model == $m and .seed == $s)' "$RESULTS" > /dev/null
-}
 
 train() { # SEED
     local seed=$1 dir="$OUT/lora-$1"
-    done_already train lora "$seed" && return
+    done_already train "$seed" model lora && return
     "$GRAFT" train "$CONFIG" --set train.seed="$seed" --set train.max_steps="$STEPS" \
         --set output.dir="$dir" --json > "$dir.json"
     jq -c --argjson seed "$seed" --arg lr "$LR" --argjson r "$R" --argjson alpha "$ALPHA" \
@@ -110,7 +107,7 @@ train() { # SEED
 
 sample() { # MODEL SEED GENERATION_SEED GRAFT_ARGS...
     local model=$1 seed=$2 gen=$3; shift 3
-    done_already samples "$model" "$seed" && return
+    done_already samples "$seed" model "$model" && return
     local file="$OUT/samples/$model-$seed.jsonl" start=$SECONDS i j
     : > "$file.part"
     for i in "${!PROMPTS[@]}"; do
@@ -129,8 +126,8 @@ sample() { # MODEL SEED GENERATION_SEED GRAFT_ARGS...
 
 # The probe's data: PROBE_TRAIN / PROBE_TEST texts per class, drawn evenly through each file.
 probe_data() {
-    [ -e "$OUT/data/appstream/summarize.test.jsonl" ] || "$GRAFT" data build appstream --out "$OUT/data/appstream" >&2
-    [ -e "$OUT/data/tweets/text.test.jsonl" ] || "$GRAFT" data build tweets --out "$OUT/data/tweets" >&2
+    build_once appstream "$OUT/data/appstream"
+    build_once tweets "$OUT/data/tweets"
     local split n half
     for split in train test; do
         if [ "$split" = train ]; then n=$PROBE_TRAIN; else n=$PROBE_TEST; fi
@@ -155,7 +152,7 @@ spread() { # N LABEL: N of the {"text"} lines on stdin at even intervals, cut to
 
 probe() { # MODEL SEED
     local model=$1 seed=$2 file="$OUT/samples/$1-$2.jsonl"
-    done_already probe "$model" "$seed" && return
+    done_already probe "$seed" model "$model" && return
     jq -c '{text}' "$file" > "$file.text"
     "$GRAFT" eval probe --model all-minilm-l6-v2 --train "$OUT/probe.train.jsonl" --test "$OUT/probe.test.jsonl" \
         --score "$file.text" --seed "$PROBE_SEED" --json > "$OUT/probe-$model-$seed.json"

@@ -201,12 +201,7 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
         println!("{report}");
         return Ok(());
     }
-    for c in &r.per_class {
-        println!(
-            "{:<16} precision {:.3}  recall {:.3}  F1 {:.3}  ({} examples)",
-            c.label, c.precision, c.recall, c.f1, c.support
-        );
-    }
+    super::eval_tasks::print_per_class(&r.per_class);
     println!(
         "accuracy {:.4}  macro-F1 {:.4}  ({} test / {} training texts, {} classes; {:.1}s)",
         r.accuracy,

@@ -148,12 +148,7 @@ pub fn classify(args: ClassifyArgs) -> Result<()> {
         });
         println!("{report}");
     } else {
-        for c in &r.per_class {
-            println!(
-                "{:<16} precision {:.3}  recall {:.3}  F1 {:.3}  ({} examples)",
-                c.label, c.precision, c.recall, c.f1, c.support
-            );
-        }
+        print_per_class(&r.per_class);
         println!(
             "accuracy {:.4}  macro-F1 {:.4}  ({} examples, {} labels; {:.1}s)",
             r.accuracy,
@@ -241,4 +236,15 @@ pub fn qa(args: QaArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prints one line of precision, recall and F1 per class: the human summary of every
+/// classification evaluation (`graft eval classify`, `graft eval probe`).
+pub(super) fn print_per_class(per_class: &[graft::eval::classification::ClassScores]) {
+    for c in per_class {
+        println!(
+            "{:<16} precision {:.3}  recall {:.3}  F1 {:.3}  ({} examples)",
+            c.label, c.precision, c.recall, c.f1, c.support
+        );
+    }
 }
