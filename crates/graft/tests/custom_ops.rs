@@ -200,6 +200,40 @@ fn fused_lora_linear_matches_the_composed_update_and_its_three_gradients() {
     });
 }
 
+#[test]
+fn fused_lora_linear_with_input_dropout_matches_the_composed_update_and_its_three_gradients() {
+    let x = Var::from_tensor(&tensor(&[2, 3, 5], 22)).unwrap();
+    let w = tensor(&[4, 5], 23);
+    let a = Var::from_tensor(&tensor(&[2, 5], 24)).unwrap();
+    let b = Var::from_tensor(&tensor(&[4, 2], 25)).unwrap();
+    let scale = 0.75;
+    let weight = FrozenWeight::Dense(w.clone());
+    // Every third element dropped, keep = 0.8 (a mask need not match its rate here).
+    let mask: Vec<u8> = (0..30).map(|i| u8::from(i % 3 != 1)).collect();
+    let dropout =
+        ops::InputDropout { keep_mask: Tensor::from_vec(mask.clone(), (2, 3, 5), &Device::Cpu).unwrap(), keep: 0.8 };
+    let composed = {
+        let m: Vec<f64> = mask.iter().map(|&k| f64::from(k) / 0.8).collect();
+        let dropped = (x.as_tensor() * Tensor::from_vec(m, (2, 3, 5), &Device::Cpu).unwrap()).unwrap();
+        let base = x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap();
+        let delta = dropped
+            .broadcast_matmul(&a.as_tensor().t().unwrap())
+            .unwrap()
+            .broadcast_matmul(&b.as_tensor().t().unwrap())
+            .unwrap();
+        (base + (delta * scale).unwrap()).unwrap()
+    };
+    let fused =
+        || ops::lora_linear_dropout(x.as_tensor(), &weight, a.as_tensor(), b.as_tensor(), scale, &dropout).unwrap();
+    assert!(common::max_abs_diff(&fused(), &composed) < 1e-12);
+    // Dropout changes the output: the test can tell a mask that is ignored.
+    let plain = ops::lora_linear(x.as_tensor(), &weight, a.as_tensor(), b.as_tensor(), scale).unwrap();
+    assert!(common::max_abs_diff(&fused(), &plain) > 1e-3);
+    check_grads(&[&x, &a, &b], fused);
+    let wrong = ops::InputDropout { keep_mask: Tensor::zeros((2, 3, 4), DType::U8, &Device::Cpu).unwrap(), keep: 0.8 };
+    assert!(ops::lora_linear_dropout(x.as_tensor(), &weight, a.as_tensor(), b.as_tensor(), scale, &wrong).is_err());
+}
+
 /// A small random Llama in f64 with LoRA (dropout on) on every projection, plus its LoRA set.
 fn tiny_lora_model(
     checkpointing: bool,

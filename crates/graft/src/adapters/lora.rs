@@ -154,17 +154,25 @@ impl LoraLayer {
         Ok((self.b.as_tensor().matmul(self.a.as_tensor())? * self.scale)?)
     }
 
-    fn drop_input(&self, x: &Tensor) -> Result<Tensor> {
+    /// This step's dropout mask for an input shaped like `x`, drawn from (seed, step), or
+    /// `None` when dropout is off (rate 0, or evaluation).
+    fn dropout_for(&self, x: &Tensor) -> Result<Option<crate::ops::InputDropout>> {
         if self.dropout == 0.0 || !self.clock.training.load(Ordering::Relaxed) {
-            return Ok(x.clone());
+            return Ok(None);
         }
         let step = self.clock.step.load(Ordering::Relaxed);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let keep = 1.0 - self.dropout;
-        let mask: Vec<f32> =
-            (0..x.elem_count()).map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        Ok((x * mask)?)
+        let mask: Vec<u8> = (0..x.elem_count()).map(|_| u8::from(rng.random::<f64>() < keep)).collect();
+        let keep_mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+        Ok(Some(crate::ops::InputDropout { keep_mask, keep }))
+    }
+
+    fn drop_input(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self.dropout_for(x)? {
+            Some(d) => d.apply(x)?,
+            None => x.clone(),
+        })
     }
 }
 
@@ -196,8 +204,11 @@ impl ProjAdapter for LoraLayer {
     }
 
     fn low_rank(&self) -> Option<(Tensor, Tensor, f64)> {
-        let dropping = self.dropout > 0.0 && self.clock.training.load(Ordering::Relaxed);
-        (!dropping).then(|| (self.a.as_tensor().clone(), self.b.as_tensor().clone(), self.scale))
+        Some((self.a.as_tensor().clone(), self.b.as_tensor().clone(), self.scale))
+    }
+
+    fn input_dropout(&self, x: &Tensor) -> Result<Option<crate::ops::InputDropout>> {
+        self.dropout_for(x)
     }
 }
 

@@ -39,11 +39,16 @@ pub trait ProjAdapter: Send + Sync + std::fmt::Debug {
     /// The adapter's contribution as a dense `[out, in]` weight update, when it has one
     /// (what merging folds into the base).
     fn delta_weight(&self) -> Result<Option<Tensor>>;
-    /// The factors `(A [r, in], B [out, r], s)` when the adapter currently computes exactly
-    /// `y + s · x Aᵀ Bᵀ` (LoRA with no active dropout), so the projection can run the base and
-    /// the update as one fused training op. `None` by default.
+    /// The factors `(A [r, in], B [out, r], s)` when the adapter computes exactly
+    /// `y + s · x̃ Aᵀ Bᵀ`, `x̃` being `x` under [`ProjAdapter::input_dropout`] (LoRA), so the
+    /// projection can run the base and the update as one fused training op. `None` by default.
     fn low_rank(&self) -> Option<(Tensor, Tensor, f64)> {
         None
+    }
+    /// The dropout this step applies to the input `x` of a [`ProjAdapter::low_rank`] update;
+    /// `None` (the default) when the update reads `x` itself.
+    fn input_dropout(&self, _x: &Tensor) -> Result<Option<crate::ops::InputDropout>> {
+        Ok(None)
     }
     /// The adapter's trainable tensors (for gradient checkpointing, which must know what a
     /// recomputed block differentiates).
@@ -177,13 +182,11 @@ impl Proj {
         let active: Vec<&Arc<dyn ProjAdapter>> = self.active_adapters().collect();
         if let ([only], false) = (active.as_slice(), trainable_base) {
             if let Some((a, b, scale)) = only.low_rank() {
-                let y = crate::ops::lora_linear(
-                    x,
-                    &self.frozen_weight(),
-                    &a.to_dtype(x.dtype())?,
-                    &b.to_dtype(x.dtype())?,
-                    scale,
-                )?;
+                let (weight, a, b) = (self.frozen_weight(), a.to_dtype(x.dtype())?, b.to_dtype(x.dtype())?);
+                let y = match only.input_dropout(x)? {
+                    Some(dropout) => crate::ops::lora_linear_dropout(x, &weight, &a, &b, scale, &dropout)?,
+                    None => crate::ops::lora_linear(x, &weight, &a, &b, scale)?,
+                };
                 return Ok(match &self.bias {
                     Some(bias) => y.broadcast_add(bias)?,
                     None => y,

@@ -7,6 +7,12 @@
 //! projection that carry no information. Here the backward is written out:
 //!
 //! `g_u = s · g B`, `dx = g W + g_u A`, `dA = g_uᵀ x`, `dB = s · gᵀ (x Aᵀ)`.
+//!
+//! With LoRA dropout the update reads the dropped input `x̃ = x ⊙ m / keep` (PEFT's
+//! `lora_B(lora_A(dropout(x)))`), the base still reads `x`: `dA = g_uᵀ x̃`, `dB = s · gᵀ (x̃ Aᵀ)` and
+//! the update's share of `dx` is `(g_u A) ⊙ m / keep`. The node keeps the mask as one byte per
+//! element; composed from candle ops the dropped input and its mask stay alive as full-width
+//! float tensors through the whole backward, in every projection.
 
 use super::attach::attach3;
 use super::frozen_linear::FrozenWeight;
@@ -20,6 +26,49 @@ pub fn lora_linear(
     a: &Tensor,
     b: &Tensor,
     scale: f64,
+) -> candle_core::Result<Tensor> {
+    fused(x, weight, a, b, scale, None)
+}
+
+/// Dropout on the update's input: which elements of `x` the update keeps.
+#[derive(Debug, Clone)]
+pub struct InputDropout {
+    /// `x`'s shape, `u8`: 1 where the element is kept, 0 where it is dropped.
+    pub keep_mask: Tensor,
+    /// The keep probability `1 − p`; kept elements are scaled by `1 / keep`.
+    pub keep: f64,
+}
+
+impl InputDropout {
+    /// `x ⊙ m / keep` in `x`'s dtype.
+    pub fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x * (self.keep_mask.to_dtype(x.dtype())? * (1.0 / self.keep))?
+    }
+}
+
+/// [`lora_linear`] with dropout on the update's input: `x Wᵀ + scale · (x̃ Aᵀ) Bᵀ`,
+/// `x̃ = dropout.apply(x)`.
+pub fn lora_linear_dropout(
+    x: &Tensor,
+    weight: &FrozenWeight,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+    dropout: &InputDropout,
+) -> candle_core::Result<Tensor> {
+    if dropout.keep_mask.dims() != x.dims() {
+        candle_core::bail!("lora_linear: dropout mask {:?} for x {:?}", dropout.keep_mask.dims(), x.dims());
+    }
+    fused(x, weight, a, b, scale, Some(dropout.clone()))
+}
+
+fn fused(
+    x: &Tensor,
+    weight: &FrozenWeight,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+    dropout: Option<InputDropout>,
 ) -> candle_core::Result<Tensor> {
     let (out, inp) = weight.dims();
     let (r, a_in) = a.dims2()?;
@@ -38,7 +87,11 @@ pub fn lora_linear(
     let value = {
         let x2 = x.detach().reshape((rows, inp))?;
         let w = weight.dense(x.dtype())?;
-        let down = (x2.matmul(&a.detach().t()?)? * scale)?;
+        let xd = match &dropout {
+            Some(d) => d.apply(&x.detach())?.reshape((rows, inp))?,
+            None => x2.clone(),
+        };
+        let down = (xd.matmul(&a.detach().t()?)? * scale)?;
         (x2.matmul(&w.t()?)? + down.matmul(&b.detach().t()?)?)?.reshape([lead.as_slice(), &[out]].concat())?
     };
     let weight = weight.clone();
@@ -49,13 +102,16 @@ pub fn lora_linear(
         b,
         value,
         Box::new(move |x, a, b, _, g| {
-            let x2 = x.reshape((rows, inp))?;
             let g2 = g.to_dtype(x.dtype())?.reshape((rows, out))?;
             let gu = (g2.matmul(b)? * scale)?;
             let w = weight.dense(x.dtype())?;
-            let dx = (g2.matmul(&w)? + gu.matmul(a)?)?.reshape(x.shape())?;
-            let da = gu.t()?.matmul(&x2)?;
-            let u = (x2.matmul(&a.t()?)? * scale)?;
+            let (xd, du) = match &dropout {
+                Some(d) => (d.apply(x)?.reshape((rows, inp))?, d.apply(&gu.matmul(a)?.reshape(x.shape())?)?),
+                None => (x.reshape((rows, inp))?, gu.matmul(a)?.reshape(x.shape())?),
+            };
+            let dx = (g2.matmul(&w)?.reshape(x.shape())? + du)?;
+            let da = gu.t()?.matmul(&xd)?;
+            let u = (xd.matmul(&a.t()?)? * scale)?;
             let db = g2.t()?.matmul(&u)?;
             Ok((Some(dx), Some(da), Some(db)))
         }),

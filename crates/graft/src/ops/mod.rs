@@ -28,7 +28,7 @@ pub use frozen_linear::{frozen_linear, FrozenWeight};
 pub use kd_loss::{divergence, lm_head_kd, lm_head_kd_masked, Divergence, KdRows, KdSpec};
 pub use kd_sparse::{lm_head_kd_sparse, teacher_top_k, SparseTeacher};
 pub use lm_head_loss::{lm_head_nll, LM_HEAD_CHUNK};
-pub use lora_linear::lora_linear;
+pub use lora_linear::{lora_linear, lora_linear_dropout, InputDropout};
 pub use rms_norm::rms_norm;
 pub use rope::rope;
 pub use softmax::scaled_masked_softmax;
