@@ -20,6 +20,7 @@
 # Usage: scripts/multitask-demo.sh [OUT]   (GRAFT, SEEDS, STEPS, LR, LOW_N, N_ACC, EVAL_BATCHES,
 #        MAX_DESCRIPTION_CHARS override the defaults)
 set -euo pipefail
+. "$(dirname "$0")/demo-lib.sh"
 GRAFT=${GRAFT:-graft}
 OUT=${1:-runs/multitask-demo}
 SEEDS=${SEEDS:-"1 2 3"}
@@ -35,9 +36,8 @@ RESULTS="$OUT/results.jsonl"
 
 # The data: the tweets, and the AppStream files with descriptions of at most
 # MAX_DESCRIPTION_CHARS characters (shorter sequences, faster steps).
-[ -e "$OUT/data/tweets/chat.test.jsonl" ] || "$GRAFT" data build tweets --out "$OUT/data/tweets" >&2
-[ -e "$OUT/data/appstream/qa.test.messages.jsonl" ] || "$GRAFT" data build appstream --out "$OUT/data/appstream" \
-    --max-description-chars "$MAX_DESCRIPTION_CHARS" >&2
+build_once tweets "$OUT/data/tweets"
+build_once appstream "$OUT/data/appstream" --max-description-chars "$MAX_DESCRIPTION_CHARS"
 head -n "$LOW_N" "$OUT/data/tweets/chat.train.jsonl" > "$OUT/sentiment-low.train.jsonl"
 
 task() { # NAME TRAIN EVAL
@@ -77,8 +77,6 @@ eval_batches = $EVAL_BATCHES
 EOF
     for t in "$@"; do "$t" >> "$file"; done
 }
-
-done_already() { [ -e "$RESULTS" ] && jq -se --arg n "$1" --argjson s "$2" 'any(.[]; .name == $n and .seed == $s)' "$RESULTS" > /dev/null; }
 
 # Trains one run and appends its line: held-out loss per task, sentiment accuracy when the run
 # trained sentiment, each task's final loss weight, and the run's facts.
