@@ -235,6 +235,36 @@ fn fused_lora_linear_with_input_dropout_matches_the_composed_update_and_its_thre
 }
 
 /// A small random Llama in f64 with LoRA (dropout on) on every projection, plus its LoRA set.
+#[test]
+fn depthwise_conv2d_matches_grouped_conv2d_and_its_two_gradients() {
+    // Odd sizes, both strides and both kernel sizes EfficientNet uses.
+    for (h, w, k, stride) in [(7, 6, 3, 1), (7, 8, 3, 2), (9, 7, 5, 2), (6, 6, 5, 1)] {
+        let x = Var::from_tensor(&tensor(&[2, 3, h, w], 30 + h as u64)).unwrap();
+        let kernel = Var::from_tensor(&tensor(&[3, 1, k, k], 40 + k as u64)).unwrap();
+        let grouped = x.as_tensor().conv2d(kernel.as_tensor(), 0, stride, 1, 3).unwrap();
+        let op = ops::depthwise_conv2d(x.as_tensor(), kernel.as_tensor(), stride).unwrap();
+        assert_eq!(op.dims(), grouped.dims(), "{h}x{w} k{k} s{stride}");
+        assert!(common::max_abs_diff(&op, &grouped) < 1e-12, "{h}x{w} k{k} s{stride}");
+        check_grads(&[&x, &kernel], || ops::depthwise_conv2d(x.as_tensor(), kernel.as_tensor(), stride).unwrap());
+        // A frozen kernel: only the input gets a gradient, and it is the same one.
+        let frozen = kernel.as_tensor().detach();
+        check_grads(&[&x], || ops::depthwise_conv2d(x.as_tensor(), &frozen, stride).unwrap());
+    }
+    // f32 agrees with the f64 values.
+    let x = tensor(&[1, 4, 9, 9], 50);
+    let kernel = tensor(&[4, 1, 3, 3], 51);
+    let exact = ops::depthwise_conv2d(&x, &kernel, 2).unwrap();
+    let single =
+        ops::depthwise_conv2d(&x.to_dtype(DType::F32).unwrap(), &kernel.to_dtype(DType::F32).unwrap(), 2).unwrap();
+    assert!(common::max_abs_diff(&single, &exact.to_dtype(DType::F32).unwrap()) < 1e-5);
+    // Kernels that do not fit are refused with the shapes named.
+    let e = ops::depthwise_conv2d(&x, &tensor(&[3, 1, 3, 3], 52), 1).unwrap_err().to_string();
+    assert!(e.contains("does not fit an input of 4 channels"), "{e}");
+    let e = ops::depthwise_conv2d(&x, &tensor(&[4, 1, 11, 3], 53), 1).unwrap_err().to_string();
+    assert!(e.contains("kernel 11x3 does not fit an input of 9x9"), "{e}");
+    assert!(ops::depthwise_conv2d(&x, &kernel, 0).is_err());
+}
+
 fn tiny_lora_model(
     checkpointing: bool,
     full: bool,

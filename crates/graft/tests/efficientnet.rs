@@ -1,5 +1,6 @@
 //! EfficientNet-Lite0 built from the real `efficientnet-lite0` checkpoint: every tensor is used,
-//! and a forward pass on real images (MNIST digits) gives finite logits over the 1,000 ImageNet classes. (No
+//! a forward pass on real images (MNIST digits) gives finite logits over the 1,000 ImageNet classes,
+//! and the backward through every layer agrees with finite differences. (No
 //! reference implementation runs here, so this checks loading and shapes, not parity.)
 
 use candle_core::{DType, Device, Tensor};
@@ -44,4 +45,44 @@ fn missing_and_unknown_tensors_are_named() {
     wrong[0].1 = Tensor::zeros((32, 3, 5, 5), DType::F32, &Device::Cpu).unwrap();
     let e = EfficientNetLite::from_tensors(wrong, &Device::Cpu, DType::F32).unwrap_err().to_string();
     assert!(e.contains("`_conv_stem.weight` has shape [32, 3, 5, 5], expected [32, 3, 3, 3]"), "{e}");
+}
+
+#[test]
+fn gradients_reach_the_image_through_every_layer_as_finite_differences_say() {
+    // f64 so central differences are exact to ~1e-8; training mode (batch statistics) so the
+    // batch norms' backward is on the path too.
+    let path = graft::assets::ensure("efficientnet-lite0", false).expect("efficientnet-lite0");
+    let model = EfficientNetLite::load(&path, &Device::Cpu, DType::F64).unwrap();
+    let digits = graft::vision::mnist_csv::mnist_5k(false).expect("mnist-5k");
+    let images = [&digits.images[1], &digits.images[2]];
+    let x = Preprocess { resize: 48, crop: 48, ..Preprocess::imagenet(48) }
+        .batch(&images, None, &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let x = candle_core::Var::from_tensor(&x).unwrap();
+    let probe = Tensor::arange(0f64, 1000., &Device::Cpu).unwrap().affine(1e-3, -0.5).unwrap();
+    let objective = |x: &Tensor| model.forward(x, true).unwrap().broadcast_mul(&probe).unwrap().sum_all().unwrap();
+    let grads = objective(x.as_tensor()).backward().unwrap();
+    let analytic: Vec<f64> =
+        grads.get(x.as_tensor()).expect("the image has a gradient").flatten_all().unwrap().to_vec1().unwrap();
+    assert!(analytic.iter().all(|g| g.is_finite()) && analytic.iter().any(|g| *g != 0.0));
+    let base: Vec<f64> = x.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+    // The network is piecewise smooth (ReLU6 clips thousands of units), so a difference step can
+    // straddle a kink; the best of three steps is compared (a wrong backward is off at every one).
+    for i in [0, 777, 3 * 48 * 48 + 1200, base.len() - 1] {
+        let at = |delta: f64| {
+            let mut v = base.clone();
+            v[i] += delta;
+            objective(&Tensor::from_vec(v, x.as_tensor().dims(), &Device::Cpu).unwrap()).to_scalar::<f64>().unwrap()
+        };
+        let err = [1e-5, 1e-6, 1e-7]
+            .map(|h| {
+                let numeric = (at(h) - at(-h)) / (2.0 * h);
+                (numeric - analytic[i]).abs() / (1e-3 + numeric.abs())
+            })
+            .into_iter()
+            .fold(f64::MAX, f64::min);
+        assert!(err < 1e-5, "pixel {i}: backward {} is {err:e} (relative) from finite differences", analytic[i]);
+    }
 }

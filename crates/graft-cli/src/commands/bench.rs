@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// Measure throughput.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  graft bench generate --json\n  graft bench forward --seq 256 --batch 4 --json\n  graft bench train --mode lora --seq 256 --batch 4 --steps 10 --warmup 3 --text corpus.txt --json"
+    after_help = "Examples:\n  graft bench generate --json\n  graft bench forward --seq 256 --batch 4 --json\n  graft bench train --mode lora --seq 256 --batch 4 --steps 10 --warmup 3 --text corpus.txt --json\n  graft bench depthwise --image 224 --batch 8 --json"
 )]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -39,6 +39,13 @@ i*batch.. (wrapping). LoRA: r 8, alpha 16, dropout 0 on q,k,v,o,gate,up,down; Ad
 x steps / time of the timed steps. qlora loads the base quantized (its GGUF blocks)."
     )]
     Train(TrainBenchArgs),
+    /// The depthwise convolution op against candle's grouped convolution on every depthwise
+    /// layer of EfficientNet-Lite0: milliseconds forward, and forward + backward.
+    #[command(after_help = "Example: graft bench depthwise --image 224 --batch 8 --runs 5 --json\n\n\
+Random inputs and kernels of each distinct layer shape (channels, feature-map side, kernel,\n\
+stride) at the given image size; the backward computes the input's and the kernel's gradients.\n\
+network_ms sums the 16 layers: grouped forward, op forward, grouped train, op train.")]
+    Depthwise(DepthwiseBenchArgs),
 }
 
 /// Options every benchmark takes.
@@ -137,6 +144,31 @@ impl Mode {
             Mode::Full => graft::bench::TrainMode::Full,
         }
     }
+}
+
+#[derive(Debug, Args)]
+struct DepthwiseBenchArgs {
+    /// Side of the square input images (the feature-map sizes follow from it).
+    #[arg(long, default_value_t = 224)]
+    image: usize,
+    /// Images per batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Untimed runs before measuring.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Timed runs (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Data type: f32, bf16, f16 or f64.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// A loaded benchmark subject: the model, its token ids for the text, and facts to report.
@@ -325,6 +357,43 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let mut report = serde_json::to_value(&r)?;
             report["bench"] = "train".into();
             print(&a.common, report, s.facts, &r.run_other_cpu_pct, summary);
+        }
+        BenchCommand::Depthwise(a) => {
+            let device = graft::device::parse_device(&a.device)?;
+            let dtype = graft::device::parse_dtype(&a.dtype)?;
+            let repeats = Repeats { warmup: a.warmup, runs: a.runs };
+            let r = graft::bench::bench_depthwise(a.image, a.batch, &device, dtype, repeats, &mut |l| {
+                let s = l.shape;
+                eprintln!(
+                    "{}ch {}x{} k{} s{} (x{}): forward {:.2} -> {:.2} ms, forward+backward {:.2} -> {:.2} ms",
+                    s.channels,
+                    s.size,
+                    s.size,
+                    s.kernel,
+                    s.stride,
+                    s.count,
+                    l.grouped_forward_ms,
+                    l.op_forward_ms,
+                    l.grouped_train_ms,
+                    l.op_train_ms
+                );
+            })?;
+            let [gf, of, gt, ot] = r.network_ms;
+            if a.json {
+                let mut report = serde_json::to_value(&r)?;
+                report["bench"] = "depthwise".into();
+                report["device"] = a.device.clone().into();
+                report["dtype"] = a.dtype.clone().into();
+                report["threads"] = graft::device::cpu_threads().into();
+                report["peak_rss_mb"] = serde_json::json!(mb(memory::peak_rss_bytes()));
+                println!("{report}");
+            } else {
+                println!(
+                    "depthwise layers of EfficientNet-Lite0, {} images of {}x{}: forward {gf:.1} ms (grouped conv2d) vs {of:.1} ms (op), \
+                     forward+backward {gt:.1} ms vs {ot:.1} ms",
+                    r.batch, r.image, r.image
+                );
+            }
         }
     }
     Ok(())

@@ -9,18 +9,22 @@
 //!   logits for every position included; tokens/s.
 //! - [`train`]: optimizer steps of LoRA / QLoRA / full fine-tuning on packed text chunks;
 //!   tokens/s and the loss curve.
+//! - [`depthwise`]: the depthwise convolution op against candle's grouped convolution on
+//!   EfficientNet-Lite0's layers; milliseconds forward and forward + backward.
 //! - [`cpu`]: how much CPU other processes used during each run (a busy neighbour ruins
 //!   2-thread timings; such runs are flagged).
 //! - [`memory`]: peak resident memory (VmHWM) and how to reset it.
 //! - [`prompt`]: the fixed English text whose tokens the benchmarks feed the model.
 
 pub mod cpu;
+pub mod depthwise;
 pub mod forward;
 pub mod generation;
 pub mod memory;
 pub mod prompt;
 pub mod train;
 
+pub use depthwise::{bench_depthwise, DepthwiseBench};
 pub use forward::{bench_forward, ForwardBench};
 pub use generation::{bench_generate, GenerateBench, GenerateRun};
 pub use train::{bench_train, TrainBench, TrainBenchSpec, TrainMode};

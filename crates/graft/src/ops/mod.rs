@@ -13,6 +13,7 @@
 
 mod attach;
 mod checkpoint;
+mod depthwise_conv;
 mod frozen_linear;
 mod kd_loss;
 mod kd_sparse;
@@ -24,6 +25,7 @@ mod softmax;
 mod uld;
 
 pub use checkpoint::{checkpoint, GradSink};
+pub use depthwise_conv::depthwise_conv2d;
 pub use frozen_linear::{frozen_linear, FrozenWeight};
 pub use kd_loss::{divergence, lm_head_kd, lm_head_kd_masked, Divergence, KdRows, KdSpec};
 pub use kd_sparse::{lm_head_kd_sparse, teacher_top_k, SparseTeacher};

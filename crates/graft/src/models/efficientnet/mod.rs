@@ -8,7 +8,7 @@
 //! padding `max((ceil(in / stride) - 1) * stride + kernel - in, 0)` is split with the extra
 //! pixel at the bottom / right. Batch norms use eps 1e-3. The forward pass runs in evaluation
 //! mode (running statistics) or training mode (batch statistics); drop-connect and dropout are
-//! not applied. Only the forward pass exists so far.
+//! not applied. Depthwise convolutions run as `ops::depthwise_conv2d`, which has its own backward.
 
 pub mod batch_norm;
 
@@ -70,6 +70,10 @@ impl Conv {
         };
         let ((top, bottom), (left, right)) = (same(h, kh), same(w, kw));
         let x = x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)?;
+        if self.groups > 1 && self.groups == self.weight.dim(0)? && self.weight.dim(1)? == 1 {
+            // Depthwise: one graph node with its own backward instead of a convolution per channel.
+            return Ok(crate::ops::depthwise_conv2d(&x, &self.weight, self.stride)?);
+        }
         Ok(x.conv2d(&self.weight, 0, self.stride, 1, self.groups)?)
     }
 }
