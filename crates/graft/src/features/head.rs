@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The head's shape.
@@ -182,25 +182,15 @@ impl TrainedHead {
     /// `layers.{i}.weight` / `layers.{i}.bias` (one layer = linear, two = MLP). The file is
     /// written beside `path` and renamed into place.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut map: HashMap<String, Tensor> = HashMap::new();
-        map.insert("standardize.mean".into(), self.standardizer.mean.clone());
-        map.insert("standardize.std".into(), self.standardizer.std.clone());
+        let mut tensors = vec![
+            ("standardize.mean".to_string(), self.standardizer.mean.clone()),
+            ("standardize.std".to_string(), self.standardizer.std.clone()),
+        ];
         for (i, (w, b)) in self.layers.iter().enumerate() {
-            map.insert(format!("layers.{i}.weight"), w.clone());
-            map.insert(format!("layers.{i}.bias"), b.clone());
+            tensors.push((format!("layers.{i}.weight"), w.clone()));
+            tensors.push((format!("layers.{i}.bias"), b.clone()));
         }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix(".head")
-            .suffix(".safetensors")
-            .tempfile_in(dir)
-            .map_err(|e| GraftError::io(dir, e))?;
-        candle_core::safetensors::save(&map, tmp.path())?;
-        tmp.persist(path).map_err(|e| GraftError::io(path, e.error))?;
-        Ok(())
+        crate::io::safetensors::save_atomic(tensors, path)
     }
 
     /// Reads a head written by [`TrainedHead::save`] onto `device`, checking that the tensors

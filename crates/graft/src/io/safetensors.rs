@@ -16,6 +16,24 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// Writes `tensors` as one safetensors file at `path`: into a temporary file beside it, then
+/// renamed into place, so a reader never sees a half-written file.
+pub fn save_atomic(tensors: impl IntoIterator<Item = (String, Tensor)>, path: &Path) -> crate::Result<()> {
+    let map: HashMap<String, Tensor> = tensors.into_iter().collect();
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".partial")
+        .suffix(".safetensors")
+        .tempfile_in(dir)
+        .map_err(|e| crate::GraftError::io(dir, e))?;
+    candle_core::safetensors::save(&map, tmp.path())?;
+    tmp.persist(path).map_err(|e| crate::GraftError::io(path, e.error))?;
+    Ok(())
+}
+
 /// Largest JSON header accepted (the safetensors crate's own limit).
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 

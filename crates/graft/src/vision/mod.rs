@@ -2,8 +2,10 @@
 //! the readers that produce them — IDX files (MNIST / Fashion-MNIST, [`idx`]), the MNIST-5k CSV
 //! ([`mnist_csv`]), PNG and JPEG files ([`files`]) — and the preprocessing that turns a batch of
 //! them into a model input tensor `[N, 3, H, W]` ([`preprocess`]: resize, grey to three
-//! channels, ImageNet normalisation, seeded random crop and horizontal flip).
+//! channels, ImageNet normalisation, seeded random crop and horizontal flip) — and image
+//! classifiers on a pretrained backbone ([`classifier`]).
 
+pub mod classifier;
 pub mod files;
 pub mod idx;
 pub mod mnist_csv;

@@ -15,7 +15,7 @@ pub mod batch_norm;
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 
 use crate::{GraftError, Result};
 use batch_norm::BatchNorm2d;
@@ -78,18 +78,45 @@ impl Conv {
     }
 }
 
-/// Convolution, batch norm and (optionally) ReLU6.
+/// Convolution, batch norm and (optionally) ReLU6, with the checkpoint names of both.
 #[derive(Debug, Clone)]
 struct ConvBn {
     conv: Conv,
     bn: BatchNorm2d,
     relu6: bool,
+    conv_name: String,
+    bn_name: String,
 }
 
 impl ConvBn {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.bn.forward(&self.conv.forward(x)?, train)?;
         Ok(if self.relu6 { y.relu()?.minimum(6f64)? } else { y })
+    }
+
+    /// Every tensor under its checkpoint name.
+    fn named(&self, out: &mut Vec<(String, Tensor)>) {
+        let (c, b) = (&self.conv_name, &self.bn_name);
+        out.push((format!("{c}.weight"), self.conv.weight.clone()));
+        out.push((format!("{b}.weight"), self.bn.weight.clone()));
+        out.push((format!("{b}.bias"), self.bn.bias.clone()));
+        out.push((format!("{b}.running_mean"), self.bn.running_mean.clone()));
+        out.push((format!("{b}.running_var"), self.bn.running_var.clone()));
+    }
+
+    /// Makes the convolution weight and the batch norm's scale and shift variables (the running
+    /// statistics stay fixed) and appends them to `out` under their checkpoint names.
+    fn make_trainable(&mut self, out: &mut Vec<(String, Var)>) -> Result<()> {
+        for (name, t) in [
+            (format!("{}.weight", self.conv_name), &mut self.conv.weight),
+            (format!("{}.weight", self.bn_name), &mut self.bn.weight),
+            (format!("{}.bias", self.bn_name), &mut self.bn.bias),
+        ] {
+            let var = Var::from_tensor(t)?;
+            *t = var.as_tensor().clone();
+            out.push((name, var));
+        }
+        Ok(())
     }
 }
 
@@ -104,6 +131,14 @@ struct MbConv {
 }
 
 impl MbConv {
+    fn layers_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
+        self.expand.iter_mut().chain([&mut self.depthwise, &mut self.project])
+    }
+
+    fn layers(&self) -> impl Iterator<Item = &ConvBn> {
+        self.expand.iter().chain([&self.depthwise, &self.project])
+    }
+
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = x.clone();
         if let Some(e) = &self.expand {
@@ -194,6 +229,16 @@ impl EfficientNetLite {
         Ok(EfficientNetLite { stem, blocks, head, fc_weight, fc_bias })
     }
 
+    /// The device the weights are on.
+    pub fn device(&self) -> Device {
+        self.fc_weight.device().clone()
+    }
+
+    /// The weights' dtype.
+    pub fn dtype(&self) -> DType {
+        self.fc_weight.dtype()
+    }
+
     /// Number of output classes.
     pub fn num_classes(&self) -> usize {
         self.fc_bias.dims1().unwrap_or(0)
@@ -213,7 +258,70 @@ impl EfficientNetLite {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         Ok(self.features(x, train)?.matmul(&self.fc_weight.t()?)?.broadcast_add(&self.fc_bias)?)
     }
+
+    /// The blocks of each of the seven stages, as index ranges into `blocks`.
+    fn stage_blocks() -> Vec<std::ops::Range<usize>> {
+        let mut start = 0;
+        LITE0_STAGES
+            .iter()
+            .map(|s| {
+                start += s.repeats;
+                start - s.repeats..start
+            })
+            .collect()
+    }
+
+    /// Makes the top `k` of the [`LITE0_UNITS`] units trainable — from the top: the 1x1 head
+    /// convolution, then the stages from the seventh down, then the stem (`k = 9`: every
+    /// convolution) — and returns their variables under their checkpoint names: convolution
+    /// weights and batch-norm scales and shifts. Running statistics stay fixed, so train with
+    /// `train = false` (frozen batch norm). The ImageNet classifier `_fc` is never included.
+    pub fn unfreeze_top(&mut self, k: usize) -> Result<Vec<(String, Var)>> {
+        if k > LITE0_UNITS {
+            return Err(GraftError::Input(format!(
+                "cannot unfreeze the top {k} units of EfficientNet-Lite0: it has {LITE0_UNITS} (stem, 7 stages, head)"
+            )));
+        }
+        let mut vars = Vec::new();
+        if k >= 1 {
+            self.head.make_trainable(&mut vars)?;
+        }
+        let stages = Self::stage_blocks();
+        for stage in stages.iter().rev().take(k.saturating_sub(1)) {
+            for block in &mut self.blocks[stage.clone()] {
+                for layer in block.layers_mut() {
+                    layer.make_trainable(&mut vars)?;
+                }
+            }
+        }
+        if k == LITE0_UNITS {
+            self.stem.make_trainable(&mut vars)?;
+        }
+        Ok(vars)
+    }
+
+    /// Every tensor under its checkpoint name (trained ones as they stand), in network order.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        self.stem.named(&mut out);
+        for layer in self.blocks.iter().flat_map(MbConv::layers) {
+            layer.named(&mut out);
+        }
+        self.head.named(&mut out);
+        out.push(("_fc.weight".into(), self.fc_weight.clone()));
+        out.push(("_fc.bias".into(), self.fc_bias.clone()));
+        out
+    }
+
+    /// Writes the model as safetensors with the checkpoint's names, which [`Self::load`] reads
+    /// back (written beside `path`, then renamed into place).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::io::safetensors::save_atomic(self.named_tensors(), path)
+    }
 }
+
+/// Units [`EfficientNetLite::unfreeze_top`] counts: the stem, the seven stages and the head.
+pub const LITE0_UNITS: usize = 9;
 
 /// The named tensors still to be used, and where they go.
 struct Weights {
@@ -238,7 +346,7 @@ impl Weights {
     fn conv_bn(
         &mut self,
         conv: &str,
-        bn: &str,
+        bn_name: &str,
         shape: [usize; 4],
         stride: usize,
         groups: usize,
@@ -247,12 +355,18 @@ impl Weights {
         let weight = self.take(&format!("{conv}.weight"), &shape)?;
         let c = [shape[0]];
         let bn = BatchNorm2d {
-            weight: self.take(&format!("{bn}.weight"), &c)?,
-            bias: self.take(&format!("{bn}.bias"), &c)?,
-            running_mean: self.take(&format!("{bn}.running_mean"), &c)?,
-            running_var: self.take(&format!("{bn}.running_var"), &c)?,
+            weight: self.take(&format!("{bn_name}.weight"), &c)?,
+            bias: self.take(&format!("{bn_name}.bias"), &c)?,
+            running_mean: self.take(&format!("{bn_name}.running_mean"), &c)?,
+            running_var: self.take(&format!("{bn_name}.running_var"), &c)?,
             eps: BN_EPS,
         };
-        Ok(ConvBn { conv: Conv { weight, stride, groups }, bn, relu6 })
+        Ok(ConvBn {
+            conv: Conv { weight, stride, groups },
+            bn,
+            relu6,
+            conv_name: conv.to_string(),
+            bn_name: bn_name.to_string(),
+        })
     }
 }

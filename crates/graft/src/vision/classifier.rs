@@ -1,0 +1,167 @@
+//! An image classifier on a pretrained EfficientNet-Lite0: a new head on the pooled 1280-wide
+//! features, with the backbone frozen (a linear probe: features computed once) or its top units
+//! trained too ([`EfficientNetLite::unfreeze_top`]: the head convolution, then stages from the
+//! top, up to every layer). It runs on the one trainer through the classification objective
+//! (`objectives::classification`), so checkpoints, `metrics.jsonl` and exact resume are the
+//! trainer's.
+//!
+//! Batch norms stay in evaluation mode (running statistics; their scale and shift train with
+//! their unit): fine-tuning on small CPU batches with batch statistics would normalise with
+//! noisy estimates, and the running statistics would have to be learned too. The standardisation
+//! in front of the head is fitted on the untrained backbone's features and then kept fixed, as
+//! for the text classifiers.
+
+use super::preprocess::Preprocess;
+use super::Image;
+use crate::features::head::{check_labels, fit_classifier, fit_head, HeadConfig, RunOutput, Standardizer, TrainedHead};
+use crate::features::tune::BLOCK_LR_RATIO;
+use crate::models::efficientnet::{EfficientNetLite, LITE0_UNITS};
+use crate::objectives::classification::{Classification, PooledFeatures};
+use crate::report::LossPoint;
+use crate::train::ParamGroup;
+use crate::{GraftError, Result};
+use candle_core::{DType, Device, Tensor};
+
+/// How images become model inputs and how many go through the backbone at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInput {
+    /// Resize, crop, normalisation and augmentation.
+    pub preprocess: Preprocess,
+    /// Seed of the training augmentation (random crop / flip as `preprocess` allows); `None`
+    /// trains on centre crops. Each batch's draws follow from this seed and the batch's
+    /// examples, so a resumed run repeats them.
+    pub augment: Option<u64>,
+    /// Images per backbone pass when computing features without gradients.
+    pub batch: usize,
+}
+
+/// Images with their classes.
+#[derive(Debug, Clone, Copy)]
+pub struct LabelledImages<'a> {
+    /// The images.
+    pub images: &'a [&'a Image],
+    /// Each image's class, below `n_classes`.
+    pub labels: &'a [usize],
+    /// Number of classes.
+    pub n_classes: usize,
+}
+
+/// A head on EfficientNet-Lite0 whose top units may have been trained; those weights live in
+/// the model passed to [`fit_image_classifier`], so predict with it.
+#[derive(Debug, Clone)]
+pub struct ImageClassifier {
+    head: TrainedHead,
+    unfreeze_top: usize,
+    backbone_params: usize,
+}
+
+impl ImageClassifier {
+    /// The class of each image, from `model` (the one trained with).
+    pub fn predict(&self, model: &EfficientNetLite, images: &[&Image], input: &ImageInput) -> Result<Vec<usize>> {
+        self.head.predict(&image_features(model, images, input)?)
+    }
+
+    /// Head weights plus the weights of the trained backbone units.
+    pub fn trainable_params(&self) -> usize {
+        self.head.trainable_params() + self.backbone_params
+    }
+
+    /// The head (standardisation and layers).
+    pub fn head(&self) -> &TrainedHead {
+        &self.head
+    }
+
+    /// How many of the backbone's top units were trained.
+    pub fn unfreeze_top(&self) -> usize {
+        self.unfreeze_top
+    }
+}
+
+/// Pooled features `[n, 1280]` (f32) of `images` through the frozen `model`, centre-cropped, in
+/// batches of `input.batch`, without gradients.
+pub fn image_features(model: &EfficientNetLite, images: &[&Image], input: &ImageInput) -> Result<Tensor> {
+    if input.batch == 0 {
+        return Err(GraftError::Input("images per backbone pass must be at least 1".into()));
+    }
+    let device = model.device();
+    let mut parts = Vec::with_capacity(images.len().div_ceil(input.batch));
+    for chunk in images.chunks(input.batch) {
+        let x = input.preprocess.batch(chunk, None, &device)?.to_dtype(model.dtype())?;
+        parts.push(model.features(&x, false)?.detach().to_dtype(DType::F32)?);
+    }
+    if parts.is_empty() {
+        return Err(GraftError::Input("no images to compute features of".into()));
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// Trains a head of `cfg.kind` on `data` and, with
+/// `unfreeze_top > 0`, the top units of `model` at `cfg.lr ×` [`BLOCK_LR_RATIO`] without weight
+/// decay (their weights become variables of `model` and are updated in place). Checkpoints,
+/// `metrics.jsonl` and resume go to `out.dir`. Returns the classifier and its per-epoch mean
+/// losses.
+pub fn fit_image_classifier(
+    model: &mut EfficientNetLite,
+    data: LabelledImages<'_>,
+    unfreeze_top: usize,
+    input: &ImageInput,
+    cfg: &HeadConfig,
+    out: RunOutput,
+) -> Result<(ImageClassifier, Vec<LossPoint>)> {
+    cfg.validate()?;
+    input.preprocess.validate()?;
+    let LabelledImages { images, labels, n_classes } = data;
+    check_labels(labels, images.len(), n_classes)?;
+    if unfreeze_top > LITE0_UNITS {
+        return Err(GraftError::Input(format!(
+            "cannot unfreeze the top {unfreeze_top} units of EfficientNet-Lite0: it has {LITE0_UNITS} (stem, 7 stages, head)"
+        )));
+    }
+    let initial = image_features(model, images, input)?;
+    let done = |head: TrainedHead, backbone_params: usize| ImageClassifier { head, unfreeze_top, backbone_params };
+    if unfreeze_top == 0 {
+        let (head, losses) = fit_head(&initial, labels, n_classes, cfg, out)?;
+        return Ok((done(head, 0), losses));
+    }
+    let standardizer = Standardizer::fit(&initial)?;
+    let vars = model.unfreeze_top(unfreeze_top)?;
+    let backbone_params = vars.iter().map(|(_, v)| v.elem_count()).sum();
+    let units = ParamGroup { name: "backbone".into(), vars, lr_scale: BLOCK_LR_RATIO, weight_decay: Some(0.0) };
+    let features = TopUnits { model, images, input, units };
+    let objective = Classification::new(features, standardizer, labels, n_classes, cfg.kind, cfg.seed)?;
+    let backbone = serde_json::json!({
+        "model": "efficientnet-lite0",
+        "unfreeze_top": unfreeze_top,
+        "resize": input.preprocess.resize,
+        "crop": input.preprocess.crop,
+        "augment": input.augment,
+    });
+    let (head, losses) = fit_classifier(&objective, cfg, backbone, out)?;
+    Ok((done(head, backbone_params), losses))
+}
+
+/// Features from the differentiable pass, gradients reaching the trained units.
+struct TopUnits<'a> {
+    model: &'a EfficientNetLite,
+    images: &'a [&'a Image],
+    input: &'a ImageInput,
+    units: ParamGroup,
+}
+
+impl PooledFeatures for TopUnits<'_> {
+    fn pooled(&self, rows: &[usize]) -> Result<Tensor> {
+        let batch: Vec<&Image> = rows.iter().map(|&i| self.images[i]).collect();
+        // The batch's augmentation seed: the run's seed mixed with its examples (FNV-1a), a pure
+        // function of the batch, so a resumed run draws the same crops and flips.
+        let augment = self.input.augment.map(|seed| {
+            rows.iter().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, &i| (h ^ i as u64).wrapping_mul(0x0100_0000_01b3))
+        });
+        let device: Device = self.model.device();
+        let x = self.input.preprocess.batch(&batch, augment, &device)?.to_dtype(self.model.dtype())?;
+        Ok(self.model.features(&x, false)?.to_dtype(DType::F32)?)
+    }
+
+    fn param_group(&self) -> Option<ParamGroup> {
+        Some(self.units.clone())
+    }
+}
