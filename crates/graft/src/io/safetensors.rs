@@ -17,7 +17,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Writes `tensors` as one safetensors file at `path`: into a temporary file beside it, then
-/// renamed into place, so a reader never sees a half-written file.
+/// synced and renamed into place, so a reader never sees a half-written file.
 pub fn save_atomic(tensors: impl IntoIterator<Item = (String, Tensor)>, path: &Path) -> crate::Result<()> {
     let map: HashMap<String, Tensor> = tensors.into_iter().collect();
     let dir = match path.parent() {
@@ -30,6 +30,7 @@ pub fn save_atomic(tensors: impl IntoIterator<Item = (String, Tensor)>, path: &P
         .tempfile_in(dir)
         .map_err(|e| crate::GraftError::io(dir, e))?;
     candle_core::safetensors::save(&map, tmp.path())?;
+    tmp.as_file().sync_all().map_err(|e| crate::GraftError::io(path, e))?;
     tmp.persist(path).map_err(|e| crate::GraftError::io(path, e.error))?;
     Ok(())
 }

@@ -256,21 +256,12 @@ impl CacheWriter {
         }
         let file = format!("shard-{:05}.safetensors", self.shards.len());
         let path = self.dir.join(&file);
-        let map: HashMap<String, Tensor> = [
+        let tensors = [
             ("ids".to_string(), sparse.ids.to_dtype(DType::U32)?.contiguous()?),
             ("log_probs".to_string(), sparse.log_probs.to_dtype(DType::F32)?.contiguous()?),
             ("rest".to_string(), sparse.rest.to_dtype(DType::F32)?.contiguous()?),
-        ]
-        .into_iter()
-        .collect();
-        let tmp = tempfile::Builder::new()
-            .prefix(".shard")
-            .suffix(".safetensors")
-            .tempfile_in(&self.dir)
-            .map_err(|e| GraftError::io(&self.dir, e))?;
-        candle_core::safetensors::save(&map, tmp.path())?;
-        tmp.as_file().sync_all().map_err(|e| GraftError::io(&path, e))?;
-        tmp.persist(&path).map_err(|e| GraftError::io(&path, e.error))?;
+        ];
+        crate::io::safetensors::save_atomic(tensors, &path)?;
         let (sha256, _) = hash_file(&path)?;
         self.shards.push(ShardEntry { file, positions: n, sha256, rows });
         Ok(())

@@ -105,12 +105,7 @@ pub fn cached_features(
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| GraftError::io(dir, e))?;
     }
-    let tmp = path.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(
-        &std::collections::HashMap::from([("features".to_string(), features.clone())]),
-        &tmp,
-    )?;
-    std::fs::rename(&tmp, path).map_err(|e| GraftError::io(path, e))?;
+    crate::io::safetensors::save_atomic([("features".to_string(), features.clone())], path)?;
     let meta = serde_json::json!({ "fingerprint": want, "encoder": encoder, "dtype": dtype, "texts": texts.len() });
     crate::io::write_atomic(&side, &serde_json::to_string_pretty(&meta)?)?;
     Ok((features, false))
