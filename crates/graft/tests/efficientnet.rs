@@ -1,7 +1,7 @@
 //! EfficientNet-Lite0 built from the real `efficientnet-lite0` checkpoint: every tensor is used,
 //! a forward pass on real images (MNIST digits) gives finite logits over the 1,000 ImageNet classes,
-//! and the backward through every layer agrees with finite differences. (No
-//! reference implementation runs here, so this checks loading and shapes, not parity.)
+//! and the backward through every layer agrees with finite differences. Agreement with a
+//! PyTorch implementation is checked in tests/efficientnet_parity.rs.
 
 use candle_core::{DType, Device, Tensor};
 use graft::models::efficientnet::EfficientNetLite;

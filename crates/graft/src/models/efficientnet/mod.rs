@@ -256,7 +256,13 @@ impl EfficientNetLite {
 
     /// Class logits `[N, classes]` of images `[N, 3, H, W]`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        Ok(self.features(x, train)?.matmul(&self.fc_weight.t()?)?.broadcast_add(&self.fc_bias)?)
+        self.classify(&self.features(x, train)?)
+    }
+
+    /// Class logits `[N, classes]` of pooled features `[N, 1280]` (the classifier alone), so
+    /// that features computed once give the logits too.
+    pub fn classify(&self, features: &Tensor) -> Result<Tensor> {
+        Ok(features.matmul(&self.fc_weight.t()?)?.broadcast_add(&self.fc_bias)?)
     }
 
     /// The blocks of each of the seven stages, as index ranges into `blocks`.
