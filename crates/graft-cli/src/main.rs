@@ -58,6 +58,8 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Check a device against the CPU on seeded random weights (logits, LoRA gradients, training).
     Selftest(commands::selftest::Args),
+    /// The top ImageNet classes of image files under EfficientNet-Lite0 (or a fine-tuned checkpoint).
+    Classify(commands::classify::ClassifyArgs),
     /// Sentence embeddings of a JSONL file with a BERT encoder (JSONL + safetensors out).
     Embed(commands::embed::EmbedArgs),
     /// Heads on a frozen backbone's features: progressive networks over a sequence of tasks.
@@ -126,6 +128,7 @@ fn run(command: Command) -> Result<()> {
         Command::Eval(args) => commands::eval::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Selftest(args) => commands::selftest::run(args),
+        Command::Classify(args) => commands::classify::run(args),
         Command::Embed(args) => commands::embed::run(args),
         Command::Features(args) => commands::features::run(args),
         Command::Meta(args) => commands::meta::run(args),

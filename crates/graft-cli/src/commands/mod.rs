@@ -10,6 +10,7 @@ macro_rules! bail_input {
 pub(crate) use bail_input;
 
 pub mod bench;
+pub mod classify;
 pub mod compare;
 pub mod continual;
 pub mod data;
