@@ -64,6 +64,8 @@ enum Command {
     Embed(commands::embed::EmbedArgs),
     /// Heads on a frozen backbone's features: progressive networks over a sequence of tasks.
     Features(commands::features::FeaturesArgs),
+    /// Image tasks on a pretrained CNN backbone: classification heads, probing or fine-tuning its top units.
+    Vision(commands::vision::VisionArgs),
     /// Few-shot learning on episodes: prototypical networks, ANIL and the MAML family beside frozen-feature baselines.
     Meta(commands::meta::Args),
 }
@@ -132,5 +134,6 @@ fn run(command: Command) -> Result<()> {
         Command::Embed(args) => commands::embed::run(args),
         Command::Features(args) => commands::features::run(args),
         Command::Meta(args) => commands::meta::run(args),
+        Command::Vision(args) => commands::vision::run(args),
     }
 }

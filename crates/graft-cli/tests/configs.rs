@@ -114,6 +114,19 @@ fn every_shipped_config_validates_and_trains_one_step() {
             assert_eq!(report["rows"].as_array().unwrap().len(), techniques.len(), "{name}");
             continue;
         }
+        if graft::recipes::image_train::config::is_image_train_config(config).unwrap() {
+            // A few labelled images at 32 x 32, one epoch, scored on a few test images.
+            let mut args = vec!["vision", "train", path, "--set", "data.label_fraction=0.0005"];
+            args.extend(["--set", "data.eval_limit=20", "--set", "head.epochs=1", "--set", "input.resize=32"]);
+            args.extend(["--set", "input.crop=32", "--set", &out_set, "--json"]);
+            let summary = graft_json(&args);
+            assert_eq!(checked["kind"], "vision", "{name}: {checked}");
+            assert!(checked["train_examples"].as_u64().unwrap() >= 10, "{name}: {checked}");
+            assert_eq!(summary["train_examples"], 30, "{name}: three of each class's images: {summary}");
+            assert_eq!(summary["test_examples"], 20, "{name}: {summary}");
+            assert!(out.join("summary.json").is_file() && out.join("head.safetensors").is_file(), "{name}");
+            continue;
+        }
         if graft::recipes::mlm::config::is_mlm_config(config).unwrap() {
             // A `[simcse]` config runs `graft pretrain-simcse`, the others `graft pretrain-mlm`.
             let simcse = graft::recipes::mlm::MlmConfig::load(config, &[]).unwrap().simcse.is_some();

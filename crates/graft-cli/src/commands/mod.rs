@@ -34,3 +34,4 @@ pub mod teacher_answers;
 pub mod tokenize;
 pub mod train;
 pub mod validate;
+pub mod vision;

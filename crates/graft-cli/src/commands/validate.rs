@@ -78,6 +78,19 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
         }
         return Ok(());
     }
+    if graft::recipes::image_train::config::is_image_train_config(config)? {
+        let cfg = graft::recipes::image_train::config::ImageTrainConfig::load(config, &args.overrides)?;
+        let (train, test, classes) = graft::recipes::image_train::check(&cfg)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({ "ok": true, "kind": "vision", "train_examples": train, "test_examples": test, "classes": classes })
+            );
+        } else {
+            println!("ok: vision config, {train} labelled training images, {test} test images, {classes} classes");
+        }
+        return Ok(());
+    }
     if graft::recipes::mlm::config::is_mlm_config(config)? {
         let cfg = graft::recipes::mlm::MlmConfig::load(config, &args.overrides)?;
         let (train, eval) = data_build::data_files(&cfg.data, &mut |n| eprintln!("{n}"))?;

@@ -32,7 +32,7 @@ impl Image {
 }
 
 /// Labelled images: `labels[i]` is the class index of `images[i]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageSet {
     /// The images.
     pub images: Vec<Image>,

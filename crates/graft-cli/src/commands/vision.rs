@@ -1,0 +1,88 @@
+//! `graft vision`: image tasks on a pretrained CNN backbone.
+
+use super::train::with_progress;
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use graft::recipes::image_train::config::ImageTrainConfig;
+use std::path::PathBuf;
+
+/// Image tasks on a pretrained backbone (EfficientNet-Lite0).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  graft vision train configs/vision-fashion-mnist.toml --set data.label_fraction=0.01"
+)]
+pub struct VisionArgs {
+    #[command(subcommand)]
+    command: VisionCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum VisionCommand {
+    /// Train a classification head on the backbone, frozen or with its top units fine-tuned.
+    Train(TrainArgs),
+}
+
+/// Train a new classification head on EfficientNet-Lite0's pooled features on a share of a
+/// dataset's labels, with the backbone frozen (`train.unfreeze_top = 0`, a linear probe) or its
+/// top units fine-tuned (1 = the head convolution, ..., 9 = every layer), then score the test
+/// images (docs/vision.md). Writes checkpoints, metrics.jsonl, summary.json (test accuracy,
+/// macro-F1, per-class scores, confusion matrix), head.safetensors and, when backbone units
+/// trained, model.safetensors (loadable by `graft classify --model`) to output.dir.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  graft vision train configs/vision-fashion-mnist.toml\n  \
+graft vision train configs/vision-fashion-mnist.toml --set train.unfreeze_top=2 --set output.dir=runs/fmnist-top2 --json\n  \
+graft vision train configs/vision-fashion-mnist.toml --resume\n\n\
+with a config such as:\n  \
+[data]\n  dataset = \"fashion-mnist\"   # or \"mnist-5k\"\n  label_fraction = 0.1\n  eval_limit = 2000\n\n  \
+[input]\n  resize = 64\n  crop = 64\n\n  \
+[train]\n  unfreeze_top = 1\n\n  \
+[head]\n  epochs = 5\n  batch_size = 32\n  lr = 1e-2\n\n  \
+[output]\n  dir = \"runs/fashion-mnist\"")]
+pub struct TrainArgs {
+    /// The run's config, a TOML file: [model], [data], [input], [train], [head], [output].
+    config: PathBuf,
+    /// Override one config key: section.key=value (TOML value syntax). Repeatable.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Continue from the newest checkpoint in output.dir (the settings must match).
+    #[arg(long)]
+    resume: bool,
+    /// Device: `cpu`, `cuda` or `cuda:N` (the same as `--set model.device=...`).
+    #[arg(long)]
+    device: Option<String>,
+    /// Print the run summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `graft vision ...`.
+pub fn run(args: VisionArgs) -> Result<()> {
+    super::generate::pin_cpu_threads();
+    match args.command {
+        VisionCommand::Train(a) => {
+            let mut overrides = a.overrides.clone();
+            if let Some(device) = &a.device {
+                overrides.push(format!("model.device={device}"));
+            }
+            let cfg = ImageTrainConfig::load(&a.config, &overrides)?;
+            let s = with_progress(|on_event| graft::recipes::image_train::run(&cfg, a.resume, on_event))?;
+            if a.json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                println!(
+                    "{}: {} labelled images, unfreeze_top {}, {} trainable parameters, {:.1}s; test accuracy {:.4}, macro-F1 {:.4} on {} images; summary in {}",
+                    s.dataset,
+                    s.train_examples,
+                    s.unfreeze_top,
+                    s.trainable_params,
+                    s.train_s,
+                    s.test.accuracy,
+                    s.test.macro_f1,
+                    s.test_examples,
+                    cfg.output.dir.join("summary.json").display()
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! `graft vision train` end to end on real digits (MNIST-5k) and the real EfficientNet-Lite0:
+//! a fine-tuning run writes its summary, head and backbone, the backbone loads in
+//! `graft classify`, a resumed finished run gives the same scores, and bad configs are refused
+//! naming the key.
+
+mod common;
+
+use std::path::Path;
+
+fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("digits.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[data]\ndataset = \"mnist-5k\"\nlabel_fraction = 0.025\neval_limit = 50\n\n[input]\nresize = 32\ncrop = 32\n\n\
+             [train]\nunfreeze_top = 1\n\n[head]\nepochs = 3\nbatch_size = 10\n\n[output]\ndir = \"run\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Runs graft in `dir` (where the config's relative `output.dir` goes) and parses its JSON.
+fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let run = common::graft(args).current_dir(dir).output().unwrap();
+    assert!(run.status.success(), "graft {args:?}: {}", String::from_utf8_lossy(&run.stderr));
+    serde_json::from_slice(&run.stdout).unwrap()
+}
+
+#[test]
+fn a_fine_tuning_run_scores_saves_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let cfg = cfg.to_str().unwrap();
+    let s = json(dir.path(), &["vision", "train", cfg, "--json"]);
+    // 2.5 % of each digit's 400 training images: 10 per class.
+    assert_eq!(s["train_examples"], 100);
+    assert_eq!(s["test_examples"], 50);
+    assert_eq!(s["unfreeze_top"], 1);
+    let losses: Vec<f64> = s["epoch_losses"].as_array().unwrap().iter().map(|p| p["loss"].as_f64().unwrap()).collect();
+    assert_eq!(losses.len(), 3);
+    assert!(losses[2] < losses[0], "{losses:?}");
+    let acc = s["test"]["accuracy"].as_f64().unwrap();
+    assert!(acc > 0.3, "ten labelled digits per class should beat chance (0.1) clearly: {acc}");
+    assert_eq!(s["test"]["per_class"].as_array().unwrap().len(), 10);
+    let run = dir.path().join("run");
+    for f in ["summary.json", "head.safetensors", "model.safetensors", "metrics.jsonl"] {
+        assert!(run.join(f).is_file(), "{f}");
+    }
+
+    // The fine-tuned backbone is a checkpoint `graft classify` reads (its ImageNet classifier kept).
+    let digit = dir.path().join("digit.png");
+    let img = &graft::vision::mnist_csv::mnist_5k(false).unwrap().images[7];
+    image::GrayImage::from_raw(28, 28, img.pixels.clone()).unwrap().save(&digit).unwrap();
+    let model = run.join("model.safetensors");
+    let c = json(dir.path(), &["classify", "--model", model.to_str().unwrap(), digit.to_str().unwrap(), "--json"]);
+    assert_eq!(c["classes"], 1000);
+
+    // Resuming the finished run trains nothing more and scores the same.
+    let again = json(dir.path(), &["vision", "train", cfg, "--resume", "--json"]);
+    assert_eq!(again["test"], s["test"]);
+    assert_eq!(again["epoch_losses"], s["epoch_losses"]);
+}
+
+#[test]
+fn bad_configs_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let cfg = cfg.to_str().unwrap();
+    for (set, says) in [
+        ("data.label_fraction=0.0", "data.label_fraction = 0"),
+        ("train.unfreeze_top=10", "train.unfreeze_top = 10"),
+        ("data.dataset=\"cifar\"", "data.dataset = \"cifar\""),
+        ("input.crop=16", "input.crop = 16"),
+        ("head.colour=1", "colour"),
+    ] {
+        let run = common::graft(&["vision", "train", cfg, "--set", set]).current_dir(dir.path()).output().unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success() && err.contains(says), "{set}: {err}");
+    }
+}
+
+#[test]
+fn help_has_an_example() {
+    let run = common::graft(&["vision", "train", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success() && help.contains("graft vision train configs/vision-fashion-mnist.toml"), "{help}");
+}
