@@ -1,5 +1,6 @@
 //! The arguments every config-driven training command takes (`graft train`, `graft distill`,
-//! `graft multitask`, `graft pretrain-mlm`, `graft pretrain-simcse`), so they read the same everywhere.
+//! `graft multitask`, `graft pretrain-mlm`, `graft pretrain-simcse`, `graft vision train`), so they read the
+//! same everywhere.
 
 use std::path::PathBuf;
 

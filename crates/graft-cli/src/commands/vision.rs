@@ -1,10 +1,10 @@
 //! `graft vision`: image tasks on a pretrained CNN backbone.
 
+use super::run_args::RunArgs;
 use super::train::with_progress;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use graft::recipes::image_train::config::ImageTrainConfig;
-use std::path::PathBuf;
 
 /// Image tasks on a pretrained backbone (EfficientNet-Lite0).
 #[derive(Debug, Args)]
@@ -39,20 +39,8 @@ with a config such as:\n  \
 [head]\n  epochs = 5\n  batch_size = 32\n  lr = 1e-2\n\n  \
 [output]\n  dir = \"runs/fashion-mnist\"")]
 pub struct TrainArgs {
-    /// The run's config, a TOML file: [model], [data], [input], [train], [head], [output].
-    config: PathBuf,
-    /// Override one config key: section.key=value (TOML value syntax). Repeatable.
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    overrides: Vec<String>,
-    /// Continue from the newest checkpoint in output.dir (the settings must match).
-    #[arg(long)]
-    resume: bool,
-    /// Device: `cpu`, `cuda` or `cuda:N` (the same as `--set model.device=...`).
-    #[arg(long)]
-    device: Option<String>,
-    /// Print the run summary as one JSON object on stdout.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 /// Runs `graft vision ...`.
@@ -60,11 +48,8 @@ pub fn run(args: VisionArgs) -> Result<()> {
     super::generate::pin_cpu_threads();
     match args.command {
         VisionCommand::Train(a) => {
-            let mut overrides = a.overrides.clone();
-            if let Some(device) = &a.device {
-                overrides.push(format!("model.device={device}"));
-            }
-            let cfg = ImageTrainConfig::load(&a.config, &overrides)?;
+            let a = a.run;
+            let cfg = ImageTrainConfig::load(&a.config, &a.overrides())?;
             let s = with_progress(|on_event| graft::recipes::image_train::run(&cfg, a.resume, on_event))?;
             if a.json {
                 println!("{}", serde_json::to_string(&s)?);
