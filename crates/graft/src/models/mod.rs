@@ -9,6 +9,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod llama;
 pub mod load;
+pub(crate) mod named;
 
 pub use kv_cache::KvCache;
 

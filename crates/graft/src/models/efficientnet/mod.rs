@@ -12,11 +12,11 @@
 
 pub mod batch_norm;
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 
+use super::named::{about_file, NamedTensors};
 use crate::{GraftError, Result};
 use batch_norm::BatchNorm2d;
 
@@ -164,17 +164,14 @@ impl EfficientNetLite {
     /// as `dtype`.
     pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let tensors = crate::io::torch::read_tensors(path, &Device::Cpu)?;
-        Self::from_tensors(tensors, device, dtype).map_err(|e| match e {
-            GraftError::Input(reason) => GraftError::model(path, reason),
-            other => other,
-        })
+        Self::from_tensors(tensors, device, dtype).map_err(|e| about_file(path, e))
     }
 
     /// Builds the model from named tensors; every tensor must be used (`num_batches_tracked`
     /// counters aside) and have the shape the architecture expects.
     pub fn from_tensors(tensors: Vec<(String, Tensor)>, device: &Device, dtype: DType) -> Result<Self> {
-        let mut w = Weights { map: tensors.into_iter().collect(), device: device.clone(), dtype };
-        let stem = w.conv_bn("_conv_stem", "_bn0", [32, 3, 3, 3], 2, 1, true)?;
+        let mut w = NamedTensors::new(tensors, device, dtype);
+        let stem = conv_bn(&mut w, "_conv_stem", "_bn0", [32, 3, 3, 3], 2, 1, true)?;
         let mut blocks = Vec::new();
         for stage in LITE0_STAGES {
             for r in 0..stage.repeats {
@@ -184,7 +181,8 @@ impl EfficientNetLite {
                 let p = format!("_blocks.{i}.");
                 let expand = match stage.expand {
                     1 => None,
-                    _ => Some(w.conv_bn(
+                    _ => Some(conv_bn(
+                        &mut w,
                         &format!("{p}_expand_conv"),
                         &format!("{p}_bn0"),
                         [hidden, input, 1, 1],
@@ -194,7 +192,8 @@ impl EfficientNetLite {
                     )?),
                 };
                 let k = stage.kernel;
-                let depthwise = w.conv_bn(
+                let depthwise = conv_bn(
+                    &mut w,
                     &format!("{p}_depthwise_conv"),
                     &format!("{p}_bn1"),
                     [hidden, 1, k, k],
@@ -202,7 +201,8 @@ impl EfficientNetLite {
                     hidden,
                     true,
                 )?;
-                let project = w.conv_bn(
+                let project = conv_bn(
+                    &mut w,
                     &format!("{p}_project_conv"),
                     &format!("{p}_bn2"),
                     [stage.output, hidden, 1, 1],
@@ -213,19 +213,11 @@ impl EfficientNetLite {
                 blocks.push(MbConv { expand, depthwise, project, residual: stride == 1 && input == stage.output });
             }
         }
-        let head = w.conv_bn("_conv_head", "_bn1", [1280, 320, 1, 1], 1, 1, true)?;
+        let head = conv_bn(&mut w, "_conv_head", "_bn1", [1280, 320, 1, 1], 1, 1, true)?;
         let fc_weight = w.take("_fc.weight", &[0, 1280])?;
         let classes = fc_weight.dim(0)?;
         let fc_bias = w.take("_fc.bias", &[classes])?;
-        let mut left: Vec<&String> = w.map.keys().filter(|k| !k.ends_with("num_batches_tracked")).collect();
-        if !left.is_empty() {
-            left.sort();
-            return Err(GraftError::Input(format!(
-                "{} tensors are not part of EfficientNet-Lite0: {}",
-                left.len(),
-                left.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-            )));
-        }
+        w.finish("EfficientNet-Lite0")?;
         Ok(EfficientNetLite { stem, blocks, head, fc_weight, fc_bias })
     }
 
@@ -329,50 +321,23 @@ impl EfficientNetLite {
 /// Units [`EfficientNetLite::unfreeze_top`] counts: the stem, the seven stages and the head.
 pub const LITE0_UNITS: usize = 9;
 
-/// The named tensors still to be used, and where they go.
-struct Weights {
-    map: HashMap<String, Tensor>,
-    device: Device,
-    dtype: DType,
-}
-
-impl Weights {
-    /// Removes tensor `name`, checks its shape (0 = any size) and moves it to the model's
-    /// device and dtype.
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.map.remove(name).ok_or_else(|| GraftError::Input(format!("tensor `{name}` is missing")))?;
-        let ok = t.dims().len() == shape.len() && t.dims().iter().zip(shape).all(|(&d, &s)| s == 0 || d == s);
-        if !ok {
-            return Err(GraftError::Input(format!("tensor `{name}` has shape {:?}, expected {shape:?}", t.dims())));
-        }
-        Ok(t.to_device(&self.device)?.to_dtype(self.dtype)?)
-    }
-
-    /// The convolution `conv` with weight shape `shape` and its batch norm `bn`.
-    fn conv_bn(
-        &mut self,
-        conv: &str,
-        bn_name: &str,
-        shape: [usize; 4],
-        stride: usize,
-        groups: usize,
-        relu6: bool,
-    ) -> Result<ConvBn> {
-        let weight = self.take(&format!("{conv}.weight"), &shape)?;
-        let c = [shape[0]];
-        let bn = BatchNorm2d {
-            weight: self.take(&format!("{bn_name}.weight"), &c)?,
-            bias: self.take(&format!("{bn_name}.bias"), &c)?,
-            running_mean: self.take(&format!("{bn_name}.running_mean"), &c)?,
-            running_var: self.take(&format!("{bn_name}.running_var"), &c)?,
-            eps: BN_EPS,
-        };
-        Ok(ConvBn {
-            conv: Conv { weight, stride, groups },
-            bn,
-            relu6,
-            conv_name: conv.to_string(),
-            bn_name: bn_name.to_string(),
-        })
-    }
+/// The convolution `conv` with weight shape `shape` and its batch norm `bn_name`.
+fn conv_bn(
+    w: &mut NamedTensors,
+    conv: &str,
+    bn_name: &str,
+    shape: [usize; 4],
+    stride: usize,
+    groups: usize,
+    relu6: bool,
+) -> Result<ConvBn> {
+    let weight = w.take(&format!("{conv}.weight"), &shape)?;
+    let bn = w.batch_norm(bn_name, shape[0], BN_EPS)?;
+    Ok(ConvBn {
+        conv: Conv { weight, stride, groups },
+        bn,
+        relu6,
+        conv_name: conv.to_string(),
+        bn_name: bn_name.to_string(),
+    })
 }
