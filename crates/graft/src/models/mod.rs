@@ -10,6 +10,8 @@ pub mod linear;
 pub mod llama;
 pub mod load;
 pub(crate) mod named;
+pub mod resnet;
+pub mod vgg;
 
 pub use kv_cache::KvCache;
 
