@@ -2,6 +2,7 @@
 //! [`linear::Proj`], named as in Hugging Face checkpoints (`layers.{i}.self_attn.q_proj`), so
 //! adapters attach by name and exports are a rename at one boundary.
 
+pub mod batch_norm;
 pub mod bert;
 pub mod efficientnet;
 pub mod hparams;

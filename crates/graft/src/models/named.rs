@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::efficientnet::batch_norm::BatchNorm2d;
+use super::batch_norm::BatchNorm2d;
 use crate::{GraftError, Result};
 
 /// The named tensors still to be used, and the device and dtype they go to.

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::efficientnet::batch_norm::BatchNorm2d;
+use super::batch_norm::BatchNorm2d;
 use super::named::{about_file, NamedTensors};
 use crate::Result;
 

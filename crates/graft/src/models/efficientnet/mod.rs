@@ -10,7 +10,8 @@
 //! mode (running statistics) or training mode (batch statistics); drop-connect and dropout are
 //! not applied. Depthwise convolutions run as `ops::depthwise_conv2d`, which has its own backward.
 
-pub mod batch_norm;
+/// Batch normalisation, shared with the other vision backbones (kept at this path too).
+pub use super::batch_norm;
 
 use std::path::Path;
 
