@@ -34,7 +34,7 @@ set -euo pipefail
 GRAFT=${GRAFT:-graft}
 OUT=${1:-runs/dapt-demo}
 SEEDS=${SEEDS:-"1 2 3"}
-LABELS=${LABELS:-"100 1000"}
+LABELS=${LABELS:-"100 300"}
 CPT_EPOCHS=${CPT_EPOCHS:-1}
 N_EVAL=${N_EVAL:-100}
 EVAL_BATCHES=${EVAL_BATCHES:-8}
@@ -184,8 +184,9 @@ EOF
           base_eval_loss, steps, wall_time_s, peak_rss_mb} + $r' "$dir/summary.json" >> "$RESULTS"
     rm -rf "$dir/checkpoints"
 }
-for seed in $SEEDS; do
-    for n in $LABELS; do
+# Every seed of the smallest label budget first, so a cut-short run has whole rows.
+for n in $LABELS; do
+    for seed in $SEEDS; do
         for start in base cpt; do finetune "$seed" "$n" "$start"; done
     done
 done
