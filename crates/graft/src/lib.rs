@@ -39,6 +39,7 @@ pub mod continual;
 pub mod data;
 pub mod datasets;
 pub mod device;
+pub mod domain_adapt;
 pub mod error;
 pub mod eval;
 pub mod features;

@@ -1,0 +1,146 @@
+//! The domain-adaptation losses and scores against hand-computed values, their gradients
+//! against central finite differences (f64), and the gradient-reversal op.
+
+use candle_core::{Device, Tensor, Var};
+use graft::domain_adapt::{
+    coral_loss, dann_lambda, domain_loss, information_maximization, mean_entropy, mmd2, Bandwidths,
+};
+
+const DEV: Device = Device::Cpu;
+
+fn t(rows: &[&[f64]]) -> Tensor {
+    let flat: Vec<f64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    Tensor::from_vec(flat, (rows.len(), rows[0].len()), &DEV).unwrap()
+}
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn scalar(x: &Tensor) -> f64 {
+    x.to_scalar::<f64>().unwrap()
+}
+
+/// The gradient of `loss(v)` from backward against central differences, every element.
+fn check_grad(v: &Var, loss: impl Fn(&Tensor) -> Tensor) {
+    let grads = loss(v.as_tensor()).backward().unwrap();
+    let analytic: Vec<f64> = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let base: Vec<f64> = v.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+    let h = 1e-6;
+    for i in 0..base.len() {
+        let at = |d: f64| {
+            let mut x = base.clone();
+            x[i] += d;
+            scalar(&loss(&Tensor::from_vec(x, v.as_tensor().dims(), &DEV).unwrap()))
+        };
+        let numeric = (at(h) - at(-h)) / (2.0 * h);
+        assert!(
+            (numeric - analytic[i]).abs() < 1e-6 * (1.0 + numeric.abs()),
+            "element {i}: {} vs {numeric}",
+            analytic[i]
+        );
+    }
+}
+
+#[test]
+fn the_dann_schedule_rises_from_zero_to_almost_one() {
+    assert_eq!(dann_lambda(0.0, 10.0), 0.0);
+    assert!((dann_lambda(1.0, 10.0) - (2.0 / (1.0 + (-10f64).exp()) - 1.0)).abs() < 1e-15);
+    assert!((dann_lambda(0.5, 10.0) - 0.986_614_298_151_430_3).abs() < 1e-12);
+    assert!(dann_lambda(0.1, 10.0) < dann_lambda(0.2, 10.0));
+    assert_eq!(dann_lambda(2.0, 10.0), dann_lambda(1.0, 10.0), "progress is clamped");
+}
+
+#[test]
+fn gradient_reversal_is_the_identity_forward_and_negates_the_gradient() {
+    let x = Var::from_tensor(&Tensor::from_vec(values(6, 1), (2, 3), &DEV).unwrap()).unwrap();
+    let probe = Tensor::from_vec(values(6, 2), (2, 3), &DEV).unwrap();
+    let y = graft::ops::grad_reverse(x.as_tensor(), 0.3).unwrap();
+    assert_eq!(y.to_vec2::<f64>().unwrap(), x.as_tensor().to_vec2::<f64>().unwrap());
+    let g = (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+    let got: Vec<f64> = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let want: Vec<f64> = probe.flatten_all().unwrap().to_vec1::<f64>().unwrap().iter().map(|p| -0.3 * p).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn the_domain_loss_is_the_summed_binary_cross_entropy() {
+    let source = Tensor::new(&[0.0f64, 2.0], &DEV).unwrap();
+    let target = Tensor::new(&[-1.0f64], &DEV).unwrap();
+    let (sum, count) = domain_loss(&source, &target).unwrap();
+    let softplus = |z: f64| (1.0 + z.exp()).ln();
+    // Source says 1: −log σ(z) = softplus(−z); target says 0: −log(1 − σ(z)) = softplus(z).
+    let want = softplus(0.0) + softplus(-2.0) + softplus(-1.0);
+    assert!((scalar(&sum) - want).abs() < 1e-14);
+    assert_eq!(count, 3);
+    // Large logits stay finite.
+    let (big, _) =
+        domain_loss(&Tensor::new(&[-800.0f64], &DEV).unwrap(), &Tensor::new(&[800.0f64], &DEV).unwrap()).unwrap();
+    assert!((scalar(&big) - 1600.0).abs() < 1e-9);
+    let v = Var::from_tensor(&Tensor::from_vec(values(5, 3), 5, &DEV).unwrap()).unwrap();
+    check_grad(&v, |x| domain_loss(&x.narrow(0, 0, 3).unwrap(), &x.narrow(0, 3, 2).unwrap()).unwrap().0);
+}
+
+#[test]
+fn coral_is_the_scaled_covariance_distance() {
+    // Source varies along x only (covariance diag(2, 0)), target along y only (diag(0, 2)):
+    // ‖diag(2, −2)‖² = 8, over 4·d² = 16.
+    let source = t(&[&[0.0, 0.0], &[2.0, 0.0]]);
+    let target = t(&[&[0.0, 0.0], &[0.0, 2.0]]);
+    assert!((scalar(&coral_loss(&source, &target).unwrap()) - 0.5).abs() < 1e-15);
+    // A shift changes no covariance.
+    let shifted = (&source + 5.0).unwrap();
+    assert!(scalar(&coral_loss(&source, &shifted).unwrap()).abs() < 1e-12);
+    let v = Var::from_tensor(&Tensor::from_vec(values(7 * 3, 4), (7, 3), &DEV).unwrap()).unwrap();
+    check_grad(&v, |x| coral_loss(&x.narrow(0, 0, 4).unwrap(), &x.narrow(0, 4, 3).unwrap()).unwrap());
+    let e = coral_loss(&t(&[&[1.0, 2.0]]), &target).unwrap_err().to_string();
+    assert!(e.contains("CORAL: needs at least 2 source and 2 target rows, got 1 and 2"), "{e}");
+}
+
+#[test]
+fn mmd_matches_the_hand_computed_kernel_sums_and_grows_with_the_shift() {
+    // One point each, distance 1, σ² = 1: k(s,s) = k(t,t) = 1, k(s,t) = e^−½.
+    let s = t(&[&[0.0]]);
+    let tt = t(&[&[1.0]]);
+    let one = mmd2(&s, &tt, &Bandwidths::Fixed(vec![1.0])).unwrap();
+    assert!((scalar(&one) - (2.0 - 2.0 * (-0.5f64).exp())).abs() < 1e-15);
+    // Two kernels add.
+    let two = mmd2(&s, &tt, &Bandwidths::Fixed(vec![1.0, 4.0])).unwrap();
+    assert!((scalar(&two) - (4.0 - 2.0 * ((-0.5f64).exp() + (-0.125f64).exp()))).abs() < 1e-15);
+    // The same sample twice: zero.
+    let x = Tensor::from_vec(values(8, 5), (4, 2), &DEV).unwrap();
+    assert!(scalar(&mmd2(&x, &x, &Bandwidths::default()).unwrap()).abs() < 1e-12);
+    // A target moved further away is further away.
+    let near = mmd2(&x, &(&x + 0.5).unwrap(), &Bandwidths::default()).unwrap();
+    let far = mmd2(&x, &(&x + 2.0).unwrap(), &Bandwidths::default()).unwrap();
+    assert!(scalar(&far) > scalar(&near) && scalar(&near) > 0.0);
+    let v = Var::from_tensor(&Tensor::from_vec(values(6 * 3, 6), (6, 3), &DEV).unwrap()).unwrap();
+    let fixed = Bandwidths::Fixed(vec![0.5, 1.0, 2.0]);
+    check_grad(&v, |x| mmd2(&x.narrow(0, 0, 3).unwrap(), &x.narrow(0, 3, 3).unwrap(), &fixed).unwrap());
+    let e = mmd2(&s, &t(&[&[1.0, 2.0]]), &Bandwidths::default()).unwrap_err().to_string();
+    assert!(e.contains("MMD: source features have 1 dimensions, target features 2"), "{e}");
+    assert!(mmd2(&s, &tt, &Bandwidths::Fixed(vec![0.0])).is_err());
+}
+
+#[test]
+fn entropy_and_information_maximization_score_confidence_and_balance() {
+    let ln2 = std::f64::consts::LN_2;
+    let uniform = t(&[&[0.0, 0.0], &[0.0, 0.0]]);
+    assert!((mean_entropy(&uniform).unwrap() - ln2).abs() < 1e-15);
+    assert!(information_maximization(&uniform).unwrap().abs() < 1e-15);
+    // Confident and balanced: close to ln 2. Confident but all one class: close to 0.
+    let balanced = t(&[&[30.0, 0.0], &[0.0, 30.0]]);
+    let collapsed = t(&[&[30.0, 0.0], &[30.0, 0.0]]);
+    assert!(mean_entropy(&balanced).unwrap() < 1e-10);
+    assert!((information_maximization(&balanced).unwrap() - ln2).abs() < 1e-10);
+    assert!(information_maximization(&collapsed).unwrap().abs() < 1e-10);
+}
