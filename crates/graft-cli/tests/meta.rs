@@ -111,3 +111,47 @@ fn a_class_too_small_for_the_episodes_is_named() {
     assert!(err.contains("class `fonts`") && err.contains("2 examples"), "{err}");
     assert!(!dir.path().join("run/features.safetensors").exists(), "nothing is embedded before the check");
 }
+
+#[test]
+fn the_whole_backbone_baseline_fine_tunes_a_copy_per_episode() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 5, 5);
+    let args = [
+        "meta",
+        config.to_str().unwrap(),
+        "--set",
+        "baselines.fine_tune=true",
+        "--set",
+        "baselines.fine_tune_episodes=2",
+        "--set",
+        "baselines.fine_tune_head.epochs=3",
+        "--json",
+    ];
+    let run = graft(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let results = summary["results"].as_array().unwrap();
+    let tuned = results.iter().find(|r| r["learner"] == "fine_tuned_encoder").expect("the baseline is scored");
+    assert_eq!(tuned["meta_trained"], false);
+    assert_eq!(tuned["accuracy"]["episodes"], 2, "{tuned}");
+    let mean = tuned["accuracy"]["mean"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&mean), "{tuned}");
+    // Fine-tuning copies: the frozen-feature learners scored after it are unchanged by it.
+    let plain = graft(&["meta", config.to_str().unwrap(), "--resume", "--json"]);
+    let plain: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    for r in plain["results"].as_array().unwrap() {
+        let same = results.iter().find(|x| x["learner"] == r["learner"]).unwrap();
+        assert_eq!(same["accuracy"], r["accuracy"], "{}", r["learner"]);
+    }
+
+    let bad = graft(&[
+        "meta",
+        config.to_str().unwrap(),
+        "--set",
+        "baselines.fine_tune=true",
+        "--set",
+        "baselines.fine_tune_layers=0",
+    ]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("baselines.fine_tune_layers must be at least 1"), "{err}");
+}

@@ -1,11 +1,14 @@
 //! Scoring few-shot learners on episodes: each learner sees an episode's support set and
 //! classifies its queries; the accuracies of many episodes become a mean with a 95 % confidence
-//! interval. The frozen-feature baselines live here: nearest centroid, and a fresh linear head
-//! trained on the support set by the one trainer.
+//! interval. The baselines live here: on frozen features, nearest centroid and a fresh linear
+//! head trained on the support set by the one trainer; without meta-training, a copy of the
+//! encoder fine-tuned with a fresh head on each support set.
 
 use super::episodes::{Episode, EpisodeSampler};
 use super::projection::Projection;
+use crate::features::encoder_tune::train_encoder_classifier;
 use crate::features::head::{fit_classifier, HeadConfig, HeadKind, RunOutput, Standardizer};
+use crate::models::bert::SentenceEncoder;
 use crate::objectives::classification::{Classification, FixedFeatures};
 use crate::objectives::protonet::{count_correct, neg_sq_distances, prototypes};
 use crate::{GraftError, Result};
@@ -84,6 +87,27 @@ pub fn linear_head(features: &Tensor, standardizer: &Standardizer, cfg: &HeadCon
     let (head, _) =
         fit_classifier(&objective, &cfg, serde_json::Value::Null, RunOutput { dir: None, on_event: &mut |_| {} })?;
     let pred = head.predict(&select_rows(features, &ep.query)?.to_dtype(DType::F32)?)?;
+    Ok(pred.iter().zip(&ep.query_labels).filter(|(p, l)| p == l).count() as f64 / ep.query.len() as f64)
+}
+
+/// The whole-backbone baseline (transfer without meta-training): a copy of `encoder` whose top
+/// `layers` layers train together with a fresh linear head (`cfg`, its kind ignored; the layers
+/// at `cfg.lr ×` [`BLOCK_LR_RATIO`](crate::features::tune::BLOCK_LR_RATIO)) on the episode's
+/// support texts, scored on its queries. `texts` are the dataset's inputs, indexed by the
+/// episode's rows. The head's standardisation is fitted on the support embeddings.
+pub fn fine_tuned_encoder(
+    encoder: &SentenceEncoder,
+    texts: &[String],
+    layers: usize,
+    cfg: &HeadConfig,
+    ep: &Episode,
+) -> Result<f64> {
+    let mut enc = encoder.clone();
+    let pick = |rows: &[usize]| rows.iter().map(|&i| texts[i].clone()).collect::<Vec<_>>();
+    let cfg = HeadConfig { kind: HeadKind::Linear, ..cfg.clone() };
+    let (clf, _) =
+        train_encoder_classifier(&mut enc, &pick(&ep.support), &ep.support_labels, ep.ways.len(), layers, &cfg)?;
+    let pred = clf.predict(&enc, &pick(&ep.query), cfg.batch_size)?;
     Ok(pred.iter().zip(&ep.query_labels).filter(|(p, l)| p == l).count() as f64 / ep.query.len() as f64)
 }
 

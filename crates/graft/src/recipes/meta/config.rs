@@ -162,7 +162,7 @@ impl Default for MamlSection {
     }
 }
 
-/// The frozen-feature baselines, scored on the same meta-test episodes.
+/// The baselines, scored on the same meta-test episodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BaselinesSection {
@@ -172,13 +172,33 @@ pub struct BaselinesSection {
     /// How that head trains (`epochs`, `batch_size`, `lr`, `weight_decay`, `seed`; `kind` is
     /// always linear).
     pub head: HeadConfig,
+    /// Score the whole-backbone baseline: a copy of the encoder with its top `fine_tune_layers`
+    /// layers fine-tuned with a fresh linear head on each support set (transfer without
+    /// meta-training). Costly: a fine-tuning run per episode.
+    pub fine_tune: bool,
+    /// Encoder layers the whole-backbone baseline trains (from the top; all six of
+    /// all-MiniLM-L6-v2 by default).
+    pub fine_tune_layers: usize,
+    /// How it trains: the head's settings as for `head`; the layers at `lr × 0.01`.
+    pub fine_tune_head: HeadConfig,
+    /// Meta-test episodes it is scored on (0 = `eval.episodes`); the first ones of the same
+    /// episodes every learner sees.
+    pub fine_tune_episodes: usize,
 }
 
 impl Default for BaselinesSection {
     /// The linear head on: 100 epochs (a support set fits one batch, so 100 steps), AdamW at
-    /// 1e-2 with weight decay 1e-2, seed 0.
+    /// 1e-2 with weight decay 1e-2, seed 0. The whole-backbone baseline off; when on, every layer
+    /// of a 6-layer encoder, 20 epochs, on every meta-test episode.
     fn default() -> Self {
-        Self { linear_head: true, head: HeadConfig { epochs: 100, ..HeadConfig::default() } }
+        Self {
+            linear_head: true,
+            head: HeadConfig { epochs: 100, ..HeadConfig::default() },
+            fine_tune: false,
+            fine_tune_layers: 6,
+            fine_tune_head: HeadConfig { epochs: 20, ..HeadConfig::default() },
+            fine_tune_episodes: 0,
+        }
     }
 }
 
@@ -256,6 +276,12 @@ impl MetaConfig {
         }
         if self.baselines.linear_head {
             self.baselines.head.validate()?;
+        }
+        if self.baselines.fine_tune {
+            self.baselines.fine_tune_head.validate()?;
+            if self.baselines.fine_tune_layers == 0 {
+                return bad("baselines.fine_tune_layers must be at least 1 (0 is the linear_head baseline)".into());
+            }
         }
         Ok(())
     }

@@ -12,7 +12,9 @@ pub mod data;
 use crate::assets::resolve_model;
 use crate::device::{parse_device, parse_dtype};
 use crate::features::head::{RunOutput, Standardizer};
-use crate::meta::evaluate::{linear_head, nearest_centroid, protonet_accuracy, score_episodes, select_rows};
+use crate::meta::evaluate::{
+    fine_tuned_encoder, linear_head, nearest_centroid, protonet_accuracy, score_episodes, select_rows,
+};
 use crate::meta::{
     fit_anil, fit_maml, fit_protonet, split_classes, Accuracy, ClassMembers, ClassSplits, EpisodeSampler, EpisodeShape,
 };
@@ -241,7 +243,10 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
 
     let n = cfg.eval.episodes;
     let mut results = Vec::new();
-    let mut score = |name: &str, meta_trained: bool, learner: &mut dyn FnMut(&crate::meta::Episode) -> Result<f64>| {
+    let mut score = |name: &str,
+                     meta_trained: bool,
+                     n: usize,
+                     learner: &mut dyn FnMut(&crate::meta::Episode) -> Result<f64>| {
         on_event(Event::Note(format!("scoring `{name}` on {n} meta-test episodes")));
         let t = Instant::now();
         let mut progress = |done: usize, total: usize| {
@@ -255,19 +260,31 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
         results.push(LearnerResult { learner: name.into(), meta_trained, accuracy, eval_s: t.elapsed().as_secs_f64() });
         Ok::<(), crate::GraftError>(())
     };
-    score("nearest_centroid", false, &mut |ep| nearest_centroid(&features, ep))?;
+    score("nearest_centroid", false, n, &mut |ep| nearest_centroid(&features, ep))?;
     if cfg.baselines.linear_head {
         let train_rows: Vec<usize> = splits.train.iter().flat_map(|(_, m)| m.iter().copied()).collect();
         let standardizer = Standardizer::fit(&select_rows(&features, &train_rows)?)?;
         let head = &cfg.baselines.head;
-        score("linear_head", false, &mut |ep| linear_head(&features, &standardizer, head, ep))?;
+        score("linear_head", false, n, &mut |ep| linear_head(&features, &standardizer, head, ep))?;
     }
-    score("protonet", true, &mut |ep| protonet_accuracy(&features, &projection, ep))?;
+    if cfg.baselines.fine_tune {
+        let encoder = SentenceEncoder::load(&resolve_model(&b.encoder, b.offline)?, &device, parse_dtype(&b.dtype)?)?;
+        let bl = &cfg.baselines;
+        let episodes = match bl.fine_tune_episodes {
+            0 => n,
+            k => k.min(n),
+        };
+        let mut learner = |ep: &crate::meta::Episode| {
+            fine_tuned_encoder(&encoder, &texts, bl.fine_tune_layers, &bl.fine_tune_head, ep)
+        };
+        score("fine_tuned_encoder", false, episodes, &mut learner)?;
+    }
+    score("protonet", true, n, &mut |ep| protonet_accuracy(&features, &projection, ep))?;
     if let Some((model, _)) = &anil {
-        score("anil", true, &mut |ep| model.accuracy(&features, ep))?;
+        score("anil", true, n, &mut |ep| model.accuracy(&features, ep))?;
     }
     for (name, model, _) in &maml_runs {
-        score(name, true, &mut |ep| model.accuracy(&features, ep))?;
+        score(name, true, n, &mut |ep| model.accuracy(&features, ep))?;
     }
     let maml_train = |learner: &str| maml_runs.iter().find(|r| r.0 == learner).map(|r| r.2.clone());
 
