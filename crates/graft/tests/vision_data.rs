@@ -75,6 +75,22 @@ fn mnist_5k_has_500_digits_of_each_class() {
 }
 
 #[test]
+fn the_8x8_digits_are_read_and_scaled_to_8_bits() {
+    let set = mnist_csv::digits_8x8(false).expect("digits-8x8");
+    assert_eq!(set.images.len(), 1797);
+    assert_eq!(set.class_counts(10), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]);
+    assert_eq!((set.images[0].width, set.images[0].height, set.images[0].channels), (8, 8, 1));
+    // The first row begins 0, 0, 5, 13, 9, 1 (of 16): 0, 0, 80, 207, 143, 16 of 255.
+    assert_eq!(set.images[0].pixels[..6], [0, 0, 80, 207, 143, 16]);
+    assert_eq!((set.labels[0], set.labels[1796]), (0, 8));
+    assert_eq!(set.images.iter().flat_map(|i| i.pixels.iter()).max(), Some(&255));
+    // On the 0-16 scale, 17 is out of range.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(dir.path(), "d.csv", format!("{}3\n", "17,".repeat(64)).as_bytes());
+    assert!(err(mnist_csv::read_rows(&bad, 8, 16)).contains(":1: pixel 1 is `17`, not 0-16"));
+}
+
+#[test]
 fn idx_files_are_validated() {
     let dir = tempfile::tempdir().unwrap();
     let body: Vec<u8> = (0..12).collect();

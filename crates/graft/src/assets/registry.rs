@@ -173,6 +173,23 @@ const MNIST_5K: AssetSpec = AssetSpec {
     sums: None,
 };
 
+/// The 1,797 8x8 digits of scikit-learn (UCI optical recognition of handwritten digits) as a
+/// gzipped CSV, from scikit-learn's bundled data.
+const DIGITS_8X8: AssetSpec = AssetSpec {
+    name: "digits-8x8",
+    kind: AssetKind::Dataset,
+    description: "8x8 handwritten digits, 1,797 images in 10 classes, gzipped CSV of 64 pixels (0-16) then the label",
+    licence: "BSD-3-Clause (scikit-learn); UCI Optical Recognition of Handwritten Digits (CC BY 4.0)",
+    packages: &[Package::Pypi { name: "scikit-learn", version: "1.7.2" }],
+    files: &[OutputFile {
+        dest: "digits.csv.gz",
+        source: Source::Member(Member { package: 0, path: "sklearn/datasets/data/digits.csv.gz" }),
+        sha256: "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22",
+    }],
+    main: Some("digits.csv.gz"),
+    sums: None,
+};
+
 /// One file of the janeaustenr lazy-load database, from the package's R library folder.
 macro_rules! janeaustenr {
     ($file:literal, $sha:literal) => {
@@ -204,7 +221,7 @@ const JANEAUSTENR: AssetSpec = AssetSpec {
 };
 
 /// Every registered asset, in listing order.
-static REGISTRY: [AssetSpec; 9] = [
+static REGISTRY: [AssetSpec; 10] = [
     SMOLLM2,
     GEMMA3_270M,
     ALL_MINILM,
@@ -213,6 +230,7 @@ static REGISTRY: [AssetSpec; 9] = [
     TWEETS,
     FASHION_MNIST,
     MNIST_5K,
+    DIGITS_8X8,
     JANEAUSTENR,
 ];
 
