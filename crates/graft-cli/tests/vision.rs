@@ -1,7 +1,7 @@
 //! `graft vision train` end to end on real digits (MNIST-5k) and the real EfficientNet-Lite0:
 //! a fine-tuning run writes its summary, head and backbone, the backbone loads in
-//! `graft classify`, a resumed finished run gives the same scores, and bad configs are refused
-//! naming the key.
+//! `graft classify`, a resumed finished run gives the same scores, a LoRA run writes its merged
+//! backbone, and bad configs are refused naming the key.
 
 mod common;
 
@@ -49,9 +49,7 @@ fn a_fine_tuning_run_scores_saves_and_resumes() {
     }
 
     // The fine-tuned backbone is a checkpoint `graft classify` reads (its ImageNet classifier kept).
-    let digit = dir.path().join("digit.png");
-    let img = &graft::vision::mnist_csv::mnist_5k(false).unwrap().images[7];
-    image::GrayImage::from_raw(28, 28, img.pixels.clone()).unwrap().save(&digit).unwrap();
+    let digit = digit_png(dir.path(), 7);
     let model = run.join("model.safetensors");
     let c = json(dir.path(), &["classify", "--model", model.to_str().unwrap(), digit.to_str().unwrap(), "--json"]);
     assert_eq!(c["classes"], 1000);
@@ -60,6 +58,34 @@ fn a_fine_tuning_run_scores_saves_and_resumes() {
     let again = json(dir.path(), &["vision", "train", cfg, "--resume", "--json"]);
     assert_eq!(again["test"], s["test"]);
     assert_eq!(again["epoch_losses"], s["epoch_losses"]);
+}
+
+/// Saves MNIST-5k's digit `i` as a PNG in `dir`.
+fn digit_png(dir: &Path, i: usize) -> std::path::PathBuf {
+    let digit = dir.join(format!("digit{i}.png"));
+    let img = &graft::vision::mnist_csv::mnist_5k(false).unwrap().images[i];
+    image::GrayImage::from_raw(28, 28, img.pixels.clone()).unwrap().save(&digit).unwrap();
+    digit
+}
+
+#[test]
+fn a_lora_run_trains_and_writes_a_merged_backbone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let cfg = cfg.to_str().unwrap();
+    let set = ["--set", "train.unfreeze_top=0", "--set", "train.lora={ r = 2, alpha = 4.0 }", "--set", "head.epochs=2"];
+    let s = json(dir.path(), &[&["vision", "train", cfg, "--json"][..], &set[..]].concat());
+    assert_eq!(s["unfreeze_top"], 0);
+    assert_eq!(s["lora"], serde_json::json!({ "r": 2, "alpha": 4.0 }));
+    // A linear head (1280 x 10 + 10) and rank-2 factors on the 32 1x1 convolutions, r·(in + out)
+    // each: 22,784 input-plus-output channels in all.
+    assert_eq!(s["trainable_params"], 12_810 + 2 * 22_784);
+    let losses: Vec<f64> = s["epoch_losses"].as_array().unwrap().iter().map(|p| p["loss"].as_f64().unwrap()).collect();
+    assert!(losses[1] < losses[0], "{losses:?}");
+    let model = dir.path().join("run").join("model.safetensors");
+    let digit = digit_png(dir.path(), 9);
+    let c = json(dir.path(), &["classify", "--model", model.to_str().unwrap(), digit.to_str().unwrap(), "--json"]);
+    assert_eq!(c["classes"], 1000);
 }
 
 #[test]
@@ -73,6 +99,8 @@ fn bad_configs_are_refused_naming_the_key() {
         ("data.dataset=\"cifar\"", "data.dataset = \"cifar\""),
         ("input.crop=16", "input.crop = 16"),
         ("head.colour=1", "colour"),
+        ("train.lora={ r = 8, alpha = 16.0 }", "train.lora and train.unfreeze_top = 1 cannot be combined"),
+        ("train.lora={ r = 8, alfa = 16.0 }", "alfa"),
     ] {
         let run = common::graft(&["vision", "train", cfg, "--set", set]).current_dir(dir.path()).output().unwrap();
         let err = String::from_utf8_lossy(&run.stderr);

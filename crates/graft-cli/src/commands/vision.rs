@@ -18,16 +18,19 @@ pub struct VisionArgs {
 
 #[derive(Debug, Subcommand)]
 enum VisionCommand {
-    /// Train a classification head on the backbone, frozen or with its top units fine-tuned.
+    /// Train a classification head on the backbone, frozen, with its top units fine-tuned or with
+    /// LoRA on its 1x1 convolutions.
     Train(TrainArgs),
 }
 
 /// Train a new classification head on EfficientNet-Lite0's pooled features on a share of a
 /// dataset's labels, with the backbone frozen (`train.unfreeze_top = 0`, a linear probe) or its
-/// top units fine-tuned (1 = the head convolution, ..., 9 = every layer), then score the test
+/// top units fine-tuned (1 = the head convolution, ..., 9 = every layer) or LoRA adapters on its
+/// 1x1 convolutions trained (`train.lora = { r = 8, alpha = 16.0 }`), then score the test
 /// images (docs/vision.md). Writes checkpoints, metrics.jsonl, summary.json (test accuracy,
-/// macro-F1, per-class scores, confusion matrix), head.safetensors and, when backbone units
-/// trained, model.safetensors (loadable by `graft classify --model`) to output.dir.
+/// macro-F1, per-class scores, confusion matrix), head.safetensors and, when backbone units or
+/// LoRA adapters trained, model.safetensors (LoRA merged in; loadable by `graft classify
+/// --model`) to output.dir.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  graft vision train configs/vision-fashion-mnist.toml\n  \
 graft vision train configs/vision-fashion-mnist.toml --set train.unfreeze_top=2 --set output.dir=runs/fmnist-top2 --json\n  \
@@ -35,7 +38,7 @@ graft vision train configs/vision-fashion-mnist.toml --resume\n\n\
 with a config such as:\n  \
 [data]\n  dataset = \"fashion-mnist\"   # or \"mnist-5k\"\n  label_fraction = 0.1\n  eval_limit = 2000\n\n  \
 [input]\n  resize = 64\n  crop = 64\n\n  \
-[train]\n  unfreeze_top = 1\n\n  \
+[train]\n  unfreeze_top = 1   # or unfreeze_top = 0 and lora = { r = 8, alpha = 16.0 }\n\n  \
 [head]\n  epochs = 5\n  batch_size = 32\n  lr = 1e-2\n\n  \
 [output]\n  dir = \"runs/fashion-mnist\"")]
 pub struct TrainArgs {
@@ -55,10 +58,13 @@ pub fn run(args: VisionArgs) -> Result<()> {
                 println!("{}", serde_json::to_string(&s)?);
             } else {
                 println!(
-                    "{}: {} labelled images, unfreeze_top {}, {} trainable parameters, {:.1}s; test accuracy {:.4}, macro-F1 {:.4} on {} images; summary in {}",
+                    "{}: {} labelled images, {}, {} trainable parameters, {:.1}s; test accuracy {:.4}, macro-F1 {:.4} on {} images; summary in {}",
                     s.dataset,
                     s.train_examples,
-                    s.unfreeze_top,
+                    match s.lora {
+                        Some(l) => format!("LoRA r {} alpha {}", l.r, l.alpha),
+                        None => format!("unfreeze_top {}", s.unfreeze_top),
+                    },
                     s.trainable_params,
                     s.train_s,
                     s.test.accuracy,

@@ -1,7 +1,8 @@
 //! An image classifier on a pretrained EfficientNet-Lite0: a new head on the pooled 1280-wide
 //! features, with the backbone frozen (a linear probe: features computed once) or its top units
 //! trained too ([`EfficientNetLite::unfreeze_top`]: the head convolution, then stages from the
-//! top, up to every layer). It runs on the one trainer through the classification objective
+//! top, up to every layer) or LoRA adapters on its 1x1 convolutions trained
+//! ([`EfficientNetLite::add_lora`]; see [`Backbone`]). It runs on the one trainer through the classification objective
 //! (`objectives::classification`), so checkpoints, `metrics.jsonl` and exact resume are the
 //! trainer's.
 //!
@@ -46,12 +47,46 @@ pub struct LabelledImages<'a> {
     pub n_classes: usize,
 }
 
-/// A head on EfficientNet-Lite0 whose top units may have been trained; those weights live in
-/// the model passed to [`fit_image_classifier`], so predict with it.
+/// What of the backbone trains with the head.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Backbone {
+    /// Nothing: a linear probe on features computed once.
+    Frozen,
+    /// The top `k` units (1 to [`LITE0_UNITS`]), at `lr ×` [`BLOCK_LR_RATIO`].
+    TopUnits(usize),
+    /// LoRA adapters of rank `r` and scale `alpha / r` on every 1x1 convolution, at
+    /// `lr ×` [`LORA_LR_RATIO`]; the base weights stay frozen.
+    Lora {
+        /// Rank of each update.
+        r: usize,
+        /// Scaling numerator α.
+        alpha: f64,
+    },
+}
+
+impl Backbone {
+    /// `Frozen` for 0 units, `TopUnits(k)` otherwise.
+    pub fn top_units(k: usize) -> Self {
+        if k == 0 {
+            Backbone::Frozen
+        } else {
+            Backbone::TopUnits(k)
+        }
+    }
+}
+
+/// Learning-rate multiple of the LoRA factors relative to the head's `lr`: ten times the
+/// [`BLOCK_LR_RATIO`] of unfrozen units, since `B` starts at zero and the low-rank update must
+/// grow from nothing rather than nudge pretrained weights, yet well below the head's own rate,
+/// as every factor's change moves the features all later layers and the head read.
+pub const LORA_LR_RATIO: f64 = 0.1;
+
+/// A head on EfficientNet-Lite0 whose top units or LoRA adapters may have been trained; those
+/// weights live in the model passed to [`fit_image_classifier`], so predict with it.
 #[derive(Debug, Clone)]
 pub struct ImageClassifier {
     head: TrainedHead,
-    unfreeze_top: usize,
+    backbone: Backbone,
     backbone_params: usize,
 }
 
@@ -61,7 +96,7 @@ impl ImageClassifier {
         self.head.predict(&image_features(model, images, input)?)
     }
 
-    /// Head weights plus the weights of the trained backbone units.
+    /// Head weights plus the trained backbone weights (units or LoRA factors).
     pub fn trainable_params(&self) -> usize {
         self.head.trainable_params() + self.backbone_params
     }
@@ -71,9 +106,17 @@ impl ImageClassifier {
         &self.head
     }
 
-    /// How many of the backbone's top units were trained.
+    /// How many of the backbone's top units were trained (0 for a probe or LoRA).
     pub fn unfreeze_top(&self) -> usize {
-        self.unfreeze_top
+        match self.backbone {
+            Backbone::TopUnits(k) => k,
+            _ => 0,
+        }
+    }
+
+    /// What of the backbone was trained.
+    pub fn backbone(&self) -> Backbone {
+        self.backbone
     }
 }
 
@@ -99,7 +142,7 @@ pub fn image_features(model: &EfficientNetLite, images: &[&Image], input: &Image
 /// `unfreeze_top > 0`, the top units of `model` at `cfg.lr ×` [`BLOCK_LR_RATIO`] without weight
 /// decay (their weights become variables of `model` and are updated in place). Checkpoints,
 /// `metrics.jsonl` and resume go to `out.dir`. Returns the classifier and its per-epoch mean
-/// losses.
+/// losses. [`fit_image_classifier_with`] trains LoRA adapters instead.
 pub fn fit_image_classifier(
     model: &mut EfficientNetLite,
     data: LabelledImages<'_>,
@@ -108,39 +151,64 @@ pub fn fit_image_classifier(
     cfg: &HeadConfig,
     out: RunOutput,
 ) -> Result<(ImageClassifier, Vec<LossPoint>)> {
+    fit_image_classifier_with(model, data, Backbone::top_units(unfreeze_top), input, cfg, out)
+}
+
+/// Trains a head of `cfg.kind` on `data` with `backbone` trained too: top units at `cfg.lr ×`
+/// [`BLOCK_LR_RATIO`], or LoRA adapters (attached to `model`, `A` seeded with `cfg.seed`) at
+/// `cfg.lr ×` [`LORA_LR_RATIO`], both without weight decay and in their own parameter group.
+/// The trained weights stay in `model` ([`EfficientNetLite::save`] writes LoRA merged).
+pub fn fit_image_classifier_with(
+    model: &mut EfficientNetLite,
+    data: LabelledImages<'_>,
+    backbone: Backbone,
+    input: &ImageInput,
+    cfg: &HeadConfig,
+    out: RunOutput,
+) -> Result<(ImageClassifier, Vec<LossPoint>)> {
     cfg.validate()?;
     input.preprocess.validate()?;
     let LabelledImages { images, labels, n_classes } = data;
     check_labels(labels, images.len(), n_classes)?;
-    if unfreeze_top > LITE0_UNITS {
-        return Err(GraftError::Input(format!(
-            "cannot unfreeze the top {unfreeze_top} units of EfficientNet-Lite0: it has {LITE0_UNITS} (stem, 7 stages, head)"
-        )));
+    if let Backbone::TopUnits(k) = backbone {
+        if k > LITE0_UNITS {
+            return Err(GraftError::Input(format!(
+                "cannot unfreeze the top {k} units of EfficientNet-Lite0: it has {LITE0_UNITS} (stem, 7 stages, head)"
+            )));
+        }
     }
     let initial = image_features(model, images, input)?;
-    let done = |head: TrainedHead, backbone_params: usize| ImageClassifier { head, unfreeze_top, backbone_params };
-    if unfreeze_top == 0 {
-        let (head, losses) = fit_head(&initial, labels, n_classes, cfg, out)?;
-        return Ok((done(head, 0), losses));
-    }
+    let done = |head: TrainedHead, backbone_params: usize| ImageClassifier { head, backbone, backbone_params };
+    let (vars, lr_scale, described) = match backbone {
+        Backbone::Frozen | Backbone::TopUnits(0) => {
+            let (head, losses) = fit_head(&initial, labels, n_classes, cfg, out)?;
+            return Ok((done(head, 0), losses));
+        }
+        Backbone::TopUnits(k) => (model.unfreeze_top(k)?, BLOCK_LR_RATIO, ("unfreeze_top", serde_json::json!(k))),
+        Backbone::Lora { r, alpha } => (
+            model.add_lora(r, alpha, cfg.seed)?,
+            LORA_LR_RATIO,
+            ("lora", serde_json::json!({ "r": r, "alpha": alpha })),
+        ),
+    };
     let standardizer = Standardizer::fit(&initial)?;
-    let vars = model.unfreeze_top(unfreeze_top)?;
     let backbone_params = vars.iter().map(|(_, v)| v.elem_count()).sum();
-    let units = ParamGroup { name: "backbone".into(), vars, lr_scale: BLOCK_LR_RATIO, weight_decay: Some(0.0) };
+    let units = ParamGroup { name: "backbone".into(), vars, lr_scale, weight_decay: Some(0.0) };
     let features = TopUnits { model, images, input, units };
     let objective = Classification::new(features, standardizer, labels, n_classes, cfg.kind, cfg.seed)?;
-    let backbone = serde_json::json!({
+    let (key, value) = described;
+    let meta = serde_json::json!({
         "model": "efficientnet-lite0",
-        "unfreeze_top": unfreeze_top,
+        key: value,
         "resize": input.preprocess.resize,
         "crop": input.preprocess.crop,
         "augment": input.augment,
     });
-    let (head, losses) = fit_classifier(&objective, cfg, backbone, out)?;
+    let (head, losses) = fit_classifier(&objective, cfg, meta, out)?;
     Ok((done(head, backbone_params), losses))
 }
 
-/// Features from the differentiable pass, gradients reaching the trained units.
+/// Features from the differentiable pass, gradients reaching the trained units or adapters.
 struct TopUnits<'a> {
     model: &'a EfficientNetLite,
     images: &'a [&'a Image],

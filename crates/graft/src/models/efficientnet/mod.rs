@@ -9,15 +9,26 @@
 //! pixel at the bottom / right. Batch norms use eps 1e-3. The forward pass runs in evaluation
 //! mode (running statistics) or training mode (batch statistics); drop-connect and dropout are
 //! not applied. Depthwise convolutions run as `ops::depthwise_conv2d`, which has its own backward.
+//!
+//! LoRA ([`EfficientNetLite::add_lora`]) attaches to the 1x1 convolutions (each block's
+//! `_expand_conv` and `_project_conv`, and `_conv_head`): a 1x1 convolution is a linear map over
+//! channels, so the update `s · B A` runs on the pixels as rows (`[N·H·W, C]`) beside the frozen
+//! convolution, whose output it is added to. With `B = 0` (a new adapter) the output is exactly
+//! the frozen model's. [`EfficientNetLite::merge_lora`] folds the updates into the weights.
 
 /// Batch normalisation, shared with the other vision backbones (kept at this path too).
 pub use super::batch_norm;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
+use super::linear::ProjAdapter;
 use super::named::{about_file, NamedTensors};
+use crate::adapters::lora::{master_dtype, DropoutClock, LoraLayer, LoraSpec};
 use crate::{GraftError, Result};
 use batch_norm::BatchNorm2d;
 
@@ -52,12 +63,14 @@ pub const LITE0_STAGES: [Stage; 7] = [
     Stage { repeats: 1, kernel: 3, stride: 1, expand: 6, input: 192, output: 320 },
 ];
 
-/// A bias-free convolution with TensorFlow `SAME` padding.
+/// A bias-free convolution with TensorFlow `SAME` padding, and on a 1x1 convolution an
+/// optional LoRA update.
 #[derive(Debug, Clone)]
 struct Conv {
     weight: Tensor,
     stride: usize,
     groups: usize,
+    lora: Option<Arc<LoraLayer>>,
 }
 
 impl Conv {
@@ -75,7 +88,30 @@ impl Conv {
             // Depthwise: one graph node with its own backward instead of a convolution per channel.
             return Ok(crate::ops::depthwise_conv2d(&x, &self.weight, self.stride)?);
         }
-        Ok(x.conv2d(&self.weight, 0, self.stride, 1, self.groups)?)
+        let y = x.conv2d(&self.weight, 0, self.stride, 1, self.groups)?;
+        match &self.lora {
+            // Channels last, each pixel a row: the update is the linear layer's.
+            Some(lora) => {
+                let last = (0, 2, 3, 1);
+                Ok(lora.apply(&x.permute(last)?, y.permute(last)?)?.permute((0, 3, 1, 2))?.contiguous()?)
+            }
+            None => Ok(y),
+        }
+    }
+
+    /// Whether the convolution is 1x1 with stride 1 (a linear map over channels).
+    fn is_pointwise(&self) -> bool {
+        let d = self.weight.dims();
+        d[2] == 1 && d[3] == 1 && self.stride == 1 && self.groups == 1
+    }
+
+    /// Folds the LoRA update into the weight (`W ← W + s · B A`) and drops the adapter.
+    fn merge_lora(&mut self) -> Result<()> {
+        if let Some(lora) = self.lora.take() {
+            let delta = lora.delta_weight()?.to_dtype(self.weight.dtype())?.reshape(self.weight.shape())?;
+            self.weight = (&self.weight + delta)?;
+        }
+        Ok(())
     }
 }
 
@@ -313,9 +349,63 @@ impl EfficientNetLite {
     }
 
     /// Writes the model as safetensors with the checkpoint's names, which [`Self::load`] reads
-    /// back (written beside `path`, then renamed into place).
+    /// back (written beside `path`, then renamed into place). LoRA updates are merged into the
+    /// written weights (the model itself keeps its adapters), so the file is a plain checkpoint.
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::io::safetensors::save_atomic(self.named_tensors(), path)
+        let mut plain = self.clone();
+        plain.merge_lora()?;
+        crate::io::safetensors::save_atomic(plain.named_tensors(), path)
+    }
+
+    /// The 1x1 convolutions LoRA attaches to, in network order: each block's `_expand_conv`
+    /// (blocks of expansion ratio 1 have none) and `_project_conv`, then `_conv_head`.
+    fn pointwise_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
+        self.blocks
+            .iter_mut()
+            .flat_map(|b| b.expand.iter_mut().chain([&mut b.project]))
+            .chain([&mut self.head])
+            .filter(|l| l.conv.is_pointwise())
+    }
+
+    /// Attaches a LoRA adapter of rank `r` and scale `alpha / r` to every 1x1 convolution
+    /// (32 of them) and returns its variables, named as [`Self::lora_vars`] names them. `A` is
+    /// drawn Kaiming-uniform from a ChaCha stream seeded with `seed` and `B` is zero (PEFT's
+    /// initialisation), so the model's output is unchanged until `B` trains; the factors are
+    /// f32 for a half-precision model. The base weights stay frozen.
+    pub fn add_lora(&mut self, r: usize, alpha: f64, seed: u64) -> Result<Vec<(String, Var)>> {
+        let spec = LoraSpec { r, alpha, dropout: 0.0, rslora: false, targets: Vec::new() };
+        spec.validate()?;
+        if !self.lora_vars().is_empty() {
+            return Err(GraftError::Input("EfficientNet-Lite0 already has LoRA adapters".into()));
+        }
+        let (dtype, device) = (master_dtype(self.dtype()), self.device());
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let clock = Arc::new(DropoutClock::default());
+        for layer in self.pointwise_mut() {
+            let dims = (layer.conv.weight.dim(0)?, layer.conv.weight.dim(1)?);
+            let lora = LoraLayer::init(&layer.conv_name, dims, &spec, dtype, &device, &mut rng, clock.clone())?;
+            layer.conv.lora = Some(Arc::new(lora));
+        }
+        Ok(self.lora_vars())
+    }
+
+    /// The LoRA variables in network order, `{conv}.lora_A` `[r, in]` then `{conv}.lora_B`
+    /// `[out, r]` for each adapted convolution (`_blocks.3._project_conv.lora_A`); empty when
+    /// none are attached.
+    pub fn lora_vars(&self) -> Vec<(String, Var)> {
+        let convs = self.blocks.iter().flat_map(|b| b.expand.iter().chain([&b.project])).chain([&self.head]);
+        convs
+            .filter_map(|l| l.conv.lora.as_ref().map(|lora| (&l.conv_name, lora)))
+            .flat_map(|(name, lora)| {
+                [(format!("{name}.lora_A"), lora.a().clone()), (format!("{name}.lora_B"), lora.b().clone())]
+            })
+            .collect()
+    }
+
+    /// Folds every LoRA update into its convolution's weight (`W ← W + s · B A`) and removes
+    /// the adapters: a plain model whose outputs equal the adapted one's up to rounding.
+    pub fn merge_lora(&mut self) -> Result<()> {
+        self.pointwise_mut().try_for_each(|l| l.conv.merge_lora())
     }
 }
 
@@ -335,7 +425,7 @@ fn conv_bn(
     let weight = w.take(&format!("{conv}.weight"), &shape)?;
     let bn = w.batch_norm(bn_name, shape[0], BN_EPS)?;
     Ok(ConvBn {
-        conv: Conv { weight, stride, groups },
+        conv: Conv { weight, stride, groups, lora: None },
         bn,
         relu6,
         conv_name: conv.to_string(),

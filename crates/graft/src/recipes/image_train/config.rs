@@ -4,6 +4,7 @@
 use crate::config::{read_toml, relative_to};
 use crate::features::head::HeadConfig;
 use crate::models::efficientnet::LITE0_UNITS;
+use crate::vision::classifier::Backbone;
 use crate::vision::preprocess::Preprocess;
 use crate::{GraftError, Result};
 use serde::{Deserialize, Serialize};
@@ -127,13 +128,36 @@ pub struct ImageTrainSection {
     /// Top units of the backbone trained with the head: 0 = linear probe on frozen features,
     /// 1 = the head convolution, 2-8 = also that many stages from the top, 9 = every layer.
     pub unfreeze_top: usize,
+    /// LoRA adapters on every 1x1 convolution trained with the head, base weights frozen
+    /// (`{ r = 8, alpha = 16.0 }`); not with `unfreeze_top > 0`.
+    pub lora: Option<ImageLora>,
 }
 
 impl Default for ImageTrainSection {
     /// A linear probe.
     fn default() -> Self {
-        Self { unfreeze_top: 0 }
+        Self { unfreeze_top: 0, lora: None }
     }
+}
+
+impl ImageTrainSection {
+    /// What of the backbone trains.
+    pub fn backbone(&self) -> Backbone {
+        match self.lora {
+            Some(ImageLora { r, alpha }) => Backbone::Lora { r, alpha },
+            None => Backbone::top_units(self.unfreeze_top),
+        }
+    }
+}
+
+/// LoRA on the backbone's 1x1 convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageLora {
+    /// Rank of each update (at least 1).
+    pub r: usize,
+    /// Scaling numerator: the update is `alpha / r · B A`.
+    pub alpha: f64,
 }
 
 /// Where the run writes.
@@ -141,7 +165,7 @@ impl Default for ImageTrainSection {
 #[serde(deny_unknown_fields)]
 pub struct ImageOutput {
     /// The run's folder: checkpoints, `metrics.jsonl`, `summary.json`, `head.safetensors` and,
-    /// when backbone units trained, `model.safetensors`.
+    /// when backbone units or LoRA adapters trained, `model.safetensors` (LoRA merged in).
     pub dir: PathBuf,
     /// Checkpoint every N steps (0 = only at the end).
     #[serde(default)]
@@ -185,6 +209,21 @@ impl ImageTrainConfig {
                 "train.unfreeze_top = {}: EfficientNet-Lite0 has {LITE0_UNITS} units (stem, 7 stages, head)",
                 self.train.unfreeze_top
             ));
+        }
+        if let Some(ImageLora { r, alpha }) = self.train.lora {
+            if self.train.unfreeze_top > 0 {
+                return bad(format!(
+                    "train.lora and train.unfreeze_top = {} cannot be combined: LoRA trains adapters on a frozen \
+                     backbone; set train.unfreeze_top = 0 or remove train.lora",
+                    self.train.unfreeze_top
+                ));
+            }
+            if r == 0 {
+                return bad("train.lora.r = 0: the rank must be at least 1".into());
+            }
+            if !(alpha.is_finite() && alpha > 0.0) {
+                return bad(format!("train.lora.alpha = {alpha}: expected a positive number"));
+            }
         }
         if self.input.batch == 0 {
             return bad("input.batch must be at least 1".into());

@@ -1,5 +1,6 @@
 //! `graft vision train`: a new classification head on EfficientNet-Lite0, with the backbone
-//! frozen (linear probe) or its top units fine-tuned, trained on a share of a labelled image
+//! frozen (linear probe), its top units fine-tuned or LoRA adapters on its 1x1 convolutions
+//! trained, trained on a share of a labelled image
 //! dataset's labels and scored on its test images (`vision::classifier` on the one trainer).
 
 pub mod config;
@@ -9,10 +10,10 @@ use crate::features::head::RunOutput;
 use crate::models::efficientnet::EfficientNetLite;
 use crate::report::LossPoint;
 use crate::train::{Event, RunDir};
-use crate::vision::classifier::{fit_image_classifier, ImageInput, LabelledImages};
+use crate::vision::classifier::{fit_image_classifier_with, ImageInput, LabelledImages};
 use crate::vision::{Image, ImageSet};
 use crate::{GraftError, Result};
-use config::ImageTrainConfig;
+use config::{ImageLora, ImageTrainConfig};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -27,9 +28,11 @@ pub struct ImageTrainSummary {
     pub train_examples: usize,
     /// Test images scored.
     pub test_examples: usize,
-    /// Backbone units trained (0 = linear probe).
+    /// Backbone units trained (0 = linear probe or LoRA).
     pub unfreeze_top: usize,
-    /// Head weights plus trained backbone weights.
+    /// The LoRA adapters trained on the 1x1 convolutions (`null` without).
+    pub lora: Option<ImageLora>,
+    /// Head weights plus trained backbone weights (units or LoRA factors).
     pub trainable_params: usize,
     /// Training wall time in seconds (this process's part of it).
     pub train_s: f64,
@@ -93,8 +96,8 @@ pub fn label_subset(labels: &[usize], n_classes: usize, fraction: f64, seed: u64
 }
 
 /// Runs the config: trains (resuming from `output.dir` when `resume`), scores the test images,
-/// writes `summary.json`, `head.safetensors` and, when backbone units trained,
-/// `model.safetensors`.
+/// writes `summary.json`, `head.safetensors` and, when backbone units or LoRA adapters trained,
+/// `model.safetensors` (LoRA merged into the weights: a plain checkpoint).
 pub fn run(cfg: &ImageTrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<ImageTrainSummary> {
     let (train, test, classes) = load_dataset(cfg)?;
     let n_classes = classes.len();
@@ -132,7 +135,7 @@ pub fn run(cfg: &ImageTrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)
     let start = Instant::now();
     let out = RunOutput { dir: Some(run_dir), on_event: &mut *on_event };
     let (classifier, epoch_losses) =
-        fit_image_classifier(&mut model, data, cfg.train.unfreeze_top, &input, &cfg.head, out)?;
+        fit_image_classifier_with(&mut model, data, cfg.train.backbone(), &input, &cfg.head, out)?;
     let train_s = start.elapsed().as_secs_f64();
 
     on_event(Event::Note(format!("scoring {} test images", order.len())));
@@ -146,13 +149,14 @@ pub fn run(cfg: &ImageTrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)
         train_examples: images.len(),
         test_examples: order.len(),
         unfreeze_top: cfg.train.unfreeze_top,
+        lora: cfg.train.lora,
         trainable_params: classifier.trainable_params(),
         train_s,
         epoch_losses,
         test: report(&gold, &predicted, &names),
     };
     classifier.head().save(&dir.join("head.safetensors"))?;
-    if cfg.train.unfreeze_top > 0 {
+    if cfg.train.unfreeze_top > 0 || cfg.train.lora.is_some() {
         model.save(&dir.join("model.safetensors"))?;
     }
     crate::io::write_atomic(&dir.join("summary.json"), &serde_json::to_string_pretty(&summary)?)?;
