@@ -90,8 +90,24 @@ impl<F: PooledFeatures> Objective for Classification<F> {
     }
 
     fn loss(&self, rows: &Vec<usize>, _micro_step: u64) -> Result<ObjectiveLoss> {
-        let x = self.standardizer.apply(&self.features.pooled(rows)?)?;
-        let logits = forward(&layers_of(&self.head, false), &x)?;
+        self.loss_on(&self.inputs(rows)?, rows)
+    }
+
+    fn batch_size(&self, rows: &Vec<usize>) -> usize {
+        rows.len()
+    }
+}
+
+impl<F: PooledFeatures> Classification<F> {
+    /// The head's inputs for examples `rows`: their pooled features, standardised.
+    pub fn inputs(&self, rows: &[usize]) -> Result<Tensor> {
+        self.standardizer.apply(&self.features.pooled(rows)?)
+    }
+
+    /// The summed cross-entropy of the head on inputs `x` (from [`Self::inputs`]) of examples
+    /// `rows`, with the number classified right as `accuracy`.
+    pub(crate) fn loss_on(&self, x: &Tensor, rows: &[usize]) -> Result<ObjectiveLoss> {
+        let logits = forward(&layers_of(&self.head, false), x)?;
         let y: Vec<u32> = rows.iter().map(|&i| self.labels[i]).collect();
         let correct = argmax_rows(&logits)?.iter().zip(&y).filter(|&(&p, &l)| p == l as usize).count();
         let (sum, count) = nll_sum(&logits, &Tensor::from_vec(y, rows.len(), logits.device())?)?;
@@ -99,9 +115,5 @@ impl<F: PooledFeatures> Objective for Classification<F> {
             loss: LossSum { sum, count, sink: self.features.grad_sink() },
             metrics: vec![("accuracy", correct as f64)],
         })
-    }
-
-    fn batch_size(&self, rows: &Vec<usize>) -> usize {
-        rows.len()
     }
 }

@@ -28,6 +28,7 @@ pub mod classification;
 pub mod cross_distillation;
 pub mod distillation;
 pub mod distillation_cached;
+pub mod domain_adapted;
 pub mod hidden_match;
 pub mod maml;
 pub mod masked_lm;
