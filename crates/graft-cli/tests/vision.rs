@@ -89,6 +89,32 @@ fn a_lora_run_trains_and_writes_a_merged_backbone() {
 }
 
 #[test]
+fn a_coral_run_adapts_to_the_8x8_digits_and_scores_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let adapt = "\n[adapt]\nmethod = \"coral\"\ntarget = \"digits-8x8\"\ntarget_limit = 40\n";
+    let cfg = write_config(dir.path(), adapt);
+    let cfg = cfg.to_str().unwrap();
+    let s = json(dir.path(), &["vision", "train", cfg, "--set", "head.epochs=2", "--json"]);
+    let t = &s["target"];
+    assert_eq!(t["dataset"], "digits-8x8");
+    // The last fifth of each digit's 174 to 183 images.
+    assert_eq!(t["test_examples"], 364);
+    let acc = t["test"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc), "{t}");
+    let (h, im) = (t["mean_entropy"].as_f64().unwrap(), t["information_maximization"].as_f64().unwrap());
+    assert!(h >= 0.0 && h <= 10f64.ln() + 1e-9 && im.abs() <= 10f64.ln() + 1e-9, "{t}");
+    assert_eq!(s["test_examples"], 50, "the source test images are still scored");
+
+    // A frozen backbone cannot adapt.
+    let run = common::graft(&["vision", "train", cfg, "--set", "train.unfreeze_top=0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && err.contains("[adapt] needs a trained backbone"), "{err}");
+}
+
+#[test]
 fn bad_configs_are_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "");

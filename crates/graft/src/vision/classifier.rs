@@ -14,10 +14,13 @@
 
 use super::preprocess::Preprocess;
 use super::Image;
-use crate::features::head::{check_labels, fit_classifier, fit_head, HeadConfig, RunOutput, Standardizer, TrainedHead};
+use crate::features::head::{
+    check_labels, fit_classifier, fit_epochs, fit_head, HeadConfig, RunOutput, Standardizer, TrainedHead,
+};
 use crate::features::tune::BLOCK_LR_RATIO;
 use crate::models::efficientnet::{EfficientNetLite, LITE0_UNITS};
 use crate::objectives::classification::{Classification, PooledFeatures};
+use crate::objectives::domain_adapted::{Alignment, DomainAdapted};
 use crate::report::LossPoint;
 use crate::train::ParamGroup;
 use crate::{GraftError, Result};
@@ -166,6 +169,54 @@ pub fn fit_image_classifier_with(
     cfg: &HeadConfig,
     out: RunOutput,
 ) -> Result<(ImageClassifier, Vec<LossPoint>)> {
+    fit(model, data, None, backbone, input, cfg, out)
+}
+
+/// Unlabelled target-domain images and how the features are pulled towards them.
+#[derive(Debug, Clone)]
+pub struct Adaptation<'a> {
+    /// The target domain's (unlabelled) training images.
+    pub images: &'a [&'a Image],
+    /// CORAL, MMD or DANN.
+    pub alignment: Alignment,
+    /// Weight of the alignment loss against the source cross-entropy.
+    pub weight: f64,
+}
+
+/// [`fit_image_classifier_with`] on labelled source images `data` with the trained backbone's
+/// features aligned to `target`'s images (`objectives::domain_adapted`): each step's source
+/// cross-entropy plus `target.weight ×` the alignment between its source features and as many
+/// target features. The backbone must train (top units or LoRA): a frozen one cannot move its
+/// features.
+pub fn fit_image_classifier_adapted(
+    model: &mut EfficientNetLite,
+    data: LabelledImages<'_>,
+    target: &Adaptation<'_>,
+    backbone: Backbone,
+    input: &ImageInput,
+    cfg: &HeadConfig,
+    out: RunOutput,
+) -> Result<(ImageClassifier, Vec<LossPoint>)> {
+    if matches!(backbone, Backbone::Frozen | Backbone::TopUnits(0)) {
+        return Err(GraftError::Input(
+            "domain adaptation needs a trained backbone (top units or LoRA): frozen features cannot move".into(),
+        ));
+    }
+    if target.images.is_empty() {
+        return Err(GraftError::Input("domain adaptation needs target images".into()));
+    }
+    fit(model, data, Some(target), backbone, input, cfg, out)
+}
+
+fn fit(
+    model: &mut EfficientNetLite,
+    data: LabelledImages<'_>,
+    target: Option<&Adaptation<'_>>,
+    backbone: Backbone,
+    input: &ImageInput,
+    cfg: &HeadConfig,
+    out: RunOutput,
+) -> Result<(ImageClassifier, Vec<LossPoint>)> {
     cfg.validate()?;
     input.preprocess.validate()?;
     let LabelledImages { images, labels, n_classes } = data;
@@ -194,18 +245,36 @@ pub fn fit_image_classifier_with(
     let standardizer = Standardizer::fit(&initial)?;
     let backbone_params = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let units = ParamGroup { name: "backbone".into(), vars, lr_scale, weight_decay: Some(0.0) };
-    let features = TopUnits { model, images, input, units };
-    let objective = Classification::new(features, standardizer, labels, n_classes, cfg.kind, cfg.seed)?;
     let (key, value) = described;
-    let meta = serde_json::json!({
+    let mut meta = serde_json::json!({
         "model": "efficientnet-lite0",
         key: value,
         "resize": input.preprocess.resize,
         "crop": input.preprocess.crop,
         "augment": input.augment,
     });
-    let (head, losses) = fit_classifier(&objective, cfg, meta, out)?;
-    Ok((done(head, backbone_params), losses))
+    let Some(target) = target else {
+        let features = TopUnits { model, images, input, units };
+        let objective = Classification::new(features, standardizer, labels, n_classes, cfg.kind, cfg.seed)?;
+        let (head, losses) = fit_classifier(&objective, cfg, meta, out)?;
+        return Ok((done(head, backbone_params), losses));
+    };
+    // Source examples first, then the target's: the objective's rows index both.
+    let all: Vec<&Image> = images.iter().chain(target.images).copied().collect();
+    let features = TopUnits { model, images: &all, input, units };
+    let inner = Classification::new(features, standardizer, labels, n_classes, cfg.kind, cfg.seed)?;
+    let (n_source, n_target) = (images.len(), target.images.len());
+    let total = (cfg.epochs * n_source.div_ceil(cfg.batch_size)) as u64;
+    let objective =
+        DomainAdapted::new(inner, n_source, n_target, target.alignment.clone(), target.weight, cfg.seed, total)?;
+    meta["adaptation"] = serde_json::json!({
+        "alignment": format!("{:?}", target.alignment), "weight": target.weight, "target_images": n_target,
+    });
+    let settings = serde_json::json!({
+        "head": cfg, "examples": n_source, "head_params": objective.inner().trained_head()?.trainable_params(), "backbone": meta,
+    });
+    let losses = fit_epochs(&objective, n_source, cfg, &settings, out)?;
+    Ok((done(objective.inner().trained_head()?, backbone_params), losses))
 }
 
 /// Features from the differentiable pass, gradients reaching the trained units or adapters.

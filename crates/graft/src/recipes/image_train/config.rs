@@ -31,8 +31,61 @@ pub struct ImageTrainConfig {
     /// at `lr × 0.01`), `weight_decay`, `seed`.
     #[serde(default)]
     pub head: HeadConfig,
+    /// Domain adaptation to an unlabelled target dataset (optional).
+    #[serde(default)]
+    pub adapt: Option<AdaptSection>,
     /// Where the run writes.
     pub output: ImageOutput,
+}
+
+/// The image datasets `data.dataset` and `adapt.target` name.
+pub const IMAGE_DATASETS: [&str; 3] = ["fashion-mnist", "mnist-5k", "digits-8x8"];
+
+/// How the features are aligned to the target domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdaptMethod {
+    /// Deep CORAL.
+    Coral,
+    /// Multi-kernel MMD (DAN's five kernels).
+    Mmd,
+    /// A domain classifier on gradient-reversed features.
+    Dann,
+}
+
+/// Domain adaptation: the labelled `data.dataset` is the source, `target`'s training images
+/// (their labels unused) the target; the target's test images are scored too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptSection {
+    /// `coral`, `mmd` or `dann`.
+    pub method: AdaptMethod,
+    /// The target dataset (one of `data.dataset`'s names).
+    pub target: String,
+    /// Weight of the alignment loss against the source cross-entropy.
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Unlabelled target training images used (a seeded draw; 0 = all).
+    #[serde(default)]
+    pub target_limit: usize,
+    /// DANN: hidden units of the domain classifier.
+    #[serde(default = "dann_hidden")]
+    pub dann_hidden: usize,
+    /// DANN: steepness γ of the reversal-strength schedule.
+    #[serde(default = "dann_gamma")]
+    pub dann_gamma: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn dann_hidden() -> usize {
+    256
+}
+
+fn dann_gamma() -> f64 {
+    10.0
 }
 
 /// The backbone.
@@ -197,8 +250,22 @@ impl ImageTrainConfig {
     /// Refuses configs that cannot run, naming the key.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(GraftError::Input(m));
-        if !matches!(self.data.dataset.as_str(), "fashion-mnist" | "mnist-5k") {
-            return bad(format!("data.dataset = {:?}: expected \"fashion-mnist\" or \"mnist-5k\"", self.data.dataset));
+        if !IMAGE_DATASETS.contains(&self.data.dataset.as_str()) {
+            return bad(format!("data.dataset = {:?}: expected one of {IMAGE_DATASETS:?}", self.data.dataset));
+        }
+        if let Some(a) = &self.adapt {
+            if !IMAGE_DATASETS.contains(&a.target.as_str()) {
+                return bad(format!("adapt.target = {:?}: expected one of {IMAGE_DATASETS:?}", a.target));
+            }
+            if !(a.weight.is_finite() && a.weight >= 0.0) {
+                return bad(format!("adapt.weight = {}: expected 0 or more", a.weight));
+            }
+            if self.train.unfreeze_top == 0 && self.train.lora.is_none() {
+                return bad("[adapt] needs a trained backbone: set train.unfreeze_top or train.lora".into());
+            }
+            if a.method == AdaptMethod::Dann && a.dann_hidden == 0 {
+                return bad("adapt.dann_hidden must be at least 1".into());
+            }
         }
         let f = self.data.label_fraction;
         if !(f.is_finite() && f > 0.0 && f <= 1.0) {
