@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The measured domain-adaptation report of docs/vision.md: EfficientNet-Lite0 with LoRA (r 8 on
-# every 1x1 convolution) and a linear head, trained on every label of a source digit dataset and
+# every 1x1 convolution) and a linear head, trained on a quarter of each class's labels
+# (LABEL_FRACTION) of a source digit dataset and
 # scored on a target digit dataset, for MNIST-5k -> scikit-learn's 8x8 digits and back:
 #   source_only  the source's labels alone (the `[adapt]` section at weight 0: target scored, not used)
 #   coral, mmd, dann   the same plus the alignment to the target's unlabelled training images (weight 1)
