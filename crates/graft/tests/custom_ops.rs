@@ -4,22 +4,10 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var, D};
+use common::values;
 use graft::ops::{self, FrozenWeight};
 
 const DEV: Device = Device::Cpu;
-
-/// Deterministic pseudo-random values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn tensor(dims: &[usize], seed: u64) -> Tensor {
     let n = dims.iter().product();

@@ -1,7 +1,10 @@
 //! The domain-adaptation losses and scores against hand-computed values, their gradients
 //! against central finite differences (f64), and the gradient-reversal op.
 
+mod common;
+
 use candle_core::{Device, Tensor, Var};
+use common::values;
 use graft::domain_adapt::{
     coral_loss, dann_lambda, domain_loss, information_maximization, mean_entropy, mmd2, Bandwidths,
 };
@@ -11,19 +14,6 @@ const DEV: Device = Device::Cpu;
 fn t(rows: &[&[f64]]) -> Tensor {
     let flat: Vec<f64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
     Tensor::from_vec(flat, (rows.len(), rows[0].len()), &DEV).unwrap()
-}
-
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
 }
 
 fn scalar(x: &Tensor) -> f64 {

@@ -225,3 +225,16 @@ pub fn write_model_seeded(dir: &Path, cfg: &graft::models::llama::LlamaConfig, s
     let model = Llama::load(cfg.clone(), &RandomWeights::new(cfg.clone(), seed), &LoadOptions::default()).unwrap();
     graft::io::hf_folder::write_llama_folder(&model, &tok, dir, DType::F32).unwrap();
 }
+
+/// Deterministic pseudo-random values in [-1, 1).
+pub fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect()
+}
