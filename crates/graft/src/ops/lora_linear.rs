@@ -105,9 +105,10 @@ fn fused(
             let g2 = g.to_dtype(x.dtype())?.reshape((rows, out))?;
             let gu = (g2.matmul(b)? * scale)?;
             let w = weight.dense(x.dtype())?;
+            let back = gu.matmul(a)?.reshape(x.shape())?;
             let (xd, du) = match &dropout {
-                Some(d) => (d.apply(x)?.reshape((rows, inp))?, d.apply(&gu.matmul(a)?.reshape(x.shape())?)?),
-                None => (x.reshape((rows, inp))?, gu.matmul(a)?.reshape(x.shape())?),
+                Some(d) => (d.apply(x)?.reshape((rows, inp))?, d.apply(&back)?),
+                None => (x.reshape((rows, inp))?, back),
             };
             let dx = (g2.matmul(&w)?.reshape(x.shape())? + du)?;
             let da = gu.t()?.matmul(&xd)?;
