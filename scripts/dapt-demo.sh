@@ -25,7 +25,7 @@
 #      zero-label scores of both starting models are measured once.
 # Every setting above was fixed before any run; none was tuned on the results.
 # Results: OUT/results.jsonl (one line per run) and OUT/table.md (mean +- std over seeds, and the
-# paired difference continued-pretraining start minus base start).
+# paired difference continued-pretraining start minus base start); OUT/report/ (scripts/domain-reports.sh).
 # Usage: scripts/dapt-demo.sh [OUT]   (GRAFT, SEEDS, LABELS, CPT_EPOCHS, N_EVAL, EVAL_BATCHES,
 #        GENERAL_CHARS, MAX_DESCRIPTION_CHARS, CPT_MAX_STEPS, FT_MAX_STEPS override the defaults;
 #        the two MAX_STEPS cap a stage's steps, for a quick trial run)
@@ -193,3 +193,4 @@ done
 
 jq -L "$(dirname "$0")" -rs -f "$(dirname "$0")/dapt-table.jq" "$RESULTS" > "$OUT/table.md"
 cat "$OUT/table.md"
+GRAFT="$GRAFT" "$(dirname "$0")/domain-reports.sh" dapt "$RESULTS" "$OUT/report"

@@ -27,7 +27,8 @@
 #   masked LM  batch 16, lr 5e-5, 15 % targets (80 % [MASK], 10 % random, 10 % kept), token masking;
 #   SimCSE     batch 32, lr 3e-5, temperature 0.05, dropout 0.1.
 # Results: OUT/results.jsonl (one line per encoder and seed) and OUT/table.md (mean +- std over
-# seeds, and each adapted encoder minus the base with the same seed, then mean +- std).
+# seeds, and each adapted encoder minus the base with the same seed, then mean +- std); OUT/report/
+# (scripts/domain-reports.sh).
 # Usage: scripts/encoder-tapt-demo.sh [OUT]   (GRAFT, SEEDS, STEPS, WARMUP, EVAL_TEXTS,
 #        EVAL_BATCHES override the defaults). Rerunning continues: finished lines are kept.
 set -euo pipefail
@@ -97,3 +98,4 @@ done
 
 jq -L "$SCRIPTS" -rs -f "$SCRIPTS/encoder-tapt-table.jq" "$RESULTS" > "$OUT/table.md"
 cat "$OUT/table.md"
+GRAFT="$GRAFT" "$(dirname "$0")/domain-reports.sh" encoder-tapt "$RESULTS" "$OUT/report"

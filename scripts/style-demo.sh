@@ -21,8 +21,8 @@
 #      characters (about the samples' length), then scoring the generated continuations (without
 #      their prompts): the share judged Austen and the mean P(austen).
 # Results: OUT/results.jsonl (one line per step: train, samples, probe), OUT/samples/*.jsonl (the
-# generated texts) and OUT/table.md (mean +- std over seeds). Finished steps are skipped on
-# rerun, so `PROBE=1` after a `PROBE=0` run only adds the probe.
+# generated texts), OUT/table.md (mean +- std over seeds) and OUT/report/ (scripts/domain-reports.sh).
+# Finished steps are skipped on rerun, so `PROBE=1` after a `PROBE=0` run only adds the probe.
 # Usage: scripts/style-demo.sh [OUT]   (GRAFT, SEEDS, STEPS, LR, N_SAMPLES, MAX_NEW, PROBE,
 #        PROBE_SEED, PROBE_TRAIN, PROBE_TEST, PROBE_CHARS, EVAL_PASSAGES override the defaults)
 set -euo pipefail
@@ -191,3 +191,4 @@ jq -L "$(dirname "$0")" -rs --arg steps "$STEPS" '
     (($pb + $pl)[:1][] | "", "Style probe (all-MiniLM-L6-v2 embeddings, seed \(.probe_seed)) on its test set: accuracy \(.accuracy | fmt), macro-F1 \(.macro_f1 | fmt).")
 ' "$RESULTS" > "$OUT/table.md"
 cat "$OUT/table.md"
+GRAFT="$GRAFT" "$(dirname "$0")/domain-reports.sh" style "$RESULTS" "$OUT/report"

@@ -29,6 +29,8 @@ enum Command {
     Quickstart(commands::quickstart::Args),
     /// Compare transfer techniques on one task (table, JSON and HTML report with plots).
     Compare(commands::compare::Args),
+    /// Summarise JSONL results by group (mean ± std per metric): Markdown, JSON and HTML with charts.
+    Report(commands::report::Args),
     /// Fine-tune a model (LoRA, QLoRA, full, freeze) from a TOML config.
     Train(commands::train::Args),
     /// Adapt a BERT-family encoder to a text corpus by masked-language modelling.
@@ -132,6 +134,7 @@ fn run(command: Command) -> Result<()> {
         Command::Selftest(args) => commands::selftest::run(args),
         Command::Classify(args) => commands::classify::run(args),
         Command::Embed(args) => commands::embed::run(args),
+        Command::Report(args) => commands::report::run(args),
         Command::Features(args) => commands::features::run(args),
         Command::Meta(args) => commands::meta::run(args),
         Command::Vision(args) => commands::vision::run(args),

@@ -2,7 +2,8 @@
 //! (shortened) and learns (held-out loss and macro-F1 against the base model), its run exports to
 //! every format — a merged GGUF as f32, f16 and q8_0 — with a passing read-back check, and its
 //! adapter runs unmerged through `--adapter` with the merged export's results, and a model file
-//! with a hostile hyperparameter is an error, not a panic.
+//! with a hostile hyperparameter is an error, not a panic; `graft report` summarises a results
+//! file.
 
 use std::process::Command;
 
@@ -39,6 +40,7 @@ fn every_command_documents_an_example() {
         "export",
         "quickstart",
         "compare",
+        "report",
         "embed",
         "features",
         "features progressive",
@@ -52,6 +54,45 @@ fn every_command_documents_an_example() {
         args.push("--help");
         let help = String::from_utf8(graft(&args).stdout).unwrap();
         assert!(help.contains("Example"), "`graft {cmd} --help` has no example");
+    }
+}
+
+/// `graft report` on a results file: the table on stdout, the three files, and bad requests
+/// refused with the input-error exit code and nothing written.
+#[test]
+fn report_summarises_a_results_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results.jsonl");
+    std::fs::write(
+        &results,
+        "{\"name\":\"base\",\"seed\":1,\"acc\":0.5}\n{\"name\":\"lora\",\"seed\":1,\"acc\":0.75}\n\
+         {\"name\":\"base\",\"seed\":2,\"acc\":0.6}\n{\"name\":\"lora\",\"seed\":2,\"acc\":0.7}\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("rep");
+    let (file, out) = (results.to_str().unwrap(), out_dir.to_str().unwrap());
+    let run = graft(&["report", file, "--against", "name=base", "--out", out]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let table = String::from_utf8(run.stdout).unwrap();
+    assert!(table.contains("| lora | 2 | 0.725 ± 0.035 |"), "{table}");
+    assert!(table.contains("| lora − base | 2 | 0.175 ± 0.106 |"), "{table}");
+    for f in ["report.md", "report.json", "report.html"] {
+        assert!(out_dir.join(f).is_file(), "{f} missing");
+    }
+
+    let fresh = dir.path().join("never");
+    for (args, why) in [
+        (vec!["--against", "base"], "--against wants FIELD=VALUE"),
+        (vec!["--metric", "loss"], "metric `loss`"),
+        (vec!["--by", "model"], "no row has every grouping field (model)"),
+    ] {
+        let mut all = vec!["report", file, "--out", fresh.to_str().unwrap()];
+        all.extend(args);
+        let run = Command::new(env!("CARGO_BIN_EXE_graft")).args(&all).output().unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(3), "{all:?}: {err}");
+        assert!(err.contains(why), "{all:?}: {err}");
+        assert!(!fresh.exists(), "{all:?} wrote its folder");
     }
 }
 

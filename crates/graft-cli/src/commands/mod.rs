@@ -28,6 +28,7 @@ pub mod multitask;
 pub mod pretrain_mlm;
 pub mod pretrain_simcse;
 pub mod quickstart;
+pub mod report;
 pub mod run_args;
 pub mod selftest;
 pub mod teacher_answers;

@@ -36,10 +36,11 @@ pub use jsonl::DEFAULT_MAX_LINE_BYTES;
 pub use load::{load_examples, load_examples_with, LoadOptions, LoadReport};
 pub use mix::{mix_in, replay_count};
 pub use paired::load_paired_examples;
+pub(crate) use record::kind as json_kind;
 pub use render::{plain_prompt_ids, prompt_ids};
 pub(crate) use split::{below, permute, rng as stream_rng, uniform};
 pub use split::{shuffle, split_train_eval};
-pub use texts::{read_labelled, read_string_fields, read_texts, Labelled};
+pub use texts::{read_labelled, read_objects, read_string_fields, read_texts, Labelled, NumberedObject};
 
 use serde::{Deserialize, Serialize};
 

@@ -38,7 +38,7 @@ pub(crate) fn string_fields(line: &str, keys: &[&str]) -> Result<Vec<String>, (O
     keys.iter().map(|k| string_field(&obj, k, k).map_err(|p| (None, p))).collect()
 }
 
-fn parse_object(line: &str) -> Result<Map<String, Value>, (Option<usize>, LineProblem)> {
+pub(crate) fn parse_object(line: &str) -> Result<Map<String, Value>, (Option<usize>, LineProblem)> {
     let value: Value =
         serde_json::from_str(line).map_err(|e| (Some(e.column()), LineProblem::NotJson { reason: json_reason(&e) }))?;
     match value {

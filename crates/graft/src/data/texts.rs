@@ -2,8 +2,9 @@
 //! or its `text` and `label` (classification data for heads on features).
 
 use super::jsonl::for_each_strict_line;
-use super::record::{parse_line, string_fields, Record};
+use super::record::{parse_line, parse_object, string_fields, Record};
 use super::{DataError, DataFormat};
+use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -62,6 +63,25 @@ pub fn read_string_fields(path: &Path, keys: &[&str]) -> Result<Vec<(usize, Vec<
     let mut out = Vec::new();
     for_each_strict_line(path, |line, text| {
         out.push((line, string_fields(text, keys)?));
+        Ok(())
+    })?;
+    if out.is_empty() {
+        return Err(DataError::EmptyDataset { path: path.into(), after: "in the file (it has no JSON lines)".into() });
+    }
+    Ok(out)
+}
+
+/// One JSONL line parsed as an object, with its 1-based line number.
+pub type NumberedObject = (usize, Map<String, Value>);
+
+/// Reads every line of `path` as a JSON object, with its 1-based line number, as strictly as
+/// [`read_texts`]: the first malformed line (not JSON, not an object, an empty line before more
+/// data) is an error naming `file:line`, and a file without lines is
+/// [`DataError::EmptyDataset`]. For result files whose fields differ from line to line.
+pub fn read_objects(path: &Path) -> Result<Vec<NumberedObject>, DataError> {
+    let mut out = Vec::new();
+    for_each_strict_line(path, |line, text| {
+        out.push((line, parse_object(text)?));
         Ok(())
     })?;
     if out.is_empty() {

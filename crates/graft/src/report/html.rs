@@ -8,7 +8,7 @@ use super::{plots, CompareReport};
 use crate::Result;
 
 /// Layout and typography of the page; system fonts only.
-const STYLE: &str = "
+pub(super) const STYLE: &str = "
 body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; color: #1d1d1f;
        background: #fff; margin: 2rem auto; max-width: 960px; padding: 0 1rem; line-height: 1.45; }
 h1 { font-size: 1.6rem; margin-bottom: 0.2rem; }
@@ -112,7 +112,7 @@ pub fn html_report(r: &CompareReport) -> Result<String> {
 }
 
 /// Appends a `<figure>` holding `svg` inline, under an `<h2>` heading when `heading` is not empty.
-fn figure(h: &mut String, id: &str, heading: &str, svg: &str, caption: &str) {
+pub(super) fn figure(h: &mut String, id: &str, heading: &str, svg: &str, caption: &str) {
     if !heading.is_empty() {
         h.push_str(&format!("<h2>{}</h2>\n", escape(heading)));
     }

@@ -1,18 +1,26 @@
 //! Comparing transfer techniques on one task: the result types `graft compare` fills in, and the
 //! renderers that turn them into a Markdown table, a JSON file and a self-contained HTML report
-//! with plots.
+//! with plots; and summaries of any measurement's JSONL results (`graft report`), rendered the
+//! same way.
 
 use serde::{Deserialize, Serialize};
 
 mod cells;
 mod html;
 mod markdown;
+mod paired;
 mod plots;
+mod summary;
+mod summary_page;
 mod write;
 
 pub use html::html_report;
 pub use markdown::markdown_table;
 pub use plots::{learning_curve_svg, loss_curves_svg, metric_bars_svg, technique_color};
+pub use summary::{
+    summarize_files, summary_markdown, Baseline, Differences, GroupSummary, MetricStats, ResultsSummary, SummarySpec,
+};
+pub use summary_page::{metric_summary_svg, summary_html, write_summary};
 pub use write::{write_report, ReportFiles};
 
 /// Everything one `graft compare` run measured.

@@ -35,13 +35,13 @@ const MACRO_F1_BAR: RGBColor = RGBColor(140, 180, 220);
 const NOTE_GREY: RGBColor = RGBColor(90, 90, 90);
 
 /// Width of every chart, in pixels.
-const WIDTH: u32 = 900;
-const FONT: &str = "sans-serif";
+pub(super) const WIDTH: u32 = 900;
+pub(super) const FONT: &str = "sans-serif";
 /// Room above the plotting area for the title (and the bar chart's legend).
-const TITLE_ROOM: u32 = 44;
+pub(super) const TITLE_ROOM: u32 = 44;
 
-type DrawResult = std::result::Result<(), DrawingAreaErrorKind<std::io::Error>>;
-type Root<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+pub(super) type DrawResult = std::result::Result<(), DrawingAreaErrorKind<std::io::Error>>;
+pub(super) type Root<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 /// One technique's learning curve: colour index, name, (share, accuracy, macro-F1) by share.
 type Curve<'a> = (usize, &'a str, Vec<(f64, f64, f64)>);
 
@@ -269,7 +269,11 @@ pub fn learning_curve_svg(r: &CompareReport) -> Result<Option<String>> {
 
 /// Draws on a white canvas of `size` and returns the SVG document; plotting errors become
 /// [`GraftError::Plot`] naming `chart`.
-fn render(chart: &'static str, size: (u32, u32), draw: impl FnOnce(&Root<'_>) -> DrawResult) -> Result<String> {
+pub(super) fn render(
+    chart: &'static str,
+    size: (u32, u32),
+    draw: impl FnOnce(&Root<'_>) -> DrawResult,
+) -> Result<String> {
     let fail = |e: DrawingAreaErrorKind<std::io::Error>| GraftError::Plot { chart, reason: e.to_string() };
     let mut svg = String::new();
     {
@@ -282,13 +286,13 @@ fn render(chart: &'static str, size: (u32, u32), draw: impl FnOnce(&Root<'_>) ->
 }
 
 /// A value a chart can place: finite and within ±1e100, so that axis spans stay finite.
-fn plottable(v: f64) -> bool {
+pub(super) fn plottable(v: f64) -> bool {
     v.is_finite() && v.abs() <= 1e100
 }
 
 /// The range covering `values` (all plottable), widened by `pad` of its width on each side; a
 /// single value gets a unit-wide range around it, and no value gives `0..1`.
-fn span(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
+pub(super) fn span(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     if !(lo.is_finite() && hi.is_finite()) {
         return (0.0, 1.0);
@@ -302,18 +306,18 @@ fn span(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
 }
 
 /// A text style of `size` pixels anchored at `h`/`v`.
-fn text_style(size: u32, h: HPos, v: VPos) -> TextStyle<'static> {
+pub(super) fn text_style(size: u32, h: HPos, v: VPos) -> TextStyle<'static> {
     TextStyle::from((FONT, size).into_font()).pos(Pos::new(h, v))
 }
 
 /// The chart title, bold, top left.
-fn title(root: &Root<'_>, text: &str) -> DrawResult {
+pub(super) fn title(root: &Root<'_>, text: &str) -> DrawResult {
     let style = TextStyle::from((FONT, 18, FontStyle::Bold).into_font()).pos(Pos::new(HPos::Left, VPos::Top));
     root.draw_text(text, &style, (16, 12))
 }
 
 /// A message in the middle of an otherwise empty chart.
-fn centered_note(root: &Root<'_>, text: &str) -> DrawResult {
+pub(super) fn centered_note(root: &Root<'_>, text: &str) -> DrawResult {
     let (w, h) = root.dim_in_pixel();
     let style = text_style(16, HPos::Center, VPos::Center).color(&NOTE_GREY);
     root.draw_text(text, &style, (w as i32 / 2, (h as i32 + TITLE_ROOM as i32) / 2))
@@ -347,7 +351,7 @@ fn bar_legend(root: &Root<'_>) -> DrawResult {
 }
 
 /// `s` cut to `max` characters with an ellipsis, so that a long name cannot push the plot away.
-fn shorten(s: &str, max: usize) -> String {
+pub(super) fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {

@@ -30,12 +30,17 @@ pub fn write_report(r: &CompareReport, dir: &Path) -> Result<ReportFiles> {
     json.push('\n');
     let html = html_report(r)?;
 
+    write_files(dir, ["compare.md", "compare.json", "report.html"], [&markdown, &json, &html])
+}
+
+/// Writes the Markdown, JSON and HTML renderings `texts` into `dir` (created if missing) under
+/// `names`, each atomically, then syncs the folder.
+pub(super) fn write_files(dir: &Path, names: [&str; 3], texts: [&str; 3]) -> Result<ReportFiles> {
     std::fs::create_dir_all(dir).map_err(|e| GraftError::io(dir, e))?;
-    let files =
-        ReportFiles { markdown: dir.join("compare.md"), json: dir.join("compare.json"), html: dir.join("report.html") };
-    write_atomic(&files.markdown, &markdown)?;
-    write_atomic(&files.json, &json)?;
-    write_atomic(&files.html, &html)?;
+    let files = ReportFiles { markdown: dir.join(names[0]), json: dir.join(names[1]), html: dir.join(names[2]) };
+    for (path, text) in [&files.markdown, &files.json, &files.html].into_iter().zip(texts) {
+        write_atomic(path, text)?;
+    }
     crate::io::sync_dir(dir).map_err(|e| GraftError::io(dir, e))?;
     Ok(files)
 }

@@ -1,0 +1,134 @@
+//! `graft report`'s summaries on a results file written the way the measurement scripts write
+//! theirs: groups, sample statistics and paired differences against numbers worked out by hand,
+//! the three files (JSON read back, SVG charts parsed as XML, a page that loads nothing), and
+//! malformed input named by file and line.
+
+use graft::report::{summarize_files, write_summary, Baseline, ResultsSummary, SummarySpec};
+use std::path::PathBuf;
+
+/// Two label budgets, runs with and without an extra stage, three seeds each (the seed-3 run of
+/// `cpt · 100` is missing), plus a line of another kind that has no `start`.
+const RESULTS: &str = r#"{"name":"forgetting_base","seed":0,"loss":{"domain":3.9}}
+{"start":"base","labels":100,"seed":1,"rouge1":0.29,"eval_loss":3.46}
+{"start":"cpt","labels":100,"seed":1,"rouge1":0.30,"eval_loss":3.32}
+{"start":"base","labels":100,"seed":2,"rouge1":0.27,"eval_loss":3.43}
+{"start":"cpt","labels":100,"seed":2,"rouge1":0.29,"eval_loss":3.29}
+{"start":"base","labels":100,"seed":3,"rouge1":0.28,"eval_loss":null}
+{"start":"base","labels":300,"seed":1,"rouge1":0.31,"eval_loss":3.1}
+{"start":"cpt","labels":300,"seed":1,"rouge1":0.33,"eval_loss":3.0}
+"#;
+
+fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn spec(against: bool) -> SummarySpec {
+    SummarySpec {
+        title: "Extra stage <before> LoRA".into(),
+        group_by: vec!["start".into(), "labels".into()],
+        metrics: vec!["rouge1".into(), "eval_loss".into()],
+        against: against.then(|| Baseline { field: "start".into(), value: "base".into(), pair_on: "seed".into() }),
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-12
+}
+
+#[test]
+fn groups_statistics_and_paired_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir, "results.jsonl", RESULTS);
+    let s = summarize_files(std::slice::from_ref(&path), &spec(true)).unwrap();
+    assert_eq!((s.rows_read, s.rows_left_out), (8, 1));
+    let labels: Vec<&str> = s.groups.iter().map(|g| g.label.as_str()).collect();
+    assert_eq!(labels, ["base · 100", "cpt · 100", "base · 300", "cpt · 300"]);
+
+    let base = &s.groups[0];
+    assert_eq!(base.rows, 3);
+    let r = base.stats("rouge1").unwrap();
+    assert!(close(r.mean, 0.28) && close(r.std.unwrap(), 0.01), "{r:?}");
+    // The null loss of seed 3 is no value: two values.
+    let l = base.stats("eval_loss").unwrap();
+    assert_eq!((l.n, l.values.as_slice()), (2, &[3.46, 3.43][..]));
+
+    let d = s.differences.as_ref().unwrap();
+    let labels: Vec<&str> = d.groups.iter().map(|g| g.label.as_str()).collect();
+    assert_eq!(labels, ["cpt · 100 − base · 100", "cpt · 300 − base · 300"]);
+    // Seeds 1 and 2 pair up (cpt has no seed 3): rouge1 differences 0.01 and 0.02.
+    let d100 = &d.groups[0];
+    assert_eq!(d100.rows, 2);
+    let dr = d100.stats("rouge1").unwrap();
+    assert!(close(dr.mean, 0.015) && close(dr.std.unwrap(), 0.005f64.hypot(0.005)), "{dr:?}");
+    let dl = d100.stats("eval_loss").unwrap();
+    assert!(close(dl.mean, -0.14) && dl.std.unwrap() < 1e-12, "{dl:?}");
+    assert_eq!(d.groups[1].stats("rouge1").unwrap().std, None);
+}
+
+#[test]
+fn the_three_files_read_back_and_the_page_loads_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir, "results.jsonl", RESULTS);
+    let s = summarize_files(&[path], &spec(true)).unwrap();
+    let out = dir.path().join("report");
+    let files = write_summary(&s, &out).unwrap();
+
+    // JSON numbers read back to within a unit in the last place (serde_json's fast float parser).
+    let back: ResultsSummary = serde_json::from_str(&std::fs::read_to_string(&files.json).unwrap()).unwrap();
+    assert_eq!((&back.title, &back.metrics, back.rows_read), (&s.title, &s.metrics, s.rows_read));
+    let all = |r: &ResultsSummary| {
+        let d = r.differences.as_ref().unwrap();
+        r.groups.iter().chain(&d.groups).flat_map(|g| g.metrics.clone()).collect::<Vec<_>>()
+    };
+    for (a, b) in all(&back).iter().zip(all(&s)) {
+        assert_eq!((&a.metric, a.n, a.values.len()), (&b.metric, b.n, b.values.len()));
+        assert!((a.mean - b.mean).abs() <= 1e-15 * b.mean.abs().max(1.0), "{a:?} {b:?}");
+    }
+
+    let md = std::fs::read_to_string(&files.markdown).unwrap();
+    assert!(md.contains("| base · 100 | 3 | 0.280 ± 0.010 | 3.445 ± 0.021 (2) |"), "{md}");
+    assert!(md.contains("## Paired differences from start = base (rows paired by seed)"), "{md}");
+    assert!(md.contains("| cpt · 100 − base · 100 | 2 | 0.0150 ± 0.0071 | -0.140 ± 0.000 |"), "{md}");
+
+    let html = std::fs::read_to_string(&files.html).unwrap();
+    assert!(html.contains("<h1>Extra stage &lt;before&gt; LoRA</h1>"), "the title is escaped");
+    assert!(!html.contains("http") && !html.contains("<script"), "the page loads nothing");
+    // Two metrics, each with its chart and its difference chart; every chart is well-formed XML
+    // with a bar (rect) per group that has the metric.
+    let svgs: Vec<&str> =
+        html.match_indices("<svg").map(|(i, _)| &html[i..i + html[i..].find("</svg>").unwrap() + 6]).collect();
+    assert_eq!(svgs.len(), 4);
+    for (svg, bars) in svgs.iter().zip([4, 2, 4, 2]) {
+        let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("SVG is not well-formed XML: {e}"));
+        let filled =
+            doc.descendants().filter(|n| n.has_tag_name("rect") && n.attribute("fill") == Some("#8CB4DC")).count();
+        assert_eq!(filled, bars, "{svg}");
+    }
+}
+
+#[test]
+fn bad_input_is_named_by_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = file(&dir, "broken.jsonl", "{\"start\":\"base\",\"labels\":1,\"rouge1\":0.2}\n{\"start\": \n");
+    let err = summarize_files(std::slice::from_ref(&broken), &spec(false)).unwrap_err().to_string();
+    assert!(err.contains("broken.jsonl:2") && err.contains("not valid JSON"), "{err}");
+
+    let text = file(&dir, "text.jsonl", "{\"start\":\"base\",\"labels\":1,\"rouge1\":\"high\"}\n");
+    let err = summarize_files(&[text], &spec(false)).unwrap_err().to_string();
+    assert!(err.contains("text.jsonl:1: metric `rouge1` must be a number, found a string"), "{err}");
+
+    let twice = file(
+        &dir,
+        "twice.jsonl",
+        "{\"start\":\"base\",\"labels\":1,\"seed\":1,\"rouge1\":0.2,\"eval_loss\":3}\n\
+         {\"start\":\"cpt\",\"labels\":1,\"seed\":1,\"rouge1\":0.3}\n{\"start\":\"cpt\",\"labels\":1,\"seed\":1,\"rouge1\":0.4}\n",
+    );
+    let err = summarize_files(&[twice], &spec(true)).unwrap_err().to_string();
+    assert!(err.contains("twice.jsonl:3: `seed` = 1 appears twice in one group"), "{err}");
+
+    let empty = file(&dir, "empty.jsonl", "");
+    assert!(summarize_files(&[empty], &spec(false)).unwrap_err().to_string().contains("no usable samples"));
+    assert!(summarize_files(&[], &spec(false)).is_err());
+}
