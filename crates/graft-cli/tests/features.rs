@@ -1,7 +1,7 @@
 //! `graft features progressive` end to end on real tweets and all-MiniLM-L6-v2: two tasks learned
 //! in order give a lower-triangular accuracy matrix whose first task's accuracy is unchanged by
 //! the second, a network file that loads with both tasks, the table on stdout; data errors name
-//! the file and line.
+//! the file and line; columns of encoder blocks (`[encoder_columns]`) run the same way.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -85,6 +85,45 @@ fn two_tasks_give_the_accuracy_matrix_and_a_loadable_network() {
     assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("after sentiment") && text.contains("after polarity") && text.contains(" -"), "{text}");
+}
+
+/// `[encoder_columns]`: the columns are copies of the encoder's top block with lateral adapters;
+/// the first task's accuracy is again unchanged by the second, and the network file loads on
+/// the encoder.
+#[test]
+fn encoder_block_columns_run_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path());
+    let out = dir.path().join("blocks");
+    let set = format!("output.dir={:?}", out.to_str().unwrap());
+    let args = ["--set", "encoder_columns.top_layers=1", "--set", "encoder_columns.epochs=1", "--set", &set, "--json"];
+    let mut all = vec!["features", "progressive", config.to_str().unwrap()];
+    all.extend(args);
+    let run = graft(&all);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let acc = summary["accuracy"].as_array().unwrap();
+    assert_eq!(acc[0][0], acc[1][0], "sentiment's accuracy is unchanged by learning polarity");
+    assert_eq!(summary["encoder_columns"]["top_layers"], 1);
+    // One MiniLM block (1,774,464 weights) and a 3-class head; the second column adds a lateral
+    // into its head (rank 16: 2 × 16 × 384) and a 2-class head.
+    assert_eq!(summary["tasks"][0]["column_params"], 1_774_464 + 384 * 3 + 3);
+    assert_eq!(summary["tasks"][1]["column_params"], 1_774_464 + 2 * 16 * 384 + 384 * 2 + 2);
+    let dir_enc = graft::assets::ensure("all-minilm-l6-v2", false).unwrap();
+    let enc = graft::models::bert::SentenceEncoder::from_hf_folder(
+        &dir_enc,
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .unwrap();
+    let net =
+        graft::features::progressive::ProgressiveEncoder::load(&out.join("progressive.safetensors"), enc).unwrap();
+    let tasks: Vec<&str> = net.columns().iter().map(|c| c.task()).collect();
+    assert_eq!(tasks, ["sentiment", "polarity"]);
+
+    let bad = graft(&["features", "progressive", config.to_str().unwrap(), "--set", "encoder_columns.top_layers=9"]);
+    assert_eq!(bad.status.code(), Some(3), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("between 1 and the encoder's 6 blocks"));
 }
 
 #[test]

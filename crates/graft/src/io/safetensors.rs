@@ -19,7 +19,17 @@ use std::path::{Path, PathBuf};
 /// Writes `tensors` as one safetensors file at `path`: into a temporary file beside it, then
 /// synced and renamed into place, so a reader never sees a half-written file.
 pub fn save_atomic(tensors: impl IntoIterator<Item = (String, Tensor)>, path: &Path) -> crate::Result<()> {
-    let map: HashMap<String, Tensor> = tensors.into_iter().collect();
+    save_atomic_with_metadata(tensors, HashMap::new(), path)
+}
+
+/// [`save_atomic`] with `metadata` in the header's `__metadata__` (a description that must be
+/// replaced together with the weights it describes).
+pub fn save_atomic_with_metadata(
+    tensors: impl IntoIterator<Item = (String, Tensor)>,
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> crate::Result<()> {
+    let map: Vec<(String, Tensor)> = tensors.into_iter().collect();
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -29,7 +39,9 @@ pub fn save_atomic(tensors: impl IntoIterator<Item = (String, Tensor)>, path: &P
         .suffix(".safetensors")
         .tempfile_in(dir)
         .map_err(|e| crate::GraftError::io(dir, e))?;
-    candle_core::safetensors::save(&map, tmp.path())?;
+    let meta = (!metadata.is_empty()).then_some(metadata);
+    safetensors::serialize_to_file(map, meta, tmp.path())
+        .map_err(|e| crate::GraftError::io(path, std::io::Error::other(e.to_string())))?;
     tmp.as_file().sync_all().map_err(|e| crate::GraftError::io(path, e))?;
     tmp.persist(path).map_err(|e| crate::GraftError::io(path, e.error))?;
     Ok(())

@@ -9,6 +9,7 @@ use super::labelled::LabelledSets;
 use crate::assets::resolve_model;
 use crate::config::{read_toml, relative_to};
 use crate::device::{parse_device, parse_dtype};
+use crate::features::progressive::{fit_encoder_column, EncoderColumnsConfig, ProgressiveEncoder};
 use crate::features::{encoder_features, fit_column, ProgressiveConfig, ProgressiveNet, RunOutput};
 use crate::models::bert::SentenceEncoder;
 use crate::train::{Event, RunDir};
@@ -29,9 +30,14 @@ pub struct ProgressiveRunConfig {
     #[serde(default)]
     pub backbone: BackboneConfig,
     /// Shape and training of every column (`hidden`, `epochs`, `batch_size`, `lr`,
-    /// `weight_decay`, `seed`).
+    /// `weight_decay`, `seed`), for columns of MLP heads on the encoder's features.
     #[serde(default)]
     pub head: ProgressiveConfig,
+    /// When given, the columns are copies of the encoder's top blocks with lateral adapters
+    /// and a linear head ([`ProgressiveEncoder`]) instead of MLP heads on its features; `head`
+    /// is then not used.
+    #[serde(default)]
+    pub encoder_columns: Option<EncoderColumnsConfig>,
     /// The tasks, learned in this order (at least one).
     #[serde(default)]
     pub tasks: Vec<TaskConfig>,
@@ -121,6 +127,10 @@ impl ProgressiveRunConfig {
         if self.backbone.batch_size == 0 {
             return bad("backbone: batch_size must be at least 1".into());
         }
+        if let Some(ec) = &self.encoder_columns {
+            // The block count is checked against the encoder once it is loaded.
+            ec.validate(usize::MAX)?;
+        }
         self.head.validate()
     }
 }
@@ -139,8 +149,10 @@ pub struct ProgressiveSummary {
     pub trainable_params: usize,
     /// The encoder the features come from.
     pub encoder: String,
-    /// The column settings.
+    /// The column settings of MLP-head columns.
     pub head: ProgressiveConfig,
+    /// The column settings of encoder-block columns, when the run used them.
+    pub encoder_columns: Option<EncoderColumnsConfig>,
 }
 
 /// One task of a [`ProgressiveSummary`].
@@ -160,23 +172,75 @@ pub struct TaskSummary {
     pub run: PathBuf,
 }
 
-/// A task's data, embedded.
+/// A task's data: texts and labels, and their embeddings for MLP-head columns.
 struct TaskData {
     labels: Vec<String>,
-    train: (Tensor, Vec<usize>),
-    eval: (Tensor, Vec<usize>),
+    train: (Vec<String>, Vec<usize>),
+    eval: (Vec<String>, Vec<usize>),
+    features: Option<(Tensor, Tensor)>,
 }
 
-fn load_task(t: &TaskConfig, enc: &SentenceEncoder, batch: usize) -> Result<TaskData> {
+fn load_task(t: &TaskConfig, enc: &SentenceEncoder, batch: usize, embed: bool) -> Result<TaskData> {
     let sets = LabelledSets::read(&t.train, &t.eval, None)
         .map_err(|e| GraftError::Input(format!("task `{}`: {e}", t.name)))?;
-    let (train_x, eval_x) =
-        (encoder_features(enc, &sets.train_texts(), batch)?, encoder_features(enc, &sets.eval_texts(), batch)?);
-    Ok(TaskData { train: (train_x, sets.train_y), eval: (eval_x, sets.eval_y), labels: sets.labels })
+    let (train, eval) = (sets.train_texts(), sets.eval_texts());
+    let features =
+        if embed { Some((encoder_features(enc, &train, batch)?, encoder_features(enc, &eval, batch)?)) } else { None };
+    Ok(TaskData { train: (train, sets.train_y), eval: (eval, sets.eval_y), labels: sets.labels, features })
 }
 
-/// Runs the config: embeds every task's data, learns the tasks in order (a column each) and
-/// fills the accuracy matrix. An output folder that already holds a network is refused.
+/// The network being grown: MLP heads on features, or copies of the encoder's top blocks.
+enum Columns {
+    Heads(ProgressiveNet),
+    Blocks(Box<(ProgressiveEncoder, EncoderColumnsConfig)>),
+}
+
+impl Columns {
+    /// Learns `t` as the next column and saves the network to `path`.
+    fn learn(
+        &mut self,
+        t: &TaskConfig,
+        d: &TaskData,
+        head: &ProgressiveConfig,
+        out: RunOutput,
+        path: &Path,
+    ) -> Result<()> {
+        match self {
+            Columns::Heads(net) => {
+                let x = &d.features.as_ref().expect("head columns embed their tasks").0;
+                fit_column(net, &t.name, &d.labels, x, &d.train.1, head, out)?;
+                net.save(path)
+            }
+            Columns::Blocks(b) => {
+                let (net, ec) = &mut **b;
+                fit_encoder_column(net, &t.name, &d.labels, &d.train.0, &d.train.1, ec, out)?;
+                net.save(path)
+            }
+        }
+    }
+
+    /// Held-out accuracy of `task`'s column on `d`.
+    fn accuracy(&self, task: &str, d: &TaskData, batch: usize) -> Result<f64> {
+        let pred = match self {
+            Columns::Heads(net) => net.predict(task, &d.features.as_ref().expect("embedded").1)?,
+            Columns::Blocks(b) => b.0.predict(task, &d.eval.0, batch)?,
+        };
+        let y = &d.eval.1;
+        Ok(pred.iter().zip(y).filter(|(p, l)| p == l).count() as f64 / y.len().max(1) as f64)
+    }
+
+    /// Trainable parameters of column `k`, and of all columns.
+    fn params(&self, k: usize) -> (usize, usize) {
+        match self {
+            Columns::Heads(net) => (net.columns()[k].trainable_params(), net.trainable_params()),
+            Columns::Blocks(b) => (b.0.columns()[k].params(), b.0.trainable_params()),
+        }
+    }
+}
+
+/// Runs the config: reads (and, for MLP-head columns, embeds) every task's data, learns the
+/// tasks in order (a column each) and fills the accuracy matrix. An output folder that already
+/// holds a network is refused.
 pub fn run(cfg: &ProgressiveRunConfig, on_event: &mut dyn FnMut(Event)) -> Result<ProgressiveSummary> {
     cfg.validate()?;
     let out = &cfg.output.dir;
@@ -194,22 +258,28 @@ pub fn run(cfg: &ProgressiveRunConfig, on_event: &mut dyn FnMut(Event)) -> Resul
         &parse_device(&b.device)?,
         parse_dtype(&b.dtype)?,
     )?;
+    let embed = cfg.encoder_columns.is_none();
     let mut data = Vec::with_capacity(cfg.tasks.len());
     for t in &cfg.tasks {
-        on_event(Event::Note(format!("embedding task `{}`", t.name)));
-        data.push(load_task(t, &enc, b.batch_size)?);
+        on_event(Event::Note(format!("reading task `{}`", t.name)));
+        data.push(load_task(t, &enc, b.batch_size, embed)?);
     }
-    let mut net = ProgressiveNet::new(enc.dim(), cfg.head.hidden.clone())?;
+    let mut net = match &cfg.encoder_columns {
+        None => Columns::Heads(ProgressiveNet::new(enc.dim(), cfg.head.hidden.clone())?),
+        Some(ec) => {
+            ec.validate(enc.model().config().num_hidden_layers)?;
+            Columns::Blocks(Box::new((ProgressiveEncoder::new(enc, ec.top_layers)?, ec.clone())))
+        }
+    };
     let (mut accuracy, mut tasks) = (Vec::new(), Vec::new());
     for (k, (t, d)) in cfg.tasks.iter().zip(&data).enumerate() {
         on_event(Event::Note(format!("learning task `{}` (column {k})", t.name)));
         let run = out.join("columns").join(format!("{k}-{}", t.name));
         let output = RunOutput { dir: Some(RunDir::open(&run, false, 0)?), on_event: &mut *on_event };
-        fit_column(&mut net, &t.name, &d.labels, &d.train.0, &d.train.1, &cfg.head, output)?;
-        net.save(&net_path)?;
+        net.learn(t, d, &cfg.head, output, &net_path)?;
         let mut row = Vec::with_capacity(cfg.tasks.len());
         for (i, (ti, di)) in cfg.tasks.iter().zip(&data).enumerate() {
-            row.push(if i <= k { Some(accuracy_of(&net, &ti.name, &di.eval)?) } else { None });
+            row.push(if i <= k { Some(net.accuracy(&ti.name, di, b.batch_size)?) } else { None });
         }
         on_event(Event::Note(format!("after `{}`: {}", t.name, row_text(&cfg.tasks, &row))));
         accuracy.push(row);
@@ -218,7 +288,7 @@ pub fn run(cfg: &ProgressiveRunConfig, on_event: &mut dyn FnMut(Event)) -> Resul
             labels: d.labels.clone(),
             train_examples: d.train.1.len(),
             eval_examples: d.eval.1.len(),
-            column_params: net.columns()[k].trainable_params(),
+            column_params: net.params(k).0,
             run,
         });
     }
@@ -226,17 +296,13 @@ pub fn run(cfg: &ProgressiveRunConfig, on_event: &mut dyn FnMut(Event)) -> Resul
         tasks,
         accuracy,
         network: net_path,
-        trainable_params: net.trainable_params(),
+        trainable_params: net.params(0).1,
         encoder: b.encoder.clone(),
         head: cfg.head.clone(),
+        encoder_columns: cfg.encoder_columns.clone(),
     };
     crate::io::write_atomic(&out.join("summary.json"), &serde_json::to_string_pretty(&summary)?)?;
     Ok(summary)
-}
-
-fn accuracy_of(net: &ProgressiveNet, task: &str, (x, y): &(Tensor, Vec<usize>)) -> Result<f64> {
-    let pred = net.predict(task, x)?;
-    Ok(pred.iter().zip(y).filter(|(p, l)| p == l).count() as f64 / y.len().max(1) as f64)
 }
 
 fn row_text(tasks: &[TaskConfig], row: &[Option<f64>]) -> String {

@@ -13,8 +13,10 @@
 //! `j`'s logits, which read columns `0..=j` only, are the same bit for bit after any later task
 //! is learned.
 
+pub mod encoder;
 pub mod train;
 
+pub use encoder::{fit_encoder_column, EncoderColumnObjective, EncoderColumnsConfig, ProgressiveEncoder};
 pub use train::{fit_column, ColumnObjective, ProgressiveConfig};
 
 use crate::features::head::{HeadKind, Standardizer, TrainedHead};
@@ -384,25 +386,15 @@ impl ProgressiveNet {
     /// `__metadata__` key [`METADATA_KEY`]. The file is written beside `path` and renamed into
     /// place, so weights and description are replaced together.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut map: Vec<(String, &Tensor)> = Vec::new();
+        let mut map: Vec<(String, Tensor)> = Vec::new();
         for (k, c) in self.columns.iter().enumerate() {
-            map.push((format!("columns.{k}.standardize.mean"), &c.standardizer.mean));
-            map.push((format!("columns.{k}.standardize.std"), &c.standardizer.std));
+            map.push((format!("columns.{k}.standardize.mean"), c.standardizer.mean.clone()));
+            map.push((format!("columns.{k}.standardize.std"), c.standardizer.std.clone()));
             let layout = column_layout(k, self.dim, &self.hidden, c.labels.len());
-            map.extend(layout.into_iter().map(|(n, _)| n).zip(c.params.ordered()));
+            map.extend(layout.into_iter().map(|(n, _)| n).zip(c.params.ordered().into_iter().cloned()));
         }
         let meta = HashMap::from([(METADATA_KEY.to_string(), serde_json::to_string(&self.description())?)]);
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let tmp = tempfile::Builder::new()
-            .prefix(".progressive")
-            .suffix(".safetensors")
-            .tempfile_in(dir)
-            .map_err(|e| GraftError::io(dir, e))?;
-        safetensors::serialize_to_file(map, Some(meta), tmp.path())
-            .map_err(|e| GraftError::io(path, std::io::Error::other(e.to_string())))?;
-        tmp.as_file().sync_all().map_err(|e| GraftError::io(path, e))?;
-        tmp.persist(path).map_err(|e| GraftError::io(path, e.error))?;
-        Ok(())
+        crate::io::safetensors::save_atomic_with_metadata(map, meta, path)
     }
 
     /// Reads a network written by [`ProgressiveNet::save`] onto `device`. A missing or

@@ -70,6 +70,88 @@ pub struct BertLayer {
     ffn_norm: LayerNorm,
 }
 
+impl BertLayer {
+    /// A copy of this block (block `index` of its encoder) whose every weight is a new variable,
+    /// with the variables by checkpoint name. Training the copy leaves this block untouched.
+    pub fn trainable_copy(&self, index: usize, dtype: DType) -> Result<(BertLayer, Vec<(String, Var)>)> {
+        let mut copy = self.clone();
+        let mut vars = Vec::new();
+        copy.vars_where(index, dtype, &mut |name: String, t: &mut Tensor| -> Result<bool> {
+            // A detached view is never a variable, so this always copies the storage.
+            let v = Var::from_tensor(&t.detach())?;
+            *t = v.as_tensor().clone();
+            vars.push((name, v));
+            Ok(true)
+        })?;
+        Ok((copy, vars))
+    }
+
+    /// Every weight of this block (block `index`), by checkpoint name, dense in `dtype`.
+    pub fn named_weights(&self, index: usize, dtype: DType) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        self.clone().vars_where(index, dtype, &mut |name: String, t: &mut Tensor| -> Result<bool> {
+            out.push((name, t.clone()));
+            Ok(false)
+        })?;
+        Ok(out)
+    }
+
+    /// This block (block `index`) with every weight taken from `weight(name)` instead, by
+    /// checkpoint name; a weight whose shape differs from this block's is an error naming it.
+    pub fn with_weights(
+        &self,
+        index: usize,
+        dtype: DType,
+        weight: &mut dyn FnMut(&str) -> Result<Tensor>,
+    ) -> Result<BertLayer> {
+        let mut copy = self.clone();
+        copy.vars_where(index, dtype, &mut |name: String, t: &mut Tensor| -> Result<bool> {
+            let w = weight(&name)?;
+            if w.dims() != t.dims() {
+                return Err(GraftError::Input(format!(
+                    "`{name}` has shape {:?}, the block's is {:?}",
+                    w.dims(),
+                    t.dims()
+                )));
+            }
+            *t = w.to_dtype(dtype)?;
+            Ok(true)
+        })?;
+        Ok(copy)
+    }
+
+    /// Offers every weight of the block, by checkpoint name, to `to_var`, which replaces the
+    /// ones it makes variables (and says so by returning `true`).
+    fn vars_where(
+        &mut self,
+        i: usize,
+        dtype: DType,
+        to_var: &mut dyn FnMut(String, &mut Tensor) -> Result<bool>,
+    ) -> Result<()> {
+        for p in self.attn.iter_mut().chain(self.ffn.iter_mut()) {
+            let (mut w, mut b) = (p.dense_weight(dtype)?, p.bias().cloned());
+            let mut changed = to_var(format!("{}.weight", p.name()), &mut w)?;
+            if let Some(b) = &mut b {
+                changed |= to_var(format!("{}.bias", p.name()), b)?;
+            }
+            if changed {
+                if p.has_adapters() {
+                    return Err(GraftError::Input(format!(
+                        "{} already has adapters: choose the trainable weights before attaching adapters",
+                        p.name()
+                    )));
+                }
+                *p = Proj::new(p.name().to_string(), BaseWeight::Dense(w), b)?;
+            }
+        }
+        for (norm, prefix) in [(&mut self.attn_norm, "attention.output"), (&mut self.ffn_norm, "output")] {
+            to_var(format!("encoder.layer.{i}.{prefix}.LayerNorm.weight"), &mut norm.weight)?;
+            to_var(format!("encoder.layer.{i}.{prefix}.LayerNorm.bias"), &mut norm.bias)?;
+        }
+        Ok(())
+    }
+}
+
 /// Token ids, segment ids and padding mask of a right-padded batch, all `[batch, seq]`.
 #[derive(Debug, Clone)]
 pub struct BertInput {
@@ -264,26 +346,7 @@ impl Bert {
         to_var("embeddings.LayerNorm.weight".into(), &mut self.embeddings_norm.weight)?;
         to_var("embeddings.LayerNorm.bias".into(), &mut self.embeddings_norm.bias)?;
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            for p in layer.attn.iter_mut().chain(layer.ffn.iter_mut()) {
-                let (mut w, mut b) = (p.dense_weight(self.dtype)?, p.bias().cloned());
-                let mut changed = to_var(format!("{}.weight", p.name()), &mut w)?;
-                if let Some(b) = &mut b {
-                    changed |= to_var(format!("{}.bias", p.name()), b)?;
-                }
-                if changed {
-                    if p.has_adapters() {
-                        return Err(GraftError::Input(format!(
-                            "{} already has adapters: choose the trainable weights before attaching adapters",
-                            p.name()
-                        )));
-                    }
-                    *p = Proj::new(p.name().to_string(), BaseWeight::Dense(w), b)?;
-                }
-            }
-            for (norm, prefix) in [(&mut layer.attn_norm, "attention.output"), (&mut layer.ffn_norm, "output")] {
-                to_var(format!("encoder.layer.{i}.{prefix}.LayerNorm.weight"), &mut norm.weight)?;
-                to_var(format!("encoder.layer.{i}.{prefix}.LayerNorm.bias"), &mut norm.bias)?;
-            }
+            layer.vars_where(i, self.dtype, &mut to_var)?;
         }
         Ok(vars)
     }
@@ -315,6 +378,11 @@ impl Bert {
     /// output, the attention probabilities, and each block's attention and feed-forward outputs
     /// before their residual sums (`hidden_dropout_prob` / `attention_probs_dropout_prob`).
     pub fn forward_dropout(&self, input: &BertInput, pass: Pass, dropout: Option<&Dropout>) -> Result<Tensor> {
+        self.forward_layers(input, self.layers.len(), pass, dropout)
+    }
+
+    /// The embeddings, then the first `n` blocks.
+    fn forward_layers(&self, input: &BertInput, n: usize, pass: Pass, dropout: Option<&Dropout>) -> Result<Tensor> {
         let (b, t) = input.ids.dims2()?;
         if t > self.cfg.max_position_embeddings {
             return Err(GraftError::Input(format!(
@@ -328,17 +396,38 @@ impl Bert {
         let positions = self.position_embeddings.narrow(0, 0, t)?.unsqueeze(0)?;
         let x = (words + types)?.broadcast_add(&positions)?;
         let mut x = apply_dropout(dropout, self.embeddings_norm.forward(&x, pass)?)?;
-        // [b, 1, 1, t]: 0 at real keys, MASKED_SCORE at padding (built in f32, where both are exact).
-        let bias = input
+        let bias = self.attention_bias(input)?;
+        for layer in &self.layers[..n] {
+            x = self.layer_forward(layer, &x, &bias, pass, dropout)?;
+        }
+        Ok(x)
+    }
+
+    /// The additive attention mask of `input`, `[b, 1, 1, t]`: 0 at real keys, a large negative
+    /// score at padding (built in f32, where both are exact).
+    pub fn attention_bias(&self, input: &BertInput) -> Result<Tensor> {
+        let (b, t) = input.ids.dims2()?;
+        Ok(input
             .mask
             .to_dtype(DType::F32)?
             .affine(-MASKED_SCORE, MASKED_SCORE)?
             .to_dtype(self.dtype)?
-            .reshape((b, 1, 1, t))?;
-        for layer in &self.layers {
-            x = self.layer_forward(layer, &x, &bias, pass, dropout)?;
+            .reshape((b, 1, 1, t))?)
+    }
+
+    /// The hidden states after the embeddings and the first `n` blocks, `[batch, seq, hidden]`
+    /// (for models that put their own blocks on top of a shared lower encoder).
+    pub fn hidden_after(&self, input: &BertInput, n: usize, pass: Pass) -> Result<Tensor> {
+        if n > self.layers.len() {
+            return Err(GraftError::Input(format!("the encoder has {} blocks, not {n}", self.layers.len())));
         }
-        Ok(x)
+        self.forward_layers(input, n, pass, None)
+    }
+
+    /// One block (this encoder's or a copy of one) on `x` `[batch, seq, hidden]` with the
+    /// attention mask `bias` from [`Bert::attention_bias`], without dropout.
+    pub fn run_layer(&self, layer: &BertLayer, x: &Tensor, bias: &Tensor, pass: Pass) -> Result<Tensor> {
+        self.layer_forward(layer, x, bias, pass, None)
     }
 
     fn proj(p: &Proj, x: &Tensor, pass: Pass) -> Result<Tensor> {
