@@ -17,10 +17,13 @@ mkdir -p "$OUT"
 
 summaries=()
 for seed in $SEEDS; do
+    summaries+=("$OUT/seed-$seed/summary.json")
+    # A seed whose run finished is not run again, so the measurement can be continued.
+    [ -e "$OUT/seed-$seed/summary.json" ] && continue
+    rm -rf "$OUT/seed-$seed"
     "$GRAFT" continual "$CONFIG" --set train.seed="$seed" --set train.max_steps="$STEPS" \
         --set train.warmup_steps=2 --set train.eval_batches="$EVAL_BATCHES" \
         --set output.dir="$OUT/seed-$seed" --json > "$OUT/seed-$seed.json"
-    summaries+=("$OUT/seed-$seed/summary.json")
 done
 
 # Mean +- sample std over seeds of each method's metrics and matrix entries.
