@@ -132,7 +132,7 @@ fn split_per_class(all: ImageSet, n_classes: usize) -> (ImageSet, ImageSet) {
 }
 
 /// The training and test images and the class names of the dataset `name`.
-fn load_dataset(name: &str, offline: bool) -> Result<(ImageSet, ImageSet, Vec<String>)> {
+pub(crate) fn load_dataset(name: &str, offline: bool) -> Result<(ImageSet, ImageSet, Vec<String>)> {
     let digits = || (0..10).map(|d| d.to_string()).collect::<Vec<_>>();
     match name {
         "fashion-mnist" => Ok((

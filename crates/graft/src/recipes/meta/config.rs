@@ -57,7 +57,8 @@ pub struct MetaConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MetaData {
     /// `appstream` (the machine's AppStream metadata: descriptions as inputs, one menu category
-    /// per component as the class) or a JSONL file of `{"text": ..., "label": ...}` lines
+    /// per component as the class), `images` (the classes of `image_sets`, read by an image
+    /// backbone: `backbone.encoder = "efficientnet-lite0"`) or a JSONL file of `{"text": ..., "label": ...}` lines
     /// (path relative to the config file; every distinct label is a class).
     pub source: String,
     /// AppStream files to read; empty: every `*_dep11_Components-ARCH.yml.gz` of apt's lists.
@@ -72,8 +73,16 @@ pub struct MetaData {
     pub val_fraction: f64,
     /// Share of the classes dealt to meta-test.
     pub test_fraction: f64,
-    /// Seed of the class split.
+    /// Seed of the class split (and of the draw of `images_per_class`).
     pub split_seed: u64,
+    /// `images`: the image datasets whose classes are pooled (`fashion-mnist`, `mnist-5k`,
+    /// `digits-8x8`; a class is named `SET:CLASS`).
+    pub image_sets: Vec<String>,
+    /// `images`: training images kept per class (drawn with `split_seed`).
+    pub images_per_class: usize,
+    /// `images`: side the images are resized to before the backbone (centre crop of the same
+    /// side, ImageNet normalisation).
+    pub image_size: usize,
 }
 
 impl Default for MetaData {
@@ -88,6 +97,9 @@ impl Default for MetaData {
             val_fraction: 0.2,
             test_fraction: 0.2,
             split_seed: 0,
+            image_sets: vec!["fashion-mnist".into(), "mnist-5k".into()],
+            images_per_class: 200,
+            image_size: 64,
         }
     }
 }
@@ -236,7 +248,7 @@ impl MetaConfig {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let mut cfg: Self = read_toml(path, overrides)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        if cfg.data.source != "appstream" {
+        if !matches!(cfg.data.source.as_str(), "appstream" | "images") {
             cfg.data.source = relative_to(base, Path::new(&cfg.data.source)).display().to_string();
         }
         for f in &mut cfg.data.appstream_files {
@@ -259,6 +271,29 @@ impl MetaConfig {
         }
         if self.eval.episodes == 0 {
             return bad("eval.episodes must be at least 1".into());
+        }
+        if self.data.source == "images" {
+            if self.data.image_sets.is_empty() {
+                return bad("data.image_sets is empty: name at least one image dataset".into());
+            }
+            if self.data.images_per_class < per_class {
+                return bad(format!(
+                    "data.images_per_class = {} is below k_shot + q_query = {per_class}",
+                    self.data.images_per_class
+                ));
+            }
+            if self.data.image_size < 16 {
+                return bad(format!("data.image_size = {} is too small (at least 16)", self.data.image_size));
+            }
+            if self.baselines.fine_tune {
+                return bad("baselines.fine_tune fine-tunes a text encoder; it is not available for images".into());
+            }
+            if !self.backbone.encoder.contains("efficientnet") && !Path::new(&self.backbone.encoder).is_file() {
+                return bad(format!(
+                    "data.source = \"images\" needs an image backbone: set backbone.encoder = \"efficientnet-lite0\" (not `{}`)",
+                    self.backbone.encoder
+                ));
+            }
         }
         if self.backbone.batch_size == 0 {
             return bad("backbone.batch_size must be at least 1".into());

@@ -1,5 +1,5 @@
 //! `graft meta CONFIG.toml`: few-shot learning on episodes (docs/meta-learning.md). The
-//! dataset's texts are embedded once by the frozen encoder (kept in a file between runs), the
+//! dataset's texts or images go once through the frozen backbone (features kept in a file between runs), the
 //! classes are dealt into meta-train / meta-validation / meta-test, a prototypical network,
 //! ANIL and the enabled MAML family are meta-trained on meta-train episodes (the one trainer: checkpoints, exact resume), and every
 //! learner — the frozen-feature baselines and the meta-trained ones — is scored on the same
@@ -19,10 +19,13 @@ use crate::meta::{
     fit_anil, fit_maml, fit_protonet, split_classes, Accuracy, ClassMembers, ClassSplits, EpisodeSampler, EpisodeShape,
 };
 use crate::models::bert::SentenceEncoder;
+use crate::models::efficientnet::EfficientNetLite;
 use crate::train::{Event, Outcome, RunDir};
+use crate::vision::classifier::ImageInput;
+use crate::vision::preprocess::Preprocess;
 use crate::Result;
 use config::MetaConfig;
-use data::{cached_features, load_dataset};
+use data::{cached_features, load_dataset, FeatureBackbone, MetaInputs};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -133,7 +136,7 @@ pub struct MetaCheck {
 
 /// The dataset, its class splits and the episode samplers of a run.
 struct Prepared {
-    texts: Vec<String>,
+    inputs: MetaInputs,
     note: String,
     splits: ClassSplits,
     train: EpisodeSampler,
@@ -146,7 +149,7 @@ struct Prepared {
 /// is embedded.
 fn prepare(cfg: &MetaConfig) -> Result<Prepared> {
     cfg.validate()?;
-    let data = load_dataset(&cfg.data)?;
+    let data = load_dataset(&cfg.data, cfg.backbone.offline)?;
     let splits = split_classes(data.classes, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed)?;
     let shape = cfg.episodes.shape();
     let seed = cfg.episodes.seed;
@@ -157,7 +160,7 @@ fn prepare(cfg: &MetaConfig) -> Result<Prepared> {
     } else {
         None
     };
-    Ok(Prepared { texts: data.texts, note: data.note, splits, train, val, test })
+    Ok(Prepared { inputs: data.inputs, note: data.note, splits, train, val, test })
 }
 
 fn split_sizes(s: &ClassSplits) -> SplitSizes {
@@ -176,12 +179,12 @@ pub fn check(cfg: &MetaConfig) -> Result<MetaCheck> {
         classes.val.len(),
         classes.test.len()
     );
-    Ok(MetaCheck { examples: p.texts.len(), classes, note })
+    Ok(MetaCheck { examples: p.inputs.len(), classes, note })
 }
 
 /// Runs the config (`resume`: continue the meta-training from its newest checkpoint).
 pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<MetaSummary> {
-    let Prepared { texts, note, splits, train, val, test } = prepare(cfg)?;
+    let Prepared { inputs, note, splits, train, val, test } = prepare(cfg)?;
     on_event(Event::Note(note));
     let out = &cfg.output.dir;
     let shape = cfg.episodes.shape();
@@ -198,12 +201,27 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
     let device = parse_device(&b.device)?;
     let features_path = cfg.output.features.clone().unwrap_or_else(|| out.join("features.safetensors"));
     let t0 = Instant::now();
+    let dtype = parse_dtype(&b.dtype)?;
+    let size = if matches!(inputs, MetaInputs::Images(_)) { cfg.data.image_size } else { 0 };
     let load = || {
-        on_event(Event::Note(format!("embedding {} texts with `{}`", texts.len(), b.encoder)));
-        SentenceEncoder::load(&resolve_model(&b.encoder, b.offline)?, &device, parse_dtype(&b.dtype)?)
+        on_event(Event::Note(format!("computing features of {} {} with `{}`", inputs.len(), inputs.kind(), b.encoder)));
+        Ok(match &inputs {
+            MetaInputs::Texts(_) => FeatureBackbone::Text(
+                Box::new(SentenceEncoder::load(&resolve_model(&b.encoder, b.offline)?, &device, dtype)?),
+                b.batch_size,
+            ),
+            MetaInputs::Images(_) => {
+                let path = match std::path::Path::new(&b.encoder) {
+                    p if p.is_file() => p.to_path_buf(),
+                    _ => crate::assets::ensure(&b.encoder, b.offline)?,
+                };
+                let model = EfficientNetLite::load(&path, &device, dtype)?;
+                let preprocess = Preprocess { resize: size, ..Preprocess::imagenet(size) };
+                FeatureBackbone::Image(Box::new(model), ImageInput { preprocess, augment: None, batch: b.batch_size })
+            }
+        })
     };
-    let (features, cached) =
-        cached_features(&features_path, &b.encoder, &b.dtype, &texts, b.batch_size, &device, load)?;
+    let (features, cached) = cached_features(&features_path, (&b.encoder, &b.dtype, size), &inputs, &device, load)?;
     let embed_s = if cached { 0.0 } else { t0.elapsed().as_secs_f64() };
     if cached {
         on_event(Event::Note(format!("embeddings read from {}", features_path.display())));
@@ -212,7 +230,7 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
     let run_path = out.join("protonet");
     let settings = serde_json::json!({
         "data": cfg.data, "episodes": cfg.episodes, "encoder": b.encoder, "dtype": b.dtype,
-        "examples": texts.len(), "train_classes": sizes(&splits.train),
+        "examples": inputs.len(), "train_classes": sizes(&splits.train),
     });
     let dir = RunDir::open(&run_path, resume, cfg.protonet.save_every)?;
     let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
@@ -274,8 +292,11 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
             0 => n,
             k => k.min(n),
         };
+        let MetaInputs::Texts(texts) = &inputs else {
+            unreachable!("validate refuses the whole-backbone baseline for images")
+        };
         let mut learner = |ep: &crate::meta::Episode| {
-            fine_tuned_encoder(&encoder, &texts, bl.fine_tune_layers, &bl.fine_tune_head, ep)
+            fine_tuned_encoder(&encoder, texts, bl.fine_tune_layers, &bl.fine_tune_head, ep)
         };
         score("fine_tuned_encoder", false, episodes, &mut learner)?;
     }
@@ -291,7 +312,7 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
     let summary = MetaSummary {
         shape,
         encoder: b.encoder.clone(),
-        examples: texts.len(),
+        examples: inputs.len(),
         classes: split_sizes(&splits),
         embed_s,
         features_cached: cached,
