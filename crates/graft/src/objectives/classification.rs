@@ -109,11 +109,16 @@ impl<F: PooledFeatures> Classification<F> {
     pub(crate) fn loss_on(&self, x: &Tensor, rows: &[usize]) -> Result<ObjectiveLoss> {
         let logits = forward(&layers_of(&self.head, false), x)?;
         let y: Vec<u32> = rows.iter().map(|&i| self.labels[i]).collect();
-        let correct = argmax_rows(&logits)?.iter().zip(&y).filter(|&(&p, &l)| p == l as usize).count();
-        let (sum, count) = nll_sum(&logits, &Tensor::from_vec(y, rows.len(), logits.device())?)?;
-        Ok(ObjectiveLoss {
-            loss: LossSum { sum, count, sink: self.features.grad_sink() },
-            metrics: vec![("accuracy", correct as f64)],
-        })
+        labelled_loss(&logits, y, self.features.grad_sink())
     }
+}
+
+/// The summed cross-entropy of `logits` `[n, classes]` against the labels `y`, one unit per
+/// example, with the number classified right as `accuracy`: the loss of every classification
+/// objective (heads, progressive columns). `sink` is where checkpointed parts leave gradients.
+pub(crate) fn labelled_loss(logits: &Tensor, y: Vec<u32>, sink: Option<Arc<GradSink>>) -> Result<ObjectiveLoss> {
+    let correct = argmax_rows(logits)?.iter().zip(&y).filter(|&(&p, &l)| p == l as usize).count();
+    let n = y.len();
+    let (sum, count) = nll_sum(logits, &Tensor::from_vec(y, n, logits.device())?)?;
+    Ok(ObjectiveLoss { loss: LossSum { sum, count, sink }, metrics: vec![("accuracy", correct as f64)] })
 }

@@ -15,8 +15,6 @@ use super::super::head::{argmax_rows, check_labels, fit_epochs, uniform_init, He
 use super::super::tune::BLOCK_LR_RATIO;
 use crate::models::bert::{mean_pool, BertInput, BertLayer, Pass, SentenceEncoder};
 use crate::report::LossPoint;
-use crate::train::loss::nll_sum;
-use crate::train::step::LossSum;
 use crate::train::{Objective, ObjectiveLoss, ParamGroup};
 use crate::{GraftError, Result};
 use candle_core::{Tensor, Var};
@@ -502,9 +500,7 @@ impl Objective for EncoderColumnObjective<'_> {
         let input = self.net.encoder.batch_input(&seqs)?;
         let logits = self.net.forward(&self.net.columns, Some(&self.column), &input, Pass::Train)?;
         let y: Vec<u32> = rows.iter().map(|&i| self.labels[i]).collect();
-        let correct = argmax_rows(&logits)?.iter().zip(&y).filter(|&(&p, &l)| p == l as usize).count();
-        let (sum, count) = nll_sum(&logits, &Tensor::from_vec(y, rows.len(), logits.device())?)?;
-        Ok(ObjectiveLoss { loss: LossSum { sum, count, sink: None }, metrics: vec![("accuracy", correct as f64)] })
+        crate::objectives::classification::labelled_loss(&logits, y, None)
     }
 
     fn batch_size(&self, rows: &Vec<usize>) -> usize {

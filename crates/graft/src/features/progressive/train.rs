@@ -4,11 +4,9 @@
 //! training features, before training starts; their activations are constants of the loss.
 
 use super::{column_forward, column_layout, Column, ColumnParams, ProgressiveNet};
-use crate::features::head::{argmax_rows, check_labels, fit_epochs, uniform_init, HeadConfig, HeadKind, RunOutput};
+use crate::features::head::{check_labels, fit_epochs, uniform_init, HeadConfig, HeadKind, RunOutput};
 use crate::features::Standardizer;
 use crate::report::LossPoint;
-use crate::train::loss::nll_sum;
-use crate::train::step::LossSum;
 use crate::train::{Objective, ObjectiveLoss, ParamGroup};
 use crate::{GraftError, Result};
 use candle_core::{Tensor, Var};
@@ -188,9 +186,7 @@ impl Objective for ColumnObjective {
             .collect::<Result<Vec<_>>>()?;
         let (_, logits) = column_forward(&self.params(false), &self.x.index_select(&idx, 0)?, &earlier)?;
         let y: Vec<u32> = rows.iter().map(|&i| self.labels[i]).collect();
-        let correct = argmax_rows(&logits)?.iter().zip(&y).filter(|&(&p, &l)| p == l as usize).count();
-        let (sum, count) = nll_sum(&logits, &Tensor::from_vec(y, rows.len(), logits.device())?)?;
-        Ok(ObjectiveLoss { loss: LossSum { sum, count, sink: None }, metrics: vec![("accuracy", correct as f64)] })
+        crate::objectives::classification::labelled_loss(&logits, y, None)
     }
 
     fn batch_size(&self, rows: &Vec<usize>) -> usize {
