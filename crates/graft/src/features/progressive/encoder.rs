@@ -529,7 +529,7 @@ pub fn fit_encoder_column(
         )));
     }
     let k = net.columns.len();
-    let column = {
+    let (column, losses) = {
         let objective =
             EncoderColumnObjective::new(net, task, label_names, texts, labels, cfg, cfg.seed.wrapping_add(k as u64))?;
         let settings = serde_json::json!({
@@ -539,6 +539,6 @@ pub fn fit_encoder_column(
         let losses = fit_epochs(&objective, texts.len(), &cfg.head_config(), &settings, out)?;
         (objective.column(), losses)
     };
-    net.columns.push(column.0);
-    Ok(column.1)
+    net.columns.push(column);
+    Ok(losses)
 }
