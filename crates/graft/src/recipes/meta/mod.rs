@@ -222,6 +222,12 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
         })
     };
     let (features, cached) = cached_features(&features_path, (&b.encoder, &b.dtype, size), &inputs, &device, load)?;
+    // Sentence embeddings come unit-length; image features are scaled to unit length too, so
+    // that every learner's settings (distance scale, inner learning rate) mean the same on both.
+    let features = match inputs {
+        MetaInputs::Images(_) => crate::models::bert::l2_normalize(&features)?,
+        MetaInputs::Texts(_) => features,
+    };
     let embed_s = if cached { 0.0 } else { t0.elapsed().as_secs_f64() };
     if cached {
         on_event(Event::Note(format!("embeddings read from {}", features_path.display())));
