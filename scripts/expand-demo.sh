@@ -11,7 +11,8 @@
 # run's evaluation: EVAL_BATCHES x 4 packed windows of the held-out chapters) and the loss on
 # general text the run never saw (modern English: AppStream component descriptions, windows of
 # 256 tokens, `graft eval perplexity`), each against the base model's.
-# Results: OUT/results.jsonl (one line per run) and OUT/table.md (mean +- std over seeds).
+# Results: OUT/results.jsonl (one line per run), OUT/table.md (mean +- std over seeds) and OUT/report/
+# (`graft report`: the same per method, with charts).
 # Usage: scripts/expand-demo.sh [OUT]   (GRAFT, SEEDS, STEPS, EVAL_BATCHES, GENERAL_CHARS override)
 set -euo pipefail
 . "$(dirname "$0")/demo-lib.sh"
@@ -92,3 +93,5 @@ jq -L "$(dirname "$0")" -rs '
     ($groups[] | "| \(.[0].name) | \(length) | \(.[0].trainable_params) | \(.[0].lr) | \(.[0].base_eval_loss | fmt) → \(map(.final_eval_loss) | pm) | \(map(.base_eval_loss - .final_eval_loss) | pm) | \(map(.general_loss) | pm) | \(map(.general_loss - $g0) | pm) | \(map(.wall_time_s) | pm) |")
 ' "$RESULTS" > "$OUT/table.md"
 cat "$OUT/table.md"
+"$GRAFT" report "$RESULTS" --by name --metric final_eval_loss,general_loss,wall_time_s \
+    --title "Block expansion against LoRA, top-block and full fine-tuning on Austen" --out "$OUT/report" > /dev/null
