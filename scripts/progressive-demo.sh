@@ -12,7 +12,11 @@
 # Results: OUT/results.jsonl (one line per run and task: accuracy right after learning the task
 # and after the last task, the column's trainable weights) and OUT/report/ (`graft report`:
 # per columns kind, mode and task, and each progressive column minus the same task learned alone).
-# Usage: scripts/progressive-demo.sh [OUT]   (GRAFT, SEEDS, TRAIN, TEST override)
+# With DATA=images, the same comparison on three image tasks learned in sequence (Fashion-MNIST,
+# then MNIST-5k, then the 8x8 digits; PER_CLASS training and TEST_PER_CLASS test images of each
+# class, at 64 x 64) with MLP-head columns on the frozen EfficientNet-Lite0's features.
+# Usage: scripts/progressive-demo.sh [OUT]   (GRAFT, SEEDS, TRAIN, TEST, DATA, PER_CLASS,
+#        TEST_PER_CLASS override)
 set -euo pipefail
 . "$(dirname "$0")/demo-lib.sh"
 GRAFT=${GRAFT:-graft}
@@ -20,33 +24,59 @@ OUT=${1:-runs/progressive-demo}
 SEEDS=${SEEDS:-"1 2 3"}
 TRAIN=${TRAIN:-600}
 TEST=${TEST:-300}
+DATA=${DATA:-tweets}
+PER_CLASS=${PER_CLASS:-100}
+TEST_PER_CLASS=${TEST_PER_CLASS:-50}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 RESULTS="$OUT/results.jsonl"
 
-build_once tweets "$OUT/data/tweets" --train "$TRAIN" --test "$TEST" --seed 0
-TASKS="$OUT/tasks"
-mkdir -p "$TASKS"
-for split in train test; do
-    src="$OUT/data/tweets/alpaca.$split.jsonl"
-    jq -c '{text: .input, label: .output}' "$src" > "$TASKS/sentiment.$split.jsonl"
-    jq -c 'select(.output != "neutral") | {text: .input, label: .output}' "$src" > "$TASKS/polarity.$split.jsonl"
-    jq -c '{text: .input, label: (if .output == "neutral" then "neutral" else "opinion" end)}' "$src" \
-        > "$TASKS/subjective.$split.jsonl"
-done
-
-config() { # FILE TASK...
-    local file=$1; shift
-    : > "$file"
-    for t in "$@"; do
-        printf '[[tasks]]\nname = "%s"\ntrain = "%s/%s.train.jsonl"\neval = "%s/%s.test.jsonl"\n\n' \
-            "$t" "$TASKS" "$t" "$TASKS" "$t" >> "$file"
+if [ "$DATA" = images ]; then
+    KINDS="heads"
+    LATER="mnist digits"
+    image_task() { # NAME SET
+        printf '[[tasks]]\nname = "%s"\nimages = "%s"\ntrain_per_class = %s\neval_per_class = %s\nimage_size = 64\n\n' \
+            "$1" "$2" "$PER_CLASS" "$TEST_PER_CLASS"
+    }
+    config() { # FILE TASK...
+        local file=$1; shift
+        printf '[backbone]\nencoder = "efficientnet-lite0"\n\n' > "$file"
+        for t in "$@"; do
+            case $t in
+                fashion) image_task fashion fashion-mnist ;;
+                mnist) image_task mnist mnist-5k ;;
+                digits) image_task digits digits-8x8 ;;
+            esac >> "$file"
+        done
+        printf '[output]\ndir = "unused"\n' >> "$file"
+    }
+    config "$OUT/all.toml" fashion mnist digits
+else
+    KINDS="heads blocks"
+    LATER="polarity subjective"
+    build_once tweets "$OUT/data/tweets" --train "$TRAIN" --test "$TEST" --seed 0
+    TASKS="$OUT/tasks"
+    mkdir -p "$TASKS"
+    for split in train test; do
+        src="$OUT/data/tweets/alpaca.$split.jsonl"
+        jq -c '{text: .input, label: .output}' "$src" > "$TASKS/sentiment.$split.jsonl"
+        jq -c 'select(.output != "neutral") | {text: .input, label: .output}' "$src" > "$TASKS/polarity.$split.jsonl"
+        jq -c '{text: .input, label: (if .output == "neutral" then "neutral" else "opinion" end)}' "$src" \
+            > "$TASKS/subjective.$split.jsonl"
     done
-    printf '[output]\ndir = "unused"\n' >> "$file"
-}
-config "$OUT/all.toml" sentiment polarity subjective
+    config() { # FILE TASK...
+        local file=$1; shift
+        : > "$file"
+        for t in "$@"; do
+            printf '[[tasks]]\nname = "%s"\ntrain = "%s/%s.train.jsonl"\neval = "%s/%s.test.jsonl"\n\n' \
+                "$t" "$TASKS" "$t" "$TASKS" "$t" >> "$file"
+        done
+        printf '[output]\ndir = "unused"\n' >> "$file"
+    }
+    config "$OUT/all.toml" sentiment polarity subjective
+fi
 # Alone, the first task is the progressive run's first column exactly: only the later ones.
-for t in polarity subjective; do config "$OUT/alone-$t.toml" "$t"; done
+for t in $LATER; do config "$OUT/alone-$t.toml" "$t"; done
 
 run() { # COLUMNS MODE SEED CONFIG ARGS...
     local columns=$1 mode=$2 seed=$3 cfg=$4; shift 4
@@ -65,13 +95,17 @@ run() { # COLUMNS MODE SEED CONFIG ARGS...
 }
 
 for seed in $SEEDS; do
-    for kind in heads blocks; do
+    for kind in $KINDS; do
         if [ "$kind" = heads ]; then args=(--set "head.seed=$seed"); else args=(--set "encoder_columns.seed=$seed"); fi
         run "$kind" progressive "$seed" "$OUT/all.toml" "${args[@]}"
-        for t in polarity subjective; do run "$kind" alone "$seed" "$OUT/alone-$t.toml" "${args[@]}"; done
+        for t in $LATER; do run "$kind" alone "$seed" "$OUT/alone-$t.toml" "${args[@]}"; done
     done
 done
 
+if [ "$DATA" = images ]; then
+    title="Progressive networks on three image tasks: MLP-head columns on EfficientNet-Lite0 features"
+else
+    title="Progressive networks on three tweet tasks: MLP-head columns and encoder-block columns"
+fi
 "$GRAFT" report "$RESULTS" --by columns,mode,task --metric after_own,after_last --against mode=alone \
-    --title "Progressive networks on three tweet tasks: MLP-head columns and encoder-block columns" \
-    --out "$OUT/report"
+    --title "$title" --out "$OUT/report"

@@ -1,7 +1,8 @@
 //! `graft features progressive` end to end on real tweets and all-MiniLM-L6-v2: two tasks learned
 //! in order give a lower-triangular accuracy matrix whose first task's accuracy is unchanged by
 //! the second, a network file that loads with both tasks, the table on stdout; data errors name
-//! the file and line; columns of encoder blocks (`[encoder_columns]`) run the same way.
+//! the file and line; columns of encoder blocks (`[encoder_columns]`) run the same way; image
+//! tasks (the classes of real image datasets) read EfficientNet-Lite0's features.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -124,6 +125,58 @@ fn encoder_block_columns_run_end_to_end() {
     let bad = graft(&["features", "progressive", config.to_str().unwrap(), "--set", "encoder_columns.top_layers=9"]);
     assert_eq!(bad.status.code(), Some(3), "{}", String::from_utf8_lossy(&bad.stderr));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("between 1 and the encoder's 6 blocks"));
+}
+
+/// Image tasks: the 8x8 digits, then the same digits as odd / even under another name, through
+/// the frozen EfficientNet-Lite0 at 32 x 32; a task that mixes images and files, and image tasks
+/// with `[encoder_columns]`, are refused by name.
+#[test]
+fn image_tasks_learn_columns_on_image_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("images.toml");
+    let out = dir.path().join("run");
+    let task = |name: &str| {
+        format!(
+            "[[tasks]]\nname = \"{name}\"\nimages = \"digits-8x8\"\ntrain_per_class = 6\neval_per_class = 3\nimage_size = 32\n\n"
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[backbone]\nencoder = \"efficientnet-lite0\"\n\n[head]\nhidden = [8]\nepochs = 3\n\n{}{}[output]\ndir = {:?}\n",
+            task("digits"),
+            task("digits-again"),
+            out.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let run = graft(&["features", "progressive", config.to_str().unwrap(), "--json"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let acc = summary["accuracy"].as_array().unwrap();
+    assert_eq!(acc[0][0], acc[1][0], "the first task's accuracy is unchanged by learning the second");
+    assert!((0.0..=1.0).contains(&acc[1][1].as_f64().unwrap()), "{acc:?}");
+    let labels: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+    assert_eq!(summary["tasks"][0]["labels"], serde_json::json!(labels));
+    assert_eq!(
+        (summary["tasks"][0]["train_examples"].as_u64(), summary["tasks"][0]["eval_examples"].as_u64()),
+        (Some(60), Some(30))
+    );
+    // A 1280 -> 8 -> 10 column (and its standardisation); the second adds a lateral into its output layer.
+    let net =
+        graft::features::ProgressiveNet::load(&out.join("progressive.safetensors"), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(net.tasks(), ["digits", "digits-again"]);
+    assert_eq!(net.dim(), 1280);
+
+    let bad = graft(&["features", "progressive", config.to_str().unwrap(), "--set", "encoder_columns.top_layers=1"]);
+    assert_eq!(bad.status.code(), Some(3), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("image tasks use MLP-head columns"));
+    let both = dir.path().join("both.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replacen("images = ", "train = \"x.jsonl\"\nimages = ", 1);
+    std::fs::write(&both, text).unwrap();
+    let bad = graft(&["features", "progressive", both.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(3), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("task `digits`: give either `images` or `train`"));
 }
 
 #[test]

@@ -18,7 +18,8 @@ pub struct FeaturesArgs {
 
 #[derive(Debug, Subcommand)]
 enum FeaturesCommand {
-    /// Learn tasks in sequence as a progressive network of MLP heads on sentence embeddings.
+    /// Learn tasks in sequence as a progressive network of MLP heads on sentence embeddings or
+    /// image features.
     Progressive(ProgressiveArgs),
 }
 
@@ -34,7 +35,11 @@ with progressive.toml:\n  \
 [[tasks]]\n  name = \"sentiment\"\n  train = \"sentiment.train.jsonl\"   # {\"text\": ..., \"label\": ...} per line\n  \
 eval = \"sentiment.eval.jsonl\"\n\n  \
 [[tasks]]\n  name = \"topic\"\n  train = \"topic.train.jsonl\"\n  eval = \"topic.eval.jsonl\"\n\n  \
-[output]\n  dir = \"runs/progressive\"")]
+[output]\n  dir = \"runs/progressive\"\n\n\
+Image tasks (EfficientNet-Lite0 features) replace train/eval with an image dataset:\n  \
+[backbone]\n  encoder = \"efficientnet-lite0\"\n\n  \
+[[tasks]]\n  name = \"fashion\"\n  images = \"fashion-mnist\"   # or mnist-5k, digits-8x8\n  \
+train_per_class = 100\n  eval_per_class = 50\n  image_size = 64")]
 pub struct ProgressiveArgs {
     /// The run's config, a TOML file: [backbone], [head], [[tasks]], [output].
     config: PathBuf,

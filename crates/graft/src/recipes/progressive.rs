@@ -1,6 +1,6 @@
 //! `graft features progressive`: a progressive network learned over a sequence of tasks on a
-//! frozen sentence encoder's features. Every task's training and held-out texts are embedded
-//! once; task `j`'s column is trained (its own run folder under `columns/`), the network is
+//! frozen backbone's features: a sentence encoder's for text tasks, EfficientNet-Lite0's for the
+//! classes of image datasets. Every task's training and held-out examples are embedded once; task `j`'s column is trained (its own run folder under `columns/`), the network is
 //! saved, and every task's held-out accuracy is measured — the learned tasks `i ≤ j` by their
 //! columns, the later ones reported as not learned yet — one row of the accuracy matrix per
 //! stage. The matrix and the tasks go to `summary.json`.
@@ -12,12 +12,20 @@ use crate::device::{parse_device, parse_dtype};
 use crate::features::progressive::{fit_encoder_column, EncoderColumnsConfig, ProgressiveEncoder};
 use crate::features::{encoder_features, fit_column, ProgressiveConfig, ProgressiveNet, RunOutput};
 use crate::models::bert::SentenceEncoder;
+use crate::models::efficientnet::EfficientNetLite;
+use crate::recipes::image_train::{class_sample, load_backbone};
 use crate::train::{Event, RunDir};
+use crate::vision::classifier::{image_features, ImageInput};
+use crate::vision::preprocess::Preprocess;
+use crate::vision::{Image, ImageSet};
 use crate::{GraftError, Result};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+/// Image tasks: the default side of the backbone's input images.
+pub const DEFAULT_IMAGE_SIZE: usize = 64;
 
 /// The network's file in the output folder.
 pub const NET_FILE: &str = "progressive.safetensors";
@@ -45,17 +53,19 @@ pub struct ProgressiveRunConfig {
     pub output: OutputConfig,
 }
 
-/// The frozen sentence encoder.
+/// The frozen backbone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackboneConfig {
-    /// Sentence encoder: an asset name or a Hugging Face BERT folder (as `graft embed --model`).
+    /// Sentence encoder for text tasks: an asset name or a Hugging Face BERT folder (as `graft
+    /// embed --model`); for image tasks, EfficientNet-Lite0 (`efficientnet-lite0` or a
+    /// `.safetensors` file).
     pub encoder: String,
     /// Device: `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     /// Compute precision of the encoder: `f32` or `f64` (features are used as f32).
     pub dtype: String,
-    /// Texts per encoder forward pass.
+    /// Texts (or images) per backbone forward pass.
     pub batch_size: usize,
     /// Never download: fail if the encoder is not in the cache.
     pub offline: bool,
@@ -74,17 +84,53 @@ impl Default for BackboneConfig {
     }
 }
 
-/// One task: a name and its data.
+/// One task: a name and its data, a pair of JSONL files (text tasks) or an image dataset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
     /// The task's name, unique: it names its column, its run folder and its summary entries.
     pub name: String,
-    /// Training JSONL, one `{"text": ..., "label": ...}` per line (path relative to the config
-    /// file). Its distinct labels, sorted, are the task's classes.
-    pub train: PathBuf,
-    /// Held-out JSONL in the same form; every label must occur in `train`.
-    pub eval: PathBuf,
+    /// Text tasks: training JSONL, one `{"text": ..., "label": ...}` per line (path relative to
+    /// the config file). Its distinct labels, sorted, are the task's classes.
+    #[serde(default)]
+    pub train: Option<PathBuf>,
+    /// Text tasks: held-out JSONL in the same form; every label must occur in `train`.
+    #[serde(default)]
+    pub eval: Option<PathBuf>,
+    /// Image tasks: the image dataset whose classes are the task's (`fashion-mnist`, `mnist-5k`
+    /// or `digits-8x8`), its training images to learn from and its test images to score.
+    #[serde(default)]
+    pub images: Option<String>,
+    /// Image tasks: training images of each class, drawn with a fixed seed (0: all).
+    #[serde(default)]
+    pub train_per_class: usize,
+    /// Image tasks: test images of each class, drawn with a fixed seed (0: all).
+    #[serde(default)]
+    pub eval_per_class: usize,
+    /// Image tasks: the side images are resized and centre-cropped to before the backbone
+    /// (default 64).
+    #[serde(default)]
+    pub image_size: Option<usize>,
+}
+
+impl TaskConfig {
+    /// Refuses a task that is neither a text task (`train` and `eval`) nor an image task
+    /// (`images`), or mixes both.
+    fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(GraftError::Input(format!("task `{}`: {m}", self.name)));
+        match (&self.images, &self.train, &self.eval) {
+            (Some(_), None, None) if self.image_size == Some(0) => bad("image_size must be at least 1"),
+            (Some(_), None, None) => Ok(()),
+            (Some(_), _, _) => bad("give either `images` or `train` and `eval`, not both"),
+            (None, Some(_), Some(_))
+                if self.train_per_class + self.eval_per_class == 0 && self.image_size.is_none() =>
+            {
+                Ok(())
+            }
+            (None, Some(_), Some(_)) => bad("train_per_class, eval_per_class and image_size apply to image tasks only"),
+            (None, _, _) => bad("give `train` and `eval` (JSONL files) or `images` (an image dataset)"),
+        }
+    }
 }
 
 /// The output folder.
@@ -102,8 +148,8 @@ impl ProgressiveRunConfig {
         let mut cfg: Self = read_toml(path, overrides)?;
         let base = path.parent().unwrap_or(Path::new("."));
         for t in &mut cfg.tasks {
-            t.train = relative_to(base, &t.train);
-            t.eval = relative_to(base, &t.eval);
+            t.train = t.train.as_deref().map(|p| relative_to(base, p));
+            t.eval = t.eval.as_deref().map(|p| relative_to(base, p));
         }
         cfg.validate()?;
         Ok(cfg)
@@ -123,7 +169,16 @@ impl ProgressiveRunConfig {
             if !seen.insert(t.name.as_str()) {
                 return bad(format!("task `{}` is listed twice: task names must be unique", t.name));
             }
+            t.validate()?;
         }
+        let images = self.tasks.iter().filter(|t| t.images.is_some()).count();
+        if images > 0 && images < self.tasks.len() {
+            return bad("the tasks mix image and text tasks: every column reads one backbone's features".into());
+        }
+        if images > 0 && self.encoder_columns.is_some() {
+            return bad("[encoder_columns] copies a sentence encoder's blocks: image tasks use MLP-head columns".into());
+        }
+
         if self.backbone.batch_size == 0 {
             return bad("backbone: batch_size must be at least 1".into());
         }
@@ -172,7 +227,8 @@ pub struct TaskSummary {
     pub run: PathBuf,
 }
 
-/// A task's data: texts and labels, and their embeddings for MLP-head columns.
+/// A task's data: texts (none for image tasks) and labels, and their features for MLP-head
+/// columns.
 struct TaskData {
     labels: Vec<String>,
     train: (Vec<String>, Vec<usize>),
@@ -180,13 +236,70 @@ struct TaskData {
     features: Option<(Tensor, Tensor)>,
 }
 
+/// The frozen backbone of a run.
+enum Backbone {
+    Text(Box<SentenceEncoder>),
+    Image(Box<EfficientNetLite>),
+}
+
+impl Backbone {
+    fn load(b: &BackboneConfig, images: bool) -> Result<Self> {
+        let (device, dtype) = (parse_device(&b.device)?, parse_dtype(&b.dtype)?);
+        if images {
+            return Ok(Backbone::Image(Box::new(load_backbone(&b.encoder, b.offline, &device, dtype)?)));
+        }
+        Ok(Backbone::Text(Box::new(SentenceEncoder::load(&resolve_model(&b.encoder, b.offline)?, &device, dtype)?)))
+    }
+
+    /// Reads task `t` (embedding its examples when `embed`).
+    fn task(&self, t: &TaskConfig, b: &BackboneConfig, embed: bool) -> Result<TaskData> {
+        match (self, &t.images) {
+            (Backbone::Text(enc), None) => load_task(t, enc, b.batch_size, embed),
+            (Backbone::Image(model), Some(set)) => load_image_task(t, set, model, b),
+            _ => Err(GraftError::Input(format!("task `{}` does not match the backbone's kind of input", t.name))),
+        }
+    }
+}
+
 fn load_task(t: &TaskConfig, enc: &SentenceEncoder, batch: usize, embed: bool) -> Result<TaskData> {
-    let sets = LabelledSets::read(&t.train, &t.eval, None)
-        .map_err(|e| GraftError::Input(format!("task `{}`: {e}", t.name)))?;
+    let (Some(train), Some(eval)) = (&t.train, &t.eval) else {
+        return Err(GraftError::Input(format!("task `{}` has no `train` and `eval` files", t.name)));
+    };
+    let sets =
+        LabelledSets::read(train, eval, None).map_err(|e| GraftError::Input(format!("task `{}`: {e}", t.name)))?;
     let (train, eval) = (sets.train_texts(), sets.eval_texts());
     let features =
         if embed { Some((encoder_features(enc, &train, batch)?, encoder_features(enc, &eval, batch)?)) } else { None };
     Ok(TaskData { train: (train, sets.train_y), eval: (eval, sets.eval_y), labels: sets.labels, features })
+}
+
+/// Image task `t`: `train_per_class` training and `eval_per_class` test images of every class of
+/// dataset `set` (drawn with seed 0) and their features through the frozen `model`.
+fn load_image_task(t: &TaskConfig, set: &str, model: &EfficientNetLite, b: &BackboneConfig) -> Result<TaskData> {
+    let (train, test, names) = crate::recipes::image_train::load_dataset(set, b.offline)
+        .map_err(|e| GraftError::Input(format!("task `{}`: {e}", t.name)))?;
+    let size = t.image_size.unwrap_or(DEFAULT_IMAGE_SIZE);
+    let input = ImageInput {
+        preprocess: Preprocess { resize: size, ..Preprocess::imagenet(size) },
+        augment: None,
+        batch: b.batch_size,
+    };
+    let (train_images, train_y) = per_class(&train, names.len(), t.train_per_class, 0);
+    let (eval_images, eval_y) = per_class(&test, names.len(), t.eval_per_class, 1);
+    if train_y.is_empty() || eval_y.is_empty() {
+        return Err(GraftError::Input(format!("task `{}`: `{set}` gave no training or no test images", t.name)));
+    }
+    let features = (image_features(model, &train_images, &input)?, image_features(model, &eval_images, &input)?);
+    Ok(TaskData { labels: names, train: (Vec::new(), train_y), eval: (Vec::new(), eval_y), features: Some(features) })
+}
+
+/// At most `limit` images of each of the `n_classes` classes of `s` (0: all), drawn with seed 0 in
+/// the stream of `split`, and their labels.
+fn per_class(s: &ImageSet, n_classes: usize, limit: usize, split: u64) -> (Vec<&Image>, Vec<usize>) {
+    let mut idx: Vec<usize> =
+        (0..n_classes).flat_map(|c| class_sample(&s.labels, c, limit, 0, (split << 32) | c as u64)).collect();
+    idx.sort_unstable();
+    (idx.iter().map(|&i| &s.images[i]).collect(), idx.iter().map(|&i| s.labels[i]).collect())
 }
 
 /// The network being grown: MLP heads on features, or copies of the encoder's top blocks.
@@ -252,23 +365,25 @@ pub fn run(cfg: &ProgressiveRunConfig, on_event: &mut dyn FnMut(Event)) -> Resul
         )));
     }
     let b = &cfg.backbone;
-    on_event(Event::Note(format!("loading encoder `{}`", b.encoder)));
-    let enc = SentenceEncoder::load(
-        &resolve_model(&b.encoder, b.offline)?,
-        &parse_device(&b.device)?,
-        parse_dtype(&b.dtype)?,
-    )?;
+    on_event(Event::Note(format!("loading backbone `{}`", b.encoder)));
+    let backbone = Backbone::load(b, cfg.tasks.iter().any(|t| t.images.is_some()))?;
     let embed = cfg.encoder_columns.is_none();
     let mut data = Vec::with_capacity(cfg.tasks.len());
     for t in &cfg.tasks {
         on_event(Event::Note(format!("reading task `{}`", t.name)));
-        data.push(load_task(t, &enc, b.batch_size, embed)?);
+        data.push(backbone.task(t, b, embed)?);
     }
-    let mut net = match &cfg.encoder_columns {
-        None => Columns::Heads(ProgressiveNet::new(enc.dim(), cfg.head.hidden.clone())?),
-        Some(ec) => {
+    let mut net = match (&cfg.encoder_columns, backbone) {
+        (None, Backbone::Text(enc)) => Columns::Heads(ProgressiveNet::new(enc.dim(), cfg.head.hidden.clone())?),
+        (None, Backbone::Image(model)) => {
+            Columns::Heads(ProgressiveNet::new(model.feature_dim(), cfg.head.hidden.clone())?)
+        }
+        (Some(ec), Backbone::Text(enc)) => {
             ec.validate(enc.model().config().num_hidden_layers)?;
-            Columns::Blocks(Box::new((ProgressiveEncoder::new(enc, ec.top_layers)?, ec.clone())))
+            Columns::Blocks(Box::new((ProgressiveEncoder::new(*enc, ec.top_layers)?, ec.clone())))
+        }
+        (Some(_), Backbone::Image(_)) => {
+            return Err(GraftError::Input("[encoder_columns] needs a sentence encoder".into()))
         }
     };
     let (mut accuracy, mut tasks) = (Vec::new(), Vec::new());

@@ -186,6 +186,9 @@ impl MbConv {
     }
 }
 
+/// Channels of the head convolution, the width of the pooled features.
+pub const FEATURE_DIM: usize = 1280;
+
 /// EfficientNet-Lite0 with its classifier.
 #[derive(Debug, Clone)]
 pub struct EfficientNetLite {
@@ -250,8 +253,8 @@ impl EfficientNetLite {
                 blocks.push(MbConv { expand, depthwise, project, residual: stride == 1 && input == stage.output });
             }
         }
-        let head = conv_bn(&mut w, "_conv_head", "_bn1", [1280, 320, 1, 1], 1, 1, true)?;
-        let fc_weight = w.take("_fc.weight", &[0, 1280])?;
+        let head = conv_bn(&mut w, "_conv_head", "_bn1", [FEATURE_DIM, 320, 1, 1], 1, 1, true)?;
+        let fc_weight = w.take("_fc.weight", &[0, FEATURE_DIM])?;
         let classes = fc_weight.dim(0)?;
         let fc_bias = w.take("_fc.bias", &[classes])?;
         w.finish("EfficientNet-Lite0")?;
@@ -271,6 +274,11 @@ impl EfficientNetLite {
     /// Number of output classes.
     pub fn num_classes(&self) -> usize {
         self.fc_bias.dims1().unwrap_or(0)
+    }
+
+    /// Width of the pooled features ([`FEATURE_DIM`]).
+    pub fn feature_dim(&self) -> usize {
+        FEATURE_DIM
     }
 
     /// Pooled features `[N, 1280]` of images `[N, 3, H, W]` (normalised as for ImageNet); batch

@@ -152,6 +152,33 @@ pub(crate) fn load_dataset(name: &str, offline: bool) -> Result<(ImageSet, Image
     }
 }
 
+/// EfficientNet-Lite0 from `name`: a `.safetensors` file, or an asset name fetched into the cache
+/// (never downloaded when `offline`).
+pub(crate) fn load_backbone(
+    name: &str,
+    offline: bool,
+    device: &candle_core::Device,
+    dtype: candle_core::DType,
+) -> Result<EfficientNetLite> {
+    let path = match std::path::Path::new(name) {
+        p if p.is_file() => p.to_path_buf(),
+        _ => crate::assets::ensure(name, offline)?,
+    };
+    EfficientNetLite::load(&path, device, dtype)
+}
+
+/// Indices of at most `limit` images of class `class` (all of them when `limit` is 0), drawn with
+/// `seed` and `stream`, in ascending order.
+pub(crate) fn class_sample(labels: &[usize], class: usize, limit: usize, seed: u64, stream: u64) -> Vec<usize> {
+    let mut of_class: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+    crate::data::shuffle(&mut of_class, seed, stream);
+    if limit > 0 {
+        of_class.truncate(limit);
+    }
+    of_class.sort_unstable();
+    of_class
+}
+
 /// What a config's data comes to, without training: for `graft validate`.
 pub fn check(cfg: &ImageTrainConfig) -> Result<(usize, usize, usize)> {
     let (train, test, classes) = load_dataset(&cfg.data.dataset, cfg.model.offline)?;
@@ -204,11 +231,7 @@ pub fn run(cfg: &ImageTrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)
 
     let device = crate::device::parse_device(&cfg.model.device)?;
     let dtype = crate::device::parse_dtype(&cfg.model.dtype)?;
-    let path = match std::path::Path::new(&cfg.model.name) {
-        p if p.is_file() => p.to_path_buf(),
-        _ => crate::assets::ensure(&cfg.model.name, cfg.model.offline)?,
-    };
-    let mut model = EfficientNetLite::load(&path, &device, dtype)?;
+    let mut model = load_backbone(&cfg.model.name, cfg.model.offline, &device, dtype)?;
     let input = ImageInput {
         preprocess: cfg.input.preprocess(),
         augment: cfg.input.augments().then_some(cfg.head.seed),

@@ -110,10 +110,14 @@ fn load_images(data: &MetaData, offline: bool) -> Result<MetaDataset> {
     for (s, set) in data.image_sets.iter().enumerate() {
         let (train, _, names) = crate::recipes::image_train::load_dataset(set, offline)?;
         for (c, name) in names.iter().enumerate() {
-            let mut of_class: Vec<usize> = (0..train.labels.len()).filter(|&i| train.labels[i] == c).collect();
-            crate::data::shuffle(&mut of_class, data.split_seed, ((s as u64) << 32) | c as u64);
-            of_class.truncate(data.images_per_class);
-            of_class.sort_unstable();
+            let stream = ((s as u64) << 32) | c as u64;
+            let of_class = crate::recipes::image_train::class_sample(
+                &train.labels,
+                c,
+                data.images_per_class,
+                data.split_seed,
+                stream,
+            );
             let start = images.len();
             images.extend(of_class.iter().map(|&i| train.images[i].clone()));
             classes.push((format!("{set}:{name}"), (start..images.len()).collect()));

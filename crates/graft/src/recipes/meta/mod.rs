@@ -19,7 +19,6 @@ use crate::meta::{
     fit_anil, fit_maml, fit_protonet, split_classes, Accuracy, ClassMembers, ClassSplits, EpisodeSampler, EpisodeShape,
 };
 use crate::models::bert::SentenceEncoder;
-use crate::models::efficientnet::EfficientNetLite;
 use crate::train::{Event, Outcome, RunDir};
 use crate::vision::classifier::ImageInput;
 use crate::vision::preprocess::Preprocess;
@@ -211,11 +210,7 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
                 b.batch_size,
             ),
             MetaInputs::Images(_) => {
-                let path = match std::path::Path::new(&b.encoder) {
-                    p if p.is_file() => p.to_path_buf(),
-                    _ => crate::assets::ensure(&b.encoder, b.offline)?,
-                };
-                let model = EfficientNetLite::load(&path, &device, dtype)?;
+                let model = crate::recipes::image_train::load_backbone(&b.encoder, b.offline, &device, dtype)?;
                 let preprocess = Preprocess { resize: size, ..Preprocess::imagenet(size) };
                 FeatureBackbone::Image(Box::new(model), ImageInput { preprocess, augment: None, batch: b.batch_size })
             }
