@@ -225,6 +225,13 @@ mod tests {
             (GraftError::model("m.gguf", "no layers"), 3),
             (GraftError::Tokenizer(crate::tokenizer::TokenizerError::Invalid("no vocab".into())), 3),
             (GraftError::Asset(crate::assets::AssetError::Unknown { name: "x".into(), known: "y".into() }), 3),
+            (
+                GraftError::Ctranslate2(crate::io::ctranslate2::Ct2Error {
+                    path: "model.bin".into(),
+                    kind: crate::io::ctranslate2::Ct2ErrorKind::Version { found: 9 },
+                }),
+                3,
+            ),
             (GraftError::Diverged { unit: "step", step: 3, what: "loss is NaN".into(), hint: "lower train.lr" }, 4),
             (GraftError::RunDirLocked { path: "runs/a".into() }, 5),
             (

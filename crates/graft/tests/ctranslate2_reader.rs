@@ -331,3 +331,26 @@ fn bad_versions_dtypes_strings_names_and_aliases_each_have_their_error() {
     extra.extend_from_slice(b"more");
     assert!(matches!(kind_of(extra), Ct2ErrorKind::TrailingBytes { count: 4, .. }));
 }
+
+#[test]
+fn a_folder_that_is_not_a_whisper_model_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("model.bin"), small()).unwrap();
+    std::fs::write(d.join("config.json"), "{}").unwrap();
+    std::fs::write(d.join("tokenizer.json"), "{}").unwrap();
+    let msg = WhisperFolder::open(d).unwrap_err().to_string();
+    assert!(msg.contains("no vocabulary.txt"), "{msg}");
+    std::fs::write(d.join("vocabulary.txt"), "a\n").unwrap();
+    let msg = WhisperFolder::open(d).unwrap_err().to_string();
+    assert!(msg.contains("model.bin") && msg.contains("has spec `TestSpec`, not `WhisperSpec`"), "{msg}");
+
+    // The real model with a config holding a key CTranslate2's Whisper config does not have.
+    let real = tiny_en();
+    for file in ["model.bin", "tokenizer.json", "vocabulary.txt"] {
+        std::fs::copy(real.join(file), d.join(file)).unwrap();
+    }
+    std::fs::write(d.join("config.json"), r#"{"lang_ids": [1], "num_mel_bins": 80}"#).unwrap();
+    let msg = WhisperFolder::open(d).unwrap_err().to_string();
+    assert!(msg.contains("config.json") && msg.contains("unknown field `num_mel_bins`"), "{msg}");
+}

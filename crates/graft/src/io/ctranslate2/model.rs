@@ -117,12 +117,12 @@ impl Ct2Model {
     }
 
     /// The error `kind` about this file.
-    fn error(&self, kind: Ct2ErrorKind) -> crate::GraftError {
+    pub(super) fn error(&self, kind: Ct2ErrorKind) -> crate::GraftError {
         Ct2Error { path: self.path.clone(), kind }.into()
     }
 
     /// The variable `name`, or a [`Ct2ErrorKind::Missing`] error.
-    fn need(&self, name: &str) -> Result<&Variable> {
+    pub(super) fn need(&self, name: &str) -> Result<&Variable> {
         self.variable(name).ok_or_else(|| self.error(Ct2ErrorKind::Missing { name: name.to_string() }))
     }
 

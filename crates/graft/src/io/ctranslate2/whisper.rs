@@ -113,24 +113,14 @@ impl WhisperFolder {
 impl WhisperDims {
     /// Reads the sizes from the shapes of a `WhisperSpec` model's variables.
     pub fn of(model: &Ct2Model) -> Result<Self> {
+        let bad = |name: &str, reason: String| model.error(Ct2ErrorKind::Variable { name: name.into(), reason });
         let dim = |name: &str, axis: usize| -> Result<usize> {
-            let v = model.variable(name).ok_or_else(|| Ct2Error {
-                path: model.path().into(),
-                kind: Ct2ErrorKind::Missing { name: name.into() },
-            })?;
-            v.shape.get(axis).copied().ok_or_else(|| {
-                let reason = format!("shape {:?} has no axis {axis}", v.shape);
-                Ct2Error { path: model.path().into(), kind: Ct2ErrorKind::Variable { name: name.into(), reason } }
-                    .into()
-            })
+            let v = model.need(name)?;
+            v.shape.get(axis).copied().ok_or_else(|| bad(name, format!("shape {:?} has no axis {axis}", v.shape)))
         };
         let heads = |name: &str| -> Result<usize> {
             let n = model.scalar_i64(name)?;
-            usize::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| {
-                let reason = format!("{n} heads");
-                Ct2Error { path: model.path().into(), kind: Ct2ErrorKind::Variable { name: name.into(), reason } }
-                    .into()
-            })
+            usize::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| bad(name, format!("{n} heads")))
         };
         let layers = |side: &str| {
             (0..)
