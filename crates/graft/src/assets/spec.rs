@@ -15,16 +15,21 @@ pub enum AssetKind {
     Model,
     /// Pretrained image-model weights (a PyTorch checkpoint): not a `--model` for text commands.
     VisionModel,
+    /// Pretrained speech-recognition weights (a CTranslate2 Whisper folder): not a `--model` for
+    /// text commands.
+    SpeechModel,
     /// Training or evaluation data.
     Dataset,
 }
 
 impl AssetKind {
-    /// The lower-case word used in listings and JSON (`model` / `vision-model` / `dataset`).
+    /// The lower-case word used in listings and JSON (`model` / `vision-model` / `speech-model` /
+    /// `dataset`).
     pub fn as_str(self) -> &'static str {
         match self {
             AssetKind::Model => "model",
             AssetKind::VisionModel => "vision-model",
+            AssetKind::SpeechModel => "speech-model",
             AssetKind::Dataset => "dataset",
         }
     }
@@ -32,7 +37,7 @@ impl AssetKind {
     /// The cache sub-folder holding assets of this kind (`models` / `datasets`).
     pub fn cache_subdir(self) -> &'static str {
         match self {
-            AssetKind::Model | AssetKind::VisionModel => "models",
+            AssetKind::Model | AssetKind::VisionModel | AssetKind::SpeechModel => "models",
             AssetKind::Dataset => "datasets",
         }
     }

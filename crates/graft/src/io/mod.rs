@@ -1,8 +1,10 @@
 //! File formats: GGUF, safetensors, Hugging Face model folders, LoRA adapters (PEFT folders and
-//! llama.cpp GGUF files), Ollama Modelfiles, R data files (`rdata`) and PyTorch checkpoints
-//! (`torch`: legacy and zip `torch.save` files, read without executing their pickles).
+//! llama.cpp GGUF files), Ollama Modelfiles, R data files (`rdata`), PyTorch checkpoints
+//! (`torch`: legacy and zip `torch.save` files, read without executing their pickles) and
+//! CTranslate2 models (`ctranslate2`: `model.bin` and Whisper folders).
 
 pub mod adapter;
+pub mod ctranslate2;
 pub mod gguf;
 pub mod gguf_lora;
 pub mod hf_folder;
