@@ -24,9 +24,9 @@ const INK: RGBColor = RGBColor(40, 60, 90);
 /// left out.
 pub fn metric_summary_svg(groups: &[GroupSummary], metric: &str, heading: &str) -> Result<String> {
     let groups: Vec<_> = groups.iter().filter_map(|g| g.stats(metric).map(|st| (g, st))).collect();
-    let names: Vec<String> = groups.iter().map(|(g, _)| plots::shorten(&g.label, 32)).collect();
-    let longest = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
-    let name_room = (longest as u32 * 8 + 24).clamp(72, 290);
+    let names: Vec<Vec<String>> = groups.iter().map(|(g, _)| label_lines(&g.label)).collect();
+    let longest = names.iter().flatten().map(|n| n.chars().count()).max().unwrap_or(0);
+    let name_room = (longest as u32 * 7 + 24).clamp(72, 330);
     let height = TITLE_ROOM + 70 + 40 * groups.len().max(1) as u32;
 
     let mut ends: Vec<f64> = Vec::new();
@@ -70,7 +70,11 @@ pub fn metric_summary_svg(groups: &[GroupSummary], metric: &str, heading: &str) 
             let top = rows - i as f64;
             let mid = top - 0.5;
             let (px, py) = chart.backend_coord(&(lo, mid));
-            root.draw_text(&names[i], &name_style, (px - 8, py))?;
+            let lines = &names[i];
+            for (l, line) in lines.iter().enumerate() {
+                let dy = (2 * l as i32 + 1 - lines.len() as i32) * LINE_HEIGHT / 2;
+                root.draw_text(line, &name_style, (px - 8, py + dy))?;
+            }
             if !plots::plottable(st.mean) {
                 chart.draw_series(std::iter::once(Text::new("n/a", (base, mid), value_style.clone())))?;
                 continue;
@@ -103,6 +107,31 @@ pub fn metric_summary_svg(groups: &[GroupSummary], metric: &str, heading: &str) 
         }
         Ok(())
     })
+}
+
+/// Characters of one line of a bar's name.
+const LABEL_LINE: usize = 42;
+/// Pixels between the lines of a two-line name.
+const LINE_HEIGHT: i32 = 15;
+
+/// A bar's name as one line, or as two when it is too long: a paired difference `A − B` is broken
+/// before its `−`, anything else at the last word boundary that fits; each line is cut to
+/// [`LABEL_LINE`] characters.
+fn label_lines(label: &str) -> Vec<String> {
+    if label.chars().count() <= LABEL_LINE {
+        return vec![label.to_string()];
+    }
+    let (first, second) = match label.split_once(" − ") {
+        Some((a, b)) => (a.to_string(), format!("− {b}")),
+        None => {
+            let fits: String = label.chars().take(LABEL_LINE).collect();
+            match fits.rfind(' ') {
+                Some(at) if at > 0 => (label[..at].to_string(), label[at + 1..].to_string()),
+                _ => (fits.clone(), label.chars().skip(LABEL_LINE).collect()),
+            }
+        }
+    };
+    vec![plots::shorten(&first, LABEL_LINE), plots::shorten(&second, LABEL_LINE)]
 }
 
 /// An axis tick with as many decimals as an axis `width` wide needs, and no `-0`.
@@ -183,6 +212,21 @@ pub fn write_summary(s: &ResultsSummary, dir: &Path) -> Result<ReportFiles> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_names_break_into_two_lines() {
+        assert_eq!(label_lines("heads · progressive · polarity"), ["heads · progressive · polarity"]);
+        assert_eq!(
+            label_lines("blocks · progressive · subjective − blocks · alone · subjective"),
+            ["blocks · progressive · subjective", "− blocks · alone · subjective"]
+        );
+        let words = "one two three four five six seven eight nine ten eleven";
+        assert_eq!(label_lines(words), ["one two three four five six seven eight", "nine ten eleven"]);
+        let unbroken = "x".repeat(100);
+        let lines = label_lines(&unbroken);
+        assert_eq!((lines[0].chars().count(), lines[1].chars().count()), (42, 42));
+        assert!(lines[1].ends_with('…'));
+    }
 
     #[test]
     fn ticks_have_the_decimals_the_axis_needs() {
