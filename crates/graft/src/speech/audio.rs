@@ -110,7 +110,7 @@ pub fn decode_wav(reader: impl Read, path: &Path) -> Result<Wav> {
         return Err(fail("the file holds no audio (its data chunk is empty)".into()));
     }
     Ok(Wav {
-        samples: mix_to_mono(&interleaved, channels),
+        samples: if channels == 1 { interleaved } else { mix_to_mono(&interleaved, channels) },
         sample_rate: spec.sample_rate,
         channels: spec.channels,
         bits_per_sample: spec.bits_per_sample,
