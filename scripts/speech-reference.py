@@ -157,7 +157,8 @@ def main():
     )
 
     safetensors.numpy.save_file(tensors, os.path.join(args.out, "reference.safetensors"))
-    espeak = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.strip()
+    espeak = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout
+    espeak = espeak.split("Data at")[0].strip()  # the version, without the data folder's path
     versions = dict(numpy=np.__version__, scipy=scipy.__version__, transformers=transformers.__version__,
                     librosa=librosa.__version__, espeak_ng=espeak)
     with open(os.path.join(args.out, "clips.json"), "w") as f:
