@@ -39,6 +39,15 @@ pub enum GraftError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An audio file cannot be read as speech input: not a WAV file, truncated, an unsupported
+    /// sample format, no channels, a sample rate out of range, or no audio at all.
+    #[error("audio {}: {reason}", path.display())]
+    Audio {
+        /// The audio file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Bad user input that is not tied to a file (a flag, a prompt, a setting).
     #[error("{0}")]
     Input(String),
@@ -183,6 +192,7 @@ impl GraftError {
             GraftError::Checkpoint { .. } => ErrorKind::Checkpoint,
             GraftError::Input(_)
             | GraftError::Model { .. }
+            | GraftError::Audio { .. }
             | GraftError::Gguf(_)
             | GraftError::Safetensors(_)
             | GraftError::Torch(_)
@@ -223,6 +233,7 @@ mod tests {
         let cases = [
             (GraftError::Input("train.lr must be positive".into()), 3),
             (GraftError::model("m.gguf", "no layers"), 3),
+            (GraftError::Audio { path: "a.wav".into(), reason: "not a WAV file".into() }, 3),
             (GraftError::Tokenizer(crate::tokenizer::TokenizerError::Invalid("no vocab".into())), 3),
             (GraftError::Asset(crate::assets::AssetError::Unknown { name: "x".into(), known: "y".into() }), 3),
             (

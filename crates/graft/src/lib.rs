@@ -12,6 +12,7 @@
 //!   adaptable [`models::linear::Proj`].
 //! - [`vision`]: images in (IDX, the MNIST-5k CSV, PNG / JPEG) and their preprocessing into a
 //!   `[N, 3, H, W]` tensor.
+//! - [`speech`]: audio in (WAV files, resampling to 16 kHz) and Whisper's log-mel front end.
 //! - [`generate`]: sampling and KV-cached text generation.
 //! - [`eval`]: evaluation protocols (perplexity, ...).
 //! - [`bench`]: throughput measurements reported by `graft bench`.
@@ -54,6 +55,7 @@ pub mod parity;
 pub mod prompting;
 pub mod recipes;
 pub mod report;
+pub mod speech;
 pub mod tokenizer;
 pub mod train;
 pub mod vision;

@@ -1,0 +1,10 @@
+//! Speech in: audio files read and resampled to the 16 kHz mono samples speech models take
+//! ([`audio`]: WAV through `hound`, resampling through `rubato`), and Whisper's log-mel front
+//! end that turns them into a model's input ([`mel`]: STFT, Slaney mel filter bank computed
+//! here, log10 with Whisper's clamping and scaling, 30-second windows).
+
+pub mod audio;
+pub mod mel;
+
+#[cfg(test)]
+mod wav_hostile_tests;
