@@ -448,3 +448,86 @@ fn maml_meta_gradient_matches_finite_differences_of_the_adapted_query_loss() {
         );
     }
 }
+
+/// `[decoder]`: the texts of a labelled file read by SmolLM2 (hidden states after two blocks,
+/// mean-pooled): every learner runs on them, the features file is reused for the same decoder
+/// settings and recomputed for others; the whole-backbone baseline is refused with a decoder.
+#[test]
+fn decoder_features_feed_every_learner() {
+    let topics = [
+        (
+            "weather",
+            [
+                "It rained all day and the streets flooded.",
+                "A cold wind blew snow across the hills.",
+                "The sun came out after a week of fog.",
+            ],
+        ),
+        (
+            "cooking",
+            [
+                "Stir the onions until they turn golden.",
+                "Bake the bread for forty minutes.",
+                "Add salt to the boiling water before the pasta.",
+            ],
+        ),
+        (
+            "sport",
+            [
+                "The striker scored twice in the second half.",
+                "She won the marathon in record time.",
+                "The team lost the final on penalties.",
+            ],
+        ),
+        (
+            "music",
+            [
+                "The orchestra tuned before the concert began.",
+                "He plays the cello every evening.",
+                "The band released a new album of folk songs.",
+            ],
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("topics.jsonl");
+    let lines: Vec<String> = topics
+        .iter()
+        .flat_map(|(label, texts)| {
+            texts.iter().map(move |t| serde_json::json!({"text": t, "label": label}).to_string())
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let config = |name: &str, decoder: &str, extra: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "[data]\nsource = {data:?}\nval_fraction = 0.0\ntest_fraction = 0.5\n\n\
+             [episodes]\nn_way = 2\nk_shot = 1\nq_query = 2\n\n\
+             [backbone]\nencoder = \"smollm2-135m-instruct\"\n\n[decoder]\n{decoder}\n\n\
+             [protonet]\nhidden = 8\nsteps = 2\nval_episodes = 0\n\n[anil]\nenabled = false\n\n{extra}\
+             [eval]\nepisodes = 3\n\n[output]\ndir = {:?}\nfeatures = {:?}\n",
+            dir.path().join(name).to_str().unwrap(),
+            dir.path().join("features.safetensors").to_str().unwrap()
+        );
+        std::fs::write(&path, text).unwrap();
+        graft::recipes::meta::config::MetaConfig::load(&path, &[])
+    };
+    let first = graft::recipes::meta::run(&config("a", "layer = 2", "").unwrap(), false, &mut |_| {}).unwrap();
+    assert!(!first.features_cached);
+    let names: Vec<&str> = first.results.iter().map(|r| r.learner.as_str()).collect();
+    assert_eq!(names, ["nearest_centroid", "linear_head", "protonet"]);
+    let features = candle_core::safetensors::load(dir.path().join("features.safetensors"), &candle_core::Device::Cpu)
+        .unwrap()
+        .remove("features")
+        .unwrap();
+    assert_eq!(features.dims2().unwrap(), (12, 576), "one SmolLM2 state (width 576) per text");
+    let again = graft::recipes::meta::run(&config("b", "layer = 2", "").unwrap(), false, &mut |_| {}).unwrap();
+    assert!(again.features_cached, "the same decoder settings read the features back");
+    assert_eq!(again.results[0].accuracy, first.results[0].accuracy);
+    let other = graft::recipes::meta::run(&config("c", "layer = 3", "").unwrap(), false, &mut |_| {}).unwrap();
+    assert!(!other.features_cached, "another layer computes its own features");
+
+    let err = config("d", "", "[baselines]\nfine_tune = true\n\n").unwrap_err().to_string();
+    assert!(err.contains("not available with [decoder]"), "{err}");
+    let err = config("e", "max_tokens = 0", "").unwrap_err().to_string();
+    assert!(err.contains("decoder.max_tokens must be at least 1"), "{err}");
+}

@@ -5,6 +5,7 @@
 use crate::config::{read_toml, relative_to};
 use crate::datasets::appstream_classes::ClassRule;
 use crate::features::head::HeadConfig;
+use crate::features::Pooling;
 use crate::meta::{EpisodeShape, MetaTrainConfig};
 use crate::objectives::anil::InnerLoop;
 use crate::objectives::maml::{MamlInner, MetaUpdate};
@@ -27,6 +28,11 @@ pub struct MetaConfig {
     /// `dtype`, `batch_size`, `offline`; default all-minilm-l6-v2 on the CPU).
     #[serde(default)]
     pub backbone: BackboneConfig,
+    /// Text only: read the texts with a decoder instead of a sentence encoder
+    /// (`backbone.encoder` then names a causal LM, e.g. `smollm2-135m-instruct`): its hidden
+    /// states pooled into one vector per text. Absent: a sentence encoder.
+    #[serde(default)]
+    pub decoder: Option<DecoderFeatures>,
     /// Prototypical-network meta-training.
     #[serde(default)]
     pub protonet: MetaTrainConfig,
@@ -174,6 +180,33 @@ impl Default for MamlSection {
     }
 }
 
+/// How a decoder's hidden states become a text's features (`[decoder]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecoderFeatures {
+    /// Decoder blocks whose output is pooled (absent: all of them, after the final norm).
+    pub layer: Option<usize>,
+    /// `mean` over the text's tokens or the `last` token's state.
+    pub pooling: Pooling,
+    /// Tokens kept of each text, from its start.
+    pub max_tokens: usize,
+}
+
+impl Default for DecoderFeatures {
+    /// The final norm's output, mean-pooled over at most 128 tokens.
+    fn default() -> Self {
+        Self { layer: None, pooling: Pooling::Mean, max_tokens: 128 }
+    }
+}
+
+impl DecoderFeatures {
+    /// What the features depend on beyond the backbone's name, for the features file's
+    /// fingerprint.
+    pub fn describe(&self) -> String {
+        format!("decoder layer {:?}, {:?} pooling, {} tokens", self.layer, self.pooling, self.max_tokens)
+    }
+}
+
 /// The baselines, scored on the same meta-test episodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -297,6 +330,19 @@ impl MetaConfig {
         }
         if self.backbone.batch_size == 0 {
             return bad("backbone.batch_size must be at least 1".into());
+        }
+        if let Some(d) = &self.decoder {
+            if self.data.source == "images" {
+                return bad("[decoder] reads texts; data.source = \"images\" needs an image backbone".into());
+            }
+            if self.baselines.fine_tune {
+                return bad(
+                    "baselines.fine_tune fine-tunes a sentence encoder; it is not available with [decoder]".into()
+                );
+            }
+            if d.max_tokens == 0 {
+                return bad("decoder.max_tokens must be at least 1".into());
+            }
         }
         self.protonet.validate("protonet")?;
         if self.anil.enabled {

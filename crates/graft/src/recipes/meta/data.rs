@@ -2,14 +2,17 @@
 //! labelled JSONL file, or the classes of image datasets), and their features, kept in a file
 //! between runs.
 
+use super::config::DecoderFeatures;
 use super::config::MetaData;
 use crate::data::read_labelled;
 use crate::datasets::appstream::{self, default_files};
 use crate::datasets::appstream_classes::category_classes;
-use crate::features::encoder_features;
+use crate::features::{decoder_features, encoder_features};
 use crate::meta::ClassMembers;
 use crate::models::bert::SentenceEncoder;
 use crate::models::efficientnet::EfficientNetLite;
+use crate::models::llama::Llama;
+use crate::tokenizer::Tokenizer;
 use crate::vision::classifier::{image_features, ImageInput};
 use crate::vision::Image;
 use crate::{GraftError, Result};
@@ -163,6 +166,8 @@ pub enum FeatureBackbone {
     Text(Box<SentenceEncoder>, usize),
     /// An image backbone, for images.
     Image(Box<EfficientNetLite>, ImageInput),
+    /// A decoder, for texts: its tokenizer, how its states are pooled, texts per pass.
+    Decoder(Box<Llama>, Box<Tokenizer>, DecoderFeatures, usize),
 }
 
 /// `[n, dim]` f32 features of `inputs` on `device`: read from `path` when its sidecar (`path`
@@ -191,6 +196,18 @@ pub fn cached_features(
         (FeatureBackbone::Image(model, input), MetaInputs::Images(images)) => {
             let refs: Vec<&Image> = images.iter().collect();
             image_features(&model, &refs, &input)?
+        }
+        (FeatureBackbone::Decoder(model, tok, how, batch), MetaInputs::Texts(texts)) => {
+            let mut seqs = Vec::with_capacity(texts.len());
+            for (i, t) in texts.iter().enumerate() {
+                let mut ids = tok.encode_plain(t).map_err(|e| GraftError::Input(format!("text {i}: {e}")))?;
+                ids.truncate(how.max_tokens);
+                if ids.is_empty() {
+                    return Err(GraftError::Input(format!("text {i} has no tokens")));
+                }
+                seqs.push(ids);
+            }
+            decoder_features(&model, &seqs, how.layer, how.pooling, batch)?
         }
         _ => return Err(GraftError::Input("the backbone does not read this kind of input".into())),
     };

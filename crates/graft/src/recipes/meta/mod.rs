@@ -19,6 +19,9 @@ use crate::meta::{
     fit_anil, fit_maml, fit_protonet, split_classes, Accuracy, ClassMembers, ClassSplits, EpisodeSampler, EpisodeShape,
 };
 use crate::models::bert::SentenceEncoder;
+use crate::models::llama::{LoadOptions, WeightFormat};
+use crate::models::load::load_causal_lm;
+use crate::tokenizer::Tokenizer;
 use crate::train::{Event, Outcome, RunDir};
 use crate::vision::classifier::ImageInput;
 use crate::vision::preprocess::Preprocess;
@@ -205,6 +208,16 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
     let load = || {
         on_event(Event::Note(format!("computing features of {} {} with `{}`", inputs.len(), inputs.kind(), b.encoder)));
         Ok(match &inputs {
+            MetaInputs::Texts(_) if cfg.decoder.is_some() => {
+                let source = resolve_model(&b.encoder, b.offline)?;
+                let opts = LoadOptions { device: device.clone(), dtype, format: WeightFormat::Dense };
+                FeatureBackbone::Decoder(
+                    Box::new(load_causal_lm(&source, &opts)?),
+                    Box::new(Tokenizer::from_source(&source)?),
+                    cfg.decoder.clone().unwrap_or_default(),
+                    b.batch_size,
+                )
+            }
             MetaInputs::Texts(_) => FeatureBackbone::Text(
                 Box::new(SentenceEncoder::load(&resolve_model(&b.encoder, b.offline)?, &device, dtype)?),
                 b.batch_size,
@@ -216,12 +229,16 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
             }
         })
     };
-    let (features, cached) = cached_features(&features_path, (&b.encoder, &b.dtype, size), &inputs, &device, load)?;
-    // Sentence embeddings come unit-length; image features are scaled to unit length too, so
-    // that every learner's settings (distance scale, inner learning rate) mean the same on both.
+    let key = match &cfg.decoder {
+        Some(d) => format!("{} ({})", b.encoder, d.describe()),
+        None => b.encoder.clone(),
+    };
+    let (features, cached) = cached_features(&features_path, (&key, &b.dtype, size), &inputs, &device, load)?;
+    // Sentence embeddings come unit-length; image and decoder features are scaled to unit length
+    // too, so that every learner's settings (distance scale, inner learning rate) mean the same.
     let features = match inputs {
-        MetaInputs::Images(_) => crate::models::bert::l2_normalize(&features)?,
-        MetaInputs::Texts(_) => features,
+        MetaInputs::Texts(_) if cfg.decoder.is_none() => features,
+        _ => crate::models::bert::l2_normalize(&features)?,
     };
     let embed_s = if cached { 0.0 } else { t0.elapsed().as_secs_f64() };
     if cached {
