@@ -4,10 +4,10 @@
 //!
 //! Each candidate is cleaned ([`clean`]): whitespace collapsed, then refused when it is too short
 //! or too long (characters and words), holds a URL, digits (which a synthesiser reads in ways
-//! the written text does not show) or symbols other than plain punctuation, has a letter outside
-//! the Latin script, or — for a translation — equals the untranslated English text. Repeats
-//! (same words, ignoring case and punctuation) are kept once. The kept sentences are sorted,
-//! then shuffled with a seed, so the order depends on the seed and the text only.
+//! the written text does not show), an emoticon or symbols other than plain punctuation, has a
+//! letter outside the Latin script, or — for a translation — equals the untranslated English
+//! text. Repeats (same words, ignoring case and punctuation) are kept once. The kept sentences
+//! are sorted, then shuffled with a seed, so the order depends on the seed and the text only.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -93,6 +93,9 @@ pub fn clean(text: &str) -> std::result::Result<String, Skip> {
     let lower = text.to_lowercase();
     if lower.contains("://") || lower.contains("www.") {
         return Err("url");
+    }
+    if [":-", ";-", ":)", ";)", ":(", ";("].iter().any(|e| text.contains(e)) {
+        return Err("symbols"); // an emoticon
     }
     for c in text.chars() {
         if c.is_numeric() {
@@ -223,6 +226,7 @@ mod tests {
         assert_eq!(clean("Besuchen Sie www.example.org für mehr"), Err("url"));
         assert_eq!(clean("Ein Spiel für 2 Spieler am Computer"), Err("digits"));
         assert_eq!(clean("Ein Editor für C++ und andere Sprachen"), Err("symbols"));
+        assert_eq!(clean("Ein Programm für Musik (spielen ;-) am Rechner"), Err("symbols"));
         assert_eq!(clean("Un éditeur de texte Юникод pour tous"), Err("script"));
         assert_eq!(clean("¿Dónde está el archivo, señor García?"), Ok("¿Dónde está el archivo, señor García?".into()));
         assert_eq!(
