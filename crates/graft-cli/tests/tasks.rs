@@ -155,9 +155,27 @@ fn eval_argument_and_input_errors() {
 
 #[test]
 fn data_help_has_examples() {
-    for args in [&["data", "--help"][..], &["data", "build", "--help"], &["data", "build", "appstream", "--help"]] {
+    for args in [
+        &["data", "--help"][..],
+        &["data", "build", "--help"],
+        &["data", "build", "appstream", "--help"],
+        &["data", "build", "speech", "--help"],
+    ] {
         assert!(ok(args).contains("Example"), "{args:?}");
     }
+}
+
+/// `graft data build speech` refuses an unknown language before it reads or writes anything.
+#[test]
+fn speech_build_refuses_unknown_languages() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("speech");
+    let args = ["data", "build", "speech", "--out", out.to_str().unwrap(), "--appstream", "/nonexistent/c.yml"];
+    fails(
+        &[&args[..], &["--languages", "de,xx"]].concat(),
+        "unknown language `xx`: the speech data knows de, en, es, fr, it, pt",
+    );
+    assert!(!out.exists());
 }
 
 /// `graft eval classify --json` scores a held-out chat file by label scoring: one prediction per

@@ -8,6 +8,10 @@
 //! description, with the description's markup (`<p>`, `<ul>`/`<ol>`, `<li>`, inline tags)
 //! turned into plain text by [`markup_to_text`]; components missing any of those are counted in
 //! [`ParseReport::skipped`]. These pairs feed the summarization and question-answering recipes.
+//!
+//! [`read_localized`] keeps the translations instead: each component's summary and description
+//! in the locales asked for (`C`, `de`, `pt_BR`, ...), whatever English fields it has. They feed
+//! the multilingual speech data ([`crate::speech::sentences`]).
 
 use crate::{GraftError, Result};
 use serde::Deserialize;
@@ -101,9 +105,26 @@ fn categories_of(v: Option<&serde_norway::Value>) -> Vec<String> {
 
 /// The untranslated (`C`) entry of a localized map, trimmed; `None` when absent or empty.
 fn english(v: Option<&serde_norway::Value>) -> Option<String> {
-    let text = scalar(v?.get("C")?)?;
+    localized(v, "C")
+}
+
+/// The `locale` entry of a localized map, trimmed; `None` when absent or empty.
+fn localized(v: Option<&serde_norway::Value>, locale: &str) -> Option<String> {
+    let text = scalar(v?.get(locale)?)?;
     let text = text.trim();
     (!text.is_empty()).then(|| text.to_string())
+}
+
+/// One component's text in the locales [`read_localized`] was asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalizedText {
+    /// The AppStream ID; unique within a read.
+    pub id: String,
+    /// The one-line summary by locale key (`C` is the untranslated English), trimmed; locales
+    /// without one are absent.
+    pub summaries: BTreeMap<String, String>,
+    /// The description as plain text ([`markup_to_text`]) by locale key; empty ones are absent.
+    pub descriptions: BTreeMap<String, String>,
 }
 
 /// The AppStream component files of `dir` for this machine's architecture
@@ -141,6 +162,17 @@ pub fn default_files() -> Result<Vec<PathBuf>> {
 
 /// Reads an AppStream component file (gzip'd or plain YAML).
 pub fn read(path: &Path) -> Result<(Vec<Component>, ParseReport)> {
+    parse(&read_text(path)?, &path.display().to_string())
+}
+
+/// Reads the summaries and descriptions in `locales` of every component of an AppStream file
+/// (gzip'd or plain YAML); see [`parse_localized`].
+pub fn read_localized(path: &Path, locales: &[&str]) -> Result<Vec<LocalizedText>> {
+    parse_localized(&read_text(path)?, &path.display().to_string(), locales)
+}
+
+/// The text of an AppStream file, decompressed when it is gzip'd.
+fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| GraftError::io(path, e))?;
     let text = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut s = String::new();
@@ -151,7 +183,51 @@ pub fn read(path: &Path) -> Result<(Vec<Component>, ParseReport)> {
     } else {
         String::from_utf8(bytes).map_err(|e| GraftError::Input(format!("{}: not UTF-8: {e}", path.display())))?
     };
-    parse(&text, &path.display().to_string())
+    Ok(text)
+}
+
+/// The component documents of AppStream YAML text, the DEP-11 header left out; a document that
+/// is not valid YAML, or whose fields have the wrong shape, is an error naming its number.
+fn documents<'a>(text: &'a str, source: &'a str) -> impl Iterator<Item = Result<RawDoc>> + 'a {
+    serde_norway::Deserializer::from_str(text).enumerate().filter_map(move |(i, doc)| {
+        match RawDoc::deserialize(doc) {
+            Err(e) => Some(Err(GraftError::Input(format!("{source}: YAML document {}: {e}", i + 1)))),
+            // The DEP-11 header.
+            Ok(raw) if raw.file.is_some() && raw.id.is_none() => None,
+            Ok(raw) => Some(Ok(raw)),
+        }
+    })
+}
+
+/// The trimmed, non-empty ID of a document.
+fn id_of(raw: &RawDoc) -> Option<String> {
+    raw.id.as_ref().and_then(scalar).map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// Parses the summaries and descriptions in `locales` (`C` for English) out of AppStream YAML
+/// text (`source` names it in errors). Components without an ID, repeats of an ID and
+/// components with no text in any of the locales are left out; file order is kept.
+pub fn parse_localized(text: &str, source: &str, locales: &[&str]) -> Result<Vec<LocalizedText>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for raw in documents(text, source) {
+        let raw = raw?;
+        let Some(id) = id_of(&raw) else { continue };
+        let pick = |v: Option<&serde_norway::Value>, f: &dyn Fn(String) -> String| -> BTreeMap<String, String> {
+            locales
+                .iter()
+                .filter_map(|&l| localized(v, l).map(|t| (l.to_string(), f(t))))
+                .filter(|(_, t)| !t.is_empty())
+                .collect()
+        };
+        let summaries = pick(raw.summary.as_ref(), &|t| t);
+        let descriptions = pick(raw.description.as_ref(), &|t| markup_to_text(&t));
+        if (summaries.is_empty() && descriptions.is_empty()) || !seen.insert(id.clone()) {
+            continue;
+        }
+        out.push(LocalizedText { id, summaries, descriptions });
+    }
+    Ok(out)
 }
 
 /// Parses AppStream YAML text (`source` names it in errors). A document that is not valid
@@ -168,7 +244,7 @@ pub fn parse(text: &str, source: &str) -> Result<(Vec<Component>, ParseReport)> 
         if raw.file.is_some() && raw.id.is_none() {
             continue; // the DEP-11 header
         }
-        let Some(id) = raw.id.as_ref().and_then(scalar).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) else {
+        let Some(id) = id_of(&raw) else {
             skip(&mut report, "no_id");
             continue;
         };
@@ -389,6 +465,27 @@ Description:
             .collect();
         assert_eq!(report.skipped, expected);
         assert_eq!(report.n_skipped(), 3);
+    }
+
+    #[test]
+    fn keeps_translations_in_the_locales_asked_for() {
+        let text = "---\nFile: DEP-11\n---\nID: a\nSummary:\n  C: Maps\n  de: Karten\n  fr: ' '\n  pt_BR: Mapas\n\
+            Description:\n  de: <p>Zeigt <em>Karten</em>.</p><p>Mehr.</p>\n---\nID: b\nSummary:\n  it: Solo italiano\n\
+            ---\nID: a\nSummary:\n  de: Doppelt\n---\nSummary:\n  de: Ohne ID\n";
+        let got = parse_localized(text, "t", &["C", "de", "fr"]).unwrap();
+        assert_eq!(got.len(), 1, "b has nothing in these locales; the repeat of a and the ID-less one are left out");
+        assert_eq!(got[0].id, "a");
+        let summaries: Vec<(&str, &str)> = got[0].summaries.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(summaries, [("C", "Maps"), ("de", "Karten")], "blank and unasked locales are dropped");
+        assert_eq!(got[0].descriptions.get("de").map(String::as_str), Some("Zeigt Karten.\nMehr."));
+        let it = parse_localized(text, "t", &["it"]).unwrap();
+        assert_eq!((it.len(), it[0].id.as_str()), (1, "b"), "no English fields are needed");
+        // The English reader keeps its own rules on the same text.
+        let (comps, _) = parse(SAMPLE, "sample").unwrap();
+        let loc = parse_localized(SAMPLE, "sample", &["C"]).unwrap();
+        assert_eq!(loc.len(), 4, "every component with an English summary, descriptions or not");
+        assert_eq!(loc[0].summaries["C"], comps[0].summary);
+        assert_eq!(loc[0].descriptions["C"], comps[0].description);
     }
 
     #[test]

@@ -25,5 +25,6 @@ pub mod multitask;
 pub mod parts;
 pub mod progressive;
 pub mod quickstart;
+pub mod speech_data;
 pub mod tasks;
 pub mod teacher_answers;

@@ -1,5 +1,6 @@
 //! Audio in: WAV files (the `hound` crate) decoded to mono samples in [-1, 1], and resampling
-//! to the 16 kHz that speech models take (`rubato`'s synchronous FFT resampler).
+//! to the 16 kHz that speech models take (`rubato`'s synchronous FFT resampler). Out:
+//! [`write_wav16`] writes mono 16-bit PCM (the synthetic speech data).
 //!
 //! Accepted: integer PCM of 8, 16, 24 or 32 bits and 32-bit float, any number of channels
 //! (averaged to mono), sample rates from [`MIN_SAMPLE_RATE`] to [`MAX_SAMPLE_RATE`]. Everything
@@ -145,6 +146,23 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
     let adapter = InterleavedSlice::new(&input[..], 1, input.len()).map_err(|e| resampler_error(e.to_string()))?;
     let out = resampler.process_all(&adapter, input.len(), None).map_err(|e| resampler_error(e.to_string()))?;
     Ok(out.take_data().into_iter().map(|v| v as f32).collect())
+}
+
+/// Writes mono `samples` in [-1, 1] as a 16-bit PCM WAV file at `sample_rate` (values outside
+/// the range are clipped).
+pub fn write_wav16(path: &Path, samples: &[f32], sample_rate: u32) -> Result<()> {
+    let spec =
+        hound::WavSpec { channels: 1, sample_rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let fail = |e: hound::Error| match e {
+        hound::Error::IoError(io) => GraftError::io(path, io),
+        other => audio_error(path, format!("cannot write: {other}")),
+    };
+    let mut w = hound::WavWriter::create(path, spec).map_err(fail)?;
+    for &v in samples {
+        let q = (f64::from(v) * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
+        w.write_sample(q).map_err(fail)?;
+    }
+    w.finalize().map_err(fail)
 }
 
 /// Checks that a sample rate is within the accepted range.
@@ -328,6 +346,22 @@ mod tests {
             let err = wav.samples.iter().zip(&x).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(err <= tol, "{bits}-bit float={float}: max error {err}");
         }
+    }
+
+    #[test]
+    fn written_16_bit_files_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.wav");
+        let x = [0.0f32, 0.5, -0.25, 1.5, -2.0, 1.0 / 32768.0];
+        write_wav16(&path, &x, 16_000).unwrap();
+        let wav = read_wav(&path).unwrap();
+        assert_eq!((wav.sample_rate, wav.channels, wav.bits_per_sample, wav.float), (16_000, 1, 16, false));
+        assert_eq!(
+            wav.samples,
+            vec![0.0, 0.5, -0.25, 32767.0 / 32768.0, -1.0, 1.0 / 32768.0],
+            "out-of-range values clip"
+        );
+        assert!(write_wav16(&dir.path().join("no/such/dir.wav"), &x, 16_000).is_err());
     }
 
     #[test]
