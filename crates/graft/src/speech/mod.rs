@@ -1,9 +1,12 @@
 //! Speech in: audio files read and resampled to the 16 kHz mono samples speech models take
 //! ([`audio`]: WAV through `hound`, resampling through `rubato`), and Whisper's log-mel front
 //! end that turns them into a model's input ([`mel`]: STFT, Slaney mel filter bank computed
-//! here, log10 with Whisper's clamping and scaling, 30-second windows).
+//! here, log10 with Whisper's clamping and scaling, 30-second windows), and decoding with a
+//! Whisper network ([`decode`]: prompts, language detection, greedy decoding with Whisper's
+//! token suppression).
 
 pub mod audio;
+pub mod decode;
 pub mod mel;
 
 #[cfg(test)]
