@@ -2,16 +2,17 @@
 //! in `tests/golden/speech/whisper.{json,safetensors}`): on the committed clips, graft's encoder
 //! output on graft's own log-mel matches CTranslate2's, and graft's greedy decoding through the
 //! KV cache gives CTranslate2's token ids; the training path's logits equal the cached path's
-//! step by step, and a gradient reaches a decoder weight. tiny.en runs every clip; base runs one
+//! step by step, and gradients reach a decoder weight and a LoRA adapter. tiny.en runs every clip; base runs one
 //! clip (German: encoder, language detection, greedy tokens).
 
 mod common;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Device, Tensor, Var, D};
+use graft::adapters::lora::LoraLayer;
 use graft::io::ctranslate2::whisper::WhisperFolder;
 use graft::models::linear::BaseWeight;
 use graft::models::whisper::{Pass, Whisper};
@@ -201,13 +202,20 @@ fn training_logits_equal_cached_logits_step_by_step() {
 }
 
 #[test]
-fn a_gradient_reaches_a_decoder_weight() {
+fn a_gradient_reaches_a_decoder_weight_and_a_lora_adapter() {
     let m = tiny_en();
     let mut model = m.model.clone();
-    let name = "decoder.layers.3.encoder_attn.v_proj";
-    let proj = model.projections_mut().into_iter().find(|p| p.name() == name).expect("projection");
+    let (full, adapted) = ("decoder.layers.3.encoder_attn.v_proj", "decoder.layers.0.self_attn.q_proj");
+    let mut projections = model.projections_mut();
+    let proj = projections.iter_mut().find(|p| p.name() == full).expect("projection");
     let var = Var::from_tensor(&proj.dense_weight(DType::F32).unwrap()).unwrap();
     proj.set_base(BaseWeight::Dense(var.as_tensor().clone())).unwrap();
+    let proj = projections.iter_mut().find(|p| p.name() == adapted).expect("projection");
+    let (out, inp) = proj.dims();
+    let a = Tensor::randn(0f32, 0.05, (4, inp), &Device::Cpu).unwrap();
+    let b = Tensor::randn(0f32, 0.05, (out, 4), &Device::Cpu).unwrap();
+    let lora = Arc::new(LoraLayer::from_tensors(adapted, &a, &b, 2.0, 0.0, Default::default()).unwrap());
+    proj.attach(lora.clone());
     let seq = reference_sequence(m);
     let n = seq.len();
     let tokens = Tensor::new(&seq[..n - 1], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
@@ -215,9 +223,11 @@ fn a_gradient_reaches_a_decoder_weight() {
     let logits = model.decode_train(&tokens, &encoded(m, "en")).unwrap().squeeze(0).unwrap();
     let loss = candle_nn::loss::cross_entropy(&logits, &targets).unwrap();
     let grads = loss.backward().unwrap();
-    let g = grads.get(var.as_tensor()).expect("a gradient for the weight");
-    let norm = g.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap();
-    assert!(norm.is_finite() && norm > 0.0, "gradient norm {norm}");
+    for (what, t) in [("weight", var.as_tensor()), ("LoRA A", lora.a().as_tensor()), ("LoRA B", lora.b().as_tensor())] {
+        let g = grads.get(t).unwrap_or_else(|| panic!("no gradient for the {what}"));
+        let norm = g.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap();
+        assert!(norm.is_finite() && norm > 0.0, "{what}: gradient norm {norm}");
+    }
 }
 
 /// base on every clip, with the given language and with the detected one (several seconds per

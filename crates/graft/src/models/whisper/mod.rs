@@ -22,3 +22,6 @@ mod model;
 pub use crate::models::llama::Pass;
 pub use layers::{Attention, DecoderLayer, EncoderLayer, FeedForward};
 pub use model::{Conv1d, Whisper, WhisperCache, WhisperDecoder, WhisperEncoder};
+
+#[cfg(test)]
+mod tests;
