@@ -2,8 +2,9 @@
 //! in `tests/golden/speech/whisper.{json,safetensors}`): on the committed clips, graft's encoder
 //! output on graft's own log-mel matches CTranslate2's, and graft's greedy decoding through the
 //! KV cache gives CTranslate2's token ids; the training path's logits equal the cached path's
-//! step by step, and gradients reach a decoder weight and a LoRA adapter. tiny.en runs every clip; base runs one
-//! clip (German: encoder, language detection, greedy tokens).
+//! step by step, and gradients reach a decoder weight and a LoRA adapter. tiny.en runs every
+//! clip; base runs one clip (German: encoder, language detection, greedy tokens) and detects the
+//! Spanish clip's language.
 
 mod common;
 
@@ -153,7 +154,7 @@ fn tiny_en_greedy_tokens_equal_ctranslate2_on_every_clip() {
 }
 
 #[test]
-fn base_on_german_matches_encoder_language_and_tokens() {
+fn base_matches_encoder_language_and_tokens_on_german_and_the_language_on_spanish() {
     let m = load("whisper-base");
     check_encoder(&m, "base", "de");
     let r = clip_ref("base", "de");
@@ -164,6 +165,9 @@ fn base_on_german_matches_encoder_language_and_tokens() {
     assert!((f64::from(prob) - want).abs() < 1e-3, "language probability {prob} vs {want}");
     assert_eq!(m.tokens.transcribe_prompt(Some("de")).unwrap(), ids(&r["greedy"]["prompt"]));
     check_greedy(&m, "base", "de", "greedy");
+    // The Spanish clip's language too (one more encoder run).
+    let langs = detect_language(&m.model, &encoded(&m, "es"), m.tokens.sot, &m.folder.config.lang_ids).unwrap();
+    assert_eq!(m.tokens.token(langs[0].0), clip_ref("base", "es")["detected"]["language"].as_str());
 }
 
 /// The reference sequence of tiny.en on the English clip: prompt, generated ids, end of text.
