@@ -53,17 +53,18 @@ fn clip_ref(model: &str, clip: &str) -> Value {
 
 /// A loaded model with its folder and special tokens.
 struct Loaded {
+    asset: &'static str,
     folder: WhisperFolder,
     model: Whisper,
     tokens: WhisperTokens,
 }
 
-fn load(asset: &str) -> Loaded {
+fn load(asset: &'static str) -> Loaded {
     let dir = graft::assets::ensure(asset, false).expect("fetch model");
     let folder = WhisperFolder::open(&dir).expect("open folder");
     let model = Whisper::from_folder(&folder, &Device::Cpu, DType::F32).expect("load network");
     let tokens = folder_tokens(&folder).expect("vocabulary");
-    Loaded { folder, model, tokens }
+    Loaded { asset, folder, model, tokens }
 }
 
 fn tiny_en() -> &'static Loaded {
@@ -79,9 +80,9 @@ fn mel(clip: &str) -> Tensor {
 
 /// The encoder states of a clip (inference path), cached per model and clip.
 fn encoded(m: &Loaded, clip: &str) -> Tensor {
-    static CACHE: OnceLock<std::sync::Mutex<HashMap<(usize, String), Tensor>>> = OnceLock::new();
+    static CACHE: OnceLock<std::sync::Mutex<HashMap<(&str, String), Tensor>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    let key = (m as *const Loaded as usize, clip.to_string());
+    let key = (m.asset, clip.to_string());
     if let Some(t) = cache.lock().unwrap().get(&key) {
         return t.clone();
     }
