@@ -13,6 +13,7 @@ pub mod load;
 pub(crate) mod named;
 pub mod resnet;
 pub mod vgg;
+pub mod whisper;
 
 pub use kv_cache::KvCache;
 

@@ -21,15 +21,15 @@ const MASKED_SCORE: f64 = -1e9;
 
 /// LayerNorm weights: `y = (x - mean) / sqrt(var + ε) · w + b` over the last axis.
 #[derive(Debug, Clone)]
-pub(super) struct LayerNorm {
-    pub(super) weight: Tensor,
-    pub(super) bias: Tensor,
-    pub(super) eps: f64,
+pub(crate) struct LayerNorm {
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
+    pub(crate) eps: f64,
 }
 
 impl LayerNorm {
     /// Normalises in at least f32 (f64 stays f64), returning the input dtype.
-    pub(super) fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
         let dtype = x.dtype();
         let work = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
         let (xw, w, b) = (x.to_dtype(work)?, self.weight.to_dtype(work)?, self.bias.to_dtype(work)?);
@@ -52,7 +52,7 @@ impl LayerNorm {
 /// Exact GELU, `x/2 · (1 + erf(x/√2))`. The training path composes it from `erf`, whose
 /// backward uses the exact constant (candle's fused `gelu_erf` backward rounds 1/√(2π) to six
 /// digits).
-pub(super) fn gelu(x: &Tensor, pass: Pass) -> Result<Tensor> {
+pub(crate) fn gelu(x: &Tensor, pass: Pass) -> Result<Tensor> {
     Ok(match pass {
         Pass::Infer => x.gelu_erf()?,
         Pass::Train => ((x * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)?.mul(&(x * 0.5)?)?,

@@ -124,7 +124,7 @@ pub(super) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, pass: Pass) -> Result<T
 /// Additive attention mask for `rep` stacked query groups of `t` new tokens after `offset`
 /// earlier ones: causal, and with a `window`, query position `q` sees only keys `k` with
 /// `q - k < window`. `None` when it would mask nothing (one new token within the window).
-fn attention_mask(
+pub(crate) fn attention_mask(
     rep: usize,
     t: usize,
     offset: usize,

@@ -1,7 +1,7 @@
 //! The Llama family (SmolLM2, Llama, and other GQA + RoPE + RMSNorm + gated-MLP decoders), with
 //! Gemma 3 as a variant of the same decoder ([`config::Family`]).
 
-mod block;
+pub(crate) mod block;
 pub mod config;
 pub mod expand;
 pub mod model;
