@@ -3,10 +3,12 @@
 //! end that turns them into a model's input ([`mel`]: STFT, Slaney mel filter bank computed
 //! here, log10 with Whisper's clamping and scaling, 30-second windows). Synthetic speech data:
 //! sentences per language from real text ([`sentences`]) spoken by espeak-ng ([`synth`]); the
-//! build is [`crate::recipes::speech_data`].
+//! build is [`crate::recipes::speech_data`]. Transcripts scored: WER and CER per language with
+//! bootstrap intervals ([`score`]).
 
 pub mod audio;
 pub mod mel;
+pub mod score;
 pub mod sentences;
 pub mod synth;
 
