@@ -129,6 +129,9 @@ pub struct ScoreReport {
 /// Errors when there is nothing to score, or when a language's references have no word after
 /// normalisation (its rates are undefined).
 pub fn score(utterances: &[Utterance], opts: &BootstrapOptions) -> Result<ScoreReport> {
+    if utterances.is_empty() {
+        return Err(GraftError::Input("nothing to score: no utterances".into()));
+    }
     let scored: Vec<(&str, UtteranceScore)> =
         utterances.iter().map(|u| (u.language.as_str(), score_utterance(&u.reference, &u.hypothesis))).collect();
     let mut by_language: BTreeMap<&str, Vec<UtteranceScore>> = BTreeMap::new();
