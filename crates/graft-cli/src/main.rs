@@ -53,6 +53,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Build datasets (tweets, AppStream summaries and questions) and teacher answers for distillation.
     Data(commands::data::DataArgs),
+    /// Score speech transcripts against a manifest: WER and CER per language with bootstrap 95 % intervals.
+    Speech(commands::speech::SpeechArgs),
     /// Evaluate a model (perplexity, summaries, questions, classification; an encoder by probe and
     /// retrieval).
     Eval(commands::eval::EvalArgs),
@@ -129,6 +131,7 @@ fn run(command: Command) -> Result<()> {
         Command::Preprocess(args) => commands::validate::preprocess(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Data(args) => commands::data::run(args),
+        Command::Speech(args) => commands::speech::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Selftest(args) => commands::selftest::run(args),

@@ -31,6 +31,7 @@ pub mod quickstart;
 pub mod report;
 pub mod run_args;
 pub mod selftest;
+pub mod speech;
 pub mod teacher_answers;
 pub mod tokenize;
 pub mod train;

@@ -161,7 +161,7 @@ pub fn write_jsonl(path: &Path, lines: impl IntoIterator<Item = Value>) -> Resul
 
 /// Calls `each(line_number, value)` for every non-empty line of a JSONL file; a line that is not
 /// a JSON object is an error naming `file:line`.
-fn for_each_line(path: &Path, each: &mut dyn FnMut(usize, &Value) -> Result<()>) -> Result<()> {
+pub(crate) fn for_each_line(path: &Path, each: &mut dyn FnMut(usize, &Value) -> Result<()>) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| GraftError::io(path, e))?;
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let at = format!("{}:{}", path.display(), i + 1);
@@ -180,7 +180,8 @@ fn for_each_line(path: &Path, each: &mut dyn FnMut(usize, &Value) -> Result<()>)
     Ok(())
 }
 
-fn string_field<'a>(v: &'a Value, key: &str, at: &str) -> Result<&'a str> {
+/// The string field `key` of a JSONL line; missing or not a string is an error naming `at`.
+pub(crate) fn string_field<'a>(v: &'a Value, key: &str, at: &str) -> Result<&'a str> {
     match v.get(key) {
         Some(Value::String(s)) => Ok(s),
         Some(other) => Err(GraftError::Input(format!("{at}: field `{key}` must be a string, found {other}"))),

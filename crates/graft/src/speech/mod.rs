@@ -5,10 +5,12 @@
 //! Whisper network ([`decode`]: prompts, language detection, greedy decoding with Whisper's
 //! token suppression). Synthetic speech data: sentences per language from real text
 //! ([`sentences`]) spoken by espeak-ng ([`synth`]); the build is [`crate::recipes::speech_data`].
+//! Transcripts scored: WER and CER per language with bootstrap intervals ([`score`]).
 
 pub mod audio;
 pub mod decode;
 pub mod mel;
+pub mod score;
 pub mod sentences;
 pub mod synth;
 
