@@ -34,5 +34,6 @@ pub mod selftest;
 pub mod teacher_answers;
 pub mod tokenize;
 pub mod train;
+pub mod transcribe;
 pub mod validate;
 pub mod vision;

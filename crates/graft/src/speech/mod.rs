@@ -3,7 +3,8 @@
 //! end that turns them into a model's input ([`mel`]: STFT, Slaney mel filter bank computed
 //! here, log10 with Whisper's clamping and scaling, 30-second windows), and decoding with a
 //! Whisper network ([`decode`]: prompts, language detection, greedy decoding with Whisper's
-//! token suppression; [`beam`]: beam search). Synthetic speech data: sentences per language
+//! token suppression; [`beam`]: beam search; [`transcribe`]: whole files in 30-second
+//! windows). Synthetic speech data: sentences per language
 //! from real text ([`sentences`]) spoken by espeak-ng ([`synth`]); the build is
 //! [`crate::recipes::speech_data`].
 
@@ -13,6 +14,7 @@ pub mod decode;
 pub mod mel;
 pub mod sentences;
 pub mod synth;
+pub mod transcribe;
 
 #[cfg(test)]
 mod wav_hostile_tests;
