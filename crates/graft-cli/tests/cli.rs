@@ -48,6 +48,7 @@ fn every_command_documents_an_example() {
         "data",
         "data build",
         "data teacher-answers",
+        "transcribe",
     ] {
         let mut args: Vec<&str> = cmd.split(' ').collect();
         assert!(top.contains(args[0]), "`graft --help` does not list {cmd}");
