@@ -16,7 +16,9 @@ into OUT (tests/golden/speech):
   max_length=MAX_LENGTH): each with its prompt ids, generated ids (end of text not included)
   and text; for `base` also the detected language (`detect_language`: the language token with
   the highest probability after `<|startoftranscript|>`) with its probability and the three most
-  likely languages, and the decoding with the detected language's prompt.
+  likely languages, and the decoding with the detected language's prompt; for the clips in
+  BEAM_CLIPS also the beam search decoding (`beam5`: beam_size=5, CTranslate2's defaults
+  patience=1, length_penalty=1, otherwise as the greedy one, with the clip's language).
 
 Prompts: `<|startoftranscript|><|notimestamps|>` for the English-only model,
 `<|startoftranscript|><|xx|><|transcribe|><|notimestamps|>` for the multilingual one (`xx` the
@@ -51,6 +53,8 @@ from transformers import WhisperFeatureExtractor
 CLIPS = ["en", "de", "es"]
 HEAD_FRAMES = 8
 MAX_LENGTH = 64
+# Clips also decoded with beam_size=5, per model name.
+BEAM_CLIPS = {"tiny-en": ["en"], "base": ["de"]}
 
 
 def read_wav(path):
@@ -60,13 +64,13 @@ def read_wav(path):
     return x.astype(np.float32) / 32768.0
 
 
-def generate(model, features, prompt_tokens, tokenizer):
+def generate(model, features, prompt_tokens, tokenizer, beam_size=1):
     prompt = [tokenizer.token_to_id(t) for t in prompt_tokens]
     assert None not in prompt, prompt_tokens
     r = model.generate(
         features,
         [prompt],
-        beam_size=1,
+        beam_size=beam_size,
         max_length=MAX_LENGTH,
         suppress_blank=True,
         suppress_tokens=[-1],
@@ -130,11 +134,14 @@ def main():
                 c["detected"] = {"language": top, "prob": langs[0][1], "top3": langs[:3]}
                 prompt = ["<|startoftranscript|>", f"<|{clip}|>", "<|transcribe|>", "<|notimestamps|>"]
                 c["greedy"] = generate(model, features, prompt, tokenizer)
-                prompt = ["<|startoftranscript|>", top, "<|transcribe|>", "<|notimestamps|>"]
-                c["greedy_detected"] = generate(model, features, prompt, tokenizer)
+                detected = ["<|startoftranscript|>", top, "<|transcribe|>", "<|notimestamps|>"]
+                c["greedy_detected"] = generate(model, features, detected, tokenizer)
             else:
                 prompt = ["<|startoftranscript|>", "<|notimestamps|>"]
                 c["greedy"] = generate(model, features, prompt, tokenizer)
+            if clip in BEAM_CLIPS.get(name, []):
+                c["beam5"] = generate(model, features, prompt, tokenizer, beam_size=5)
+                print(name, clip, "beam5", repr(c["beam5"]["text"]))
             entry["clips"][clip] = c
             print(name, clip, c.get("detected", {}).get("language", ""), repr(c["greedy"]["text"]))
         report["models"][name] = entry

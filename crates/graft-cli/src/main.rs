@@ -70,6 +70,8 @@ enum Command {
     Features(commands::features::FeaturesArgs),
     /// Image tasks on a pretrained CNN backbone: classification heads, probing or fine-tuning its top units.
     Vision(commands::vision::VisionArgs),
+    /// Speech to text with a Whisper model (greedy or beam search, language detection).
+    Transcribe(commands::transcribe::TranscribeArgs),
     /// Few-shot learning on episodes: prototypical networks, ANIL and the MAML family beside frozen-feature baselines.
     Meta(commands::meta::Args),
 }
@@ -141,5 +143,6 @@ fn run(command: Command) -> Result<()> {
         Command::Features(args) => commands::features::run(args),
         Command::Meta(args) => commands::meta::run(args),
         Command::Vision(args) => commands::vision::run(args),
+        Command::Transcribe(args) => commands::transcribe::run(args),
     }
 }

@@ -49,6 +49,7 @@ fn every_command_documents_an_example() {
         "data build",
         "data teacher-answers",
         "speech score",
+        "transcribe",
     ] {
         let mut args: Vec<&str> = cmd.split(' ').collect();
         assert!(top.contains(args[0]), "`graft --help` does not list {cmd}");

@@ -2,9 +2,10 @@
 //! in `tests/golden/speech/whisper.{json,safetensors}`): on the committed clips, graft's encoder
 //! output on graft's own log-mel matches CTranslate2's, and graft's greedy decoding through the
 //! KV cache gives CTranslate2's token ids; the training path's logits equal the cached path's
-//! step by step, and gradients reach a decoder weight and a LoRA adapter. tiny.en runs every
-//! clip; base runs one clip (German: encoder, language detection, greedy tokens) and detects the
-//! Spanish clip's language.
+//! step by step, and gradients reach a decoder weight and a LoRA adapter. Beam search with 5
+//! beams gives CTranslate2's beam search ids, and with 1 beam greedy decoding's. tiny.en runs
+//! every clip; base runs one clip (German: encoder, language detection, greedy and beam search
+//! tokens) and detects the Spanish clip's language.
 
 mod common;
 
@@ -18,6 +19,7 @@ use graft::io::ctranslate2::whisper::WhisperFolder;
 use graft::models::linear::BaseWeight;
 use graft::models::whisper::{Pass, Whisper};
 use graft::speech::audio::load_audio;
+use graft::speech::beam::{beam_search, BeamOptions};
 use graft::speech::decode::{detect_language, folder_tokens, greedy, GreedyOptions, WhisperTokens};
 use graft::speech::mel::LogMel;
 use serde_json::Value;
@@ -126,6 +128,12 @@ fn ids(v: &Value) -> Vec<u32> {
 
 /// graft's greedy ids for a reference decoding (`greedy` / `greedy_detected`) of `clip`.
 fn check_greedy(m: &Loaded, name: &str, clip: &str, which: &str) {
+    check_decoding(m, name, clip, which, None);
+}
+
+/// graft's ids for a reference decoding of `clip`: greedy (`beam` None) or beam search with
+/// that many beams.
+fn check_decoding(m: &Loaded, name: &str, clip: &str, which: &str, beam: Option<usize>) {
     let r = &clip_ref(name, clip)[which];
     let prompt = ids(&r["prompt"]);
     let max_length = common::golden_json("speech/whisper.json")["max_length"].as_u64().unwrap() as usize;
@@ -134,7 +142,11 @@ fn check_greedy(m: &Loaded, name: &str, clip: &str, which: &str) {
         &m.tokens,
         GreedyOptions::ct2_max_new_tokens(max_length, prompt.len()),
     );
-    let got = greedy(&m.model, &encoded(m, clip), &prompt, &opts).expect("greedy");
+    let audio = encoded(m, clip);
+    let got = match beam {
+        None => greedy(&m.model, &audio, &prompt, &opts).expect("greedy"),
+        Some(b) => beam_search(&m.model, &audio, &prompt, &opts, &BeamOptions::new(b)).expect("beam search"),
+    };
     assert_eq!(got, ids(&r["ids"]), "{name} {clip} {which}: CTranslate2 wrote {:?}", r["text"]);
 }
 
@@ -166,9 +178,20 @@ fn base_matches_encoder_language_and_tokens_on_german_and_the_language_on_spanis
     assert!((f64::from(prob) - want).abs() < 1e-3, "language probability {prob} vs {want}");
     assert_eq!(m.tokens.transcribe_prompt(Some("de")).unwrap(), ids(&r["greedy"]["prompt"]));
     check_greedy(&m, "base", "de", "greedy");
+    check_decoding(&m, "base", "de", "beam5", Some(5));
     // The Spanish clip's language too (one more encoder run).
     let langs = detect_language(&m.model, &encoded(&m, "es"), m.tokens.sot, &m.folder.config.lang_ids).unwrap();
     assert_eq!(m.tokens.token(langs[0].0), clip_ref("base", "es")["detected"]["language"].as_str());
+}
+
+#[test]
+fn tiny_en_beam_search_equals_ctranslate2_and_one_beam_equals_greedy() {
+    let m = tiny_en();
+    check_decoding(m, "tiny-en", "en", "beam5", Some(5));
+    // One beam is greedy decoding, on every clip.
+    for clip in ["en", "de", "es"] {
+        check_decoding(m, "tiny-en", clip, "greedy", Some(1));
+    }
 }
 
 /// The reference sequence of tiny.en on the English clip: prompt, generated ids, end of text.

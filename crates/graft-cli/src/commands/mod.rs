@@ -35,5 +35,6 @@ pub mod speech;
 pub mod teacher_answers;
 pub mod tokenize;
 pub mod train;
+pub mod transcribe;
 pub mod validate;
 pub mod vision;

@@ -23,7 +23,7 @@ mod tool;
 pub use cache::{state_in, CacheState};
 pub use fetch::{ensure_in, FetchAction, FetchOptions, Fetched};
 pub use registry::{find, registry};
-pub use resolve::resolve_model;
+pub use resolve::{resolve_model, resolve_speech_model};
 pub use spec::{AssetKind, AssetSpec, Member, OutputFile, Package, Source};
 
 /// Why an asset could not be found or fetched.

@@ -37,6 +37,37 @@ pub fn resolve_model(arg: &str, offline: bool) -> Result<ModelSource> {
     })
 }
 
+/// Turns a speech `--model` argument (a speech-model asset name such as `whisper-tiny-en`, or a
+/// CTranslate2 Whisper folder) into its folder, fetching a named asset unless `offline`. The
+/// folder's files are checked when it is opened.
+pub fn resolve_speech_model(arg: &str, offline: bool) -> Result<std::path::PathBuf> {
+    const SPEECH: &str = "give a CTranslate2 Whisper folder or a speech-model asset name";
+    let path = Path::new(arg);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    if path.is_file() || looks_like_path(arg) {
+        let what = if path.is_file() { "a file, not a folder" } else { "no such folder" };
+        return Err(GraftError::model(path, format!("{what}; {SPEECH} (assets: {})", speech_names())));
+    }
+    let spec = registry::find(arg)?;
+    if spec.kind != AssetKind::SpeechModel {
+        return Err(GraftError::Input(format!(
+            "asset `{arg}` is a {}, not a speech model; {SPEECH} (assets: {})",
+            spec.kind.as_str(),
+            speech_names()
+        )));
+    }
+    ensure(arg, offline)
+}
+
+/// The registered speech-model asset names, comma-separated.
+fn speech_names() -> String {
+    let names: Vec<&str> =
+        registry::registry().iter().filter(|s| s.kind == AssetKind::SpeechModel).map(|s| s.name).collect();
+    names.join(", ")
+}
+
 /// Accepts a folder only when it has the `config.json` every Hugging Face model folder carries.
 fn hf_folder(dir: &Path) -> Result<ModelSource> {
     if dir.join("config.json").is_file() {

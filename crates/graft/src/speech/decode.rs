@@ -131,8 +131,13 @@ fn argmax_except(logits: &[f32], masked: &[&[u32]]) -> Option<u32> {
 
 /// The last position's logits of `[1, t, vocab]` as f32 values.
 fn last_row(logits: &Tensor) -> Result<Vec<f32>> {
+    Ok(last_rows(logits)?.swap_remove(0))
+}
+
+/// Each row's last-position logits of `[b, t, vocab]` as f32 values, `b` rows.
+pub(super) fn last_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
     let t = logits.dim(1)?;
-    Ok(logits.get(0)?.get(t - 1)?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+    Ok(logits.narrow(1, t - 1, 1)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?)
 }
 
 /// Greedy decoding of one audio: `audio` the encoder states `[1, frames, d]`, `prompt` the

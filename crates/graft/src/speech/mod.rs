@@ -3,16 +3,19 @@
 //! end that turns them into a model's input ([`mel`]: STFT, Slaney mel filter bank computed
 //! here, log10 with Whisper's clamping and scaling, 30-second windows), and decoding with a
 //! Whisper network ([`decode`]: prompts, language detection, greedy decoding with Whisper's
-//! token suppression). Synthetic speech data: sentences per language from real text
-//! ([`sentences`]) spoken by espeak-ng ([`synth`]); the build is [`crate::recipes::speech_data`].
-//! Transcripts scored: WER and CER per language with bootstrap intervals ([`score`]).
+//! token suppression; [`beam`]: beam search; [`transcribe`]: whole files in 30-second
+//! windows). Synthetic speech data: sentences per language from real text ([`sentences`])
+//! spoken by espeak-ng ([`synth`]); the build is [`crate::recipes::speech_data`]. Transcripts
+//! scored: WER and CER per language with bootstrap intervals ([`score`]).
 
 pub mod audio;
+pub mod beam;
 pub mod decode;
 pub mod mel;
 pub mod score;
 pub mod sentences;
 pub mod synth;
+pub mod transcribe;
 
 #[cfg(test)]
 mod wav_hostile_tests;

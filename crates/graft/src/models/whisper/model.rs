@@ -78,6 +78,29 @@ impl WhisperCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Beam search over one audio: keeps the rows `rows` (old batch indices, repeats allowed)
+    /// of the self-attention keys and values, so row `i` continues the sequence of old row
+    /// `rows[i]`. The cross-attention keys and values, the same audio on every row, are
+    /// repeated to the new batch size when it changes (once, as the first beam expands).
+    pub fn select_rows(&mut self, rows: &[u32]) -> Result<()> {
+        let Some(device) = self.cross.first().map(|(k, _)| k.device().clone()) else {
+            return Ok(());
+        };
+        let index = Tensor::new(rows, &device)?;
+        for kv in self.self_kv.iter_mut().flatten() {
+            *kv = (kv.0.index_select(&index, 0)?, kv.1.index_select(&index, 0)?);
+        }
+        let zeros = Tensor::zeros(rows.len(), DType::U32, &device)?;
+        for (k, v) in &mut self.cross {
+            if k.dim(0)? != rows.len() {
+                let first = |t: &Tensor| t.narrow(0, 0, 1)?.index_select(&zeros, 0);
+                *k = first(k)?;
+                *v = first(v)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A Whisper model: encoder and decoder over one set of weights, on one device in one dtype.

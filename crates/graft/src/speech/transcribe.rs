@@ -1,0 +1,149 @@
+//! Transcribing audio with a CTranslate2 Whisper folder: 16 kHz samples are cut into
+//! consecutive 30-second windows (no timestamps, no overlap), each window's log-mel is encoded
+//! and decoded (greedy or beam search, Whisper's token suppression) with the transcribe prompt
+//! without timestamps, and the windows' texts are joined. A multilingual model without a given
+//! language detects it on the first window and keeps it for the whole file.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use serde::Serialize;
+
+use super::beam::{beam_search, BeamOptions};
+use super::decode::{detect_language, folder_tokens, greedy, GreedyOptions, WhisperTokens};
+use super::mel::{LogMel, N_SAMPLES};
+use crate::io::ctranslate2::whisper::{WhisperConfig, WhisperFolder};
+use crate::models::whisper::{Pass, Whisper};
+use crate::tokenizer::TokenizerError;
+use crate::{GraftError, Result};
+
+/// The smallest vocabulary of a multilingual Whisper model (CTranslate2's `is_multilingual`):
+/// English-only models have 51,864 tokens.
+const MULTILINGUAL_VOCAB: usize = 51_865;
+
+/// How to decode each window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscribeOptions {
+    /// The language code (`de`); `None` detects it (multilingual models) or means English
+    /// (English-only models).
+    pub language: Option<String>,
+    /// Beams of beam search; 1 is greedy decoding.
+    pub beam_size: usize,
+    /// Most tokens generated per 30-second window (end of text not counted).
+    pub max_new_tokens: usize,
+}
+
+/// The transcript of one audio.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transcript {
+    /// The language code the text was decoded in (`en` for English-only models).
+    pub language: String,
+    /// The detected language's probability; `None` when the language was given or the model
+    /// is English-only.
+    pub language_probability: Option<f32>,
+    /// The windows' texts joined, without leading and trailing spaces.
+    pub text: String,
+    /// The generated token ids of every window, in order (no prompts, no end of text).
+    pub tokens: Vec<u32>,
+    /// How many 30-second windows were decoded.
+    pub windows: usize,
+}
+
+/// A loaded Whisper model with what transcription needs.
+pub struct Transcriber {
+    model: Whisper,
+    config: WhisperConfig,
+    tokens: WhisperTokens,
+    tokenizer: tokenizers::Tokenizer,
+    mel: LogMel,
+}
+
+impl Transcriber {
+    /// Loads the CTranslate2 Whisper folder `dir` onto `device` in `dtype`.
+    pub fn open(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let folder = WhisperFolder::open(dir)?;
+        let model = Whisper::from_folder(&folder, device, dtype)?;
+        let tokens = folder_tokens(&folder)?;
+        let path = &folder.tokenizer_json;
+        let tokenizer = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| TokenizerError::File { path: path.clone(), reason: format!("cannot load: {e}") })?;
+        let mel = LogMel::new(folder.dims.n_mels)?;
+        Ok(Transcriber { model, config: folder.config, tokens, tokenizer, mel })
+    }
+
+    /// Whether the model knows languages other than English.
+    pub fn multilingual(&self) -> bool {
+        self.model.dims.vocab_size >= MULTILINGUAL_VOCAB
+    }
+
+    /// The network.
+    pub fn model(&self) -> &Whisper {
+        &self.model
+    }
+
+    /// Checks `language` against the model: an English-only model takes only `en` (or none),
+    /// a multilingual one a code it has a token for.
+    pub fn check_language(&self, language: Option<&str>) -> Result<()> {
+        match language {
+            None => Ok(()),
+            Some(code) if !self.multilingual() => match code {
+                "en" => Ok(()),
+                _ => Err(GraftError::Input(format!(
+                    "this model is English-only: it cannot transcribe `{code}` (give --language en or none, \
+                     or a multilingual model such as whisper-base)"
+                ))),
+            },
+            Some(code) => self.tokens.transcribe_prompt(Some(code)).map(|_| ()),
+        }
+    }
+
+    /// Transcribes 16 kHz mono `samples` (see the module documentation).
+    pub fn transcribe(&self, samples: &[f32], opts: &TranscribeOptions) -> Result<Transcript> {
+        self.check_language(opts.language.as_deref())?;
+        if opts.beam_size == 0 {
+            return Err(GraftError::Input("the beam size must be at least 1".into()));
+        }
+        let device = self.model.device();
+        let windows: Vec<&[f32]> = if samples.is_empty() { vec![samples] } else { samples.chunks(N_SAMPLES).collect() };
+        let mut language = opts.language.clone();
+        let mut probability = None;
+        let mut tokens = Vec::new();
+        let mut texts = Vec::new();
+        for window in &windows {
+            let mel = self.mel.tensor(window, device, DType::F32)?.unsqueeze(0)?;
+            let audio = self.model.encode(&mel, Pass::Infer)?;
+            if language.is_none() {
+                if self.multilingual() {
+                    let sot = self.tokens.sot;
+                    let (id, p) = detect_language(&self.model, &audio, sot, &self.config.lang_ids)?[0];
+                    language =
+                        self.tokens.token(id).map(|t| t.trim_start_matches("<|").trim_end_matches("|>").to_string());
+                    probability = Some(p);
+                } else {
+                    language = Some("en".into());
+                }
+            }
+            let code = if self.multilingual() { language.as_deref() } else { None };
+            let prompt = self.tokens.transcribe_prompt(code)?;
+            let greedy_opts = GreedyOptions::for_folder(&self.config, &self.tokens, opts.max_new_tokens);
+            let ids = match opts.beam_size {
+                1 => greedy(&self.model, &audio, &prompt, &greedy_opts)?,
+                b => beam_search(&self.model, &audio, &prompt, &greedy_opts, &BeamOptions::new(b))?,
+            };
+            texts.push(self.decode_text(&ids)?);
+            tokens.extend(ids);
+        }
+        Ok(Transcript {
+            language: language.unwrap_or_else(|| "en".into()),
+            language_probability: probability,
+            text: texts.concat().trim().to_string(),
+            tokens,
+            windows: windows.len(),
+        })
+    }
+
+    /// The text of token ids, special tokens left out.
+    pub fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids, true).map_err(|e| GraftError::Input(format!("cannot decode tokens {ids:?}: {e}")))
+    }
+}
