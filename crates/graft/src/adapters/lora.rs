@@ -271,10 +271,45 @@ pub fn concat(sets: &[&LoraSet]) -> Result<LoraSet> {
     Ok(LoraSet { spec, layers, clock })
 }
 
+/// A network with named adaptable projections: what LoRA attaches to, merges into and detaches
+/// from (the Llama family, Whisper).
+pub trait Adaptable {
+    /// Every adaptable projection, in model order.
+    fn projections_mut(&mut self) -> Vec<&mut Proj>;
+    /// Where the weights live.
+    fn weights_device(&self) -> candle_core::Device;
+    /// The compute dtype of the weights.
+    fn weights_dtype(&self) -> DType;
+}
+
+impl Adaptable for Llama {
+    fn projections_mut(&mut self) -> Vec<&mut Proj> {
+        Llama::projections_mut(self)
+    }
+    fn weights_device(&self) -> candle_core::Device {
+        crate::models::Model::device(self).clone()
+    }
+    fn weights_dtype(&self) -> DType {
+        crate::models::Model::dtype(self)
+    }
+}
+
+impl Adaptable for crate::models::whisper::Whisper {
+    fn projections_mut(&mut self) -> Vec<&mut Proj> {
+        crate::models::whisper::Whisper::projections_mut(self)
+    }
+    fn weights_device(&self) -> candle_core::Device {
+        self.device().clone()
+    }
+    fn weights_dtype(&self) -> DType {
+        self.dtype()
+    }
+}
+
 /// Attaches LoRA adapters to the projections of `model` selected by `spec.targets`; `make`
 /// builds each adapter from its projection name and `(out, in)` dims.
-pub fn attach_with(
-    model: &mut Llama,
+pub fn attach_with<M: Adaptable + ?Sized>(
+    model: &mut M,
     spec: &LoraSpec,
     mut make: impl FnMut(&str, (usize, usize), Arc<DropoutClock>) -> Result<LoraLayer>,
 ) -> Result<LoraSet> {
@@ -300,9 +335,9 @@ pub fn attach_with(
 /// The factors are kept in [`master_dtype`] of the model's dtype: with a bf16 / f16 model they
 /// are f32 master weights, cast to the compute dtype in each forward (mixed precision: small
 /// updates are not rounded away, and the optimizer state is f32).
-pub fn attach(model: &mut Llama, spec: &LoraSpec, seed: u64) -> Result<LoraSet> {
-    let dtype = master_dtype(crate::models::Model::dtype(model));
-    let device = crate::models::Model::device(model).clone();
+pub fn attach<M: Adaptable + ?Sized>(model: &mut M, spec: &LoraSpec, seed: u64) -> Result<LoraSet> {
+    let dtype = master_dtype(model.weights_dtype());
+    let device = model.weights_device();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     attach_with(model, spec, |name, dims, clock| LoraLayer::init(name, dims, spec, dtype, &device, &mut rng, clock))
 }
@@ -319,8 +354,8 @@ pub fn master_dtype(compute: DType) -> DType {
 /// Folds every adapter attached to a projection of `model` into its base weight
 /// (`W ← W + s·B A`) and detaches them, leaving a plain model whose outputs equal the adapted
 /// one's (prompt adapters, which are not projections', stay as they are).
-pub fn merge(model: &mut Llama) -> Result<()> {
-    let dtype = crate::models::Model::dtype(model);
+pub fn merge<M: Adaptable + ?Sized>(model: &mut M) -> Result<()> {
+    let dtype = model.weights_dtype();
     for proj in model.projections_mut() {
         if proj.has_adapters() {
             let merged = proj.effective_weight(dtype)?;
@@ -332,6 +367,6 @@ pub fn merge(model: &mut Llama) -> Result<()> {
 }
 
 /// Removes every adapter from the model without changing base weights.
-pub fn unload(model: &mut Llama) {
+pub fn unload<M: Adaptable + ?Sized>(model: &mut M) {
     model.projections_mut().into_iter().for_each(Proj::detach_all);
 }

@@ -112,6 +112,24 @@ pub fn save_lora_with_files(
     lineage: Option<&StudentLineage>,
     extra: &[(&str, String)],
 ) -> Result<()> {
+    write_lora_folder(set, dir, base_model, "CAUSAL_LM", lineage, extra)
+}
+
+/// Writes `set`, trained on an encoder-decoder model (Whisper), as a PEFT adapter folder at `dir`
+/// (`task_type` `SEQ_2_SEQ_LM`; tensors named `base_model.model.model.decoder.layers.0…`).
+pub fn save_seq2seq_lora(set: &LoraSet, dir: &Path, base_model: &str) -> Result<()> {
+    write_lora_folder(set, dir, base_model, "SEQ_2_SEQ_LM", None, &[])
+}
+
+/// The folder writer behind every `save_*` function.
+fn write_lora_folder(
+    set: &LoraSet,
+    dir: &Path,
+    base_model: &str,
+    task_type: &str,
+    lineage: Option<&StudentLineage>,
+    extra: &[(&str, String)],
+) -> Result<()> {
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| GraftError::io(parent, e))?;
     let tmp =
@@ -120,7 +138,7 @@ pub fn save_lora_with_files(
     targets.sort();
     let cfg = PeftLoraConfig {
         peft_type: "LORA".into(),
-        task_type: Some("CAUSAL_LM".into()),
+        task_type: Some(task_type.into()),
         r: set.spec.r,
         lora_alpha: set.spec.alpha,
         lora_dropout: set.spec.dropout,

@@ -157,6 +157,11 @@ impl Proj {
         Ok(())
     }
 
+    /// Replaces the bias (a trainable copy for full fine-tuning).
+    pub fn set_bias(&mut self, bias: Option<Tensor>) {
+        self.bias = bias;
+    }
+
     /// The base weight as a dense `[out, in]` tensor of `dtype` (dequantizing if needed).
     pub fn dense_weight(&self, dtype: DType) -> Result<Tensor> {
         let w = match &self.base {

@@ -21,6 +21,7 @@
 //!   their negative squared distance to the support set's class means.
 //! - [`multitask`]: next-token loss on a micro-batch of one task, weighted per task (equal,
 //!   fixed or learned uncertainty weights).
+//! - [`transcript`]: Whisper's transcript loss given the audio (speech fine-tuning).
 
 pub mod anil;
 pub mod causal_lm;
@@ -38,3 +39,4 @@ pub mod on_policy;
 pub mod protonet;
 pub mod simcse;
 pub mod token_pairing;
+pub mod transcript;

@@ -26,5 +26,6 @@ pub mod parts;
 pub mod progressive;
 pub mod quickstart;
 pub mod speech_data;
+pub mod speech_train;
 pub mod tasks;
 pub mod teacher_answers;

@@ -6,7 +6,9 @@
 //! token suppression; [`beam`]: beam search; [`transcribe`]: whole files in 30-second
 //! windows). Synthetic speech data: sentences per language from real text ([`sentences`])
 //! spoken by espeak-ng ([`synth`]); the build is [`crate::recipes::speech_data`]. Transcripts
-//! scored: WER and CER per language with bootstrap intervals ([`score`]).
+//! scored: WER and CER per language with bootstrap intervals ([`score`]). Fine-tuning reads
+//! manifests into clips and training sequences ([`train_set`]); the recipe is
+//! [`crate::recipes::speech_train`].
 
 pub mod audio;
 pub mod beam;
@@ -15,6 +17,7 @@ pub mod mel;
 pub mod score;
 pub mod sentences;
 pub mod synth;
+pub mod train_set;
 pub mod transcribe;
 
 #[cfg(test)]

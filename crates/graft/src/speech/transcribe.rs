@@ -103,15 +103,13 @@ impl Transcriber {
         if opts.beam_size == 0 {
             return Err(GraftError::Input("the beam size must be at least 1".into()));
         }
-        let device = self.model.device();
         let windows: Vec<&[f32]> = if samples.is_empty() { vec![samples] } else { samples.chunks(N_SAMPLES).collect() };
         let mut language = opts.language.clone();
         let mut probability = None;
         let mut tokens = Vec::new();
         let mut texts = Vec::new();
         for window in &windows {
-            let mel = self.mel.tensor(window, device, DType::F32)?.unsqueeze(0)?;
-            let audio = self.model.encode(&mel, Pass::Infer)?;
+            let audio = self.encode_window(window, Pass::Infer)?;
             if language.is_none() {
                 if self.multilingual() {
                     let sot = self.tokens.sot;
@@ -123,13 +121,7 @@ impl Transcriber {
                     language = Some("en".into());
                 }
             }
-            let code = if self.multilingual() { language.as_deref() } else { None };
-            let prompt = self.tokens.transcribe_prompt(code)?;
-            let greedy_opts = GreedyOptions::for_folder(&self.config, &self.tokens, opts.max_new_tokens);
-            let ids = match opts.beam_size {
-                1 => greedy(&self.model, &audio, &prompt, &greedy_opts)?,
-                b => beam_search(&self.model, &audio, &prompt, &greedy_opts, &BeamOptions::new(b))?,
-            };
+            let ids = self.decode_encoded(&audio, language.as_deref(), opts)?;
             texts.push(self.decode_text(&ids)?);
             tokens.extend(ids);
         }
@@ -140,6 +132,56 @@ impl Transcriber {
             tokens,
             windows: windows.len(),
         })
+    }
+
+    /// Decodes one window's encoder states `audio` (`[1, frames, d]`) in `language` (ignored by
+    /// an English-only model) with the beam size and token limit of `opts`: the generated ids,
+    /// without prompt and end of text.
+    pub fn decode_encoded(
+        &self,
+        audio: &candle_core::Tensor,
+        language: Option<&str>,
+        opts: &TranscribeOptions,
+    ) -> Result<Vec<u32>> {
+        let code = if self.multilingual() { language } else { None };
+        let prompt = self.tokens.transcribe_prompt(code)?;
+        let greedy_opts = GreedyOptions::for_folder(&self.config, &self.tokens, opts.max_new_tokens);
+        match opts.beam_size {
+            1 => greedy(&self.model, audio, &prompt, &greedy_opts),
+            b => beam_search(&self.model, audio, &prompt, &greedy_opts, &BeamOptions::new(b)),
+        }
+    }
+
+    /// The encoder states `[1, frames, d]` of one window of 16 kHz samples (at most 30 s).
+    pub fn encode_window(&self, samples: &[f32], pass: Pass) -> Result<candle_core::Tensor> {
+        let mel = self.window_mel(samples)?;
+        self.model.encode(&mel, pass)
+    }
+
+    /// The log-mel input `[1, n_mels, 3000]` of one window of 16 kHz samples (at most 30 s).
+    pub fn window_mel(&self, samples: &[f32]) -> Result<candle_core::Tensor> {
+        if samples.len() > N_SAMPLES {
+            return Err(GraftError::Input(format!(
+                "{:.1} s of audio is longer than one 30-second window",
+                samples.len() as f64 / f64::from(super::audio::SAMPLE_RATE)
+            )));
+        }
+        Ok(self.mel.tensor(samples, self.model.device(), DType::F32)?.unsqueeze(0)?)
+    }
+
+    /// The network, for attaching adapters or making weights trainable.
+    pub fn model_mut(&mut self) -> &mut Whisper {
+        &mut self.model
+    }
+
+    /// The special tokens.
+    pub fn tokens(&self) -> &WhisperTokens {
+        &self.tokens
+    }
+
+    /// The text tokenizer.
+    pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        &self.tokenizer
     }
 
     /// The text of token ids, special tokens left out.

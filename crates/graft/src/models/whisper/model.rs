@@ -6,11 +6,11 @@
 use super::layers::{DecoderLayer, DecoderMemory, EncoderLayer};
 use crate::io::ctranslate2::whisper::WhisperDims;
 use crate::models::bert::model::{gelu, LayerNorm};
-use crate::models::linear::Proj;
+use crate::models::linear::{BaseWeight, Proj};
 use crate::models::llama::block::attention_mask;
 use crate::models::llama::Pass;
 use crate::{GraftError, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 
 /// A 1-D convolution of kernel 3 and padding 1, followed by GELU (as CTranslate2's Whisper
 /// encoder runs both of its convolutions).
@@ -154,8 +154,15 @@ impl Whisper {
     /// `audio [b, frames, d]` → logits `[b, t, vocab]`, causal over the whole sequence;
     /// differentiable with respect to trainable weights and adapters (and to `audio`).
     pub fn decode_train(&self, tokens: &Tensor, audio: &Tensor) -> Result<Tensor> {
-        let cross = self.cross_keys_values(audio, Pass::Train)?;
-        self.decode(tokens, 0, &cross, None, Pass::Train)
+        self.decode_logits(tokens, audio, Pass::Train)
+    }
+
+    /// The decoder over whole sequences `tokens [b, t]` and encoder states `audio
+    /// [b, frames, d]` through the kernels of `pass`: logits `[b, t, vocab]` (teacher forcing;
+    /// [`Pass::Infer`] for evaluation without a graph).
+    pub fn decode_logits(&self, tokens: &Tensor, audio: &Tensor, pass: Pass) -> Result<Tensor> {
+        let cross = self.cross_keys_values(audio, pass)?;
+        self.decode(tokens, 0, &cross, None, pass)
     }
 
     /// A decoding cache for the encoder states `audio [b, frames, d]`: every block's
@@ -224,6 +231,28 @@ impl Whisper {
     pub fn projections_mut(&mut self) -> Vec<&mut Proj> {
         let enc = self.encoder.layers.iter_mut().flat_map(|l| l.projections_mut());
         enc.chain(self.decoder.layers.iter_mut().flat_map(|l| l.projections_mut())).collect()
+    }
+
+    /// Makes the weight and bias of every projection whose name satisfies `select` trainable
+    /// (full fine-tuning of those projections) and returns them as variables under their
+    /// Hugging Face names (`model.decoder.layers.0.fc1.weight`).
+    pub fn make_projections_trainable(&mut self, select: impl Fn(&str) -> bool) -> Result<Vec<(String, Var)>> {
+        let dtype = self.dtype;
+        let mut vars = Vec::new();
+        for p in self.projections_mut() {
+            if !select(p.name()) {
+                continue;
+            }
+            let weight = Var::from_tensor(&p.dense_weight(dtype)?)?;
+            p.set_base(BaseWeight::Dense(weight.as_tensor().clone()))?;
+            vars.push((format!("model.{}.weight", p.name()), weight));
+            if let Some(bias) = p.bias().cloned() {
+                let bias = Var::from_tensor(&bias)?;
+                p.set_bias(Some(bias.as_tensor().clone()));
+                vars.push((format!("model.{}.bias", p.name()), bias));
+            }
+        }
+        Ok(vars)
     }
 
     /// Names of every adaptable projection (see [`Self::projections_mut`]).
