@@ -102,3 +102,50 @@ fn bad_input_exits_with_code_3_and_says_why() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains(&folder.display().to_string()), "{err}");
 }
+
+#[test]
+fn a_manifest_transcribes_to_a_hypotheses_file_that_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    // The English and German clips in a manifest; German through the English-only model.
+    let mut lines = String::new();
+    for (file, text, language) in
+        [("en.wav", "Green kites drift over the harbour.", "en"), ("de.wav", "Der Hund schläft am warmen Ofen.", "de")]
+    {
+        std::fs::copy(common::golden_dir().join("speech").join(file), dir.path().join(file)).unwrap();
+        lines.push_str(&format!("{}\n", serde_json::json!({"audio": file, "text": text, "language": language})));
+    }
+    let manifest = dir.path().join("clips.jsonl");
+    std::fs::write(&manifest, lines).unwrap();
+    let (code, out, err) =
+        transcribe(&["--manifest", manifest.to_str().unwrap(), "--beam-size", "1", "--languages", "en", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let rows = json_lines(&out);
+    assert_eq!(rows.len(), 1, "--languages en keeps the English clip: {out}");
+    assert_eq!(rows[0]["audio"], "en.wav");
+    assert_eq!(rows[0]["text"], reference("greedy").1);
+
+    let (code, out, err) = transcribe(&["--manifest", manifest.to_str().unwrap(), "--beam-size", "1", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let hyps = dir.path().join("hyp.jsonl");
+    std::fs::write(&hyps, &out).unwrap();
+    let scored = common::graft(&[
+        "speech",
+        "score",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--hypotheses",
+        hyps.to_str().unwrap(),
+        "--json",
+    ])
+    .output()
+    .unwrap();
+    assert!(scored.status.success(), "{}", String::from_utf8_lossy(&scored.stderr));
+    let report: Value = serde_json::from_slice(&scored.stdout).unwrap();
+    assert_eq!(report["overall"]["utterances"], 2);
+    assert!(report["languages"]["de"]["wer"].as_f64().unwrap() > 0.5, "German through tiny.en: {report}");
+
+    // A manifest conflicts with audio arguments.
+    let (code, _, err) = transcribe(&["--manifest", manifest.to_str().unwrap(), clip().to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot be used with"), "{err}");
+}

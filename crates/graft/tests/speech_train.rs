@@ -1,7 +1,8 @@
 //! `graft speech train` on Whisper tiny.en and the committed clips (`tests/golden/speech`:
 //! English, German and Spanish sentences spoken by espeak-ng): LoRA on the decoder learns the
 //! clips' transcripts (the held-out loss and the WER fall), the adapter is a PEFT folder with
-//! Hugging Face Whisper names, a killed run resumes bit-identically, full fine-tuning of an
+//! Hugging Face Whisper names, a killed run resumes bit-identically (its encoder states read
+//! from the encoder cache the uninterrupted run filled), full fine-tuning of an
 //! encoder projection runs the encoder at every step and writes the trained weights, and bad
 //! configs are refused naming the key.
 
@@ -105,6 +106,24 @@ fn decoder_lora_learns_the_clips_and_writes_a_peft_adapter() {
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(cfg.output.dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(written["scores"]["eval"]["before"]["normaliser"], "whisper-basic");
+    assert_reloaded_transcripts_equal(&cfg, &adapter, &eval.after_hypotheses);
+}
+
+/// The base model with what a run wrote (`trained`: adapter folder or weights file) applied
+/// transcribes the run's clips as the run's own model did after training.
+fn assert_reloaded_transcripts_equal(cfg: &SpeechTrainConfig, trained: &Path, hypotheses: &Path) {
+    use graft::speech::transcribe::{TranscribeOptions, Transcriber};
+    let folder = graft::assets::ensure("whisper-tiny-en", false).unwrap();
+    let mut tr = Transcriber::open(&folder, &candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
+    tr.apply_trained(trained).unwrap();
+    let opts = TranscribeOptions { language: None, beam_size: 1, max_new_tokens: cfg.decode.max_new_tokens };
+    for line in std::fs::read_to_string(hypotheses).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let audio = cfg.data.eval.parent().unwrap().join(v["audio"].as_str().unwrap());
+        let samples = graft::speech::audio::load_audio(&audio).unwrap();
+        let text = tr.transcribe(&samples, &opts).unwrap().text;
+        assert_eq!(text, v["text"].as_str().unwrap(), "{}", audio.display());
+    }
 }
 
 #[test]
@@ -112,11 +131,20 @@ fn a_killed_speech_run_resumes_bit_identically() {
     let dir = tempfile::tempdir().unwrap();
     let mut whole = config(dir.path(), "whole");
     (whole.train.max_steps, whole.train.save_every, whole.train.batch_size) = (Some(4), 2, 2);
+    // The whole run fills an encoder cache; the killed and resumed one reads every state from it.
+    whole.data.encoder_cache = Some(dir.path().join("encoder-cache"));
     run(&whole, false, &mut |_| {}).unwrap();
     let mut parts = whole.clone();
     parts.output.dir = dir.path().join("parts");
     common::killed_at(3, |on_event| run(&parts, false, on_event));
-    run(&parts, true, &mut |_| {}).unwrap();
+    let mut notes = Vec::new();
+    run(&parts, true, &mut |e| {
+        if let graft::train::Event::Note(n) = e {
+            notes.push(n)
+        }
+    })
+    .unwrap();
+    assert!(notes.iter().any(|n| n.contains("3 from the encoder cache")), "{notes:?}");
     assert_eq!(common::metrics_without_timing(&whole.output.dir), common::metrics_without_timing(&parts.output.dir));
     let weights = |run: &Path| std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap();
     assert_eq!(weights(&whole.output.dir), weights(&parts.output.dir), "resumed adapter differs");
@@ -145,6 +173,11 @@ fn full_training_of_an_encoder_projection_runs_the_encoder_and_saves_the_weights
             "model.encoder.layers.3.fc2.bias",
             "model.encoder.layers.3.fc2.weight"
         ]
+    );
+    assert_reloaded_transcripts_equal(
+        &cfg,
+        &cfg.output.dir.join("trained.safetensors"),
+        &s.scores["eval"].after_hypotheses,
     );
 }
 

@@ -2,9 +2,8 @@
 //! `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight` in Hugging Face layout, so
 //! `peft.PeftModel.from_pretrained(base, dir)` loads what graft trains and graft loads PEFT's.
 
-use crate::adapters::lora::{self, LoraLayer, LoraSet, LoraSpec};
+use crate::adapters::lora::{self, Adaptable, LoraLayer, LoraSet, LoraSpec};
 use crate::models::llama::{Llama, StudentLineage};
-use crate::models::Model;
 use crate::{GraftError, Result};
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
@@ -178,6 +177,13 @@ fn write_lora_folder(
 /// Reads a PEFT LoRA adapter folder and attaches it to `model`. Every tensor is checked against
 /// the projection it belongs to before anything is attached; all mismatches are listed.
 pub fn load_lora(dir: &Path, model: &mut Llama) -> Result<LoraSet> {
+    check_student(dir, model)?;
+    load_lora_into(dir, model)
+}
+
+/// [`load_lora`] for any adaptable model (Whisper: tensors named
+/// `base_model.model.model.decoder.layers.0…`), without the student check of the Llama family.
+pub fn load_lora_into<M: Adaptable + ?Sized>(dir: &Path, model: &mut M) -> Result<LoraSet> {
     let cfg_path = dir.join("adapter_config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| GraftError::io(&cfg_path, e))?;
     let cfg: PeftLoraConfig = serde_json::from_str(&text)
@@ -195,7 +201,6 @@ pub fn load_lora(dir: &Path, model: &mut Llama) -> Result<LoraSet> {
         let keys: Vec<&String> = cfg.rank_pattern.keys().chain(cfg.alpha_pattern.keys()).collect();
         return Err(GraftError::model(&cfg_path, format!("rank_pattern / alpha_pattern give modules {keys:?} their own rank or alpha; graft reads adapters with one rank and one alpha")));
     }
-    check_student(dir, model)?;
     check_target_modules(&cfg, &cfg_path, model)?;
     let weights_path = dir.join("adapter_model.safetensors");
     if !weights_path.is_file() {
@@ -206,7 +211,7 @@ pub fn load_lora(dir: &Path, model: &mut Llama) -> Result<LoraSet> {
         };
         return Err(GraftError::model(dir, format!("adapter_model.safetensors is missing{hint}")));
     }
-    let tensors = candle_core::safetensors::load(&weights_path, model.device())
+    let tensors = candle_core::safetensors::load(&weights_path, &model.weights_device())
         .map_err(|e| GraftError::model(&weights_path, e.to_string()))?;
     let spec = LoraSpec {
         r: cfg.r,
@@ -249,7 +254,7 @@ pub fn load_lora(dir: &Path, model: &mut Llama) -> Result<LoraSet> {
             format!("adapter does not fit the model:\n  {}", problems.join("\n  ")),
         ));
     }
-    let dtype = model.dtype();
+    let dtype = model.weights_dtype();
     let names: Vec<String> = found.keys().cloned().collect();
     let spec_exact = LoraSpec { targets: names.iter().map(|n| n.to_string()).collect(), ..spec.clone() };
     let mut set = lora::attach_with(model, &spec_exact, |name, _, clock| {
@@ -294,7 +299,7 @@ fn check_student(dir: &Path, model: &Llama) -> Result<()> {
 
 /// Checks that every plain module name in `target_modules` names projections this model has
 /// (a regex string, `all-linear` or a `*` pattern is left to the tensor check).
-fn check_target_modules(cfg: &PeftLoraConfig, cfg_path: &Path, model: &mut Llama) -> Result<()> {
+fn check_target_modules<M: Adaptable + ?Sized>(cfg: &PeftLoraConfig, cfg_path: &Path, model: &mut M) -> Result<()> {
     let names: Vec<String> = model.projections_mut().iter().map(|p| p.name().to_string()).collect();
     let plain = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
     let missing: Vec<&String> = cfg

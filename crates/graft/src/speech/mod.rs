@@ -7,12 +7,14 @@
 //! windows). Synthetic speech data: sentences per language from real text ([`sentences`])
 //! spoken by espeak-ng ([`synth`]); the build is [`crate::recipes::speech_data`]. Transcripts
 //! scored: WER and CER per language with bootstrap intervals ([`score`]). Fine-tuning reads
-//! manifests into clips and training sequences ([`train_set`]); the recipe is
+//! manifests into clips and training sequences ([`train_set`]) and keeps frozen encoders'
+//! states on disk ([`encoder_cache`]); the recipe is
 //! [`crate::recipes::speech_train`].
 
 pub mod audio;
 pub mod beam;
 pub mod decode;
+pub mod encoder_cache;
 pub mod mel;
 pub mod score;
 pub mod sentences;

@@ -169,6 +169,54 @@ impl Transcriber {
         Ok(self.mel.tensor(samples, self.model.device(), DType::F32)?.unsqueeze(0)?)
     }
 
+    /// Applies what `graft speech train` wrote: a PEFT LoRA folder (`adapter/`, attached) or a
+    /// file of trained projection weights and biases under Hugging Face names
+    /// (`trained.safetensors`, replacing the model's). Every tensor must belong to a projection
+    /// and have its shape; problems are listed together.
+    pub fn apply_trained(&mut self, path: &Path) -> Result<()> {
+        if path.is_dir() {
+            crate::io::peft::load_lora_into(path, &mut self.model)?;
+            return Ok(());
+        }
+        let device = self.model.device().clone();
+        let dtype = self.model.dtype();
+        let mut tensors = candle_core::safetensors::load(path, &device)
+            .map_err(|e| GraftError::model(path, format!("not a safetensors file of trained weights: {e}")))?;
+        let mut problems = Vec::new();
+        let mut applied = 0;
+        for p in self.model.projections_mut() {
+            let (out, inp) = p.dims();
+            for (suffix, shape) in [("weight", vec![out, inp]), ("bias", vec![out])] {
+                let key = format!("model.{}.{suffix}", p.name());
+                let Some(t) = tensors.remove(&key) else { continue };
+                if t.dims() != shape.as_slice() {
+                    problems.push(format!("{key}: shape {:?}, expected {shape:?}", t.dims()));
+                    continue;
+                }
+                let t = t.to_dtype(dtype)?;
+                if suffix == "weight" {
+                    p.set_base(crate::models::linear::BaseWeight::Dense(t))?;
+                } else {
+                    p.set_bias(Some(t));
+                }
+                applied += 1;
+            }
+        }
+        let mut left: Vec<String> = tensors.into_keys().collect();
+        left.sort();
+        problems.extend(left.into_iter().map(|k| format!("{k}: not a projection weight or bias of this model")));
+        if applied == 0 && problems.is_empty() {
+            problems.push("no tensor".into());
+        }
+        if !problems.is_empty() {
+            return Err(GraftError::model(
+                path,
+                format!("trained weights do not fit the model:\n  {}", problems.join("\n  ")),
+            ));
+        }
+        Ok(())
+    }
+
     /// The network, for attaching adapters or making weights trainable.
     pub fn model_mut(&mut self) -> &mut Whisper {
         &mut self.model

@@ -68,10 +68,19 @@ pub struct SpeechData {
     /// language to check for forgetting). Default none.
     #[serde(default)]
     pub score: Vec<PathBuf>,
-    /// Keep only the clips of these language codes in `train` and `eval` (the scored manifests
-    /// are kept whole). Default: every language.
+    /// Keep only the clips of these language codes in `train` and `eval`. Default: every
+    /// language.
     #[serde(default)]
     pub languages: Vec<String>,
+    /// Keep only the clips of these language codes in the `score` manifests (a language none of
+    /// them has is an error). Default: every language.
+    #[serde(default)]
+    pub score_languages: Vec<String>,
+    /// A folder where the encoder states of every clip are kept when the encoder is frozen
+    /// (`speech::encoder_cache`), so later runs with the same model and clips skip the encoder.
+    /// Default: none (states kept in memory for the run only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_cache: Option<PathBuf>,
     /// At most this many training clips per language, the first in the manifest (0 = all).
     #[serde(default)]
     pub train_limit: usize,
@@ -170,6 +179,7 @@ impl SpeechTrainConfig {
         cfg.data.eval = relative_to(base, &cfg.data.eval);
         cfg.data.score = cfg.data.score.iter().map(|p| relative_to(base, p)).collect();
         cfg.output.dir = relative_to(base, &cfg.output.dir);
+        cfg.data.encoder_cache = cfg.data.encoder_cache.as_ref().map(|p| relative_to(base, p));
         cfg.validate()?;
         Ok(cfg)
     }

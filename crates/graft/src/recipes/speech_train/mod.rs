@@ -17,7 +17,8 @@ pub mod config;
 use crate::adapters::lora::{self, LoraSet};
 use crate::models::whisper::Pass;
 use crate::objectives::transcript::{mean_transcript_nll, EncoderInput, TranscriptObjective};
-use crate::speech::audio::{load_audio, SAMPLE_RATE};
+use crate::speech::audio::{load_audio, read_wav, SAMPLE_RATE};
+use crate::speech::encoder_cache::EncoderCache;
 use crate::speech::score::{score, BootstrapOptions, ScoreReport, Utterance};
 use crate::speech::train_set::{read_clips, target_sequence, SpeechClip, TargetSequence};
 use crate::speech::transcribe::{TranscribeOptions, Transcriber};
@@ -101,7 +102,12 @@ fn scored_sets(cfg: &SpeechTrainConfig, eval: Vec<SpeechClip>) -> Result<Vec<Sco
     let mut sets = vec![ScoredSet { name: "eval".into(), manifest: cfg.data.eval.clone(), clips: eval }];
     let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     for path in &cfg.data.score {
-        let clips = read_clips(path, &[], cfg.data.eval_limit)?;
+        let keep = &cfg.data.score_languages;
+        let mut clips = read_clips(path, &[], cfg.data.eval_limit)?;
+        clips.retain(|c| keep.is_empty() || keep.contains(&c.language));
+        if clips.is_empty() {
+            continue;
+        }
         let clash = cfg.data.score.iter().filter(|q| stem(q) == stem(path)).count() > 1 || stem(path) == "eval";
         let name = match (clash, path.parent().and_then(|p| p.file_name())) {
             (true, Some(folder)) => format!("{}/{}", folder.to_string_lossy(), stem(path)),
@@ -112,6 +118,11 @@ fn scored_sets(cfg: &SpeechTrainConfig, eval: Vec<SpeechClip>) -> Result<Vec<Sco
         }
         sets.push(ScoredSet { name, manifest: path.clone(), clips });
     }
+    for code in &cfg.data.score_languages {
+        if !sets[1..].iter().any(|s| s.clips.iter().any(|c| &c.language == code)) {
+            return Err(GraftError::Input(format!("data.score_languages: no scored manifest has a `{code}` clip")));
+        }
+    }
     Ok(sets)
 }
 
@@ -120,28 +131,43 @@ fn scored_sets(cfg: &SpeechTrainConfig, eval: Vec<SpeechClip>) -> Result<Vec<Sco
 fn encoder_input(
     tr: &Transcriber,
     clips: &[SpeechClip],
-    states: bool,
+    states: Option<Option<&EncoderCache>>,
     what: &str,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(EncoderInput, f64)> {
     let mut items = Vec::with_capacity(clips.len());
-    let mut seconds = 0.0;
+    let (mut seconds, mut hits) = (0.0, 0);
     let start = Instant::now();
     for (i, clip) in clips.iter().enumerate() {
-        let samples = load_audio(&clip.path)?;
-        seconds += samples.len() as f64 / f64::from(SAMPLE_RATE);
-        let mel = tr.window_mel(&samples).map_err(|e| GraftError::Input(format!("{}: {e}", clip.key)))?;
-        items.push(if states { tr.model().encode(&mel, Pass::Infer)? } else { mel });
+        let mel = |seconds: &mut f64| -> Result<Tensor> {
+            let samples = load_audio(&clip.path)?;
+            *seconds += samples.len() as f64 / f64::from(SAMPLE_RATE);
+            tr.window_mel(&samples).map_err(|e| GraftError::Input(format!("{}: {e}", clip.key)))
+        };
+        items.push(match states {
+            None => mel(&mut seconds)?,
+            Some(None) => tr.model().encode(&mel(&mut seconds)?, Pass::Infer)?,
+            Some(Some(cache)) => {
+                let mut computed_s = 0.0;
+                let (t, hit) =
+                    cache.get_or_compute(&clip.path, || tr.model().encode(&mel(&mut computed_s)?, Pass::Infer))?;
+                seconds += if hit { read_wav(&clip.path)?.duration_s() } else { computed_s };
+                hits += usize::from(hit);
+                t
+            }
+        });
         if (i + 1) % 50 == 0 || i + 1 == clips.len() {
             on_event(Event::Note(format!(
-                "{what}: {} {}/{} clips ({:.0}s)",
-                if states { "encoded" } else { "read" },
+                "{what}: {} {}/{} clips{} ({:.0}s)",
+                if states.is_some() { "encoded" } else { "read" },
                 i + 1,
                 clips.len(),
+                if hits > 0 { format!(", {hits} from the encoder cache") } else { String::new() },
                 start.elapsed().as_secs_f64()
             )));
         }
     }
+    let states = states.is_some();
     Ok((if states { EncoderInput::States(items) } else { EncoderInput::Mels(items) }, seconds))
 }
 
@@ -240,7 +266,11 @@ pub fn run(cfg: &SpeechTrainConfig, resume: bool, on_event: &mut dyn FnMut(Event
     let (train_seqs, eval_seqs) = (sequences(&tr, &train)?, sequences(&tr, &eval)?);
     let sets = scored_sets(cfg, eval)?;
     let encoder_trained = cfg.trains_encoder(&tr.model().linear_names());
-    let states = !encoder_trained;
+    let cache = match (&cfg.data.encoder_cache, encoder_trained) {
+        (Some(dir), false) => Some(EncoderCache::open(dir, &folder, &device, dtype)?),
+        _ => None,
+    };
+    let states = (!encoder_trained).then_some(cache.as_ref());
 
     // Encoder input of every clip, computed once.
     let prepare = Instant::now();
