@@ -91,6 +91,18 @@ impl Reader<'_> {
         })
     }
 
+    /// The pre-norm self-attention at `scope` (`layer_norm`, fused q/k/v `linear_0`, output
+    /// `linear_1`) with its projections named `{prefix}.self_attn.{q,k,v,out}_proj`.
+    fn self_attention(&self, scope: &str, prefix: &str, heads: usize, d: usize) -> Result<(LayerNorm, Attention)> {
+        let name = format!("{prefix}.self_attn");
+        let attn = attention(
+            self.fused(&format!("{scope}/linear_0"), &name, &["q_proj", "k_proj", "v_proj"], d)?,
+            self.linear(&format!("{scope}/linear_1"), format!("{name}.out_proj"), d, d)?,
+            heads,
+        )?;
+        Ok((self.norm(&format!("{scope}/layer_norm"), d)?, attn))
+    }
+
     /// The convolution at `scope` (`[d, in, 3]` weight, `[d]` bias).
     fn conv(&self, scope: &str, inp: usize, d: usize, stride: usize) -> Result<Conv1d> {
         Ok(Conv1d {
@@ -120,18 +132,13 @@ impl Whisper {
                 return Err(r.bad(name, format!("{heads} heads do not divide the width {d}")));
             }
         }
-        let qkv = ["q_proj", "k_proj", "v_proj"];
         let mut enc_layers = Vec::with_capacity(dims.encoder_layers);
         for i in 0..dims.encoder_layers {
             let (s, p) = (format!("encoder/layer_{i}"), format!("encoder.layers.{i}"));
-            let sa = format!("{s}/self_attention");
+            let (attn_norm, attn) = r.self_attention(&format!("{s}/self_attention"), &p, dims.encoder_heads, d)?;
             enc_layers.push(EncoderLayer {
-                attn_norm: r.norm(&format!("{sa}/layer_norm"), d)?,
-                attn: attention(
-                    r.fused(&format!("{sa}/linear_0"), &format!("{p}.self_attn"), &qkv, d)?,
-                    r.linear(&format!("{sa}/linear_1"), format!("{p}.self_attn.out_proj"), d, d)?,
-                    dims.encoder_heads,
-                )?,
+                attn_norm,
+                attn,
                 ffn_norm: r.norm(&format!("{s}/ffn/layer_norm"), d)?,
                 ffn: r.ffn(&format!("{s}/ffn"), &p, &dims)?,
             });
@@ -146,16 +153,14 @@ impl Whisper {
         let mut dec_layers = Vec::with_capacity(dims.decoder_layers);
         for i in 0..dims.decoder_layers {
             let (s, p) = (format!("decoder/layer_{i}"), format!("decoder.layers.{i}"));
-            let (sa, ca) = (format!("{s}/self_attention"), format!("{s}/attention"));
+            let ca = format!("{s}/attention");
             let cross_q = r.linear(&format!("{ca}/linear_0"), format!("{p}.encoder_attn.q_proj"), d, d)?;
-            let cross_kv = r.fused(&format!("{ca}/linear_1"), &format!("{p}.encoder_attn"), &qkv[1..], d)?;
+            let cross_kv =
+                r.fused(&format!("{ca}/linear_1"), &format!("{p}.encoder_attn"), &["k_proj", "v_proj"], d)?;
+            let (self_norm, self_attn) = r.self_attention(&format!("{s}/self_attention"), &p, dims.decoder_heads, d)?;
             dec_layers.push(DecoderLayer {
-                self_norm: r.norm(&format!("{sa}/layer_norm"), d)?,
-                self_attn: attention(
-                    r.fused(&format!("{sa}/linear_0"), &format!("{p}.self_attn"), &qkv, d)?,
-                    r.linear(&format!("{sa}/linear_1"), format!("{p}.self_attn.out_proj"), d, d)?,
-                    dims.decoder_heads,
-                )?,
+                self_norm,
+                self_attn,
                 cross_norm: r.norm(&format!("{ca}/layer_norm"), d)?,
                 cross_attn: attention(
                     [vec![cross_q], cross_kv].concat(),
