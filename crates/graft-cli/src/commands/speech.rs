@@ -30,9 +30,9 @@ enum SpeechCommand {
 /// after; loss; time; peak memory), the transcripts under hypotheses/, and the adapter (PEFT
 /// folder adapter/) or trained weights (trained.safetensors) to output.dir.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  graft speech train configs/speech-lora-de.toml\n  \
-graft speech train configs/speech-lora-de.toml --set data.languages='[\"es\"]' --set output.dir=runs/speech-es --json\n  \
-graft speech train configs/speech-lora-de.toml --resume\n\n\
+#[command(after_help = "Examples:\n  graft speech train speech-de.toml\n  \
+graft speech train speech-de.toml --set data.languages='[\"es\"]' --set output.dir=runs/speech-es --json\n  \
+graft speech train speech-de.toml --resume\n\n\
 with a config such as:\n  \
 [model]\n  name = \"whisper-base\"\n\n  \
 [data]\n  train = \"data/speech/train.jsonl\"\n  eval = \"data/speech/test_sentences.jsonl\"\n  \
