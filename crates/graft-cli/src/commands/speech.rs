@@ -20,6 +20,40 @@ enum SpeechCommand {
     /// Fine-tune Whisper (LoRA or full) on a speech manifest; score held-out manifests before and
     /// after.
     Train(TrainArgs),
+    /// Write a Whisper model, with what `graft speech train` trained merged in, as a Hugging Face
+    /// Whisper folder.
+    Export(ExportArgs),
+}
+
+/// Writes a Whisper model as a Hugging Face folder (config.json, generation_config.json,
+/// model.safetensors, tokenizer.json) that transformers' WhisperForConditionalGeneration loads,
+/// with a LoRA adapter merged into the weights or trained weights applied (docs/speech.md,
+/// "Exporting"). graft reads such folders back as --model.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  graft speech export --model whisper-base --adapter runs/speech-de/adapter --out whisper-base-de\n  \
+graft speech export --model whisper-tiny-en --out whisper-tiny-en-hf --dtype f16\n  \
+graft transcribe --model whisper-base-de clip.wav --language de"
+)]
+struct ExportArgs {
+    /// The model: a speech-model asset or a CTranslate2 / Hugging Face Whisper folder.
+    #[arg(long)]
+    model: String,
+    /// What `graft speech train` trained (RUN/adapter or RUN/trained.safetensors), merged in.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// The folder to write (replaced if it exists).
+    #[arg(long)]
+    out: PathBuf,
+    /// Weight precision: f32 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Never download: fail if the model is not in the cache.
+    #[arg(long)]
+    offline: bool,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Fine-tunes a Whisper model on a speech manifest through the trainer (checkpoints, exact
@@ -80,6 +114,7 @@ struct ScoreArgs {
 pub fn run(args: SpeechArgs) -> anyhow::Result<()> {
     match args.command {
         SpeechCommand::Train(a) => train(a.run),
+        SpeechCommand::Export(a) => export(a),
         SpeechCommand::Score(a) => {
             let utterances = read_pairs(&a.manifest, &a.hypotheses)?;
             let report = score(&utterances, &BootstrapOptions { resamples: a.resamples, seed: a.seed })?;
@@ -137,5 +172,27 @@ fn train(a: super::run_args::RunArgs) -> anyhow::Result<()> {
         );
     }
     println!("summary in {}; output {}", cfg.output.dir.join("summary.json").display(), s.output.display());
+    Ok(())
+}
+
+/// `graft speech export`: loads, applies the adapter, writes the folder.
+fn export(a: ExportArgs) -> anyhow::Result<()> {
+    let dtype = match a.dtype.as_str() {
+        "f32" => candle_core::DType::F32,
+        "f16" => candle_core::DType::F16,
+        other => super::bail_input!("--dtype {other}: expected f32 or f16"),
+    };
+    let dir = graft::assets::resolve_speech_model(&a.model, a.offline)?;
+    let mut tr =
+        graft::speech::transcribe::Transcriber::open(&dir, &candle_core::Device::Cpu, candle_core::DType::F32)?;
+    if let Some(adapter) = &a.adapter {
+        tr.apply_trained(adapter)?;
+    }
+    let s = graft::speech::export::write_hf_folder(&tr, &a.out, dtype)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else {
+        println!("wrote {} ({} tensors, {} parameters, {})", s.out.display(), s.tensors, s.parameters, s.dtype);
+    }
     Ok(())
 }

@@ -42,6 +42,15 @@ impl WhisperTokens {
             .map_err(|missing| GraftError::model(path, format!("has no `{missing}` token; not a Whisper vocabulary")))
     }
 
+    /// The vocabulary of a Hugging Face `tokenizer.json` (`path`, loaded as `tokenizer`), ids
+    /// `0..vocab_size` (an id without a token gets an empty one), for folders without
+    /// `vocabulary.txt`.
+    pub fn from_tokenizer(tokenizer: &tokenizers::Tokenizer, vocab_size: usize, path: &Path) -> Result<Self> {
+        let vocab = (0..vocab_size as u32).map(|i| tokenizer.id_to_token(i).unwrap_or_default()).collect();
+        Self::from_vocab(vocab)
+            .map_err(|missing| GraftError::model(path, format!("has no `{missing}` token; not a Whisper tokenizer")))
+    }
+
     /// The special tokens of a vocabulary; the error is the first missing one.
     fn from_vocab(vocab: Vec<String>) -> std::result::Result<Self, &'static str> {
         let find = |token: &'static str| -> std::result::Result<u32, &'static str> {

@@ -8,13 +8,15 @@
 //! spoken by espeak-ng ([`synth`]); the build is [`crate::recipes::speech_data`]. Transcripts
 //! scored: WER and CER per language with bootstrap intervals ([`score`]). Fine-tuning reads
 //! manifests into clips and training sequences ([`train_set`]) and keeps frozen encoders'
-//! states on disk ([`encoder_cache`]); the recipe is
+//! states on disk ([`encoder_cache`]); [`export`] writes a (fine-tuned) model as a Hugging
+//! Face Whisper folder; the recipe is
 //! [`crate::recipes::speech_train`].
 
 pub mod audio;
 pub mod beam;
 pub mod decode;
 pub mod encoder_cache;
+pub mod export;
 pub mod mel;
 pub mod score;
 pub mod sentences;

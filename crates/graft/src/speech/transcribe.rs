@@ -13,7 +13,7 @@ use super::beam::{beam_search, BeamOptions};
 use super::decode::{detect_language, folder_tokens, greedy, GreedyOptions, WhisperTokens};
 use super::mel::{LogMel, N_SAMPLES};
 use crate::io::ctranslate2::whisper::{WhisperConfig, WhisperFolder};
-use crate::models::whisper::{Pass, Whisper};
+use crate::models::whisper::{HfWhisperFolder, Pass, Whisper};
 use crate::tokenizer::TokenizerError;
 use crate::{GraftError, Result};
 
@@ -55,20 +55,39 @@ pub struct Transcriber {
     config: WhisperConfig,
     tokens: WhisperTokens,
     tokenizer: tokenizers::Tokenizer,
+    tokenizer_json: std::path::PathBuf,
     mel: LogMel,
 }
 
 impl Transcriber {
-    /// Loads the CTranslate2 Whisper folder `dir` onto `device` in `dtype`.
+    /// Loads the Whisper folder `dir` onto `device` in `dtype`: a CTranslate2 folder (with
+    /// `model.bin`) or a Hugging Face one (`config.json` and `model.safetensors`).
     pub fn open(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let load_tokenizer = |path: &Path| {
+            tokenizers::Tokenizer::from_file(path)
+                .map_err(|e| TokenizerError::File { path: path.to_path_buf(), reason: format!("cannot load: {e}") })
+        };
+        if !dir.join("model.bin").is_file() && HfWhisperFolder::is_one(dir) {
+            let folder = HfWhisperFolder::open(dir)?;
+            let model = Whisper::from_hf_checkpoint(&folder.checkpoint, folder.dims, device, dtype)?;
+            let tokenizer = load_tokenizer(&folder.tokenizer_json)?;
+            let tokens = WhisperTokens::from_tokenizer(&tokenizer, folder.dims.vocab_size, &folder.tokenizer_json)?;
+            let mel = LogMel::new(folder.dims.n_mels)?;
+            let config = folder.decoding()?;
+            return Ok(Transcriber { model, config, tokens, tokenizer, tokenizer_json: folder.tokenizer_json, mel });
+        }
         let folder = WhisperFolder::open(dir)?;
         let model = Whisper::from_folder(&folder, device, dtype)?;
         let tokens = folder_tokens(&folder)?;
-        let path = &folder.tokenizer_json;
-        let tokenizer = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| TokenizerError::File { path: path.clone(), reason: format!("cannot load: {e}") })?;
+        let tokenizer = load_tokenizer(&folder.tokenizer_json)?;
         let mel = LogMel::new(folder.dims.n_mels)?;
-        Ok(Transcriber { model, config: folder.config, tokens, tokenizer, mel })
+        let tokenizer_json = folder.tokenizer_json.clone();
+        Ok(Transcriber { model, config: folder.config, tokens, tokenizer, tokenizer_json, mel })
+    }
+
+    /// The decoding settings (suppressed tokens, language token ids).
+    pub fn config(&self) -> &WhisperConfig {
+        &self.config
     }
 
     /// Whether the model knows languages other than English.
@@ -230,6 +249,11 @@ impl Transcriber {
     /// The text tokenizer.
     pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
         &self.tokenizer
+    }
+
+    /// The `tokenizer.json` file it was loaded from.
+    pub fn tokenizer_json(&self) -> &Path {
+        &self.tokenizer_json
     }
 
     /// The text of token ids, special tokens left out.

@@ -1,6 +1,7 @@
 //! Whisper (speech recognition): an audio encoder over log-mel spectrograms and a text decoder
 //! with cross-attention, as CTranslate2's `WhisperSpec` defines it, loaded from a CTranslate2
-//! Whisper folder ([`crate::io::ctranslate2::whisper::WhisperFolder`]).
+//! Whisper folder ([`crate::io::ctranslate2::whisper::WhisperFolder`]) or a Hugging Face
+//! Whisper folder ([`HfWhisperFolder`], which it also writes: [`Whisper::hf_tensors`]).
 //!
 //! ```text
 //! mel [b, 80, 3000] ─▶ conv1 (k3) ─▶ GELU ─▶ conv2 (k3, stride 2) ─▶ GELU ─▶ + positions
@@ -15,11 +16,13 @@
 //! ops, [`Whisper::decode_train`] over whole sequences) and [`Pass::Infer`] (fused kernels and
 //! the KV cache of [`Whisper::decode_step`]); both compute the same function (tested).
 
+mod hf;
 mod layers;
 mod load;
 mod model;
 
 pub use crate::models::llama::Pass;
+pub use hf::{HfWhisperFolder, HfWhisperSizes};
 pub use layers::{Attention, DecoderLayer, EncoderLayer, FeedForward};
 pub use model::{Conv1d, Whisper, WhisperCache, WhisperDecoder, WhisperEncoder};
 
