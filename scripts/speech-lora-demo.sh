@@ -89,7 +89,8 @@ EOF
         model: $s.model, set: .key, before: .value.before.overall.wer, after: .value.after.overall.wer,
         before_ci95: .value.before.overall.wer_ci95, after_ci95: .value.after.overall.wer_ci95,
         languages: (.value as $v | $v.before.languages | keys | map(. as $k | {($k): {before: $v.before.languages[$k].wer,
-            after: $v.after.languages[$k].wer, after_ci95: $v.after.languages[$k].wer_ci95}}) | add),
+            before_ci95: $v.before.languages[$k].wer_ci95, after: $v.after.languages[$k].wer,
+            after_ci95: $v.after.languages[$k].wer_ci95}}) | add),
         train_s: $s.train_s, prepare_s: $s.prepare_s, score_s: $s.score_s, peak_rss_mb: $s.peak_rss_mb,
         trainable_params: $s.trainable_params, steps: $s.steps}' "$dir.json" >> "$RESULTS"
 }

@@ -10,7 +10,8 @@
 //! `model.decoder.embed_positions.weight`.
 
 use super::layers::{Attention, DecoderLayer, EncoderLayer, FeedForward};
-use super::model::{Conv1d, Whisper, WhisperDecoder, WhisperEncoder};
+use super::model::{Conv1d, Whisper};
+use super::source::{build, Side, WeightSource};
 use crate::io::ctranslate2::whisper::WhisperDims;
 use crate::models::bert::model::LayerNorm;
 use crate::models::linear::{BaseWeight, Proj};
@@ -164,6 +165,62 @@ impl Tensors<'_> {
     }
 }
 
+impl WeightSource for Tensors<'_> {
+    fn bad(&self, name: &str, reason: String) -> GraftError {
+        GraftError::model(self.path, format!("{name}: {reason}"))
+    }
+
+    fn heads_key(&self, side: Side) -> &'static str {
+        match side {
+            Side::Encoder => "encoder_attention_heads",
+            Side::Decoder => "decoder_attention_heads",
+        }
+    }
+
+    fn encoder_layer(&mut self, i: usize, dims: &WhisperDims) -> Result<EncoderLayer> {
+        let (p, d) = (format!("encoder.layers.{i}"), dims.d_model);
+        Ok(EncoderLayer {
+            attn_norm: self.norm(&format!("model.{p}.self_attn_layer_norm"), d)?,
+            attn: self.attention(&format!("{p}.self_attn"), d, dims.encoder_heads)?,
+            ffn_norm: self.norm(&format!("model.{p}.final_layer_norm"), d)?,
+            ffn: self.ffn(&p, dims)?,
+        })
+    }
+
+    fn decoder_layer(&mut self, i: usize, dims: &WhisperDims) -> Result<DecoderLayer> {
+        let (p, d) = (format!("decoder.layers.{i}"), dims.d_model);
+        Ok(DecoderLayer {
+            self_norm: self.norm(&format!("model.{p}.self_attn_layer_norm"), d)?,
+            self_attn: self.attention(&format!("{p}.self_attn"), d, dims.decoder_heads)?,
+            cross_norm: self.norm(&format!("model.{p}.encoder_attn_layer_norm"), d)?,
+            cross_attn: self.attention(&format!("{p}.encoder_attn"), d, dims.decoder_heads)?,
+            ffn_norm: self.norm(&format!("model.{p}.final_layer_norm"), d)?,
+            ffn: self.ffn(&p, dims)?,
+        })
+    }
+
+    fn conv(&mut self, n: usize, dims: &WhisperDims) -> Result<Conv1d> {
+        let inp = if n == 1 { dims.n_mels } else { dims.d_model };
+        Tensors::conv(self, &format!("model.encoder.conv{n}"), inp, dims.d_model, n)
+    }
+
+    fn positions(&mut self, side: Side, dims: &WhisperDims) -> Result<Tensor> {
+        match side {
+            Side::Encoder => self.take("model.encoder.embed_positions.weight", &[dims.audio_ctx, dims.d_model]),
+            Side::Decoder => self.take("model.decoder.embed_positions.weight", &[dims.text_ctx, dims.d_model]),
+        }
+    }
+
+    fn final_norm(&mut self, side: Side, dims: &WhisperDims) -> Result<LayerNorm> {
+        let scope = if side == Side::Encoder { "model.encoder.layer_norm" } else { "model.decoder.layer_norm" };
+        self.norm(scope, dims.d_model)
+    }
+
+    fn embeddings(&mut self, dims: &WhisperDims) -> Result<Tensor> {
+        self.take("model.decoder.embed_tokens.weight", &[dims.vocab_size, dims.d_model])
+    }
+}
+
 impl Whisper {
     /// Builds the network of a Hugging Face Whisper checkpoint (`path`, a safetensors file) with
     /// the sizes `dims`, on `device` in `dtype`. A missing tensor, a wrong shape and a tensor the
@@ -173,46 +230,12 @@ impl Whisper {
         let map = candle_core::safetensors::load(path, device)
             .map_err(|e| GraftError::model(path, format!("unreadable safetensors file: {e}")))?;
         let mut t = Tensors { map, path, dtype };
-        let d = dims.d_model;
-        for (what, heads) in [("encoder", dims.encoder_heads), ("decoder", dims.decoder_heads)] {
-            if heads == 0 || !d.is_multiple_of(heads) {
-                return Err(GraftError::model(path, format!("{heads} {what} heads do not divide the width {d}")));
-            }
-        }
-        let mut enc_layers = Vec::with_capacity(dims.encoder_layers);
-        for i in 0..dims.encoder_layers {
-            let p = format!("encoder.layers.{i}");
-            enc_layers.push(EncoderLayer {
-                attn_norm: t.norm(&format!("model.{p}.self_attn_layer_norm"), d)?,
-                attn: t.attention(&format!("{p}.self_attn"), d, dims.encoder_heads)?,
-                ffn_norm: t.norm(&format!("model.{p}.final_layer_norm"), d)?,
-                ffn: t.ffn(&p, &dims)?,
-            });
-        }
-        let encoder = WhisperEncoder {
-            conv1: t.conv("model.encoder.conv1", dims.n_mels, d, 1)?,
-            conv2: t.conv("model.encoder.conv2", d, d, 2)?,
-            positions: t.take("model.encoder.embed_positions.weight", &[dims.audio_ctx, d])?,
-            layers: enc_layers,
-            norm: t.norm("model.encoder.layer_norm", d)?,
-        };
-        let mut dec_layers = Vec::with_capacity(dims.decoder_layers);
-        for i in 0..dims.decoder_layers {
-            let p = format!("decoder.layers.{i}");
-            dec_layers.push(DecoderLayer {
-                self_norm: t.norm(&format!("model.{p}.self_attn_layer_norm"), d)?,
-                self_attn: t.attention(&format!("{p}.self_attn"), d, dims.decoder_heads)?,
-                cross_norm: t.norm(&format!("model.{p}.encoder_attn_layer_norm"), d)?,
-                cross_attn: t.attention(&format!("{p}.encoder_attn"), d, dims.decoder_heads)?,
-                ffn_norm: t.norm(&format!("model.{p}.final_layer_norm"), d)?,
-                ffn: t.ffn(&p, &dims)?,
-            });
-        }
-        let embeddings = t.take("model.decoder.embed_tokens.weight", &[dims.vocab_size, d])?;
-        if let Some(out) = t.map.remove("proj_out.weight") {
-            let same = out.dims() == embeddings.dims()
-                && out.to_dtype(dtype)?.sub(&embeddings)?.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?
-                    == 0.0;
+        let proj_out = t.map.remove("proj_out.weight");
+        let model = build(&mut t, dims, device, dtype)?;
+        if let Some(out) = proj_out {
+            let emb = &model.decoder.embeddings;
+            let same = out.dims() == emb.dims()
+                && out.to_dtype(dtype)?.sub(emb)?.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? == 0.0;
             if !same {
                 return Err(GraftError::model(
                     path,
@@ -220,20 +243,12 @@ impl Whisper {
                 ));
             }
         }
-        let proj_out = Proj::new("proj_out", BaseWeight::Dense(embeddings.clone()), None)?;
-        let decoder = WhisperDecoder {
-            embeddings,
-            positions: t.take("model.decoder.embed_positions.weight", &[dims.text_ctx, d])?,
-            layers: dec_layers,
-            norm: t.norm("model.decoder.layer_norm", d)?,
-            proj_out,
-        };
         let mut left: Vec<String> = t.map.into_keys().collect();
         if !left.is_empty() {
             left.sort();
             return Err(GraftError::model(path, format!("tensors the Whisper network does not use: {left:?}")));
         }
-        Ok(Whisper { dims, encoder, decoder, device: device.clone(), dtype })
+        Ok(model)
     }
 
     /// Every weight under its Hugging Face name in `dtype`, adapters merged in (what

@@ -3,7 +3,8 @@
 //! the folder declares before it is used.
 
 use super::layers::{Attention, DecoderLayer, EncoderLayer, FeedForward};
-use super::model::{Conv1d, Whisper, WhisperDecoder, WhisperEncoder};
+use super::model::{Conv1d, Whisper};
+use super::source::{build, Side, WeightSource};
 use crate::io::ctranslate2::whisper::{WhisperDims, WhisperFolder};
 use crate::io::ctranslate2::{Ct2ErrorKind, Ct2Model};
 use crate::models::bert::model::LayerNorm;
@@ -120,68 +121,75 @@ fn attention(qkv: Vec<Proj>, out: Proj, heads: usize) -> Result<Attention> {
     Ok(Attention { proj: [q, k, v, out], heads })
 }
 
+impl WeightSource for Reader<'_> {
+    fn bad(&self, name: &str, reason: String) -> crate::GraftError {
+        Reader::bad(self, name, reason)
+    }
+
+    fn heads_key(&self, side: Side) -> &'static str {
+        match side {
+            Side::Encoder => "encoder/num_heads",
+            Side::Decoder => "decoder/num_heads",
+        }
+    }
+
+    fn encoder_layer(&mut self, i: usize, dims: &WhisperDims) -> Result<EncoderLayer> {
+        let (s, p, d) = (format!("encoder/layer_{i}"), format!("encoder.layers.{i}"), dims.d_model);
+        let (attn_norm, attn) = self.self_attention(&format!("{s}/self_attention"), &p, dims.encoder_heads, d)?;
+        Ok(EncoderLayer {
+            attn_norm,
+            attn,
+            ffn_norm: self.norm(&format!("{s}/ffn/layer_norm"), d)?,
+            ffn: self.ffn(&format!("{s}/ffn"), &p, dims)?,
+        })
+    }
+
+    fn decoder_layer(&mut self, i: usize, dims: &WhisperDims) -> Result<DecoderLayer> {
+        let (s, p, d) = (format!("decoder/layer_{i}"), format!("decoder.layers.{i}"), dims.d_model);
+        let ca = format!("{s}/attention");
+        let cross_q = self.linear(&format!("{ca}/linear_0"), format!("{p}.encoder_attn.q_proj"), d, d)?;
+        let cross_kv = self.fused(&format!("{ca}/linear_1"), &format!("{p}.encoder_attn"), &["k_proj", "v_proj"], d)?;
+        let (self_norm, self_attn) = self.self_attention(&format!("{s}/self_attention"), &p, dims.decoder_heads, d)?;
+        Ok(DecoderLayer {
+            self_norm,
+            self_attn,
+            cross_norm: self.norm(&format!("{ca}/layer_norm"), d)?,
+            cross_attn: attention(
+                [vec![cross_q], cross_kv].concat(),
+                self.linear(&format!("{ca}/linear_2"), format!("{p}.encoder_attn.out_proj"), d, d)?,
+                dims.decoder_heads,
+            )?,
+            ffn_norm: self.norm(&format!("{s}/ffn/layer_norm"), d)?,
+            ffn: self.ffn(&format!("{s}/ffn"), &p, dims)?,
+        })
+    }
+
+    fn conv(&mut self, n: usize, dims: &WhisperDims) -> Result<Conv1d> {
+        let inp = if n == 1 { dims.n_mels } else { dims.d_model };
+        Reader::conv(self, &format!("encoder/conv{n}"), inp, dims.d_model, n)
+    }
+
+    fn positions(&mut self, side: Side, dims: &WhisperDims) -> Result<Tensor> {
+        match side {
+            Side::Encoder => self.get("encoder/position_encodings/encodings", &[dims.audio_ctx, dims.d_model]),
+            Side::Decoder => self.get("decoder/position_encodings/encodings", &[dims.text_ctx, dims.d_model]),
+        }
+    }
+
+    fn final_norm(&mut self, side: Side, dims: &WhisperDims) -> Result<LayerNorm> {
+        self.norm(if side == Side::Encoder { "encoder/layer_norm" } else { "decoder/layer_norm" }, dims.d_model)
+    }
+
+    fn embeddings(&mut self, dims: &WhisperDims) -> Result<Tensor> {
+        // `decoder/projection/weight` is an alias of these: the output is tied to them.
+        self.get("decoder/embeddings/weight", &[dims.vocab_size, dims.d_model])
+    }
+}
+
 impl Whisper {
     /// Builds the network of a CTranslate2 Whisper folder on `device`, weights and activations
     /// in `dtype` (float16 and int8 weights are converted; f32 is what parity is measured in).
     pub fn from_folder(folder: &WhisperFolder, device: &Device, dtype: DType) -> Result<Self> {
-        let dims = folder.dims;
-        let r = Reader { model: &folder.model, device, dtype };
-        let d = dims.d_model;
-        for (name, heads) in [("encoder/num_heads", dims.encoder_heads), ("decoder/num_heads", dims.decoder_heads)] {
-            if !d.is_multiple_of(heads) {
-                return Err(r.bad(name, format!("{heads} heads do not divide the width {d}")));
-            }
-        }
-        let mut enc_layers = Vec::with_capacity(dims.encoder_layers);
-        for i in 0..dims.encoder_layers {
-            let (s, p) = (format!("encoder/layer_{i}"), format!("encoder.layers.{i}"));
-            let (attn_norm, attn) = r.self_attention(&format!("{s}/self_attention"), &p, dims.encoder_heads, d)?;
-            enc_layers.push(EncoderLayer {
-                attn_norm,
-                attn,
-                ffn_norm: r.norm(&format!("{s}/ffn/layer_norm"), d)?,
-                ffn: r.ffn(&format!("{s}/ffn"), &p, &dims)?,
-            });
-        }
-        let encoder = WhisperEncoder {
-            conv1: r.conv("encoder/conv1", dims.n_mels, d, 1)?,
-            conv2: r.conv("encoder/conv2", d, d, 2)?,
-            positions: r.get("encoder/position_encodings/encodings", &[dims.audio_ctx, d])?,
-            layers: enc_layers,
-            norm: r.norm("encoder/layer_norm", d)?,
-        };
-        let mut dec_layers = Vec::with_capacity(dims.decoder_layers);
-        for i in 0..dims.decoder_layers {
-            let (s, p) = (format!("decoder/layer_{i}"), format!("decoder.layers.{i}"));
-            let ca = format!("{s}/attention");
-            let cross_q = r.linear(&format!("{ca}/linear_0"), format!("{p}.encoder_attn.q_proj"), d, d)?;
-            let cross_kv =
-                r.fused(&format!("{ca}/linear_1"), &format!("{p}.encoder_attn"), &["k_proj", "v_proj"], d)?;
-            let (self_norm, self_attn) = r.self_attention(&format!("{s}/self_attention"), &p, dims.decoder_heads, d)?;
-            dec_layers.push(DecoderLayer {
-                self_norm,
-                self_attn,
-                cross_norm: r.norm(&format!("{ca}/layer_norm"), d)?,
-                cross_attn: attention(
-                    [vec![cross_q], cross_kv].concat(),
-                    r.linear(&format!("{ca}/linear_2"), format!("{p}.encoder_attn.out_proj"), d, d)?,
-                    dims.decoder_heads,
-                )?,
-                ffn_norm: r.norm(&format!("{s}/ffn/layer_norm"), d)?,
-                ffn: r.ffn(&format!("{s}/ffn"), &p, &dims)?,
-            });
-        }
-        let embeddings = r.get("decoder/embeddings/weight", &[dims.vocab_size, d])?;
-        // The output projection is tied to the token embeddings (`decoder/projection/weight` is
-        // an alias of `decoder/embeddings/weight`): the same tensor serves both.
-        let proj_out = Proj::new("proj_out", BaseWeight::Dense(embeddings.clone()), None)?;
-        let decoder = WhisperDecoder {
-            embeddings,
-            positions: r.get("decoder/position_encodings/encodings", &[dims.text_ctx, d])?,
-            layers: dec_layers,
-            norm: r.norm("decoder/layer_norm", d)?,
-            proj_out,
-        };
-        Ok(Whisper { dims, encoder, decoder, device: device.clone(), dtype })
+        build(&mut Reader { model: &folder.model, device, dtype }, folder.dims, device, dtype)
     }
 }

@@ -20,6 +20,7 @@ mod hf;
 mod layers;
 mod load;
 mod model;
+mod source;
 
 pub use crate::models::llama::Pass;
 pub use hf::{HfWhisperFolder, HfWhisperSizes};
