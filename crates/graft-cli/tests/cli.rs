@@ -49,6 +49,8 @@ fn every_command_documents_an_example() {
         "data build",
         "data teacher-answers",
         "speech score",
+        "speech train",
+        "speech export",
         "transcribe",
     ] {
         let mut args: Vec<&str> = cmd.split(' ').collect();
