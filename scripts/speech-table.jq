@@ -17,7 +17,9 @@ def cell(b; bci; a; aci): (b | pct) + " " + (bci | ci) + " → " + (a | pct) + "
   "",
   "| tiny.en (English-only) trained on de, scored on | WER % [95 % CI] before → after |",
   "|---|---|",
-  (map(select(.name == "tiny-en-de"))[] | "| \(.set) | \(cell(.before; .before_ci95; .after; .after_ci95)) |"),
+  (map(select(.name == "tiny-en-de"))[]
+   | ({eval: "de, held-out sentences", test_voices: "de, held-out voice", test_sentences: "en (forgetting)"}[.set]) as $what
+   | "| \($what) | \(cell(.before; .before_ci95; .after; .after_ci95)) |"),
   "",
   "| tiny.en zero-shot, language | WER % [95 % CI] |",
   "|---|---|",
