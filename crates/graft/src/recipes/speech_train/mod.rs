@@ -126,8 +126,9 @@ fn scored_sets(cfg: &SpeechTrainConfig, eval: Vec<SpeechClip>) -> Result<Vec<Sco
     Ok(sets)
 }
 
-/// The encoder input of `clips`: states (through the inference kernels) or log-mel, with the
-/// seconds of audio read. Progress goes to `on_event` as notes.
+/// The encoder input of `clips`, with the seconds of audio read: log-mel when `states` is `None`
+/// (the encoder trains), else encoder states through the inference kernels, read from and
+/// written to the cache it holds, if any. Progress goes to `on_event` as notes.
 fn encoder_input(
     tr: &Transcriber,
     clips: &[SpeechClip],
@@ -315,8 +316,8 @@ pub fn run(cfg: &SpeechTrainConfig, resume: bool, on_event: &mut dyn FnMut(Event
     // Train.
     let pad = tr.tokens().eot;
     let eval_input = &set_inputs[0];
-    let mut eval_batches = epoch_batches(eval_seqs.len(), cfg.train.batch_size, cfg.train.seed, 0);
-    eval_batches.sort();
+    let all_eval: Vec<usize> = (0..eval_seqs.len()).collect();
+    let mut eval_batches: Vec<Vec<usize>> = all_eval.chunks(cfg.train.batch_size).map(<[usize]>::to_vec).collect();
     if cfg.train.eval_batches > 0 {
         eval_batches.truncate(cfg.train.eval_batches);
     }
