@@ -6,7 +6,6 @@
 mod common;
 
 use serde_json::Value;
-use std::path::Path;
 
 fn run_json(args: &[&str]) -> Value {
     let out = common::graft(args).output().unwrap();
@@ -14,24 +13,10 @@ fn run_json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("graft {args:?}: {e}"))
 }
 
-/// The three committed clips in a manifest inside `dir`.
-fn manifest(dir: &Path) {
-    let clips = common::golden_json("speech/clips.json");
-    let mut lines = String::new();
-    for clip in clips["clips"].as_array().unwrap() {
-        let file = clip["file"].as_str().unwrap();
-        let Some(language) = ["en", "de", "es"].into_iter().find(|l| file == format!("{l}.wav")) else { continue };
-        std::fs::copy(common::golden_dir().join("speech").join(file), dir.join(file)).unwrap();
-        lines
-            .push_str(&format!("{}\n", serde_json::json!({"audio": file, "text": clip["text"], "language": language})));
-    }
-    std::fs::write(dir.join("clips.jsonl"), lines).unwrap();
-}
-
 #[test]
 fn train_export_and_transcribe_with_the_adapter() {
     let dir = tempfile::tempdir().unwrap();
-    manifest(dir.path());
+    common::speech_clips_manifest(dir.path());
     let config = dir.path().join("speech.toml");
     std::fs::write(
         &config,

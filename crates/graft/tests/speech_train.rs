@@ -13,26 +13,9 @@ use graft::recipes::speech_train::run;
 use graft::train::schedule::ScheduleKind;
 use std::path::{Path, PathBuf};
 
-/// A manifest of the three committed clips with their reference texts, written into `dir`
-/// beside copies of the clips.
-fn manifest(dir: &Path) -> PathBuf {
-    let clips = common::golden_json("speech/clips.json");
-    let mut lines = String::new();
-    for clip in clips["clips"].as_array().unwrap() {
-        let file = clip["file"].as_str().unwrap();
-        let Some(language) = ["en", "de", "es"].into_iter().find(|l| file == format!("{l}.wav")) else { continue };
-        std::fs::copy(common::golden_dir().join("speech").join(file), dir.join(file)).unwrap();
-        let line = serde_json::json!({"audio": file, "text": clip["text"], "language": language});
-        lines.push_str(&format!("{line}\n"));
-    }
-    let path = dir.join("clips.jsonl");
-    std::fs::write(&path, lines).unwrap();
-    path
-}
-
 /// LoRA r 8 on every decoder projection of tiny.en, trained and scored on the three clips.
 fn config(dir: &Path, name: &str) -> SpeechTrainConfig {
-    let data = manifest(dir);
+    let data = common::speech_clips_manifest(dir);
     let text = format!(
         r#"
 [model]

@@ -238,3 +238,20 @@ pub fn values(n: usize, seed: u64) -> Vec<f64> {
         })
         .collect()
 }
+
+/// Copies the committed English, German and Spanish clips (`tests/golden/speech`) into `dir`
+/// and writes `dir/clips.jsonl`, a speech manifest of them with their reference texts.
+pub fn speech_clips_manifest(dir: &Path) -> PathBuf {
+    let clips = golden_json("speech/clips.json");
+    let mut lines = String::new();
+    for clip in clips["clips"].as_array().unwrap() {
+        let file = clip["file"].as_str().unwrap();
+        let Some(language) = ["en", "de", "es"].into_iter().find(|l| file == format!("{l}.wav")) else { continue };
+        std::fs::copy(golden_dir().join("speech").join(file), dir.join(file)).unwrap();
+        let line = serde_json::json!({"audio": file, "text": clip["text"], "language": language});
+        lines.push_str(&format!("{line}\n"));
+    }
+    let path = dir.join("clips.jsonl");
+    std::fs::write(&path, lines).unwrap();
+    path
+}
