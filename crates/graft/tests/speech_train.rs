@@ -11,7 +11,7 @@ mod common;
 use graft::recipes::speech_train::config::{SpeechAdapterKind, SpeechTrainConfig};
 use graft::recipes::speech_train::run;
 use graft::train::schedule::ScheduleKind;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// LoRA r 8 on every decoder projection of tiny.en, trained and scored on the three clips.
 fn config(dir: &Path, name: &str) -> SpeechTrainConfig {
