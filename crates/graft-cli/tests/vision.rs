@@ -89,6 +89,33 @@ fn a_lora_run_trains_and_writes_a_merged_backbone() {
 }
 
 #[test]
+fn a_from_scratch_run_trains_every_layer_and_writes_its_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let cfg = cfg.to_str().unwrap();
+    let set = [
+        "--set",
+        "train.unfreeze_top=0",
+        "--set",
+        "model.init=\"random\"",
+        "--set",
+        "head.epochs=2",
+        "--set",
+        "head.lr=1e-3",
+    ];
+    let s = json(dir.path(), &[&["vision", "train", cfg, "--json"][..], &set[..]].concat());
+    assert_eq!((&s["init"], &s["unfreeze_top"]), (&serde_json::json!("random"), &serde_json::json!(9)));
+    let losses: Vec<f64> = s["epoch_losses"].as_array().unwrap().iter().map(|p| p["loss"].as_f64().unwrap()).collect();
+    assert!(losses[1] < losses[0], "{losses:?}");
+    // The saved network carries the running statistics training learned (not 0 / 1).
+    let model = dir.path().join("run").join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&model, &candle_core::Device::Cpu).unwrap();
+    let var: Vec<f32> = tensors["_bn1.running_var"].to_vec1().unwrap();
+    assert!(var.iter().any(|&v| (v - 1.0).abs() > 1e-3), "running variances never moved");
+    assert_eq!(tensors["_fc.weight"].dims(), [10, 1280]);
+}
+
+#[test]
 fn a_coral_run_adapts_to_the_8x8_digits_and_scores_them() {
     let dir = tempfile::tempdir().unwrap();
     let adapt = "\n[adapt]\nmethod = \"coral\"\ntarget = \"digits-8x8\"\ntarget_limit = 40\n";
@@ -127,6 +154,7 @@ fn bad_configs_are_refused_naming_the_key() {
         ("head.colour=1", "colour"),
         ("train.lora={ r = 8, alpha = 16.0 }", "train.lora and train.unfreeze_top = 1 cannot be combined"),
         ("train.lora={ r = 8, alfa = 16.0 }", "alfa"),
+        ("model.init=\"random\"", "model.init = \"random\" trains every layer"),
     ] {
         let run = common::graft(&["vision", "train", cfg, "--set", set]).current_dir(dir.path()).output().unwrap();
         let err = String::from_utf8_lossy(&run.stderr);

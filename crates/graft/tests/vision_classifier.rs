@@ -216,3 +216,96 @@ fn a_killed_lora_run_resumes_bit_identically() {
     assert_eq!(clf.predict(&whole, &refs, &input()).unwrap(), clf_resumed.predict(&resumed, &refs, &input()).unwrap());
     assert_eq!(common::metrics_without_timing(&tmp.path().join("whole")), common::metrics_without_timing(&cut));
 }
+
+#[test]
+fn random_networks_follow_the_seed_and_have_the_pretrained_architecture() {
+    let dev = Device::Cpu;
+    let (a, b) = (
+        EfficientNetLite::random(3, 1, &dev, DType::F32).unwrap(),
+        EfficientNetLite::random(3, 1, &dev, DType::F32).unwrap(),
+    );
+    let other = EfficientNetLite::random(3, 2, &dev, DType::F32).unwrap();
+    let pretrained = model();
+    let (ta, tb, to) = (a.named_tensors(), b.named_tensors(), other.named_tensors());
+    assert_eq!(ta.len(), pretrained.named_tensors().len());
+    for (((name, x), (_, y)), ((_, z), (pname, p))) in
+        ta.iter().zip(&tb).zip(to.iter().zip(&pretrained.named_tensors()))
+    {
+        assert_eq!(name, pname);
+        assert_eq!(bits(x), bits(y), "{name}: one seed, one network");
+        if name.starts_with("_fc") {
+            assert_eq!(x.dim(0).unwrap(), 3);
+            continue;
+        }
+        assert_eq!(x.dims(), p.dims(), "{name}");
+        if x.rank() == 4 {
+            assert_ne!(bits(x), bits(z), "{name}: another seed, other weights");
+            // Kaiming with fan-out: uniform within ±√(6 / fan_out).
+            let d = x.dims();
+            let bound = (6.0 / (d[0] * d[2] * d[3]) as f32).sqrt();
+            let max = x.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(max <= bound && max > 0.9 * bound, "{name}: max {max}, bound {bound}");
+        }
+    }
+    let value = |name: &str| ta.iter().find(|(n, _)| n == name).unwrap().1.to_vec1::<f32>().unwrap();
+    assert!(value("_bn0.running_var").iter().all(|&v| v == 1.0));
+    assert!(value("_bn0.running_mean").iter().chain(&value("_bn0.bias")).all(|&v| v == 0.0));
+    assert!(EfficientNetLite::random(0, 1, &dev, DType::F32).is_err());
+}
+
+#[test]
+fn training_from_scratch_learns_running_statistics_and_saves_them() {
+    let (images, labels) = digits(8, 0);
+    let refs: Vec<&Image> = images.iter().collect();
+    let data = LabelledImages { images: &refs, labels: &labels, n_classes: 3 };
+    let mut m = EfficientNetLite::random(3, 5, &Device::Cpu, DType::F32).unwrap();
+    let untrained = m.clone();
+    let cfg = HeadConfig { epochs: 4, batch_size: 8, lr: 1e-2, ..HeadConfig::default() };
+    let out = RunOutput { dir: None, on_event: &mut |_| {} };
+    let (clf, losses) = fit_image_classifier_with(&mut m, data, Backbone::Scratch, &input(), &cfg, out).unwrap();
+    assert!(losses[3].loss < losses[0].loss, "loss did not fall: {losses:?}");
+    assert_eq!(clf.unfreeze_top(), LITE0_UNITS);
+    // Every convolution trained, and every batch norm's running statistics left 0 / 1.
+    for ((name, a), (_, b)) in untrained.named_tensors().iter().zip(&m.named_tensors()) {
+        if name.starts_with("_fc") {
+            assert_eq!(bits(a), bits(b), "{name}: the unused classifier stays");
+        } else {
+            assert_ne!(bits(a), bits(b), "{name} did not move");
+        }
+    }
+    // Evaluation normalises with what training saw: a saved model reloads to the same features.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("scratch.safetensors");
+    m.save(&path).unwrap();
+    let reloaded = EfficientNetLite::load(&path, &Device::Cpu, DType::F32).unwrap();
+    let f = |m: &EfficientNetLite| bits(&image_features(m, &refs[..4], &input()).unwrap());
+    assert_eq!(f(&reloaded), f(&m));
+    assert_eq!(clf.predict(&reloaded, &refs, &input()).unwrap(), clf.predict(&m, &refs, &input()).unwrap());
+}
+
+#[test]
+fn a_killed_scratch_run_resumes_bit_identically_with_its_running_statistics() {
+    let (images, labels) = digits(4, 40);
+    let refs: Vec<&Image> = images.iter().collect();
+    let data = LabelledImages { images: &refs, labels: &labels, n_classes: 3 };
+    let cfg = HeadConfig { epochs: 2, batch_size: 4, ..HeadConfig::default() };
+    let fresh = || EfficientNetLite::random(3, 9, &Device::Cpu, DType::F32).unwrap();
+    let fit = |m: &mut EfficientNetLite, dir: &Path, resume: bool, on_event: &mut dyn FnMut(Event)| {
+        let out = RunOutput { dir: Some(RunDir::open(dir, resume, 2).unwrap()), on_event };
+        fit_image_classifier_with(m, data, Backbone::Scratch, &input(), &cfg, out)
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut whole = fresh();
+    let (clf, losses) = fit(&mut whole, &tmp.path().join("whole"), false, &mut |_| {}).unwrap();
+    let cut = tmp.path().join("cut");
+    common::killed_at(4, |on_event| fit(&mut fresh(), &cut, false, on_event));
+    let mut resumed = fresh();
+    let (clf_resumed, losses_resumed) = fit(&mut resumed, &cut, true, &mut |_| {}).unwrap();
+    assert_eq!(losses_resumed, losses);
+    // Running statistics included: the checkpoint carried them.
+    for ((name, a), (_, b)) in whole.named_tensors().iter().zip(&resumed.named_tensors()) {
+        assert_eq!(bits(a), bits(b), "{name} after resume");
+    }
+    assert_eq!(clf.predict(&whole, &refs, &input()).unwrap(), clf_resumed.predict(&resumed, &refs, &input()).unwrap());
+    assert_eq!(common::metrics_without_timing(&tmp.path().join("whole")), common::metrics_without_timing(&cut));
+}

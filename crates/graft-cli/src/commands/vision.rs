@@ -26,14 +26,16 @@ enum VisionCommand {
 /// Train a new classification head on EfficientNet-Lite0's pooled features on a share of a
 /// dataset's labels, with the backbone frozen (`train.unfreeze_top = 0`, a linear probe) or its
 /// top units fine-tuned (1 = the head convolution, ..., 9 = every layer) or LoRA adapters on its
-/// 1x1 convolutions trained (`train.lora = { r = 8, alpha = 16.0 }`), then score the test
-/// images (docs/vision.md). Writes checkpoints, metrics.jsonl, summary.json (test accuracy,
+/// 1x1 convolutions trained (`train.lora = { r = 8, alpha = 16.0 }`), or the same architecture
+/// trained from random weights (`model.init = "random"`), then score the test images
+/// (docs/vision.md). Writes checkpoints, metrics.jsonl, summary.json (test accuracy,
 /// macro-F1, per-class scores, confusion matrix), head.safetensors and, when backbone units or
-/// LoRA adapters trained, model.safetensors (LoRA merged in; loadable by `graft classify
+/// LoRA adapters or a from-scratch network trained, model.safetensors (LoRA merged in; loadable by `graft classify
 /// --model`) to output.dir.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  graft vision train configs/vision-fashion-mnist.toml\n  \
 graft vision train configs/vision-fashion-mnist.toml --set train.unfreeze_top=2 --set output.dir=runs/fmnist-top2 --json\n  \
+graft vision train configs/vision-fashion-mnist.toml --set 'model.init=\"random\"' --set output.dir=runs/fmnist-scratch\n  \
 graft vision train configs/vision-fashion-mnist.toml --resume\n\n\
 with a config such as:\n  \
 [data]\n  dataset = \"fashion-mnist\"   # or \"mnist-5k\"\n  label_fraction = 0.1\n  eval_limit = 2000\n\n  \
@@ -61,9 +63,10 @@ pub fn run(args: VisionArgs) -> Result<()> {
                     "{}: {} labelled images, {}, {} trainable parameters, {:.1}s; test accuracy {:.4}, macro-F1 {:.4} on {} images; summary in {}",
                     s.dataset,
                     s.train_examples,
-                    match s.lora {
-                        Some(l) => format!("LoRA r {} alpha {}", l.r, l.alpha),
-                        None => format!("unfreeze_top {}", s.unfreeze_top),
+                    match (s.lora, s.init) {
+                        (Some(l), _) => format!("LoRA r {} alpha {}", l.r, l.alpha),
+                        (None, graft::config::ModelInit::Random) => "from scratch".to_string(),
+                        (None, _) => format!("unfreeze_top {}", s.unfreeze_top),
                     },
                     s.trainable_params,
                     s.train_s,

@@ -8,6 +8,7 @@
 //! - [`squad`]: SQuAD exact match and token F1.
 
 pub mod classification;
+pub mod dense;
 pub mod perplexity;
 pub mod retrieval;
 pub mod rouge;

@@ -295,7 +295,11 @@ pub(crate) fn init_params(
 /// A tensor of `shape` drawn uniformly in ±1/√`fan_in` from `rng` (PyTorch's `nn.Linear`
 /// initialisation of a weight or bias with `fan_in` inputs).
 pub(crate) fn uniform_init(shape: &[usize], fan_in: usize, rng: &mut ChaCha8Rng, device: &Device) -> Result<Tensor> {
-    let bound = 1.0 / (fan_in as f32).sqrt();
+    uniform_within(shape, 1.0 / (fan_in as f32).sqrt(), rng, device)
+}
+
+/// A tensor of `shape` drawn uniformly in ±`bound` from `rng`.
+pub(crate) fn uniform_within(shape: &[usize], bound: f32, rng: &mut ChaCha8Rng, device: &Device) -> Result<Tensor> {
     let n = shape.iter().product();
     let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
     Ok(Tensor::from_vec(values, shape, device)?)

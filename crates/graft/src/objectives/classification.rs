@@ -26,6 +26,12 @@ pub trait PooledFeatures {
         None
     }
 
+    /// The backbone's running statistics updated by training passes (a network trained from
+    /// scratch); see `Objective::buffers`.
+    fn buffers(&self) -> Vec<(String, Var)> {
+        Vec::new()
+    }
+
     /// Where gradient-checkpointed blocks of the backbone leave their gradients.
     fn grad_sink(&self) -> Option<Arc<GradSink>> {
         None
@@ -87,6 +93,10 @@ impl<F: PooledFeatures> Objective for Classification<F> {
         let mut groups = vec![ParamGroup::new("head", self.head.clone())];
         groups.extend(self.features.param_group());
         groups
+    }
+
+    fn buffers(&self) -> Vec<(String, Var)> {
+        self.features.buffers()
     }
 
     fn loss(&self, rows: &Vec<usize>, _micro_step: u64) -> Result<ObjectiveLoss> {

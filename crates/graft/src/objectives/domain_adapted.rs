@@ -117,6 +117,10 @@ impl<F: PooledFeatures> Objective for DomainAdapted<F> {
         groups
     }
 
+    fn buffers(&self) -> Vec<(String, candle_core::Var)> {
+        self.inner.buffers()
+    }
+
     fn loss(&self, rows: &Vec<usize>, micro_step: u64) -> Result<ObjectiveLoss> {
         let source = self.inner.inputs(rows)?;
         let target = self.inner.inputs(&self.target_rows(micro_step, rows.len()))?;

@@ -25,6 +25,14 @@ pub trait Objective {
     /// Items of `batch` counted for throughput (`tokens_per_s`): tokens, or examples.
     fn batch_size(&self, batch: &Self::Batch) -> usize;
 
+    /// State the forward pass updates that no gradient trains (batch-norm running statistics
+    /// of a network trained from scratch), by name: saved in every checkpoint beside the
+    /// trained weights and restored on resume, so a resumed run continues from the same
+    /// statistics. Names must differ from the variables' names. Empty by default.
+    fn buffers(&self) -> Vec<(String, candle_core::Var)> {
+        Vec::new()
+    }
+
     /// Switches training-only behaviour (dropout) on during a step and off for evaluation.
     fn set_training(&self, _on: bool) {}
 

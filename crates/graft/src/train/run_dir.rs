@@ -6,6 +6,7 @@ use super::checkpoint::{self, LoopState};
 use super::events::{Event, StepRecord};
 use super::optim::Optimizer;
 use crate::{GraftError, Result};
+use candle_core::Var;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
@@ -96,10 +97,11 @@ impl RunDir {
 
     /// The loop state to start from and the step records logged up to it: a fresh state (and
     /// an emptied `metrics.jsonl`), or, on resume, the newest good checkpoint's weights and
-    /// optimizer state loaded into `optimizer`.
+    /// optimizer state loaded into `optimizer` and its saved `buffers` into those.
     pub(crate) fn start(
         &self,
         optimizer: &mut Optimizer,
+        buffers: &[(String, Var)],
         on_event: &mut dyn FnMut(Event),
     ) -> Result<(LoopState, Vec<StepRecord>)> {
         let metrics = self.metrics_path();
@@ -125,7 +127,7 @@ impl RunDir {
                 changed.join(", ")
             )));
         }
-        for (name, var) in optimizer.params() {
+        for (name, var) in optimizer.params().iter().chain(buffers) {
             let t = ckpt.weights.get(name).ok_or_else(|| checkpoint::damaged(&ckpt.dir, format!("lacks `{name}`")))?;
             var.set(&t.to_dtype(var.dtype())?)?;
         }
@@ -153,9 +155,10 @@ impl RunDir {
         self.path.join("metrics.jsonl")
     }
 
-    /// Writes a checkpoint of the optimizer's variables and state at `state`.
-    pub(crate) fn save(&self, optimizer: &Optimizer, state: &LoopState) -> Result<()> {
-        let weights: Vec<_> = optimizer.params().iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+    /// Writes a checkpoint of the optimizer's variables and state, and of `buffers`, at `state`.
+    pub(crate) fn save(&self, optimizer: &Optimizer, buffers: &[(String, Var)], state: &LoopState) -> Result<()> {
+        let all = optimizer.params().iter().chain(buffers);
+        let weights: Vec<_> = all.map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
         checkpoint::save(&self.path, &weights, &optimizer.state()?, state, KEEP_CHECKPOINTS)?;
         Ok(())
     }

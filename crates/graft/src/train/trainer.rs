@@ -135,8 +135,9 @@ impl Trainer<'_> {
         let s = self.settings;
         let mut optimizer = Optimizer::with_groups(self.optimizer, objective.param_groups())?;
         let trainable_params = optimizer.params().iter().map(|(_, v)| v.elem_count()).sum();
+        let buffers = objective.buffers();
         let (mut state, mut history) = match &self.run_dir {
-            Some(dir) => dir.start(&mut optimizer, on_event)?,
+            Some(dir) => dir.start(&mut optimizer, &buffers, on_event)?,
             None => (LoopState::start(String::new()), Vec::new()),
         };
         objective.set_training(false);
@@ -214,14 +215,14 @@ impl Trainer<'_> {
             history.push(record);
             state.elapsed_s = elapsed_before + process_start.elapsed().as_secs_f64();
             if let Some(dir) = self.run_dir.as_ref().filter(|d| d.save_due(state.step, s.total_steps)) {
-                dir.save(&optimizer, &state)?;
+                dir.save(&optimizer, &buffers, &state)?;
             }
         }
         state.elapsed_s = elapsed_before + process_start.elapsed().as_secs_f64();
         // A run resumed from its final checkpoint (killed while writing its outputs) keeps it:
         // saving the same step again would delete the folder `LATEST` names before its copy is in.
         if let Some(dir) = self.run_dir.as_ref().filter(|_| state.step > resumed_at) {
-            dir.save(&optimizer, &state)?;
+            dir.save(&optimizer, &buffers, &state)?;
         }
         let final_eval = self.evaluate.as_mut().map(|evaluate| evaluate()).transpose()?;
         let (final_eval_loss, final_eval_tasks) = match final_eval {

@@ -6,11 +6,13 @@
 //! (`objectives::classification`), so checkpoints, `metrics.jsonl` and exact resume are the
 //! trainer's.
 //!
-//! Batch norms stay in evaluation mode (running statistics; their scale and shift train with
-//! their unit): fine-tuning on small CPU batches with batch statistics would normalise with
-//! noisy estimates, and the running statistics would have to be learned too. The standardisation
-//! in front of the head is fitted on the untrained backbone's features and then kept fixed, as
-//! for the text classifiers.
+//! Batch norms of a pretrained backbone stay in evaluation mode (running statistics; their
+//! scale and shift train with their unit): fine-tuning on small CPU batches with batch
+//! statistics would normalise with noisy estimates, and the running statistics would have to be
+//! learned too. A network trained from scratch ([`Backbone::Scratch`]) has no statistics to
+//! keep: it trains with batch statistics and learns running ones (momentum 0.1), which the
+//! checkpoints carry and evaluation uses. The standardisation in front of the head is fitted on
+//! the untrained backbone's features and then kept fixed, as for the text classifiers.
 
 use super::preprocess::Preprocess;
 use super::Image;
@@ -18,13 +20,14 @@ use crate::features::head::{
     check_labels, fit_classifier, fit_epochs, fit_head, HeadConfig, RunOutput, Standardizer, TrainedHead,
 };
 use crate::features::tune::BLOCK_LR_RATIO;
+use crate::models::batch_norm::DEFAULT_MOMENTUM;
 use crate::models::efficientnet::{EfficientNetLite, LITE0_UNITS};
 use crate::objectives::classification::{Classification, PooledFeatures};
 use crate::objectives::domain_adapted::{Alignment, DomainAdapted};
 use crate::report::LossPoint;
 use crate::train::ParamGroup;
 use crate::{GraftError, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 
 /// How images become model inputs and how many go through the backbone at once.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +68,10 @@ pub enum Backbone {
         /// Scaling numerator α.
         alpha: f64,
     },
+    /// Every layer of a randomly initialised network (`EfficientNetLite::random`), at
+    /// `lr ×` [`SCRATCH_LR_RATIO`], batch norms on batch statistics with running statistics
+    /// learned: the from-scratch baseline of the same architecture.
+    Scratch,
 }
 
 impl Backbone {
@@ -83,6 +90,13 @@ impl Backbone {
 /// grow from nothing rather than nudge pretrained weights, yet well below the head's own rate,
 /// as every factor's change moves the features all later layers and the head read.
 pub const LORA_LR_RATIO: f64 = 0.1;
+
+/// Learning-rate multiple of a from-scratch network's weights relative to the head's `lr`: 1,
+/// one rate for the whole network, as a CNN is trained from scratch. The head's default rate
+/// (1e-2, made for heads on pretrained features) is too high here: on MNIST digits it made the
+/// loss climb, where 1e-3 (the usual Adam rate from scratch) lowered it, so from-scratch runs
+/// set `head.lr = 1e-3` (docs/vision.md).
+pub const SCRATCH_LR_RATIO: f64 = 1.0;
 
 /// A head on EfficientNet-Lite0 whose top units or LoRA adapters may have been trained; those
 /// weights live in the model passed to [`fit_image_classifier`], so predict with it.
@@ -109,10 +123,12 @@ impl ImageClassifier {
         &self.head
     }
 
-    /// How many of the backbone's top units were trained (0 for a probe or LoRA).
+    /// How many of the backbone's top units were trained (0 for a probe or LoRA, every unit
+    /// from scratch).
     pub fn unfreeze_top(&self) -> usize {
         match self.backbone {
             Backbone::TopUnits(k) => k,
+            Backbone::Scratch => LITE0_UNITS,
             _ => 0,
         }
     }
@@ -126,6 +142,13 @@ impl ImageClassifier {
 /// Pooled features `[n, 1280]` (f32) of `images` through the frozen `model`, centre-cropped, in
 /// batches of `input.batch`, without gradients.
 pub fn image_features(model: &EfficientNetLite, images: &[&Image], input: &ImageInput) -> Result<Tensor> {
+    features_of(model, images, input, false)
+}
+
+/// [`image_features`], with batch norms on each pass's own statistics when `batch_stats` (the
+/// features an untrained from-scratch network gives in training; its running statistics are
+/// still the initial ones).
+fn features_of(model: &EfficientNetLite, images: &[&Image], input: &ImageInput, batch_stats: bool) -> Result<Tensor> {
     if input.batch == 0 {
         return Err(GraftError::Input("images per backbone pass must be at least 1".into()));
     }
@@ -133,7 +156,7 @@ pub fn image_features(model: &EfficientNetLite, images: &[&Image], input: &Image
     let mut parts = Vec::with_capacity(images.len().div_ceil(input.batch));
     for chunk in images.chunks(input.batch) {
         let x = input.preprocess.batch(chunk, None, &device)?.to_dtype(model.dtype())?;
-        parts.push(model.features(&x, false)?.detach().to_dtype(DType::F32)?);
+        parts.push(model.features(&x, batch_stats)?.detach().to_dtype(DType::F32)?);
     }
     if parts.is_empty() {
         return Err(GraftError::Input("no images to compute features of".into()));
@@ -228,7 +251,9 @@ fn fit(
             )));
         }
     }
-    let initial = image_features(model, images, input)?;
+    // Before tracking starts, so computing them leaves the running statistics as they are.
+    let initial = features_of(model, images, input, backbone == Backbone::Scratch)?;
+    let mut buffers = Vec::new();
     let done = |head: TrainedHead, backbone_params: usize| ImageClassifier { head, backbone, backbone_params };
     let (vars, lr_scale, described) = match backbone {
         Backbone::Frozen | Backbone::TopUnits(0) => {
@@ -241,7 +266,12 @@ fn fit(
             LORA_LR_RATIO,
             ("lora", serde_json::json!({ "r": r, "alpha": alpha })),
         ),
+        Backbone::Scratch => {
+            buffers = model.track_running_stats(DEFAULT_MOMENTUM)?;
+            (model.unfreeze_top(LITE0_UNITS)?, SCRATCH_LR_RATIO, ("scratch", serde_json::json!(true)))
+        }
     };
+    let batch_stats = backbone == Backbone::Scratch;
     let standardizer = Standardizer::fit(&initial)?;
     let backbone_params = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let units = ParamGroup { name: "backbone".into(), vars, lr_scale, weight_decay: Some(0.0) };
@@ -254,14 +284,14 @@ fn fit(
         "augment": input.augment,
     });
     let Some(target) = target else {
-        let features = TopUnits { model, images, input, units };
+        let features = TopUnits { model, images, input, units, batch_stats, buffers };
         let objective = Classification::new(features, standardizer, labels, n_classes, cfg.kind, cfg.seed)?;
         let (head, losses) = fit_classifier(&objective, cfg, meta, out)?;
         return Ok((done(head, backbone_params), losses));
     };
     // Source examples first, then the target's: the objective's rows index both.
     let all: Vec<&Image> = images.iter().chain(target.images).copied().collect();
-    let features = TopUnits { model, images: &all, input, units };
+    let features = TopUnits { model, images: &all, input, units, batch_stats, buffers };
     let inner = Classification::new(features, standardizer, labels, n_classes, cfg.kind, cfg.seed)?;
     let (n_source, n_target) = (images.len(), target.images.len());
     let total = (cfg.epochs * n_source.div_ceil(cfg.batch_size)) as u64;
@@ -283,6 +313,10 @@ struct TopUnits<'a> {
     images: &'a [&'a Image],
     input: &'a ImageInput,
     units: ParamGroup,
+    /// Batch norms on batch statistics, updating the running ones (from scratch).
+    batch_stats: bool,
+    /// The running statistics those passes update.
+    buffers: Vec<(String, Var)>,
 }
 
 impl PooledFeatures for TopUnits<'_> {
@@ -295,10 +329,14 @@ impl PooledFeatures for TopUnits<'_> {
         });
         let device: Device = self.model.device();
         let x = self.input.preprocess.batch(&batch, augment, &device)?.to_dtype(self.model.dtype())?;
-        Ok(self.model.features(&x, false)?.to_dtype(DType::F32)?)
+        Ok(self.model.features(&x, self.batch_stats)?.to_dtype(DType::F32)?)
     }
 
     fn param_group(&self) -> Option<ParamGroup> {
         Some(self.units.clone())
+    }
+
+    fn buffers(&self) -> Vec<(String, Var)> {
+        self.buffers.clone()
     }
 }

@@ -6,10 +6,12 @@
 //! classifiers on a pretrained backbone ([`classifier`]).
 
 pub mod classifier;
+pub mod dense;
 pub mod files;
 pub mod idx;
 pub mod mnist_csv;
 pub mod preprocess;
+pub mod scenes;
 
 /// One decoded image: 8-bit pixels, row-major, channels interleaved (HWC).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -186,6 +186,9 @@ impl MbConv {
     }
 }
 
+/// Channels of the three maps of [`EfficientNetLite::pyramid`] (strides 4, 8 and 16).
+pub const PYRAMID_CHANNELS: [usize; 3] = [24, 40, 112];
+
 /// Channels of the head convolution, the width of the pooled features.
 pub const FEATURE_DIM: usize = 1280;
 
@@ -211,7 +214,24 @@ impl EfficientNetLite {
     /// counters aside) and have the shape the architecture expects.
     pub fn from_tensors(tensors: Vec<(String, Tensor)>, device: &Device, dtype: DType) -> Result<Self> {
         let mut w = NamedTensors::new(tensors, device, dtype);
-        let stem = conv_bn(&mut w, "_conv_stem", "_bn0", [32, 3, 3, 3], 2, 1, true)?;
+        let model = Self::build(&mut w)?;
+        w.finish("EfficientNet-Lite0")?;
+        Ok(model)
+    }
+
+    /// The architecture with random weights (training from scratch): convolutions Kaiming
+    /// (fan-out), batch norms at scale 1 and shift 0 with running mean 0 and variance 1, a
+    /// classifier of `classes` outputs; drawn from a ChaCha stream seeded with `seed`
+    /// (`models::named`), so a seed always gives the same network.
+    pub fn random(classes: usize, seed: u64, device: &Device, dtype: DType) -> Result<Self> {
+        if classes == 0 {
+            return Err(GraftError::Input("a classifier needs at least one class".into()));
+        }
+        Self::build(&mut NamedTensors::random(seed, classes, device, dtype))
+    }
+
+    fn build(w: &mut NamedTensors) -> Result<Self> {
+        let stem = conv_bn(w, "_conv_stem", "_bn0", [32, 3, 3, 3], 2, 1, true)?;
         let mut blocks = Vec::new();
         for stage in LITE0_STAGES {
             for r in 0..stage.repeats {
@@ -222,7 +242,7 @@ impl EfficientNetLite {
                 let expand = match stage.expand {
                     1 => None,
                     _ => Some(conv_bn(
-                        &mut w,
+                        w,
                         &format!("{p}_expand_conv"),
                         &format!("{p}_bn0"),
                         [hidden, input, 1, 1],
@@ -233,7 +253,7 @@ impl EfficientNetLite {
                 };
                 let k = stage.kernel;
                 let depthwise = conv_bn(
-                    &mut w,
+                    w,
                     &format!("{p}_depthwise_conv"),
                     &format!("{p}_bn1"),
                     [hidden, 1, k, k],
@@ -242,7 +262,7 @@ impl EfficientNetLite {
                     true,
                 )?;
                 let project = conv_bn(
-                    &mut w,
+                    w,
                     &format!("{p}_project_conv"),
                     &format!("{p}_bn2"),
                     [stage.output, hidden, 1, 1],
@@ -253,11 +273,10 @@ impl EfficientNetLite {
                 blocks.push(MbConv { expand, depthwise, project, residual: stride == 1 && input == stage.output });
             }
         }
-        let head = conv_bn(&mut w, "_conv_head", "_bn1", [FEATURE_DIM, 320, 1, 1], 1, 1, true)?;
+        let head = conv_bn(w, "_conv_head", "_bn1", [FEATURE_DIM, 320, 1, 1], 1, 1, true)?;
         let fc_weight = w.take("_fc.weight", &[0, FEATURE_DIM])?;
         let classes = fc_weight.dim(0)?;
         let fc_bias = w.take("_fc.bias", &[classes])?;
-        w.finish("EfficientNet-Lite0")?;
         Ok(EfficientNetLite { stem, blocks, head, fc_weight, fc_bias })
     }
 
@@ -289,6 +308,24 @@ impl EfficientNetLite {
             h = b.forward(&h, train)?;
         }
         Ok(self.head.forward(&h, train)?.mean((2, 3))?)
+    }
+
+    /// The feature maps dense heads (detection, segmentation) read: the outputs of the second,
+    /// third and fifth stages, at strides 4, 8 and 16 with [`PYRAMID_CHANNELS`] channels. The
+    /// stages above the fifth and the head convolution are not run.
+    pub fn pyramid(&self, x: &Tensor, train: bool) -> Result<[Tensor; 3]> {
+        let stages = Self::stage_blocks();
+        let mut h = self.stem.forward(x, train)?;
+        let mut kept = Vec::with_capacity(3);
+        for (s, range) in stages.iter().enumerate().take(5) {
+            for b in &self.blocks[range.clone()] {
+                h = b.forward(&h, train)?;
+            }
+            if matches!(s, 1 | 2 | 4) {
+                kept.push(h.clone());
+            }
+        }
+        Ok(kept.try_into().expect("three stages kept"))
     }
 
     /// Class logits `[N, classes]` of images `[N, 3, H, W]`.
@@ -341,6 +378,27 @@ impl EfficientNetLite {
             self.stem.make_trainable(&mut vars)?;
         }
         Ok(vars)
+    }
+
+    /// Every convolution-and-batch-norm layer, stem to head.
+    fn conv_bns_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
+        std::iter::once(&mut self.stem)
+            .chain(self.blocks.iter_mut().flat_map(MbConv::layers_mut))
+            .chain(std::iter::once(&mut self.head))
+    }
+
+    /// Makes every batch norm update its running statistics in training-mode passes (`train =
+    /// true` in [`Self::features`]) with weight `momentum` (training from scratch: evaluation
+    /// then normalises with what training saw), and returns them as variables under their
+    /// checkpoint names (`_bn0.running_mean`, ...) for checkpoints to save and restore.
+    pub fn track_running_stats(&mut self, momentum: f64) -> Result<Vec<(String, Var)>> {
+        let mut out = Vec::new();
+        for layer in self.conv_bns_mut() {
+            let [mean, var] = layer.bn.track_running_stats(momentum)?;
+            out.push((format!("{}.running_mean", layer.bn_name), mean));
+            out.push((format!("{}.running_var", layer.bn_name), var));
+        }
+        Ok(out)
     }
 
     /// Every tensor under its checkpoint name (trained ones as they stand), in network order.

@@ -1,7 +1,7 @@
 //! The `graft vision train CONFIG.toml` configuration: `[model]`, `[data]`, `[input]`,
 //! `[train]`, `[head]` and `[output]`. Unknown keys are errors, as everywhere.
 
-use crate::config::{read_toml, relative_to};
+use crate::config::{read_toml, relative_to, ModelInit};
 use crate::features::head::HeadConfig;
 use crate::models::efficientnet::LITE0_UNITS;
 use crate::vision::classifier::Backbone;
@@ -101,12 +101,22 @@ pub struct ImageModel {
     pub dtype: String,
     /// Never download: fail if an asset is not in the cache.
     pub offline: bool,
+    /// `pretrained` (the weights of `name`) or `random`: the same architecture with random
+    /// weights, every layer trained with batch statistics (the from-scratch baseline; `name`
+    /// is not read).
+    pub init: ModelInit,
 }
 
 impl Default for ImageModel {
-    /// EfficientNet-Lite0 in f32 on the CPU.
+    /// Pretrained EfficientNet-Lite0 in f32 on the CPU.
     fn default() -> Self {
-        Self { name: "efficientnet-lite0".into(), device: "cpu".into(), dtype: "f32".into(), offline: false }
+        Self {
+            name: "efficientnet-lite0".into(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            offline: false,
+            init: ModelInit::Pretrained,
+        }
     }
 }
 
@@ -194,8 +204,11 @@ impl Default for ImageTrainSection {
 }
 
 impl ImageTrainSection {
-    /// What of the backbone trains.
-    pub fn backbone(&self) -> Backbone {
+    /// What of the backbone trains, for a backbone initialised as `init`.
+    pub fn backbone(&self, init: ModelInit) -> Backbone {
+        if init == ModelInit::Random {
+            return Backbone::Scratch;
+        }
         match self.lora {
             Some(ImageLora { r, alpha }) => Backbone::Lora { r, alpha },
             None => Backbone::top_units(self.unfreeze_top),
@@ -260,8 +273,11 @@ impl ImageTrainConfig {
             if !(a.weight.is_finite() && a.weight >= 0.0) {
                 return bad(format!("adapt.weight = {}: expected 0 or more", a.weight));
             }
-            if self.train.unfreeze_top == 0 && self.train.lora.is_none() {
-                return bad("[adapt] needs a trained backbone: set train.unfreeze_top or train.lora".into());
+            if self.train.backbone(self.model.init) == Backbone::Frozen {
+                return bad(
+                    "[adapt] needs a trained backbone: set train.unfreeze_top or train.lora (or model.init = \"random\")"
+                        .into(),
+                );
             }
             if a.method == AdaptMethod::Dann && a.dann_hidden == 0 {
                 return bad("adapt.dann_hidden must be at least 1".into());
@@ -276,6 +292,9 @@ impl ImageTrainConfig {
                 "train.unfreeze_top = {}: EfficientNet-Lite0 has {LITE0_UNITS} units (stem, 7 stages, head)",
                 self.train.unfreeze_top
             ));
+        }
+        if self.model.init == ModelInit::Random && (self.train.unfreeze_top > 0 || self.train.lora.is_some()) {
+            return bad("model.init = \"random\" trains every layer: remove train.unfreeze_top and train.lora".into());
         }
         if let Some(ImageLora { r, alpha }) = self.train.lora {
             if self.train.unfreeze_top > 0 {

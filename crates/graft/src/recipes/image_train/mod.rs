@@ -5,6 +5,7 @@
 
 pub mod config;
 
+use crate::config::ModelInit;
 use crate::domain_adapt::{information_maximization, mean_entropy, Bandwidths};
 use crate::eval::classification::{report, ClassificationReport};
 use crate::features::head::RunOutput;
@@ -13,8 +14,8 @@ use crate::objectives::domain_adapted::Alignment;
 use crate::report::LossPoint;
 use crate::train::{Event, RunDir};
 use crate::vision::classifier::{
-    fit_image_classifier_adapted, fit_image_classifier_with, image_features, Adaptation, ImageClassifier, ImageInput,
-    LabelledImages,
+    fit_image_classifier_adapted, fit_image_classifier_with, image_features, Adaptation, Backbone, ImageClassifier,
+    ImageInput, LabelledImages,
 };
 use crate::vision::{Image, ImageSet};
 use crate::{GraftError, Result};
@@ -33,7 +34,9 @@ pub struct ImageTrainSummary {
     pub train_examples: usize,
     /// Test images scored.
     pub test_examples: usize,
-    /// Backbone units trained (0 = linear probe or LoRA).
+    /// `pretrained` or `random` (from scratch).
+    pub init: ModelInit,
+    /// Backbone units trained (0 = linear probe or LoRA; 9 = all, as from scratch).
     pub unfreeze_top: usize,
     /// The LoRA adapters trained on the 1x1 convolutions (`null` without).
     pub lora: Option<ImageLora>,
@@ -208,8 +211,9 @@ pub fn label_subset(labels: &[usize], n_classes: usize, fraction: f64, seed: u64
 }
 
 /// Runs the config: trains (resuming from `output.dir` when `resume`), scores the test images,
-/// writes `summary.json`, `head.safetensors` and, when backbone units or LoRA adapters trained,
-/// `model.safetensors` (LoRA merged into the weights: a plain checkpoint).
+/// writes `summary.json`, `head.safetensors` and, when backbone units, LoRA adapters or a
+/// from-scratch network trained, `model.safetensors` (LoRA merged into the weights: a plain
+/// checkpoint; from scratch with the learned running statistics).
 pub fn run(cfg: &ImageTrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<ImageTrainSummary> {
     let (train, test, classes) = load_dataset(&cfg.data.dataset, cfg.model.offline)?;
     let n_classes = classes.len();
@@ -231,7 +235,11 @@ pub fn run(cfg: &ImageTrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)
 
     let device = crate::device::parse_device(&cfg.model.device)?;
     let dtype = crate::device::parse_dtype(&cfg.model.dtype)?;
-    let mut model = load_backbone(&cfg.model.name, cfg.model.offline, &device, dtype)?;
+    let mut model = match cfg.model.init {
+        ModelInit::Pretrained => load_backbone(&cfg.model.name, cfg.model.offline, &device, dtype)?,
+        ModelInit::Random => EfficientNetLite::random(n_classes, cfg.head.seed, &device, dtype)?,
+    };
+    let backbone = cfg.train.backbone(cfg.model.init);
     let input = ImageInput {
         preprocess: cfg.input.preprocess(),
         augment: cfg.input.augments().then_some(cfg.head.seed),
@@ -252,10 +260,9 @@ pub fn run(cfg: &ImageTrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)
                 AdaptMethod::Dann => Alignment::Dann { hidden: a.dann_hidden, gamma: a.dann_gamma },
             };
             let adaptation = Adaptation { images: &unlabelled, alignment, weight: a.weight };
-            let backbone = cfg.train.backbone();
             fit_image_classifier_adapted(&mut model, data, &adaptation, backbone, &input, &cfg.head, out)?
         }
-        _ => fit_image_classifier_with(&mut model, data, cfg.train.backbone(), &input, &cfg.head, out)?,
+        _ => fit_image_classifier_with(&mut model, data, backbone, &input, &cfg.head, out)?,
     };
     let train_s = start.elapsed().as_secs_f64();
     let target_scores = match (&cfg.adapt, &target) {
@@ -276,7 +283,8 @@ pub fn run(cfg: &ImageTrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)
         label_fraction: cfg.data.label_fraction,
         train_examples: images.len(),
         test_examples: order.len(),
-        unfreeze_top: cfg.train.unfreeze_top,
+        init: cfg.model.init,
+        unfreeze_top: classifier.unfreeze_top(),
         lora: cfg.train.lora,
         trainable_params: classifier.trainable_params(),
         train_s,
@@ -285,7 +293,7 @@ pub fn run(cfg: &ImageTrainConfig, resume: bool, on_event: &mut dyn FnMut(Event)
         target: target_scores,
     };
     classifier.head().save(&dir.join("head.safetensors"))?;
-    if cfg.train.unfreeze_top > 0 || cfg.train.lora.is_some() {
+    if backbone != Backbone::Frozen {
         model.save(&dir.join("model.safetensors"))?;
     }
     crate::io::write_atomic(&dir.join("summary.json"), &serde_json::to_string_pretty(&summary)?)?;
