@@ -27,6 +27,7 @@ pub mod anil;
 pub mod causal_lm;
 pub mod classification;
 pub mod cross_distillation;
+pub mod dense;
 pub mod distillation;
 pub mod distillation_cached;
 pub mod domain_adapted;

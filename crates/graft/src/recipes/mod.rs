@@ -25,6 +25,7 @@ pub mod multitask;
 pub mod parts;
 pub mod progressive;
 pub mod quickstart;
+pub mod scene_train;
 pub mod speech_data;
 pub mod speech_train;
 pub mod tasks;

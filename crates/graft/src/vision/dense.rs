@@ -5,9 +5,12 @@
 //! Both read [`EfficientNetLite::pyramid`]'s maps at strides 4, 8 and 16 through one small
 //! neck: each map is projected to [`NECK_WIDTH`] channels by a 1x1 convolution, the coarser two
 //! upsampled (nearest) to stride 4 and summed (FPN-style), then a ReLU and a 3x3 convolution
-//! with ReLU; a 1x1 convolution gives the task's outputs. Convolution weights are drawn
-//! Kaiming-uniform (fan-out) from a seeded ChaCha stream, biases start at 0 except the heat
-//! map's, which start at −2.19 (a prior of 0.1, as CenterNet starts).
+//! with ReLU; a 1x1 convolution gives the task's outputs. Weights are drawn from a seeded ChaCha
+//! stream: the neck's Kaiming-uniform (fan-in, for the ReLUs after them), the output
+//! convolutions' small (uniform with standard deviation 0.01, as RetinaNet's heads: the
+//! pretrained maps are large enough that PyTorch's default made the first detection loss
+//! thousands of times its usual size); biases start at 0 except the heat map's, which start at
+//! −2.19 (a prior of 0.1, as CenterNet starts).
 //!
 //! Detection targets and loss follow CenterNet: a Gaussian per object on its class's heat map
 //! at its centre cell (radius from the box size, CornerNet's rule at overlap 0.7), the
@@ -64,7 +67,10 @@ impl DenseHead {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut vars = Vec::new();
         let mut conv = |name: &str, out: usize, inp: usize, k: usize, bias: f32| -> Result<()> {
-            let bound = (6.0 / (out * k * k) as f32).sqrt();
+            let bound = match name.starts_with("neck") {
+                true => (6.0 / (inp * k * k) as f32).sqrt(),
+                false => 0.01 * 3f32.sqrt(),
+            };
             let w = uniform_within(&[out, inp, k, k], bound, &mut rng, device)?;
             vars.push((format!("{name}.weight"), Var::from_tensor(&w)?));
             vars.push((format!("{name}.bias"), Var::from_tensor(&Tensor::full(bias, out, device)?)?));
@@ -186,7 +192,8 @@ impl DenseHead {
                             let (cx, cy) = (x as f32 + b(2), y as f32 + b(3));
                             let (bw, bh) = (b(0).max(0.0), b(1).max(0.0));
                             let s = STRIDE as f32;
-                            let bbox = [(cx - bw / 2.0) * s, (cy - bh / 2.0) * s, (cx + bw / 2.0) * s, (cy + bh / 2.0) * s];
+                            let bbox =
+                                [(cx - bw / 2.0) * s, (cy - bh / 2.0) * s, (cx + bw / 2.0) * s, (cy + bh / 2.0) * s];
                             found.push(Detection { class: ch, score: v, bbox });
                         }
                     }
@@ -206,11 +213,7 @@ impl DenseHead {
         let cells: Vec<Vec<Vec<u32>>> = out.argmax(1)?.to_dtype(DType::U32)?.to_vec3()?;
         let side = (h * STRIDE, w * STRIDE);
         Ok((0..n)
-            .map(|i| {
-                (0..side.0 * side.1)
-                    .map(|p| cells[i][p / side.1 / STRIDE][(p % side.1) / STRIDE] as u8)
-                    .collect()
-            })
+            .map(|i| (0..side.0 * side.1).map(|p| cells[i][p / side.1 / STRIDE][(p % side.1) / STRIDE] as u8).collect())
             .collect())
     }
 }
@@ -271,10 +274,11 @@ fn detection_loss(out: &Tensor, scenes: &[&Scene], classes: usize) -> Result<(Te
             image_of.push(i);
         }
     }
-    let gt = Tensor::from_vec(heat, (n, classes, g, g), device)?;
+    let dt = out.dtype();
+    let gt = Tensor::from_vec(heat, (n, classes, g, g), device)?.to_dtype(dt)?;
     let logits = out.narrow(1, 0, classes)?;
     let p = candle_nn::ops::sigmoid(&logits)?.clamp(1e-4, 1.0 - 1e-4)?;
-    let pos = gt.ge(1.0)?.to_dtype(DType::F32)?;
+    let pos = gt.ge(1.0)?.to_dtype(dt)?;
     let neg = (1.0 - &pos)?;
     let one_minus_p = (1.0 - &p)?;
     let pos_term = (p.log()? * one_minus_p.sqr()? * &pos)?;
@@ -283,16 +287,17 @@ fn detection_loss(out: &Tensor, scenes: &[&Scene], classes: usize) -> Result<(Te
     // Per image: focal loss over its objects (at least 1), plus the box losses at its centres.
     let per_image_focal = (pos_term + neg_term)?.sum((1, 2, 3))?.neg()?;
     let objects: Vec<f32> = scenes.iter().map(|s| s.objects.len().max(1) as f32).collect();
-    let objects = Tensor::from_vec(objects, n, device)?;
+    let objects = Tensor::from_vec(objects, n, device)?.to_dtype(dt)?;
     let mut total = (per_image_focal / &objects)?.sum_all()?;
     if !index.is_empty() {
         let k = index.len();
         let boxes = out.narrow(1, classes, 4)?.permute((0, 2, 3, 1))?.reshape((n * g * g, 4))?;
         let picked = boxes.index_select(&Tensor::from_vec(index, k, device)?, 0)?;
-        let diff = (picked - Tensor::from_vec(target, (k, 4), device)?)?.abs()?;
-        let per_object = (diff.narrow(1, 0, 2)?.sum(D::Minus1)? * SIZE_WEIGHT + diff.narrow(1, 2, 2)?.sum(D::Minus1)?)?;
+        let diff = (picked - Tensor::from_vec(target, (k, 4), device)?.to_dtype(dt)?)?.abs()?;
+        let per_object =
+            (diff.narrow(1, 0, 2)?.sum(D::Minus1)? * SIZE_WEIGHT + diff.narrow(1, 2, 2)?.sum(D::Minus1)?)?;
         let weights: Vec<f32> = image_of.iter().map(|&i| 1.0 / scenes[i].objects.len() as f32).collect();
-        let weighted = (per_object * Tensor::from_vec(weights, k, device)?)?.sum_all()?;
+        let weighted = (per_object * Tensor::from_vec(weights, k, device)?.to_dtype(dt)?)?.sum_all()?;
         total = (total + weighted)?;
     }
     Ok((total, n))
@@ -322,5 +327,97 @@ mod tests {
         assert_eq!(heat.iter().filter(|&&v| v == 1.0).count(), 1);
         assert!(heat[..64].iter().all(|&v| v == 0.0), "class 0 untouched");
         assert!(heat[64 + 4 * 8 + 5] > 0.0 && heat[64 + 4 * 8 + 5] < 1.0);
+    }
+
+    fn scene(objects: Vec<SceneObject>) -> Scene {
+        Scene { image: crate::vision::Image::grey(64, 64, vec![0; 64 * 64]), mask: vec![0; 64 * 64], objects }
+    }
+
+    /// Outputs that say exactly what the targets say: heat-map logits +12 at each centre of its
+    /// class and −12 elsewhere, the box channels the targets' size and offset at the centres.
+    fn perfect_outputs(objects: &[SceneObject], classes: usize) -> Tensor {
+        let g = 16;
+        let (_, centres) = detection_targets(objects, classes, g);
+        let mut v = vec![-12f32; (classes + 4) * g * g];
+        for (o, (cell, t)) in objects.iter().zip(&centres) {
+            v[o.class * g * g + cell] = 12.0;
+            for (k, value) in t.iter().enumerate() {
+                v[(classes + k) * g * g + cell] = *value;
+            }
+        }
+        Tensor::from_vec(v, (1, classes + 4, g, g), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn outputs_that_match_the_targets_decode_to_the_true_boxes_at_a_low_loss() {
+        let objects = vec![
+            SceneObject { class: 2, bbox: [4.0, 6.0, 26.0, 30.0] },
+            SceneObject { class: 0, bbox: [33.0, 35.0, 60.0, 57.0] },
+        ];
+        let head = DenseHead::new(DenseTask::Detection, 3, 0, &Device::Cpu).unwrap();
+        let out = perfect_outputs(&objects, 3);
+        let found = head.detections(&out).unwrap();
+        assert_eq!(found[0].len(), MAX_DETECTIONS);
+        for (d, o) in found[0].iter().take(2).zip([&objects[1], &objects[0]]) {
+            assert_eq!(d.class, o.class);
+            for (a, b) in d.bbox.iter().zip(o.bbox) {
+                assert!((a - b).abs() < 1e-4, "{:?} vs {:?}", d.bbox, o.bbox);
+            }
+        }
+        let report = crate::eval::dense::detection_report(&found, &[objects.clone()], 3, 0.5);
+        assert_eq!(report.map, 1.0);
+        let s = scene(objects.clone());
+        let (perfect, n) = head.loss(&out, &[&s]).unwrap();
+        let (blank, _) = head.loss(&out.zeros_like().unwrap(), &[&s]).unwrap();
+        let (perfect, blank) = (perfect.to_scalar::<f32>().unwrap(), blank.to_scalar::<f32>().unwrap());
+        assert_eq!(n, 1);
+        assert!(perfect < 0.05 && blank > 1.0, "perfect {perfect}, blank {blank}");
+    }
+
+    #[test]
+    fn masks_repeat_each_cells_label_over_its_pixels() {
+        let head = DenseHead::new(DenseTask::Segmentation, 2, 0, &Device::Cpu).unwrap();
+        // Cells (0,0) label 1, (0,1) label 2, (1,0) and (1,1) label 0.
+        let mut v = vec![0f32; 3 * 4];
+        for (label, cell) in [(1, 0), (2, 1), (0, 2), (0, 3)] {
+            v[label * 4 + cell] = 5.0;
+        }
+        let out = Tensor::from_vec(v, (1, 3, 2, 2), &Device::Cpu).unwrap();
+        let mask = &head.masks(&out).unwrap()[0];
+        assert_eq!(mask.len(), 64);
+        assert_eq!((mask[0], mask[3 * 8 + 3], mask[4], mask[3 * 8 + 7], mask[4 * 8], mask[63]), (1, 1, 2, 2, 0, 0));
+    }
+
+    #[test]
+    fn the_detection_loss_gradient_matches_finite_differences() {
+        let objects = vec![SceneObject { class: 1, bbox: [10.0, 12.0, 30.0, 40.0] }];
+        let s = scene(objects);
+        let head = DenseHead::new(DenseTask::Detection, 2, 0, &Device::Cpu).unwrap();
+        let base: Vec<f64> = (0..6 * 256).map(|i| ((i * 37 % 101) as f64 / 101.0 - 0.5) * 0.8).collect();
+        let loss_of = |v: &[f64]| -> (f64, Vec<f64>) {
+            let var = Var::from_tensor(&Tensor::from_vec(v.to_vec(), (1, 6, 16, 16), &Device::Cpu).unwrap()).unwrap();
+            let (l, _) = head.loss(var.as_tensor(), &[&s]).unwrap();
+            let grads = l.backward().unwrap();
+            let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            (l.to_scalar::<f64>().unwrap(), g)
+        };
+        let (_, grad) = loss_of(&base);
+        // A heat-map cell at the centre, one beside it, one far away, and the four box channels
+        // at the centre (cell 20 x 4.4 px ... : centre (20, 26) px = cell (5, 6)).
+        let centre = 6 * 16 + 5;
+        for i in
+            [256 + centre, 256 + centre + 1, 3, 2 * 256 + centre, 3 * 256 + centre, 4 * 256 + centre, 5 * 256 + centre]
+        {
+            let h = 1e-6;
+            let (mut up, mut down) = (base.clone(), base.clone());
+            up[i] += h;
+            down[i] -= h;
+            let fd = (loss_of(&up).0 - loss_of(&down).0) / (2.0 * h);
+            assert!(
+                (fd - grad[i]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "at {i}: finite differences {fd}, backward {}",
+                grad[i]
+            );
+        }
     }
 }
