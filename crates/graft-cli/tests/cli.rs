@@ -52,6 +52,10 @@ fn every_command_documents_an_example() {
         "speech train",
         "speech export",
         "transcribe",
+        "vision train",
+        "vision detect",
+        "vision segment",
+        "classify",
     ] {
         let mut args: Vec<&str> = cmd.split(' ').collect();
         assert!(top.contains(args[0]), "`graft --help` does not list {cmd}");
