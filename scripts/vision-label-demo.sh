@@ -6,6 +6,8 @@
 #   top2    the head convolution and the seventh stage trained too (unfreeze_top = 2)
 #   full    every layer trained (unfreeze_top = 9)
 #   lora    LoRA r 8 on every 1x1 convolution
+#   scratch the same architecture from random weights, every layer trained with batch
+#           statistics (model.init = "random"), AdamW 1e-3 for the whole network
 # Images at SIZE x SIZE, EPOCHS epochs of batches of 32, AdamW 1e-2 for the head (backbone units
 # at a hundredth, LoRA at a tenth), scored on EVAL_LIMIT test images (the same draw for every
 # run of a seed). Every setting was fixed before any run.
@@ -17,7 +19,7 @@ GRAFT=${GRAFT:-graft}
 OUT=${1:-runs/vision-label-demo}
 SEEDS=${SEEDS:-"1 2 3"}
 FRACTIONS=${FRACTIONS:-"0.01 0.1 1.0"}
-METHODS=${METHODS:-"probe top2 full lora"}
+METHODS=${METHODS:-"probe top2 full lora scratch"}
 SIZE=${SIZE:-64}
 EPOCHS=${EPOCHS:-5}
 EVAL_LIMIT=${EVAL_LIMIT:-2000}
@@ -45,12 +47,13 @@ lr = 1e-2
 dir = "unused"
 TOML
 
-backbone() { # METHOD
+backbone() { # METHOD: its settings, one per line
     case $1 in
         probe) echo "train.unfreeze_top=0" ;;
         top2) echo "train.unfreeze_top=2" ;;
         full) echo "train.unfreeze_top=9" ;;
         lora) echo "train.lora={ r = 8, alpha = 16.0 }" ;;
+        scratch) printf '%s\n' 'model.init="random"' 'head.lr=1e-3' ;;
         *) echo "unknown method $1" >&2; return 1 ;;
     esac
 }
@@ -61,7 +64,9 @@ for fraction in $FRACTIONS; do
             name="$method:$fraction"
             done_already "$name" "$seed" && continue
             dir="$OUT/$method-$fraction-$seed"
-            "$GRAFT" vision train "$CONFIG" --set "$(backbone "$method")" --set "data.label_fraction=$fraction" \
+            sets=()
+            while read -r setting; do sets+=(--set "$setting"); done < <(backbone "$method")
+            "$GRAFT" vision train "$CONFIG" "${sets[@]}" --set "data.label_fraction=$fraction" \
                 --set "data.seed=$seed" --set "head.seed=$seed" --set "output.dir=\"$dir\"" --json > "$dir.json"
             jq -c --arg name "$name" --argjson seed "$seed" --arg method "$method" --argjson fraction "$fraction" \
                 '{name: $name, seed: $seed, method: $method, label_fraction: $fraction, train_examples,
