@@ -168,3 +168,35 @@ fn help_has_an_example() {
     let help = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success() && help.contains("graft vision train configs/vision-fashion-mnist.toml"), "{help}");
 }
+
+#[test]
+fn the_vision_training_bench_reports_images_per_second() {
+    for mode in ["full", "scratch"] {
+        let run = common::graft(&[
+            "bench",
+            "vision-train",
+            "--mode",
+            mode,
+            "--image",
+            "32",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        assert_eq!(r["mode"], mode);
+        // Every weight of EfficientNet-Lite0 below its ImageNet classifier plus a 10-class head:
+        // the count scripts/vision_torch_bench.py reports for its PyTorch model.
+        assert_eq!(r["trainable_params"], 3_383_818);
+        assert!(r["images_per_s"].as_f64().unwrap() > 0.0 && r["loss_first"].as_f64().unwrap().is_finite(), "{r}");
+    }
+    let bad = common::graft(&["bench", "vision-train", "--mode", "lora"]).output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--mode lora"));
+}

@@ -46,6 +46,45 @@ Random inputs and kernels of each distinct layer shape (channels, feature-map si
 stride) at the given image size; the backward computes the input's and the kernel's gradients.\n\
 network_ms sums the 16 layers: grouped forward, op forward, grouped train, op train.")]
     Depthwise(DepthwiseBenchArgs),
+    /// Image-classifier training steps on EfficientNet-Lite0 (every layer and a linear head):
+    /// images/s and peak memory, the workload of scripts/vision_torch_bench.py.
+    #[command(
+        after_help = "Example: graft bench vision-train --mode full --image 64 --batch 32 --steps 10 --warmup 2 --json\n\n\
+One fixed batch of random images (seeded) and 10 random labels; each step is a forward through\n\
+the backbone and a linear head on its pooled features, cross-entropy, backward and AdamW (1e-3,\n\
+weight decay 1e-2) on every convolution, batch-norm scale / shift and the head. full: frozen\n\
+batch norm (fine-tuning); scratch: batch statistics, running statistics updated.\n\
+images/s = batch / median step time. scripts/vision-speed.sh runs it beside PyTorch."
+    )]
+    VisionTrain(VisionTrainBenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct VisionTrainBenchArgs {
+    /// `full` (frozen batch norm) or `scratch` (batch statistics).
+    #[arg(long, default_value = "full")]
+    mode: String,
+    /// Side of the square input images.
+    #[arg(long, default_value_t = 64)]
+    image: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Data type: f32 or f64.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options every benchmark takes.
@@ -357,6 +396,36 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let mut report = serde_json::to_value(&r)?;
             report["bench"] = "train".into();
             print(&a.common, report, s.facts, &r.run_other_cpu_pct, summary);
+        }
+        BenchCommand::VisionTrain(a) => {
+            let device = graft::device::parse_device(&a.device)?;
+            let dtype = graft::device::parse_dtype(&a.dtype)?;
+            let mode = match a.mode.as_str() {
+                "full" => graft::bench::VisionTrainMode::Full,
+                "scratch" => graft::bench::VisionTrainMode::Scratch,
+                other => anyhow::bail!("--mode {other}: expected full or scratch"),
+            };
+            anyhow::ensure!(
+                a.steps > 0 && a.batch > 0 && a.image >= 32,
+                "--steps and --batch must be at least 1, --image at least 32"
+            );
+            memory::reset_peak_rss();
+            let r = graft::bench::bench_vision_train(mode, a.image, a.batch, a.warmup, a.steps, &device, dtype)?;
+            let peak = mb(memory::peak_rss_bytes());
+            if a.json {
+                let mut report = serde_json::to_value(&r)?;
+                report["bench"] = "vision-train".into();
+                report["device"] = a.device.clone().into();
+                report["dtype"] = a.dtype.clone().into();
+                report["threads"] = graft::device::cpu_threads().into();
+                report["peak_rss_mb"] = serde_json::json!(peak);
+                println!("{report}");
+            } else {
+                println!(
+                    "EfficientNet-Lite0 {:?} training, {} images of {}x{}: {:.1} images/s ({:.3} s/step), loss {:.3} -> {:.3}, peak RSS {:?} MB",
+                    r.mode, r.batch, r.image, r.image, r.images_per_s, r.step_s, r.loss_first, r.loss_last, peak
+                );
+            }
         }
         BenchCommand::Depthwise(a) => {
             let device = graft::device::parse_device(&a.device)?;

@@ -11,6 +11,8 @@
 //!   tokens/s and the loss curve.
 //! - [`depthwise`]: the depthwise convolution op against candle's grouped convolution on
 //!   EfficientNet-Lite0's layers; milliseconds forward and forward + backward.
+//! - [`vision`]: image-classifier training steps on EfficientNet-Lite0 (full fine-tuning or from
+//!   scratch); images/s, beside `scripts/vision_torch_bench.py`'s PyTorch figures.
 //! - [`cpu`]: how much CPU other processes used during each run (a busy neighbour ruins
 //!   2-thread timings; such runs are flagged).
 //! - [`memory`]: peak resident memory (VmHWM) and how to reset it.
@@ -23,11 +25,13 @@ pub mod generation;
 pub mod memory;
 pub mod prompt;
 pub mod train;
+pub mod vision;
 
 pub use depthwise::{bench_depthwise, DepthwiseBench};
 pub use forward::{bench_forward, ForwardBench};
 pub use generation::{bench_generate, GenerateBench, GenerateRun};
 pub use train::{bench_train, TrainBench, TrainBenchSpec, TrainMode};
+pub use vision::{bench_vision_train, VisionTrainBench, VisionTrainMode};
 
 /// How many times to repeat a measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -165,7 +165,7 @@ impl DenseHead {
                 let logits = logits.permute((0, 2, 3, 1))?.reshape((n * side * side, k))?;
                 let labels: Vec<u32> = scenes.iter().flat_map(|s| s.mask.iter().map(|&m| u32::from(m))).collect();
                 let labels = Tensor::from_vec(labels, n * side * side, out.device())?;
-                crate::train::loss::nll_sum(&logits, &labels).map_err(Into::into)
+                crate::train::loss::nll_sum(&logits, &labels)
             }
         }
     }
@@ -364,7 +364,7 @@ mod tests {
                 assert!((a - b).abs() < 1e-4, "{:?} vs {:?}", d.bbox, o.bbox);
             }
         }
-        let report = crate::eval::dense::detection_report(&found, &[objects.clone()], 3, 0.5);
+        let report = crate::eval::dense::detection_report(&found, std::slice::from_ref(&objects), 3, 0.5);
         assert_eq!(report.map, 1.0);
         let s = scene(objects.clone());
         let (perfect, n) = head.loss(&out, &[&s]).unwrap();

@@ -163,7 +163,7 @@ impl SceneTrainConfig {
         if t.epochs == 0 || t.batch_size == 0 {
             return bad("train.epochs and train.batch_size must be at least 1".into());
         }
-        if !(t.lr.is_finite() && t.lr > 0.0) || !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+        if !(t.lr.is_finite() && t.lr > 0.0 && t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
             return bad(format!(
                 "train.lr = {} and train.weight_decay = {}: expected lr > 0, decay >= 0",
                 t.lr, t.weight_decay
