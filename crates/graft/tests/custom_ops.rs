@@ -253,6 +253,27 @@ fn depthwise_conv2d_matches_grouped_conv2d_and_its_two_gradients() {
     assert!(ops::depthwise_conv2d(&x, &kernel, 0).is_err());
 }
 
+#[test]
+fn channel_affine_matches_the_broadcast_form_and_its_three_gradients() {
+    let x = Var::from_tensor(&tensor(&[2, 3, 4, 5], 60)).unwrap();
+    let scale = Var::from_tensor(&tensor(&[3], 61)).unwrap();
+    let shift = Var::from_tensor(&tensor(&[3], 62)).unwrap();
+    let f = || ops::channel_affine(x.as_tensor(), scale.as_tensor(), shift.as_tensor()).unwrap();
+    let col = |t: &Tensor| t.reshape((1, 3, 1, 1)).unwrap();
+    let composed =
+        x.as_tensor().broadcast_mul(&col(scale.as_tensor())).unwrap().broadcast_add(&col(shift.as_tensor())).unwrap();
+    assert!(common::max_abs_diff(&f(), &composed) < 1e-15);
+    check_grads(&[&x, &scale, &shift], f);
+    // Fixed statistics (a frozen batch norm of a trained layer): only the input's gradient.
+    let (s, t) = (scale.as_tensor().detach(), shift.as_tensor().detach());
+    check_grads(&[&x], || ops::channel_affine(x.as_tensor(), &s, &t).unwrap());
+    let sum: Vec<f64> = ops::channel_sum(x.as_tensor()).unwrap().to_vec1().unwrap();
+    let expected: Vec<f64> = x.as_tensor().sum((0, 2, 3)).unwrap().to_vec1().unwrap();
+    assert!(sum.iter().zip(&expected).all(|(a, b)| (a - b).abs() < 1e-12));
+    let e = ops::channel_affine(x.as_tensor(), &tensor(&[4], 63), &t).unwrap_err().to_string();
+    assert!(e.contains("must both be [3]"), "{e}");
+}
+
 fn tiny_lora_model(
     checkpointing: bool,
     full: bool,

@@ -75,24 +75,25 @@ impl BatchNorm2d {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = self.channels();
         let col = |t: &Tensor| t.reshape((1, c, 1, 1));
-        let (mean, var) = if train {
-            let mean = staged_mean(x)?;
-            let var = staged_mean(&x.broadcast_sub(&mean)?.sqr()?)?;
-            if let Some(t) = &self.tracking {
-                let (n, _, h, w) = x.dims4()?;
-                let count = (n * h * w) as f64;
-                let unbiased = (var.detach() * (count / (count - 1.0).max(1.0)))?.flatten_all()?;
-                let m = t.momentum;
-                let blend = |running: &Tensor, batch: Tensor| -> Result<Tensor> {
-                    Ok(((running * (1.0 - m))? + (batch.to_dtype(running.dtype())? * m)?)?)
-                };
-                t.mean.set(&blend(t.mean.as_tensor(), mean.detach().flatten_all()?)?)?;
-                t.var.set(&blend(t.var.as_tensor(), unbiased)?)?;
-            }
-            (mean, var)
-        } else {
-            (col(&self.running_mean)?, col(&self.running_var)?)
-        };
+        if !train {
+            // Fixed statistics: one per-channel affine map, whose backward sums over rows.
+            let scale = (&self.weight / (&self.running_var + self.eps)?.sqrt()?)?;
+            let shift = (&self.bias - (&self.running_mean * &scale)?)?;
+            return Ok(crate::ops::channel_affine(x, &scale, &shift)?);
+        }
+        let mean = staged_mean(x)?;
+        let var = staged_mean(&x.broadcast_sub(&mean)?.sqr()?)?;
+        if let Some(t) = &self.tracking {
+            let (n, _, h, w) = x.dims4()?;
+            let count = (n * h * w) as f64;
+            let unbiased = (var.detach() * (count / (count - 1.0).max(1.0)))?.flatten_all()?;
+            let m = t.momentum;
+            let blend = |running: &Tensor, batch: Tensor| -> Result<Tensor> {
+                Ok(((running * (1.0 - m))? + (batch.to_dtype(running.dtype())? * m)?)?)
+            };
+            t.mean.set(&blend(t.mean.as_tensor(), mean.detach().flatten_all()?)?)?;
+            t.var.set(&blend(t.var.as_tensor(), unbiased)?)?;
+        }
         let scale = col(&self.weight)?.broadcast_div(&(var + self.eps)?.sqrt()?)?;
         Ok(x.broadcast_sub(&mean)?.broadcast_mul(&scale)?.broadcast_add(&col(&self.bias)?)?)
     }

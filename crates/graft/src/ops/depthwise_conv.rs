@@ -108,7 +108,7 @@ impl Geometry {
         let mut taps = Vec::with_capacity(self.kh * self.kw);
         for i in 0..self.kh {
             for j in 0..self.kw {
-                taps.push((self.tap(&phases, i, j)? * g)?.sum((0, 2, 3))?);
+                taps.push(super::channel_sum(&(self.tap(&phases, i, j)? * g)?)?);
             }
         }
         Tensor::stack(&taps, 1)?.reshape((c, 1, self.kh, self.kw))

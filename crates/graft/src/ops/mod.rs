@@ -12,6 +12,7 @@
 //! backend storage calls, and backward passes are tensor ops.
 
 mod attach;
+mod channel_affine;
 mod checkpoint;
 mod depthwise_conv;
 mod frozen_linear;
@@ -25,6 +26,7 @@ mod rope;
 mod softmax;
 mod uld;
 
+pub use channel_affine::{channel_affine, channel_sum};
 pub use checkpoint::{checkpoint, GradSink};
 pub use depthwise_conv::depthwise_conv2d;
 pub use frozen_linear::{frozen_linear, FrozenWeight};

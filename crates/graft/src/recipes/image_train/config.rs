@@ -107,6 +107,18 @@ pub struct ImageModel {
     pub init: ModelInit,
 }
 
+impl ImageModel {
+    /// Makes `name`, when it is a checkpoint file relative to the folder of the config at
+    /// `config_path`, a path that works from anywhere.
+    pub fn resolve_against(&mut self, config_path: &Path) {
+        let base = config_path.parent().unwrap_or(Path::new("."));
+        let as_file = relative_to(base, Path::new(&self.name));
+        if as_file.is_file() {
+            self.name = as_file.display().to_string();
+        }
+    }
+}
+
 impl Default for ImageModel {
     /// Pretrained EfficientNet-Lite0 in f32 on the CPU.
     fn default() -> Self {
@@ -251,11 +263,7 @@ impl ImageTrainConfig {
     /// is resolved against the config's folder.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let mut cfg: Self = read_toml(path, overrides)?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let as_file = relative_to(base, Path::new(&cfg.model.name));
-        if as_file.is_file() {
-            cfg.model.name = as_file.display().to_string();
-        }
+        cfg.model.resolve_against(path);
         cfg.validate()?;
         Ok(cfg)
     }

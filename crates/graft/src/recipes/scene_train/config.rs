@@ -2,7 +2,7 @@
 //! `graft vision train`'s, `init` included), `[scenes]`, `[train]` and `[output]`. Unknown keys
 //! are errors, as everywhere.
 
-use crate::config::{read_toml, relative_to, ModelInit};
+use crate::config::{read_toml, ModelInit};
 use crate::recipes::image_train::config::{ImageModel, IMAGE_DATASETS};
 use crate::vision::scenes::SceneSpec;
 use crate::{GraftError, Result};
@@ -131,11 +131,7 @@ impl SceneTrainConfig {
     /// the config's folder.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let mut cfg: Self = read_toml(path, overrides)?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let as_file = relative_to(base, Path::new(&cfg.model.name));
-        if as_file.is_file() {
-            cfg.model.name = as_file.display().to_string();
-        }
+        cfg.model.resolve_against(path);
         cfg.validate()?;
         Ok(cfg)
     }
