@@ -158,10 +158,10 @@ impl DenseHead {
             DenseTask::Segmentation => {
                 let (n, k, h, w) = out.dims4()?;
                 let side = scenes.first().map_or(0, |s| s.image.height);
-                let logits = out.upsample_nearest2d(h * STRIDE, w * STRIDE)?;
-                if h * STRIDE != side {
-                    return Err(GraftError::Input(format!("output grid {h} does not cover {side}-pixel scenes")));
+                if h * STRIDE != side || w * STRIDE != side {
+                    return Err(GraftError::Input(format!("output grid {h}x{w} does not cover {side}-pixel scenes")));
                 }
+                let logits = out.upsample_nearest2d(side, side)?;
                 let logits = logits.permute((0, 2, 3, 1))?.reshape((n * side * side, k))?;
                 let labels: Vec<u32> = scenes.iter().flat_map(|s| s.mask.iter().map(|&m| u32::from(m))).collect();
                 let labels = Tensor::from_vec(labels, n * side * side, out.device())?;
@@ -403,7 +403,7 @@ mod tests {
         };
         let (_, grad) = loss_of(&base);
         // A heat-map cell at the centre, one beside it, one far away, and the four box channels
-        // at the centre (cell 20 x 4.4 px ... : centre (20, 26) px = cell (5, 6)).
+        // at the centre: the box's centre (20, 26) px is cell (5, 6) at stride 4.
         let centre = 6 * 16 + 5;
         for i in
             [256 + centre, 256 + centre + 1, 3, 2 * 256 + centre, 3 * 256 + centre, 4 * 256 + centre, 5 * 256 + centre]

@@ -89,12 +89,14 @@ pub fn run(
     let test_scenes = compose(&test_items, &s.spec(), s.test, s.seed.wrapping_add(1))?;
     let count = |scenes: &[Scene]| scenes.iter().map(|s| s.objects.len()).sum::<usize>();
     on_event(Event::Note(format!(
-        "{} scenes of {} ({} items) for training, {} ({} items) for testing, {0}x{0} pixels",
-        s.canvas,
+        "{} training scenes of {} ({} items), {} test scenes ({} items), {}x{} pixels",
+        train_scenes.len(),
         s.dataset,
         count(&train_scenes),
         test_scenes.len(),
-        count(&test_scenes)
+        count(&test_scenes),
+        s.canvas,
+        s.canvas
     )));
     let device = crate::device::parse_device(&cfg.model.device)?;
     let dtype = crate::device::parse_dtype(&cfg.model.dtype)?;
