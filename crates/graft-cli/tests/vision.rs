@@ -99,14 +99,16 @@ fn a_from_scratch_run_trains_every_layer_and_writes_its_statistics() {
         "--set",
         "model.init=\"random\"",
         "--set",
-        "head.epochs=2",
+        "head.epochs=4",
         "--set",
         "head.lr=1e-3",
     ];
     let s = json(dir.path(), &[&["vision", "train", cfg, "--json"][..], &set[..]].concat());
     assert_eq!((&s["init"], &s["unfreeze_top"]), (&serde_json::json!("random"), &serde_json::json!(9)));
     let losses: Vec<f64> = s["epoch_losses"].as_array().unwrap().iter().map(|p| p["loss"].as_f64().unwrap()).collect();
-    assert!(losses[1] < losses[0], "{losses:?}");
+    // From random weights on ten digits per class the epoch losses wander; over four epochs
+    // the last two stay below the first.
+    assert!(losses[2].max(losses[3]) < losses[0], "{losses:?}");
     // The saved network carries the running statistics training learned (not 0 / 1).
     let model = dir.path().join("run").join("model.safetensors");
     let tensors = candle_core::safetensors::load(&model, &candle_core::Device::Cpu).unwrap();
