@@ -119,6 +119,14 @@ fn mmd_matches_the_hand_computed_kernel_sums_and_grows_with_the_shift() {
     let e = mmd2(&s, &t(&[&[1.0, 2.0]]), &Bandwidths::default()).unwrap_err().to_string();
     assert!(e.contains("MMD: source features have 1 dimensions, target features 2"), "{e}");
     assert!(mmd2(&s, &tt, &Bandwidths::Fixed(vec![0.0])).is_err());
+    // Collapsed features (every row the same point): the mean distance, and so every data-driven
+    // bandwidth, is zero, and the discrepancy is exactly zero rather than an error.
+    let v = Var::from_tensor(&t(&[&[0.5, -1.0], &[0.5, -1.0], &[0.5, -1.0]])).unwrap();
+    let collapsed = mmd2(&v.narrow(0, 0, 2).unwrap(), &v.narrow(0, 2, 1).unwrap(), &Bandwidths::default()).unwrap();
+    assert_eq!(scalar(&collapsed), 0.0);
+    let grads = collapsed.backward().unwrap();
+    let grad = grads.get(&v).map(|g| g.flatten_all().unwrap().to_vec1::<f64>().unwrap()).unwrap_or_default();
+    assert!(grad.iter().all(|x| *x == 0.0), "no pull on collapsed features: {grad:?}");
 }
 
 #[test]

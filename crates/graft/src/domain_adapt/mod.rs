@@ -98,6 +98,11 @@ pub fn mmd2(source: &Tensor, target: &Tensor, bandwidths: &Bandwidths) -> Result
             let total = n + m;
             let mean =
                 dist.detach().sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? / (total * total - total) as f64;
+            if mean == 0.0 {
+                // Every feature of both batches is the same point (collapsed features): each kernel
+                // is 1 everywhere whatever its bandwidth, so the discrepancy is exactly zero.
+                return Ok((z.sum_all()? * 0.0)?);
+            }
             let lowest = -((*count / 2) as i32);
             (0..*count as i32).map(|k| mean * mul.powi(lowest + k)).collect()
         }
