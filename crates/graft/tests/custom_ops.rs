@@ -254,6 +254,61 @@ fn depthwise_conv2d_matches_grouped_conv2d_and_its_two_gradients() {
 }
 
 #[test]
+fn pointwise_conv_matches_conv2d_and_its_two_gradients() {
+    let (n, c, o, h, w) = (3, 4, 5, 3, 2);
+    let x = Var::from_tensor(&tensor(&[n, c, h * w], 70)).unwrap();
+    let weight = Var::from_tensor(&tensor(&[o, c], 71)).unwrap();
+    let f = || ops::pointwise_conv(x.as_tensor(), weight.as_tensor()).unwrap();
+    let conv = x
+        .as_tensor()
+        .reshape((n, c, h, w))
+        .unwrap()
+        .conv2d(&weight.as_tensor().reshape((o, c, 1, 1)).unwrap(), 0, 1, 1, 1)
+        .unwrap();
+    assert!(common::max_abs_diff(&f(), &conv.reshape((n, o, h * w)).unwrap()) < 1e-12);
+    check_grads(&[&x, &weight], f);
+    // A frozen weight (LoRA, a probe, the frozen stages): only the input's gradient.
+    let frozen = weight.as_tensor().detach();
+    check_grads(&[&x], || ops::pointwise_conv(x.as_tensor(), &frozen).unwrap());
+    // A frozen input (the first layer of a trained stack): only the weight's.
+    let input = x.as_tensor().detach();
+    check_grads(&[&weight], || ops::pointwise_conv(&input, weight.as_tensor()).unwrap());
+    let e = ops::pointwise_conv(x.as_tensor(), &tensor(&[o, c + 1], 72)).unwrap_err().to_string();
+    assert!(e.contains("does not take an input of 4 channels"), "{e}");
+}
+
+#[test]
+fn batch_norm_train_matches_the_broadcast_form_and_its_three_gradients() {
+    let x = Var::from_tensor(&tensor(&[3, 2, 3, 2], 80)).unwrap();
+    let weight = Var::from_tensor(&tensor(&[2], 81)).unwrap();
+    let bias = Var::from_tensor(&tensor(&[2], 82)).unwrap();
+    let eps = 1e-3;
+    let f = || ops::batch_norm_train(x.as_tensor(), weight.as_tensor(), bias.as_tensor(), eps).unwrap().0;
+    let col = |t: &Tensor| t.reshape((1, 2, 1, 1)).unwrap();
+    let xt = x.as_tensor();
+    let mean = xt.mean_keepdim(0).unwrap().mean_keepdim(2).unwrap().mean_keepdim(3).unwrap();
+    let centred = xt.broadcast_sub(&mean).unwrap();
+    let var = centred.sqr().unwrap().mean_keepdim(0).unwrap().mean_keepdim(2).unwrap().mean_keepdim(3).unwrap();
+    let composed = centred
+        .broadcast_div(&(var.clone() + eps).unwrap().sqrt().unwrap())
+        .unwrap()
+        .broadcast_mul(&col(weight.as_tensor()))
+        .unwrap()
+        .broadcast_add(&col(bias.as_tensor()))
+        .unwrap();
+    assert!(common::max_abs_diff(&f(), &composed) < 1e-12);
+    let stats = ops::batch_norm_train(xt, weight.as_tensor(), bias.as_tensor(), eps).unwrap().1;
+    assert!(common::max_abs_diff(&stats.mean, &mean.flatten_all().unwrap()) < 1e-12);
+    assert!(common::max_abs_diff(&stats.var, &var.flatten_all().unwrap()) < 1e-12, "the biased variance");
+    check_grads(&[&x, &weight, &bias], f);
+    // A frozen scale and shift: the input's gradient alone, the same one.
+    let (w, b) = (weight.as_tensor().detach(), bias.as_tensor().detach());
+    check_grads(&[&x], || ops::batch_norm_train(x.as_tensor(), &w, &b, eps).unwrap().0);
+    let e = ops::batch_norm_train(xt, &tensor(&[3], 83), &b, eps).unwrap_err().to_string();
+    assert!(e.contains("must both be [2]"), "{e}");
+}
+
+#[test]
 fn channel_affine_matches_the_broadcast_form_and_its_three_gradients() {
     let x = Var::from_tensor(&tensor(&[2, 3, 4, 5], 60)).unwrap();
     let scale = Var::from_tensor(&tensor(&[3], 61)).unwrap();

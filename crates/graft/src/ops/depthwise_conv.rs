@@ -17,6 +17,7 @@
 //! Only tensor ops are used, so the op runs on every candle device and dtype.
 
 use super::attach::{attach1, attach2};
+use super::depthwise_cpu as cpu;
 use candle_core::{Result, Tensor};
 
 /// Output side of a valid (unpadded) convolution over `len` with `kernel` taps and `stride`.
@@ -32,11 +33,13 @@ struct Geometry {
     stride: usize,
     oh: usize,
     ow: usize,
+    /// Batch, channels and the padded input's side lengths.
+    input: (usize, usize, usize, usize),
 }
 
 impl Geometry {
     fn of(x: &Tensor, w: &Tensor, stride: usize) -> Result<Self> {
-        let (_, c, h, wd) = x.dims4()?;
+        let (n, c, h, wd) = x.dims4()?;
         let (wc, one, kh, kw) = w.dims4()?;
         if stride == 0 {
             candle_core::bail!("depthwise convolution: stride must be at least 1");
@@ -50,7 +53,15 @@ impl Geometry {
         if kh == 0 || kw == 0 || kh > h || kw > wd {
             candle_core::bail!("depthwise convolution: kernel {kh}x{kw} does not fit an input of {h}x{wd}");
         }
-        Ok(Self { kh, kw, stride, oh: out_len(h, kh, stride), ow: out_len(wd, kw, stride) })
+        let (oh, ow) = (out_len(h, kh, stride), out_len(wd, kw, stride));
+        Ok(Self { kh, kw, stride, oh, ow, input: (n, c, h, wd) })
+    }
+
+    /// The CPU kernels' view of the geometry, when they can take `a` and `b`.
+    fn cpu_kernel(&self, a: &Tensor, b: &Tensor) -> Option<cpu::Dims> {
+        let (n, c, h, w) = self.input;
+        let dims = cpu::Dims { n, c, h, w, kh: self.kh, kw: self.kw, stride: self.stride, oh: self.oh, ow: self.ow };
+        (super::cpu::applies(a) && super::cpu::applies(b) && a.dtype() == b.dtype()).then_some(dims)
     }
 
     /// The `stride²` phases of `x`: phase `(p, q)` holds `x[.., s·a + p, s·b + q]` as a contiguous
@@ -87,6 +98,14 @@ impl Geometry {
     }
 
     fn forward(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        if let Some(dims) = self.cpu_kernel(x, w) {
+            return cpu::forward(x, w, dims);
+        }
+        self.forward_composed(x, w)
+    }
+
+    /// [`Self::forward`] as tensor ops (every device and dtype).
+    fn forward_composed(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         let phases = self.phases(x)?;
         let mut y: Option<Tensor> = None;
         for i in 0..self.kh {
@@ -103,6 +122,14 @@ impl Geometry {
 
     /// The kernel's gradient `[C, 1, KH, KW]` for output gradient `g`.
     fn kernel_grad(&self, x: &Tensor, g: &Tensor) -> Result<Tensor> {
+        if let Some(dims) = self.cpu_kernel(x, g) {
+            return cpu::kernel_grad(x, g, dims);
+        }
+        self.kernel_grad_composed(x, g)
+    }
+
+    /// [`Self::kernel_grad`] as tensor ops.
+    fn kernel_grad_composed(&self, x: &Tensor, g: &Tensor) -> Result<Tensor> {
         let phases = self.phases(x)?;
         let c = g.dim(1)?;
         let mut taps = Vec::with_capacity(self.kh * self.kw);
@@ -116,8 +143,16 @@ impl Geometry {
 
     /// The input's gradient `[N, C, H, W]` for output gradient `g`: each tap's `w · g` added to
     /// the phase and the positions it read, then the phases interleaved back.
-    fn input_grad(&self, x: &Tensor, w: &Tensor, g: &Tensor) -> Result<Tensor> {
-        let (n, c, h, wd) = x.dims4()?;
+    fn input_grad(&self, w: &Tensor, g: &Tensor) -> Result<Tensor> {
+        if let Some(dims) = self.cpu_kernel(g, w) {
+            return cpu::input_grad(g, w, dims);
+        }
+        self.input_grad_composed(w, g)
+    }
+
+    /// [`Self::input_grad`] as tensor ops.
+    fn input_grad_composed(&self, w: &Tensor, g: &Tensor) -> Result<Tensor> {
+        let (n, c, h, wd) = self.input;
         let (s, oh, ow) = (self.stride, self.oh, self.ow);
         let (hs, ws) = (h.div_ceil(s), wd.div_ceil(s));
         let mut acc: Vec<Option<Tensor>> = vec![None; s * s];
@@ -166,7 +201,7 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor>
             value,
             Box::new(move |x, w, _, g| {
                 let g = g.to_dtype(x.dtype())?;
-                let dx = if want_x { Some(geometry.input_grad(x, w, &g)?) } else { None };
+                let dx = if want_x { Some(geometry.input_grad(w, &g)?) } else { None };
                 Ok((dx, Some(geometry.kernel_grad(x, &g)?)))
             }),
         )
@@ -175,7 +210,61 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor>
             "depthwise-conv2d",
             x,
             value,
-            Box::new(move |x, _, g| Ok(Some(geometry.input_grad(x, &wd, &g.to_dtype(x.dtype())?)?))),
+            Box::new(move |x, _, g| Ok(Some(geometry.input_grad(&wd, &g.to_dtype(x.dtype())?)?))),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn values(shape: &[usize], seed: f64, dtype: DType) -> Tensor {
+        let count: usize = shape.iter().product();
+        let v: Vec<f64> = (0..count).map(|i| ((i as f64 + seed) * 0.731).sin() * 1.7).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        assert_eq!(a.dims(), b.dims());
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        d.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+    }
+
+    #[test]
+    fn cpu_kernels_match_the_tensor_form_on_odd_shapes() {
+        // Odd and even sides, a side smaller than a SIMD register, 1-wide outputs, both strides
+        // and kernel sizes, more than one image.
+        let shapes =
+            [(2, 3, 7, 6, 3, 1), (1, 5, 8, 9, 3, 2), (3, 2, 9, 7, 5, 2), (2, 4, 5, 5, 5, 1), (1, 17, 3, 19, 3, 2)];
+        for dtype in [DType::F32, DType::F64] {
+            let tol = if dtype == DType::F32 { 1e-4 } else { 1e-12 };
+            for (n, c, h, w, k, s) in shapes {
+                let x = values(&[n, c, h, w], (h * w) as f64, dtype);
+                let kernel = values(&[c, 1, k, k], k as f64, dtype);
+                let geometry = Geometry::of(&x, &kernel, s).unwrap();
+                let what = format!("{dtype:?} {n}x{c}x{h}x{w} k{k} s{s}");
+                assert!(geometry.cpu_kernel(&x, &kernel).is_some(), "{what}");
+                let fast = geometry.forward(&x, &kernel).unwrap();
+                // The same taps added in the same order: the same values.
+                assert_eq!(max_diff(&fast, &geometry.forward_composed(&x, &kernel).unwrap()), 0.0, "{what}");
+                let g = values(fast.dims(), 3.0, dtype);
+                let dx = geometry.input_grad(&kernel, &g).unwrap();
+                assert!(max_diff(&dx, &geometry.input_grad_composed(&kernel, &g).unwrap()) < tol, "{what}");
+                let dw = geometry.kernel_grad(&x, &g).unwrap();
+                assert!(max_diff(&dw, &geometry.kernel_grad_composed(&x, &g).unwrap()) < tol, "{what}");
+            }
+        }
+        // Strided (non-contiguous) inputs are read through a contiguous copy.
+        let x = values(&[2, 3, 6, 7], 1.0, DType::F32).transpose(2, 3).unwrap();
+        let kernel = values(&[3, 1, 3, 3], 2.0, DType::F32);
+        let geometry = Geometry::of(&x, &kernel, 1).unwrap();
+        let composed = geometry.forward_composed(&x, &kernel).unwrap();
+        assert_eq!(max_diff(&geometry.forward(&x, &kernel).unwrap(), &composed), 0.0);
+        // Other dtypes keep the tensor form.
+        let half = values(&[1, 2, 5, 5], 1.0, DType::BF16);
+        let hk = values(&[2, 1, 3, 3], 1.0, DType::BF16);
+        assert!(Geometry::of(&half, &hk, 1).unwrap().cpu_kernel(&half, &hk).is_none());
     }
 }

@@ -12,20 +12,25 @@
 //! backend storage calls, and backward passes are tensor ops.
 
 mod attach;
+mod batch_norm;
 mod channel_affine;
 mod checkpoint;
+mod cpu;
 mod depthwise_conv;
+mod depthwise_cpu;
 mod frozen_linear;
 mod grad_reverse;
 mod kd_loss;
 mod kd_sparse;
 mod lm_head_loss;
 mod lora_linear;
+mod pointwise_conv;
 mod rms_norm;
 mod rope;
 mod softmax;
 mod uld;
 
+pub use batch_norm::{batch_norm_train, BatchStats};
 pub use channel_affine::{channel_affine, channel_sum};
 pub use checkpoint::{checkpoint, GradSink};
 pub use depthwise_conv::depthwise_conv2d;
@@ -35,6 +40,7 @@ pub use kd_loss::{divergence, lm_head_kd, lm_head_kd_masked, Divergence, KdRows,
 pub use kd_sparse::{lm_head_kd_sparse, teacher_top_k, SparseTeacher};
 pub use lm_head_loss::{lm_head_nll, LM_HEAD_CHUNK};
 pub use lora_linear::{lora_linear, lora_linear_dropout, InputDropout};
+pub use pointwise_conv::pointwise_conv;
 pub use rms_norm::rms_norm;
 pub use rope::rope;
 pub use softmax::scaled_masked_softmax;

@@ -89,12 +89,12 @@ impl Conv {
             return Ok(crate::ops::depthwise_conv2d(&x, &self.weight, self.stride)?);
         }
         let y = if self.is_pointwise() {
-            // A 1x1 convolution is a product over channels: one batched matmul (`[O, C]` by each
-            // image's `[C, H·W]`), whose backward is two matmuls, where candle's convolution
-            // backward runs a transposed convolution that is many times slower on the CPU.
+            // A 1x1 convolution is a product over channels (`[O, C]` by each image's `[C, H·W]`),
+            // whose backward is two matmuls, where candle's convolution backward runs a
+            // transposed convolution that is many times slower on the CPU.
             let (n, c, h, w) = x.dims4()?;
-            let weight = self.weight.reshape((self.weight.dim(0)?, c))?.broadcast_left(n)?;
-            weight.matmul(&x.reshape((n, c, h * w))?)?.reshape((n, (), h, w))?
+            let weight = self.weight.reshape((self.weight.dim(0)?, c))?;
+            crate::ops::pointwise_conv(&x.reshape((n, c, h * w))?, &weight)?.reshape((n, (), h, w))?
         } else {
             x.conv2d(&self.weight, 0, self.stride, 1, self.groups)?
         };
