@@ -309,6 +309,26 @@ fn batch_norm_train_matches_the_broadcast_form_and_its_three_gradients() {
 }
 
 #[test]
+fn relu6_clamps_and_passes_the_gradient_strictly_inside() {
+    // Values clear of the kinks for the finite differences, on both sides of both.
+    let v: Vec<f64> = (0..24).map(|i| -3.0 + 0.43 * i as f64).collect();
+    let x = Var::from_tensor(&Tensor::from_vec(v, (2, 3, 4), &DEV).unwrap()).unwrap();
+    let clamped = x.as_tensor().clamp(0f64, 6f64).unwrap();
+    assert_eq!(common::max_abs_diff(&ops::relu6(x.as_tensor()).unwrap(), &clamped), 0.0);
+    check_grads(&[&x], || ops::relu6(x.as_tensor()).unwrap());
+    // At the kinks themselves no gradient passes (PyTorch's hardtanh rule): the CPU kernel (f32,
+    // f64) and the tensor form (bf16) alike.
+    for dtype in [DType::F32, DType::F64, DType::BF16] {
+        let edges =
+            Var::from_tensor(&Tensor::new(&[0f64, 6.0, 3.0, -1.0, 7.0], &DEV).unwrap().to_dtype(dtype).unwrap())
+                .unwrap();
+        let grads = ops::relu6(edges.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        let g: Vec<f64> = grads.get(&edges).unwrap().to_dtype(DType::F64).unwrap().to_vec1().unwrap();
+        assert_eq!(g, [0.0, 0.0, 1.0, 0.0, 0.0], "{dtype:?}");
+    }
+}
+
+#[test]
 fn channel_affine_matches_the_broadcast_form_and_its_three_gradients() {
     let x = Var::from_tensor(&tensor(&[2, 3, 4, 5], 60)).unwrap();
     let scale = Var::from_tensor(&tensor(&[3], 61)).unwrap();

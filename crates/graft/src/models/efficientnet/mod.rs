@@ -137,7 +137,7 @@ struct ConvBn {
 impl ConvBn {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.bn.forward(&self.conv.forward(x)?, train)?;
-        Ok(if self.relu6 { y.relu()?.minimum(6f64)? } else { y })
+        Ok(if self.relu6 { crate::ops::relu6(&y)? } else { y })
     }
 
     /// Every tensor under its checkpoint name.
