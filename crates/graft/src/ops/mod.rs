@@ -9,7 +9,9 @@
 //! needed. Every backward is checked against finite differences in `tests/custom_ops.rs`.
 //!
 //! All ops work on any candle device: forward values come from device-generic tensor ops or
-//! backend storage calls, and backward passes are tensor ops.
+//! backend storage calls, and backward passes are tensor ops. The CNN ops (depthwise
+//! convolution, training-mode batch norm, ReLU6) also have CPU loops for `f32` / `f64` that
+//! replace several passes over memory with one; each is tested against its tensor form.
 
 mod attach;
 mod batch_norm;
