@@ -81,6 +81,26 @@ fn linear_head_separates_linearly_separable_classes() {
 }
 
 #[test]
+fn max_grad_norm_clips_every_step_of_a_head() {
+    let (x, y) = separable(300, 1);
+    let free = HeadConfig { epochs: 20, lr: 0.05, weight_decay: 0.0, ..HeadConfig::default() };
+    let (_, free_losses) = train_head(&x, &y, 3, &free).unwrap();
+    // Clipped to far below AdamW's ε, each update shrinks to a sliver of the learning rate: the
+    // loss hardly moves where the unclipped head's fell.
+    let clipped = HeadConfig { max_grad_norm: 1e-12, ..free.clone() };
+    let (_, clipped_losses) = train_head(&x, &y, 3, &clipped).unwrap();
+    let fall = |l: &[graft::report::LossPoint]| l[0].loss - l.last().unwrap().loss;
+    assert!(fall(&free_losses) > 0.5, "unclipped: {free_losses:?}");
+    assert!(fall(&clipped_losses) < 0.05 * fall(&free_losses), "clipped: {clipped_losses:?}");
+    // A loose bound changes nothing.
+    let loose = HeadConfig { max_grad_norm: 1e6, ..free.clone() };
+    assert_eq!(train_head(&x, &y, 3, &loose).unwrap().1, free_losses);
+    let bad = HeadConfig { max_grad_norm: -1.0, ..free };
+    let e = train_head(&x, &y, 3, &bad).unwrap_err().to_string();
+    assert!(e.contains("max_grad_norm must be 0 (off) or more"), "{e}");
+}
+
+#[test]
 fn xor_defeats_a_linear_head_but_not_an_mlp() {
     let (x, y) = xor(400, 3);
     let (xt, yt) = xor(200, 4);
@@ -144,6 +164,8 @@ fn head_config_reads_from_json_with_defaults() {
     let cfg: HeadConfig = serde_json::from_str(r#"{"kind": {"type": "mlp", "hidden": 16}, "epochs": 5}"#).unwrap();
     assert_eq!(cfg, HeadConfig { kind: HeadKind::Mlp { hidden: 16 }, epochs: 5, ..HeadConfig::default() });
     assert!(serde_json::from_str::<HeadConfig>(r#"{"epoch": 5}"#).is_err(), "unknown fields are refused");
+    let clipped: HeadConfig = serde_json::from_str(r#"{"max_grad_norm": 1.0}"#).unwrap();
+    assert_eq!(clipped, HeadConfig { max_grad_norm: 1.0, ..HeadConfig::default() });
     assert_eq!(serde_json::to_string(&Pooling::Last).unwrap(), "\"last\"");
 }
 

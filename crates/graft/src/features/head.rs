@@ -48,12 +48,24 @@ pub struct HeadConfig {
     pub weight_decay: f64,
     /// Seed of the initial weights and of the shuffling.
     pub seed: u64,
+    /// Clip the global gradient norm of each step to this (0 = no clipping): a guard for
+    /// objectives that can blow up, such as an adversarial domain loss.
+    pub max_grad_norm: f64,
 }
 
 impl Default for HeadConfig {
-    /// Linear, 30 epochs of batches of 32, AdamW at 1e-2 with weight decay 1e-2, seed 0.
+    /// Linear, 30 epochs of batches of 32, AdamW at 1e-2 with weight decay 1e-2, seed 0, no
+    /// gradient clipping.
     fn default() -> Self {
-        Self { kind: HeadKind::Linear, epochs: 30, batch_size: 32, lr: 1e-2, weight_decay: 1e-2, seed: 0 }
+        Self {
+            kind: HeadKind::Linear,
+            epochs: 30,
+            batch_size: 32,
+            lr: 1e-2,
+            weight_decay: 1e-2,
+            seed: 0,
+            max_grad_norm: 0.0,
+        }
     }
 }
 
@@ -72,6 +84,9 @@ impl HeadConfig {
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad(format!("head: weight_decay must be 0 or more, got {}", self.weight_decay));
+        }
+        if !(self.max_grad_norm.is_finite() && self.max_grad_norm >= 0.0) {
+            return bad(format!("head: max_grad_norm must be 0 (off) or more, got {}", self.max_grad_norm));
         }
         if let HeadKind::Mlp { hidden: 0 } = self.kind {
             return bad("head: an MLP head needs hidden >= 1".into());
@@ -414,7 +429,7 @@ pub(crate) fn fit_epochs<O: Objective<Batch = Vec<usize>>>(
     let loop_settings = LoopSettings {
         total_steps,
         grad_accum: 1,
-        max_grad_norm: 0.0,
+        max_grad_norm: cfg.max_grad_norm,
         schedule: Schedule { kind: ScheduleKind::Constant, peak: cfg.lr, warmup: 0, total: total_steps },
         eval_every: 0,
         pcgrad: None,

@@ -78,6 +78,7 @@ impl EncoderColumnsConfig {
             lr: self.lr,
             weight_decay: self.weight_decay,
             seed: self.seed,
+            ..HeadConfig::default()
         }
     }
 }

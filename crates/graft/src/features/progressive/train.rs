@@ -68,6 +68,7 @@ impl ProgressiveConfig {
             lr: self.lr,
             weight_decay: self.weight_decay,
             seed: self.seed,
+            ..HeadConfig::default()
         }
     }
 }
