@@ -144,7 +144,9 @@ impl Optimizer {
             }
             self.updates[i] += 1;
             let t = self.updates[i] as i32;
-            let g = g.to_dtype(p.dtype())?;
+            // A gradient computed from tracked activations records how it was made; kept in a
+            // moment, that history (every activation of the step) would chain from step to step.
+            let g = g.detach().to_dtype(p.dtype())?;
             let (scale, weight_decay) = self.rule[i];
             let lr = lr * scale;
             match self.kind {
@@ -235,6 +237,28 @@ mod tests {
 
     fn values(v: &Var) -> Vec<f64> {
         v.as_tensor().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn moments_do_not_hold_on_to_the_graph_a_gradient_came_from() {
+        // The gradient of w in (w · x) is x, and with x a variable it records that op: a moment
+        // built from it would keep x (and, in a network, every activation of the step) alive
+        // and chain each step's graph to the next.
+        for kind in
+            [OptimizerKind::AdamW(AdamWConfig::default()), OptimizerKind::Sgd { momentum: 0.9, weight_decay: 0.0 }]
+        {
+            let (w, x) = (var(&[1.0, 2.0]), var(&[3.0, -1.0]));
+            let mut opt = Optimizer::new(kind, vec![("w".into(), w.clone())]).unwrap();
+            for _ in 0..2 {
+                let grads = (w.as_tensor() * x.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+                let g = (grads.get(w.as_tensor()).unwrap() * x.as_tensor()).unwrap();
+                assert!(g.track_op(), "the test needs a gradient that records its history");
+                opt.step_reached(&[g], &[true], 1e-2).unwrap();
+            }
+            for (name, t) in opt.state().unwrap() {
+                assert!(!t.track_op(), "{kind:?}: {name} keeps the graph of its gradient");
+            }
+        }
     }
 
     #[test]

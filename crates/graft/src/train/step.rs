@@ -76,9 +76,11 @@ pub fn accumulate(
         }
         for (slot, p) in acc.iter_mut().zip(params) {
             if let Some(g) = grads.get(p.as_tensor()) {
+                // Detached: the gradient must not keep the step's graph alive.
+                let g = g.detach();
                 *slot = Some(match slot.take() {
                     Some(prev) => (prev + g)?,
-                    None => g.clone(),
+                    None => g,
                 });
             }
         }
