@@ -133,22 +133,25 @@ fn cpu_normalise(x: &Tensor, mean: &Tensor, inv: &Tensor, gamma: &Tensor, beta: 
     }
 }
 
+/// What the forward pass normalised with: the batch mean, `1 / √(σ² + ε)` and the scale `γ`.
+struct Normalised<'a> {
+    mean: &'a Tensor,
+    inv: &'a Tensor,
+    gamma: &'a Tensor,
+}
+
 /// The gradients of `x`, `γ` and `β` for the output gradient `g`.
 fn backward(x: &Tensor, g: &Tensor, mean: &Tensor, inv: &Tensor, gamma: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    let saved = Normalised { mean, inv, gamma };
     if applies(x) && g.dtype() == x.dtype() && gamma.dtype() == x.dtype() {
-        return cpu_backward(x, g, mean, inv, gamma);
+        return cpu_backward(x, g, &saved);
     }
-    backward_composed(x, g, mean, inv, gamma)
+    backward_composed(x, g, &saved)
 }
 
 /// [`backward`] as tensor ops.
-fn backward_composed(
-    x: &Tensor,
-    g: &Tensor,
-    mean: &Tensor,
-    inv: &Tensor,
-    gamma: &Tensor,
-) -> Result<(Tensor, Tensor, Tensor)> {
+fn backward_composed(x: &Tensor, g: &Tensor, saved: &Normalised) -> Result<(Tensor, Tensor, Tensor)> {
+    let Normalised { mean, inv, gamma } = *saved;
     let (n, c, h, w) = x.dims4()?;
     let m = (n * h * w) as f64;
     let col = |t: &Tensor| t.to_dtype(x.dtype())?.reshape((1, c, 1, 1));
@@ -162,13 +165,8 @@ fn backward_composed(
 }
 
 /// [`backward`] on the CPU: per-channel sums over contiguous rows, then `dx` plane by plane.
-fn cpu_backward(
-    x: &Tensor,
-    g: &Tensor,
-    mean: &Tensor,
-    inv: &Tensor,
-    gamma: &Tensor,
-) -> Result<(Tensor, Tensor, Tensor)> {
+fn cpu_backward(x: &Tensor, g: &Tensor, saved: &Normalised) -> Result<(Tensor, Tensor, Tensor)> {
+    let Normalised { mean, inv, gamma } = *saved;
     let (n, c, h, w) = x.dims4()?;
     let plane = h * w;
     let m = (n * plane) as f64;
@@ -257,8 +255,9 @@ mod tests {
                 let (mean_c, var_c) = statistics_composed(&x).unwrap();
                 assert!(max_diff(&mean, &mean_c) < tol && max_diff(&var, &var_c) < tol, "{dtype:?} {n}x{c}x{h}x{w}");
                 let inv = (var.to_dtype(DType::F64).unwrap() + 1e-3).unwrap().sqrt().unwrap().recip().unwrap();
-                let fast = cpu_backward(&x, &g, &mean, &inv, &gamma).unwrap();
-                let composed = backward_composed(&x, &g, &mean, &inv, &gamma).unwrap();
+                let saved = Normalised { mean: &mean, inv: &inv, gamma: &gamma };
+                let fast = cpu_backward(&x, &g, &saved).unwrap();
+                let composed = backward_composed(&x, &g, &saved).unwrap();
                 for (a, b) in [(&fast.0, &composed.0), (&fast.1, &composed.1), (&fast.2, &composed.2)] {
                     assert!(max_diff(a, b) < tol * 10.0, "{dtype:?} {n}x{c}x{h}x{w}: {}", max_diff(a, b));
                 }
