@@ -326,6 +326,10 @@ fn relu6_clamps_and_passes_the_gradient_strictly_inside() {
         let g: Vec<f64> = grads.get(&edges).unwrap().to_dtype(DType::F64).unwrap().to_vec1().unwrap();
         assert_eq!(g, [0.0, 0.0, 1.0, 0.0, 0.0], "{dtype:?}");
     }
+    // A NaN stays a NaN (the trainer's divergence check must see it).
+    let nan = Tensor::new(&[f32::NAN, 2.0], &DEV).unwrap();
+    let out: Vec<f32> = ops::relu6(&nan).unwrap().to_vec1().unwrap();
+    assert!(out[0].is_nan() && out[1] == 2.0, "{out:?}");
 }
 
 #[test]

@@ -48,12 +48,14 @@ fn cpu_map(t: &Tensor, grad: Option<&Tensor>) -> Result<Tensor> {
             match grad {
                 None => {
                     for (o, v) in chunk.iter_mut().zip(&t[at]) {
-                        *o = if *v > six {
-                            six
-                        } else if *v > zero {
-                            *v
-                        } else {
+                        // A NaN fails both tests and passes through, as in PyTorch: a diverged
+                        // activation must reach the loss, not turn into 0.
+                        *o = if *v < zero {
                             zero
+                        } else if *v > six {
+                            six
+                        } else {
+                            *v
                         };
                     }
                 }
