@@ -15,6 +15,9 @@ struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// CPU threads for every kernel (default: RAYON_NUM_THREADS, else every core).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,7 +110,9 @@ fn main() -> ExitCode {
     graft::device::reuse_freed_memory();
     let cli = parse();
     init_logging(cli.verbose);
-    match run(cli.command) {
+    let threads = cli.threads.map(usize::from);
+    let outcome = graft::device::run_with_cpu_threads(threads, || run(cli.command)).map_err(anyhow::Error::from);
+    match outcome.and_then(|r| r) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e:?}");

@@ -46,10 +46,13 @@ fn greedy_new_ids_match_transformers_with_eos_masked() {
     }
 }
 
-/// Quantized projections (candle's Q4_1 × Q8_1 kernels) compute nearly the same function: on
-/// every greedy prompt the next-token logits stay within 1.5 of the exact dense ones (measured
-/// 0.55 to 1.07: the activations are rounded to Q8_1; a wrong row order or block layout gives
-/// differences of several units) and the argmax agrees with the reference.
+/// Quantized weights (graft's Q4_1 × Q8_1 kernel for the projections, the tied head as its
+/// Q8_0 blocks) compute nearly the same function: on every greedy prompt the next-token logits
+/// stay within 1.5 of the exact dense ones (measured 0.61 to 0.82: the activations are rounded
+/// to 8 bits, as llama.cpp does; a wrong row order or block layout gives differences of several
+/// units) and the argmax agrees with the reference. Later greedy tokens may part from the dense
+/// sequence once two candidates are closer than that difference; the agreeing prefix of each
+/// prompt is printed.
 #[test]
 fn quantized_weights_give_close_logits_and_the_same_first_token() {
     let gguf = GgufFile::open(common::default_gguf()).unwrap();
@@ -69,5 +72,19 @@ fn quantized_weights_give_close_logits_and_the_same_first_token() {
         eprintln!("{:?}: max |dense - quantized| = {diff}", case["prompt"]);
         assert!(diff <= 1.5, "max |dense - quantized| = {diff}");
         assert_eq!(argmax, ids(&case["new_ids"])[0], "prompt {:?}", case["prompt"]);
+        let want = ids(&case["new_ids"]);
+        let opts = GenerateOptions {
+            max_new_tokens: want.len(),
+            min_new_tokens: want.len(),
+            eos_ids: vec![2],
+            ..GenerateOptions::default()
+        };
+        let got = generate(&quant, &prompt, &opts, &mut |_| Ok(ControlFlow::Continue(()))).unwrap().new_ids;
+        let agree = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        eprintln!(
+            "{:?}: quantized greedy agrees with the reference for {agree} of {} tokens",
+            case["prompt"],
+            want.len()
+        );
     }
 }

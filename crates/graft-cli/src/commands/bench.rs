@@ -311,7 +311,6 @@ fn print(
 
 /// Runs `graft bench ...`.
 pub fn run(args: BenchArgs) -> Result<()> {
-    super::generate::pin_cpu_threads();
     match args.command {
         BenchCommand::Generate(a) => {
             let s = a.common.load()?;

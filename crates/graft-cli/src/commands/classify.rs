@@ -62,7 +62,6 @@ fn softmax(logits: &[f64]) -> Vec<f64> {
 
 /// Runs `graft classify`.
 pub fn run(args: ClassifyArgs) -> Result<()> {
-    super::generate::pin_cpu_threads();
     if args.top == 0 {
         super::bail_input!("--top must be at least 1");
     }

@@ -49,7 +49,6 @@ pub struct EmbedArgs {
 
 /// Runs `graft embed`.
 pub fn run(args: EmbedArgs) -> Result<()> {
-    super::generate::pin_cpu_threads();
     if args.batch_size == 0 {
         super::bail_input!("--batch-size must be at least 1");
     }

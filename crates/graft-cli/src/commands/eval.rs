@@ -64,7 +64,6 @@ struct PerplexityArgs {
 
 /// Runs `graft eval ...`.
 pub fn run(args: EvalArgs) -> Result<()> {
-    super::generate::pin_cpu_threads();
     match args.command {
         EvalCommand::Perplexity(a) => perplexity(a),
         EvalCommand::Summarize(a) => super::eval_tasks::summarize(a),

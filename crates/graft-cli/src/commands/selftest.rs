@@ -66,7 +66,6 @@ enum Strictness {
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    super::generate::pin_cpu_threads();
     let device = parse_device(&args.device)?;
     let reference_device = parse_device(&args.reference_device)?;
     let spec = ParitySpec {

@@ -134,7 +134,6 @@ pub fn run(args: SpeechArgs) -> anyhow::Result<()> {
 
 /// `graft speech train`: runs the config, then prints the scores before and after.
 fn train(a: super::run_args::RunArgs) -> anyhow::Result<()> {
-    super::generate::pin_cpu_threads();
     let cfg = SpeechTrainConfig::load(&a.config, &a.overrides())?;
     let s = super::train::with_progress(|on_event| graft::recipes::speech_train::run(&cfg, a.resume, on_event))?;
     if a.json {

@@ -1,7 +1,7 @@
 //! `graft data teacher-answers`: a teacher model answers the prompts of a training file, and the
 //! answers replace the file's own (sequence-level distillation data), resumably.
 
-use super::generate::{pin_cpu_threads, AdapterArgs, ModelArgs};
+use super::generate::{AdapterArgs, ModelArgs};
 use anyhow::Result;
 use clap::Args;
 use graft::data::DataFormat;
@@ -54,7 +54,6 @@ pub struct TeacherAnswersArgs {
 
 /// Runs `graft data teacher-answers`.
 pub fn run(args: TeacherAnswersArgs) -> Result<()> {
-    pin_cpu_threads();
     args.adapter.check()?;
     let job = AnswerJob {
         teacher: TeacherSpec {

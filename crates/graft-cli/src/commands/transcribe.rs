@@ -69,7 +69,6 @@ pub struct TranscribeArgs {
 
 /// Runs `graft transcribe`.
 pub fn run(args: TranscribeArgs) -> Result<()> {
-    super::generate::pin_cpu_threads();
     if args.beam_size == 0 {
         super::bail_input!("--beam-size must be at least 1");
     }

@@ -78,7 +78,6 @@ pub struct TrainArgs {
 
 /// Runs `graft vision ...`.
 pub fn run(args: VisionArgs) -> Result<()> {
-    super::generate::pin_cpu_threads();
     match args.command {
         VisionCommand::Detect(a) => scenes(a, DenseTask::Detection)?,
         VisionCommand::Segment(a) => scenes(a, DenseTask::Segmentation)?,

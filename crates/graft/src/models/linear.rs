@@ -214,11 +214,21 @@ impl Proj {
     /// Inference forward: uses the quantized kernel when the base is quantized.
     pub fn forward_infer(&self, x: &Tensor) -> Result<Tensor> {
         let y = match (&self.base, &self.qmatmul) {
-            (BaseWeight::Quantized(_), Some(qmm)) => {
-                let y = qmm.forward(&x.to_dtype(DType::F32)?)?;
+            (BaseWeight::Quantized(q), Some(qmm)) => {
+                let xf = x.to_dtype(DType::F32)?;
+                let y = match crate::ops::q4_1_matmul(&xf, q)? {
+                    Some(y) => y,
+                    None => qmm.forward(&xf)?,
+                };
                 y.to_dtype(x.dtype())?
             }
-            _ => x.broadcast_matmul(&self.dense_weight(x.dtype())?.t()?)?,
+            _ => {
+                let w = self.dense_weight(x.dtype())?;
+                match crate::ops::gemv(x, &w)? {
+                    Some(y) => y,
+                    None => x.broadcast_matmul(&w.t()?)?,
+                }
+            }
         };
         self.finish(x, y)
     }

@@ -18,7 +18,8 @@ use crate::models::linear::{BaseWeight, Proj};
 use crate::models::{KvCache, Model, ModelInfo};
 use crate::ops::{self, FrozenWeight, GradSink};
 use crate::{GraftError, Result};
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, Module, Tensor, Var, D};
 use std::sync::Arc;
 
 /// Which kernels a forward pass may use.
@@ -55,6 +56,10 @@ pub struct Llama {
     layers: Vec<Block>,
     norm: Tensor,
     lm_head: Option<Proj>,
+    /// The tied head as the embedding table's GGUF blocks, for inference when the model was
+    /// loaded with quantized weights (a quarter of the bytes per token of the dense table, which
+    /// stays for lookups and training). Dropped when the table becomes trainable.
+    quantized_head: Option<Arc<QMatMul>>,
     ctx: BlockContext,
     dtype: DType,
     /// Where checkpointed blocks leave their parameters' gradients (when enabled).
@@ -100,6 +105,15 @@ impl Llama {
         } else {
             None
         };
+        let quantized_head = match (&lm_head, opts.format) {
+            (None, WeightFormat::Quantized) => {
+                match source.projection("model.embed_tokens.weight", opts.format, dtype, dev)? {
+                    BaseWeight::Quantized(q) => Some(Arc::new(QMatMul::from_arc(q)?)),
+                    BaseWeight::Dense(_) => None,
+                }
+            }
+            _ => None,
+        };
         let info = ModelInfo {
             architecture: match cfg.family {
                 Family::Llama => "llama".into(),
@@ -116,6 +130,7 @@ impl Llama {
             layers,
             norm,
             lm_head,
+            quantized_head,
             ctx,
             dtype,
             checkpoint: None,
@@ -187,7 +202,9 @@ impl Llama {
             vars.push((name, v));
             Ok(true)
         };
-        to_var("model.embed_tokens.weight".into(), &mut self.embed_tokens)?;
+        if to_var("model.embed_tokens.weight".into(), &mut self.embed_tokens)? {
+            self.quantized_head = None;
+        }
         let norm_modules = self.ctx.cfg.norm_modules();
         for (i, b) in self.layers.iter_mut().enumerate() {
             let norm_name = |k: usize| format!("model.layers.{i}.{}.weight", norm_modules[k]);
@@ -428,7 +445,15 @@ impl Llama {
         match (&self.lm_head, pass) {
             (Some(head), Pass::Train) => head.forward_train(hidden),
             (Some(head), Pass::Infer) => head.forward_infer(hidden),
-            (None, _) => Ok(hidden.broadcast_matmul(&self.embed_tokens.t()?)?),
+            (None, Pass::Infer) if self.quantized_head.is_some() && !self.embed_tokens.is_variable() => {
+                let head = self.quantized_head.as_ref().expect("checked by the guard");
+                Ok(head.forward(&hidden.to_dtype(DType::F32)?)?.to_dtype(hidden.dtype())?)
+            }
+            (None, Pass::Infer) => match ops::gemv(hidden, &self.embed_tokens)? {
+                Some(logits) => Ok(logits),
+                None => Ok(hidden.broadcast_matmul(&self.embed_tokens.t()?)?),
+            },
+            (None, Pass::Train) => Ok(hidden.broadcast_matmul(&self.embed_tokens.t()?)?),
         }
     }
 
