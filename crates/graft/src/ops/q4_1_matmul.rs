@@ -182,15 +182,16 @@ mod x86 {
     use super::{ActBlock, Q4_1_BYTES};
     use std::arch::x86_64::*;
 
-    /// Generates a block-pair loop whose integer products come from `$product(weights, acts)`
-    /// (32 unsigned 4-bit weights and 32 signed 8-bit activations → eight i32 sums).
+    /// Generates the row dot product whose integer block products come from
+    /// `$product(weights, acts)` (32 unsigned 4-bit weights and 32 signed 8-bit activations →
+    /// eight i32 sums). Blocks go in pairs into two register accumulators (one FMA chain would
+    /// wait on its own latency every block).
     macro_rules! dot_kernel {
         ($(#[$attr:meta])* $name:ident, $product:ident) => {
             $(#[$attr])*
             pub(super) unsafe fn $name(w: &[u8], a: &[ActBlock]) -> f32 {
-                let mut acc = [_mm256_setzero_ps(), _mm256_setzero_ps()];
-                let mut offset_sum = 0f32;
-                for (b, (wb, ab)) in w.chunks_exact(Q4_1_BYTES).zip(a).enumerate() {
+                #[inline(always)]
+                unsafe fn block(wb: &[u8], ab: &ActBlock, acc: __m256, offset: f32) -> (__m256, f32) {
                     let p = wb.as_ptr();
                     let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p as *const i32)));
                     let d = _mm_cvtss_f32(dm);
@@ -202,14 +203,24 @@ mod x86 {
                     let wq = _mm256_set_m128i(hi, lo);
                     let xq = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
                     let sums = _mm256_cvtepi32_ps($product(wq, xq));
-                    acc[b & 1] = _mm256_fmadd_ps(_mm256_set1_ps(d * ab.d), sums, acc[b & 1]);
-                    offset_sum += m * ab.s;
+                    (_mm256_fmadd_ps(_mm256_set1_ps(d * ab.d), sums, acc), m.mul_add(ab.s, offset))
                 }
-                let v = _mm256_add_ps(acc[0], acc[1]);
+                let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let (mut off0, mut off1) = (0f32, 0f32);
+                let pairs = w.chunks_exact(2 * Q4_1_BYTES).zip(a.chunks_exact(2));
+                for (wp, ap) in pairs {
+                    (acc0, off0) = block(&wp[..Q4_1_BYTES], &ap[0], acc0, off0);
+                    (acc1, off1) = block(&wp[Q4_1_BYTES..], &ap[1], acc1, off1);
+                }
+                if a.len() % 2 == 1 {
+                    let last = a.len() - 1;
+                    (acc0, off0) = block(&w[last * Q4_1_BYTES..], &a[last], acc0, off0);
+                }
+                let v = _mm256_add_ps(acc0, acc1);
                 let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
                 let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
                 let h = _mm_add_ss(h, _mm_movehdup_ps(h));
-                _mm_cvtss_f32(h) + offset_sum
+                _mm_cvtss_f32(h) + off0 + off1
             }
         };
     }
