@@ -50,11 +50,15 @@ fn greedy_new_ids_match_transformers_with_eos_masked() {
 /// Q8_0 blocks) compute nearly the same function: on every greedy prompt the next-token logits
 /// stay within 1.5 of the exact dense ones (measured 0.61 to 0.82: the activations are rounded
 /// to 8 bits, as llama.cpp does; a wrong row order or block layout gives differences of several
-/// units) and the argmax agrees with the reference. Later greedy tokens may part from the dense
-/// sequence once two candidates are closer than that difference; the agreeing prefix of each
-/// prompt is printed.
+/// units). The argmax is the reference token wherever the dense model's top two logits are more
+/// than `NEAR_TIE` apart; in a near tie (0.12 on the boiling-point prompt) rounding may pick the
+/// other candidate, and which one depends on the order of the sums (AVX2, AVX-512 and the scalar
+/// form differ), so there the reference token must stay within `NEAR_TIE` of the top. Later
+/// greedy tokens part from the dense sequence at such ties as well (llama.cpp's do too); the
+/// agreeing prefix of each prompt is printed.
 #[test]
 fn quantized_weights_give_close_logits_and_the_same_first_token() {
+    const NEAR_TIE: f32 = 0.5;
     let gguf = GgufFile::open(common::default_gguf()).unwrap();
     let load =
         |format| Llama::from_gguf(&gguf, &LoadOptions { device: Device::Cpu, dtype: DType::F32, format }).unwrap();
@@ -71,7 +75,16 @@ fn quantized_weights_give_close_logits_and_the_same_first_token() {
         let argmax = graft::generate::sampler::argmax(&q).unwrap();
         eprintln!("{:?}: max |dense - quantized| = {diff}", case["prompt"]);
         assert!(diff <= 1.5, "max |dense - quantized| = {diff}");
-        assert_eq!(argmax, ids(&case["new_ids"])[0], "prompt {:?}", case["prompt"]);
+        let reference = ids(&case["new_ids"])[0];
+        let mut sorted = d.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let (dense_gap, margin) = (sorted[0] - sorted[1], q[argmax as usize] - q[reference as usize]);
+        eprintln!("{:?}: dense top-two gap {dense_gap}, quantized top - reference {margin}", case["prompt"]);
+        if dense_gap > NEAR_TIE {
+            assert_eq!(argmax, reference, "prompt {:?}", case["prompt"]);
+        } else {
+            assert!(margin <= NEAR_TIE, "prompt {:?}: the reference token is {margin} below the top", case["prompt"]);
+        }
         let want = ids(&case["new_ids"]);
         let opts = GenerateOptions {
             max_new_tokens: want.len(),

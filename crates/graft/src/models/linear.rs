@@ -61,6 +61,11 @@ pub trait ProjAdapter: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Rows of input from which a quantized projection's inference forward dequantizes its weight
+/// for a dense product on the CPU. Measured on SmolLM2-135M Q4_1 (2 Zen 4 cores, forward
+/// tokens/s, kernel vs dequantized): 16 rows 188 vs 126, 32 rows 247 vs 234, 64 rows 222 vs 320.
+pub const DEQUANTIZE_FROM_ROWS: usize = 48;
+
 /// A named linear projection: frozen base weight, optional bias, attached adapters.
 #[derive(Debug, Clone)]
 pub struct Proj {
@@ -166,7 +171,7 @@ impl Proj {
     pub fn dense_weight(&self, dtype: DType) -> Result<Tensor> {
         let w = match &self.base {
             BaseWeight::Dense(w) => w.clone(),
-            BaseWeight::Quantized(q) => q.dequantize(&q.device())?,
+            BaseWeight::Quantized(q) => return Ok(FrozenWeight::Quantized(q.clone()).dense(dtype)?),
         };
         Ok(w.to_dtype(dtype)?)
     }
@@ -211,10 +216,14 @@ impl Proj {
         self.finish(x, y)
     }
 
-    /// Inference forward: uses the quantized kernel when the base is quantized.
+    /// Inference forward: uses the quantized kernel when the base is quantized, except for
+    /// [`DEQUANTIZE_FROM_ROWS`] rows or more on the CPU, where one dequantized copy of the weight
+    /// and a dense product are faster (and leave the activations unrounded).
     pub fn forward_infer(&self, x: &Tensor) -> Result<Tensor> {
+        let rows = x.elem_count() / self.dims().1.max(1);
+        let dequantize = rows >= DEQUANTIZE_FROM_ROWS && x.device().is_cpu();
         let y = match (&self.base, &self.qmatmul) {
-            (BaseWeight::Quantized(q), Some(qmm)) => {
+            (BaseWeight::Quantized(q), Some(qmm)) if !dequantize => {
                 let xf = x.to_dtype(DType::F32)?;
                 let y = match crate::ops::q4_1_matmul(&xf, q)? {
                     Some(y) => y,

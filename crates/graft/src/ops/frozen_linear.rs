@@ -26,7 +26,10 @@ impl FrozenWeight {
     pub fn dense(&self, dtype: DType) -> candle_core::Result<Tensor> {
         match self {
             FrozenWeight::Dense(w) => w.to_dtype(dtype),
-            FrozenWeight::Quantized(q) => q.dequantize(&q.device())?.to_dtype(dtype),
+            FrozenWeight::Quantized(q) => match super::q4_1_dequantize(q)? {
+                Some(w) => w.to_dtype(dtype),
+                None => q.dequantize(&q.device())?.to_dtype(dtype),
+            },
         }
     }
 

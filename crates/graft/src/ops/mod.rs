@@ -47,7 +47,7 @@ pub use kd_sparse::{lm_head_kd_sparse, teacher_top_k, SparseTeacher};
 pub use lm_head_loss::{lm_head_nll, LM_HEAD_CHUNK};
 pub use lora_linear::{lora_linear, lora_linear_dropout, InputDropout};
 pub use pointwise_conv::pointwise_conv;
-pub use q4_1_matmul::{q4_1_kernel_name, q4_1_matmul};
+pub use q4_1_matmul::{q4_1_dequantize, q4_1_kernel_name, q4_1_matmul};
 pub use relu6::relu6;
 pub use rms_norm::rms_norm;
 pub use rope::rope;

@@ -103,6 +103,30 @@ pub fn q4_1_matmul(x: &Tensor, w: &QTensor) -> Result<Option<Tensor>> {
     Ok(Some(y.reshape(out_dims)?))
 }
 
+/// A Q4_1 weight as a dense f32 tensor, its rows split across the thread pool (candle's
+/// dequantization runs on one thread: a QLoRA step dequantizes every projection twice, and a
+/// long inference forward once). `None` for other block types or devices.
+pub fn q4_1_dequantize(w: &QTensor) -> Result<Option<Tensor>> {
+    if w.dtype() != GgmlDType::Q4_1 || !matches!(w.device(), candle_core::Device::Cpu) {
+        return Ok(None);
+    }
+    let (n, k) = w.shape().dims2()?;
+    let data = w.data()?;
+    let mut out = vec![0f32; n * k];
+    out.par_chunks_mut(k.max(1)).zip(data.par_chunks(k / BLOCK * Q4_1_BYTES)).for_each(|(row, bytes)| {
+        for (vals, wb) in row.chunks_exact_mut(BLOCK).zip(bytes.chunks_exact(Q4_1_BYTES)) {
+            let d = f16::from_le_bytes([wb[0], wb[1]]).to_f32();
+            let m = f16::from_le_bytes([wb[2], wb[3]]).to_f32();
+            let (lo, hi) = vals.split_at_mut(BLOCK / 2);
+            for ((l, h), q) in lo.iter_mut().zip(hi).zip(&wb[4..]) {
+                *l = (q & 0x0F) as f32 * d + m;
+                *h = (q >> 4) as f32 * d + m;
+            }
+        }
+    });
+    Ok(Some(Tensor::from_vec(out, (n, k), &candle_core::Device::Cpu)?))
+}
+
 /// Quantizes each `k`-long row of `x` into `k / 32` blocks (llama.cpp's `quantize_row_q8_1`,
 /// with the scales kept in f32).
 fn quantize_rows(x: &[f32], k: usize) -> Vec<ActBlock> {
@@ -140,8 +164,14 @@ fn matmul_t(w: &[u8], acts: &[ActBlock], n: usize, k: usize, m: usize, level: Le
             for (r, out_row) in out.chunks_mut(m).enumerate() {
                 let j = first + r;
                 let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
-                for i in i0..i1 {
-                    out_row[i] = dot(wrow, &acts[i * nb..(i + 1) * nb], level);
+                let row = |i: usize| &acts[i * nb..(i + 1) * nb];
+                let mut i = i0;
+                while i + 4 <= i1 {
+                    out_row[i..i + 4].copy_from_slice(&dot4(wrow, [row(i), row(i + 1), row(i + 2), row(i + 3)], level));
+                    i += 4;
+                }
+                for (o, i) in out_row[i..i1].iter_mut().zip(i..) {
+                    *o = dot(wrow, row(i), level);
                 }
             }
         }
@@ -158,6 +188,18 @@ fn dot(w: &[u8], a: &[ActBlock], level: Level) -> f32 {
         Level::Avx2 => unsafe { x86::dot_avx2(w, a) },
         #[cfg(target_arch = "x86_64")]
         Level::Avx512Vnni => unsafe { x86::dot_vnni(w, a) },
+    }
+}
+
+/// One weight row against four activation rows (prefill and batched forward).
+fn dot4(w: &[u8], a: [&[ActBlock]; 4], level: Level) -> [f32; 4] {
+    match level {
+        Level::Scalar => a.map(|a| dot_scalar(w, a)),
+        // SAFETY: as in `dot`.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { x86::dot4_avx2(w, a) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512Vnni => unsafe { x86::dot4_vnni(w, a) },
     }
 }
 
@@ -182,25 +224,38 @@ mod x86 {
     use super::{ActBlock, Q4_1_BYTES};
     use std::arch::x86_64::*;
 
-    /// Generates the row dot product whose integer block products come from
+    /// A Q4_1 block unpacked: its 32 values as bytes (elements 0..15 in the low lane), `d`, `m`.
+    #[inline(always)]
+    unsafe fn unpack(wb: &[u8]) -> (__m256i, f32, f32) {
+        let p = wb.as_ptr();
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p as *const i32)));
+        let q = _mm_loadu_si128(p.add(4) as *const __m128i);
+        let mask = _mm_set1_epi8(0x0F);
+        let lo = _mm_and_si128(q, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+        (_mm256_set_m128i(hi, lo), _mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)))
+    }
+
+    /// The sum of the eight lanes of `v`.
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))
+    }
+
+    /// Generates the dot products of one weight row whose integer block products come from
     /// `$product(weights, acts)` (32 unsigned 4-bit weights and 32 signed 8-bit activations →
-    /// eight i32 sums). Blocks go in pairs into two register accumulators (one FMA chain would
-    /// wait on its own latency every block).
-    macro_rules! dot_kernel {
-        ($(#[$attr:meta])* $name:ident, $product:ident) => {
+    /// eight i32 sums): `$one` against one activation row, blocks in pairs into two register
+    /// accumulators (one FMA chain would wait on its own latency every block), and `$four`
+    /// against four rows, each block unpacked once for all four.
+    macro_rules! dot_kernels {
+        ($(#[$attr:meta])* $one:ident, $four:ident, $product:ident) => {
             $(#[$attr])*
-            pub(super) unsafe fn $name(w: &[u8], a: &[ActBlock]) -> f32 {
+            pub(super) unsafe fn $one(w: &[u8], a: &[ActBlock]) -> f32 {
                 #[inline(always)]
                 unsafe fn block(wb: &[u8], ab: &ActBlock, acc: __m256, offset: f32) -> (__m256, f32) {
-                    let p = wb.as_ptr();
-                    let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p as *const i32)));
-                    let d = _mm_cvtss_f32(dm);
-                    let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
-                    let q = _mm_loadu_si128(p.add(4) as *const __m128i);
-                    let mask = _mm_set1_epi8(0x0F);
-                    let lo = _mm_and_si128(q, mask);
-                    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
-                    let wq = _mm256_set_m128i(hi, lo);
+                    let (wq, d, m) = unpack(wb);
                     let xq = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
                     let sums = _mm256_cvtepi32_ps($product(wq, xq));
                     (_mm256_fmadd_ps(_mm256_set1_ps(d * ab.d), sums, acc), m.mul_add(ab.s, offset))
@@ -216,11 +271,26 @@ mod x86 {
                     let last = a.len() - 1;
                     (acc0, off0) = block(&w[last * Q4_1_BYTES..], &a[last], acc0, off0);
                 }
-                let v = _mm256_add_ps(acc0, acc1);
-                let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-                let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-                let h = _mm_add_ss(h, _mm_movehdup_ps(h));
-                _mm_cvtss_f32(h) + off0 + off1
+                hsum(_mm256_add_ps(acc0, acc1)) + off0 + off1
+            }
+
+            $(#[$attr])*
+            pub(super) unsafe fn $four(w: &[u8], a: [&[ActBlock]; 4]) -> [f32; 4] {
+                let (mut acc0, mut acc1, mut acc2, mut acc3) =
+                    (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
+                let mut off = [0f32; 4];
+                for (b, wb) in w.chunks_exact(Q4_1_BYTES).enumerate() {
+                    let (wq, d, m) = unpack(wb);
+                    let (b0, b1, b2, b3) = (&a[0][b], &a[1][b], &a[2][b], &a[3][b]);
+                    let load = |ab: &ActBlock| _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
+                    let sums = |ab: &ActBlock| _mm256_cvtepi32_ps($product(wq, load(ab)));
+                    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d * b0.d), sums(b0), acc0);
+                    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d * b1.d), sums(b1), acc1);
+                    acc2 = _mm256_fmadd_ps(_mm256_set1_ps(d * b2.d), sums(b2), acc2);
+                    acc3 = _mm256_fmadd_ps(_mm256_set1_ps(d * b3.d), sums(b3), acc3);
+                    off = [m.mul_add(b0.s, off[0]), m.mul_add(b1.s, off[1]), m.mul_add(b2.s, off[2]), m.mul_add(b3.s, off[3])];
+                }
+                [hsum(acc0) + off[0], hsum(acc1) + off[1], hsum(acc2) + off[2], hsum(acc3) + off[3]]
             }
         };
     }
@@ -235,16 +305,18 @@ mod x86 {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), wq, xq)
     }
 
-    dot_kernel!(
+    dot_kernels!(
         /// AVX2: `vpmaddubsw` then `vpmaddwd` (4-bit × 8-bit products cannot saturate i16).
         #[target_feature(enable = "avx2,fma,f16c")]
         dot_avx2,
+        dot4_avx2,
         product_avx2
     );
-    dot_kernel!(
+    dot_kernels!(
         /// AVX-512 VNNI on 256-bit registers: one `vpdpbusd` per block.
         #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
         dot_vnni,
+        dot4_vnni,
         product_vnni
     );
 }
@@ -331,9 +403,21 @@ mod tests {
     }
 
     #[test]
+    fn dequantization_matches_candle_bit_for_bit() {
+        let (n, k) = (37, 96);
+        let w = QTensor::quantize(&Tensor::from_vec(values(n * k, 5), (n, k), &Device::Cpu).unwrap(), GgmlDType::Q4_1)
+            .unwrap();
+        let got = q4_1_dequantize(&w).unwrap().expect("a CPU Q4_1 weight").flatten_all().unwrap();
+        let want = w.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap();
+        let (got, want) = (got.to_vec1::<f32>().unwrap(), want.to_vec1::<f32>().unwrap());
+        assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+
+    #[test]
     fn other_block_types_are_left_to_candle() {
         let w = QTensor::quantize(&Tensor::zeros((4, 32), DType::F32, &Device::Cpu).unwrap(), GgmlDType::Q8_0).unwrap();
         let x = Tensor::zeros((1, 32), DType::F32, &Device::Cpu).unwrap();
         assert!(q4_1_matmul(&x, &w).unwrap().is_none());
+        assert!(q4_1_dequantize(&w).unwrap().is_none());
     }
 }

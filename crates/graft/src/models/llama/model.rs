@@ -440,12 +440,19 @@ impl Llama {
         &self.embed_tokens
     }
 
+    /// Whether the tied head multiplies `hidden` through its quantized blocks: while the table is
+    /// frozen, and for fewer rows than dequantizing would pay for (as projections do).
+    fn uses_quantized_head(&self, hidden: &Tensor) -> bool {
+        let rows = hidden.elem_count() / self.ctx.cfg.hidden_size.max(1);
+        !self.embed_tokens.is_variable() && rows < crate::models::linear::DEQUANTIZE_FROM_ROWS
+    }
+
     /// Projects hidden states `[.., hidden]` to vocabulary logits `[.., vocab]`.
     pub fn lm_head(&self, hidden: &Tensor, pass: Pass) -> Result<Tensor> {
         match (&self.lm_head, pass) {
             (Some(head), Pass::Train) => head.forward_train(hidden),
             (Some(head), Pass::Infer) => head.forward_infer(hidden),
-            (None, Pass::Infer) if self.quantized_head.is_some() && !self.embed_tokens.is_variable() => {
+            (None, Pass::Infer) if self.quantized_head.is_some() && self.uses_quantized_head(hidden) => {
                 let head = self.quantized_head.as_ref().expect("checked by the guard");
                 Ok(head.forward(&hidden.to_dtype(DType::F32)?)?.to_dtype(hidden.dtype())?)
             }
