@@ -48,9 +48,10 @@ graft_train() { # ROUND WORKLOAD IMPL graft-bench-train-args...
     "$GRAFT" --threads "$THREADS" bench train "$@" --seq 256 --batch 4 --steps "$STEPS" --warmup "$WARMUP" \
         --text "$TEXT" --json | record "$r" "$w" "$i"
 }
-torch_train() { # ROUND MODE
+torch_train() { # ROUND MODE (a failed reference run leaves its error record and the rest goes on)
     "$PYTHON" "$HERE/torch_bench.py" --device cpu --precision f32 --modes "$2" --configs 256x4 \
-        --steps "$STEPS" --warmup "$WARMUP" --threads "$THREADS" | record "$1" "$2" pytorch
+        --steps "$STEPS" --warmup "$WARMUP" --threads "$THREADS" | record "$1" "$2" pytorch \
+        || echo "torch_bench $2 failed: see its record in $RESULTS" >&2
 }
 
 for round in $(seq 1 "$ROUNDS"); do

@@ -310,3 +310,33 @@ fn a_zero_head_count_is_an_error_not_a_panic() {
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("`llama.attention.head_count`: found 0") && !stderr.contains("panicked"), "{stderr}");
 }
+
+/// `--threads N` (on every command) sets the CPU thread count that every kernel uses, and the
+/// bench report says so; 0 threads is a usage error.
+#[test]
+fn the_thread_flag_sets_the_kernels_thread_count() {
+    let r = graft_json(&[
+        "--threads",
+        "1",
+        "bench",
+        "generate",
+        "--random-init",
+        "--weights",
+        "quantized",
+        "--prompt-tokens",
+        "4",
+        "--new-tokens",
+        "2",
+        "--warmup",
+        "0",
+        "--runs",
+        "1",
+        "--wait-idle",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(r["threads"], 1, "{r}");
+    assert!(["avx512-vnni", "avx2", "scalar"].contains(&r["q4_1_kernel"].as_str().unwrap()), "{r}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_graft")).args(["--threads", "0", "fetch", "--list"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+}

@@ -106,11 +106,17 @@ pub fn run_with_cpu_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() ->
 /// LoRA step of SmolLM2-135M at 256×4 tokens, 4.7 M faults and 20 s of system time for two
 /// steps, 16.6 s per step; with this setting 1.1 M faults, 4.9 s and 11.9 s per step, at the
 /// same peak RSS. Process-wide; call it once at start-up. Does nothing on other C libraries.
+///
+/// It also keeps one allocation arena for all threads. The work runs on a thread-pool worker
+/// ([`run_with_cpu_threads`]), and glibc gives every thread but the main one arenas of 64 MB
+/// heaps that fragment: the same LoRA step measured 152 tokens/s at 3,135 MB peak RSS with
+/// per-thread arenas, 199 tokens/s at 2,841 MB with one.
 pub fn reuse_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning parameters; both values are in range.
+    // SAFETY: mallopt only changes allocator tuning parameters; every value is in range.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
