@@ -24,26 +24,8 @@ import statistics
 import sys
 import time
 
-
-def peak_rss_mb():
-    """VmHWM of this process in MB (Linux), or None."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss():
-    """Resets VmHWM to the current RSS (Linux), as graft bench does after loading."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_bench import peak_rss_mb, reset_peak_rss  # noqa: E402  (light: torch loads lazily)
 
 
 class Greedy:
