@@ -66,6 +66,21 @@ pub trait ProjAdapter: Send + Sync + std::fmt::Debug {
 /// tokens/s, kernel vs dequantized): 16 rows 188 vs 126, 32 rows 247 vs 234, 64 rows 222 vs 320.
 pub const DEQUANTIZE_FROM_ROWS: usize = 48;
 
+/// Whether `x` (rows of `in_features`) has [`DEQUANTIZE_FROM_ROWS`] rows or more: enough for a
+/// dense product to beat the quantized one in inference.
+pub(crate) fn dequantizes_for(x: &Tensor, in_features: usize) -> bool {
+    x.elem_count() / in_features.max(1) >= DEQUANTIZE_FROM_ROWS
+}
+
+/// `x Wᵀ` for a dense `W [out, in]` in inference: a single row through the threaded
+/// [`crate::ops::gemv`], anything else through candle's matmul.
+pub(crate) fn dense_product(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    match crate::ops::gemv(x, w)? {
+        Some(y) => Ok(y),
+        None => Ok(x.broadcast_matmul(&w.t()?)?),
+    }
+}
+
 /// A named linear projection: frozen base weight, optional bias, attached adapters.
 #[derive(Debug, Clone)]
 pub struct Proj {
@@ -169,11 +184,7 @@ impl Proj {
 
     /// The base weight as a dense `[out, in]` tensor of `dtype` (dequantizing if needed).
     pub fn dense_weight(&self, dtype: DType) -> Result<Tensor> {
-        let w = match &self.base {
-            BaseWeight::Dense(w) => w.clone(),
-            BaseWeight::Quantized(q) => return Ok(FrozenWeight::Quantized(q.clone()).dense(dtype)?),
-        };
-        Ok(w.to_dtype(dtype)?)
+        Ok(self.frozen_weight().dense(dtype)?)
     }
 
     /// The base weight as the training ops take it (no copy).
@@ -220,10 +231,8 @@ impl Proj {
     /// [`DEQUANTIZE_FROM_ROWS`] rows or more on the CPU, where one dequantized copy of the weight
     /// and a dense product are faster (and leave the activations unrounded).
     pub fn forward_infer(&self, x: &Tensor) -> Result<Tensor> {
-        let rows = x.elem_count() / self.dims().1.max(1);
-        let dequantize = rows >= DEQUANTIZE_FROM_ROWS && x.device().is_cpu();
         let y = match (&self.base, &self.qmatmul) {
-            (BaseWeight::Quantized(q), Some(qmm)) if !dequantize => {
+            (BaseWeight::Quantized(q), Some(qmm)) if !(dequantizes_for(x, self.dims().1) && x.device().is_cpu()) => {
                 let xf = x.to_dtype(DType::F32)?;
                 let y = match crate::ops::q4_1_matmul(&xf, q)? {
                     Some(y) => y,
@@ -231,13 +240,7 @@ impl Proj {
                 };
                 y.to_dtype(x.dtype())?
             }
-            _ => {
-                let w = self.dense_weight(x.dtype())?;
-                match crate::ops::gemv(x, &w)? {
-                    Some(y) => y,
-                    None => x.broadcast_matmul(&w.t()?)?,
-                }
-            }
+            _ => dense_product(x, &self.dense_weight(x.dtype())?)?,
         };
         self.finish(x, y)
     }

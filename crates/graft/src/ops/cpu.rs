@@ -5,6 +5,7 @@
 
 use candle_core::{DType, Result, Storage, Tensor, WithDType};
 use std::ops::{Add, AddAssign, Mul, Sub};
+use std::sync::OnceLock;
 
 /// The element types the CPU kernels run in (`f32`, `f64`).
 pub(super) trait Float:
@@ -31,4 +32,41 @@ pub(super) fn with_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R)
     let (start, end) =
         layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("CPU kernel: not contiguous".into()))?;
     Ok(f(&values[start..end]))
+}
+
+/// The widest instruction set the hand-written CPU kernels use on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SimdLevel {
+    Scalar,
+    /// AVX2 with FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// The above plus AVX-512 VNNI on 256-bit registers (AVX-512 VL).
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
+}
+
+/// The best [`SimdLevel`] this CPU has, detected once.
+pub(super) fn simd_level() -> SimdLevel {
+    static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 =
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+            if avx2 && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+                return SimdLevel::Avx512Vnni;
+            }
+            if avx2 {
+                return SimdLevel::Avx2;
+            }
+        }
+        SimdLevel::Scalar
+    })
+}
+
+/// Output rows per parallel task when `n` rows are split over the pool: about four tasks per
+/// thread (so a slow thread does not hold the others up), at least `min` rows each.
+pub(super) fn rows_per_task(n: usize, min: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads().max(1) * 4).max(min)
 }

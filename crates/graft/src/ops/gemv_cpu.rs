@@ -7,7 +7,7 @@
 //! (measured on a 2-core machine: 70 % of a dense decode step in that one thread). Here each
 //! thread takes a strip of output rows: one contiguous dot product per row, eight FMA lanes wide.
 
-use super::cpu::with_slice;
+use super::cpu::{rows_per_task, simd_level, with_slice, SimdLevel};
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
@@ -34,8 +34,7 @@ pub fn gemv(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
 /// Every row of `w` (`n` rows of `k`) dotted with `x`.
 fn rows_dot(w: &[f32], x: &[f32], n: usize, k: usize) -> Vec<f32> {
     let mut y = vec![0f32; n];
-    let threads = rayon::current_num_threads().max(1);
-    let rows = n.div_ceil(threads * 4).max(MIN_ROWS_PER_TASK);
+    let rows = rows_per_task(n, MIN_ROWS_PER_TASK);
     y.par_chunks_mut(rows).enumerate().for_each(|(task, out)| {
         let first = task * rows;
         for (r, o) in out.iter_mut().enumerate() {
@@ -48,16 +47,12 @@ fn rows_dot(w: &[f32], x: &[f32], n: usize, k: usize) -> Vec<f32> {
 
 /// `a · b` with the sum split over lanes, in the widest FMA form this CPU has.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static FMA: OnceLock<bool> = OnceLock::new();
-        if *FMA.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
-            // SAFETY: both features were detected on this CPU.
-            return unsafe { dot_fma(a, b) };
-        }
+    match simd_level() {
+        SimdLevel::Scalar => dot_lanes(a, b),
+        // SAFETY: every level above scalar has AVX2 and FMA, detected on this CPU.
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 | SimdLevel::Avx512Vnni => unsafe { dot_fma(a, b) },
     }
-    dot_lanes(a, b)
 }
 
 #[cfg(target_arch = "x86_64")]

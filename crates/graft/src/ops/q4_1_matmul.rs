@@ -11,12 +11,11 @@
 //! output is at most half an activation step per block times the block's absolute weights, which
 //! the tests assert against the dense product of the dequantized weight.
 
-use super::cpu::with_slice;
+use super::cpu::{rows_per_task, simd_level, with_slice, SimdLevel as Level};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Result, Tensor};
 use half::f16;
 use rayon::prelude::*;
-use std::sync::OnceLock;
 
 /// Values per quantization block (Q4_1 and Q8_1 alike).
 const BLOCK: usize = 32;
@@ -36,39 +35,10 @@ struct ActBlock {
     s: f32,
 }
 
-/// The instruction set the block dot products use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Level {
-    Scalar,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512Vnni,
-}
-
-/// The best level this CPU has, detected once.
-fn level() -> Level {
-    static LEVEL: OnceLock<Level> = OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let avx2 =
-                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
-            if avx2 && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
-                return Level::Avx512Vnni;
-            }
-            if avx2 {
-                return Level::Avx2;
-            }
-        }
-        Level::Scalar
-    })
-}
-
 /// The name of the kernel this CPU runs (`avx512-vnni`, `avx2` or `scalar`), for benchmark
 /// reports.
 pub fn q4_1_kernel_name() -> &'static str {
-    match level() {
+    match simd_level() {
         Level::Scalar => "scalar",
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => "avx2",
@@ -95,7 +65,7 @@ pub fn q4_1_matmul(x: &Tensor, w: &QTensor) -> Result<Option<Tensor>> {
     if data.len() != n * (k / BLOCK) * Q4_1_BYTES {
         candle_core::bail!("q4_1_matmul: {} bytes of blocks for a [{n}, {k}] weight", data.len());
     }
-    let yt = matmul_t(&data, &acts, n, k, m, level());
+    let yt = matmul_t(&data, &acts, n, k, m, simd_level());
     let mut out_dims = dims;
     *out_dims.last_mut().expect("checked above") = n;
     let y = Tensor::from_vec(yt, (n, m), x.device())?;
@@ -155,8 +125,7 @@ fn matmul_t(w: &[u8], acts: &[ActBlock], n: usize, k: usize, m: usize, level: Le
     if n == 0 || m == 0 {
         return yt;
     }
-    let threads = rayon::current_num_threads().max(1);
-    let rows_per_task = n.div_ceil(threads * 4).max(8);
+    let rows_per_task = rows_per_task(n, 8);
     yt.par_chunks_mut(rows_per_task * m).enumerate().for_each(|(task, out)| {
         let first = task * rows_per_task;
         for i0 in (0..m).step_by(ROW_TILE) {
@@ -183,7 +152,7 @@ fn matmul_t(w: &[u8], acts: &[ActBlock], n: usize, k: usize, m: usize, level: Le
 fn dot(w: &[u8], a: &[ActBlock], level: Level) -> f32 {
     match level {
         Level::Scalar => dot_scalar(w, a),
-        // SAFETY: `level()` chose these only after detecting every feature they enable.
+        // SAFETY: `simd_level()` chose these only after detecting every feature they enable.
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => unsafe { x86::dot_avx2(w, a) },
         #[cfg(target_arch = "x86_64")]
@@ -341,10 +310,10 @@ mod tests {
         let mut out = vec![Level::Scalar];
         #[cfg(target_arch = "x86_64")]
         {
-            if level() != Level::Scalar {
+            if simd_level() != Level::Scalar {
                 out.push(Level::Avx2);
             }
-            if level() == Level::Avx512Vnni {
+            if simd_level() == Level::Avx512Vnni {
                 out.push(Level::Avx512Vnni);
             }
         }

@@ -14,7 +14,7 @@ use super::expand::BlockExpansion;
 use super::student::StudentLineage;
 use super::virtual_tokens::VirtualTokens;
 use super::weights::{WeightFormat, WeightSource};
-use crate::models::linear::{BaseWeight, Proj};
+use crate::models::linear::{dense_product, dequantizes_for, BaseWeight, Proj};
 use crate::models::{KvCache, Model, ModelInfo};
 use crate::ops::{self, FrozenWeight, GradSink};
 use crate::{GraftError, Result};
@@ -440,27 +440,19 @@ impl Llama {
         &self.embed_tokens
     }
 
-    /// Whether the tied head multiplies `hidden` through its quantized blocks: while the table is
-    /// frozen, and for fewer rows than dequantizing would pay for (as projections do).
-    fn uses_quantized_head(&self, hidden: &Tensor) -> bool {
-        let rows = hidden.elem_count() / self.ctx.cfg.hidden_size.max(1);
-        !self.embed_tokens.is_variable() && rows < crate::models::linear::DEQUANTIZE_FROM_ROWS
-    }
-
     /// Projects hidden states `[.., hidden]` to vocabulary logits `[.., vocab]`.
     pub fn lm_head(&self, hidden: &Tensor, pass: Pass) -> Result<Tensor> {
         match (&self.lm_head, pass) {
             (Some(head), Pass::Train) => head.forward_train(hidden),
             (Some(head), Pass::Infer) => head.forward_infer(hidden),
-            (None, Pass::Infer) if self.quantized_head.is_some() && self.uses_quantized_head(hidden) => {
-                let head = self.quantized_head.as_ref().expect("checked by the guard");
-                Ok(head.forward(&hidden.to_dtype(DType::F32)?)?.to_dtype(hidden.dtype())?)
-            }
-            (None, Pass::Infer) => match ops::gemv(hidden, &self.embed_tokens)? {
-                Some(logits) => Ok(logits),
-                None => Ok(hidden.broadcast_matmul(&self.embed_tokens.t()?)?),
-            },
             (None, Pass::Train) => Ok(hidden.broadcast_matmul(&self.embed_tokens.t()?)?),
+            // Long inputs take the dense table, as quantized projections dequantize for them.
+            (None, Pass::Infer) => match &self.quantized_head {
+                Some(head) if !dequantizes_for(hidden, self.ctx.cfg.hidden_size) => {
+                    Ok(head.forward(&hidden.to_dtype(DType::F32)?)?.to_dtype(hidden.dtype())?)
+                }
+                _ => dense_product(hidden, &self.embed_tokens),
+            },
         }
     }
 
