@@ -11,7 +11,7 @@
 //! [`EncoderColumnObjective`]: the column's blocks at `lr ×`
 //! [`BLOCK_LR_RATIO`](crate::features::tune::BLOCK_LR_RATIO), its head and adapters at `lr`.
 
-use super::super::head::{argmax_rows, check_labels, fit_epochs, uniform_init, HeadConfig, HeadKind, RunOutput};
+use super::super::head::{argmax_rows, check_labels, fit_epochs, HeadConfig, HeadKind, RunOutput};
 use super::super::tune::BLOCK_LR_RATIO;
 use crate::models::bert::{mean_pool, BertInput, BertLayer, Pass, SentenceEncoder};
 use crate::report::LossPoint;
@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::lateral::{LateralHead, Shape};
 use super::ColumnDescription;
 
 /// How encoder columns are shaped and trained (every column alike).
@@ -83,34 +84,14 @@ impl EncoderColumnsConfig {
     }
 }
 
-/// A lateral adapter from one earlier column: `U·gelu(V·h)`, `V` `[rank, dim]`, `U` `[dim, rank]`.
-#[derive(Debug, Clone)]
-struct Lateral {
-    v: Tensor,
-    u: Tensor,
-}
-
-impl Lateral {
-    /// `x` `[..., dim]` through the adapter.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let d = *dims.last().unwrap_or(&0);
-        let rows = x.reshape(((), d))?;
-        let inner = rows.matmul(&self.v.t()?)?.gelu_erf()?;
-        Ok(inner.matmul(&self.u.t()?)?.reshape(dims)?)
-    }
-}
-
-/// One task's column: copied blocks, lateral adapters (`laterals[l][j]`: into level `l`, from
-/// column `j`; level `top_layers` is the head) and the head.
+/// One task's column: copied blocks, lateral adapters (into each block after the first and
+/// into the head, level `top_layers`) and the head.
 #[derive(Debug, Clone)]
 pub struct EncoderColumn {
     task: String,
     labels: Vec<String>,
     blocks: Vec<BertLayer>,
-    laterals: Vec<Vec<Lateral>>,
-    head_w: Tensor,
-    head_b: Tensor,
+    top: LateralHead,
 }
 
 impl EncoderColumn {
@@ -129,10 +110,11 @@ impl EncoderColumn {
         let blocks: usize = self
             .blocks
             .iter()
-            .map(|b| b.named_weights(0, self.head_w.dtype()).map_or(0, |w| w.iter().map(|(_, t)| t.elem_count()).sum()))
+            .map(|b| {
+                b.named_weights(0, self.top.head_w.dtype()).map_or(0, |w| w.iter().map(|(_, t)| t.elem_count()).sum())
+            })
             .sum();
-        let lats: usize = self.laterals.iter().flatten().map(|l| l.v.elem_count() + l.u.elem_count()).sum();
-        blocks + lats + self.head_w.elem_count() + self.head_b.elem_count()
+        blocks + self.top.params()
     }
 }
 
@@ -228,14 +210,7 @@ impl ProgressiveEncoder {
                     map.push((format!("columns.{k}.block.{l}.{name}"), t.detach()));
                 }
             }
-            for (level, from) in c.laterals.iter().enumerate() {
-                for (j, lat) in from.iter().enumerate() {
-                    map.push((format!("columns.{k}.lateral.{level}.{j}.v"), lat.v.detach()));
-                    map.push((format!("columns.{k}.lateral.{level}.{j}.u"), lat.u.detach()));
-                }
-            }
-            map.push((format!("columns.{k}.head.weight"), c.head_w.detach()));
-            map.push((format!("columns.{k}.head.bias"), c.head_b.detach()));
+            c.top.save_into(k, &mut map);
         }
         let meta = HashMap::from([(ENCODER_METADATA_KEY.to_string(), serde_json::to_string(&self.description())?)]);
         crate::io::safetensors::save_atomic_with_metadata(map, meta, path)
@@ -276,30 +251,12 @@ impl ProgressiveEncoder {
                     .map_err(|e| bad(e.to_string()))?;
                 blocks.push(block);
             }
-            let mut laterals = Vec::with_capacity(net.top_layers + 1);
-            for level in 0..=net.top_layers {
-                let from = if level == 0 { 0 } else { k };
-                let mut lats = Vec::with_capacity(from);
-                for j in 0..from {
-                    let v = take(&format!("columns.{k}.lateral.{level}.{j}.v"))?;
-                    let u = take(&format!("columns.{k}.lateral.{level}.{j}.u"))?;
-                    if v.dim(1)? != desc.dim || u.dims() != [desc.dim, v.dim(0)?] {
-                        return Err(bad(format!(
-                            "lateral {level}.{j} of column {k} has shapes {:?} and {:?}",
-                            v.dims(),
-                            u.dims()
-                        )));
-                    }
-                    lats.push(Lateral { v, u });
-                }
-                laterals.push(lats);
-            }
-            let (head_w, head_b) =
-                (take(&format!("columns.{k}.head.weight"))?, take(&format!("columns.{k}.head.bias"))?);
-            if head_w.dims() != [cd.labels.len(), desc.dim] || head_b.dims() != [cd.labels.len()] {
-                return Err(bad(format!("the head of column {k} does not fit its {} labels", cd.labels.len())));
-            }
-            net.columns.push(EncoderColumn { task: cd.task, labels: cd.labels, blocks, laterals, head_w, head_b });
+            let top = LateralHead::load(
+                &Shape { k, levels: net.top_layers + 1, width: &|_| desc.dim, n_labels: cd.labels.len() },
+                &mut take,
+                &|m| bad(m),
+            )?;
+            net.columns.push(EncoderColumn { task: cd.task, labels: cd.labels, blocks, top });
         }
         Ok(net)
     }
@@ -350,30 +307,22 @@ impl ProgressiveEncoder {
             let mut outs = Vec::with_capacity(self.top_layers + 1);
             for (l, block) in col.blocks.iter().enumerate() {
                 if l > 0 {
-                    x = add_laterals(x, &col.laterals[l], &outputs, l - 1)?;
+                    x = col.top.add_laterals(x, &outputs, l, l - 1)?;
                 }
                 x = bert.run_layer(block, &x, &bias, p)?;
                 outs.push(x.clone());
             }
             let pooled = mean_pool(&x, &input.mask)?;
-            let z = add_laterals(pooled.clone(), &col.laterals[self.top_layers], &outputs, self.top_layers)?;
+            let z = col.top.add_laterals(pooled.clone(), &outputs, self.top_layers, self.top_layers)?;
             outs.push(pooled);
             let frozen_col = k < frozen.len() && training.is_some();
             outputs.push(if frozen_col { outs.into_iter().map(|t| t.detach()).collect() } else { outs });
             if k + 1 == all.len() {
-                logits = Some(z.matmul(&col.head_w.t()?)?.broadcast_add(&col.head_b)?);
+                logits = Some(col.top.logits(&z)?);
             }
         }
         logits.ok_or_else(|| GraftError::Input("the network has no column yet".into()))
     }
-}
-
-/// `x` plus every earlier column's output at `level` through its adapter.
-fn add_laterals(mut x: Tensor, laterals: &[Lateral], outputs: &[Vec<Tensor>], level: usize) -> Result<Tensor> {
-    for (lat, out) in laterals.iter().zip(outputs) {
-        x = (x + lat.forward(&out[level])?)?;
-    }
-    Ok(x)
 }
 
 /// The objective of a new column: summed cross-entropy of its logits on the task's texts, one
@@ -420,32 +369,9 @@ impl<'a> EncoderColumnObjective<'a> {
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut fresh_vars = Vec::new();
-        let mut var = |name: String, t: Tensor| -> Result<Tensor> {
-            let v = Var::from_tensor(&t.to_dtype(dtype)?)?;
-            let t = v.as_tensor().clone();
-            fresh_vars.push((name, v));
-            Ok(t)
-        };
-        let mut laterals = Vec::with_capacity(net.top_layers + 1);
-        for level in 0..=net.top_layers {
-            let mut from = Vec::new();
-            if level > 0 {
-                for j in 0..k {
-                    let v = uniform_init(&[cfg.lateral_rank, dim], dim, &mut rng, &device)?;
-                    let v = var(format!("columns.{k}.lateral.{level}.{j}.v"), v)?;
-                    let u = Tensor::zeros((dim, cfg.lateral_rank), dtype, &device)?;
-                    let u = var(format!("columns.{k}.lateral.{level}.{j}.u"), u)?;
-                    from.push(Lateral { v, u });
-                }
-            }
-            laterals.push(from);
-        }
-        let head_w =
-            var(format!("columns.{k}.head.weight"), uniform_init(&[label_names.len(), dim], dim, &mut rng, &device)?)?;
-        let head_b =
-            var(format!("columns.{k}.head.bias"), uniform_init(&[label_names.len()], dim, &mut rng, &device)?)?;
-        let column =
-            EncoderColumn { task: task.to_string(), labels: label_names.to_vec(), blocks, laterals, head_w, head_b };
+        let shape = Shape { k, levels: net.top_layers + 1, width: &|_| dim, n_labels: label_names.len() };
+        let top = LateralHead::fresh(&shape, cfg.lateral_rank, (dtype, &device), &mut rng, &mut fresh_vars)?;
+        let column = EncoderColumn { task: task.to_string(), labels: label_names.to_vec(), blocks, top };
         Ok(Self {
             net,
             column,
@@ -458,19 +384,12 @@ impl<'a> EncoderColumnObjective<'a> {
 
     /// The column as trained so far, detached from training.
     pub fn column(&self) -> EncoderColumn {
-        let d = |t: &Tensor| t.detach();
         let c = &self.column;
         EncoderColumn {
             task: c.task.clone(),
             labels: c.labels.clone(),
             blocks: c.blocks.clone(),
-            laterals: c
-                .laterals
-                .iter()
-                .map(|ls| ls.iter().map(|l| Lateral { v: d(&l.v), u: d(&l.u) }).collect())
-                .collect(),
-            head_w: d(&c.head_w),
-            head_b: d(&c.head_b),
+            top: c.top.detached(),
         }
     }
 

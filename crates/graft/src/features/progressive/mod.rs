@@ -13,9 +13,12 @@
 //! `j`'s logits, which read columns `0..=j` only, are the same bit for bit after any later task
 //! is learned.
 
+pub mod cnn;
 pub mod encoder;
+mod lateral;
 pub mod train;
 
+pub use cnn::{fit_cnn_column, CnnColumnObjective, CnnColumnsConfig, ProgressiveCnn};
 pub use encoder::{fit_encoder_column, EncoderColumnObjective, EncoderColumnsConfig, ProgressiveEncoder};
 pub use train::{fit_column, ColumnObjective, ProgressiveConfig};
 

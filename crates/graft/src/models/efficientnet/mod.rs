@@ -142,12 +142,18 @@ impl ConvBn {
 
     /// Every tensor under its checkpoint name.
     fn named(&self, out: &mut Vec<(String, Tensor)>) {
+        self.trainable_named(out);
+        let b = &self.bn_name;
+        out.push((format!("{b}.running_mean"), self.bn.running_mean.clone()));
+        out.push((format!("{b}.running_var"), self.bn.running_var.clone()));
+    }
+
+    /// Appends what [`Self::make_trainable`] trains, under its checkpoint names, as it stands.
+    fn trainable_named(&self, out: &mut Vec<(String, Tensor)>) {
         let (c, b) = (&self.conv_name, &self.bn_name);
         out.push((format!("{c}.weight"), self.conv.weight.clone()));
         out.push((format!("{b}.weight"), self.bn.weight.clone()));
         out.push((format!("{b}.bias"), self.bn.bias.clone()));
-        out.push((format!("{b}.running_mean"), self.bn.running_mean.clone()));
-        out.push((format!("{b}.running_var"), self.bn.running_var.clone()));
     }
 
     /// Makes the convolution weight and the batch norm's scale and shift variables (the running
@@ -312,11 +318,51 @@ impl EfficientNetLite {
     /// Pooled features `[N, 1280]` of images `[N, 3, H, W]` (normalised as for ImageNet); batch
     /// norms use batch statistics when `train`.
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = self.stem.forward(x, train)?;
-        for b in &self.blocks {
-            h = b.forward(&h, train)?;
+        Ok(self.run_units(x, 0..LITE0_UNITS, train)?.mean((2, 3))?)
+    }
+
+    /// Runs the units `units` of the network on `h`, bottom-up numbering: 0 the stem, 1 to 7
+    /// the stages, 8 the head convolution (so `0..LITE0_UNITS` maps images to the head's map
+    /// before pooling). `h` must be what the unit below `units.start` outputs (images for 0).
+    /// Progressive columns run a shared frozen bottom once and their own copies of the top.
+    pub fn run_units(&self, h: &Tensor, units: std::ops::Range<usize>, train: bool) -> Result<Tensor> {
+        if units.end > LITE0_UNITS {
+            return Err(GraftError::Input(format!(
+                "EfficientNet-Lite0 has {LITE0_UNITS} units (stem, 7 stages, head), not {}",
+                units.end
+            )));
         }
-        Ok(self.head.forward(&h, train)?.mean((2, 3))?)
+        let stages = Self::stage_blocks();
+        let mut h = h.clone();
+        for u in units {
+            h = match u {
+                0 => self.stem.forward(&h, train)?,
+                8 => self.head.forward(&h, train)?,
+                s => {
+                    for b in &self.blocks[stages[s - 1].clone()] {
+                        h = b.forward(&h, train)?;
+                    }
+                    h
+                }
+            };
+        }
+        Ok(h)
+    }
+
+    /// Output channels of unit `u` in [`Self::run_units`]' numbering.
+    pub fn unit_channels(u: usize) -> usize {
+        match u {
+            0 => 32,
+            1..=7 => LITE0_STAGES[u - 1].output,
+            _ => FEATURE_DIM,
+        }
+    }
+
+    /// A copy whose every tensor is a plain (non-variable) tensor with the current values:
+    /// a trained copy frozen for good (LoRA adapters are not carried over).
+    pub fn detached(&self) -> Result<Self> {
+        let tensors = self.named_tensors().into_iter().map(|(n, t)| (n, t.detach())).collect();
+        Self::from_tensors(tensors, &self.device(), self.dtype())
     }
 
     /// The feature maps dense heads (detection, segmentation) read: the outputs of the second,
@@ -387,6 +433,31 @@ impl EfficientNetLite {
             self.stem.make_trainable(&mut vars)?;
         }
         Ok(vars)
+    }
+
+    /// The tensors [`Self::unfreeze_top`]`(k)` trains, under their checkpoint names, with the
+    /// values they have now: what a trained copy of the top units differs from the base in.
+    pub fn top_unit_tensors(&self, k: usize) -> Result<Vec<(String, Tensor)>> {
+        if k > LITE0_UNITS {
+            return Err(GraftError::Input(format!(
+                "EfficientNet-Lite0 has {LITE0_UNITS} units (stem, 7 stages, head), not {k}"
+            )));
+        }
+        let stages = Self::stage_blocks();
+        let layers_of = |u: usize| match u {
+            0 | 8 => 1,
+            s => self.blocks[stages[s - 1].clone()].iter().map(|b| b.layers().count()).sum(),
+        };
+        let top_layers: usize = (LITE0_UNITS - k..LITE0_UNITS).map(layers_of).sum();
+        let all: Vec<&ConvBn> = std::iter::once(&self.stem)
+            .chain(self.blocks.iter().flat_map(MbConv::layers))
+            .chain(std::iter::once(&self.head))
+            .collect();
+        let mut out = Vec::new();
+        for layer in &all[all.len() - top_layers..] {
+            layer.trainable_named(&mut out);
+        }
+        Ok(out)
     }
 
     /// Every convolution-and-batch-norm layer, stem to head.
