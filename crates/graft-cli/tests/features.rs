@@ -125,11 +125,15 @@ fn encoder_block_columns_run_end_to_end() {
     let bad = graft(&["features", "progressive", config.to_str().unwrap(), "--set", "encoder_columns.top_layers=9"]);
     assert_eq!(bad.status.code(), Some(3), "{}", String::from_utf8_lossy(&bad.stderr));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("between 1 and the encoder's 6 blocks"));
+    let bad = graft(&["features", "progressive", config.to_str().unwrap(), "--set", "cnn_columns.top_units=2"]);
+    assert_eq!(bad.status.code(), Some(3), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("[cnn_columns] copies EfficientNet-Lite0's units"));
 }
 
-/// Image tasks: the 8x8 digits, then the same digits as odd / even under another name, through
-/// the frozen EfficientNet-Lite0 at 32 x 32; a task that mixes images and files, and image tasks
-/// with `[encoder_columns]`, are refused by name.
+/// Image tasks: the 8x8 digits, then the same digits again under another name, through the
+/// frozen EfficientNet-Lite0 at 32 x 32, as MLP-head columns and as `[cnn_columns]` (copies of
+/// its top two units); a task that mixes images and files, and image tasks with
+/// `[encoder_columns]`, are refused by name.
 #[test]
 fn image_tasks_learn_columns_on_image_features() {
     let dir = tempfile::tempdir().unwrap();
@@ -170,7 +174,25 @@ fn image_tasks_learn_columns_on_image_features() {
 
     let bad = graft(&["features", "progressive", config.to_str().unwrap(), "--set", "encoder_columns.top_layers=1"]);
     assert_eq!(bad.status.code(), Some(3), "{}", String::from_utf8_lossy(&bad.stderr));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("image tasks use MLP-head columns"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("image tasks use [cnn_columns] or MLP-head columns"));
+
+    // `[cnn_columns]`: the columns copy EfficientNet-Lite0's top two units, with laterals.
+    let cnn = dir.path().join("cnn");
+    let set = format!("output.dir={:?}", cnn.to_str().unwrap());
+    let args = ["--set", "cnn_columns.top_units=2", "--set", "cnn_columns.epochs=2", "--set", &set, "--json"];
+    let run = graft(&[&["features", "progressive", config.to_str().unwrap()][..], &args].concat());
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let acc = summary["accuracy"].as_array().unwrap();
+    assert_eq!(acc[0][0], acc[1][0], "the first task's accuracy is unchanged by learning the second");
+    assert_eq!(summary["cnn_columns"]["top_units"], 2);
+    let path = graft::assets::ensure("efficientnet-lite0", true).unwrap();
+    let base =
+        graft::models::efficientnet::EfficientNetLite::load(&path, &candle_core::Device::Cpu, candle_core::DType::F32)
+            .unwrap();
+    let net = graft::features::progressive::ProgressiveCnn::load(&cnn.join("progressive.safetensors"), base).unwrap();
+    assert_eq!(net.columns().iter().map(|c| c.task()).collect::<Vec<_>>(), ["digits", "digits-again"]);
+    assert_eq!(summary["trainable_params"], net.trainable_params().unwrap());
     let both = dir.path().join("both.toml");
     let text = std::fs::read_to_string(&config).unwrap().replacen("images = ", "train = \"x.jsonl\"\nimages = ", 1);
     std::fs::write(&both, text).unwrap();

@@ -67,11 +67,13 @@ fn names(l: &[&str]) -> Vec<String> {
 fn cnn_columns_learn_and_never_change_earlier_tasks() {
     let cfg = cfg();
     let mut net = ProgressiveCnn::new(base().clone(), cfg.top_units).unwrap();
-    let base_top = bits(&Tensor::cat(
-        &base().top_unit_tensors(2).unwrap().iter().map(|(_, t)| t.flatten_all().unwrap()).collect::<Vec<_>>(),
-        0,
-    )
-    .unwrap());
+    let base_top = bits(
+        &Tensor::cat(
+            &base().top_unit_tensors(2).unwrap().iter().map(|(_, t)| t.flatten_all().unwrap()).collect::<Vec<_>>(),
+            0,
+        )
+        .unwrap(),
+    );
     let (low, low_y) = digits([0, 1, 2], 16, 0);
     let (high, high_y) = digits([3, 4, 5], 16, 0);
     let (test, _) = digits([0, 1, 2], 4, 16);
@@ -80,8 +82,7 @@ fn cnn_columns_learn_and_never_change_earlier_tasks() {
     assert_eq!(low_maps.dims(), [48, 192, 1, 1]);
 
     let losses =
-        fit_cnn_column(&mut net, "low", &names(&["0", "1", "2"]), &low_maps, &low_y, &cfg, quiet(&mut |_| {}))
-            .unwrap();
+        fit_cnn_column(&mut net, "low", &names(&["0", "1", "2"]), &low_maps, &low_y, &cfg, quiet(&mut |_| {})).unwrap();
     assert_eq!(losses.len(), 3);
     assert!(losses[2].loss < losses[0].loss, "low loss {losses:?}");
     let low_logits = bits(&net.logits("low", &test_maps, 5).unwrap());
@@ -121,8 +122,9 @@ fn cnn_columns_learn_and_never_change_earlier_tasks() {
         .to_string();
     assert!(err.contains("task `high` has a column already"), "{err}");
     let wide = CnnColumnsConfig { top_units: 3, ..cfg.clone() };
-    let err = fit_cnn_column(&mut net, "other", &names(&["a", "b", "c"]), &high_maps, &high_y, &wide, quiet(&mut |_| {}))
-        .unwrap_err();
+    let err =
+        fit_cnn_column(&mut net, "other", &names(&["a", "b", "c"]), &high_maps, &high_y, &wide, quiet(&mut |_| {}))
+            .unwrap_err();
     assert!(err.to_string().contains("differs from the network's 2"), "{err}");
     let text = std::fs::read(&path).unwrap();
     std::fs::write(&path, &text[..text.len() - 64]).unwrap();
@@ -137,8 +139,8 @@ fn a_new_cnn_column_starts_silent_but_its_laterals_get_gradients() {
     let low_maps = maps(&net, &low);
     fit_cnn_column(&mut net, "low", &names(&["0", "1", "2"]), &low_maps, &low_y, &cfg, quiet(&mut |_| {})).unwrap();
     let (high, high_y) = digits([3, 4, 5], 8, 0);
-    let obj = CnnColumnObjective::new(&net, "high", &names(&["3", "4", "5"]), &maps(&net, &high), &high_y, &cfg, 11)
-        .unwrap();
+    let obj =
+        CnnColumnObjective::new(&net, "high", &names(&["3", "4", "5"]), &maps(&net, &high), &high_y, &cfg, 11).unwrap();
     let loss = obj.loss(&(0..12).collect(), 0).unwrap();
     let grads = loss.loss.sum.backward().unwrap();
     let groups = obj.param_groups();

@@ -18,8 +18,8 @@ pub struct FeaturesArgs {
 
 #[derive(Debug, Subcommand)]
 enum FeaturesCommand {
-    /// Learn tasks in sequence as a progressive network of MLP heads on sentence embeddings or
-    /// image features.
+    /// Learn tasks in sequence as a progressive network: MLP heads on sentence embeddings or
+    /// image features, or copies of the backbone's top blocks / units.
     Progressive(ProgressiveArgs),
 }
 
@@ -39,9 +39,13 @@ eval = \"sentiment.eval.jsonl\"\n\n  \
 Image tasks (EfficientNet-Lite0 features) replace train/eval with an image dataset:\n  \
 [backbone]\n  encoder = \"efficientnet-lite0\"\n\n  \
 [[tasks]]\n  name = \"fashion\"\n  images = \"fashion-mnist\"   # or mnist-5k, digits-8x8\n  \
-train_per_class = 100\n  eval_per_class = 50\n  image_size = 64")]
+train_per_class = 100\n  eval_per_class = 50\n  image_size = 64\n\n\
+Columns that copy the backbone's own top layers instead of MLP heads:\n  \
+[encoder_columns]   # text tasks: the sentence encoder's top blocks\n  top_layers = 2\n\n  \
+[cnn_columns]       # image tasks: EfficientNet-Lite0's top units (head convolution, stages)\n  top_units = 2")]
 pub struct ProgressiveArgs {
-    /// The run's config, a TOML file: [backbone], [head], [[tasks]], [output].
+    /// The run's config, a TOML file: [backbone], [head] (or [encoder_columns] / [cnn_columns]),
+    /// [[tasks]], [output].
     config: PathBuf,
     /// Override one config key: section.key=value (TOML value syntax). Repeatable.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]

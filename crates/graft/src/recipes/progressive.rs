@@ -9,7 +9,9 @@ use super::labelled::LabelledSets;
 use crate::assets::resolve_model;
 use crate::config::{read_toml, relative_to};
 use crate::device::{parse_device, parse_dtype};
-use crate::features::progressive::{fit_encoder_column, EncoderColumnsConfig, ProgressiveEncoder};
+use crate::features::progressive::{
+    fit_cnn_column, fit_encoder_column, CnnColumnsConfig, EncoderColumnsConfig, ProgressiveCnn, ProgressiveEncoder,
+};
 use crate::features::{encoder_features, fit_column, ProgressiveConfig, ProgressiveNet, RunOutput};
 use crate::models::bert::SentenceEncoder;
 use crate::models::efficientnet::EfficientNetLite;
@@ -46,6 +48,11 @@ pub struct ProgressiveRunConfig {
     /// is then not used.
     #[serde(default)]
     pub encoder_columns: Option<EncoderColumnsConfig>,
+    /// When given (image tasks), the columns are copies of EfficientNet-Lite0's top units with
+    /// lateral adapters and a linear head ([`ProgressiveCnn`]) instead of MLP heads on its
+    /// pooled features; `head` is then not used.
+    #[serde(default)]
+    pub cnn_columns: Option<CnnColumnsConfig>,
     /// The tasks, learned in this order (at least one).
     #[serde(default)]
     pub tasks: Vec<TaskConfig>,
@@ -176,7 +183,13 @@ impl ProgressiveRunConfig {
             return bad("the tasks mix image and text tasks: every column reads one backbone's features".into());
         }
         if images > 0 && self.encoder_columns.is_some() {
-            return bad("[encoder_columns] copies a sentence encoder's blocks: image tasks use MLP-head columns".into());
+            return bad(
+                "[encoder_columns] copies a sentence encoder's blocks: image tasks use [cnn_columns] or MLP-head columns"
+                    .into(),
+            );
+        }
+        if images == 0 && self.cnn_columns.is_some() {
+            return bad("[cnn_columns] copies EfficientNet-Lite0's units: give image tasks (`images = ...`)".into());
         }
 
         if self.backbone.batch_size == 0 {
@@ -185,6 +198,9 @@ impl ProgressiveRunConfig {
         if let Some(ec) = &self.encoder_columns {
             // The block count is checked against the encoder once it is loaded.
             ec.validate(usize::MAX)?;
+        }
+        if let Some(cc) = &self.cnn_columns {
+            cc.validate()?;
         }
         self.head.validate()
     }
@@ -208,6 +224,8 @@ pub struct ProgressiveSummary {
     pub head: ProgressiveConfig,
     /// The column settings of encoder-block columns, when the run used them.
     pub encoder_columns: Option<EncoderColumnsConfig>,
+    /// The column settings of CNN-unit columns, when the run used them.
+    pub cnn_columns: Option<CnnColumnsConfig>,
 }
 
 /// One task of a [`ProgressiveSummary`].
@@ -228,7 +246,7 @@ pub struct TaskSummary {
 }
 
 /// A task's data: texts (none for image tasks) and labels, and their features for MLP-head
-/// columns.
+/// columns (for CNN columns, the shared units' maps).
 struct TaskData {
     labels: Vec<String>,
     train: (Vec<String>, Vec<usize>),
@@ -251,11 +269,12 @@ impl Backbone {
         Ok(Backbone::Text(Box::new(SentenceEncoder::load(&resolve_model(&b.encoder, b.offline)?, &device, dtype)?)))
     }
 
-    /// Reads task `t` (embedding its examples when `embed`).
-    fn task(&self, t: &TaskConfig, b: &BackboneConfig, embed: bool) -> Result<TaskData> {
+    /// Reads task `t`: text tasks embedded when `embed`; image tasks as pooled features, or as
+    /// the maps of the units below the top `cnn_units` when given.
+    fn task(&self, t: &TaskConfig, b: &BackboneConfig, embed: bool, cnn_units: Option<usize>) -> Result<TaskData> {
         match (self, &t.images) {
             (Backbone::Text(enc), None) => load_task(t, enc, b.batch_size, embed),
-            (Backbone::Image(model), Some(set)) => load_image_task(t, set, model, b),
+            (Backbone::Image(model), Some(set)) => load_image_task(t, set, model, b, cnn_units),
             _ => Err(GraftError::Input(format!("task `{}` does not match the backbone's kind of input", t.name))),
         }
     }
@@ -274,8 +293,15 @@ fn load_task(t: &TaskConfig, enc: &SentenceEncoder, batch: usize, embed: bool) -
 }
 
 /// Image task `t`: `train_per_class` training and `eval_per_class` test images of every class of
-/// dataset `set` (drawn with seed 0) and their features through the frozen `model`.
-fn load_image_task(t: &TaskConfig, set: &str, model: &EfficientNetLite, b: &BackboneConfig) -> Result<TaskData> {
+/// dataset `set` (drawn with seed 0) and their pooled features through the frozen `model`, or
+/// with `cnn_units`, the maps of its units below the top `cnn_units`.
+fn load_image_task(
+    t: &TaskConfig,
+    set: &str,
+    model: &EfficientNetLite,
+    b: &BackboneConfig,
+    cnn_units: Option<usize>,
+) -> Result<TaskData> {
     let (train, test, names) = crate::recipes::image_train::load_dataset(set, b.offline)
         .map_err(|e| GraftError::Input(format!("task `{}`: {e}", t.name)))?;
     let size = t.image_size.unwrap_or(DEFAULT_IMAGE_SIZE);
@@ -289,7 +315,13 @@ fn load_image_task(t: &TaskConfig, set: &str, model: &EfficientNetLite, b: &Back
     if train_y.is_empty() || eval_y.is_empty() {
         return Err(GraftError::Input(format!("task `{}`: `{set}` gave no training or no test images", t.name)));
     }
-    let features = (image_features(model, &train_images, &input)?, image_features(model, &eval_images, &input)?);
+    let features = match cnn_units {
+        None => (image_features(model, &train_images, &input)?, image_features(model, &eval_images, &input)?),
+        Some(top) => {
+            let shared = ProgressiveCnn::new(model.clone(), top)?;
+            (shared.bottom_maps(&train_images, &input)?, shared.bottom_maps(&eval_images, &input)?)
+        }
+    };
     Ok(TaskData { labels: names, train: (Vec::new(), train_y), eval: (Vec::new(), eval_y), features: Some(features) })
 }
 
@@ -302,10 +334,12 @@ fn per_class(s: &ImageSet, n_classes: usize, limit: usize, split: u64) -> (Vec<&
     (idx.iter().map(|&i| &s.images[i]).collect(), idx.iter().map(|&i| s.labels[i]).collect())
 }
 
-/// The network being grown: MLP heads on features, or copies of the encoder's top blocks.
+/// The network being grown: MLP heads on features, copies of the encoder's top blocks, or
+/// copies of the CNN's top units.
 enum Columns {
     Heads(ProgressiveNet),
     Blocks(Box<(ProgressiveEncoder, EncoderColumnsConfig)>),
+    Units(Box<(ProgressiveCnn, CnnColumnsConfig)>),
 }
 
 impl Columns {
@@ -329,6 +363,12 @@ impl Columns {
                 fit_encoder_column(net, &t.name, &d.labels, &d.train.0, &d.train.1, ec, out)?;
                 net.save(path)
             }
+            Columns::Units(u) => {
+                let (net, cc) = &mut **u;
+                let maps = &d.features.as_ref().expect("CNN columns read the shared maps").0;
+                fit_cnn_column(net, &t.name, &d.labels, maps, &d.train.1, cc, out)?;
+                net.save(path)
+            }
         }
     }
 
@@ -337,17 +377,19 @@ impl Columns {
         let pred = match self {
             Columns::Heads(net) => net.predict(task, &d.features.as_ref().expect("embedded").1)?,
             Columns::Blocks(b) => b.0.predict(task, &d.eval.0, batch)?,
+            Columns::Units(u) => u.0.predict(task, &d.features.as_ref().expect("maps").1, batch)?,
         };
         let y = &d.eval.1;
         Ok(pred.iter().zip(y).filter(|(p, l)| p == l).count() as f64 / y.len().max(1) as f64)
     }
 
     /// Trainable parameters of column `k`, and of all columns.
-    fn params(&self, k: usize) -> (usize, usize) {
-        match self {
+    fn params(&self, k: usize) -> Result<(usize, usize)> {
+        Ok(match self {
             Columns::Heads(net) => (net.columns()[k].trainable_params(), net.trainable_params()),
             Columns::Blocks(b) => (b.0.columns()[k].params(), b.0.trainable_params()),
-        }
+            Columns::Units(u) => (u.0.column_params(k)?, u.0.trainable_params()?),
+        })
     }
 }
 
@@ -368,23 +410,26 @@ pub fn run(cfg: &ProgressiveRunConfig, on_event: &mut dyn FnMut(Event)) -> Resul
     on_event(Event::Note(format!("loading backbone `{}`", b.encoder)));
     let backbone = Backbone::load(b, cfg.tasks.iter().any(|t| t.images.is_some()))?;
     let embed = cfg.encoder_columns.is_none();
+    let cnn_units = cfg.cnn_columns.as_ref().map(|c| c.top_units);
     let mut data = Vec::with_capacity(cfg.tasks.len());
     for t in &cfg.tasks {
         on_event(Event::Note(format!("reading task `{}`", t.name)));
-        data.push(backbone.task(t, b, embed)?);
+        data.push(backbone.task(t, b, embed, cnn_units)?);
     }
-    let mut net = match (&cfg.encoder_columns, backbone) {
-        (None, Backbone::Text(enc)) => Columns::Heads(ProgressiveNet::new(enc.dim(), cfg.head.hidden.clone())?),
-        (None, Backbone::Image(model)) => {
+    let mut net = match (&cfg.encoder_columns, &cfg.cnn_columns, backbone) {
+        (None, None, Backbone::Text(enc)) => Columns::Heads(ProgressiveNet::new(enc.dim(), cfg.head.hidden.clone())?),
+        (None, None, Backbone::Image(model)) => {
             Columns::Heads(ProgressiveNet::new(model.feature_dim(), cfg.head.hidden.clone())?)
         }
-        (Some(ec), Backbone::Text(enc)) => {
+        (Some(ec), None, Backbone::Text(enc)) => {
             ec.validate(enc.model().config().num_hidden_layers)?;
             Columns::Blocks(Box::new((ProgressiveEncoder::new(*enc, ec.top_layers)?, ec.clone())))
         }
-        (Some(_), Backbone::Image(_)) => {
-            return Err(GraftError::Input("[encoder_columns] needs a sentence encoder".into()))
+        (None, Some(cc), Backbone::Image(model)) => {
+            Columns::Units(Box::new((ProgressiveCnn::new(*model, cc.top_units)?, cc.clone())))
         }
+        (Some(_), _, _) => return Err(GraftError::Input("[encoder_columns] needs a sentence encoder".into())),
+        (_, Some(_), _) => return Err(GraftError::Input("[cnn_columns] needs image tasks".into())),
     };
     let (mut accuracy, mut tasks) = (Vec::new(), Vec::new());
     for (k, (t, d)) in cfg.tasks.iter().zip(&data).enumerate() {
@@ -403,7 +448,7 @@ pub fn run(cfg: &ProgressiveRunConfig, on_event: &mut dyn FnMut(Event)) -> Resul
             labels: d.labels.clone(),
             train_examples: d.train.1.len(),
             eval_examples: d.eval.1.len(),
-            column_params: net.params(k).0,
+            column_params: net.params(k)?.0,
             run,
         });
     }
@@ -411,10 +456,11 @@ pub fn run(cfg: &ProgressiveRunConfig, on_event: &mut dyn FnMut(Event)) -> Resul
         tasks,
         accuracy,
         network: net_path,
-        trainable_params: net.params(0).1,
+        trainable_params: net.params(0)?.1,
         encoder: b.encoder.clone(),
         head: cfg.head.clone(),
         encoder_columns: cfg.encoder_columns.clone(),
+        cnn_columns: cfg.cnn_columns.clone(),
     };
     crate::io::write_atomic(&out.join("summary.json"), &serde_json::to_string_pretty(&summary)?)?;
     Ok(summary)
