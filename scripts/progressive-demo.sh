@@ -14,9 +14,12 @@
 # per columns kind, mode and task, and each progressive column minus the same task learned alone).
 # With DATA=images, the same comparison on three image tasks learned in sequence (Fashion-MNIST,
 # then MNIST-5k, then the 8x8 digits; PER_CLASS training and TEST_PER_CLASS test images of each
-# class, at 64 x 64) with MLP-head columns on the frozen EfficientNet-Lite0's features.
+# class, at 64 x 64) on EfficientNet-Lite0 with two kinds of column:
+#   heads   MLP heads on the frozen pooled features ([head] defaults)
+#   units   copies of the network's top 2 units (seventh stage, head convolution) with lateral
+#           adapters ([cnn_columns] defaults)
 # Usage: scripts/progressive-demo.sh [OUT]   (GRAFT, SEEDS, TRAIN, TEST, DATA, PER_CLASS,
-#        TEST_PER_CLASS override)
+#        TEST_PER_CLASS, KINDS override)
 set -euo pipefail
 . "$(dirname "$0")/demo-lib.sh"
 GRAFT=${GRAFT:-graft}
@@ -32,7 +35,7 @@ OUT=$(cd "$OUT" && pwd)
 RESULTS="$OUT/results.jsonl"
 
 if [ "$DATA" = images ]; then
-    KINDS="heads"
+    KINDS=${KINDS:-"heads units"}
     LATER="mnist digits"
     image_task() { # NAME SET
         printf '[[tasks]]\nname = "%s"\nimages = "%s"\ntrain_per_class = %s\neval_per_class = %s\nimage_size = 64\n\n' \
@@ -52,7 +55,7 @@ if [ "$DATA" = images ]; then
     }
     config "$OUT/all.toml" fashion mnist digits
 else
-    KINDS="heads blocks"
+    KINDS=${KINDS:-"heads blocks"}
     LATER="polarity subjective"
     build_once tweets "$OUT/data/tweets" --train "$TRAIN" --test "$TEST" --seed 0
     TASKS="$OUT/tasks"
@@ -96,14 +99,18 @@ run() { # COLUMNS MODE SEED CONFIG ARGS...
 
 for seed in $SEEDS; do
     for kind in $KINDS; do
-        if [ "$kind" = heads ]; then args=(--set "head.seed=$seed"); else args=(--set "encoder_columns.seed=$seed"); fi
+        case $kind in
+            heads) args=(--set "head.seed=$seed") ;;
+            blocks) args=(--set "encoder_columns.seed=$seed") ;;
+            units) args=(--set "cnn_columns.seed=$seed") ;;
+        esac
         run "$kind" progressive "$seed" "$OUT/all.toml" "${args[@]}"
         for t in $LATER; do run "$kind" alone "$seed" "$OUT/alone-$t.toml" "${args[@]}"; done
     done
 done
 
 if [ "$DATA" = images ]; then
-    title="Progressive networks on three image tasks: MLP-head columns on EfficientNet-Lite0 features"
+    title="Progressive networks on three image tasks: MLP-head columns and CNN-unit columns on EfficientNet-Lite0"
 else
     title="Progressive networks on three tweet tasks: MLP-head columns and encoder-block columns"
 fi
