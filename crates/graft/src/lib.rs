@@ -44,6 +44,7 @@ pub mod domain_adapt;
 pub mod error;
 pub mod eval;
 pub mod features;
+pub mod games;
 pub mod generate;
 pub mod io;
 pub mod meta;

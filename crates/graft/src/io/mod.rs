@@ -28,6 +28,11 @@ pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
 /// Writes `text` to `path` through a temporary file in the same folder, synced and made
 /// world-readable, then renamed over `path`: a reader sees the old file or the new one, never a part.
 pub fn write_atomic(path: &std::path::Path, text: &str) -> crate::Result<()> {
+    write_atomic_bytes(path, text.as_bytes())
+}
+
+/// [`write_atomic`] for any bytes (images, binary files).
+pub fn write_atomic_bytes(path: &std::path::Path, bytes: &[u8]) -> crate::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut tmp = tempfile::Builder::new()
@@ -36,7 +41,7 @@ pub fn write_atomic(path: &std::path::Path, text: &str) -> crate::Result<()> {
         .tempfile_in(dir)
         .map_err(|e| crate::GraftError::io(dir, e))?;
     use std::io::Write;
-    tmp.write_all(text.as_bytes()).map_err(|e| crate::GraftError::io(path, e))?;
+    tmp.write_all(bytes).map_err(|e| crate::GraftError::io(path, e))?;
     // Temporary files are private (0600); the files written here are meant to be read by others.
     #[cfg(unix)]
     {
