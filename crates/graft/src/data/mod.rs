@@ -25,7 +25,7 @@ mod paired;
 mod record;
 mod render;
 pub mod source;
-mod split;
+pub(crate) mod split;
 mod texts;
 
 pub use answer::{read_answer_records, AnswerRecord};

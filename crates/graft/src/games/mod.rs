@@ -17,7 +17,10 @@
 pub mod acrobot;
 pub mod cartpole;
 pub mod gridworld;
+pub mod policy;
+pub mod ppo;
 pub mod render;
+pub mod rollout;
 
 pub use acrobot::{Acrobot, AcrobotContext};
 pub use cartpole::{CartPole, CartPoleContext};
@@ -25,7 +28,6 @@ pub use gridworld::{GridContext, GridWorld};
 
 use crate::{GraftError, Result};
 use image::RgbImage;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -118,9 +120,7 @@ fn toml_value<T: Serialize>(v: &T) -> toml::Value {
 
 /// The random stream of episode `episode` of seed `seed`.
 pub(crate) fn episode_rng(seed: u64, episode: u64) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(episode);
-    rng
+    crate::data::split::rng(seed, episode)
 }
 
 /// Refuses an action outside `0..actions` or a step after the end, naming the environment.
@@ -143,10 +143,8 @@ pub(crate) fn positive(env: &str, key: &str, v: f64) -> Result<()> {
     }
 }
 
-/// A uniform draw in `[low, high)` from the 53 high bits of the stream's next word (the
-/// stream's own arithmetic, so a `rand` release cannot change an episode).
+/// A uniform draw in `[low, high)` from the stream (its own arithmetic, so a `rand` release
+/// cannot change an episode).
 pub(crate) fn uniform(rng: &mut ChaCha8Rng, low: f64, high: f64) -> f64 {
-    use rand::RngCore;
-    let unit = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    low + (high - low) * unit
+    low + (high - low) * crate::data::split::uniform(rng)
 }

@@ -1,0 +1,184 @@
+//! The agents' network: an actor-critic pair of MLPs of the same shape. Each has a **trunk** (an
+//! input layer from the observation, then hidden layers, tanh after each); the actor's feeds a
+//! **policy head** (one logit per action), the critic's a **value head** (the state's value).
+//! Separate trunks keep the value loss, whose scale follows the returns, from swamping the
+//! policy's gradient in a shared clipped step (as PPO implementations do for small control
+//! tasks). The parts have names, so transfer methods can keep, freeze or replace each: the input
+//! layers when observation spaces differ, the policy head when action spaces differ, both trunks
+//! for a frozen-trunk transfer.
+
+use crate::features::head::uniform_init;
+use crate::{GraftError, Result};
+use candle_core::{DType, Device, Tensor, Var, D};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+
+/// A part of the network, as transfer methods and parameter groups name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    /// The first layer, from the observation.
+    Input,
+    /// The hidden layers after it.
+    Hidden,
+    /// The action logits.
+    Policy,
+    /// The state value.
+    Value,
+}
+
+/// Scale of the policy head's initial weights: near-zero logits, so a fresh policy starts
+/// close to uniform over the actions (as PPO implementations initialise it).
+pub const POLICY_INIT_SCALE: f64 = 0.01;
+
+/// An actor-critic MLP pair with its tensors by name: `actor.{i}.weight` / `.bias` and
+/// `critic.{i}.weight` / `.bias` for the trunks (`i = 0` is the input layer), `policy.weight` /
+/// `.bias`, `value.weight` / `.bias` for the heads.
+#[derive(Debug, Clone)]
+pub struct PolicyNet {
+    tensors: BTreeMap<String, Tensor>,
+    hidden: Vec<usize>,
+    observations: usize,
+    actions: usize,
+}
+
+impl PolicyNet {
+    /// A fresh network for `observations` inputs and `actions` actions with hidden widths
+    /// `hidden` (at least one layer): layers as PyTorch's `nn.Linear` starts them (uniform in
+    /// ±1/√fan_in), the policy head scaled by [`POLICY_INIT_SCALE`], drawn from `seed`.
+    pub fn new(observations: usize, actions: usize, hidden: &[usize], seed: u64, device: &Device) -> Result<Self> {
+        if observations == 0 || actions < 2 || hidden.is_empty() || hidden.contains(&0) {
+            return Err(GraftError::Input(format!(
+                "a policy needs observations, two or more actions and hidden widths of at least 1; got {observations}, {actions}, {hidden:?}"
+            )));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut tensors = BTreeMap::new();
+        let mut fan_in = observations;
+        for trunk in ["actor", "critic"] {
+            fan_in = observations;
+            for (i, &h) in hidden.iter().enumerate() {
+                tensors.insert(format!("{trunk}.{i}.weight"), uniform_init(&[h, fan_in], fan_in, &mut rng, device)?);
+                tensors.insert(format!("{trunk}.{i}.bias"), uniform_init(&[h], fan_in, &mut rng, device)?);
+                fan_in = h;
+            }
+        }
+        let policy = uniform_init(&[actions, fan_in], fan_in, &mut rng, device)?;
+        tensors.insert("policy.weight".into(), (policy * POLICY_INIT_SCALE)?);
+        tensors.insert("policy.bias".into(), Tensor::zeros(actions, DType::F32, device)?);
+        tensors.insert("value.weight".into(), uniform_init(&[1, fan_in], fan_in, &mut rng, device)?);
+        tensors.insert("value.bias".into(), Tensor::zeros(1, DType::F32, device)?);
+        Ok(Self { tensors, hidden: hidden.to_vec(), observations, actions })
+    }
+
+    /// Observation width.
+    pub fn observations(&self) -> usize {
+        self.observations
+    }
+
+    /// Number of actions.
+    pub fn actions(&self) -> usize {
+        self.actions
+    }
+
+    /// The device its tensors are on.
+    pub fn device(&self) -> Device {
+        self.tensors["value.bias"].device().clone()
+    }
+
+    /// Its tensors' dtype.
+    pub fn dtype(&self) -> DType {
+        self.tensors["value.bias"].dtype()
+    }
+
+    /// The network in `dtype` (a finite-difference check runs it in f64).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        let tensors =
+            self.tensors.iter().map(|(n, t)| Ok((n.clone(), t.detach().to_dtype(dtype)?))).collect::<Result<_>>()?;
+        Ok(Self { tensors, ..self.clone() })
+    }
+
+    /// Hidden widths.
+    pub fn hidden(&self) -> &[usize] {
+        &self.hidden
+    }
+
+    /// The part a tensor name belongs to.
+    pub fn part_of(name: &str) -> Part {
+        if name.starts_with("actor.0.") || name.starts_with("critic.0.") {
+            Part::Input
+        } else if name.starts_with("actor.") || name.starts_with("critic.") {
+            Part::Hidden
+        } else if name.starts_with("policy.") {
+            Part::Policy
+        } else {
+            Part::Value
+        }
+    }
+
+    /// Every tensor by name, as it stands.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        self.tensors.iter().map(|(n, t)| (n.clone(), t.clone())).collect()
+    }
+
+    /// Makes the tensors of `parts` variables (training updates them in place) and returns them
+    /// by name.
+    pub fn trainable(&mut self, parts: &[Part]) -> Result<Vec<(String, Var)>> {
+        let mut vars = Vec::new();
+        for (name, t) in self.tensors.iter_mut() {
+            if parts.contains(&Self::part_of(name)) {
+                let var = Var::from_tensor(&t.detach())?;
+                *t = var.as_tensor().clone();
+                vars.push((name.clone(), var));
+            }
+        }
+        Ok(vars)
+    }
+
+    /// A copy with its own storage: later training of `self` does not change it.
+    pub fn snapshot(&self) -> Result<Self> {
+        let tensors = self.tensors.iter().map(|(n, t)| Ok((n.clone(), t.detach().copy()?))).collect::<Result<_>>()?;
+        Ok(Self { tensors, ..self.clone() })
+    }
+
+    /// The network with `name`'s tensor replaced by `t` (same shape required).
+    pub fn with_tensor(mut self, name: &str, t: Tensor) -> Result<Self> {
+        let old =
+            self.tensors.get(name).ok_or_else(|| GraftError::Input(format!("the policy has no tensor `{name}`")))?;
+        if old.dims() != t.dims() {
+            return Err(GraftError::Input(format!(
+                "policy tensor `{name}`: shape {:?}, expected {:?}",
+                t.dims(),
+                old.dims()
+            )));
+        }
+        self.tensors.insert(name.to_string(), t);
+        Ok(self)
+    }
+
+    fn layer(&self, x: &Tensor, name: &str) -> Result<Tensor> {
+        let w = &self.tensors[&format!("{name}.weight")];
+        let b = &self.tensors[&format!("{name}.bias")];
+        Ok(x.matmul(&w.t()?)?.broadcast_add(b)?)
+    }
+
+    /// A trunk's activations `[n, width]` after each of its layers, for observations
+    /// `[n, obs]`: the actor's (`"actor"`) or the critic's (`"critic"`).
+    pub fn trunk(&self, which: &str, obs: &Tensor) -> Result<Vec<Tensor>> {
+        let mut h = obs.clone();
+        let mut out = Vec::with_capacity(self.hidden.len());
+        for i in 0..self.hidden.len() {
+            h = self.layer(&h, &format!("{which}.{i}"))?.tanh()?;
+            out.push(h.clone());
+        }
+        Ok(out)
+    }
+
+    /// Action logits `[n, actions]` and state values `[n]` for observations `[n, obs]`.
+    pub fn forward(&self, obs: &Tensor) -> Result<(Tensor, Tensor)> {
+        let last = |t: Vec<Tensor>| t.into_iter().last().expect("at least one hidden layer");
+        let logits = self.layer(&last(self.trunk("actor", obs)?), "policy")?;
+        let values = self.layer(&last(self.trunk("critic", obs)?), "value")?.squeeze(D::Minus1)?;
+        Ok((logits, values))
+    }
+}
