@@ -77,6 +77,8 @@ enum Command {
     Transcribe(commands::transcribe::TranscribeArgs),
     /// Few-shot learning on episodes: prototypical networks, ANIL and the MAML family beside frozen-feature baselines.
     Meta(commands::meta::Args),
+    /// Agents for game variants: PPO on the cart-pole, acrobot and maze families; frames as animated PNG.
+    Games(commands::games::GamesArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -147,6 +149,7 @@ fn run(command: Command) -> Result<()> {
         Command::Report(args) => commands::report::run(args),
         Command::Features(args) => commands::features::run(args),
         Command::Meta(args) => commands::meta::run(args),
+        Command::Games(args) => commands::games::run(args),
         Command::Vision(args) => commands::vision::run(args),
         Command::Transcribe(args) => commands::transcribe::run(args),
     }

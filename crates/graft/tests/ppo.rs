@@ -160,15 +160,7 @@ fn rollouts_repeat_by_seed_and_hold_whole_episodes() {
 }
 
 fn small() -> PpoConfig {
-    PpoConfig {
-        updates: 3,
-        envs: 2,
-        steps_per_update: 64,
-        epochs: 2,
-        minibatches: 2,
-        hidden: vec![16],
-        ..PpoConfig::default()
-    }
+    PpoConfig { updates: 3, envs: 2, steps_per_update: 64, epochs: 2, minibatches: 2, ..PpoConfig::default() }
 }
 
 fn run(
@@ -177,8 +169,18 @@ fn run(
     resume: bool,
     on_event: &mut dyn FnMut(Event),
 ) -> graft::games::ppo::PpoOutcome {
+    run_with(cfg, &[16], dir, resume, on_event)
+}
+
+fn run_with(
+    cfg: &PpoConfig,
+    hidden: &[usize],
+    dir: Option<&Path>,
+    resume: bool,
+    on_event: &mut dyn FnMut(Event),
+) -> graft::games::ppo::PpoOutcome {
     let spec = EnvSpec::Cartpole(CartPoleContext::default());
-    let policy = PolicyNet::new(4, 2, &cfg.hidden, cfg.seed, &Device::Cpu).unwrap();
+    let policy = PolicyNet::new(4, 2, hidden, cfg.seed, &Device::Cpu).unwrap();
     let run_dir = dir.map(|d| RunDir::open(d, resume, 3).unwrap());
     train_ppo(&spec, policy, &ALL, cfg, run_dir, on_event).unwrap()
 }
@@ -224,7 +226,7 @@ fn ppo_raises_the_cartpole_return() {
         seed: 3,
         ..PpoConfig::default()
     };
-    let out = run(&cfg, None, false, &mut |_| {});
+    let out = run_with(&cfg, &[64, 64], None, false, &mut |_| {});
     let first = out.records[0].mean_return;
     let last = out.records.last().unwrap().mean_return;
     eprintln!("mean returns: {:?}", out.records.iter().map(|r| r.mean_return as i64).collect::<Vec<_>>());

@@ -22,6 +22,7 @@ pub mod eval_tasks;
 pub mod export;
 pub mod features;
 pub mod fetch;
+pub mod games;
 pub mod generate;
 pub mod meta;
 pub mod multitask;

@@ -12,7 +12,27 @@ use crate::{GraftError, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// The header key of a saved policy's description.
+pub const POLICY_METADATA_KEY: &str = "graft.policy";
+/// The description's format tag.
+pub const POLICY_FORMAT: &str = "graft-policy/1";
+
+/// What a saved policy is (JSON under [`POLICY_METADATA_KEY`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDescription {
+    /// [`POLICY_FORMAT`].
+    pub format: String,
+    /// Observation width.
+    pub observations: usize,
+    /// Number of actions.
+    pub actions: usize,
+    /// Hidden widths of both trunks.
+    pub hidden: Vec<usize>,
+}
 
 /// A part of the network, as transfer methods and parameter groups name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -133,6 +153,46 @@ impl PolicyNet {
             }
         }
         Ok(vars)
+    }
+
+    /// Writes the network as safetensors with a [`PolicyDescription`] in the header, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let desc = PolicyDescription {
+            format: POLICY_FORMAT.into(),
+            observations: self.observations,
+            actions: self.actions,
+            hidden: self.hidden.clone(),
+        };
+        let meta = HashMap::from([(POLICY_METADATA_KEY.to_string(), serde_json::to_string(&desc)?)]);
+        let tensors = self.tensors.iter().map(|(n, t)| (n.clone(), t.detach()));
+        crate::io::safetensors::save_atomic_with_metadata(tensors, meta, path)
+    }
+
+    /// Reads a network written by [`Self::save`] onto `device`; a file without the description,
+    /// or with a missing or misshapen tensor, is an error naming it.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let file = crate::io::safetensors::open_safetensors(path)?;
+        let bad = |m: String| GraftError::model(path, m);
+        let text = file
+            .user_metadata()
+            .and_then(|m| m.get(POLICY_METADATA_KEY))
+            .ok_or_else(|| bad(format!("no `{POLICY_METADATA_KEY}` description: not a graft policy")))?;
+        let desc: PolicyDescription =
+            serde_json::from_str(text).map_err(|e| bad(format!("the `{POLICY_METADATA_KEY}` description: {e}")))?;
+        if desc.format != POLICY_FORMAT {
+            return Err(bad(format!("format `{}`, expected `{POLICY_FORMAT}`", desc.format)));
+        }
+        let mut net =
+            Self::new(desc.observations, desc.actions, &desc.hidden, 0, device).map_err(|e| bad(e.to_string()))?;
+        let mut map = file.load_all(device)?;
+        for (name, t) in net.tensors.iter_mut() {
+            let got = map.remove(name).ok_or_else(|| bad(format!("lacks tensor `{name}`")))?.to_dtype(DType::F32)?;
+            if got.dims() != t.dims() {
+                return Err(bad(format!("tensor `{name}` has shape {:?}, expected {:?}", got.dims(), t.dims())));
+            }
+            *t = got;
+        }
+        Ok(net)
     }
 
     /// A copy with its own storage: later training of `self` does not change it.

@@ -47,16 +47,13 @@ pub struct PpoConfig {
     pub entropy_coef: f64,
     /// Global gradient-norm clip (0 = off).
     pub max_grad_norm: f64,
-    /// Hidden widths of a fresh policy.
-    pub hidden: Vec<usize>,
     /// Seed of the policy's initial weights, the episodes, the actions and the minibatches.
     pub seed: u64,
 }
 
 impl Default for PpoConfig {
     /// 60 updates of at least 1,024 steps on 4 copies, 10 epochs of 8 minibatches, AdamW
-    /// 3e-4, γ 0.99, λ 0.95, ε 0.2, value weight 0.5, no entropy bonus, clip 0.5, hidden
-    /// [64, 64], seed 0.
+    /// 3e-4, γ 0.99, λ 0.95, ε 0.2, value weight 0.5, no entropy bonus, clip 0.5, seed 0.
     fn default() -> Self {
         Self {
             updates: 60,
@@ -71,7 +68,6 @@ impl Default for PpoConfig {
             value_coef: 0.5,
             entropy_coef: 0.0,
             max_grad_norm: 0.5,
-            hidden: vec![64, 64],
             seed: 0,
         }
     }

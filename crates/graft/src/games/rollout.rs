@@ -205,7 +205,7 @@ pub fn collect(spec: &EnvSpec, seed: u64, policy: &PolicyNet, index: u64, plan: 
 }
 
 /// An action drawn from `log_probs` with one uniform draw of `rng` (inverse CDF).
-fn sample(log_probs: &[f32], rng: &mut rand_chacha::ChaCha8Rng) -> usize {
+pub(crate) fn sample(log_probs: &[f32], rng: &mut rand_chacha::ChaCha8Rng) -> usize {
     let u = uniform(rng, 0.0, 1.0);
     let mut acc = 0.0f64;
     for (a, lp) in log_probs.iter().enumerate() {

@@ -17,6 +17,7 @@ pub mod export;
 pub mod export_check;
 pub mod finetune;
 pub mod from_run;
+pub mod games;
 pub mod image_train;
 pub mod labelled;
 pub mod meta;
