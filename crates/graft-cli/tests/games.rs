@@ -60,6 +60,36 @@ fn a_short_cartpole_run_trains_measures_and_renders() {
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     let s2: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(s2["curve"], s["curve"]);
+
+    // Transfer: a warm start on a heavier cart-pole takes every tensor; a frozen trunk trains
+    // only the heads; the acrobot (6 observations, 3 actions) can take only the value head of a
+    // one-layer cart-pole policy.
+    let target = |name: &str, env: &str, method: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "[env]\n{env}\n\n[ppo]\nupdates = 1\nenvs = 2\nsteps_per_update = 64\nepochs = 1\nminibatches = 2\n\n[transfer]\nfrom = {:?}\nmethod = \"{method}\"\n\n[output]\ndir = {:?}\n",
+            out.to_str().unwrap(),
+            dir.path().join(name).to_str().unwrap()
+        );
+        std::fs::write(&path, text).unwrap();
+        let run = graft(&["games", "train", path.to_str().unwrap(), "--json"]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        serde_json::from_slice::<serde_json::Value>(&run.stdout).unwrap()
+    };
+    let warm = target("warm", "kind = \"cartpole\"\ngravity = 14.0", "warm_start");
+    assert_eq!(warm["transfer"]["method"], "warm_start");
+    assert_eq!(warm["transfer"]["kept"].as_array().unwrap().len(), 8);
+    let frozen = target("frozen", "kind = \"cartpole\"\ngravity = 14.0", "frozen_trunk");
+    assert_eq!(frozen["trainable_params"], (16 * 2 + 2) + (16 + 1));
+    let acro = target("acro", "kind = \"acrobot\"", "remap");
+    assert_eq!(acro["transfer"]["kept"], serde_json::json!(["value.bias", "value.weight"]));
+    assert_eq!(acro["env"], "acrobot");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, std::fs::read_to_string(dir.path().join("acro.toml")).unwrap().replace("remap", "warm_start"))
+        .unwrap();
+    let refused = graft(&["games", "train", bad.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("use `remap`"));
 }
 
 #[test]

@@ -233,3 +233,62 @@ fn ppo_raises_the_cartpole_return() {
     assert!(first < 40.0, "an untrained policy falls soon: {first}");
     assert!(last > 2.0 * first && last > 60.0, "return {first} -> {last}");
 }
+
+fn values(p: &PolicyNet, name: &str) -> Vec<u32> {
+    let t = p.named_tensors().into_iter().find(|(n, _)| n == name).unwrap().1;
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn transfer_methods_take_what_fits_and_train_what_they_say() {
+    use graft::games::policy::TransferMethod::*;
+    let source = PolicyNet::new(4, 2, &[8, 8], 1, &Device::Cpu).unwrap();
+    let all_names: Vec<String> = source.named_tensors().into_iter().map(|(n, _)| n).collect();
+
+    let (warm, parts, kept) = PolicyNet::transfer(&source, 4, 2, WarmStart, 9).unwrap();
+    assert_eq!(kept, all_names);
+    assert_eq!(parts, [Part::Input, Part::Hidden, Part::Policy, Part::Value]);
+    assert_eq!(bits(&warm), bits(&source));
+
+    let (frozen, parts, kept) = PolicyNet::transfer(&source, 4, 2, FrozenTrunk, 9).unwrap();
+    assert_eq!(parts, [Part::Policy, Part::Value]);
+    assert!(kept.iter().all(|n| n.starts_with("actor.") || n.starts_with("critic.")) && kept.len() == 8);
+    assert_eq!(values(&frozen, "actor.1.weight"), values(&source, "actor.1.weight"));
+    assert_ne!(values(&frozen, "policy.weight"), values(&source, "policy.weight"), "fresh heads");
+
+    // Cart-pole (4 observations, 2 actions) to acrobot (6, 3): the hidden layers and the value
+    // head carry over; the input layers and the policy head are fresh.
+    let (remapped, _, kept) = PolicyNet::transfer(&source, 6, 3, Remap, 9).unwrap();
+    let mut want =
+        vec!["actor.1.bias", "actor.1.weight", "critic.1.bias", "critic.1.weight", "value.bias", "value.weight"];
+    want.sort();
+    assert_eq!(kept, want);
+    assert_eq!((remapped.observations(), remapped.actions()), (6, 3));
+    assert_eq!(values(&remapped, "critic.1.weight"), values(&source, "critic.1.weight"));
+
+    let (scratch, _, kept) = PolicyNet::transfer(&source, 4, 2, Scratch, 9).unwrap();
+    assert!(kept.is_empty());
+    assert_eq!(bits(&scratch), bits(&PolicyNet::new(4, 2, &[8, 8], 9, &Device::Cpu).unwrap()));
+
+    for (method, obs, actions) in [(WarmStart, 6, 3), (WarmStart, 4, 3), (FrozenTrunk, 6, 2)] {
+        let err = PolicyNet::transfer(&source, obs, actions, method, 9).unwrap_err().to_string();
+        assert!(
+            err.contains("needs the source's spaces (4 observations, 2 actions)") && err.contains("use `remap`"),
+            "{err}"
+        );
+    }
+
+    // Frozen trunk trains only the heads: the trunks are the source's after training.
+    let cfg = small();
+    let spec = EnvSpec::Cartpole(CartPoleContext::default());
+    let train: Vec<(Part, f64)> = [Part::Policy, Part::Value].map(|p| (p, 1.0)).to_vec();
+    let out = train_ppo(&spec, frozen, &train, &cfg, None, &mut |_| {}).unwrap();
+    assert_eq!(out.trainer.trainable_params, (8 * 2 + 2) + (8 + 1));
+    for name in ["actor.0.weight", "actor.1.weight", "critic.0.bias"] {
+        assert_eq!(values(&out.policy, name), values(&source, name), "{name} stays frozen");
+    }
+    assert_ne!(
+        values(&out.policy, "policy.weight"),
+        values(&PolicyNet::transfer(&source, 4, 2, FrozenTrunk, 9).unwrap().0, "policy.weight")
+    );
+}

@@ -242,3 +242,77 @@ impl PolicyNet {
         Ok((logits, values))
     }
 }
+
+/// How a new policy for a target variant starts from a source variant's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferMethod {
+    /// A fresh network; nothing of the source.
+    Scratch,
+    /// Every weight of the source (the spaces must match); everything trains.
+    WarmStart,
+    /// The source's trunks, frozen, under fresh policy and value heads; only the heads train
+    /// (the observation spaces must match).
+    FrozenTrunk,
+    /// Every source weight whose shape fits the target — the hidden layers and the value head
+    /// always; the input layers when the observation widths match, the policy head when the
+    /// action counts do — the rest fresh; everything trains. For variants whose spaces differ.
+    Remap,
+}
+
+impl PolicyNet {
+    /// The starting policy of `method` for a target of `observations` and `actions` from
+    /// `source` (fresh parts drawn from `seed`, with the source's hidden widths), the parts that
+    /// train, and the names of the tensors taken from the source.
+    pub fn transfer(
+        source: &PolicyNet,
+        observations: usize,
+        actions: usize,
+        method: TransferMethod,
+        seed: u64,
+    ) -> Result<(PolicyNet, Vec<Part>, Vec<String>)> {
+        let fresh = PolicyNet::new(observations, actions, &source.hidden, seed, &source.device())?;
+        let same_obs = observations == source.observations;
+        let same_actions = actions == source.actions;
+        let all = vec![Part::Input, Part::Hidden, Part::Policy, Part::Value];
+        let needs_same = match method {
+            TransferMethod::WarmStart => !same_obs || !same_actions,
+            TransferMethod::FrozenTrunk => !same_obs,
+            TransferMethod::Scratch | TransferMethod::Remap => false,
+        };
+        if needs_same {
+            return Err(GraftError::Input(format!(
+                "transfer `{}` needs the source's spaces ({} observations, {} actions) but the target has {observations} and {actions}: use `remap`",
+                serde_json::to_value(method)?.as_str().unwrap_or_default(),
+                source.observations,
+                source.actions
+            )));
+        }
+        let keep = |name: &str| match method {
+            TransferMethod::Scratch => false,
+            TransferMethod::WarmStart | TransferMethod::Remap => true,
+            TransferMethod::FrozenTrunk => matches!(Self::part_of(name), Part::Input | Part::Hidden),
+        };
+        let parts = match method {
+            TransferMethod::FrozenTrunk => vec![Part::Policy, Part::Value],
+            _ => all,
+        };
+        let mut net = fresh;
+        let mut kept = Vec::new();
+        // A layer carries over whole: its weight and bias both fit, or neither is taken.
+        let fits = |name: &str| {
+            let layer = name.rsplit_once('.').map_or(name, |(l, _)| l);
+            ["weight", "bias"].iter().all(|p| {
+                let n = format!("{layer}.{p}");
+                net.tensors.get(&n).map(|t| t.dims().to_vec()) == source.tensors.get(&n).map(|t| t.dims().to_vec())
+            })
+        };
+        let taken: Vec<(String, Tensor)> =
+            source.named_tensors().into_iter().filter(|(name, _)| fits(name) && keep(name)).collect();
+        for (name, t) in taken {
+            net.tensors.insert(name.clone(), t.detach().copy()?);
+            kept.push(name);
+        }
+        Ok((net, parts, kept))
+    }
+}

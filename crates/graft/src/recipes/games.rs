@@ -7,7 +7,7 @@
 
 use crate::config::read_toml;
 use crate::device::parse_device;
-use crate::games::policy::{Part, PolicyNet};
+use crate::games::policy::{Part, PolicyNet, TransferMethod};
 use crate::games::ppo::{train_ppo, PpoConfig, UpdateRecord};
 use crate::games::EnvSpec;
 use crate::train::{Event, RunDir};
@@ -33,8 +33,33 @@ pub struct GamesConfig {
     /// What counts as solved.
     #[serde(default)]
     pub goal: GoalSection,
+    /// Start from another variant's trained policy instead of a fresh one.
+    #[serde(default)]
+    pub transfer: Option<TransferSection>,
     /// Where the run writes.
     pub output: OutputSection,
+}
+
+/// Where a transferred policy comes from and how it is used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferSection {
+    /// The source policy: a `policy.safetensors` file or the `graft games train` folder
+    /// holding one.
+    pub from: PathBuf,
+    /// `scratch`, `warm_start`, `frozen_trunk` or `remap` ([`TransferMethod`]).
+    pub method: TransferMethod,
+}
+
+/// What a transfer took from its source (`summary.json`'s `transfer`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferSummary {
+    /// The source policy file.
+    pub from: PathBuf,
+    /// The method.
+    pub method: TransferMethod,
+    /// The tensors taken from the source.
+    pub kept: Vec<String>,
 }
 
 /// The policy network.
@@ -86,9 +111,13 @@ pub fn default_threshold(env: &EnvSpec) -> f64 {
 }
 
 impl GamesConfig {
-    /// Reads `path` with `overrides` (`section.key=value`) and checks it.
+    /// Reads `path` with `overrides` (`section.key=value`) and checks it; `transfer.from` is
+    /// resolved against the config's folder.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let cfg: Self = read_toml(path, overrides)?;
+        let mut cfg: Self = read_toml(path, overrides)?;
+        if let Some(t) = &mut cfg.transfer {
+            t.from = crate::config::relative_to(path.parent().unwrap_or(Path::new(".")), &t.from);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -155,6 +184,8 @@ pub struct GamesSummary {
     pub policy: PathBuf,
     /// The variant's full spec, so the policy can be played again.
     pub spec: EnvSpec,
+    /// What the run took from a source policy, when it transferred one.
+    pub transfer: Option<TransferSummary>,
 }
 
 /// The curve and its measures from the updates' records.
@@ -174,20 +205,37 @@ pub fn measure(records: &[UpdateRecord], threshold: f64) -> (Vec<CurvePoint>, f6
     (curve, sum / episodes.max(1) as f64, reached)
 }
 
-/// Trains the config's agent from a fresh policy (seeded with `ppo.seed`), resuming from the
-/// output folder's newest checkpoint when `resume`, and writes the policy and `summary.json`.
+/// The starting policy of a run, the parts that train and what was transferred.
+fn starting_policy(
+    cfg: &GamesConfig,
+    device: &candle_core::Device,
+) -> Result<(PolicyNet, Vec<Part>, Option<TransferSummary>)> {
+    let env = cfg.env.make(cfg.ppo.seed)?;
+    let (obs, actions) = (env.observation_size(), env.actions());
+    let Some(t) = &cfg.transfer else {
+        let fresh = PolicyNet::new(obs, actions, &cfg.model.hidden, cfg.ppo.seed, device)?;
+        return Ok((fresh, vec![Part::Input, Part::Hidden, Part::Policy, Part::Value], None));
+    };
+    let from = if t.from.is_dir() { t.from.join(POLICY_FILE) } else { t.from.clone() };
+    let source = PolicyNet::load(&from, device)?;
+    let (policy, parts, kept) = PolicyNet::transfer(&source, obs, actions, t.method, cfg.ppo.seed)?;
+    Ok((policy, parts, Some(TransferSummary { from, method: t.method, kept })))
+}
+
+/// Trains the config's agent — from a fresh policy (seeded with `ppo.seed`) or one transferred
+/// from a source variant — resuming from the output folder's newest checkpoint when `resume`,
+/// and writes the policy and `summary.json`.
 pub fn run(cfg: &GamesConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<GamesSummary> {
     cfg.validate()?;
     let device = parse_device(&cfg.model.device)?;
-    let env = cfg.env.make(cfg.ppo.seed)?;
-    let policy = PolicyNet::new(env.observation_size(), env.actions(), &cfg.model.hidden, cfg.ppo.seed, &device)?;
+    let (policy, parts, transfer) = starting_policy(cfg, &device)?;
     let out = &cfg.output.dir;
     let per_update = (cfg.ppo.epochs * cfg.ppo.minibatches) as u64;
     let save_every = if cfg.output.save_every == 0 { per_update } else { cfg.output.save_every };
     let run_dir = RunDir::open(out, resume, save_every)?;
     on_event(Event::Note(format!("training a PPO agent on {}", cfg.env.label())));
-    let all = [(Part::Input, 1.0), (Part::Hidden, 1.0), (Part::Policy, 1.0), (Part::Value, 1.0)];
-    let outcome = train_ppo(&cfg.env, policy, &all, &cfg.ppo, Some(run_dir), on_event)?;
+    let train: Vec<(Part, f64)> = parts.into_iter().map(|p| (p, 1.0)).collect();
+    let outcome = train_ppo(&cfg.env, policy, &train, &cfg.ppo, Some(run_dir), on_event)?;
     let policy_path = out.join(POLICY_FILE);
     outcome.policy.save(&policy_path)?;
     let threshold = cfg.goal.threshold.unwrap_or_else(|| default_threshold(&cfg.env));
@@ -208,6 +256,7 @@ pub fn run(cfg: &GamesConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> 
         curve,
         policy: policy_path,
         spec: cfg.env.clone(),
+        transfer,
     };
     crate::io::write_atomic(&out.join("summary.json"), &serde_json::to_string_pretty(&summary)?)?;
     Ok(summary)
