@@ -11,7 +11,8 @@
 # episodes), auc (mean return over training) and final_return.
 # Results: OUT/results.jsonl (one line per run), OUT/table.md (per pair and method: mean and 95 %
 # confidence interval over seeds, and each method minus scratch paired by seed, flagged as
-# negative transfer where the interval lies wholly on the worse side).
+# negative transfer where the interval lies wholly on the worse side) and OUT/report/ (`graft
+# report`: the same groups and paired differences as Markdown, JSON and HTML with charts).
 # Usage: scripts/games-transfer-demo.sh [OUT]   (GRAFT, SEEDS override)
 set -euo pipefail
 GRAFT=${GRAFT:-graft}
@@ -77,3 +78,6 @@ jq -L "$HERE" -rs '
              | join(" | ")) + " |"))
 ' "$RESULTS" > "$OUT/table.md"
 cat "$OUT/table.md"
+"$GRAFT" report "$RESULTS" --by pair,method --metric first_return,episodes_to_threshold,auc,final_return \
+    --against method=scratch --title "Transfer between game variants: a cart-pole agent moved to a long-pole cart-pole and to the acrobot" \
+    --out "$OUT/report"
