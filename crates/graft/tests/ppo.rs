@@ -8,7 +8,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use graft::games::policy::{Part, PolicyNet};
 use graft::games::ppo::{train_ppo, Minibatch, PpoConfig, PpoObjective, ROLLOUTS_FILE};
-use graft::games::rollout::{collect, gae, RolloutPlan};
+use graft::games::rollout::{collect, gae, Acting, RolloutPlan};
 use graft::games::{CartPoleContext, EnvSpec};
 use graft::train::{Event, Objective, RunDir};
 use std::path::Path;
@@ -142,7 +142,7 @@ fn gradients_match_finite_differences() {
 fn rollouts_repeat_by_seed_and_hold_whole_episodes() {
     let spec = EnvSpec::Cartpole(CartPoleContext::default());
     let policy = PolicyNet::new(4, 2, &[16], 1, &Device::Cpu).unwrap();
-    let plan = RolloutPlan { envs: 3, min_steps: 200, gamma: 0.99, lambda: 0.95 };
+    let plan = RolloutPlan { envs: 3, min_steps: 200, gamma: 0.99, lambda: 0.95, acting: Acting::Sample };
     let a = collect(&spec, 7, &policy, 2, plan).unwrap();
     let b = collect(&spec, 7, &policy, 2, plan).unwrap();
     assert_eq!((a.actions.clone(), a.observations.clone()), (b.actions.clone(), b.observations.clone()));
@@ -168,7 +168,7 @@ fn run(
     dir: Option<&Path>,
     resume: bool,
     on_event: &mut dyn FnMut(Event),
-) -> graft::games::ppo::PpoOutcome {
+) -> graft::games::ppo::AgentOutcome {
     run_with(cfg, &[16], dir, resume, on_event)
 }
 
@@ -178,7 +178,7 @@ fn run_with(
     dir: Option<&Path>,
     resume: bool,
     on_event: &mut dyn FnMut(Event),
-) -> graft::games::ppo::PpoOutcome {
+) -> graft::games::ppo::AgentOutcome {
     let spec = EnvSpec::Cartpole(CartPoleContext::default());
     let policy = PolicyNet::new(4, 2, hidden, cfg.seed, &Device::Cpu).unwrap();
     let run_dir = dir.map(|d| RunDir::open(d, resume, 3).unwrap());

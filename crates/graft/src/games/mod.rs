@@ -16,6 +16,7 @@
 
 pub mod acrobot;
 pub mod cartpole;
+pub mod dqn;
 pub mod gridworld;
 pub mod policy;
 pub mod ppo;

@@ -144,15 +144,7 @@ impl PolicyNet {
     /// Makes the tensors of `parts` variables (training updates them in place) and returns them
     /// by name.
     pub fn trainable(&mut self, parts: &[Part]) -> Result<Vec<(String, Var)>> {
-        let mut vars = Vec::new();
-        for (name, t) in self.tensors.iter_mut() {
-            if parts.contains(&Self::part_of(name)) {
-                let var = Var::from_tensor(&t.detach())?;
-                *t = var.as_tensor().clone();
-                vars.push((name.clone(), var));
-            }
-        }
-        Ok(vars)
+        self.trainable_where(|name| parts.contains(&Self::part_of(name)))
     }
 
     /// Writes the network as safetensors with a [`PolicyDescription`] in the header, atomically.
@@ -232,6 +224,27 @@ impl PolicyNet {
             out.push(h.clone());
         }
         Ok(out)
+    }
+
+    /// Action outputs `[n, actions]` (the actor alone: logits for a policy, Q-values for a
+    /// value-based learner) for observations `[n, obs]`.
+    pub fn action_outputs(&self, obs: &Tensor) -> Result<Tensor> {
+        let last = self.trunk("actor", obs)?.into_iter().last().expect("at least one hidden layer");
+        self.layer(&last, "policy")
+    }
+
+    /// Makes the tensors whose names satisfy `pick` variables (training updates them in place)
+    /// and returns them by name.
+    pub fn trainable_where(&mut self, pick: impl Fn(&str) -> bool) -> Result<Vec<(String, Var)>> {
+        let mut vars = Vec::new();
+        for (name, t) in self.tensors.iter_mut() {
+            if pick(name) {
+                let var = Var::from_tensor(&t.detach())?;
+                *t = var.as_tensor().clone();
+                vars.push((name.clone(), var));
+            }
+        }
+        Ok(vars)
     }
 
     /// Action logits `[n, actions]` and state values `[n]` for observations `[n, obs]`.

@@ -7,7 +7,8 @@
 //! update plays the same rollout again and continues exactly.
 
 use super::policy::{Part, PolicyNet};
-use super::rollout::{collect, EpisodeStats, Rollout, RolloutPlan};
+use super::rollout::{collect, Acting, Rollout, RolloutLog, RolloutPlan};
+pub use super::rollout::{UpdateRecord, ROLLOUTS_FILE};
 use super::EnvSpec;
 use crate::train::optim::{AdamWConfig, OptimizerKind};
 use crate::train::schedule::{Schedule, ScheduleKind};
@@ -16,7 +17,6 @@ use crate::train::{BatchSource, Event, LoopSettings, Objective, ObjectiveLoss, P
 use crate::{GraftError, Result};
 use candle_core::{DType, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::PathBuf;
 
 /// PPO's settings (the `[ppo]` section).
@@ -102,7 +102,13 @@ impl PpoConfig {
     }
 
     fn plan(&self) -> RolloutPlan {
-        RolloutPlan { envs: self.envs, min_steps: self.steps_per_update, gamma: self.gamma, lambda: self.gae_lambda }
+        RolloutPlan {
+            envs: self.envs,
+            min_steps: self.steps_per_update,
+            gamma: self.gamma,
+            lambda: self.gae_lambda,
+            acting: Acting::Sample,
+        }
     }
 }
 
@@ -236,19 +242,6 @@ impl Objective for PpoObjective {
     }
 }
 
-/// What one update's rollout played.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UpdateRecord {
-    /// The update (rollout) index, from 0.
-    pub update: u64,
-    /// Transitions in the rollout.
-    pub steps: usize,
-    /// Mean return of its episodes.
-    pub mean_return: f64,
-    /// Its episodes.
-    pub episodes: Vec<EpisodeStats>,
-}
-
 /// The trainer's micro-batches: minibatch `k` of epoch `e` of update `u` at run-wide index
 /// `(u · epochs + e) · minibatches + k`, over the rollout of update `u`.
 pub struct PpoSource<'a> {
@@ -256,50 +249,26 @@ pub struct PpoSource<'a> {
     spec: EnvSpec,
     cfg: PpoConfig,
     current: Option<(u64, Rollout)>,
-    records: Vec<UpdateRecord>,
-    log: Option<PathBuf>,
+    log: RolloutLog,
 }
-
-/// The file of [`UpdateRecord`]s in a run folder, one line per update.
-pub const ROLLOUTS_FILE: &str = "rollouts.jsonl";
 
 impl<'a> PpoSource<'a> {
     /// Rollouts of `spec` for `objective`; with `log`, each update's record is appended to that
     /// file once (a resumed run keeps the earlier lines).
     pub fn new(objective: &'a PpoObjective, spec: EnvSpec, cfg: PpoConfig, log: Option<PathBuf>) -> Result<Self> {
-        let records = match &log {
-            Some(path) if path.exists() => read_records(path)?,
-            _ => Vec::new(),
-        };
-        Ok(Self { objective, spec, cfg, current: None, records, log })
+        Ok(Self { objective, spec, cfg, current: None, log: RolloutLog::open(log)? })
     }
 
     /// Every update's record so far.
     pub fn records(&self) -> &[UpdateRecord] {
-        &self.records
+        self.log.records()
     }
 
     fn rollout(&mut self, update: u64) -> Result<&Rollout> {
         if self.current.as_ref().map(|c| c.0) != Some(update) {
             let snapshot = self.objective.snapshot_for(update)?;
             let rollout = collect(&self.spec, self.cfg.seed, snapshot, update, self.cfg.plan())?;
-            if self.records.last().is_none_or(|r| r.update < update) {
-                let record = UpdateRecord {
-                    update,
-                    steps: rollout.len(),
-                    mean_return: rollout.mean_return(),
-                    episodes: rollout.episodes.clone(),
-                };
-                if let Some(path) = &self.log {
-                    let mut f = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(path)
-                        .map_err(|e| GraftError::io(path, e))?;
-                    writeln!(f, "{}", serde_json::to_string(&record)?).map_err(|e| GraftError::io(path, e))?;
-                }
-                self.records.push(record);
-            }
+            self.log.record(update, &rollout)?;
             self.current = Some((update, rollout));
         }
         Ok(&self.current.as_ref().expect("set above").1)
@@ -348,19 +317,8 @@ pub fn normalise(a: &[f32]) -> Vec<f32> {
     a.iter().map(|&x| ((x as f64 - mean) / (var.sqrt() + 1e-8)) as f32).collect()
 }
 
-fn read_records(path: &std::path::Path) -> Result<Vec<UpdateRecord>> {
-    let text = std::fs::read_to_string(path).map_err(|e| GraftError::io(path, e))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| GraftError::Input(format!("{}:{}: {e}", path.display(), i + 1)))
-        })
-        .collect()
-}
-
-/// What a PPO run gives back.
-pub struct PpoOutcome {
+/// What an agent's training run gives back (PPO or DQN).
+pub struct AgentOutcome {
     /// The trained policy (a copy, detached from training).
     pub policy: PolicyNet,
     /// Every update's rollout record, in order.
@@ -379,7 +337,7 @@ pub fn train_ppo(
     cfg: &PpoConfig,
     run_dir: Option<RunDir>,
     on_event: &mut dyn FnMut(Event),
-) -> Result<PpoOutcome> {
+) -> Result<AgentOutcome> {
     let objective = PpoObjective::new(policy, train, cfg)?;
     let settings = serde_json::to_string(&serde_json::json!({
         "env": spec, "ppo": cfg, "train": train.iter().map(|(p, s)| format!("{p:?}:{s}")).collect::<Vec<_>>(),
@@ -403,5 +361,5 @@ pub fn train_ppo(
     };
     let outcome = trainer.run(&objective, &mut source, on_event)?;
     let records = source.records().to_vec();
-    Ok(PpoOutcome { policy: objective.policy().snapshot()?, records, trainer: outcome })
+    Ok(AgentOutcome { policy: objective.policy().snapshot()?, records, trainer: outcome })
 }

@@ -40,6 +40,13 @@ pub struct Rollout {
     pub advantages: Vec<f32>,
     /// Value targets: advantage plus value.
     pub returns: Vec<f32>,
+    /// The observation after each transition `[n · width]` (value-based learners bootstrap
+    /// from it).
+    pub next_observations: Vec<f32>,
+    /// The reward of each transition.
+    pub rewards: Vec<f32>,
+    /// Whether the transition ended its episode in a terminal state (nothing to bootstrap).
+    pub terminal: Vec<bool>,
     /// The episodes, in the order their transitions appear.
     pub episodes: Vec<EpisodeStats>,
 }
@@ -80,6 +87,15 @@ pub fn gae(rewards: &[f32], values: &[f32], last_value: f32, gamma: f64, lambda:
     (adv, returns)
 }
 
+/// How actions are chosen from the network's outputs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Acting {
+    /// Sampled from the softmax of the outputs (a policy's logits).
+    Sample,
+    /// A uniformly random action with probability ε, else the largest output (Q-values).
+    EpsilonGreedy(f64),
+}
+
 /// What [`collect`] plays.
 #[derive(Debug, Clone, Copy)]
 pub struct RolloutPlan {
@@ -91,6 +107,8 @@ pub struct RolloutPlan {
     pub gamma: f64,
     /// GAE λ.
     pub lambda: f64,
+    /// How actions are chosen.
+    pub acting: Acting,
 }
 
 /// One copy's episode in progress.
@@ -125,6 +143,9 @@ pub fn collect(spec: &EnvSpec, seed: u64, policy: &PolicyNet, index: u64, plan: 
         values: Vec::new(),
         advantages: Vec::new(),
         returns: Vec::new(),
+        next_observations: Vec::new(),
+        rewards: Vec::new(),
+        terminal: Vec::new(),
         episodes: Vec::new(),
     };
     let mut copies = Vec::with_capacity(plan.envs);
@@ -155,7 +176,18 @@ pub fn collect(spec: &EnvSpec, seed: u64, policy: &PolicyNet, index: u64, plan: 
         let values = values.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         for (row, &i) in live.iter().enumerate() {
             let p = &mut copies[i];
-            let action = sample(&log_probs[row], &mut p.rng);
+            let action = match plan.acting {
+                Acting::Sample => sample(&log_probs[row], &mut p.rng),
+                Acting::EpsilonGreedy(eps) => {
+                    let explore = uniform(&mut p.rng, 0.0, 1.0) < eps;
+                    let random = (uniform(&mut p.rng, 0.0, 1.0) * log_probs[row].len() as f64) as usize;
+                    if explore {
+                        random.min(log_probs[row].len() - 1)
+                    } else {
+                        argmax(&log_probs[row])
+                    }
+                }
+            };
             p.trail.observations.extend_from_slice(&p.obs);
             p.trail.actions.push(action as u32);
             p.trail.log_probs.push(log_probs[row][action]);
@@ -164,6 +196,9 @@ pub fn collect(spec: &EnvSpec, seed: u64, policy: &PolicyNet, index: u64, plan: 
             p.rewards.push(step.reward);
             total += 1;
             let over = step.done();
+            p.trail.next_observations.extend_from_slice(&step.observation);
+            p.trail.rewards.push(step.reward);
+            p.trail.terminal.push(step.terminated);
             p.obs = step.observation;
             if over {
                 let last_value = if step.terminated { 0.0 } else { value_of(policy, &p.obs, &device)? };
@@ -182,6 +217,9 @@ pub fn collect(spec: &EnvSpec, seed: u64, policy: &PolicyNet, index: u64, plan: 
                 done.values.extend(trail.values);
                 done.advantages.extend(adv);
                 done.returns.extend(ret);
+                done.next_observations.extend(trail.next_observations);
+                done.rewards.extend(trail.rewards);
+                done.terminal.extend(trail.terminal);
                 done.episodes.push(stats);
                 p.rewards.clear();
                 if total >= plan.min_steps {
@@ -204,6 +242,11 @@ pub fn collect(spec: &EnvSpec, seed: u64, policy: &PolicyNet, index: u64, plan: 
     Ok(done)
 }
 
+/// The index of the largest value (the first of ties).
+pub(crate) fn argmax(values: &[f32]) -> usize {
+    values.iter().enumerate().fold(0, |best, (a, &v)| if v > values[best] { a } else { best })
+}
+
 /// An action drawn from `log_probs` with one uniform draw of `rng` (inverse CDF).
 pub(crate) fn sample(log_probs: &[f32], rng: &mut rand_chacha::ChaCha8Rng) -> usize {
     let u = uniform(rng, 0.0, 1.0);
@@ -221,4 +264,77 @@ pub(crate) fn sample(log_probs: &[f32], rng: &mut rand_chacha::ChaCha8Rng) -> us
 fn value_of(policy: &PolicyNet, obs: &[f32], device: &candle_core::Device) -> Result<f32> {
     let x = Tensor::from_slice(obs, (1, obs.len()), device)?.to_dtype(policy.dtype())?;
     Ok(policy.forward(&x)?.1.to_dtype(DType::F32)?.to_vec1::<f32>()?[0])
+}
+
+/// What one update's rollout played (a line of [`ROLLOUTS_FILE`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UpdateRecord {
+    /// The update (rollout) index, from 0.
+    pub update: u64,
+    /// Transitions in the rollout.
+    pub steps: usize,
+    /// Mean return of its episodes.
+    pub mean_return: f64,
+    /// Its episodes.
+    pub episodes: Vec<EpisodeStats>,
+}
+
+/// The file of [`UpdateRecord`]s in a run folder, one line per update.
+pub const ROLLOUTS_FILE: &str = "rollouts.jsonl";
+
+/// Every update's record, kept in memory and, with a file, appended to it once: a resumed run
+/// that plays an update again does not log it twice.
+pub struct RolloutLog {
+    records: Vec<UpdateRecord>,
+    path: Option<std::path::PathBuf>,
+}
+
+impl RolloutLog {
+    /// A log continuing the records already in `path` (when given and present).
+    pub fn open(path: Option<std::path::PathBuf>) -> Result<Self> {
+        let records = match &path {
+            Some(p) if p.exists() => {
+                let text = std::fs::read_to_string(p).map_err(|e| GraftError::io(p, e))?;
+                text.lines()
+                    .enumerate()
+                    .filter(|(_, l)| !l.trim().is_empty())
+                    .map(|(i, l)| {
+                        serde_json::from_str(l)
+                            .map_err(|e| GraftError::Input(format!("{}:{}: {e}", p.display(), i + 1)))
+                    })
+                    .collect::<Result<_>>()?
+            }
+            _ => Vec::new(),
+        };
+        Ok(Self { records, path })
+    }
+
+    /// Records `rollout` as update `update` unless it is recorded already.
+    pub fn record(&mut self, update: u64, rollout: &Rollout) -> Result<()> {
+        if self.records.last().is_some_and(|r| r.update >= update) {
+            return Ok(());
+        }
+        let record = UpdateRecord {
+            update,
+            steps: rollout.len(),
+            mean_return: rollout.mean_return(),
+            episodes: rollout.episodes.clone(),
+        };
+        if let Some(path) = &self.path {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| GraftError::io(path, e))?;
+            writeln!(f, "{}", serde_json::to_string(&record)?).map_err(|e| GraftError::io(path, e))?;
+        }
+        self.records.push(record);
+        Ok(())
+    }
+
+    /// The records so far, in update order.
+    pub fn records(&self) -> &[UpdateRecord] {
+        &self.records
+    }
 }

@@ -289,7 +289,7 @@ pub fn play(spec: &EnvSpec, seed: u64, policy: &PolicyNet, episode: u64, greedy:
             .to_vec2::<f32>()?
             .remove(0);
         let action = if greedy {
-            log_probs.iter().enumerate().fold(0, |best, (a, &l)| if l > log_probs[best] { a } else { best })
+            crate::games::rollout::argmax(&log_probs)
         } else {
             crate::games::rollout::sample(&log_probs, &mut rng)
         };
