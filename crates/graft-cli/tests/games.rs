@@ -111,3 +111,35 @@ fn bad_game_configs_are_refused_by_name() {
     let help = graft(&["games", "train", "--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("graft games train configs/games-cartpole.toml"));
 }
+
+/// `agent.algorithm = "dqn"`: the same run folder and summary, the actor trained as Q-values.
+#[test]
+fn a_short_dqn_run_goes_through_the_same_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let sets = [
+        "agent.algorithm=\"dqn\"",
+        "dqn.updates=2",
+        "dqn.steps_per_update=50",
+        "dqn.learning_starts=50",
+        "dqn.train_steps=3",
+        "dqn.buffer_size=500",
+    ];
+    let mut args = vec!["games", "train", cfg.to_str().unwrap(), "--json"];
+    for s in &sets {
+        args.extend(["--set", s]);
+    }
+    let run = graft(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(s["algorithm"], "dqn");
+    assert_eq!(s["updates"], 2);
+    // The actor's trunk (4 -> 16) and the policy head (16 -> 2) read as Q-values; no critic.
+    assert_eq!(s["trainable_params"], (4 * 16 + 16) + (16 * 2 + 2));
+    let metrics = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 6);
+    args.extend(["--set", "dqn.buffer_size=10"]);
+    let bad = graft(&args);
+    assert_eq!(bad.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("dqn: `buffer_size`"));
+}

@@ -7,6 +7,7 @@
 
 use crate::config::read_toml;
 use crate::device::parse_device;
+use crate::games::dqn::{train_dqn, DqnConfig};
 use crate::games::policy::{Part, PolicyNet, TransferMethod};
 use crate::games::ppo::{train_ppo, PpoConfig, UpdateRecord};
 use crate::games::EnvSpec;
@@ -27,9 +28,15 @@ pub struct GamesConfig {
     /// The policy network.
     #[serde(default)]
     pub model: ModelSection,
-    /// How PPO trains.
+    /// Which learner trains the agent.
+    #[serde(default)]
+    pub agent: AgentSection,
+    /// How PPO trains (`agent.algorithm = "ppo"`).
     #[serde(default)]
     pub ppo: PpoConfig,
+    /// How DQN trains (`agent.algorithm = "dqn"`).
+    #[serde(default)]
+    pub dqn: DqnConfig,
     /// What counts as solved.
     #[serde(default)]
     pub goal: GoalSection,
@@ -60,6 +67,25 @@ pub struct TransferSummary {
     pub method: TransferMethod,
     /// The tensors taken from the source.
     pub kept: Vec<String>,
+}
+
+/// Which learner trains the agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSection {
+    /// `ppo` (default) or `dqn`.
+    pub algorithm: Algorithm,
+}
+
+/// The learners.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Proximal policy optimisation ([`crate::games::ppo`]).
+    #[default]
+    Ppo,
+    /// Deep Q-learning ([`crate::games::dqn`]): the actor read as Q-values.
+    Dqn,
 }
 
 /// The policy network.
@@ -125,7 +151,10 @@ impl GamesConfig {
     /// Refuses a config that cannot run, naming the key.
     pub fn validate(&self) -> Result<()> {
         self.env.make(0)?;
-        self.ppo.validate()?;
+        match self.agent.algorithm {
+            Algorithm::Ppo => self.ppo.validate()?,
+            Algorithm::Dqn => self.dqn.validate()?,
+        }
         if self.model.hidden.is_empty() || self.model.hidden.contains(&0) {
             return Err(GraftError::Input(format!(
                 "model.hidden must list one or more widths of at least 1, got {:?}",
@@ -133,6 +162,22 @@ impl GamesConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The seed of the chosen learner's section.
+    pub fn seed(&self) -> u64 {
+        match self.agent.algorithm {
+            Algorithm::Ppo => self.ppo.seed,
+            Algorithm::Dqn => self.dqn.seed,
+        }
+    }
+
+    /// Optimizer steps of one update of the chosen learner.
+    fn steps_per_update(&self) -> u64 {
+        match self.agent.algorithm {
+            Algorithm::Ppo => (self.ppo.epochs * self.ppo.minibatches) as u64,
+            Algorithm::Dqn => self.dqn.train_steps as u64,
+        }
     }
 }
 
@@ -155,6 +200,8 @@ pub struct CurvePoint {
 pub struct GamesSummary {
     /// The variant, as a short label (`cartpole(gravity=12.0)`).
     pub env: String,
+    /// The learner.
+    pub algorithm: Algorithm,
     /// The goal's mean return.
     pub threshold: f64,
     /// Updates played.
@@ -210,19 +257,20 @@ fn starting_policy(
     cfg: &GamesConfig,
     device: &candle_core::Device,
 ) -> Result<(PolicyNet, Vec<Part>, Option<TransferSummary>)> {
-    let env = cfg.env.make(cfg.ppo.seed)?;
+    let env = cfg.env.make(cfg.seed())?;
     let (obs, actions) = (env.observation_size(), env.actions());
     let Some(t) = &cfg.transfer else {
-        let fresh = PolicyNet::new(obs, actions, &cfg.model.hidden, cfg.ppo.seed, device)?;
+        let fresh = PolicyNet::new(obs, actions, &cfg.model.hidden, cfg.seed(), device)?;
         return Ok((fresh, vec![Part::Input, Part::Hidden, Part::Policy, Part::Value], None));
     };
     let from = if t.from.is_dir() { t.from.join(POLICY_FILE) } else { t.from.clone() };
     let source = PolicyNet::load(&from, device)?;
-    let (policy, parts, kept) = PolicyNet::transfer(&source, obs, actions, t.method, cfg.ppo.seed)?;
+    let (policy, parts, kept) = PolicyNet::transfer(&source, obs, actions, t.method, cfg.seed())?;
     Ok((policy, parts, Some(TransferSummary { from, method: t.method, kept })))
 }
 
-/// Trains the config's agent — from a fresh policy (seeded with `ppo.seed`) or one transferred
+/// Trains the config's agent with its learner — from a fresh policy (seeded with the learner's
+/// `seed`) or one transferred
 /// from a source variant — resuming from the output folder's newest checkpoint when `resume`,
 /// and writes the policy and `summary.json`.
 pub fn run(cfg: &GamesConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> Result<GamesSummary> {
@@ -230,18 +278,27 @@ pub fn run(cfg: &GamesConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> 
     let device = parse_device(&cfg.model.device)?;
     let (policy, parts, transfer) = starting_policy(cfg, &device)?;
     let out = &cfg.output.dir;
-    let per_update = (cfg.ppo.epochs * cfg.ppo.minibatches) as u64;
+    let per_update = cfg.steps_per_update();
     let save_every = if cfg.output.save_every == 0 { per_update } else { cfg.output.save_every };
     let run_dir = RunDir::open(out, resume, save_every)?;
-    on_event(Event::Note(format!("training a PPO agent on {}", cfg.env.label())));
     let train: Vec<(Part, f64)> = parts.into_iter().map(|p| (p, 1.0)).collect();
-    let outcome = train_ppo(&cfg.env, policy, &train, &cfg.ppo, Some(run_dir), on_event)?;
+    let outcome = match cfg.agent.algorithm {
+        Algorithm::Ppo => {
+            on_event(Event::Note(format!("training a PPO agent on {}", cfg.env.label())));
+            train_ppo(&cfg.env, policy, &train, &cfg.ppo, Some(run_dir), on_event)?
+        }
+        Algorithm::Dqn => {
+            on_event(Event::Note(format!("training a DQN agent on {}", cfg.env.label())));
+            train_dqn(&cfg.env, policy, &train, &cfg.dqn, Some(run_dir), on_event)?
+        }
+    };
     let policy_path = out.join(POLICY_FILE);
     outcome.policy.save(&policy_path)?;
     let threshold = cfg.goal.threshold.unwrap_or_else(|| default_threshold(&cfg.env));
     let (curve, auc, reached) = measure(&outcome.records, threshold);
     let summary = GamesSummary {
         env: cfg.env.label(),
+        algorithm: cfg.agent.algorithm,
         threshold,
         updates: outcome.records.len(),
         episodes: curve.last().map_or(0, |c| c.episodes),
