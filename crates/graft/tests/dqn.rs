@@ -124,13 +124,6 @@ fn run(
     train_dqn(&spec, net, &ALL, cfg, run_dir, on_event).unwrap()
 }
 
-fn bits(p: &PolicyNet) -> Vec<Vec<u32>> {
-    p.named_tensors()
-        .iter()
-        .map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect())
-        .collect()
-}
-
 #[test]
 fn a_killed_dqn_run_resumes_bit_identically() {
     let cfg = DqnConfig {
@@ -152,10 +145,10 @@ fn a_killed_dqn_run_resumes_bit_identically() {
     let cut = tmp.path().join("cut");
     common::killed_at(12, |on_event| run(&cfg, Some(&cut), false, on_event));
     let resumed = run(&cfg, Some(&cut), true, &mut |_| {});
-    assert_eq!(bits(&resumed.policy), bits(&whole.policy));
+    assert_eq!(common::policy_bits(&resumed.policy), common::policy_bits(&whole.policy));
     assert_eq!(resumed.records, whole.records);
     assert_eq!(common::metrics_without_timing(&cut), common::metrics_without_timing(&tmp.path().join("whole")));
-    assert_eq!(bits(&run(&cfg, None, false, &mut |_| {}).policy), bits(&whole.policy));
+    assert_eq!(common::policy_bits(&run(&cfg, None, false, &mut |_| {}).policy), common::policy_bits(&whole.policy));
 }
 
 /// Learning, not a benchmark: a short DQN run raises the cart-pole's mean episode return well

@@ -185,13 +185,6 @@ fn run_with(
     train_ppo(&spec, policy, &ALL, cfg, run_dir, on_event).unwrap()
 }
 
-fn bits(p: &PolicyNet) -> Vec<Vec<u32>> {
-    p.named_tensors()
-        .iter()
-        .map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect())
-        .collect()
-}
-
 #[test]
 fn a_killed_ppo_run_resumes_bit_identically() {
     let cfg = small();
@@ -203,13 +196,13 @@ fn a_killed_ppo_run_resumes_bit_identically() {
     let cut = tmp.path().join("cut");
     common::killed_at(7, |on_event| run(&cfg, Some(&cut), false, on_event));
     let resumed = run(&cfg, Some(&cut), true, &mut |_| {});
-    assert_eq!(bits(&resumed.policy), bits(&whole.policy));
+    assert_eq!(common::policy_bits(&resumed.policy), common::policy_bits(&whole.policy));
     assert_eq!(resumed.records, whole.records);
     assert_eq!(common::metrics_without_timing(&cut), common::metrics_without_timing(&tmp.path().join("whole")));
     let lines = |d: &Path| std::fs::read_to_string(d.join(ROLLOUTS_FILE)).unwrap();
     assert_eq!(lines(&cut), lines(&tmp.path().join("whole")), "one line per update, none repeated");
     // In memory, the same again.
-    assert_eq!(bits(&run(&cfg, None, false, &mut |_| {}).policy), bits(&whole.policy));
+    assert_eq!(common::policy_bits(&run(&cfg, None, false, &mut |_| {}).policy), common::policy_bits(&whole.policy));
 }
 
 /// Learning, not a benchmark: 12 small updates raise the mean episode return of the rollouts
@@ -248,7 +241,7 @@ fn transfer_methods_take_what_fits_and_train_what_they_say() {
     let (warm, parts, kept) = PolicyNet::transfer(&source, 4, 2, WarmStart, 9).unwrap();
     assert_eq!(kept, all_names);
     assert_eq!(parts, [Part::Input, Part::Hidden, Part::Policy, Part::Value]);
-    assert_eq!(bits(&warm), bits(&source));
+    assert_eq!(common::policy_bits(&warm), common::policy_bits(&source));
 
     let (frozen, parts, kept) = PolicyNet::transfer(&source, 4, 2, FrozenTrunk, 9).unwrap();
     assert_eq!(parts, [Part::Policy, Part::Value]);
@@ -268,7 +261,10 @@ fn transfer_methods_take_what_fits_and_train_what_they_say() {
 
     let (scratch, _, kept) = PolicyNet::transfer(&source, 4, 2, Scratch, 9).unwrap();
     assert!(kept.is_empty());
-    assert_eq!(bits(&scratch), bits(&PolicyNet::new(4, 2, &[8, 8], 9, &Device::Cpu).unwrap()));
+    assert_eq!(
+        common::policy_bits(&scratch),
+        common::policy_bits(&PolicyNet::new(4, 2, &[8, 8], 9, &Device::Cpu).unwrap())
+    );
 
     for (method, obs, actions) in [(WarmStart, 6, 3), (WarmStart, 4, 3), (FrozenTrunk, 6, 2)] {
         let err = PolicyNet::transfer(&source, obs, actions, method, 9).unwrap_err().to_string();

@@ -8,8 +8,8 @@
 //! four, and three actions against two.
 
 use super::render::Canvas;
-use super::{check_step, episode_rng, positive, uniform, Env, Step};
-use crate::{GraftError, Result};
+use super::{check_context, check_step, episode_rng, uniform, Env, Step};
+use crate::Result;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
@@ -65,7 +65,7 @@ impl Default for AcrobotContext {
 impl AcrobotContext {
     /// Refuses parameters that cannot simulate, naming the key.
     pub fn validate(&self) -> Result<()> {
-        for (key, v) in [
+        let values = [
             ("link_length_1", self.link_length_1),
             ("link_length_2", self.link_length_2),
             ("link_mass_1", self.link_mass_1),
@@ -74,13 +74,8 @@ impl AcrobotContext {
             ("link_com_2", self.link_com_2),
             ("link_moi", self.link_moi),
             ("dt", self.dt),
-        ] {
-            positive("acrobot", key, v)?;
-        }
-        if self.max_steps == 0 {
-            return Err(GraftError::Input("acrobot: `max_steps` must be at least 1".into()));
-        }
-        Ok(())
+        ];
+        check_context("acrobot", &values, self.max_steps)
     }
 
     /// Time derivative of `(θ1, θ2, θ̇1, θ̇2)` under joint torque `a`.

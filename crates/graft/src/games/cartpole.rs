@@ -7,8 +7,8 @@
 //! CARL's cart-pole family.
 
 use super::render::Canvas;
-use super::{check_step, episode_rng, positive, uniform, Env, Step};
-use crate::{GraftError, Result};
+use super::{check_context, check_step, episode_rng, uniform, Env, Step};
+use crate::Result;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
@@ -48,20 +48,15 @@ impl Default for CartPoleContext {
 impl CartPoleContext {
     /// Refuses parameters that cannot simulate, naming the key.
     pub fn validate(&self) -> Result<()> {
-        for (key, v) in [
+        let values = [
             ("gravity", self.gravity),
             ("cart_mass", self.cart_mass),
             ("pole_mass", self.pole_mass),
             ("pole_length", self.pole_length),
             ("force", self.force),
             ("tau", self.tau),
-        ] {
-            positive("cartpole", key, v)?;
-        }
-        if self.max_steps == 0 {
-            return Err(GraftError::Input("cartpole: `max_steps` must be at least 1".into()));
-        }
-        Ok(())
+        ];
+        check_context("cartpole", &values, self.max_steps)
     }
 }
 

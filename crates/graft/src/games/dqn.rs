@@ -9,14 +9,12 @@
 //! The replay buffer, the target network, and which update last played are the objective's
 //! buffers, so every checkpoint holds them: a killed run resumes bit for bit.
 
+use super::agent::{bind_run, trainer, AgentOutcome};
 use super::policy::{Part, PolicyNet};
-use super::ppo::AgentOutcome;
-use super::rollout::{collect, Acting, RolloutLog, RolloutPlan, UpdateRecord, ROLLOUTS_FILE};
+use super::rollout::{collect, Acting, RolloutLog, RolloutPlan, UpdateRecord};
 use super::EnvSpec;
-use crate::train::optim::{AdamWConfig, OptimizerKind};
-use crate::train::schedule::{Schedule, ScheduleKind};
 use crate::train::step::LossSum;
-use crate::train::{BatchSource, Event, LoopSettings, Objective, ObjectiveLoss, ParamGroup, RunDir, Trainer};
+use crate::train::{BatchSource, Event, Objective, ObjectiveLoss, ParamGroup, RunDir};
 use crate::{GraftError, Result};
 use candle_core::{DType, Tensor, Var, D};
 use rand::RngCore;
@@ -405,7 +403,7 @@ impl BatchSource<Transitions> for DqnSource<'_> {
 }
 
 /// Trains `net` (the parts `train`) with DQN on `spec` for `cfg.updates` updates; with
-/// `run_dir`, checkpoints, `metrics.jsonl` and [`ROLLOUTS_FILE`] go there and an interrupted
+/// `run_dir`, checkpoints, `metrics.jsonl` and `rollouts.jsonl` go there and an interrupted
 /// run resumes exactly.
 pub fn train_dqn(
     spec: &EnvSpec,
@@ -416,26 +414,9 @@ pub fn train_dqn(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<AgentOutcome> {
     let objective = DqnObjective::new(net, train, cfg)?;
-    let settings = serde_json::to_string(&serde_json::json!({
-        "env": spec, "dqn": cfg, "train": train.iter().map(|(p, s)| format!("{p:?}:{s}")).collect::<Vec<_>>(),
-    }))?;
-    let log = run_dir.as_ref().map(|d| d.path().join(ROLLOUTS_FILE));
-    let run_dir = run_dir.map(|d| d.with_settings(settings.clone(), RunDir::same_text(&settings)));
+    let (run_dir, log) = bind_run(run_dir, spec, "dqn", cfg, train)?;
     let mut source = DqnSource::new(&objective, spec.clone(), cfg.clone(), log)?;
-    let total = cfg.total_steps();
-    let trainer = Trainer {
-        settings: LoopSettings {
-            total_steps: total,
-            grad_accum: 1,
-            max_grad_norm: cfg.max_grad_norm,
-            schedule: Schedule { kind: ScheduleKind::Constant, peak: cfg.lr, warmup: 0, total },
-            eval_every: 0,
-            pcgrad: None,
-        },
-        optimizer: OptimizerKind::AdamW(AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() }),
-        run_dir,
-        evaluate: None,
-    };
+    let trainer = trainer(cfg.total_steps(), cfg.lr, cfg.max_grad_norm, run_dir);
     let outcome = trainer.run(&objective, &mut source, on_event)?;
     let records = source.records().to_vec();
     Ok(AgentOutcome { policy: objective.net().snapshot()?, records, trainer: outcome })

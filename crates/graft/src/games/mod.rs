@@ -15,6 +15,7 @@
 //! of the seed, so runs repeat exactly and resume at any episode boundary.
 
 pub mod acrobot;
+pub mod agent;
 pub mod cartpole;
 pub mod dqn;
 pub mod gridworld;
@@ -135,13 +136,18 @@ pub(crate) fn check_step(name: &str, action: usize, actions: usize, over: bool) 
     Ok(())
 }
 
-/// Refuses a context value that is not finite and positive, naming the key.
-pub(crate) fn positive(env: &str, key: &str, v: f64) -> Result<()> {
-    if v.is_finite() && v > 0.0 {
-        Ok(())
-    } else {
-        Err(GraftError::Input(format!("{env}: `{key}` must be a finite number above 0, got {v}")))
+/// Refuses a context whose physical values are not finite and positive, or whose step limit is
+/// 0, naming the key.
+pub(crate) fn check_context(env: &str, values: &[(&str, f64)], max_steps: usize) -> Result<()> {
+    for &(key, v) in values {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(GraftError::Input(format!("{env}: `{key}` must be a finite number above 0, got {v}")));
+        }
     }
+    if max_steps == 0 {
+        return Err(GraftError::Input(format!("{env}: `max_steps` must be at least 1")));
+    }
+    Ok(())
 }
 
 /// A uniform draw in `[low, high)` from the stream (its own arithmetic, so a `rand` release

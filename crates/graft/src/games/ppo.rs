@@ -6,14 +6,14 @@
 //! objective's buffers, so they are in every checkpoint: a run resumed in the middle of an
 //! update plays the same rollout again and continues exactly.
 
+pub use super::agent::AgentOutcome;
+use super::agent::{bind_run, trainer};
 use super::policy::{Part, PolicyNet};
 use super::rollout::{collect, Acting, Rollout, RolloutLog, RolloutPlan};
 pub use super::rollout::{UpdateRecord, ROLLOUTS_FILE};
 use super::EnvSpec;
-use crate::train::optim::{AdamWConfig, OptimizerKind};
-use crate::train::schedule::{Schedule, ScheduleKind};
 use crate::train::step::LossSum;
-use crate::train::{BatchSource, Event, LoopSettings, Objective, ObjectiveLoss, ParamGroup, RunDir, Trainer};
+use crate::train::{BatchSource, Event, Objective, ObjectiveLoss, ParamGroup, RunDir};
 use crate::{GraftError, Result};
 use candle_core::{DType, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
@@ -317,16 +317,6 @@ pub fn normalise(a: &[f32]) -> Vec<f32> {
     a.iter().map(|&x| ((x as f64 - mean) / (var.sqrt() + 1e-8)) as f32).collect()
 }
 
-/// What an agent's training run gives back (PPO or DQN).
-pub struct AgentOutcome {
-    /// The trained policy (a copy, detached from training).
-    pub policy: PolicyNet,
-    /// Every update's rollout record, in order.
-    pub records: Vec<UpdateRecord>,
-    /// The trainer's outcome (steps, losses, wall time).
-    pub trainer: crate::train::Outcome,
-}
-
 /// Trains `policy` (the parts `train`, each at its learning-rate scale) with PPO on `spec` for
 /// `cfg.updates` updates; with `run_dir`, checkpoints, `metrics.jsonl` and
 /// [`ROLLOUTS_FILE`] go there and an interrupted run resumes exactly.
@@ -339,26 +329,9 @@ pub fn train_ppo(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<AgentOutcome> {
     let objective = PpoObjective::new(policy, train, cfg)?;
-    let settings = serde_json::to_string(&serde_json::json!({
-        "env": spec, "ppo": cfg, "train": train.iter().map(|(p, s)| format!("{p:?}:{s}")).collect::<Vec<_>>(),
-    }))?;
-    let log = run_dir.as_ref().map(|d| d.path().join(ROLLOUTS_FILE));
-    let run_dir = run_dir.map(|d| d.with_settings(settings.clone(), RunDir::same_text(&settings)));
+    let (run_dir, log) = bind_run(run_dir, spec, "ppo", cfg, train)?;
     let mut source = PpoSource::new(&objective, spec.clone(), cfg.clone(), log)?;
-    let total = cfg.total_steps();
-    let trainer = Trainer {
-        settings: LoopSettings {
-            total_steps: total,
-            grad_accum: 1,
-            max_grad_norm: cfg.max_grad_norm,
-            schedule: Schedule { kind: ScheduleKind::Constant, peak: cfg.lr, warmup: 0, total },
-            eval_every: 0,
-            pcgrad: None,
-        },
-        optimizer: OptimizerKind::AdamW(AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() }),
-        run_dir,
-        evaluate: None,
-    };
+    let trainer = trainer(cfg.total_steps(), cfg.lr, cfg.max_grad_norm, run_dir);
     let outcome = trainer.run(&objective, &mut source, on_event)?;
     let records = source.records().to_vec();
     Ok(AgentOutcome { policy: objective.policy().snapshot()?, records, trainer: outcome })

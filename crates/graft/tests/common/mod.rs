@@ -255,3 +255,11 @@ pub fn speech_clips_manifest(dir: &Path) -> PathBuf {
     std::fs::write(&path, lines).unwrap();
     path
 }
+
+/// A game policy's tensors as bit patterns, name by name (bit-identical comparisons).
+pub fn policy_bits(p: &graft::games::policy::PolicyNet) -> Vec<Vec<u32>> {
+    p.named_tensors()
+        .iter()
+        .map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect())
+        .collect()
+}
