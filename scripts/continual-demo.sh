@@ -24,6 +24,10 @@ for seed in $SEEDS; do
     "$GRAFT" continual "$CONFIG" --set train.seed="$seed" --set train.max_steps="$STEPS" \
         --set train.warmup_steps=2 --set train.eval_batches="$EVAL_BATCHES" \
         --set output.dir="$OUT/seed-$seed" --json > "$OUT/seed-$seed.json"
+    # Only summary.json is read from here on: the stages' checkpoints and full-size weights
+    # (about 8 GB a seed with sequential full fine-tuning) go.
+    find "$OUT/seed-$seed" -name checkpoints -type d -prune -exec rm -rf {} +
+    find "$OUT/seed-$seed" -name '*.safetensors' -size +20M -delete
 done
 
 # Mean +- sample std over seeds of each method's metrics and matrix entries.
