@@ -160,6 +160,16 @@ fn every_shipped_config_validates_and_trains_one_step() {
             }
             continue;
         }
+        if graft::recipes::games::is_games_config(config).unwrap() {
+            // One short PPO update on the config's variant.
+            let mut args = vec!["games", "train", path, "--set", "ppo.updates=1", "--set", "ppo.steps_per_update=64"];
+            args.extend(["--set", "ppo.epochs=1", "--set", "ppo.minibatches=2", "--set", &out_set, "--json"]);
+            let summary = graft_json(&args);
+            assert_eq!(checked["kind"], "games", "{name}: {checked}");
+            assert_eq!(summary["updates"], 1, "{name}: {summary}");
+            assert!(out.join("policy.safetensors").is_file(), "{name}");
+            continue;
+        }
         if graft::recipes::meta::config::is_meta_config(config).unwrap() {
             // Validated above (data, classes, splits, episode shape); `graft meta` runs end to
             // end in tests/meta.rs on a small file, embedding every AppStream description costs

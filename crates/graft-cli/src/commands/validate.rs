@@ -65,6 +65,21 @@ pub fn validate(args: ValidateArgs) -> Result<()> {
     if graft::config::multitask::is_multitask_config(config)? {
         return validate_multitask(config, &args);
     }
+    if graft::recipes::games::is_games_config(config)? {
+        let cfg = graft::recipes::games::GamesConfig::load(config, &args.overrides)?;
+        let env = cfg.env.make(0)?;
+        let (label, obs, actions) = (cfg.env.label(), env.observation_size(), env.actions());
+        let algorithm = serde_json::to_value(cfg.agent.algorithm)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({ "ok": true, "kind": "games", "env": label, "algorithm": algorithm, "observations": obs, "actions": actions })
+            );
+        } else {
+            println!("ok: games config, {label}: {obs} observations, {actions} actions, {algorithm}");
+        }
+        return Ok(());
+    }
     if graft::recipes::meta::config::is_meta_config(config)? {
         let cfg = graft::recipes::meta::config::MetaConfig::load(config, &args.overrides)?;
         let check = graft::recipes::meta::check(&cfg)?;

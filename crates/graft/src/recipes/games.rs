@@ -136,6 +136,14 @@ pub fn default_threshold(env: &EnvSpec) -> f64 {
     }
 }
 
+/// Whether the TOML file at `path` is a `graft games train` config (it has an `[env]` table).
+pub fn is_games_config(path: &Path) -> Result<bool> {
+    let text = std::fs::read_to_string(path).map_err(|e| GraftError::io(path, e))?;
+    let value: toml::Value =
+        toml::from_str(&text).map_err(|e| GraftError::Input(format!("{}: {e}", path.display())))?;
+    Ok(value.get("env").is_some_and(toml::Value::is_table))
+}
+
 impl GamesConfig {
     /// Reads `path` with `overrides` (`section.key=value`) and checks it; `transfer.from` is
     /// resolved against the config's folder.
