@@ -225,7 +225,8 @@ impl Objective for DqnObjective {
 
     /// Per transition: the Huber loss (δ = 1) of `Q(s, a) − (r + γ (1 − terminal) Q̂(s'))`.
     fn loss(&self, b: &Transitions, _micro_step: u64) -> Result<ObjectiveLoss> {
-        let q = self.net.action_outputs(&b.observations)?.gather(&b.actions.unsqueeze(1)?, 1)?.squeeze(1)?;
+        let outputs = self.net.action_outputs(&b.observations)?;
+        let q = outputs.gather(&b.actions.unsqueeze(1)?, 1)?.squeeze(1)?;
         let next_target = self.target.action_outputs(&b.next_observations)?;
         let next = if self.double {
             let best = self.net.action_outputs(&b.next_observations)?.detach().argmax_keepdim(D::Minus1)?;
@@ -239,17 +240,10 @@ impl Objective for DqnObjective {
         let quad = diff.clamp(0.0, 1.0)?;
         let huber = ((quad.sqr()? * 0.5)? + (&diff - &quad)?)?;
         let count = b.actions.dim(0)?;
-        let mean_q = self
-            .net
-            .action_outputs(&b.observations)?
-            .detach()
-            .max(D::Minus1)?
-            .sum_all()?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
+        let max_q = outputs.detach().max(D::Minus1)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         Ok(ObjectiveLoss {
             loss: LossSum { sum: huber.sum_all()?, count, sink: None },
-            metrics: vec![("max_q", mean_q)],
+            metrics: vec![("max_q", max_q)],
         })
     }
 
