@@ -62,7 +62,7 @@ fn a_short_cartpole_run_trains_measures_and_renders() {
     assert_eq!(s2["curve"], s["curve"]);
 
     // Transfer: a warm start on a heavier cart-pole takes every tensor; a frozen trunk trains
-    // only the heads; the acrobot (6 observations, 3 actions) can take only the value head of a
+    // only the heads; a progressive column trains itself and its adapters; the acrobot (6 observations, 3 actions) can take only the value head of a
     // one-layer cart-pole policy.
     let target = |name: &str, env: &str, method: &str| {
         let path = dir.path().join(format!("{name}.toml"));
@@ -81,6 +81,16 @@ fn a_short_cartpole_run_trains_measures_and_renders() {
     assert_eq!(warm["transfer"]["kept"].as_array().unwrap().len(), 8);
     let frozen = target("frozen", "kind = \"cartpole\"\ngravity = 14.0", "frozen_trunk");
     assert_eq!(frozen["trainable_params"], (16 * 2 + 2) + (16 + 1));
+    // A progressive column reads the frozen source through adapters (rank 16) into its heads;
+    // the saved policy holds the source and plays.
+    let prog = target("prog", "kind = \"cartpole\"\ngravity = 14.0", "progressive");
+    assert!(prog["transfer"]["kept"].as_array().unwrap().iter().all(|n| n.as_str().unwrap().starts_with("source.")));
+    let column = 2 * (16 * 4 + 16) + (16 * 2 + 2) + (16 + 1);
+    assert_eq!(prog["trainable_params"], column + (16 * 16 + 2 * 16) + (16 * 16 + 16));
+    let frames = dir.path().join("prog.png");
+    let render =
+        graft(&["games", "render", dir.path().join("prog").to_str().unwrap(), "--out", frames.to_str().unwrap()]);
+    assert!(render.status.success() && frames.exists(), "{}", String::from_utf8_lossy(&render.stderr));
     let acro = target("acro", "kind = \"acrobot\"", "remap");
     assert_eq!(acro["transfer"]["kept"], serde_json::json!(["value.bias", "value.weight"]));
     assert_eq!(acro["env"], "acrobot");

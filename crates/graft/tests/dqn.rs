@@ -77,22 +77,8 @@ fn dqn_gradients_match_finite_differences_and_skip_the_critic() {
     let names: Vec<&str> = groups.iter().flat_map(|g| g.vars.iter().map(|(n, _)| n.as_str())).collect();
     assert_eq!(names, ["actor.0.bias", "actor.0.weight", "policy.bias", "policy.weight"], "the critic never trains");
     let loss = || objective.loss(&b, 0).unwrap().loss.sum;
-    let grads = loss().backward().unwrap();
-    for (name, var) in groups.iter().flat_map(|g| g.vars.iter()) {
-        let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        for i in 0..base.len() {
-            let at = |delta: f64| {
-                let mut v = base.clone();
-                v[i] += delta;
-                var.set(&Tensor::from_vec(v, var.as_tensor().shape(), &Device::Cpu).unwrap()).unwrap();
-                loss().to_scalar::<f64>().unwrap()
-            };
-            let fd = (at(1e-6) - at(-1e-6)) / 2e-6;
-            at(0.0);
-            assert!((fd - g[i]).abs() <= 1e-6 * (1.0 + fd.abs()), "{name}[{i}]: {fd} vs {}", g[i]);
-        }
-    }
+    let vars = groups.iter().flat_map(|g| g.vars.iter());
+    assert_eq!(common::check_gradients(vars, &loss, &|n| (0..n).collect()), 6 + 3 + 6 + 2);
 }
 
 #[test]

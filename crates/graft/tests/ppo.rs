@@ -109,32 +109,8 @@ fn the_clipped_loss_matches_a_hand_computation() {
 fn gradients_match_finite_differences() {
     let (objective, mb, _) = tiny();
     let loss = || objective.loss(&mb, 0).unwrap().loss.sum;
-    let grads = loss().backward().unwrap();
     let groups = objective.param_groups();
-    let vars: Vec<_> = groups.iter().flat_map(|g| g.vars.clone()).collect();
-    let mut checked = 0;
-    for (name, var) in &vars {
-        let n = var.as_tensor().elem_count();
-        let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        for i in [0, n / 2, n - 1] {
-            let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-            let at = |delta: f64| {
-                let mut v = base.clone();
-                v[i] += delta;
-                var.set(&Tensor::from_vec(v, var.as_tensor().shape(), &Device::Cpu).unwrap()).unwrap();
-                loss().to_scalar::<f64>().unwrap()
-            };
-            let eps = 1e-6;
-            let fd = (at(eps) - at(-eps)) / (2.0 * eps);
-            at(0.0);
-            assert!(
-                (fd - g[i]).abs() <= 1e-6 * (1.0 + fd.abs()),
-                "{name}[{i}]: finite difference {fd}, backward {}",
-                g[i]
-            );
-            checked += 1;
-        }
-    }
+    let checked = common::check_gradients(groups.iter().flat_map(|g| g.vars.iter()), &loss, &|n| vec![0, n / 2, n - 1]);
     assert_eq!(checked, 8 * 3, "the weights and biases of both trunks and both heads");
 }
 
@@ -234,16 +210,16 @@ fn values(p: &PolicyNet, name: &str) -> Vec<u32> {
 
 #[test]
 fn transfer_methods_take_what_fits_and_train_what_they_say() {
-    use graft::games::policy::TransferMethod::*;
+    use graft::games::transfer::TransferMethod::*;
     let source = PolicyNet::new(4, 2, &[8, 8], 1, &Device::Cpu).unwrap();
     let all_names: Vec<String> = source.named_tensors().into_iter().map(|(n, _)| n).collect();
 
-    let (warm, parts, kept) = PolicyNet::transfer(&source, 4, 2, WarmStart, 9).unwrap();
+    let (warm, parts, kept) = PolicyNet::transfer(&source, 4, 2, WarmStart, (9, 4)).unwrap();
     assert_eq!(kept, all_names);
     assert_eq!(parts, [Part::Input, Part::Hidden, Part::Policy, Part::Value]);
     assert_eq!(common::policy_bits(&warm), common::policy_bits(&source));
 
-    let (frozen, parts, kept) = PolicyNet::transfer(&source, 4, 2, FrozenTrunk, 9).unwrap();
+    let (frozen, parts, kept) = PolicyNet::transfer(&source, 4, 2, FrozenTrunk, (9, 4)).unwrap();
     assert_eq!(parts, [Part::Policy, Part::Value]);
     assert!(kept.iter().all(|n| n.starts_with("actor.") || n.starts_with("critic.")) && kept.len() == 8);
     assert_eq!(values(&frozen, "actor.1.weight"), values(&source, "actor.1.weight"));
@@ -251,7 +227,7 @@ fn transfer_methods_take_what_fits_and_train_what_they_say() {
 
     // Cart-pole (4 observations, 2 actions) to acrobot (6, 3): the hidden layers and the value
     // head carry over; the input layers and the policy head are fresh.
-    let (remapped, _, kept) = PolicyNet::transfer(&source, 6, 3, Remap, 9).unwrap();
+    let (remapped, _, kept) = PolicyNet::transfer(&source, 6, 3, Remap, (9, 4)).unwrap();
     let mut want =
         vec!["actor.1.bias", "actor.1.weight", "critic.1.bias", "critic.1.weight", "value.bias", "value.weight"];
     want.sort();
@@ -259,7 +235,7 @@ fn transfer_methods_take_what_fits_and_train_what_they_say() {
     assert_eq!((remapped.observations(), remapped.actions()), (6, 3));
     assert_eq!(values(&remapped, "critic.1.weight"), values(&source, "critic.1.weight"));
 
-    let (scratch, _, kept) = PolicyNet::transfer(&source, 4, 2, Scratch, 9).unwrap();
+    let (scratch, _, kept) = PolicyNet::transfer(&source, 4, 2, Scratch, (9, 4)).unwrap();
     assert!(kept.is_empty());
     assert_eq!(
         common::policy_bits(&scratch),
@@ -267,7 +243,7 @@ fn transfer_methods_take_what_fits_and_train_what_they_say() {
     );
 
     for (method, obs, actions) in [(WarmStart, 6, 3), (WarmStart, 4, 3), (FrozenTrunk, 6, 2)] {
-        let err = PolicyNet::transfer(&source, obs, actions, method, 9).unwrap_err().to_string();
+        let err = PolicyNet::transfer(&source, obs, actions, method, (9, 4)).unwrap_err().to_string();
         assert!(
             err.contains("needs the source's spaces (4 observations, 2 actions)") && err.contains("use `remap`"),
             "{err}"
@@ -285,6 +261,6 @@ fn transfer_methods_take_what_fits_and_train_what_they_say() {
     }
     assert_ne!(
         values(&out.policy, "policy.weight"),
-        values(&PolicyNet::transfer(&source, 4, 2, FrozenTrunk, 9).unwrap().0, "policy.weight")
+        values(&PolicyNet::transfer(&source, 4, 2, FrozenTrunk, (9, 4)).unwrap().0, "policy.weight")
     );
 }

@@ -168,9 +168,7 @@ impl DqnObjective {
         cfg.validate()?;
         let mut groups = Vec::new();
         for &(part, lr_scale) in train {
-            let vars = net.trainable_where(|n| {
-                PolicyNet::part_of(n) == part && !n.starts_with("critic.") && !n.starts_with("value.")
-            })?;
+            let vars = net.trainable_where(|n| PolicyNet::part_of(n) == part && !PolicyNet::is_critic(n))?;
             if !vars.is_empty() {
                 groups.push(ParamGroup { lr_scale, ..ParamGroup::new(&format!("{part:?}").to_lowercase(), vars) });
             }

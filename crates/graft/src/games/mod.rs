@@ -23,6 +23,7 @@ pub mod policy;
 pub mod ppo;
 pub mod render;
 pub mod rollout;
+pub mod transfer;
 
 pub use acrobot::{Acrobot, AcrobotContext};
 pub use cartpole::{CartPole, CartPoleContext};

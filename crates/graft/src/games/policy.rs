@@ -6,6 +6,10 @@
 //! tasks). The parts have names, so transfer methods can keep, freeze or replace each: the input
 //! layers when observation spaces differ, the policy head when action spaces differ, both trunks
 //! for a frozen-trunk transfer.
+//!
+//! A network may also carry a frozen **source column**: another trained network reading the
+//! same observations, whose trunk activations feed this network's layers through lateral
+//! adapters (a progressive network's new column; see [`super::transfer`]).
 
 use crate::features::head::uniform_init;
 use crate::{GraftError, Result};
@@ -14,6 +18,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The header key of a saved policy's description.
 pub const POLICY_METADATA_KEY: &str = "graft.policy";
@@ -32,6 +37,12 @@ pub struct PolicyDescription {
     pub actions: usize,
     /// Hidden widths of both trunks.
     pub hidden: Vec<usize>,
+    /// Inner width of the lateral adapters from the source column, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lateral_rank: Option<usize>,
+    /// The frozen source column the laterals read (its tensors saved under `source.`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Box<PolicyDescription>>,
 }
 
 /// A part of the network, as transfer methods and parameter groups name them.
@@ -45,6 +56,8 @@ pub enum Part {
     Policy,
     /// The state value.
     Value,
+    /// The lateral adapters from a source column.
+    Lateral,
 }
 
 /// Scale of the policy head's initial weights: near-zero logits, so a fresh policy starts
@@ -53,13 +66,17 @@ pub const POLICY_INIT_SCALE: f64 = 0.01;
 
 /// An actor-critic MLP pair with its tensors by name: `actor.{i}.weight` / `.bias` and
 /// `critic.{i}.weight` / `.bias` for the trunks (`i = 0` is the input layer), `policy.weight` /
-/// `.bias`, `value.weight` / `.bias` for the heads.
+/// `.bias`, `value.weight` / `.bias` for the heads; with a source column, the adapters
+/// `lateral.{actor,critic}.{i}.{v,u}` into hidden layer `i ≥ 1` and `lateral.{policy,value}.{v,u}`
+/// into the heads.
 #[derive(Debug, Clone)]
 pub struct PolicyNet {
-    tensors: BTreeMap<String, Tensor>,
-    hidden: Vec<usize>,
-    observations: usize,
-    actions: usize,
+    pub(super) tensors: BTreeMap<String, Tensor>,
+    pub(super) hidden: Vec<usize>,
+    pub(super) observations: usize,
+    pub(super) actions: usize,
+    /// The frozen source column and the adapters' inner width.
+    pub(super) source: Option<(Arc<PolicyNet>, usize)>,
 }
 
 impl PolicyNet {
@@ -88,7 +105,42 @@ impl PolicyNet {
         tensors.insert("policy.bias".into(), Tensor::zeros(actions, DType::F32, device)?);
         tensors.insert("value.weight".into(), uniform_init(&[1, fan_in], fan_in, &mut rng, device)?);
         tensors.insert("value.bias".into(), Tensor::zeros(1, DType::F32, device)?);
-        Ok(Self { tensors, hidden: hidden.to_vec(), observations, actions })
+        Ok(Self { tensors, hidden: hidden.to_vec(), observations, actions, source: None })
+    }
+
+    /// The network with lateral adapters of inner width `rank` from `source` (frozen; it must
+    /// read the same observations): `V` uniform in ±1/√width from a stream of `seed` of its own
+    /// (so the network's other tensors stay those of [`Self::new`] with `seed`), `U = 0`, so
+    /// the network starts computing exactly what it computed without them.
+    pub fn with_source(mut self, source: PolicyNet, rank: usize, seed: u64) -> Result<Self> {
+        if source.observations != self.observations || rank == 0 {
+            return Err(GraftError::Input(format!(
+                "a source column must read the same observations ({} here, {} there) through adapters of rank at least 1 (got {rank})",
+                self.observations, source.observations
+            )));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(1);
+        let device = self.device();
+        let (from, into) = (&source.hidden, &self.hidden);
+        let mut adapters: Vec<(String, usize, usize)> = Vec::new();
+        for which in ["actor", "critic"] {
+            adapters.extend((1..into.len()).map(|i| (format!("lateral.{which}.{i}"), from[i - 1], into[i])));
+        }
+        let last = *from.last().expect("at least one hidden layer");
+        adapters.push(("lateral.policy".into(), last, self.actions));
+        adapters.push(("lateral.value".into(), last, 1));
+        for (name, width_from, width_into) in adapters {
+            self.tensors.insert(format!("{name}.v"), uniform_init(&[rank, width_from], width_from, &mut rng, &device)?);
+            self.tensors.insert(format!("{name}.u"), Tensor::zeros((width_into, rank), DType::F32, &device)?);
+        }
+        self.source = Some((Arc::new(source), rank));
+        Ok(self)
+    }
+
+    /// The frozen source column, when the network has one.
+    pub fn source(&self) -> Option<&PolicyNet> {
+        self.source.as_ref().map(|(s, _)| s.as_ref())
     }
 
     /// Observation width.
@@ -115,7 +167,11 @@ impl PolicyNet {
     pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
         let tensors =
             self.tensors.iter().map(|(n, t)| Ok((n.clone(), t.detach().to_dtype(dtype)?))).collect::<Result<_>>()?;
-        Ok(Self { tensors, ..self.clone() })
+        let source = match &self.source {
+            Some((s, rank)) => Some((Arc::new(s.to_dtype(dtype)?), *rank)),
+            None => None,
+        };
+        Ok(Self { tensors, source, ..self.clone() })
     }
 
     /// Hidden widths.
@@ -125,7 +181,9 @@ impl PolicyNet {
 
     /// The part a tensor name belongs to.
     pub fn part_of(name: &str) -> Part {
-        if name.starts_with("actor.0.") || name.starts_with("critic.0.") {
+        if name.starts_with("lateral.") {
+            Part::Lateral
+        } else if name.starts_with("actor.0.") || name.starts_with("critic.0.") {
             Part::Input
         } else if name.starts_with("actor.") || name.starts_with("critic.") {
             Part::Hidden
@@ -136,7 +194,13 @@ impl PolicyNet {
         }
     }
 
-    /// Every tensor by name, as it stands.
+    /// Whether a tensor serves only the value estimate (the critic's trunk, the value head and
+    /// the adapters into them), which a value-based learner neither uses nor trains.
+    pub fn is_critic(name: &str) -> bool {
+        ["critic.", "value.", "lateral.critic.", "lateral.value."].iter().any(|p| name.starts_with(p))
+    }
+
+    /// Every tensor of the network by name, as it stands (not the source column's).
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         self.tensors.iter().map(|(n, t)| (n.clone(), t.clone())).collect()
     }
@@ -147,16 +211,32 @@ impl PolicyNet {
         self.trainable_where(|name| parts.contains(&Self::part_of(name)))
     }
 
-    /// Writes the network as safetensors with a [`PolicyDescription`] in the header, atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let desc = PolicyDescription {
+    /// What the network is, for a saved file's header.
+    pub fn description(&self) -> PolicyDescription {
+        PolicyDescription {
             format: POLICY_FORMAT.into(),
             observations: self.observations,
             actions: self.actions,
             hidden: self.hidden.clone(),
-        };
-        let meta = HashMap::from([(POLICY_METADATA_KEY.to_string(), serde_json::to_string(&desc)?)]);
-        let tensors = self.tensors.iter().map(|(n, t)| (n.clone(), t.detach()));
+            lateral_rank: self.source.as_ref().map(|(_, rank)| *rank),
+            source: self.source.as_ref().map(|(s, _)| Box::new(s.description())),
+        }
+    }
+
+    /// The network's tensors and its source column's (under `source.`), names prefixed.
+    pub(super) fn all_tensors(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+        out.extend(self.tensors.iter().map(|(n, t)| (format!("{prefix}{n}"), t.detach())));
+        if let Some((s, _)) = &self.source {
+            s.all_tensors(&format!("{prefix}source."), out);
+        }
+    }
+
+    /// Writes the network (with its source column) as safetensors with a
+    /// [`PolicyDescription`] in the header, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let meta = HashMap::from([(POLICY_METADATA_KEY.to_string(), serde_json::to_string(&self.description())?)]);
+        let mut tensors = Vec::new();
+        self.all_tensors("", &mut tensors);
         crate::io::safetensors::save_atomic_with_metadata(tensors, meta, path)
     }
 
@@ -171,16 +251,35 @@ impl PolicyNet {
             .ok_or_else(|| bad(format!("no `{POLICY_METADATA_KEY}` description: not a graft policy")))?;
         let desc: PolicyDescription =
             serde_json::from_str(text).map_err(|e| bad(format!("the `{POLICY_METADATA_KEY}` description: {e}")))?;
-        if desc.format != POLICY_FORMAT {
-            return Err(bad(format!("format `{}`, expected `{POLICY_FORMAT}`", desc.format)));
-        }
-        let mut net =
-            Self::new(desc.observations, desc.actions, &desc.hidden, 0, device).map_err(|e| bad(e.to_string()))?;
         let mut map = file.load_all(device)?;
+        Self::from_tensors(&desc, &mut map, "", device).map_err(bad)
+    }
+
+    /// The network `desc` describes, its tensors taken from `map` under `prefix`.
+    fn from_tensors(
+        desc: &PolicyDescription,
+        map: &mut HashMap<String, Tensor>,
+        prefix: &str,
+        device: &Device,
+    ) -> std::result::Result<Self, String> {
+        if desc.format != POLICY_FORMAT {
+            return Err(format!("format `{}`, expected `{POLICY_FORMAT}`", desc.format));
+        }
+        let mut net = Self::new(desc.observations, desc.actions, &desc.hidden, 0, device).map_err(|e| e.to_string())?;
+        match (&desc.source, desc.lateral_rank) {
+            (Some(source), Some(rank)) => {
+                let source = Self::from_tensors(source, map, &format!("{prefix}source."), device)?;
+                net = net.with_source(source, rank, 0).map_err(|e| e.to_string())?;
+            }
+            (None, None) => {}
+            _ => return Err("the description names a source column without a lateral rank, or the reverse".into()),
+        }
         for (name, t) in net.tensors.iter_mut() {
-            let got = map.remove(name).ok_or_else(|| bad(format!("lacks tensor `{name}`")))?.to_dtype(DType::F32)?;
+            let name = format!("{prefix}{name}");
+            let got = map.remove(&name).ok_or_else(|| format!("lacks tensor `{name}`"))?;
+            let got = got.to_dtype(DType::F32).map_err(|e| e.to_string())?;
             if got.dims() != t.dims() {
-                return Err(bad(format!("tensor `{name}` has shape {:?}, expected {:?}", got.dims(), t.dims())));
+                return Err(format!("tensor `{name}` has shape {:?}, expected {:?}", got.dims(), t.dims()));
             }
             *t = got;
         }
@@ -217,20 +316,48 @@ impl PolicyNet {
     /// A trunk's activations `[n, width]` after each of its layers, for observations
     /// `[n, obs]`: the actor's (`"actor"`) or the critic's (`"critic"`).
     pub fn trunk(&self, which: &str, obs: &Tensor) -> Result<Vec<Tensor>> {
+        Ok(self.trunks(which, obs)?.0)
+    }
+
+    /// The trunk's activations and, with a source column, the source's same trunk's (each
+    /// layer `i ≥ 1` adds the adapter from the source's layer `i − 1`).
+    fn trunks(&self, which: &str, obs: &Tensor) -> Result<(Vec<Tensor>, Option<Vec<Tensor>>)> {
+        let source = self.source().map(|s| s.trunk(which, obs)).transpose()?;
         let mut h = obs.clone();
         let mut out = Vec::with_capacity(self.hidden.len());
         for i in 0..self.hidden.len() {
-            h = self.layer(&h, &format!("{which}.{i}"))?.tanh()?;
+            let mut z = self.layer(&h, &format!("{which}.{i}"))?;
+            if let (Some(s), Some(below)) = (&source, i.checked_sub(1)) {
+                z = (z + self.lateral(&format!("lateral.{which}.{i}"), &s[below])?)?;
+            }
+            h = z.tanh()?;
             out.push(h.clone());
         }
-        Ok(out)
+        Ok((out, source))
+    }
+
+    /// `x` through the adapter `name`: `U·tanh(V·x)`.
+    fn lateral(&self, name: &str, x: &Tensor) -> Result<Tensor> {
+        let (v, u) = (&self.tensors[&format!("{name}.v")], &self.tensors[&format!("{name}.u")]);
+        Ok(x.matmul(&v.t()?)?.tanh()?.matmul(&u.t()?)?)
+    }
+
+    /// Head `head` (`"policy"` or `"value"`) on trunk `which`, plus the adapter from the
+    /// source's last layer.
+    fn head(&self, which: &str, head: &str, obs: &Tensor) -> Result<Tensor> {
+        let (own, source) = self.trunks(which, obs)?;
+        let last = |t: &[Tensor]| t.last().expect("at least one hidden layer").clone();
+        let mut z = self.layer(&last(&own), head)?;
+        if let Some(s) = source {
+            z = (z + self.lateral(&format!("lateral.{head}"), &last(&s))?)?;
+        }
+        Ok(z)
     }
 
     /// Action outputs `[n, actions]` (the actor alone: logits for a policy, Q-values for a
     /// value-based learner) for observations `[n, obs]`.
     pub fn action_outputs(&self, obs: &Tensor) -> Result<Tensor> {
-        let last = self.trunk("actor", obs)?.into_iter().last().expect("at least one hidden layer");
-        self.layer(&last, "policy")
+        self.head("actor", "policy", obs)
     }
 
     /// Makes the tensors whose names satisfy `pick` variables (training updates them in place)
@@ -249,83 +376,8 @@ impl PolicyNet {
 
     /// Action logits `[n, actions]` and state values `[n]` for observations `[n, obs]`.
     pub fn forward(&self, obs: &Tensor) -> Result<(Tensor, Tensor)> {
-        let last = |t: Vec<Tensor>| t.into_iter().last().expect("at least one hidden layer");
-        let logits = self.layer(&last(self.trunk("actor", obs)?), "policy")?;
-        let values = self.layer(&last(self.trunk("critic", obs)?), "value")?.squeeze(D::Minus1)?;
+        let logits = self.head("actor", "policy", obs)?;
+        let values = self.head("critic", "value", obs)?.squeeze(D::Minus1)?;
         Ok((logits, values))
-    }
-}
-
-/// How a new policy for a target variant starts from a source variant's policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TransferMethod {
-    /// A fresh network; nothing of the source.
-    Scratch,
-    /// Every weight of the source (the spaces must match); everything trains.
-    WarmStart,
-    /// The source's trunks, frozen, under fresh policy and value heads; only the heads train
-    /// (the observation spaces must match).
-    FrozenTrunk,
-    /// Every source weight whose shape fits the target — the hidden layers and the value head
-    /// always; the input layers when the observation widths match, the policy head when the
-    /// action counts do — the rest fresh; everything trains. For variants whose spaces differ.
-    Remap,
-}
-
-impl PolicyNet {
-    /// The starting policy of `method` for a target of `observations` and `actions` from
-    /// `source` (fresh parts drawn from `seed`, with the source's hidden widths), the parts that
-    /// train, and the names of the tensors taken from the source.
-    pub fn transfer(
-        source: &PolicyNet,
-        observations: usize,
-        actions: usize,
-        method: TransferMethod,
-        seed: u64,
-    ) -> Result<(PolicyNet, Vec<Part>, Vec<String>)> {
-        let fresh = PolicyNet::new(observations, actions, &source.hidden, seed, &source.device())?;
-        let same_obs = observations == source.observations;
-        let same_actions = actions == source.actions;
-        let all = vec![Part::Input, Part::Hidden, Part::Policy, Part::Value];
-        let needs_same = match method {
-            TransferMethod::WarmStart => !same_obs || !same_actions,
-            TransferMethod::FrozenTrunk => !same_obs,
-            TransferMethod::Scratch | TransferMethod::Remap => false,
-        };
-        if needs_same {
-            return Err(GraftError::Input(format!(
-                "transfer `{}` needs the source's spaces ({} observations, {} actions) but the target has {observations} and {actions}: use `remap`",
-                serde_json::to_value(method)?.as_str().unwrap_or_default(),
-                source.observations,
-                source.actions
-            )));
-        }
-        let keep = |name: &str| match method {
-            TransferMethod::Scratch => false,
-            TransferMethod::WarmStart | TransferMethod::Remap => true,
-            TransferMethod::FrozenTrunk => matches!(Self::part_of(name), Part::Input | Part::Hidden),
-        };
-        let parts = match method {
-            TransferMethod::FrozenTrunk => vec![Part::Policy, Part::Value],
-            _ => all,
-        };
-        let mut net = fresh;
-        let mut kept = Vec::new();
-        // A layer carries over whole: its weight and bias both fit, or neither is taken.
-        let fits = |name: &str| {
-            let layer = name.rsplit_once('.').map_or(name, |(l, _)| l);
-            ["weight", "bias"].iter().all(|p| {
-                let n = format!("{layer}.{p}");
-                net.tensors.get(&n).map(|t| t.dims().to_vec()) == source.tensors.get(&n).map(|t| t.dims().to_vec())
-            })
-        };
-        let taken: Vec<(String, Tensor)> =
-            source.named_tensors().into_iter().filter(|(name, _)| fits(name) && keep(name)).collect();
-        for (name, t) in taken {
-            net.tensors.insert(name.clone(), t.detach().copy()?);
-            kept.push(name);
-        }
-        Ok((net, parts, kept))
     }
 }

@@ -8,8 +8,9 @@
 use crate::config::read_toml;
 use crate::device::parse_device;
 use crate::games::dqn::{train_dqn, DqnConfig};
-use crate::games::policy::{Part, PolicyNet, TransferMethod};
+use crate::games::policy::{Part, PolicyNet};
 use crate::games::ppo::{train_ppo, PpoConfig, UpdateRecord};
+use crate::games::transfer::{TransferMethod, DEFAULT_LATERAL_RANK};
 use crate::games::EnvSpec;
 use crate::train::{Event, RunDir};
 use crate::{GraftError, Result};
@@ -54,8 +55,15 @@ pub struct TransferSection {
     /// The source policy: a `policy.safetensors` file or the `graft games train` folder
     /// holding one.
     pub from: PathBuf,
-    /// `scratch`, `warm_start`, `frozen_trunk` or `remap` ([`TransferMethod`]).
+    /// `scratch`, `warm_start`, `frozen_trunk`, `remap` or `progressive` ([`TransferMethod`]).
     pub method: TransferMethod,
+    /// Inner width of a `progressive` column's lateral adapters.
+    #[serde(default = "default_lateral_rank")]
+    pub lateral_rank: usize,
+}
+
+fn default_lateral_rank() -> usize {
+    DEFAULT_LATERAL_RANK
 }
 
 /// What a transfer took from its source (`summary.json`'s `transfer`).
@@ -162,6 +170,9 @@ impl GamesConfig {
         match self.agent.algorithm {
             Algorithm::Ppo => self.ppo.validate()?,
             Algorithm::Dqn => self.dqn.validate()?,
+        }
+        if self.transfer.as_ref().is_some_and(|t| t.lateral_rank == 0) {
+            return Err(GraftError::Input("transfer.lateral_rank must be at least 1".into()));
         }
         if self.model.hidden.is_empty() || self.model.hidden.contains(&0) {
             return Err(GraftError::Input(format!(
@@ -273,7 +284,7 @@ fn starting_policy(
     };
     let from = if t.from.is_dir() { t.from.join(POLICY_FILE) } else { t.from.clone() };
     let source = PolicyNet::load(&from, device)?;
-    let (policy, parts, kept) = PolicyNet::transfer(&source, obs, actions, t.method, cfg.seed())?;
+    let (policy, parts, kept) = PolicyNet::transfer(&source, obs, actions, t.method, (cfg.seed(), t.lateral_rank))?;
     Ok((policy, parts, Some(TransferSummary { from, method: t.method, kept })))
 }
 

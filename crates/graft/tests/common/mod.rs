@@ -263,3 +263,36 @@ pub fn policy_bits(p: &graft::games::policy::PolicyNet) -> Vec<Vec<u32>> {
         .map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect())
         .collect()
 }
+
+/// Checks the backward gradient of an f64 scalar `loss` against central finite differences
+/// (step 1e-6, tolerance 1e-6 relative) at the elements `at(n)` of each variable of `n`
+/// elements; returns how many elements were checked.
+pub fn check_gradients<'a>(
+    vars: impl IntoIterator<Item = &'a (String, candle_core::Var)>,
+    loss: &dyn Fn() -> Tensor,
+    at: &dyn Fn(usize) -> Vec<usize>,
+) -> usize {
+    let grads = loss().backward().unwrap();
+    let mut checked = 0;
+    for (name, var) in vars {
+        let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        for i in at(base.len()) {
+            let moved = |delta: f64| {
+                let mut v = base.clone();
+                v[i] += delta;
+                var.set(&Tensor::from_vec(v, var.as_tensor().shape(), var.device()).unwrap()).unwrap();
+                loss().to_scalar::<f64>().unwrap()
+            };
+            let fd = (moved(1e-6) - moved(-1e-6)) / 2e-6;
+            moved(0.0);
+            assert!(
+                (fd - g[i]).abs() <= 1e-6 * (1.0 + fd.abs()),
+                "{name}[{i}]: finite difference {fd}, backward {}",
+                g[i]
+            );
+            checked += 1;
+        }
+    }
+    checked
+}
