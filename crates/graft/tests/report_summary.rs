@@ -30,6 +30,7 @@ fn spec(against: bool) -> SummarySpec {
         group_by: vec!["start".into(), "labels".into()],
         metrics: vec!["rouge1".into(), "eval_loss".into()],
         against: against.then(|| Baseline { field: "start".into(), value: "base".into(), pair_on: "seed".into() }),
+        curves: Vec::new(),
     }
 }
 
@@ -131,4 +132,56 @@ fn bad_input_is_named_by_file_and_line() {
     let empty = file(&dir, "empty.jsonl", "");
     assert!(summarize_files(&[empty], &spec(false)).unwrap_err().to_string().contains("no usable samples"));
     assert!(summarize_files(&[], &spec(false)).is_err());
+}
+
+#[test]
+fn learning_curves_average_point_by_point_and_draw_a_chart_per_first_key() {
+    use graft::report::CurveSpec;
+    let rows = r#"{"pair":"long","method":"scratch","seed":1,"auc":1.0,"curve":[{"episodes":4,"mean_return":10},{"episodes":9,"mean_return":30}]}
+{"pair":"long","method":"scratch","seed":2,"auc":2.0,"curve":[{"episodes":6,"mean_return":20},{"episodes":11,"mean_return":50},{"episodes":15,"mean_return":70}]}
+{"pair":"long","method":"warm","seed":1,"auc":3.0,"curve":[{"episodes":2,"mean_return":400}]}
+{"pair":"acro","method":"scratch","seed":1,"auc":4.0,"curve":[{"episodes":3,"mean_return":-500}]}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir, "results.jsonl", rows);
+    let curve: CurveSpec = "curve:episodes:mean_return".parse().unwrap();
+    let spec = SummarySpec {
+        title: "curves".into(),
+        group_by: vec!["pair".into(), "method".into()],
+        metrics: vec!["auc".into()],
+        against: None,
+        curves: vec![curve.clone()],
+    };
+    let s = summarize_files(std::slice::from_ref(&path), &spec).unwrap();
+    let c = &s.curves[0];
+    assert_eq!(
+        c.groups.iter().map(|g| g.label.as_str()).collect::<Vec<_>>(),
+        ["long · scratch", "long · warm", "acro · scratch"]
+    );
+    let p = &c.groups[0].points;
+    assert_eq!(p.len(), 3, "as long as the longest run");
+    assert!(close(p[0].x, 5.0) && close(p[0].mean, 15.0) && close(p[0].std.unwrap(), 50f64.sqrt()), "{:?}", p[0]);
+    assert!(close(p[1].x, 10.0) && close(p[1].mean, 40.0) && p[1].n == 2);
+    assert_eq!((p[2].x, p[2].mean, p[2].std, p[2].n), (15.0, 70.0, None, 1));
+
+    // One chart per pair, a line and a band per method, in the page after the metric's chart.
+    let files = write_summary(&s, &dir.path().join("report")).unwrap();
+    let html = std::fs::read_to_string(&files.html).unwrap();
+    assert!(html.contains("<h2>Learning curves</h2>") && html.contains("long: mean_return against episodes"));
+    let svgs: Vec<&str> =
+        html.match_indices("<svg").map(|(i, _)| &html[i..i + html[i..].find("</svg>").unwrap() + 6]).collect();
+    assert_eq!(svgs.len(), 1 + 2);
+    let doc = roxmltree::Document::parse(svgs[1]).unwrap();
+    let lines = doc.descendants().filter(|n| n.has_tag_name("polyline")).count();
+    let bands = doc.descendants().filter(|n| n.has_tag_name("polygon")).count();
+    assert!(lines >= 2 && bands == 2, "{lines} lines, {bands} bands");
+    let back: ResultsSummary = serde_json::from_str(&std::fs::read_to_string(&files.json).unwrap()).unwrap();
+    assert_eq!(back.curves[0].groups[0].points.len(), 3);
+
+    // Malformed curves are named by file and line; so is a spec that is not FIELD:X:Y.
+    let bad = file(&dir, "bad.jsonl", "{\"pair\":\"a\",\"method\":\"b\",\"auc\":1,\"curve\":[{\"episodes\":1}]}\n");
+    let err = summarize_files(&[bad], &spec).unwrap_err().to_string();
+    assert!(err.contains("bad.jsonl:1") && err.contains("without numbers at `episodes` and `mean_return`"), "{err}");
+    let err = "curve:episodes".parse::<CurveSpec>().unwrap_err().to_string();
+    assert!(err.contains("FIELD:X:Y"), "{err}");
 }

@@ -3,14 +3,15 @@
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
-use graft::report::{summarize_files, summary_markdown, write_summary, Baseline, SummarySpec};
+use graft::report::{summarize_files, summary_markdown, write_summary, Baseline, CurveSpec, SummarySpec};
 use std::path::PathBuf;
 
 /// Summarise JSONL results by group: mean ± sample std per metric, with charts.
 #[derive(Debug, ClapArgs)]
 #[command(after_help = "Example: graft report runs/dapt/results.jsonl --by start,labels \\\n    \
 --metric rouge1 --metric eval_loss --against start=base --title 'DAPT before a few-label LoRA' \\\n    \
---out reports/dapt\n\n\
+--out reports/dapt\n       graft report runs/games-transfer/results.jsonl --by pair,method \\\n    \
+--metric episodes_to_threshold --curve curve:episodes:mean_return --out reports/games\n\n\
 Every line of every FILE is one JSON object (one run: the lines measurement scripts and\n\
 `--json` outputs write). Rows whose --by fields have the same values form a group; a row lacking\n\
 one of them is left out and counted. Each metric (a numeric field; dotted paths reach into\n\
@@ -20,7 +21,10 @@ and `seed` is summarised. With --against FIELD=VALUE, each group is also compare
 that has FIELD = VALUE and the same other --by values: run minus baseline run, paired by\n\
 --pair-on (default `seed`), summarised the same way. Writes OUT/report.md, OUT/report.json\n\
 and OUT/report.html (the tables and one chart per metric: bars at the mean, whiskers at ± std,\n\
-dots at the single values) and prints the Markdown tables.")]
+dots at the single values) and prints the Markdown tables. With --curve FIELD:X:Y, rows whose\n\
+FIELD is an array of points (objects with numbers at X and Y) get each group's mean curve, point\n\
+by point, in report.json and drawn in report.html with a ± std band: one chart per value of the\n\
+first --by field when there are several, a line per group.")]
 pub struct Args {
     /// JSONL results files, read in order.
     #[arg(required = true)]
@@ -44,6 +48,10 @@ pub struct Args {
     /// Folder for report.md, report.json and report.html.
     #[arg(long, default_value = "report")]
     out: PathBuf,
+    /// A learning curve to average per group and draw: FIELD:X:Y (an array field, its points'
+    /// x and y keys), repeatable.
+    #[arg(long = "curve", value_name = "FIELD:X:Y")]
+    curves: Vec<CurveSpec>,
     /// Print the summary as one JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -60,7 +68,8 @@ pub fn run(args: Args) -> Result<()> {
             _ => super::bail_input!("--against wants FIELD=VALUE (a --by field and its baseline value), got `{a}`"),
         },
     };
-    let spec = SummarySpec { title: args.title, group_by: args.by, metrics: args.metrics, against };
+    let spec =
+        SummarySpec { title: args.title, group_by: args.by, metrics: args.metrics, against, curves: args.curves };
     let summary = summarize_files(&args.files, &spec)?;
     let files = write_summary(&summary, &args.out)?;
     if args.json {

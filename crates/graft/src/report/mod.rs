@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 mod cells;
+mod curves;
 mod html;
 mod markdown;
 mod paired;
@@ -14,6 +15,7 @@ mod summary;
 mod summary_page;
 mod write;
 
+pub use curves::{curve_charts, CurveSpec, CurveStats, CurveSummary, GroupCurve};
 pub use html::html_report;
 pub use markdown::markdown_table;
 pub use plots::{learning_curve_svg, loss_curves_svg, metric_bars_svg, technique_color};

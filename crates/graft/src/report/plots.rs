@@ -96,7 +96,7 @@ pub fn loss_curves_svg(r: &CompareReport) -> Result<String> {
             .configure_mesh()
             .x_desc("step")
             .y_desc("loss")
-            .x_label_formatter(&|v| if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v}") })
+            .x_label_formatter(&|v| axis_number(*v))
             .max_light_lines(4)
             .light_line_style(RGBColor(240, 240, 240))
             .label_style((FONT, 13))
@@ -285,6 +285,15 @@ pub(super) fn render(
     Ok(svg)
 }
 
+/// An axis label: whole numbers without decimals.
+pub(super) fn axis_number(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
+
 /// A value a chart can place: finite and within ±1e100, so that axis spans stay finite.
 pub(super) fn plottable(v: f64) -> bool {
     v.is_finite() && v.abs() <= 1e100
@@ -324,7 +333,7 @@ pub(super) fn centered_note(root: &Root<'_>, text: &str) -> DrawResult {
 }
 
 /// The series legend in a framed, slightly transparent box.
-fn legend<'a, CT: CoordTranslate>(
+pub(super) fn legend<'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
     at: SeriesLabelPosition,
 ) -> DrawResult {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
+use super::curves::{summarize_curve, CurveSpec, CurveSummary};
 use crate::{GraftError, Result};
 
 /// What to summarise: how rows are grouped and which fields are measured.
@@ -23,6 +24,8 @@ pub struct SummarySpec {
     pub metrics: Vec<String>,
     /// Also summarise each group's differences from a baseline group, row by row.
     pub against: Option<Baseline>,
+    /// Learning curves to average per group and draw.
+    pub curves: Vec<CurveSpec>,
 }
 
 /// The baseline of paired differences: for every group whose `field` is not `value`, the group
@@ -107,6 +110,9 @@ pub struct ResultsSummary {
     pub groups: Vec<GroupSummary>,
     /// Paired differences from the baseline groups, when [`SummarySpec::against`] asked for them.
     pub differences: Option<Differences>,
+    /// Each group's mean curve, per [`SummarySpec::curves`] entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub curves: Vec<CurveSummary>,
 }
 
 /// Reads the JSONL files `sources` and summarises their lines as `spec` says.
@@ -216,6 +222,7 @@ fn summarize(rows: &[Row<'_>], spec: &SummarySpec) -> Result<ResultsSummary> {
         Some(baseline) => Some(super::paired::differences(&kept, &spec.group_by, baseline, &metrics)?),
         None => None,
     };
+    let curves = spec.curves.iter().map(|c| summarize_curve(&kept, c)).collect::<Result<_>>()?;
     Ok(ResultsSummary {
         title: spec.title.clone(),
         sources: Vec::new(),
@@ -225,6 +232,7 @@ fn summarize(rows: &[Row<'_>], spec: &SummarySpec) -> Result<ResultsSummary> {
         rows_left_out: left_out,
         groups: summaries,
         differences,
+        curves,
     })
 }
 
@@ -405,6 +413,7 @@ mod tests {
 
     fn spec(by: &[&str], metrics: &[&str]) -> SummarySpec {
         SummarySpec {
+            curves: Vec::new(),
             title: "t".into(),
             group_by: by.iter().map(|s| s.to_string()).collect(),
             metrics: metrics.iter().map(|s| s.to_string()).collect(),

@@ -177,6 +177,15 @@ pub fn summary_html(s: &ResultsSummary) -> Result<String> {
             figure(&mut h, &format!("difference-{i}"), "", &svg, &caption);
         }
     }
+    for (c, curves) in s.curves.iter().enumerate() {
+        for (k, (heading, svg)) in super::curves::curve_charts(curves)?.into_iter().enumerate() {
+            let caption = format!(
+                "{heading}: each line the mean over a group's runs point by point (the k-th point of every run), the band ± one sample standard deviation."
+            );
+            let first = if c + k == 0 { "Learning curves" } else { "" };
+            figure(&mut h, &format!("curve-{c}-{k}"), first, &svg, &caption);
+        }
+    }
     h.push_str("<p class=\"meta\">Written by <code>graft report</code>; the same numbers are in report.json and report.md.</p>\n");
     h.push_str("</body>\n</html>\n");
     Ok(h)
