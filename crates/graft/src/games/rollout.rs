@@ -34,11 +34,12 @@ pub struct Rollout {
     pub actions: Vec<u32>,
     /// Its log-probability under the policy that played.
     pub log_probs: Vec<f32>,
-    /// That policy's value estimate of the state.
+    /// That policy's value estimate of the state (0 when acting ε-greedily: the critic is not
+    /// run).
     pub values: Vec<f32>,
-    /// Generalised advantage estimates.
+    /// Generalised advantage estimates (0 when acting ε-greedily).
     pub advantages: Vec<f32>,
-    /// Value targets: advantage plus value.
+    /// Value targets: advantage plus value (0 when acting ε-greedily).
     pub returns: Vec<f32>,
     /// The observation after each transition `[n · width]` (value-based learners bootstrap
     /// from it).
@@ -92,7 +93,8 @@ pub fn gae(rewards: &[f32], values: &[f32], last_value: f32, gamma: f64, lambda:
 pub enum Acting {
     /// Sampled from the softmax of the outputs (a policy's logits).
     Sample,
-    /// A uniformly random action with probability ε, else the largest output (Q-values).
+    /// A uniformly random action with probability ε, else the largest output (Q-values); the
+    /// critic is not run.
     EpsilonGreedy(f64),
 }
 
@@ -171,9 +173,16 @@ pub fn collect(spec: &EnvSpec, seed: u64, policy: &PolicyNet, index: u64, plan: 
         let live: Vec<usize> = (0..copies.len()).filter(|&i| copies[i].active).collect();
         let obs: Vec<f32> = live.iter().flat_map(|&i| copies[i].obs.iter().copied()).collect();
         let x = Tensor::from_vec(obs, (live.len(), width), &device)?.to_dtype(policy.dtype())?;
-        let (logits, values) = policy.forward(&x)?;
+        // A value-based learner acts on the actor's outputs alone: its critic is neither run nor
+        // used (values and advantages stay zero).
+        let (logits, values) = match plan.acting {
+            Acting::Sample => {
+                let (logits, values) = policy.forward(&x)?;
+                (logits, values.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+            }
+            Acting::EpsilonGreedy(_) => (policy.action_outputs(&x)?, vec![0.0; live.len()]),
+        };
         let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        let values = values.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         for (row, &i) in live.iter().enumerate() {
             let p = &mut copies[i];
             let action = match plan.acting {
@@ -201,8 +210,13 @@ pub fn collect(spec: &EnvSpec, seed: u64, policy: &PolicyNet, index: u64, plan: 
             p.trail.terminal.push(step.terminated);
             p.obs = step.observation;
             if over {
-                let last_value = if step.terminated { 0.0 } else { value_of(policy, &p.obs, &device)? };
-                let (adv, ret) = gae(&p.rewards, &p.trail.values, last_value, plan.gamma, plan.lambda);
+                let (adv, ret) = match plan.acting {
+                    Acting::Sample => {
+                        let last_value = if step.terminated { 0.0 } else { value_of(policy, &p.obs, &device)? };
+                        gae(&p.rewards, &p.trail.values, last_value, plan.gamma, plan.lambda)
+                    }
+                    Acting::EpsilonGreedy(_) => (vec![0.0; p.rewards.len()], vec![0.0; p.rewards.len()]),
+                };
                 let episode_return = p.rewards.iter().map(|&r| r as f64).sum();
                 let stats = EpisodeStats {
                     episode: p.episode,
