@@ -2,7 +2,7 @@
 //! learning curve; `render` plays a trained policy into an animated PNG.
 
 use super::run_args::RunArgs;
-use super::train::with_progress;
+use super::train::with_progress_in;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use graft::games::policy::PolicyNet;
@@ -82,7 +82,8 @@ fn train(args: TrainArgs) -> Result<()> {
         overrides.push(format!("model.device={device}"));
     }
     let cfg = GamesConfig::load(&args.run.config, &overrides)?;
-    let summary = with_progress(|on_event| graft::recipes::games::run(&cfg, args.run.resume, on_event))?;
+    let summary =
+        with_progress_in("transitions/s", |on_event| graft::recipes::games::run(&cfg, args.run.resume, on_event))?;
     if args.run.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

@@ -66,16 +66,25 @@ pub fn train_with_progress(cfg: &TrainConfig, resume: bool) -> Result<finetune::
 /// Runs `job` (a recipe taking an event sink) with [`progress_printer`] on stderr, clearing the
 /// bar when it ends: how every training command shows its progress.
 pub fn with_progress<T>(job: impl FnOnce(&mut dyn FnMut(Event)) -> graft::Result<T>) -> Result<T> {
+    with_progress_in("tok/s", job)
+}
+
+/// [`with_progress`] with the throughput in `unit` (what a training example is: `tok/s` for
+/// text, `transitions/s` for a game agent).
+pub fn with_progress_in<T>(
+    unit: &'static str,
+    job: impl FnOnce(&mut dyn FnMut(Event)) -> graft::Result<T>,
+) -> Result<T> {
     let bar = ProgressBar::hidden();
-    let out = job(&mut progress_printer(&bar))?;
+    let out = job(&mut progress_printer(&bar, unit))?;
     bar.finish_and_clear();
     Ok(out)
 }
 
-/// Turns training events into notes and a step bar (loss, lr, tokens/s, eval loss, ETA) on
+/// Turns training events into notes and a step bar (loss, lr, throughput in `unit`, eval loss, ETA) on
 /// stderr; each `Start` re-arms the bar, so one printer serves several runs in a row. When stderr
 /// is not a terminal (a log file, CI) the bar is replaced by a line every tenth of the run.
-pub fn progress_printer(bar: &ProgressBar) -> impl FnMut(Event) + '_ {
+pub fn progress_printer<'a>(bar: &'a ProgressBar, unit: &'static str) -> impl FnMut(Event) + 'a {
     use std::io::IsTerminal;
     let terminal = std::io::stderr().is_terminal();
     let mut total = 0u64;
@@ -104,7 +113,7 @@ pub fn progress_printer(bar: &ProgressBar) -> impl FnMut(Event) + '_ {
         }
         Event::Step(r) => {
             let eval = r.eval_loss.map(|l| format!("  eval {l:.4}")).unwrap_or_default();
-            let line = format!("loss {:.4}  lr {:.2e}  {:.0} tok/s{eval}", r.loss, r.lr, r.tokens_per_s);
+            let line = format!("loss {:.4}  lr {:.2e}  {:.0} {unit}{eval}", r.loss, r.lr, r.tokens_per_s);
             if !terminal {
                 if r.step == 1 || r.step == total || r.step % (total / 10).max(1) == 0 {
                     eprintln!("  step {}/{total}  {line}", r.step);
