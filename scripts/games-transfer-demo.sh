@@ -79,6 +79,8 @@ done
 jq -L "$HERE" -rs '
   include "stats";
   def metrics: ["first_return", "episodes_to_threshold", "auc", "final_return"];
+  # Maze returns lie in [0, 1]: their measures get three decimals, episodes and the others one.
+  def digits($pair; $m): if ($pair | startswith("maze")) and $m != "episodes_to_threshold" then 3 else 1 end;
   (map(.seed) | unique | length) as $n
   | "Seeds: \($n). Mean ± 95 % confidence interval (Student t over seeds).",
     "",
@@ -86,7 +88,7 @@ jq -L "$HERE" -rs '
     "|---|---|---|---|---|---|---|",
     (group_by(.pair)[] | group_by(.method)[] | . as $g
       | "| \($g[0].pair) | \($g[0].method) | \(map(select(.reached)) | length)/\(length) | "
-        + ([metrics[] as $m | $g | map(.[$m]) | ci(1)] | join(" | ")) + " |"),
+        + ([metrics[] as $m | $g | map(.[$m]) | ci(digits($g[0].pair; $m))] | join(" | ")) + " |"),
     "",
     "Paired by seed, method minus scratch (episodes to goal: fewer is better; the others: more is better); **negative** marks an interval wholly on the worse side, **positive** one wholly on the better side.",
     "",
@@ -100,7 +102,9 @@ jq -L "$HERE" -rs '
               | ($g | map(.[$m] - $base[.seed | tostring][$m])) as $d
               | ($d | mean) as $mu | ($d | ci95) as $h
               | (if $m == "episodes_to_threshold" then -1 else 1 end) as $better
-              | ($d | ci(1)) + (if ($mu - $h) * $better > 0 then " **positive**" elif ($mu + $h) * $better < 0 then " **negative**" else "" end)]
+              | ($d | ci(digits($g[0].pair; $m)))
+                + (if ($mu - $better * $h) * $better > 0 then " **positive**"
+                   elif ($mu + $better * $h) * $better < 0 then " **negative**" else "" end)]
              | join(" | ")) + " |"))
 ' "$RESULTS" > "$OUT/table.md"
 cat "$OUT/table.md"

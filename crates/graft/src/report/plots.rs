@@ -285,12 +285,13 @@ pub(super) fn render(
     Ok(svg)
 }
 
-/// An axis label: whole numbers without decimals.
+/// An axis label: whole numbers without decimals, others with at most four (a tick at
+/// 0.6000000000000001 reads 0.6).
 pub(super) fn axis_number(v: f64) -> String {
     if v.fract() == 0.0 {
         format!("{v:.0}")
     } else {
-        format!("{v}")
+        format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 
@@ -382,5 +383,11 @@ mod tests {
         let (lo, hi) = span([-1e100, 1e100].into_iter(), 0.05);
         assert!(lo.is_finite() && hi.is_finite() && lo < hi);
         assert!(!plottable(f64::NAN) && !plottable(f64::INFINITY) && !plottable(1e101));
+    }
+
+    #[test]
+    fn axis_numbers_drop_float_noise() {
+        let got: Vec<String> = [0.6000000000000001, 250.0, -0.2, 0.125, -550.0].map(axis_number).to_vec();
+        assert_eq!(got, ["0.6", "250", "-0.2", "0.125", "-550"]);
     }
 }
