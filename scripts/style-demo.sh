@@ -133,21 +133,13 @@ probe_data() {
         if [ "$split" = train ]; then n=$PROBE_TRAIN; else n=$PROBE_TEST; fi
         half=$((n / 2))
         {
-            jq -c '{text}' "$OUT/data/austen/text.$split.jsonl" | spread "$n" austen
-            jq -c '{text: (.messages[0].content | split("\n\n")[1:] | join("\n\n"))}' \
-                "$OUT/data/appstream/summarize.$split.jsonl" | spread "$half" other
-            jq -c '{text}' "$OUT/data/tweets/text.$split.jsonl" | spread $((n - half)) other
+            jq -c '{text}' "$OUT/data/austen/text.$split.jsonl" | spread "$n" austen "$PROBE_CHARS"
+            descriptions "$OUT/data/appstream/summarize.$split.jsonl" | spread "$half" other "$PROBE_CHARS"
+            jq -c '{text}' "$OUT/data/tweets/text.$split.jsonl" | spread $((n - half)) other "$PROBE_CHARS"
         } > "$OUT/probe.$split.jsonl.part"
     done
     mv "$OUT/probe.train.jsonl.part" "$OUT/probe.train.jsonl"
     mv "$OUT/probe.test.jsonl.part" "$OUT/probe.test.jsonl"
-}
-spread() { # N LABEL: N of the {"text"} lines on stdin at even intervals, cut to PROBE_CHARS, labelled
-    jq -cs --argjson n "$1" --arg class "$2" --argjson chars "$PROBE_CHARS" '
-        map(.text | select(length > 0)) as $all
-        | if ($all | length) < $n then error("\($all | length) texts, \($n) asked") else . end
-        | range(0; $n) | $all[(. * ($all | length) / $n | floor)]
-        | {text: (if length <= $chars then . else .[:$chars] | sub(" [^ ]*$"; "") end), "label": $class}'
 }
 
 probe() { # MODEL SEED

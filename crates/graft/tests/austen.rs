@@ -1,12 +1,13 @@
 //! Jane Austen's novels from the real `janeaustenr` Debian package (fetched into the cache by
-//! graft; 1.6 MB): the R lazy-load database read in Rust, the chapters found in each novel, and
-//! the built dataset's held-out chapters.
+//! graft; 1.6 MB): the R lazy-load database read in Rust, the chapters found in each novel, the
+//! built dataset's held-out chapters, and the dialogue build's turns.
 
 mod common;
 
 use graft::datasets::austen::{self, NOVELS};
 use graft::io::rdata::{Compression, LazyLoadDb};
 use graft::recipes::austen_data::{build_austen, AustenOptions};
+use graft::recipes::austen_dialogue_data::{build_austen_dialogue, DialogueOptions};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -102,6 +103,47 @@ fn the_build_holds_out_whole_chapters_the_same_way_every_time() {
 
     let e = build_austen(&AustenOptions { test_every: 1, ..opts }, a.path(), &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("test_every = 1"), "{e}");
+}
+
+#[test]
+fn the_dialogue_build_pairs_real_turns_and_holds_out_whole_chapters() {
+    let Some(_) = asset() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let summary = build_austen_dialogue(&DialogueOptions::default(), dir.path(), &mut |_| {}).unwrap();
+    let read = |name: &str| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let turn = |v: &serde_json::Value| {
+        let m = &v["messages"];
+        (m[0]["content"].as_str().unwrap().to_string(), m[1]["content"].as_str().unwrap().to_string())
+    };
+    let train = read("chat.train.jsonl");
+    // Pride and Prejudice, chapter 1: Mrs. Bennet's question and her husband's answer.
+    let first: Vec<(String, String)> =
+        train.iter().filter(|v| v["novel"] == "prideprejudice" && v["chapter"] == 1).map(turn).take(3).collect();
+    assert_eq!(
+        first[0],
+        (
+            "Do you not want to know who has taken it?".to_string(),
+            "_You_ want to tell me, and I have no objection to hearing it.".to_string()
+        )
+    );
+    assert_eq!(first[1], ("What is his name?".to_string(), "Bingley.".to_string()));
+    // Chapters: test 10, 20, ...; validation 5, 15, ...; never two files for one chapter.
+    let chapter = |v: &serde_json::Value| v["chapter"].as_u64().unwrap();
+    assert!(read("chat.test.jsonl").iter().all(|v| chapter(v) % 10 == 0));
+    assert!(read("chat.valid.jsonl").iter().all(|v| chapter(v) % 10 == 5));
+    assert!(train.iter().all(|v| chapter(v) % 5 != 0));
+    assert!(read("lines.test.jsonl").iter().all(|v| chapter(v) % 10 == 0));
+    // Every speech is quote-free, short enough and has a letter.
+    for v in read("lines.train.jsonl") {
+        let t = v["text"].as_str().unwrap();
+        assert!(!t.contains('"') && t.chars().count() <= 300 && t.chars().any(char::is_alphabetic), "{t}");
+    }
+    for (name, n) in &summary.files {
+        assert!(*n > 150, "{name}: only {n} lines");
+    }
 }
 
 #[test]

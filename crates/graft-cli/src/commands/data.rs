@@ -1,6 +1,7 @@
 //! `graft data build NAME`: the files of graft's named datasets — tweet sentiment as chat,
 //! alpaca and text lines (`tweets`), summarization and question answering from Debian's AppStream
 //! metadata (`appstream`), Jane Austen's novels as plain text with held-out chapters (`austen`),
+//! their dialogue as chat turns and single lines (`austen-dialogue`),
 //! multilingual synthetic speech with held-out sentences and voices (`speech`) — written into a
 //! folder. Configs reach the same files as `dataset:NAME/FILE`, built into the
 //! cache on first use. `graft data teacher-answers` rewrites a training file's answers with a
@@ -9,6 +10,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use graft::recipes::austen_data::{build_austen, AustenOptions};
+use graft::recipes::austen_dialogue_data::{build_austen_dialogue, DialogueOptions};
 use graft::recipes::data_build::{self, BuildSummary, TweetsOptions};
 use graft::recipes::speech_data::{build_speech, SpeechOptions, SpeechSummary};
 use graft::recipes::tasks::{build_appstream, BuildOptions};
@@ -19,6 +21,7 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:\n  graft data build tweets --out data/tweets\n  \
 graft data build appstream --out data/appstream --max 2000 --json\n  \
 graft data build austen --out data/austen\n  \
+graft data build austen-dialogue --out data/austen-dialogue\n  \
 graft data build speech --out data/speech --languages de,es,fr,it,pt\n  \
 graft data teacher-answers --model runs/teacher/model --data dataset:tweets/chat.train.jsonl --out answers.jsonl\n\n\
 A config may name these files as dataset:NAME/FILE (e.g. dataset:tweets/chat.train.jsonl): they\n\
@@ -41,6 +44,7 @@ enum DataCommand {
 #[command(after_help = "Examples:\n  graft data build tweets --out data/tweets\n  \
 graft data build appstream --out data/appstream --max 2000 --json\n  \
 graft data build austen --out data/austen\n  \
+graft data build austen-dialogue --out data/austen-dialogue\n  \
 graft data build speech --out data/speech --languages de,es,fr,it,pt")]
 struct BuildArgs {
     #[command(subcommand)]
@@ -57,6 +61,9 @@ enum BuildSource {
     /// Jane Austen's six novels (the `janeaustenr` asset) as plain-text passages, whole
     /// chapters held out for testing.
     Austen(AustenArgs),
+    /// The dialogue of Jane Austen's novels: conversational turns (a line, the reply from the
+    /// next paragraph) as chat lines and single speeches as text, whole chapters held out.
+    AustenDialogue(AustenDialogueArgs),
     /// Multilingual speech: translated AppStream sentences spoken by espeak-ng (16 kHz WAV +
     /// JSONL manifests), with held-out sentences and held-out voices.
     Speech(SpeechArgs),
@@ -141,6 +148,34 @@ struct AustenArgs {
     json: bool,
 }
 
+/// `graft data build austen-dialogue` options.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example: graft data build austen-dialogue --out data/austen-dialogue --max-chars 200 --json\n\n\
+A speech is a paragraph that opens with a double quote; its words are the quoted segments (the\n\
+narration between them dropped), and a quote left open joins the next paragraph's speech. A turn is\n\
+two consecutive speeches: the first as the user's message, the second as the assistant's.\n\
+Writes chat.{train,valid,test}.jsonl (messages) and lines.{train,test}.jsonl (every speech as\n\
+{\"text\"}), each line with its novel and chapter; turns and speeches longer than --max-chars are\n\
+left out. Chapters --test-every, 2x, ... of each novel are test chapters, chapters --test-every/2,\n\
+then every --test-every more, validation chapters (no lines file). The defaults are the files that\n\
+dataset:austen-dialogue/FILE stands for in a config."
+)]
+struct AustenDialogueArgs {
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Longest line or reply kept, in characters.
+    #[arg(long, default_value_t = DialogueOptions::default().max_chars)]
+    max_chars: usize,
+    /// Every N-th chapter of each novel is a test chapter (N of at least 3).
+    #[arg(long, default_value_t = DialogueOptions::default().test_every)]
+    test_every: usize,
+    /// Print one JSON object (the line counts) on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
 /// `graft data build speech` options.
 #[derive(Debug, Args)]
 #[command(
@@ -188,6 +223,7 @@ pub fn run(args: DataArgs) -> Result<()> {
         DataCommand::Build(BuildArgs { source: BuildSource::Appstream(a) }) => appstream(a),
         DataCommand::Build(BuildArgs { source: BuildSource::Tweets(a) }) => tweets(a),
         DataCommand::Build(BuildArgs { source: BuildSource::Austen(a) }) => austen(a),
+        DataCommand::Build(BuildArgs { source: BuildSource::AustenDialogue(a) }) => austen_dialogue(a),
         DataCommand::Build(BuildArgs { source: BuildSource::Speech(a) }) => speech(a),
         DataCommand::TeacherAnswers(a) => super::teacher_answers::run(a),
     }
@@ -242,6 +278,12 @@ fn print_speech(s: &SpeechSummary, seconds: f64) {
 fn austen(args: AustenArgs) -> Result<()> {
     let opts = AustenOptions { max_chars: args.max_chars, test_every: args.test_every };
     let summary = build_austen(&opts, &args.out, &mut |note| eprintln!("{note}"))?;
+    print_summary(&summary, args.json)
+}
+
+fn austen_dialogue(args: AustenDialogueArgs) -> Result<()> {
+    let opts = DialogueOptions { max_chars: args.max_chars, test_every: args.test_every };
+    let summary = build_austen_dialogue(&opts, &args.out, &mut |note| eprintln!("{note}"))?;
     print_summary(&summary, args.json)
 }
 

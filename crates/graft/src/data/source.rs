@@ -36,7 +36,7 @@ const fn file(name: &'static str, format: Option<DataFormat>) -> BuiltFile {
 }
 
 /// The datasets graft builds, in listing order.
-pub static BUILT_DATASETS: [BuiltDataset; 3] = [
+pub static BUILT_DATASETS: [BuiltDataset; 4] = [
     BuiltDataset {
         name: "tweets",
         description:
@@ -69,6 +69,19 @@ pub static BUILT_DATASETS: [BuiltDataset; 3] = [
         description: "Jane Austen's six novels (the `janeaustenr` asset, Debian `r-cran-janeaustenr`) as passages of \
                       plain text, every 10th chapter held out",
         files: &[file("text.train.jsonl", Some(DataFormat::Text)), file("text.test.jsonl", Some(DataFormat::Text))],
+    },
+    BuiltDataset {
+        name: "austen-dialogue",
+        description: "the dialogue of Jane Austen's six novels (the `janeaustenr` asset): conversational turns as \
+                      chat lines (the line as the user's message, the reply as the assistant's) and single speeches \
+                      as text, every 10th chapter held out for testing and every 10th from the 5th for validation",
+        files: &[
+            file("chat.train.jsonl", Some(DataFormat::Messages)),
+            file("chat.valid.jsonl", Some(DataFormat::Messages)),
+            file("chat.test.jsonl", Some(DataFormat::Messages)),
+            file("lines.train.jsonl", Some(DataFormat::Text)),
+            file("lines.test.jsonl", Some(DataFormat::Text)),
+        ],
     },
 ];
 

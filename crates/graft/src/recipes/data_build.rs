@@ -1,7 +1,7 @@
 //! Building the files of graft's named datasets ([`crate::data::source::BUILT_DATASETS`]):
 //! into a folder ([`build_tweets`], [`super::tasks::build_appstream`],
-//! [`super::austen_data::build_austen`]; `graft data build NAME
-//! --out DIR`), or into the cache on first use of a `dataset:NAME/FILE` data path
+//! [`super::austen_data::build_austen`], [`super::austen_dialogue_data::build_austen_dialogue`];
+//! `graft data build NAME --out DIR`), or into the cache on first use of a `dataset:NAME/FILE` data path
 //! ([`resolve`]), so that a config naming one runs with nothing else to prepare.
 //!
 //! The cache copy is built once with the default options into a work folder, then renamed into
@@ -110,6 +110,7 @@ pub fn build_default(dataset: &BuiltDataset, out: &Path, on_note: &mut dyn FnMut
             Ok(BuildSummary { dataset: "appstream".into(), out: report.out, files: report.files })
         }
         "austen" => super::austen_data::build_austen(&Default::default(), out, on_note),
+        "austen-dialogue" => super::austen_dialogue_data::build_austen_dialogue(&Default::default(), out, on_note),
         other => Err(GraftError::Input(format!("dataset `{other}` has no builder"))),
     }
 }

@@ -2,6 +2,7 @@
 //! parts from the config, run the loop, evaluate, write results). No math lives here.
 
 pub mod austen_data;
+pub mod austen_dialogue_data;
 pub mod classify_eval;
 pub mod compare;
 pub mod continual;
