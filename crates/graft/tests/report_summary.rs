@@ -31,6 +31,7 @@ fn spec(against: bool) -> SummarySpec {
         metrics: vec!["rouge1".into(), "eval_loss".into()],
         against: against.then(|| Baseline { field: "start".into(), value: "base".into(), pair_on: "seed".into() }),
         curves: Vec::new(),
+        x: None,
     }
 }
 
@@ -151,6 +152,7 @@ fn learning_curves_average_point_by_point_and_draw_a_chart_per_first_key() {
         metrics: vec!["auc".into()],
         against: None,
         curves: vec![curve.clone()],
+        x: None,
     };
     let s = summarize_files(std::slice::from_ref(&path), &spec).unwrap();
     let c = &s.curves[0];
@@ -167,7 +169,7 @@ fn learning_curves_average_point_by_point_and_draw_a_chart_per_first_key() {
     // One chart per pair, a line and a band per method, in the page after the metric's chart.
     let files = write_summary(&s, &dir.path().join("report")).unwrap();
     let html = std::fs::read_to_string(&files.html).unwrap();
-    assert!(html.contains("<h2>Learning curves</h2>") && html.contains("long: mean_return against episodes"));
+    assert!(html.contains("<h2>Curves</h2>") && html.contains("long: mean_return against episodes"));
     let svgs: Vec<&str> =
         html.match_indices("<svg").map(|(i, _)| &html[i..i + html[i..].find("</svg>").unwrap() + 6]).collect();
     assert_eq!(svgs.len(), 1 + 2);
@@ -184,4 +186,45 @@ fn learning_curves_average_point_by_point_and_draw_a_chart_per_first_key() {
     assert!(err.contains("bad.jsonl:1") && err.contains("without numbers at `episodes` and `mean_return`"), "{err}");
     let err = "curve:episodes".parse::<CurveSpec>().unwrap_err().to_string();
     assert!(err.contains("FIELD:X:Y"), "{err}");
+}
+
+#[test]
+fn a_metric_against_a_numeric_grouping_field_draws_a_line_per_other_group() {
+    let rows = r#"{"method":"probe","fraction":0.1,"seed":1,"accuracy":0.80}
+{"method":"probe","fraction":0.01,"seed":1,"accuracy":0.70}
+{"method":"probe","fraction":0.01,"seed":2,"accuracy":0.74}
+{"method":"full","fraction":1,"seed":1,"accuracy":0.95}
+{"method":"full","fraction":0.01,"seed":1,"accuracy":0.75}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir, "results.jsonl", rows);
+    let mut spec = SummarySpec {
+        title: "labels".into(),
+        group_by: vec!["method".into(), "fraction".into()],
+        metrics: vec!["accuracy".into()],
+        against: None,
+        curves: Vec::new(),
+        x: Some("fraction".into()),
+    };
+    let s = summarize_files(std::slice::from_ref(&path), &spec).unwrap();
+    let c = &s.curves[0];
+    assert!(c.across_groups);
+    assert_eq!((c.spec.x.as_str(), c.spec.y.as_str()), ("fraction", "accuracy"));
+    let probe = &c.groups[0];
+    assert_eq!(probe.label, "probe");
+    let xs: Vec<f64> = probe.points.iter().map(|p| p.x).collect();
+    assert_eq!(xs, [0.01, 0.1], "sorted by x");
+    assert!(close(probe.points[0].mean, 0.72) && probe.points[0].n == 2);
+    assert_eq!(c.groups[1].points.iter().map(|p| p.x).collect::<Vec<_>>(), [0.01, 1.0]);
+
+    // Fractions over two orders of magnitude: a log axis, ticks in the field's own numbers.
+    let html = std::fs::read_to_string(write_summary(&s, &dir.path().join("r")).unwrap().html).unwrap();
+    assert!(html.contains("fraction (log scale)") && html.contains("accuracy against fraction"), "log axis");
+
+    spec.x = Some("seed".into());
+    let err = summarize_files(std::slice::from_ref(&path), &spec).unwrap_err().to_string();
+    assert!(err.contains("--x `seed` must be one of the --by fields"), "{err}");
+    spec.x = Some("method".into());
+    let err = summarize_files(&[path], &spec).unwrap_err().to_string();
+    assert!(err.contains("--x `method` must hold numbers") && err.contains("`probe`"), "{err}");
 }

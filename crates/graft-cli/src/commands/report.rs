@@ -24,7 +24,9 @@ and OUT/report.html (the tables and one chart per metric: bars at the mean, whis
 dots at the single values) and prints the Markdown tables. With --curve FIELD:X:Y, rows whose\n\
 FIELD is an array of points (objects with numbers at X and Y) get each group's mean curve, point\n\
 by point, in report.json and drawn in report.html with a ± std band: one chart per value of the\n\
-first --by field when there are several, a line per group.")]
+first --by field when there are several, a line per group. With --x FIELD (a numeric --by field),\n\
+every metric is also drawn against it: a line per combination of the other --by fields through\n\
+the group means, on a log axis when the values span two orders of magnitude.")]
 pub struct Args {
     /// JSONL results files, read in order.
     #[arg(required = true)]
@@ -52,6 +54,10 @@ pub struct Args {
     /// x and y keys), repeatable.
     #[arg(long = "curve", value_name = "FIELD:X:Y")]
     curves: Vec<CurveSpec>,
+    /// A numeric --by field to draw every metric against: a line per combination of the other
+    /// --by fields through the groups' means (a label-efficiency curve over a label fraction).
+    #[arg(long, value_name = "FIELD")]
+    x: Option<String>,
     /// Print the summary as one JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -68,8 +74,14 @@ pub fn run(args: Args) -> Result<()> {
             _ => super::bail_input!("--against wants FIELD=VALUE (a --by field and its baseline value), got `{a}`"),
         },
     };
-    let spec =
-        SummarySpec { title: args.title, group_by: args.by, metrics: args.metrics, against, curves: args.curves };
+    let spec = SummarySpec {
+        title: args.title,
+        group_by: args.by,
+        metrics: args.metrics,
+        against,
+        curves: args.curves,
+        x: args.x,
+    };
     let summary = summarize_files(&args.files, &spec)?;
     let files = write_summary(&summary, &args.out)?;
     if args.json {

@@ -72,6 +72,10 @@ pub struct CurveSummary {
     pub spec: CurveSpec,
     /// The groups that have the curve, in summary order.
     pub groups: Vec<GroupCurve>,
+    /// Whether the points are groups' means at the values of a grouping field (`--x`: `spec`'s
+    /// field and y are the metric) rather than curves held in the rows.
+    #[serde(default)]
+    pub across_groups: bool,
 }
 
 /// The mean curves of `groups` for `spec`; a curve that is not an array of objects with numeric
@@ -114,7 +118,43 @@ pub(super) fn summarize_curve(groups: &[Group<'_, '_>], spec: &CurveSpec) -> Res
     if out.is_empty() {
         return Err(GraftError::Input(format!("no grouped row has a curve at `{}`", spec.field)));
     }
-    Ok(CurveSummary { spec: spec.clone(), groups: out })
+    Ok(CurveSummary { spec: spec.clone(), groups: out, across_groups: false })
+}
+
+/// Each metric of `groups` drawn against the numeric grouping field at `x` (its index in the
+/// grouping fields): a line per combination of the other grouping values, through the groups'
+/// means, sorted by x; the band is the groups' standard deviation. A group whose x value is not
+/// a number is an error naming it.
+pub(super) fn metric_lines(
+    groups: &[super::summary::GroupSummary],
+    x: (usize, &str),
+    metrics: &[String],
+) -> Result<Vec<CurveSummary>> {
+    let (at, x_field) = x;
+    let mut out = Vec::new();
+    for metric in metrics {
+        let mut lines: Vec<GroupCurve> = Vec::new();
+        for g in groups {
+            let text = &g.keys[at];
+            let x = text.parse::<f64>().map_err(|_| {
+                GraftError::Input(format!("--x `{x_field}` must hold numbers; group `{}` has `{text}`", g.label))
+            })?;
+            let Some(st) = g.stats(metric) else { continue };
+            let keys: Vec<String> =
+                g.keys.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, k)| k.clone()).collect();
+            let point = CurveStats { x, mean: st.mean, std: st.std, n: st.n };
+            match lines.iter_mut().find(|l| l.keys == keys) {
+                Some(line) => line.points.push(point),
+                None => lines.push(GroupCurve { label: keys.join(" · "), keys, points: vec![point] }),
+            }
+        }
+        for line in &mut lines {
+            line.points.sort_by(|a, b| a.x.total_cmp(&b.x));
+        }
+        let spec = CurveSpec { field: metric.clone(), x: x_field.to_string(), y: metric.clone() };
+        out.push(CurveSummary { spec, groups: lines, across_groups: true });
+    }
+    Ok(out)
 }
 
 /// The charts of `curves`: one per value of the first grouping value when groups have several
@@ -150,7 +190,13 @@ pub fn curve_charts(curves: &CurveSummary) -> Result<Vec<(String, String)>> {
 fn curve_svg(heading: &str, spec: &CurveSpec, lines: &[(String, &GroupCurve)]) -> Result<String> {
     let band = |p: &CurveStats| (p.mean - p.std.unwrap_or(0.0), p.mean + p.std.unwrap_or(0.0));
     let points = || lines.iter().flat_map(|(_, g)| g.points.iter()).filter(|p| plots::plottable(p.mean));
-    let (x0, x1) = plots::span(points().map(|p| p.x), 0.0);
+    // x values over two or more orders of magnitude (label fractions 0.01 to 1) are drawn on a
+    // log scale: positions are log10(x), ticks read x.
+    let (lo, hi) = (points().map(|p| p.x).fold(f64::INFINITY, f64::min), points().map(|p| p.x).fold(0.0, f64::max));
+    let log = lo > 0.0 && hi / lo >= 50.0;
+    let at = |x: f64| if log { x.log10() } else { x };
+    let x_desc = if log { format!("{} (log scale)", spec.x) } else { spec.x.clone() };
+    let (x0, x1) = plots::span(points().map(|p| at(p.x)), 0.0);
     let (y0, y1) = plots::span(points().flat_map(|p| [band(p).0, band(p).1]), 0.05);
     plots::render("learning curves", (WIDTH, 460), |root| {
         plots::title(root, heading)?;
@@ -162,9 +208,9 @@ fn curve_svg(heading: &str, spec: &CurveSpec, lines: &[(String, &GroupCurve)]) -
             .build_cartesian_2d(x0..x1, y0..y1)?;
         chart
             .configure_mesh()
-            .x_desc(spec.x.as_str())
+            .x_desc(x_desc.as_str())
             .y_desc(spec.y.as_str())
-            .x_label_formatter(&|v| plots::axis_number(*v))
+            .x_label_formatter(&|v| plots::axis_number(if log { 10f64.powf(*v) } else { *v }))
             .y_label_formatter(&|v| plots::axis_number(*v))
             .max_light_lines(4)
             .light_line_style(RGBColor(240, 240, 240))
@@ -174,12 +220,12 @@ fn curve_svg(heading: &str, spec: &CurveSpec, lines: &[(String, &GroupCurve)]) -
             let (r, gr, b) = plots::technique_color(i);
             let colour = RGBColor(r, gr, b);
             let shown: Vec<&CurveStats> = g.points.iter().filter(|p| plots::plottable(p.mean)).collect();
-            let mut outline: Vec<(f64, f64)> = shown.iter().map(|p| (p.x, band(p).1)).collect();
-            outline.extend(shown.iter().rev().map(|p| (p.x, band(p).0)));
+            let mut outline: Vec<(f64, f64)> = shown.iter().map(|p| (at(p.x), band(p).1)).collect();
+            outline.extend(shown.iter().rev().map(|p| (at(p.x), band(p).0)));
             chart.draw_series(std::iter::once(Polygon::new(outline, colour.mix(0.15).filled())))?;
             let style = colour.stroke_width(2);
             chart
-                .draw_series(LineSeries::new(shown.iter().map(|p| (p.x, p.mean)), style))?
+                .draw_series(LineSeries::new(shown.iter().map(|p| (at(p.x), p.mean)), style).point_size(3))?
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
         }

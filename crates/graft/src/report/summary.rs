@@ -26,6 +26,9 @@ pub struct SummarySpec {
     pub against: Option<Baseline>,
     /// Learning curves to average per group and draw.
     pub curves: Vec<CurveSpec>,
+    /// A numeric grouping field to draw every metric against (a line per combination of the
+    /// other grouping fields): a label-efficiency curve over `label_fraction`, say.
+    pub x: Option<String>,
 }
 
 /// The baseline of paired differences: for every group whose `field` is not `value`, the group
@@ -110,7 +113,8 @@ pub struct ResultsSummary {
     pub groups: Vec<GroupSummary>,
     /// Paired differences from the baseline groups, when [`SummarySpec::against`] asked for them.
     pub differences: Option<Differences>,
-    /// Each group's mean curve, per [`SummarySpec::curves`] entry.
+    /// Each group's mean curve, per [`SummarySpec::curves`] entry, then each metric against
+    /// [`SummarySpec::x`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub curves: Vec<CurveSummary>,
 }
@@ -222,7 +226,13 @@ fn summarize(rows: &[Row<'_>], spec: &SummarySpec) -> Result<ResultsSummary> {
         Some(baseline) => Some(super::paired::differences(&kept, &spec.group_by, baseline, &metrics)?),
         None => None,
     };
-    let curves = spec.curves.iter().map(|c| summarize_curve(&kept, c)).collect::<Result<_>>()?;
+    let mut curves: Vec<CurveSummary> = spec.curves.iter().map(|c| summarize_curve(&kept, c)).collect::<Result<_>>()?;
+    if let Some(x) = &spec.x {
+        let at = spec.group_by.iter().position(|g| g == x).ok_or_else(|| {
+            GraftError::Input(format!("--x `{x}` must be one of the --by fields ({})", spec.group_by.join(", ")))
+        })?;
+        curves.extend(super::curves::metric_lines(&summaries, (at, x), &metrics)?);
+    }
     Ok(ResultsSummary {
         title: spec.title.clone(),
         sources: Vec::new(),
@@ -414,6 +424,7 @@ mod tests {
     fn spec(by: &[&str], metrics: &[&str]) -> SummarySpec {
         SummarySpec {
             curves: Vec::new(),
+            x: None,
             title: "t".into(),
             group_by: by.iter().map(|s| s.to_string()).collect(),
             metrics: metrics.iter().map(|s| s.to_string()).collect(),

@@ -179,10 +179,14 @@ pub fn summary_html(s: &ResultsSummary) -> Result<String> {
     }
     for (c, curves) in s.curves.iter().enumerate() {
         for (k, (heading, svg)) in super::curves::curve_charts(curves)?.into_iter().enumerate() {
-            let caption = format!(
-                "{heading}: each line the mean over a group's runs point by point (the k-th point of every run), the band ± one sample standard deviation."
-            );
-            let first = if c + k == 0 { "Learning curves" } else { "" };
+            let caption = if curves.across_groups {
+                format!("{heading}: each point a group's mean, the band ± one sample standard deviation over its runs.")
+            } else {
+                format!(
+                    "{heading}: each line the mean over a group's runs point by point (the k-th point of every run), the band ± one sample standard deviation."
+                )
+            };
+            let first = if c + k == 0 { "Curves" } else { "" };
             figure(&mut h, &format!("curve-{c}-{k}"), first, &svg, &caption);
         }
     }
