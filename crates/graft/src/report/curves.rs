@@ -203,6 +203,7 @@ fn curve_svg(heading: &str, spec: &CurveSpec, lines: &[(String, &GroupCurve)]) -
         let mut chart = ChartBuilder::on(root)
             .margin(16)
             .margin_top(TITLE_ROOM)
+            .margin_right(32)
             .x_label_area_size(44)
             .y_label_area_size(64)
             .build_cartesian_2d(x0..x1, y0..y1)?;
