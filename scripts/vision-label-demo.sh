@@ -11,7 +11,9 @@
 # Images at SIZE x SIZE, EPOCHS epochs of batches of 32, AdamW 1e-2 for the head (backbone units
 # at a hundredth, LoRA at a tenth), scored on EVAL_LIMIT test images (the same draw for every
 # run of a seed). Every setting was fixed before any run.
-# Results: OUT/results.jsonl (one line per run) and OUT/table.md (mean +- std over seeds).
+# Results: OUT/results.jsonl (one line per run), OUT/table.md (mean +- std over seeds) and
+# OUT/report/ (`graft report --x label_fraction`: the same groups as Markdown, JSON and HTML
+# with the label-efficiency curves, accuracy and macro-F1 against the share of labels).
 # Usage: scripts/vision-label-demo.sh [OUT]   (GRAFT, SEEDS, FRACTIONS, METHODS, SIZE, EPOCHS,
 #        EVAL_LIMIT override the defaults)
 set -euo pipefail
@@ -85,3 +87,5 @@ jq -L "$(dirname "$0")" -rs '
       + ([map(.accuracy), map(.macro_f1)] | map(pm) | join(" | ")) + " | \(map(.train_s) | pm(0)) |")
 ' "$RESULTS" > "$OUT/table.md"
 cat "$OUT/table.md"
+(cd "$OUT" && "$GRAFT" report results.jsonl --by method,label_fraction --metric accuracy,macro_f1,train_s \
+    --x label_fraction --title "Label efficiency on Fashion-MNIST: EfficientNet-Lite0 against scratch" --out report)
