@@ -449,12 +449,9 @@ fn maml_meta_gradient_matches_finite_differences_of_the_adapted_query_loss() {
     }
 }
 
-/// `[decoder]`: the texts of a labelled file read by SmolLM2 (hidden states after two blocks,
-/// mean-pooled): every learner runs on them, the features file is reused for the same decoder
-/// settings and recomputed for others; the whole-backbone baseline is refused with a decoder.
-#[test]
-fn decoder_features_feed_every_learner() {
-    let topics = [
+/// Twelve one-sentence texts in four topics, three each.
+fn topics() -> [(&'static str, [&'static str; 3]); 4] {
+    [
         (
             "weather",
             [
@@ -487,7 +484,15 @@ fn decoder_features_feed_every_learner() {
                 "The band released a new album of folk songs.",
             ],
         ),
-    ];
+    ]
+}
+
+/// `[decoder]`: the texts of a labelled file read by SmolLM2 (hidden states after two blocks,
+/// mean-pooled): every learner runs on them, the features file is reused for the same decoder
+/// settings and recomputed for others; the whole-backbone baseline is refused with a decoder.
+#[test]
+fn decoder_features_feed_every_learner() {
+    let topics = topics();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("topics.jsonl");
     let lines: Vec<String> = topics
@@ -530,4 +535,112 @@ fn decoder_features_feed_every_learner() {
     assert!(err.contains("not available with [decoder]"), "{err}");
     let err = config("e", "max_tokens = 0", "").unwrap_err().to_string();
     assert!(err.contains("decoder.max_tokens must be at least 1"), "{err}");
+
+    // The LoRA prototypical network: rank-8 adapters on all seven projections of blocks 0 and 1
+    // (SmolLM2: 576 wide, 192-wide keys and values, 1536 MLP units) = 2 · 81,408 parameters.
+    let lora = "[lora_protonet]\nenabled = true\nsteps = 2\nval_episodes = 0\n\n";
+    let with_lora = graft::recipes::meta::run(&config("f", "layer = 2", lora).unwrap(), false, &mut |_| {}).unwrap();
+    let names: Vec<&str> = with_lora.results.iter().map(|r| r.learner.as_str()).collect();
+    assert_eq!(names, ["nearest_centroid", "linear_head", "protonet", "lora_protonet"]);
+    let trained = with_lora.lora_protonet_train.as_ref().expect("its meta-training summary");
+    assert_eq!((trained.steps, trained.trainable_params), (2, 2 * 81_408));
+    assert!(trained.run.join("metrics.jsonl").is_file());
+    assert_eq!(with_lora.results[0].accuracy, first.results[0].accuracy, "the other learners are unchanged");
+    let too_many = "[lora_protonet]\nenabled = true\nblocks = 3\nsteps = 2\nval_episodes = 0\n\n";
+    let err = graft::recipes::meta::run(&config("g", "layer = 2", too_many).unwrap(), false, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("3 adapted blocks below feature layer 2"), "{err}");
+    let mut no_decoder = config("h", "layer = 2", lora).unwrap();
+    no_decoder.decoder = None;
+    let err = no_decoder.validate().unwrap_err().to_string();
+    assert!(err.contains("lora_protonet adapts a decoder"), "{err}");
+}
+
+/// The LoRA prototypical network inside SmolLM2 (f64): with its adapters fresh it computes the
+/// frozen decoder features; its episode loss has the gradient central finite differences give;
+/// meta-training starts from nearest centroid's ProtoNet loss and lowers it.
+#[test]
+fn lora_protonet_starts_at_the_frozen_features_and_its_gradient_is_exact() {
+    use graft::adapters::lora::{attach, unload, LoraSpec};
+    use graft::features::{decoder_features, Pooling};
+    use graft::meta::lora_protonet::{fit_lora_protonet, AdaptedBlocks, LoraProtoNetConfig};
+    use graft::models::bert::l2_normalize;
+    use graft::models::llama::{LoadOptions, Pass, WeightFormat};
+
+    let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).unwrap();
+    let opts = LoadOptions { device: Device::Cpu, dtype: DType::F64, format: WeightFormat::Dense };
+    let mut model = graft::models::load::load_causal_lm(&source, &opts).unwrap();
+    let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
+    let texts: Vec<String> = topics().iter().flat_map(|(_, t)| t.map(String::from)).collect();
+    let seqs = graft::recipes::meta::data::decoder_tokens(&tok, &texts, 128).unwrap();
+    let frozen = l2_normalize(&decoder_features(&model, &seqs, Some(3), Pooling::Mean, 4).unwrap()).unwrap();
+
+    let spec = LoraSpec {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        rslora: false,
+        targets: vec!["layers.1.*.q_proj".into(), "layers.2.*.down_proj".into()],
+    };
+    let set = attach(&mut model, &spec, 0).unwrap();
+    let vars = set.named_vars();
+    let blocks = AdaptedBlocks::new(&model, &seqs, Some(3), 2, Pooling::Mean, 4).unwrap();
+    assert_eq!(blocks.blocks(), 1..3);
+    let start = blocks.all_features().unwrap().to_dtype(DType::F32).unwrap();
+    let gap = (start - &frozen).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(gap < 1e-5, "fresh adapters change nothing: {gap}");
+
+    for (k, (_, v)) in vars.iter().enumerate().filter(|(_, (n, _))| n.ends_with("lora_B")) {
+        let moved = Tensor::from_vec(common::values(v.elem_count(), k as u64 + 1), v.shape(), &Device::Cpu).unwrap();
+        v.set(&(moved * 0.05).unwrap()).unwrap();
+    }
+    let members: ClassMembers = (0..4).map(|c| (format!("topic{c}"), (3 * c..3 * c + 3).collect())).collect();
+    let shape = EpisodeShape { n_way: 2, k_shot: 1, q_query: 2 };
+    let ep = EpisodeSampler::new("meta-train", members.clone(), shape, 0).unwrap().episode(0);
+    let loss = || {
+        let s = blocks.features(&ep.support, Pass::Train).unwrap();
+        let q = blocks.features(&ep.query, Pass::Train).unwrap();
+        protonet_loss(&s, &ep.support_labels, &q, &ep.query_labels, 2).unwrap().0
+    };
+    let checked = common::check_gradients(&vars, &loss, &|n| vec![0, n / 2, n - 1]);
+    assert_eq!(checked, 12);
+    drop(blocks);
+
+    unload(&mut model);
+    let train = EpisodeSampler::new("meta-train", members.clone(), shape, 0).unwrap();
+    let val = EpisodeSampler::new("meta-val", members, shape, 1).unwrap();
+    let cfg = LoraProtoNetConfig {
+        enabled: true,
+        blocks: 2,
+        steps: 6,
+        lr: 3e-3,
+        val_episodes: 4,
+        eval_every: 0,
+        save_every: 0,
+        ..LoraProtoNetConfig::default()
+    };
+    let out = RunOutput { dir: None, on_event: &mut |_| {} };
+    let settings = serde_json::Value::Null;
+    let (adapted, outcome) =
+        fit_lora_protonet(&mut model, &seqs, (Some(3), Pooling::Mean, 4), &train, Some(&val), &cfg, &settings, out)
+            .unwrap();
+    assert_eq!(adapted.dims2().unwrap(), (12, 576));
+    let frozen_loss: f64 = (0..4)
+        .map(|i| {
+            let ep = val.episode(i);
+            let (s, q) = (select(&frozen, &ep.support), select(&frozen, &ep.query));
+            let (sum, _) = protonet_loss(&s, &ep.support_labels, &q, &ep.query_labels, 2).unwrap();
+            sum.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+        })
+        .sum::<f64>()
+        / 16.0;
+    let base = outcome.state.base_eval_loss.unwrap();
+    assert!((base - frozen_loss).abs() < 1e-5, "starts at nearest centroid's loss: {base} vs {frozen_loss}");
+    let last = outcome.final_eval_loss.unwrap();
+    assert!(last < base, "meta-training lowers the validation loss: {base} -> {last}");
+}
+
+fn select(features: &Tensor, rows: &[usize]) -> Tensor {
+    graft::meta::evaluate::select_rows(features, rows).unwrap()
 }

@@ -94,11 +94,20 @@ pub fn encoder_features(enc: &SentenceEncoder, texts: &[String], batch: usize) -
 
 /// Pools `hidden [b, t, h]` whose row `i` has `lens[i]` real positions: `[b, h]` in f32.
 pub fn pool(hidden: &Tensor, lens: &[usize], pooling: Pooling) -> Result<Tensor> {
+    let pooled = pool_precise(hidden, lens, pooling)?;
+    Ok(if pooled.dtype() == DType::F32 { pooled } else { pooled.to_dtype(DType::F32)? })
+}
+
+/// [`pool`] in f32, or in f64 for f64 states (gradient checks by finite differences need it).
+pub fn pool_precise(hidden: &Tensor, lens: &[usize], pooling: Pooling) -> Result<Tensor> {
     let (b, t, h) = hidden.dims3()?;
     if lens.len() != b || lens.iter().any(|&l| l == 0 || l > t) {
         return Err(GraftError::Input(format!("pool: lengths {lens:?} for {b} rows of {t} positions")));
     }
-    let hidden = if hidden.dtype() == DType::F32 { hidden.clone() } else { hidden.to_dtype(DType::F32)? };
+    let hidden = match hidden.dtype() {
+        DType::F32 | DType::F64 => hidden.clone(),
+        _ => hidden.to_dtype(DType::F32)?,
+    };
     match pooling {
         Pooling::Last => {
             let index: Vec<u32> = lens.iter().enumerate().map(|(i, &l)| (i * t + l - 1) as u32).collect();

@@ -7,7 +7,9 @@
 //! on the features of the untrained model and then kept fixed (a constant affine map the head
 //! learns on top of).
 
-use super::extract::{check_token_seqs, decoder_features, feature_pass, length_order, pad_ids, pool, Pooling};
+use super::extract::{
+    check_token_seqs, decoder_features, feature_pass, length_order, pad_ids, pool, stack_rows, Pooling,
+};
 use super::head::{check_labels, fit_classifier, fit_head, HeadConfig, RunOutput, Standardizer, TrainedHead};
 use crate::models::llama::{Llama, Pass};
 use crate::models::Model;
@@ -219,32 +221,43 @@ fn frozen_states(
     pooling: Pooling,
     batch: usize,
 ) -> Result<(Vec<Tensor>, Tensor)> {
+    let lower = states_after(model, seqs, start, batch)?;
+    let pass = feature_pass(model);
+    let mut pooled: Vec<Option<Tensor>> = vec![None; seqs.len()];
+    for chunk in length_order(seqs).chunks(batch) {
+        let (x, lens) = pad_states(&chunk.iter().map(|&i| &lower[i]).collect::<Vec<_>>())?;
+        let feats = pool(&model.hidden_from_block(&x, start, pass)?.detach(), &lens, pooling)?;
+        for (row, &i) in chunk.iter().enumerate() {
+            pooled[i] = Some(feats.get(row)?);
+        }
+    }
+    Ok((lower, stack_rows(pooled)?))
+}
+
+/// Each sequence's residual states `[len, hidden]` after the frozen blocks `0..start`
+/// (detached), computed in batches of `batch`: the kept input of blocks that train.
+pub(crate) fn states_after(model: &Llama, seqs: &[Vec<u32>], start: usize, batch: usize) -> Result<Vec<Tensor>> {
+    check_token_seqs(seqs, model.info().vocab_size)?;
     let pass = feature_pass(model);
     let mut lower: Vec<Option<Tensor>> = vec![None; seqs.len()];
-    let mut pooled: Vec<Option<Tensor>> = vec![None; seqs.len()];
     for chunk in length_order(seqs).chunks(batch) {
         let group: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
         let (ids, lens) = pad_ids(&group, model.device())?;
         let states = model.hidden_after_blocks(&ids, start, pass)?.detach();
-        let full = model.hidden_from_block(&states, start, pass)?.detach();
-        let feats = pool(&full, &lens, pooling)?;
         for (row, &i) in chunk.iter().enumerate() {
             lower[i] = Some(states.get(row)?.narrow(0, 0, lens[row])?.contiguous()?);
-            pooled[i] = Some(feats.get(row)?);
         }
     }
-    let lower = lower.into_iter().collect::<Option<Vec<_>>>();
-    let pooled = pooled.into_iter().collect::<Option<Vec<_>>>();
-    match (lower, pooled) {
-        (Some(lower), Some(pooled)) => Ok((lower, Tensor::stack(&pooled, 0)?)),
-        _ => Err(GraftError::Input("internal: a sequence's states were not computed".into())),
-    }
+    lower
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| GraftError::Input("internal: a sequence's states were not computed".into()))
 }
 
 /// Right-pads per-sequence states `[len_i, hidden]` with zero rows into `[b, longest, hidden]`.
 /// Zero rows are harmless after real positions under causal attention (and RMSNorm maps them
 /// to zero).
-fn pad_states(states: &[&Tensor]) -> Result<(Tensor, Vec<usize>)> {
+pub(crate) fn pad_states(states: &[&Tensor]) -> Result<(Tensor, Vec<usize>)> {
     let lens: Vec<usize> = states.iter().map(|s| s.dim(0)).collect::<candle_core::Result<_>>()?;
     let width = lens.iter().copied().max().unwrap_or(0);
     let rows = states

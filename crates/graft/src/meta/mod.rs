@@ -7,11 +7,13 @@
 //! - [`train`]: prototypical networks, ANIL, MAML, first-order MAML and Reptile meta-trained on
 //!   the one trainer (an episode per micro-batch; the losses are [`crate::objectives::protonet`],
 //!   [`crate::objectives::anil`] and [`crate::objectives::maml`]).
+//! - [`lora_protonet`]: a prototypical network whose adapters live inside a decoder.
 //! - [`evaluate`]: accuracy over episodes with a 95 % confidence interval; the nearest-centroid
 //!   and fresh-linear-head baselines.
 
 pub mod episodes;
 pub mod evaluate;
+pub mod lora_protonet;
 pub mod projection;
 pub mod train;
 

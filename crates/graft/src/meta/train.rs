@@ -167,7 +167,7 @@ pub fn fit_maml(
 /// AdamW at a constant `cfg.lr`; the evaluation is `val_loss` (a summed query loss) averaged
 /// per query over `val`'s first `cfg.val_episodes` episodes. `settings` is what a resume must
 /// match.
-fn fit_episodic<O: Objective<Batch = Episode>>(
+pub(crate) fn fit_episodic<O: Objective<Batch = Episode>>(
     objective: &O,
     train: &EpisodeSampler,
     val: Option<&EpisodeSampler>,

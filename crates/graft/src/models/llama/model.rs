@@ -373,13 +373,22 @@ impl Llama {
     /// [`Llama::hidden_after_blocks`]`(ids, start, ..)`. With [`Pass::Train`] gradients reach `x`
     /// and every trainable weight of those blocks.
     pub fn hidden_from_block(&self, x: &Tensor, start: usize, pass: Pass) -> Result<Tensor> {
+        let x = self.run_blocks(x, start..self.layers.len(), pass)?;
+        self.final_norm(&x, pass)
+    }
+
+    /// Runs blocks `blocks` over residual states `x [b, t, hidden]` at positions `0..t` (no
+    /// final norm): the residual stream after block `blocks.end - 1` when `x` is the stream
+    /// after block `blocks.start - 1`. Learners that adapt a few middle blocks run only those.
+    /// With [`Pass::Train`] gradients reach `x` and every trainable weight of those blocks.
+    pub fn run_blocks(&self, x: &Tensor, blocks: std::ops::Range<usize>, pass: Pass) -> Result<Tensor> {
         let (_, t, _) = x.dims3()?;
-        self.check_plain_run(t, start)?;
+        self.check_plain_run(t, blocks.end.max(blocks.start))?;
         let mut x = x.clone();
-        for (i, block) in self.layers.iter().enumerate().skip(start) {
+        for (i, block) in self.layers.iter().enumerate().take(blocks.end).skip(blocks.start) {
             x = self.ctx.forward(block, i, &x, 0, None, None, pass)?;
         }
-        self.final_norm(&x, pass)
+        Ok(x)
     }
 
     /// The input embeddings of `ids [b, t]`, `[b, t, hidden]` (scaled by the config's

@@ -1,11 +1,12 @@
 //! The `graft meta CONFIG.toml` configuration: `[data]` (the labelled dataset and its class
-//! splits), `[episodes]`, `[backbone]` (the frozen sentence encoder), `[protonet]`, `[anil]`,
-//! `[fomaml]`, `[maml]`, `[reptile]`, `[baselines]`, `[eval]` and `[output]`. Unknown keys are errors, as everywhere.
+//! splits), `[episodes]`, `[backbone]` (the frozen sentence encoder), `[decoder]`, `[protonet]`,
+//! `[anil]`, `[fomaml]`, `[maml]`, `[reptile]`, `[lora_protonet]`, `[baselines]`, `[eval]` and `[output]`. Unknown keys are errors, as everywhere.
 
 use crate::config::{read_toml, relative_to};
 use crate::datasets::appstream_classes::ClassRule;
 use crate::features::head::HeadConfig;
 use crate::features::Pooling;
+use crate::meta::lora_protonet::LoraProtoNetConfig;
 use crate::meta::{EpisodeShape, MetaTrainConfig};
 use crate::objectives::anil::InnerLoop;
 use crate::objectives::maml::{MamlInner, MetaUpdate};
@@ -48,6 +49,10 @@ pub struct MetaConfig {
     /// Reptile (off unless enabled).
     #[serde(default)]
     pub reptile: MamlSection,
+    /// A prototypical network meta-training LoRA adapters inside the decoder (off unless
+    /// enabled; needs `[decoder]`).
+    #[serde(default)]
+    pub lora_protonet: LoraProtoNetConfig,
     /// The frozen-feature baselines.
     #[serde(default)]
     pub baselines: BaselinesSection,
@@ -267,7 +272,7 @@ impl Default for EvalSection {
 #[serde(deny_unknown_fields)]
 pub struct MetaOutput {
     /// The run's folder: `summary.json`, `protonet/`, `anil/` and one folder per enabled learner
-    /// of the MAML family (the meta-training runs: checkpoints, `metrics.jsonl`).
+    /// of the MAML family and for `lora_protonet/` (the meta-training runs: checkpoints, `metrics.jsonl`).
     pub dir: PathBuf,
     /// Where the embeddings of the dataset are kept between runs (re-used when the encoder and
     /// the texts are the same); default `DIR/features.safetensors`.
@@ -345,6 +350,15 @@ impl MetaConfig {
             }
         }
         self.protonet.validate("protonet")?;
+        if self.lora_protonet.enabled {
+            if self.decoder.is_none() {
+                return bad(
+                    "lora_protonet adapts a decoder: add a [decoder] section and name a causal LM in backbone.encoder"
+                        .into(),
+                );
+            }
+            self.lora_protonet.validate()?;
+        }
         if self.anil.enabled {
             self.anil.train.validate("anil.train")?;
             self.anil.inner.validate()?;

@@ -170,6 +170,21 @@ pub enum FeatureBackbone {
     Decoder(Box<Llama>, Box<Tokenizer>, DecoderFeatures, usize),
 }
 
+/// Each text's first `max_tokens` token ids, as a decoder reads it; a text without tokens is
+/// refused by index.
+pub fn decoder_tokens(tok: &Tokenizer, texts: &[String], max_tokens: usize) -> Result<Vec<Vec<u32>>> {
+    let mut seqs = Vec::with_capacity(texts.len());
+    for (i, t) in texts.iter().enumerate() {
+        let mut ids = tok.encode_plain(t).map_err(|e| GraftError::Input(format!("text {i}: {e}")))?;
+        ids.truncate(max_tokens);
+        if ids.is_empty() {
+            return Err(GraftError::Input(format!("text {i} has no tokens")));
+        }
+        seqs.push(ids);
+    }
+    Ok(seqs)
+}
+
 /// `[n, dim]` f32 features of `inputs` on `device`: read from `path` when its sidecar (`path`
 /// with `.json`) holds the same fingerprint of `encoder`, `dtype`, `size` and the inputs,
 /// otherwise computed with the backbone `load` gives and written there. Returns whether they were
@@ -198,16 +213,7 @@ pub fn cached_features(
             image_features(&model, &refs, &input)?
         }
         (FeatureBackbone::Decoder(model, tok, how, batch), MetaInputs::Texts(texts)) => {
-            let mut seqs = Vec::with_capacity(texts.len());
-            for (i, t) in texts.iter().enumerate() {
-                let mut ids = tok.encode_plain(t).map_err(|e| GraftError::Input(format!("text {i}: {e}")))?;
-                ids.truncate(how.max_tokens);
-                if ids.is_empty() {
-                    return Err(GraftError::Input(format!("text {i} has no tokens")));
-                }
-                seqs.push(ids);
-            }
-            decoder_features(&model, &seqs, how.layer, how.pooling, batch)?
+            decoder_features(&model, &decoder_tokens(&tok, texts, how.max_tokens)?, how.layer, how.pooling, batch)?
         }
         _ => return Err(GraftError::Input("the backbone does not read this kind of input".into())),
     };

@@ -1,7 +1,7 @@
 //! `graft meta CONFIG.toml`: few-shot learning on episodes (docs/meta-learning.md). The
 //! dataset's texts or images go once through the frozen backbone (features kept in a file between runs), the
 //! classes are dealt into meta-train / meta-validation / meta-test, a prototypical network,
-//! ANIL and the enabled MAML family are meta-trained on meta-train episodes (the one trainer: checkpoints, exact resume), and every
+//! ANIL, the enabled MAML family and a LoRA prototypical network inside a decoder are meta-trained on meta-train episodes (the one trainer: checkpoints, exact resume), and every
 //! learner — the frozen-feature baselines and the meta-trained ones — is scored on the same
 //! meta-test episodes: mean accuracy with a 95 % confidence interval. The summary goes to
 //! `summary.json`.
@@ -15,6 +15,7 @@ use crate::features::head::{RunOutput, Standardizer};
 use crate::meta::evaluate::{
     fine_tuned_encoder, linear_head, nearest_centroid, protonet_accuracy, score_episodes, select_rows,
 };
+use crate::meta::lora_protonet::fit_lora_protonet;
 use crate::meta::{
     fit_anil, fit_maml, fit_protonet, split_classes, Accuracy, ClassMembers, ClassSplits, EpisodeSampler, EpisodeShape,
 };
@@ -27,7 +28,7 @@ use crate::vision::classifier::ImageInput;
 use crate::vision::preprocess::Preprocess;
 use crate::Result;
 use config::MetaConfig;
-use data::{cached_features, load_dataset, FeatureBackbone, MetaInputs};
+use data::{cached_features, decoder_tokens, load_dataset, FeatureBackbone, MetaInputs};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -61,6 +62,9 @@ pub struct MetaSummary {
     /// Reptile's meta-training, when `reptile.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reptile_train: Option<MetaTrainSummary>,
+    /// The LoRA prototypical network's meta-training, when `lora_protonet.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_protonet_train: Option<MetaTrainSummary>,
     /// Every learner's meta-test accuracy, baselines first.
     pub results: Vec<LearnerResult>,
 }
@@ -98,7 +102,8 @@ pub struct MetaTrainSummary {
 /// One learner's meta-test score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LearnerResult {
-    /// `nearest_centroid`, `linear_head`, `protonet`, `anil`, `fomaml`, `maml` or `reptile`.
+    /// `nearest_centroid`, `linear_head`, `fine_tuned_encoder`, `protonet`, `anil`, `fomaml`,
+    /// `maml`, `reptile` or `lora_protonet`.
     pub learner: String,
     /// Whether it is meta-trained (false: a baseline on the frozen features).
     pub meta_trained: bool,
@@ -209,11 +214,10 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
         on_event(Event::Note(format!("computing features of {} {} with `{}`", inputs.len(), inputs.kind(), b.encoder)));
         Ok(match &inputs {
             MetaInputs::Texts(_) if cfg.decoder.is_some() => {
-                let source = resolve_model(&b.encoder, b.offline)?;
-                let opts = LoadOptions { device: device.clone(), dtype, format: WeightFormat::Dense };
+                let (model, tokenizer) = load_decoder(b, &device, dtype)?;
                 FeatureBackbone::Decoder(
-                    Box::new(load_causal_lm(&source, &opts)?),
-                    Box::new(Tokenizer::from_source(&source)?),
+                    Box::new(model),
+                    Box::new(tokenizer),
                     cfg.decoder.clone().unwrap_or_default(),
                     b.batch_size,
                 )
@@ -276,6 +280,28 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
             fit_maml(&features, &train, val.as_ref(), &section.train, &section.inner, update, &settings, output)?;
         maml_runs.push((name, model, train_summary(&outcome, run_path)));
     }
+    let lora = match (&cfg.decoder, &inputs) {
+        (Some(how), MetaInputs::Texts(texts)) if cfg.lora_protonet.enabled => {
+            let (mut model, tokenizer) = load_decoder(b, &device, dtype)?;
+            let seqs = decoder_tokens(&tokenizer, texts, how.max_tokens)?;
+            let run_path = out.join("lora_protonet");
+            let dir = RunDir::open(&run_path, resume, cfg.lora_protonet.save_every)?;
+            let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
+            let reading = (how.layer, how.pooling, b.batch_size);
+            let (adapted, outcome) = fit_lora_protonet(
+                &mut model,
+                &seqs,
+                reading,
+                &train,
+                val.as_ref(),
+                &cfg.lora_protonet,
+                &settings,
+                output,
+            )?;
+            Some((adapted, train_summary(&outcome, run_path)))
+        }
+        _ => None,
+    };
 
     let n = cfg.eval.episodes;
     let mut results = Vec::new();
@@ -325,6 +351,9 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
     for (name, model, _) in &maml_runs {
         score(name, true, n, &mut |ep| model.accuracy(&features, ep))?;
     }
+    if let Some((adapted, _)) = &lora {
+        score("lora_protonet", true, n, &mut |ep| nearest_centroid(adapted, ep))?;
+    }
     let maml_train = |learner: &str| maml_runs.iter().find(|r| r.0 == learner).map(|r| r.2.clone());
 
     let summary = MetaSummary {
@@ -339,10 +368,22 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
         fomaml_train: maml_train("fomaml"),
         maml_train: maml_train("maml"),
         reptile_train: maml_train("reptile"),
+        lora_protonet_train: lora.map(|(_, s)| s),
         results,
     };
     crate::io::write_atomic(&out.join("summary.json"), &serde_json::to_string_pretty(&summary)?)?;
     Ok(summary)
+}
+
+/// The causal LM `backbone.encoder` names, dense in `dtype` on `device`, and its tokenizer.
+fn load_decoder(
+    b: &crate::recipes::progressive::BackboneConfig,
+    device: &candle_core::Device,
+    dtype: candle_core::DType,
+) -> Result<(crate::models::llama::Llama, Tokenizer)> {
+    let source = resolve_model(&b.encoder, b.offline)?;
+    let opts = LoadOptions { device: device.clone(), dtype, format: WeightFormat::Dense };
+    Ok((load_causal_lm(&source, &opts)?, Tokenizer::from_source(&source)?))
 }
 
 /// The results as a text table: learner, mean accuracy ± 95 % interval, episodes.

@@ -1,0 +1,255 @@
+//! A prototypical network that learns inside a decoder: LoRA adapters on the decoder blocks just
+//! below the feature layer are meta-trained with the ProtoNet loss, a text's features being its
+//! pooled states after those blocks scaled to unit length (as the frozen decoder features every
+//! other learner reads). `B` starts at zero, so before training the learner is exactly nearest
+//! centroid on the frozen decoder features: meta-training can only move away from that baseline
+//! where it lowers the episode loss.
+//!
+//! The frozen blocks below the adapted ones run once over every text and their output is kept;
+//! each step runs only the adapted blocks (and the final norm when the features are the model's
+//! last states) on the episode's texts. After meta-training the adapted features of every text
+//! are computed once, and scoring a meta-test episode is nearest centroid on them.
+
+use super::episodes::{Episode, EpisodeSampler};
+use super::train::{fit_episodic, MetaTrainConfig};
+use crate::adapters::lora::{attach, LoraSpec};
+use crate::features::extract::pool_precise;
+use crate::features::head::RunOutput;
+use crate::features::tune::{pad_states, states_after};
+use crate::features::Pooling;
+use crate::models::bert::l2_normalize;
+use crate::models::llama::{Llama, Pass};
+use crate::objectives::protonet::protonet_loss;
+use crate::train::step::LossSum;
+use crate::train::{Objective, ObjectiveLoss, Outcome, ParamGroup};
+use crate::{GraftError, Result};
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Meta-training a LoRA prototypical network (`[lora_protonet]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraProtoNetConfig {
+    /// Meta-train and score this learner (it needs a decoder: a `[decoder]` section).
+    pub enabled: bool,
+    /// Decoder blocks just below the feature layer that get adapters.
+    pub blocks: usize,
+    /// Module-name suffixes adapted in those blocks.
+    pub targets: Vec<String>,
+    /// LoRA rank.
+    pub rank: usize,
+    /// LoRA scaling numerator α (scale α / rank).
+    pub alpha: f64,
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Episodes per optimizer step.
+    pub episodes_per_step: u64,
+    /// AdamW learning rate (constant).
+    pub lr: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Seed of the adapters' `A` factors.
+    pub seed: u64,
+    /// Meta-validation episodes whose mean query loss is the run's evaluation loss (0 = none).
+    pub val_episodes: usize,
+    /// Evaluate on them every N steps (0 = only before and after training).
+    pub eval_every: u64,
+    /// Write a checkpoint every N steps (0 = only at the end).
+    pub save_every: u64,
+}
+
+impl Default for LoraProtoNetConfig {
+    /// Off; rank-8 adapters (α = 16) on every projection of the 2 blocks below the feature layer;
+    /// 100 steps of 1 episode at AdamW 1e-4, seed 0; 10 validation episodes every 25 steps; a
+    /// checkpoint every 25 steps.
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            blocks: 2,
+            targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+                .map(String::from)
+                .to_vec(),
+            rank: 8,
+            alpha: 16.0,
+            steps: 100,
+            episodes_per_step: 1,
+            lr: 1e-4,
+            weight_decay: 0.0,
+            seed: 0,
+            val_episodes: 10,
+            eval_every: 25,
+            save_every: 25,
+        }
+    }
+}
+
+impl LoraProtoNetConfig {
+    /// Refuses settings that cannot train, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        self.train().validate("lora_protonet")?;
+        let bad = |m: &str| Err(GraftError::Input(format!("lora_protonet: {m}")));
+        if self.blocks == 0 {
+            return bad("blocks must be at least 1");
+        }
+        if self.targets.is_empty() {
+            return bad("targets must name at least one module (e.g. \"q_proj\")");
+        }
+        self.spec(0..1).validate()
+    }
+
+    /// The loop settings in the form every episodic learner uses.
+    fn train(&self) -> MetaTrainConfig {
+        MetaTrainConfig {
+            hidden: 1,
+            steps: self.steps,
+            episodes_per_step: self.episodes_per_step,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+            val_episodes: self.val_episodes,
+            eval_every: self.eval_every,
+            save_every: self.save_every,
+        }
+    }
+
+    /// The LoRA spec over blocks `blocks`: every target module of each of them.
+    fn spec(&self, blocks: std::ops::Range<usize>) -> LoraSpec {
+        let targets =
+            blocks.flat_map(|i| self.targets.iter().map(move |t| format!("layers.{i}.*.{t}"))).collect::<Vec<_>>();
+        LoraSpec { r: self.rank, alpha: self.alpha, dropout: 0.0, rslora: false, targets }
+    }
+}
+
+/// The decoder blocks a learner runs per text: the kept states below them, the blocks, and how
+/// their output becomes unit-length features.
+pub struct AdaptedBlocks<'a> {
+    model: &'a Llama,
+    /// Each text's residual states `[len, hidden]` before the first adapted block.
+    lower: Vec<Tensor>,
+    blocks: std::ops::Range<usize>,
+    pooling: Pooling,
+    batch: usize,
+}
+
+impl<'a> AdaptedBlocks<'a> {
+    /// Runs the frozen blocks below the `adapted` ones under the feature layer `layer` (`None`:
+    /// the last block, then the final norm) once over `seqs`, in batches of `batch`.
+    pub fn new(
+        model: &'a Llama,
+        seqs: &[Vec<u32>],
+        layer: Option<usize>,
+        adapted: usize,
+        pooling: Pooling,
+        batch: usize,
+    ) -> Result<Self> {
+        let blocks = adapted_blocks(model, layer, adapted)?;
+        Ok(Self { model, lower: states_after(model, seqs, blocks.start, batch)?, blocks, pooling, batch })
+    }
+
+    /// The blocks that are adapted.
+    pub fn blocks(&self) -> std::ops::Range<usize> {
+        self.blocks.clone()
+    }
+
+    /// Unit-length features `[rows.len(), hidden]` of the texts `rows` (f32; f64 for an f64 model), with a graph back
+    /// to the adapters under [`Pass::Train`].
+    pub fn features(&self, rows: &[usize], pass: Pass) -> Result<Tensor> {
+        let (x, lens) = pad_states(&rows.iter().map(|&i| &self.lower[i]).collect::<Vec<_>>())?;
+        let mut hidden = self.model.run_blocks(&x, self.blocks.clone(), pass)?;
+        if self.blocks.end == self.model.config().num_hidden_layers {
+            hidden = self.model.final_norm(&hidden, pass)?;
+        }
+        l2_normalize(&pool_precise(&hidden, &lens, self.pooling)?)
+    }
+
+    /// Unit-length features `[n, hidden]` of every text, detached, in batches.
+    pub fn all_features(&self) -> Result<Tensor> {
+        let mut rows: Vec<Option<Tensor>> = vec![None; self.lower.len()];
+        // Texts of similar length share a batch, so little is padded.
+        let mut order: Vec<usize> = (0..self.lower.len()).collect();
+        order.sort_by_key(|&i| self.lower[i].dim(0).unwrap_or(0));
+        for chunk in order.chunks(self.batch) {
+            let feats = self.features(chunk, Pass::Infer)?.detach();
+            for (r, &i) in chunk.iter().enumerate() {
+                rows[i] = Some(feats.get(r)?);
+            }
+        }
+        crate::features::extract::stack_rows(rows)
+    }
+
+    /// Summed ProtoNet query loss of `ep` and the queries classified right.
+    fn episode_loss(&self, ep: &Episode, pass: Pass) -> Result<(Tensor, usize)> {
+        let support = self.features(&ep.support, pass)?;
+        let query = self.features(&ep.query, pass)?;
+        protonet_loss(&support, &ep.support_labels, &query, &ep.query_labels, ep.ways.len())
+    }
+}
+
+/// The `adapted` blocks just below the feature layer `layer` (`None`: the last block) of
+/// `model`, or an error when they do not fit under it.
+fn adapted_blocks(model: &Llama, layer: Option<usize>, adapted: usize) -> Result<std::ops::Range<usize>> {
+    let n = model.config().num_hidden_layers;
+    let end = layer.unwrap_or(n);
+    if end > n || adapted > end {
+        return Err(GraftError::Input(format!(
+            "lora_protonet: {adapted} adapted blocks below feature layer {end} of a {n}-block decoder \
+             (they must lie within blocks 0..{end}: lower `lora_protonet.blocks` or raise `decoder.layer`)"
+        )));
+    }
+    Ok(end - adapted..end)
+}
+
+/// The objective: an episode's ProtoNet loss on the adapted features; the adapters train.
+struct LoraProtoNet<'a, 'm> {
+    blocks: &'a AdaptedBlocks<'m>,
+    adapters: Vec<(String, candle_core::Var)>,
+}
+
+impl Objective for LoraProtoNet<'_, '_> {
+    type Batch = Episode;
+
+    fn param_groups(&self) -> Vec<ParamGroup> {
+        vec![ParamGroup::new("lora", self.adapters.clone())]
+    }
+
+    fn loss(&self, ep: &Episode, _micro_step: u64) -> Result<ObjectiveLoss> {
+        let (sum, correct) = self.blocks.episode_loss(ep, Pass::Train)?;
+        Ok(ObjectiveLoss {
+            loss: LossSum { sum, count: ep.query.len(), sink: None },
+            metrics: vec![("accuracy", correct as f64)],
+        })
+    }
+
+    fn batch_size(&self, ep: &Episode) -> usize {
+        ep.support.len() + ep.query.len()
+    }
+}
+
+/// Attaches fresh adapters (`cfg`) to the `cfg.blocks` blocks of `model` below the feature layer
+/// `layer` and meta-trains them on the texts `seqs` with the ProtoNet loss over `train`'s
+/// episodes, the mean query loss on `val`'s first `cfg.val_episodes` episodes as the evaluation;
+/// checkpoints, `metrics.jsonl` and resume in `out.dir`. Returns every text's adapted features
+/// `[n, hidden]` (unit length) and the outcome; the adapters stay attached to `model`.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_lora_protonet(
+    model: &mut Llama,
+    seqs: &[Vec<u32>],
+    (layer, pooling, batch): (Option<usize>, Pooling, usize),
+    train: &EpisodeSampler,
+    val: Option<&EpisodeSampler>,
+    cfg: &LoraProtoNetConfig,
+    settings: &serde_json::Value,
+    out: RunOutput,
+) -> Result<(Tensor, Outcome)> {
+    cfg.validate()?;
+    let adapters = attach(model, &cfg.spec(adapted_blocks(model, layer, cfg.blocks)?), cfg.seed)?.named_vars();
+    let blocks = AdaptedBlocks::new(model, seqs, layer, cfg.blocks, pooling, batch)?;
+    let objective = LoraProtoNet { blocks: &blocks, adapters };
+    let val_loss = |ep: &Episode| -> Result<f64> {
+        let (loss, _) = blocks.episode_loss(ep, Pass::Infer)?;
+        Ok(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    };
+    let settings = serde_json::json!({ "lora_protonet": cfg, "run": settings });
+    let outcome = fit_episodic(&objective, train, val, &cfg.train(), settings, val_loss, out)?;
+    Ok((blocks.all_features()?, outcome))
+}
