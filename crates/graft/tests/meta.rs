@@ -538,7 +538,7 @@ fn decoder_features_feed_every_learner() {
 
     // The LoRA prototypical network: rank-8 adapters on all seven projections of blocks 0 and 1
     // (SmolLM2: 576 wide, 192-wide keys and values, 1536 MLP units) = 2 · 81,408 parameters.
-    let lora = "[lora_protonet]\nenabled = true\nsteps = 2\nval_episodes = 0\n\n";
+    let lora = "[lora_protonet]\nenabled = true\ntrain = { steps = 2, val_episodes = 0 }\n\n";
     let with_lora = graft::recipes::meta::run(&config("f", "layer = 2", lora).unwrap(), false, &mut |_| {}).unwrap();
     let names: Vec<&str> = with_lora.results.iter().map(|r| r.learner.as_str()).collect();
     assert_eq!(names, ["nearest_centroid", "linear_head", "protonet", "lora_protonet"]);
@@ -546,7 +546,7 @@ fn decoder_features_feed_every_learner() {
     assert_eq!((trained.steps, trained.trainable_params), (2, 2 * 81_408));
     assert!(trained.run.join("metrics.jsonl").is_file());
     assert_eq!(with_lora.results[0].accuracy, first.results[0].accuracy, "the other learners are unchanged");
-    let too_many = "[lora_protonet]\nenabled = true\nblocks = 3\nsteps = 2\nval_episodes = 0\n\n";
+    let too_many = "[lora_protonet]\nenabled = true\nblocks = 3\ntrain = { steps = 2, val_episodes = 0 }\n\n";
     let err = graft::recipes::meta::run(&config("g", "layer = 2", too_many).unwrap(), false, &mut |_| {})
         .unwrap_err()
         .to_string();
@@ -610,16 +610,8 @@ fn lora_protonet_starts_at_the_frozen_features_and_its_gradient_is_exact() {
     unload(&mut model);
     let train = EpisodeSampler::new("meta-train", members.clone(), shape, 0).unwrap();
     let val = EpisodeSampler::new("meta-val", members, shape, 1).unwrap();
-    let cfg = LoraProtoNetConfig {
-        enabled: true,
-        blocks: 2,
-        steps: 6,
-        lr: 3e-3,
-        val_episodes: 4,
-        eval_every: 0,
-        save_every: 0,
-        ..LoraProtoNetConfig::default()
-    };
+    let mut cfg = LoraProtoNetConfig { enabled: true, blocks: 2, ..LoraProtoNetConfig::default() };
+    cfg.train = MetaTrainConfig { steps: 6, lr: 3e-3, val_episodes: 4, eval_every: 0, save_every: 0, ..cfg.train };
     let out = RunOutput { dir: None, on_event: &mut |_| {} };
     let settings = serde_json::Value::Null;
     let (adapted, outcome) =

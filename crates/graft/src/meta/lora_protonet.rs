@@ -40,28 +40,16 @@ pub struct LoraProtoNetConfig {
     pub rank: usize,
     /// LoRA scaling numerator α (scale α / rank).
     pub alpha: f64,
-    /// Optimizer steps.
-    pub steps: u64,
-    /// Episodes per optimizer step.
-    pub episodes_per_step: u64,
-    /// AdamW learning rate (constant).
-    pub lr: f64,
-    /// AdamW decoupled weight decay.
-    pub weight_decay: f64,
-    /// Seed of the adapters' `A` factors.
-    pub seed: u64,
-    /// Meta-validation episodes whose mean query loss is the run's evaluation loss (0 = none).
-    pub val_episodes: usize,
-    /// Evaluate on them every N steps (0 = only before and after training).
-    pub eval_every: u64,
-    /// Write a checkpoint every N steps (0 = only at the end).
-    pub save_every: u64,
+    /// Meta-training: the keys of `[protonet]` (`steps`, `episodes_per_step`, `lr`,
+    /// `weight_decay`, `seed` of the `A` factors, `val_episodes`, `eval_every`, `save_every`);
+    /// `hidden` is not used (no projection).
+    pub train: MetaTrainConfig,
 }
 
 impl Default for LoraProtoNetConfig {
     /// Off; rank-8 adapters (α = 16) on every projection of the 2 blocks below the feature layer;
     /// 100 steps of 1 episode at AdamW 1e-4, seed 0; 10 validation episodes every 25 steps; a
-    /// checkpoint every 25 steps.
+    /// checkpoint every 25 steps (`train.hidden` unused).
     fn default() -> Self {
         Self {
             enabled: false,
@@ -71,14 +59,15 @@ impl Default for LoraProtoNetConfig {
                 .to_vec(),
             rank: 8,
             alpha: 16.0,
-            steps: 100,
-            episodes_per_step: 1,
-            lr: 1e-4,
-            weight_decay: 0.0,
-            seed: 0,
-            val_episodes: 10,
-            eval_every: 25,
-            save_every: 25,
+            train: MetaTrainConfig {
+                steps: 100,
+                episodes_per_step: 1,
+                lr: 1e-4,
+                val_episodes: 10,
+                eval_every: 25,
+                save_every: 25,
+                ..MetaTrainConfig::default()
+            },
         }
     }
 }
@@ -86,7 +75,7 @@ impl Default for LoraProtoNetConfig {
 impl LoraProtoNetConfig {
     /// Refuses settings that cannot train, naming the key.
     pub fn validate(&self) -> Result<()> {
-        self.train().validate("lora_protonet")?;
+        self.train.validate("lora_protonet.train")?;
         let bad = |m: &str| Err(GraftError::Input(format!("lora_protonet: {m}")));
         if self.blocks == 0 {
             return bad("blocks must be at least 1");
@@ -95,21 +84,6 @@ impl LoraProtoNetConfig {
             return bad("targets must name at least one module (e.g. \"q_proj\")");
         }
         self.spec(0..1).validate()
-    }
-
-    /// The loop settings in the form every episodic learner uses.
-    fn train(&self) -> MetaTrainConfig {
-        MetaTrainConfig {
-            hidden: 1,
-            steps: self.steps,
-            episodes_per_step: self.episodes_per_step,
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            seed: self.seed,
-            val_episodes: self.val_episodes,
-            eval_every: self.eval_every,
-            save_every: self.save_every,
-        }
     }
 
     /// The LoRA spec over blocks `blocks`: every target module of each of them.
@@ -242,7 +216,7 @@ pub fn fit_lora_protonet(
     out: RunOutput,
 ) -> Result<(Tensor, Outcome)> {
     cfg.validate()?;
-    let adapters = attach(model, &cfg.spec(adapted_blocks(model, layer, cfg.blocks)?), cfg.seed)?.named_vars();
+    let adapters = attach(model, &cfg.spec(adapted_blocks(model, layer, cfg.blocks)?), cfg.train.seed)?.named_vars();
     let blocks = AdaptedBlocks::new(model, seqs, layer, cfg.blocks, pooling, batch)?;
     let objective = LoraProtoNet { blocks: &blocks, adapters };
     let val_loss = |ep: &Episode| -> Result<f64> {
@@ -250,6 +224,6 @@ pub fn fit_lora_protonet(
         Ok(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
     };
     let settings = serde_json::json!({ "lora_protonet": cfg, "run": settings });
-    let outcome = fit_episodic(&objective, train, val, &cfg.train(), settings, val_loss, out)?;
+    let outcome = fit_episodic(&objective, train, val, &cfg.train, settings, val_loss, out)?;
     Ok((blocks.all_features()?, outcome))
 }

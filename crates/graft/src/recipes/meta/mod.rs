@@ -285,7 +285,7 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
             let (mut model, tokenizer) = load_decoder(b, &device, dtype)?;
             let seqs = decoder_tokens(&tokenizer, texts, how.max_tokens)?;
             let run_path = out.join("lora_protonet");
-            let dir = RunDir::open(&run_path, resume, cfg.lora_protonet.save_every)?;
+            let dir = RunDir::open(&run_path, resume, cfg.lora_protonet.train.save_every)?;
             let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
             let reading = (how.layer, how.pooling, b.batch_size);
             let (adapted, outcome) = fit_lora_protonet(
