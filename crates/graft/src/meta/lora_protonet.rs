@@ -125,8 +125,8 @@ impl<'a> AdaptedBlocks<'a> {
         self.blocks.clone()
     }
 
-    /// Unit-length features `[rows.len(), hidden]` of the texts `rows` (f32; f64 for an f64 model), with a graph back
-    /// to the adapters under [`Pass::Train`].
+    /// Unit-length features `[rows.len(), hidden]` of the texts `rows` (f32; f64 for an f64
+    /// model), with a graph back to the adapters under [`Pass::Train`].
     pub fn features(&self, rows: &[usize], pass: Pass) -> Result<Tensor> {
         let (x, lens) = pad_states(&rows.iter().map(|&i| &self.lower[i]).collect::<Vec<_>>())?;
         let mut hidden = self.model.run_blocks(&x, self.blocks.clone(), pass)?;
