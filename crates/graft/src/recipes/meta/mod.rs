@@ -1,10 +1,11 @@
 //! `graft meta CONFIG.toml`: few-shot learning on episodes (docs/meta-learning.md). The
-//! dataset's texts or images go once through the frozen backbone (features kept in a file between runs), the
-//! classes are dealt into meta-train / meta-validation / meta-test, a prototypical network,
-//! ANIL, the enabled MAML family and a LoRA prototypical network inside a decoder are meta-trained on meta-train episodes (the one trainer: checkpoints, exact resume), and every
-//! learner — the frozen-feature baselines and the meta-trained ones — is scored on the same
-//! meta-test episodes: mean accuracy with a 95 % confidence interval. The summary goes to
-//! `summary.json`.
+//! dataset's texts or images go once through the frozen backbone (features kept in a file
+//! between runs), the classes are dealt into meta-train / meta-validation / meta-test, a
+//! prototypical network, ANIL, the enabled MAML family and (with a decoder) a LoRA prototypical
+//! network inside it are meta-trained on meta-train episodes (the one trainer: checkpoints,
+//! exact resume), and every learner — the frozen-feature baselines and the meta-trained ones —
+//! is scored on the same meta-test episodes: mean accuracy with a 95 % confidence interval. The
+//! summary goes to `summary.json`.
 
 pub mod config;
 pub mod data;
