@@ -101,3 +101,27 @@ fn quantized_weights_give_close_logits_and_the_same_first_token() {
         );
     }
 }
+
+/// A quantized load keeps the token-embedding table in the file's Q8_0 blocks (no dense copy) and
+/// reads rows from them: every row equals the dense load's row bit for bit, as the dense table is
+/// the same blocks dequantized; the tied head over many rows (dequantized for that product) gives
+/// the dense logits; an id outside the vocabulary is a clear error.
+#[test]
+fn a_quantized_load_reads_embeddings_from_the_file_blocks() {
+    use candle_core::Tensor;
+    use graft::models::llama::Pass;
+    let gguf = GgufFile::open(common::default_gguf()).unwrap();
+    let load =
+        |format| Llama::from_gguf(&gguf, &LoadOptions { device: Device::Cpu, dtype: DType::F32, format }).unwrap();
+    let (dense, quant) = (load(WeightFormat::Dense), load(WeightFormat::Quantized));
+    let vocab = dense.config().vocab_size as u32;
+    let picked = Tensor::new(&[0u32, 1, 2, 17, 4_000, vocab / 2, vocab - 2, vocab - 1, 17][..], &Device::Cpu).unwrap();
+    let rows = |m: &Llama| -> Vec<Vec<f32>> { m.embedding_rows(&picked).unwrap().to_vec2().unwrap() };
+    assert_eq!(rows(&quant), rows(&dense));
+    let hidden = dense.embedding_rows(&picked).unwrap().repeat((8, 1)).unwrap();
+    let logits = |m: &Llama| -> Vec<Vec<f32>> { m.lm_head(&hidden, Pass::Infer).unwrap().to_vec2().unwrap() };
+    assert_eq!(logits(&quant), logits(&dense), "{} rows take the dequantized table", hidden.dim(0).unwrap());
+    let outside = Tensor::new(&[vocab], &Device::Cpu).unwrap();
+    let err = quant.embedding_rows(&outside).unwrap_err().to_string();
+    assert!(err.contains(&format!("token id {vocab}")), "{err}");
+}

@@ -60,7 +60,7 @@ fn virtual_tokens_equal_to_real_tokens_reproduce_them() {
         let x = ids(1, t, 1);
         let full = logits(&model, &Tensor::cat(&[&p, &x], 1).unwrap(), Pass::Train).narrow(1, n, t).unwrap();
 
-        let prompt = model.embed_tokens().index_select(&p.flatten_all().unwrap(), 0).unwrap();
+        let prompt = model.embedding_rows(&p).unwrap();
         let mut cache = KvCache::new(2);
         model.hidden_states(&p, Some(&mut cache), Pass::Train).unwrap();
         let cfg = model.config().clone();

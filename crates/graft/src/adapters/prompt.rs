@@ -127,7 +127,7 @@ pub fn attach(model: &mut Llama, spec: &PromptSpec, tokenizer: &Tokenizer, seed:
                 }
             };
             let ids = Tensor::from_vec(ids, n, &device)?;
-            model.embed_tokens().index_select(&ids, 0)?.detach()
+            model.embedding_rows(&ids)?.detach()
         }
         (PromptKind::PrefixTuning, _) => {
             let dims = VirtualTokens::expected_dims(true, n, model.config());

@@ -3,6 +3,7 @@
 
 pub(crate) mod block;
 pub mod config;
+mod embedding;
 pub mod expand;
 pub mod model;
 pub mod random;

@@ -10,6 +10,7 @@
 
 use super::block::{rms_norm, Block, BlockContext};
 use super::config::{Family, LlamaConfig, GEMMA3_ARCH};
+use super::embedding::EmbeddingTable;
 use super::expand::BlockExpansion;
 use super::student::StudentLineage;
 use super::virtual_tokens::VirtualTokens;
@@ -52,13 +53,13 @@ impl Default for LoadOptions {
 #[derive(Debug, Clone)]
 pub struct Llama {
     info: ModelInfo,
-    embed_tokens: Tensor,
+    embed_tokens: EmbeddingTable,
     layers: Vec<Block>,
     norm: Tensor,
     lm_head: Option<Proj>,
     /// The tied head as the embedding table's GGUF blocks, for inference when the model was
-    /// loaded with quantized weights (a quarter of the bytes per token of the dense table, which
-    /// stays for lookups and training). Dropped when the table becomes trainable.
+    /// loaded with quantized weights (a quarter of the bytes per token of a dense table; the
+    /// table itself then stays in the same blocks). Dropped when the table becomes trainable.
     quantized_head: Option<Arc<QMatMul>>,
     ctx: BlockContext,
     dtype: DType,
@@ -83,7 +84,15 @@ impl Llama {
         let proj = |hf: &str| -> Result<Proj> {
             Proj::new(hf, source.projection(&format!("model.{hf}.weight"), opts.format, dtype, dev)?, None)
         };
-        let embed_tokens = source.dense("model.embed_tokens.weight", dtype, dev)?;
+        // Quantized loads keep the table in its blocks when the file has it so (and share them
+        // with the tied head below); dense loads and dense files read it dense.
+        let embed_tokens = match opts.format {
+            WeightFormat::Quantized => match source.projection("model.embed_tokens.weight", opts.format, dtype, dev)? {
+                BaseWeight::Quantized(q) => EmbeddingTable::Quantized(q),
+                BaseWeight::Dense(w) => EmbeddingTable::Dense(w),
+            },
+            WeightFormat::Dense => EmbeddingTable::Dense(source.dense("model.embed_tokens.weight", dtype, dev)?),
+        };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = |m: &str| format!("layers.{i}.{m}");
@@ -105,13 +114,8 @@ impl Llama {
         } else {
             None
         };
-        let quantized_head = match (&lm_head, opts.format) {
-            (None, WeightFormat::Quantized) => {
-                match source.projection("model.embed_tokens.weight", opts.format, dtype, dev)? {
-                    BaseWeight::Quantized(q) => Some(Arc::new(QMatMul::from_arc(q)?)),
-                    BaseWeight::Dense(_) => None,
-                }
-            }
+        let quantized_head = match (&lm_head, &embed_tokens) {
+            (None, EmbeddingTable::Quantized(q)) => Some(Arc::new(QMatMul::from_arc(q.clone())?)),
             _ => None,
         };
         let info = ModelInfo {
@@ -193,6 +197,10 @@ impl Llama {
     pub fn make_trainable(&mut self, select: impl Fn(&str) -> bool) -> Result<Vec<(String, Var)>> {
         let dtype = self.dtype;
         let mut vars = Vec::new();
+        if select("model.embed_tokens.weight") {
+            vars.push(("model.embed_tokens.weight".into(), self.embed_tokens.make_var(dtype)?));
+            self.quantized_head = None;
+        }
         let mut to_var = |name: String, t: &mut Tensor| -> Result<bool> {
             if !select(&name) {
                 return Ok(false);
@@ -202,9 +210,6 @@ impl Llama {
             vars.push((name, v));
             Ok(true)
         };
-        if to_var("model.embed_tokens.weight".into(), &mut self.embed_tokens)? {
-            self.quantized_head = None;
-        }
         let norm_modules = self.ctx.cfg.norm_modules();
         for (i, b) in self.layers.iter_mut().enumerate() {
             let norm_name = |k: usize| format!("model.layers.{i}.{}.weight", norm_modules[k]);
@@ -231,7 +236,7 @@ impl Llama {
 
     /// Every weight under its Hugging Face name, dense in the model dtype (for export).
     pub fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
+        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.dense(self.dtype)?)];
         let norm_modules = self.ctx.cfg.norm_modules();
         for (i, b) in self.layers.iter().enumerate() {
             for (m, t) in norm_modules.iter().zip(&b.norms) {
@@ -395,7 +400,7 @@ impl Llama {
     /// embedding scale, if any).
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.ctx.cfg.hidden_size))?;
+        let x = self.embed_tokens.rows(ids, self.dtype)?.reshape((b, t, self.ctx.cfg.hidden_size))?;
         Ok(match self.ctx.cfg.embedding_scale(self.dtype) {
             Some(s) => x.affine(s, 0.0)?,
             None => x,
@@ -444,9 +449,10 @@ impl Llama {
         self.virtual_tokens.as_ref()
     }
 
-    /// The token-embedding table `[vocab, hidden]` (soft prompts are initialised from its rows).
-    pub fn embed_tokens(&self) -> &Tensor {
-        &self.embed_tokens
+    /// Rows `ids` (u32, flattened) of the token-embedding table, `[n, hidden]`, unscaled (soft
+    /// prompts are initialised from them).
+    pub fn embedding_rows(&self, ids: &Tensor) -> Result<Tensor> {
+        self.embed_tokens.rows(ids, self.dtype)
     }
 
     /// Projects hidden states `[.., hidden]` to vocabulary logits `[.., vocab]`.
@@ -454,13 +460,13 @@ impl Llama {
         match (&self.lm_head, pass) {
             (Some(head), Pass::Train) => head.forward_train(hidden),
             (Some(head), Pass::Infer) => head.forward_infer(hidden),
-            (None, Pass::Train) => Ok(hidden.broadcast_matmul(&self.embed_tokens.t()?)?),
+            (None, Pass::Train) => Ok(hidden.broadcast_matmul(&self.embed_tokens.dense(self.dtype)?.t()?)?),
             // Long inputs take the dense table, as quantized projections dequantize for them.
             (None, Pass::Infer) => match &self.quantized_head {
                 Some(head) if !dequantizes_for(hidden, self.ctx.cfg.hidden_size) => {
                     Ok(head.forward(&hidden.to_dtype(DType::F32)?)?.to_dtype(hidden.dtype())?)
                 }
-                _ => dense_product(hidden, &self.embed_tokens),
+                _ => dense_product(hidden, &self.embed_tokens.dense(self.dtype)?),
             },
         }
     }
@@ -501,7 +507,7 @@ impl Llama {
     /// head), for losses fused with it; `None` when adapters are attached to the head.
     pub fn head_weight(&self) -> Option<FrozenWeight> {
         match &self.lm_head {
-            None => Some(FrozenWeight::Dense(self.embed_tokens.clone())),
+            None => Some(self.embed_tokens.head_weight()),
             Some(head) if !head.has_adapters() => Some(head.frozen_weight()),
             Some(_) => None,
         }
