@@ -33,6 +33,7 @@ mod relu6;
 mod rms_norm;
 mod rope;
 mod softmax;
+mod swiglu;
 mod uld;
 
 pub use batch_norm::{batch_norm_train, BatchStats};
@@ -52,3 +53,4 @@ pub use relu6::relu6;
 pub use rms_norm::rms_norm;
 pub use rope::rope;
 pub use softmax::scaled_masked_softmax;
+pub use swiglu::silu_mul;

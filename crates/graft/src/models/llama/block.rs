@@ -251,12 +251,14 @@ impl BlockContext {
 
         let h = self.norm(blk, NormRole::FfnIn, &x, pass)?;
         let gate = proj(&blk.mlp[0], &h, pass)?;
-        let gate = match cfg.activation() {
-            Activation::Silu => gate.silu()?,
-            Activation::GeluTanh => gate.gelu()?,
-        };
         let up = proj(&blk.mlp[1], &h, pass)?;
-        let down = proj(&blk.mlp[2], &(gate * up)?, pass)?;
+        // Training fuses SiLU with the gating product (one node, a one-pass backward).
+        let gated = match (cfg.activation(), pass) {
+            (Activation::Silu, Pass::Train) => crate::ops::silu_mul(&gate, &up)?,
+            (Activation::Silu, Pass::Infer) => (gate.silu()? * up)?,
+            (Activation::GeluTanh, _) => (gate.gelu()? * up)?,
+        };
+        let down = proj(&blk.mlp[2], &gated, pass)?;
         Ok((x + self.norm(blk, NormRole::FfnOut, &down, pass)?)?)
     }
 }
