@@ -9,8 +9,10 @@
 //! few `[chunk × V]` buffers.
 
 use super::attach::{attach1, attach2};
+use super::cpu::{applies, with_slice, Float};
 use super::frozen_linear::FrozenWeight;
 use candle_core::{DType, Tensor, D};
+use rayon::prelude::*;
 
 /// Rows of hidden states turned into logits at once.
 pub const LM_HEAD_CHUNK: usize = 128;
@@ -33,6 +35,22 @@ pub(super) fn ce_rows(
     mask: &Tensor,
     want_d: bool,
 ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+    if applies(logits) && mask.dtype() == logits.dtype() && targets.dtype() == DType::U32 {
+        return match logits.dtype() {
+            DType::F32 => ce_rows_cpu::<f32>(logits, targets, mask, want_d),
+            _ => ce_rows_cpu::<f64>(logits, targets, mask, want_d),
+        };
+    }
+    ce_rows_tensor(logits, targets, mask, want_d)
+}
+
+/// [`ce_rows`] from tensor ops (other devices).
+fn ce_rows_tensor(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    want_d: bool,
+) -> candle_core::Result<(Tensor, Option<Tensor>)> {
     let max = logits.max_keepdim(D::Minus1)?;
     let e = logits.broadcast_sub(&max)?.exp()?;
     let sum = e.sum_keepdim(D::Minus1)?;
@@ -47,6 +65,59 @@ pub(super) fn ce_rows(
         None
     };
     Ok((nll, d))
+}
+
+/// [`ce_rows`] on the CPU, one pass per row: the exponentials go straight into the gradient
+/// buffer and are scaled there, so a chunk holds its logits and one `[len, V]` output rather than
+/// the half-dozen intermediates of the tensor form.
+fn ce_rows_cpu<T: Float + num_traits::Float>(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    want_d: bool,
+) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+    let (len, vocab) = logits.dims2()?;
+    let targets = targets.to_vec1::<u32>()?;
+    let mask = mask.to_vec1::<T>()?;
+    if targets.len() != len || mask.len() != len {
+        candle_core::bail!("ce_rows: {len} rows of logits, {} targets, {} mask values", targets.len(), mask.len());
+    }
+    if let Some(&t) = targets.iter().find(|&&t| t as usize >= vocab) {
+        candle_core::bail!("ce_rows: target {t} is outside the vocabulary of {vocab}");
+    }
+    let mut nll = vec![T::zero(); len];
+    let mut d = vec![T::zero(); if want_d { len * vocab } else { 0 }];
+    with_slice::<T, _>(logits, |z| {
+        let row = |i: usize, nll: &mut T, out: Option<&mut [T]>| {
+            let zr = &z[i * vocab..(i + 1) * vocab];
+            let max = zr.iter().copied().fold(T::neg_infinity(), num_traits::Float::max);
+            let sum = match out {
+                Some(out) => {
+                    let mut sum = T::zero();
+                    for (o, &v) in out.iter_mut().zip(zr) {
+                        *o = (v - max).exp();
+                        sum = sum + *o;
+                    }
+                    let scale = mask[i] / sum;
+                    for o in out.iter_mut() {
+                        *o = *o * scale;
+                    }
+                    out[targets[i] as usize] = out[targets[i] as usize] - mask[i];
+                    sum
+                }
+                None => zr.iter().fold(T::zero(), |acc, &v| acc + (v - max).exp()),
+            };
+            *nll = (sum.ln() + max - zr[targets[i] as usize]) * mask[i];
+        };
+        if want_d {
+            nll.par_iter_mut().zip(d.par_chunks_mut(vocab)).enumerate().for_each(|(i, (n, out))| row(i, n, Some(out)));
+        } else {
+            nll.par_iter_mut().enumerate().for_each(|(i, n)| row(i, n, None));
+        }
+    })?;
+    let dev = logits.device();
+    let d = if want_d { Some(Tensor::from_vec(d, (len, vocab), dev)?) } else { None };
+    Ok((Tensor::from_vec(nll, len, dev)?, d))
 }
 
 /// The cross-entropy gradient with respect to one chunk of logits `[len, V]` (work dtype) in
@@ -191,5 +262,42 @@ pub fn lm_head_nll(
         ),
         // Not differentiated (evaluation): no graph node needed.
         (None, None) => Ok(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The CPU loop and the tensor form give the same NLL and logit gradient, masked rows
+    /// included, in f32 and f64, with and without the gradient.
+    #[test]
+    fn cpu_rows_match_the_tensor_form() {
+        let (len, vocab) = (5, 1003);
+        let z: Vec<f64> = (0..len * vocab).map(|k| ((k as f64 * 0.731).sin() * 9.0) + (k % 7) as f64).collect();
+        let targets = Tensor::new(&[0u32, 17, 1002, 500, 3], &Device::Cpu).unwrap();
+        for dtype in [DType::F32, DType::F64] {
+            let logits = Tensor::from_vec(z.clone(), (len, vocab), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+            let mask = Tensor::new(&[1.0f64, 0.0, 1.0, 0.5, 1.0], &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+            let f64s =
+                |t: &Tensor| -> Vec<f64> { t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1().unwrap() };
+            let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
+            for want_d in [false, true] {
+                let (n_cpu, d_cpu) = ce_rows(&logits, &targets, &mask, want_d).unwrap();
+                let (n_ten, d_ten) = ce_rows_tensor(&logits, &targets, &mask, want_d).unwrap();
+                let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()));
+                assert!(close(&f64s(&n_cpu), &f64s(&n_ten)), "{dtype:?}: {:?} vs {:?}", f64s(&n_cpu), f64s(&n_ten));
+                assert_eq!(f64s(&n_cpu)[1], 0.0, "a masked row adds nothing");
+                assert_eq!(d_cpu.is_some(), want_d);
+                if let (Some(a), Some(b)) = (d_cpu, d_ten) {
+                    assert!(close(&f64s(&a), &f64s(&b)), "{dtype:?}: gradient");
+                }
+            }
+        }
+        let bad = Tensor::new(&[0u32, 1, 2, 3, 1003], &Device::Cpu).unwrap();
+        let logits = Tensor::from_vec(z, (len, vocab), &Device::Cpu).unwrap();
+        let mask = Tensor::ones(len, DType::F64, &Device::Cpu).unwrap();
+        assert!(ce_rows(&logits, &bad, &mask, true).unwrap_err().to_string().contains("target 1003"));
     }
 }
