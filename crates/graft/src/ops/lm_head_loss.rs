@@ -70,7 +70,7 @@ fn ce_rows_tensor(
 /// [`ce_rows`] on the CPU, one pass per row: the exponentials go straight into the gradient
 /// buffer and are scaled there, so a chunk holds its logits and one `[len, V]` output rather than
 /// the half-dozen intermediates of the tensor form.
-fn ce_rows_cpu<T: Float + num_traits::Float>(
+fn ce_rows_cpu<T: Float + num_traits::Float + std::ops::MulAssign + std::ops::SubAssign>(
     logits: &Tensor,
     targets: &Tensor,
     mask: &Tensor,
@@ -96,13 +96,13 @@ fn ce_rows_cpu<T: Float + num_traits::Float>(
                     let mut sum = T::zero();
                     for (o, &v) in out.iter_mut().zip(zr) {
                         *o = (v - max).exp();
-                        sum = sum + *o;
+                        sum += *o;
                     }
                     let scale = mask[i] / sum;
                     for o in out.iter_mut() {
-                        *o = *o * scale;
+                        *o *= scale;
                     }
-                    out[targets[i] as usize] = out[targets[i] as usize] - mask[i];
+                    out[targets[i] as usize] -= mask[i];
                     sum
                 }
                 None => zr.iter().fold(T::zero(), |acc, &v| acc + (v - max).exp()),
