@@ -116,17 +116,34 @@ fn rope_forward_and_input_gradient() {
     check_grads(&[&x], || ops::rope(x.as_tensor(), &cos, &sin).unwrap());
 }
 
+/// The attention node against the composed expression (forward) and finite differences
+/// (gradients of q, k and v): two stacked query groups of three new tokens after two earlier
+/// positions under a sliding window of three, and without a mask.
 #[test]
-fn scaled_masked_softmax_forward_and_gradient() {
-    let s = Var::from_tensor(&tensor(&[2, 2, 4, 4], 9)).unwrap();
-    let mask: Vec<f64> = (0..16).map(|i| if i % 4 <= i / 4 { 0.0 } else { f64::NEG_INFINITY }).collect();
-    let mask = Tensor::from_vec(mask, (4, 4), &DEV).unwrap();
+fn attention_forward_and_gradients() {
+    let q = Var::from_tensor(&tensor(&[2, 1, 6, 4], 9)).unwrap();
+    let k = Var::from_tensor(&tensor(&[2, 1, 5, 4], 12)).unwrap();
+    let v = Var::from_tensor(&tensor(&[2, 1, 5, 4], 13)).unwrap();
     let scale = 0.7;
-    let composed =
-        candle_nn::ops::softmax(&(s.as_tensor() * scale).unwrap().broadcast_add(&mask).unwrap(), D::Minus1).unwrap();
-    let fused = ops::scaled_masked_softmax(s.as_tensor(), scale, Some(&mask)).unwrap();
-    assert!(common::max_abs_diff(&fused, &composed) < 1e-12);
-    check_grads(&[&s], || ops::scaled_masked_softmax(s.as_tensor(), scale, Some(&mask)).unwrap());
+    let spec = ops::CausalMask { rep: 2, t: 3, offset: 2, window: Some(3) };
+    let mask = spec.tensor(DType::F64, &DEV).unwrap().unwrap();
+    let row: Vec<f64> = mask.get(2).unwrap().to_vec1().unwrap();
+    assert_eq!(row.iter().map(|x| x.is_finite()).collect::<Vec<_>>(), [false, false, true, true, true]);
+    for mask_spec in [Some(&spec), None] {
+        let scores = (q.as_tensor().matmul(&k.as_tensor().t().unwrap()).unwrap() * scale).unwrap();
+        let scores = match mask_spec {
+            Some(_) => scores.broadcast_add(&mask).unwrap(),
+            None => scores,
+        };
+        let composed = candle_nn::ops::softmax(&scores, D::Minus1).unwrap().matmul(v.as_tensor()).unwrap();
+        for train in [true, false] {
+            let fused = ops::attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), scale, mask_spec, train).unwrap();
+            assert!(common::max_abs_diff(&fused, &composed) < 1e-12);
+        }
+        check_grads(&[&q, &k, &v], || {
+            ops::attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), scale, mask_spec, true).unwrap()
+        });
+    }
 }
 
 #[test]
@@ -853,5 +870,44 @@ fn sparse_teacher_loss_matches_its_reconstruction_and_its_gradients() {
         check_grads(&[&hidden], || {
             ops::lm_head_kd_sparse(hidden.as_tensor(), &frozen, &sparse, &targets, &mask, &spec).unwrap().loss
         });
+    }
+}
+
+/// In bf16 the attention node's gradients are as close to the f64 ones as those of candle's
+/// composed graph (softmax with autograd, then the value product), and in f32 within f32
+/// rounding: recomputing the probabilities in backward costs no precision.
+#[test]
+fn attention_gradients_keep_their_precision_in_bf16_and_f32() {
+    let (q64, k64, v64) = (tensor(&[1, 3, 48, 64], 1), tensor(&[1, 3, 16, 64], 2), tensor(&[1, 3, 16, 64], 3));
+    let spec = ops::CausalMask { rep: 3, t: 16, offset: 0, window: None };
+    let probe = tensor(&[1, 3, 48, 64], 4);
+    let grads = |dtype: DType, fused: bool| -> Vec<Vec<f64>> {
+        let var = |t: &Tensor| Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap();
+        let (q, k, v) = (var(&q64), var(&k64), var(&v64));
+        let out = if fused {
+            ops::attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), 0.125, Some(&spec), true).unwrap()
+        } else {
+            let s = (q.as_tensor().matmul(&k.as_tensor().t().unwrap()).unwrap() * 0.125).unwrap();
+            let s = s.broadcast_add(&spec.tensor(dtype, &DEV).unwrap().unwrap()).unwrap();
+            candle_nn::ops::softmax(&s, D::Minus1).unwrap().matmul(v.as_tensor()).unwrap()
+        };
+        let g = (out * probe.to_dtype(dtype).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+        [&q, &k, &v]
+            .iter()
+            .map(|x| {
+                g.get(x.as_tensor()).unwrap().to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+            })
+            .collect()
+    };
+    let want = grads(DType::F64, false);
+    let rel = |got: &[f64], want: &[f64]| {
+        let err: f64 = got.iter().zip(want).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+        err / want.iter().map(|b| b * b).sum::<f64>().sqrt()
+    };
+    let (fused, composed, f32s) = (grads(DType::BF16, true), grads(DType::BF16, false), grads(DType::F32, true));
+    for i in 0..3 {
+        let (f, c) = (rel(&fused[i], &want[i]), rel(&composed[i], &want[i]));
+        assert!(f <= 1.1 * c, "input {i}: bf16 node {f} vs composed {c}");
+        assert!(rel(&f32s[i], &want[i]) < 1e-6, "input {i}: f32");
     }
 }

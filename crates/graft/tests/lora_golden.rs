@@ -165,10 +165,13 @@ fn lora_gradients_match_peft_in_f32() {
 /// Mixed precision: the model computes in bf16 (its weights rounded to bf16 too) with f32 master
 /// LoRA factors; the f32 gradients stay close to the f64 reference. bf16 keeps 8 significant
 /// bits, so the bounds are loose: measured here, the loss is within 0.5 %, the median gradient
-/// norm within 2.2 % and the worst of 420 within 36 % (a small-gradient tensor).
+/// norm within 2.4 %, the 99th percentile within 25 % and the worst of 420 within 61 %: layer
+/// 7's `v_proj` LoRA A, a small-gradient tensor whose bf16 error moves with the order of
+/// roundings (36 % with a 2.2 % median before the LM-head loss over vocabulary slices and the
+/// attention node, 55 % with a 2.5 % median with the first of them alone).
 #[test]
 fn lora_gradients_match_peft_in_bf16_with_f32_masters() {
-    check_lora(DType::BF16, "bf16", 2e-2, (5e-2, 0.6), (0.9, 0.5), 2e-2);
+    check_lora(DType::BF16, "bf16", 2e-2, (5e-2, 0.7), (0.9, 0.5), 2e-2);
 }
 
 fn check_full(dtype: DType, loss_tol: f64, norm_tol: f64) {

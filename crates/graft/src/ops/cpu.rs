@@ -4,7 +4,7 @@
 //! use.
 
 use candle_core::{DType, Result, Storage, Tensor, WithDType};
-use std::ops::{Add, AddAssign, Mul, Sub};
+use std::ops::{Add, AddAssign, Mul, MulAssign, Sub, SubAssign};
 use std::sync::OnceLock;
 
 /// The element types the CPU kernels run in (`f32`, `f64`).
@@ -14,6 +14,12 @@ pub(super) trait Float:
 }
 impl Float for f32 {}
 impl Float for f64 {}
+
+/// [`Float`] with `num_traits`' math (`exp`, `max`, …) and compound assignment, for the kernels
+/// that need them (the fused SiLU product, the cross-entropy rows).
+pub(super) trait Real: Float + num_traits::Float + MulAssign + SubAssign {}
+impl Real for f32 {}
+impl Real for f64 {}
 
 /// Whether the CPU kernels can take `t`: a CPU tensor of `f32` or `f64`.
 pub(super) fn applies(t: &Tensor) -> bool {

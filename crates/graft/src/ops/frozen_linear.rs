@@ -8,8 +8,8 @@
 //! time.
 
 use candle_core::backend::BackendStorage;
-use candle_core::quantized::QTensor;
-use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, QTensor};
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor};
 use std::sync::Arc;
 
 /// A projection weight `[out, in]` that does not train.
@@ -33,6 +33,40 @@ impl FrozenWeight {
         }
     }
 
+    /// Rows `start..start + len` of the weight as a dense `[len, in]` tensor of `dtype`: a view
+    /// of a dense weight, or only those rows dequantized from a quantized one on the CPU (other
+    /// devices dequantize the whole weight there and narrow it).
+    pub fn dense_rows(&self, start: usize, len: usize, dtype: DType) -> candle_core::Result<Tensor> {
+        match self {
+            FrozenWeight::Dense(w) => w.narrow(0, start, len)?.to_dtype(dtype),
+            FrozenWeight::Quantized(q) if q.device().is_cpu() => {
+                let (out, inp) = self.dims();
+                if start + len > out {
+                    candle_core::bail!("dense_rows: rows {start}..{} of a weight with {out}", start + len);
+                }
+                let row_bytes = quantized_row_bytes(q)?;
+                let bytes = &q.data()?[start * row_bytes..(start + len) * row_bytes];
+                let part = qtensor_from_ggml(q.dtype(), bytes, vec![len, inp], &Device::Cpu)?;
+                FrozenWeight::Quantized(Arc::new(part)).dense(dtype)
+            }
+            FrozenWeight::Quantized(_) => self.dense(dtype)?.narrow(0, start, len),
+        }
+    }
+
+    /// Rows `ids` (u32, any shape, flattened) of the weight as `[n, in]` in `dtype`. A dense
+    /// weight is indexed (gradients flow to it when it trains); a quantized one on the CPU
+    /// dequantizes only the rows it reads.
+    pub fn rows(&self, ids: &Tensor, dtype: DType) -> candle_core::Result<Tensor> {
+        let ids = ids.flatten_all()?;
+        match self {
+            FrozenWeight::Dense(w) => w.index_select(&ids, 0)?.to_dtype(dtype),
+            FrozenWeight::Quantized(q) if q.device().is_cpu() => {
+                quantized_rows(q, &ids.to_vec1::<u32>()?)?.to_device(ids.device())?.to_dtype(dtype)
+            }
+            FrozenWeight::Quantized(_) => self.dense(dtype)?.index_select(&ids, 0),
+        }
+    }
+
     /// `(out, in)`.
     pub fn dims(&self) -> (usize, usize) {
         let d = match self {
@@ -41,6 +75,34 @@ impl FrozenWeight {
         };
         (d[0], d[1])
     }
+}
+
+/// Bytes of one `in`-long row of a quantized `[out, in]` weight (whole blocks, as GGUF stores
+/// matrices).
+fn quantized_row_bytes(q: &QTensor) -> candle_core::Result<usize> {
+    let (_, inp) = q.shape().dims2()?;
+    let dtype = q.dtype();
+    Ok(inp / dtype.block_size() * dtype.type_size())
+}
+
+/// Rows `ids` of a quantized `[out, in]` weight in CPU memory, dequantized to f32: the rows'
+/// bytes are copied out and dequantized together.
+fn quantized_rows(q: &QTensor, ids: &[u32]) -> candle_core::Result<Tensor> {
+    let (out, inp) = q.shape().dims2()?;
+    if ids.is_empty() {
+        return Tensor::zeros((0, inp), DType::F32, &Device::Cpu);
+    }
+    let row_bytes = quantized_row_bytes(q)?;
+    let data = q.data()?;
+    let mut bytes = Vec::with_capacity(ids.len() * row_bytes);
+    for &id in ids {
+        let id = id as usize;
+        if id >= out {
+            candle_core::bail!("row {id} is outside a weight of {out} rows (token id outside the vocabulary?)");
+        }
+        bytes.extend_from_slice(&data[id * row_bytes..(id + 1) * row_bytes]);
+    }
+    qtensor_from_ggml(q.dtype(), &bytes, vec![ids.len(), inp], &Device::Cpu)?.dequantize(&Device::Cpu)
 }
 
 /// `x [.., in] → x Wᵀ [.., out]` recording a backward that yields only `dx = dy W`.

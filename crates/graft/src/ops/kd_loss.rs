@@ -36,7 +36,7 @@
 
 use super::attach::{attach1, attach2};
 use super::frozen_linear::FrozenWeight;
-use super::lm_head_loss::{ce_dlogits, ce_rows, head_grads, work_dtype, LM_HEAD_CHUNK};
+use super::lm_head_loss::{ce_dlogits, ce_rows, head_grads, lm_head_nll, work_dtype, LM_HEAD_CHUNK};
 use super::uld::uld_rows;
 use candle_core::{Tensor, D};
 
@@ -332,9 +332,12 @@ pub(super) fn lm_head_kd_from(
         FrozenWeight::Dense(w) if w.is_variable() || w.track_op() => Some(w.clone()),
         _ => None,
     };
+    // kd_ratio = 0 is plain training to the bit: the loss and its gradient are `lm_head_nll`'s
+    // (which reads the head in vocabulary slices), and the KD term below is only measured.
+    let plain = if spec.kd_ratio == 0.0 { Some(lm_head_nll(hidden, weight, &targets, &mask)?) } else { None };
     // As in `lm_head_nll`: with a frozen head each row's gradient is its own, computed here from
     // the logits at hand; a trainable head recomputes both logits in backward for its gradient.
-    let want_dh = trainable.is_none() && hidden.track_op();
+    let want_dh = plain.is_none() && trainable.is_none() && hidden.track_op();
     let w = weight.dense(hidden.dtype())?.detach();
     let chunks = n.div_ceil(LM_HEAD_CHUNK);
     let (mut loss, mut ce, mut kd, mut dh) = (Vec::with_capacity(chunks), Vec::new(), Vec::new(), Vec::new());
@@ -354,6 +357,9 @@ pub(super) fn lm_head_kd_from(
     }
     let value = Tensor::cat(&loss, 0)?;
     let (ce, kd) = (Tensor::cat(&ce, 0)?, Tensor::cat(&kd, 0)?);
+    if let Some(loss) = plain {
+        return Ok(KdRows { ce: loss.detach(), loss, kd });
+    }
     let spec = *spec;
     let loss = match trainable {
         Some(w) => attach2(
@@ -368,9 +374,6 @@ pub(super) fn lm_head_kd_from(
                     let (targets, coef) = (targets.narrow(0, start, len)?, coef.narrow(0, start, len)?);
                     let kd_coef = kd_coef.narrow(0, start, len)?;
                     let dce = ce_dlogits(zs, &targets, &coef)?;
-                    if spec.kd_ratio == 0.0 {
-                        return Ok(dce);
-                    }
                     let (_, u) =
                         divergence_rows(zs, &teacher_logits(start, len, zs)?, spec.divergence, spec.temperature, true)?;
                     let Some((u, q)) = u else { candle_core::bail!("lm_head_kd: no divergence gradient") };

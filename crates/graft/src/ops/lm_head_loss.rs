@@ -1,16 +1,17 @@
-//! The LM head and cross-entropy fused and computed in row chunks.
+//! The LM head and cross-entropy fused, so the `[tokens × vocab]` logits never exist whole.
 //!
 //! A causal-LM loss over `n` tokens and a vocabulary of `V` would otherwise hold `[n × V]`
 //! logits, their log-softmax and their gradient at once (for SmolLM2 at 1,024 tokens: 200 MB
-//! each in f32). Here the forward computes each chunk's logits, keeps only its per-row negative
-//! log-likelihood and, when training, the hidden-state gradient `(softmax − one_hot) W` of its
-//! rows (`[n × h]`, small), then drops the logits. A trainable head (full fine-tuning) instead
-//! recomputes the logits chunk by chunk in backward for its own gradient. Peak extra memory is a
-//! few `[chunk × V]` buffers.
+//! each in f32). Here the forward reads the head in vocabulary slices ([`super::head_slices`]),
+//! keeps only each row's negative log-likelihood and, when training, the hidden-state gradient
+//! `(softmax − one_hot) W` of its rows (`[n × h]`, small). A trainable head (full fine-tuning)
+//! instead recomputes the logits in row chunks in backward for its own gradient; peak extra
+//! memory there is a few `[chunk × V]` buffers.
 
 use super::attach::{attach1, attach2};
-use super::cpu::{applies, with_slice, Float};
+use super::cpu::{applies, with_slice, Real};
 use super::frozen_linear::FrozenWeight;
+use super::head_slices::head_ce;
 use candle_core::{DType, Tensor, WithDType, D};
 use rayon::prelude::*;
 
@@ -70,7 +71,7 @@ fn ce_rows_tensor(
 /// [`ce_rows`] on the CPU, one pass per row: the exponentials go straight into the gradient
 /// buffer and are scaled there, so a chunk holds its logits and one `[len, V]` output rather than
 /// the half-dozen intermediates of the tensor form.
-fn ce_rows_cpu<T: Float + num_traits::Float + std::ops::MulAssign + std::ops::SubAssign>(
+fn ce_rows_cpu<T: Real>(
     logits: &Tensor,
     targets: &Tensor,
     mask: &Tensor,
@@ -131,22 +132,6 @@ pub(super) fn ce_dlogits(logits: &Tensor, targets: &Tensor, coef: &Tensor) -> ca
     let p = candle_nn::ops::softmax_last_dim(logits)?;
     let minus_one = Tensor::full(-1f64, t.dims(), p.device())?.to_dtype(logits.dtype())?;
     p.scatter_add(&t, &minus_one, 1)?.broadcast_mul(&coef.unsqueeze(1)?)
-}
-
-/// Per-row NLL of one chunk and, with `want_dh`, `∂nll/∂h` of the chunk's rows,
-/// `((softmax − one_hot) · mask) W`.
-fn chunk_forward(
-    h: &Tensor,
-    w: &Tensor,
-    targets: &Tensor,
-    mask: &Tensor,
-    work: DType,
-    want_dh: bool,
-) -> candle_core::Result<(Tensor, Option<Tensor>)> {
-    let logits = h.matmul(&w.t()?)?.to_dtype(work)?;
-    let (nll, d) = ce_rows(&logits, targets, mask, want_dh)?;
-    let dh = d.map(|d| d.to_dtype(h.dtype())?.matmul(w)).transpose()?;
-    Ok((nll, dh))
 }
 
 /// `(dh, dw)` for output gradient `g [n]`: per chunk `d logits = (softmax − one_hot) · g · mask`.
@@ -229,24 +214,13 @@ pub fn lm_head_nll(
     // second pass over the vocabulary. A trainable head needs `g` for its own gradient and
     // recomputes the logits in backward instead.
     let want_dh = trainable.is_none() && hidden.track_op();
-    let (value, dh_unit) = {
-        let w = weight.dense(hidden.dtype())?.detach();
-        let (mut parts, mut dhs) = (Vec::with_capacity(n.div_ceil(LM_HEAD_CHUNK)), Vec::new());
-        for start in (0..n).step_by(LM_HEAD_CHUNK) {
-            let len = LM_HEAD_CHUNK.min(n - start);
-            let (nll, dh) = chunk_forward(
-                &hd.narrow(0, start, len)?,
-                &w,
-                &targets.narrow(0, start, len)?,
-                &mask.narrow(0, start, len)?,
-                work,
-                want_dh,
-            )?;
-            parts.push(nll);
-            dhs.extend(dh);
-        }
-        (Tensor::cat(&parts, 0)?, if want_dh { Some(Tensor::cat(&dhs, 0)?) } else { None })
+    // The head is read in vocabulary slices (a quantized one dequantized a slice at a time); a
+    // trainable head's forward reads its detached values the same way.
+    let read = match &trainable {
+        Some(w) => FrozenWeight::Dense(w.detach()),
+        None => weight.clone(),
     };
+    let (value, dh_unit) = head_ce(&hd, &read, &targets, &mask, want_dh)?;
     match (trainable, dh_unit) {
         (Some(w), _) => attach2(
             "lm-head-nll",

@@ -13,7 +13,9 @@
 //! convolution, training-mode batch norm, ReLU6) also have CPU loops for `f32` / `f64` that
 //! replace several passes over memory with one; each is tested against its tensor form.
 
+mod adamw;
 mod attach;
+mod attention;
 mod batch_norm;
 mod channel_affine;
 mod checkpoint;
@@ -23,6 +25,7 @@ mod depthwise_cpu;
 mod frozen_linear;
 mod gemv_cpu;
 mod grad_reverse;
+mod head_slices;
 mod kd_loss;
 mod kd_sparse;
 mod lm_head_loss;
@@ -32,10 +35,11 @@ mod q4_1_matmul;
 mod relu6;
 mod rms_norm;
 mod rope;
-mod softmax;
 mod swiglu;
 mod uld;
 
+pub use adamw::{adamw_in_place, AdamWUpdate};
+pub use attention::{attention, CausalMask};
 pub use batch_norm::{batch_norm_train, BatchStats};
 pub use channel_affine::{channel_affine, channel_sum};
 pub use checkpoint::{checkpoint, GradSink};
@@ -43,6 +47,7 @@ pub use depthwise_conv::depthwise_conv2d;
 pub use frozen_linear::{frozen_linear, FrozenWeight};
 pub use gemv_cpu::gemv;
 pub use grad_reverse::grad_reverse;
+pub use head_slices::head_logits;
 pub use kd_loss::{divergence, lm_head_kd, lm_head_kd_masked, Divergence, KdRows, KdSpec};
 pub use kd_sparse::{lm_head_kd_sparse, teacher_top_k, SparseTeacher};
 pub use lm_head_loss::{lm_head_nll, LM_HEAD_CHUNK};
@@ -52,5 +57,4 @@ pub use q4_1_matmul::{q4_1_dequantize, q4_1_kernel_name, q4_1_matmul};
 pub use relu6::relu6;
 pub use rms_norm::rms_norm;
 pub use rope::rope;
-pub use softmax::scaled_masked_softmax;
 pub use swiglu::silu_mul;

@@ -9,7 +9,7 @@
 //! both passes are loops; elsewhere they are tensor ops.
 
 use super::attach::attach2;
-use super::cpu::{applies, with_slice, Float};
+use super::cpu::{applies, with_slice, Real};
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
@@ -52,13 +52,13 @@ fn fused(g: &Tensor, u: &Tensor) -> bool {
 
 /// `σ(g)` and `silu(g) = g / (1 + e^{−g})`, in `T` and in candle's form, so the forward is its
 /// `silu(g) · up` bit for bit (teacher and student of a distillation run stay identical).
-fn sigmoid_silu<T: Float + num_traits::Float>(g: T) -> (T, T) {
+fn sigmoid_silu<T: Real>(g: T) -> (T, T) {
     let denom = T::one() + (-g).exp();
     (T::one() / denom, g / denom)
 }
 
 fn cpu_forward(g: &Tensor, u: &Tensor) -> Result<Tensor> {
-    fn run<T: Float + num_traits::Float>(g: &[T], u: &[T]) -> Vec<T> {
+    fn run<T: Real>(g: &[T], u: &[T]) -> Vec<T> {
         let mut out = vec![T::default(); g.len()];
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(k, chunk)| {
             let at = k * CHUNK..k * CHUNK + chunk.len();
@@ -84,7 +84,7 @@ fn cpu_forward(g: &Tensor, u: &Tensor) -> Result<Tensor> {
 }
 
 fn cpu_backward(g: &Tensor, u: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
-    fn run<T: Float + num_traits::Float>(g: &[T], u: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
+    fn run<T: Real>(g: &[T], u: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
         let (mut dg, mut du) = (vec![T::default(); g.len()], vec![T::default(); g.len()]);
         let one = T::one();
         dg.par_chunks_mut(CHUNK).zip(du.par_chunks_mut(CHUNK)).enumerate().for_each(|(k, (dgc, duc))| {
@@ -97,7 +97,7 @@ fn cpu_backward(g: &Tensor, u: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)>
         });
         (dg, du)
     }
-    fn typed<T: Float + num_traits::Float>(g: &Tensor, u: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn typed<T: Real>(g: &Tensor, u: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
         let (dg, du) =
             with_slice::<T, _>(g, |g| with_slice::<T, _>(u, |u| with_slice::<T, _>(dy, |dy| run(g, u, dy))))???;
         Ok((Tensor::from_vec(dg, g.shape(), g.device())?, Tensor::from_vec(du, g.shape(), g.device())?))

@@ -1,6 +1,7 @@
 //! Optimizers written for graft, whose whole state is a list of named tensors so a checkpoint
 //! can save it and a resumed run can continue bit for bit (candle-nn's AdamW cannot).
 
+use crate::ops::{adamw_in_place, AdamWUpdate};
 use crate::{GraftError, Result};
 use candle_core::{Tensor, Var};
 
@@ -151,19 +152,13 @@ impl Optimizer {
             let lr = lr * scale;
             match self.kind {
                 OptimizerKind::AdamW(c) => {
-                    let m = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-                    let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-                    let bc1 = 1.0 - c.beta1.powi(t);
-                    let bc2 = 1.0 - c.beta2.powi(t);
-                    let denom = ((v.sqrt()? / bc2.sqrt())? + c.eps)?;
-                    let mut next = p.as_tensor().clone();
-                    if weight_decay != 0.0 {
-                        next = (next * (1.0 - lr * weight_decay))?;
+                    let u = AdamWUpdate { beta1: c.beta1, beta2: c.beta2, eps: c.eps, lr, weight_decay, t };
+                    if !adamw_in_place(p.as_tensor(), &self.m[i], &self.v[i], &g, &u)? {
+                        let (next, m, v) = adamw_tensor(p.as_tensor(), &self.m[i], &self.v[i], &g, &u)?;
+                        p.set(&next)?;
+                        self.m[i] = m;
+                        self.v[i] = v;
                     }
-                    let next = (next - (m.div(&denom)? * (lr / bc1))?)?;
-                    p.set(&next)?;
-                    self.m[i] = m;
-                    self.v[i] = v;
                 }
                 OptimizerKind::Sgd { momentum, .. } => {
                     let g = if weight_decay != 0.0 { (g + (p.as_tensor() * weight_decay)?)? } else { g };
@@ -206,7 +201,8 @@ impl Optimizer {
                     like.dims()
                 )));
             }
-            Ok(t.to_device(like.device())?.to_dtype(like.dtype())?)
+            // A copy of its own: AdamW updates its moments in place.
+            Ok(t.to_device(like.device())?.to_dtype(like.dtype())?.copy()?)
         };
         for (i, (name, p)) in self.params.iter().enumerate() {
             self.m[i] = get(&format!("{name}.m"), p)?;
@@ -224,6 +220,23 @@ impl Optimizer {
         }
         Ok(())
     }
+}
+
+/// One AdamW update of `p` with moments `m`, `v` and gradient `g` from tensor ops: the next
+/// value and moments, new tensors (other devices and dtypes; [`adamw_in_place`] gives the same
+/// bits on the CPU without the temporaries).
+fn adamw_tensor(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, u: &AdamWUpdate) -> Result<(Tensor, Tensor, Tensor)> {
+    let m = ((m * u.beta1)? + (g * (1.0 - u.beta1))?)?;
+    let v = ((v * u.beta2)? + (g.sqr()? * (1.0 - u.beta2))?)?;
+    let bc1 = 1.0 - u.beta1.powi(u.t);
+    let bc2 = 1.0 - u.beta2.powi(u.t);
+    let denom = ((v.sqrt()? / bc2.sqrt())? + u.eps)?;
+    let mut next = p.clone();
+    if u.weight_decay != 0.0 {
+        next = (next * (1.0 - u.lr * u.weight_decay))?;
+    }
+    let next = (next - (m.div(&denom)? * (u.lr / bc1))?)?;
+    Ok((next, m, v))
 }
 
 #[cfg(test)]
@@ -289,5 +302,41 @@ mod tests {
             Optimizer::new(kind, vec![("a".into(), var(&[0.0, 0.0])), ("b".into(), var(&[0.0, 0.0]))]).unwrap();
         restored.load_state(&opt.state().unwrap().into_iter().collect()).unwrap();
         assert_eq!(restored.updates, [4, 1]);
+    }
+
+    /// The in-place kernel gives the tensor form's bits, step after step, with and without
+    /// weight decay, in f32 and f64, over a length that is not a whole number of parallel tasks.
+    #[test]
+    fn the_in_place_update_equals_the_tensor_form_bit_for_bit() {
+        use candle_core::DType;
+        let n = 150_001;
+        let wave = |k: f64| -> Tensor {
+            let v: Vec<f64> = (0..n).map(|i| ((i as f64 * 0.0137 + k).sin() * 3.0).powi(3) * 1e-2).collect();
+            Tensor::from_vec(v, n, &Device::Cpu).unwrap()
+        };
+        let bits = |t: &Tensor| -> Vec<u64> {
+            t.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap().iter().map(|x| x.to_bits()).collect()
+        };
+        for dtype in [DType::F32, DType::F64] {
+            for weight_decay in [0.0, 0.1] {
+                let p0 = wave(0.5).to_dtype(dtype).unwrap();
+                let (p, m, v) = (p0.copy().unwrap(), p0.zeros_like().unwrap(), p0.zeros_like().unwrap());
+                let (mut tp, mut tm, mut tv) = (p0.copy().unwrap(), p0.zeros_like().unwrap(), p0.zeros_like().unwrap());
+                for t in 1..=4 {
+                    let g = wave(t as f64).to_dtype(dtype).unwrap();
+                    let u = AdamWUpdate { beta1: 0.9, beta2: 0.999, eps: 1e-8, lr: 1e-3, weight_decay, t };
+                    assert!(adamw_in_place(&p, &m, &v, &g, &u).unwrap(), "{dtype:?}: the kernel applies");
+                    (tp, tm, tv) = adamw_tensor(&tp, &tm, &tv, &g, &u).unwrap();
+                    assert_eq!(bits(&m), bits(&tm), "{dtype:?} wd {weight_decay} step {t}: first moment");
+                    assert_eq!(bits(&v), bits(&tv), "{dtype:?} wd {weight_decay} step {t}: second moment");
+                    assert_eq!(bits(&p), bits(&tp), "{dtype:?} wd {weight_decay} step {t}: value");
+                }
+                assert_ne!(bits(&p), bits(&p0), "the value moved");
+            }
+        }
+        // A dtype the kernel does not take is left to the tensor form.
+        let h = wave(0.0).to_dtype(DType::BF16).unwrap();
+        let u = AdamWUpdate { beta1: 0.9, beta2: 0.999, eps: 1e-8, lr: 1e-3, weight_decay: 0.0, t: 1 };
+        assert!(!adamw_in_place(&h, &h.zeros_like().unwrap(), &h.zeros_like().unwrap(), &h, &u).unwrap());
     }
 }

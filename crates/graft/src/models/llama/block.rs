@@ -13,6 +13,7 @@ use super::config::{Activation, LlamaConfig, NormRole};
 use super::model::Pass;
 use crate::models::linear::Proj;
 use crate::models::KvCache;
+use crate::ops::CausalMask;
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
 
@@ -121,34 +122,6 @@ pub(super) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, pass: Pass) -> Result<T
     Ok(normed.to_dtype(dtype)?)
 }
 
-/// Additive attention mask for `rep` stacked query groups of `t` new tokens after `offset`
-/// earlier ones: causal, and with a `window`, query position `q` sees only keys `k` with
-/// `q - k < window`. `None` when it would mask nothing (one new token within the window).
-pub(crate) fn attention_mask(
-    rep: usize,
-    t: usize,
-    offset: usize,
-    window: Option<usize>,
-    dtype: DType,
-    device: &Device,
-) -> Result<Option<Tensor>> {
-    let total = offset + t;
-    if t == 1 && window.is_none_or(|w| total <= w) {
-        return Ok(None);
-    }
-    let mut m = Vec::with_capacity(rep * t * total);
-    for _ in 0..rep {
-        for i in 0..t {
-            let q = offset + i;
-            for k in 0..total {
-                let seen = k <= q && window.is_none_or(|w| q - k < w);
-                m.push(if seen { 0f32 } else { f32::NEG_INFINITY });
-            }
-        }
-    }
-    Ok(Some(Tensor::from_vec(m, (rep * t, total), device)?.to_dtype(dtype)?))
-}
-
 /// What a block forward needs besides the block's own weights.
 #[derive(Debug, Clone)]
 pub(super) struct BlockContext {
@@ -230,23 +203,9 @@ impl BlockContext {
         let total = k.dim(2)?;
         // Query heads sharing a KV head are stacked along the sequence axis: [b, nkv, rep*t, hd].
         let q = q.reshape((b, nkv, rep * t, hd))?;
-        let raw = q.matmul(&k.t()?)?;
-        let window = cfg.layer_window(layer);
-        let mask = attention_mask(rep, t, total - t, window, raw.dtype(), &self.device)?;
-        let scale = cfg.attention_scale();
-        let probs = match pass {
-            Pass::Infer => {
-                let scores = (raw * scale)?;
-                let scores = match &mask {
-                    Some(m) => scores.broadcast_add(m)?,
-                    None => scores,
-                };
-                candle_nn::ops::softmax_last_dim(&scores)?
-            }
-            Pass::Train => crate::ops::scaled_masked_softmax(&raw, scale, mask.as_ref())?,
-        };
-        debug_assert_eq!(probs.dim(3)?, total);
-        let attn = probs.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        let mask = CausalMask { rep, t, offset: total - t, window: cfg.layer_window(layer) };
+        let out = crate::ops::attention(&q, &k, &v, cfg.attention_scale(), Some(&mask), pass == Pass::Train)?;
+        let attn = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         let x = (x + self.norm(blk, NormRole::AttnOut, &proj(&blk.attn[3], &attn, pass)?, pass)?)?;
 
         let h = self.norm(blk, NormRole::FfnIn, &x, pass)?;

@@ -8,8 +8,8 @@
 
 use crate::ops::FrozenWeight;
 use crate::{GraftError, Result};
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, QTensor};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Tensor, Var};
 use std::sync::Arc;
 
 /// The `[vocab, hidden]` token-embedding table.
@@ -23,25 +23,19 @@ pub(crate) enum EmbeddingTable {
 
 impl EmbeddingTable {
     /// The rows of `ids` (u32, any shape, flattened) as `[n, hidden]` in `dtype`, detached from
-    /// the table when it is quantized.
+    /// the table when it is quantized. An id outside the vocabulary is an input error.
     pub fn rows(&self, ids: &Tensor, dtype: DType) -> Result<Tensor> {
         let ids = ids.flatten_all()?;
-        match self {
-            EmbeddingTable::Dense(w) => Ok(w.index_select(&ids, 0)?.to_dtype(dtype)?),
-            EmbeddingTable::Quantized(q) if q.device().is_cpu() => {
-                Ok(quantized_rows(q, &ids.to_vec1::<u32>()?)?.to_device(ids.device())?.to_dtype(dtype)?)
-            }
-            // Other devices keep the blocks in their own memory: dequantize there and pick.
-            EmbeddingTable::Quantized(q) => Ok(q.dequantize(&q.device())?.to_dtype(dtype)?.index_select(&ids, 0)?),
+        let vocab = self.head_weight().dims().0;
+        if let Some(&id) = ids.to_vec1::<u32>()?.iter().find(|&&id| id as usize >= vocab) {
+            return Err(GraftError::Input(format!("token id {id} is outside the vocabulary of {vocab}")));
         }
+        Ok(self.head_weight().rows(&ids, dtype)?)
     }
 
     /// The whole table dense in `dtype` (a copy when quantized, freed when the caller drops it).
     pub fn dense(&self, dtype: DType) -> Result<Tensor> {
-        Ok(match self {
-            EmbeddingTable::Dense(w) => w.to_dtype(dtype)?,
-            EmbeddingTable::Quantized(q) => q.dequantize(&q.device())?.to_dtype(dtype)?,
-        })
+        Ok(self.head_weight().dense(dtype)?)
     }
 
     /// The table as the frozen (or, when a dense variable, trainable) weight of a tied LM head.
@@ -58,33 +52,4 @@ impl EmbeddingTable {
         *self = EmbeddingTable::Dense(v.as_tensor().clone());
         Ok(v)
     }
-}
-
-/// Rows `ids` of a quantized `[vocab, hidden]` table in CPU memory, dequantized to f32 on the CPU:
-/// each row is whole blocks, so the rows' bytes are copied out and dequantized together.
-fn quantized_rows(q: &QTensor, ids: &[u32]) -> Result<Tensor> {
-    let (vocab, hidden) = q.shape().dims2()?;
-    let dtype = q.dtype();
-    if hidden % dtype.block_size() != 0 {
-        return Err(GraftError::Input(format!(
-            "embedding rows of {hidden} values do not split into {:?} blocks of {}",
-            dtype,
-            dtype.block_size()
-        )));
-    }
-    if ids.is_empty() {
-        return Ok(Tensor::zeros((0, hidden), DType::F32, &Device::Cpu)?);
-    }
-    let row_bytes = hidden / dtype.block_size() * dtype.type_size();
-    let data = q.data()?;
-    let mut bytes = Vec::with_capacity(ids.len() * row_bytes);
-    for &id in ids {
-        let id = id as usize;
-        if id >= vocab {
-            return Err(GraftError::Input(format!("token id {id} is outside the vocabulary of {vocab}")));
-        }
-        bytes.extend_from_slice(&data[id * row_bytes..(id + 1) * row_bytes]);
-    }
-    let picked = qtensor_from_ggml(dtype, &bytes, vec![ids.len(), hidden], &Device::Cpu)?;
-    Ok(picked.dequantize(&Device::Cpu)?)
 }

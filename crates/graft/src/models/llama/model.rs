@@ -461,12 +461,14 @@ impl Llama {
             (Some(head), Pass::Train) => head.forward_train(hidden),
             (Some(head), Pass::Infer) => head.forward_infer(hidden),
             (None, Pass::Train) => Ok(hidden.broadcast_matmul(&self.embed_tokens.dense(self.dtype)?.t()?)?),
-            // Long inputs take the dense table, as quantized projections dequantize for them.
+            // Long inputs take dense products, as quantized projections dequantize for them; the
+            // quantized table a vocabulary slice at a time.
             (None, Pass::Infer) => match &self.quantized_head {
                 Some(head) if !dequantizes_for(hidden, self.ctx.cfg.hidden_size) => {
                     Ok(head.forward(&hidden.to_dtype(DType::F32)?)?.to_dtype(hidden.dtype())?)
                 }
-                _ => dense_product(hidden, &self.embed_tokens.dense(self.dtype)?),
+                Some(_) => Ok(ops::head_logits(hidden, &self.embed_tokens.head_weight())?),
+                None => dense_product(hidden, &self.embed_tokens.dense(self.dtype)?),
             },
         }
     }

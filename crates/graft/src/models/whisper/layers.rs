@@ -8,6 +8,7 @@
 use crate::models::bert::model::{gelu, LayerNorm};
 use crate::models::linear::Proj;
 use crate::models::llama::Pass;
+use crate::ops::CausalMask;
 use crate::Result;
 use candle_core::Tensor;
 
@@ -45,31 +46,20 @@ impl Attention {
     }
 
     /// Attention of the queries of `x [b, t, d]` over `k`, `v` (`[b, heads, s, head_dim]`),
-    /// with an additive `mask` (`[t, s]`, 0 or -inf) where given, then `out_proj`: `[b, t, d]`.
+    /// causal under `mask` where given, then `out_proj`: `[b, t, d]`.
     pub(super) fn attend(
         &self,
         x: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        mask: Option<&Tensor>,
+        mask: Option<&CausalMask>,
         pass: Pass,
     ) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let q = self.heads_of(0, x, pass)?;
         let scale = 1.0 / ((d / self.heads) as f64).sqrt();
-        let raw = q.matmul(&k.t()?)?;
-        let probs = match pass {
-            Pass::Infer => {
-                let scores = (raw * scale)?;
-                let scores = match mask {
-                    Some(m) => scores.broadcast_add(m)?,
-                    None => scores,
-                };
-                candle_nn::ops::softmax_last_dim(&scores)?
-            }
-            Pass::Train => crate::ops::scaled_masked_softmax(&raw, scale, mask)?,
-        };
-        let out = probs.matmul(v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        let out = crate::ops::attention(&q, k, v, scale, mask, pass == Pass::Train)?;
+        let out = out.transpose(1, 2)?.reshape((b, t, d))?;
         proj(&self.proj[3], &out, pass)
     }
 }
@@ -137,8 +127,8 @@ pub(super) struct DecoderMemory<'a> {
     pub(super) past: Option<(Tensor, Tensor)>,
     /// Cross-attention keys and values of the encoder states, `[b, heads, frames, head_dim]`.
     pub(super) cross: &'a (Tensor, Tensor),
-    /// The causal mask of the new tokens (`None` for one token).
-    pub(super) mask: Option<&'a Tensor>,
+    /// The causal mask of the new tokens after the earlier ones.
+    pub(super) mask: Option<&'a CausalMask>,
 }
 
 impl DecoderLayer {

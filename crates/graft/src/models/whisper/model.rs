@@ -7,8 +7,8 @@ use super::layers::{DecoderLayer, DecoderMemory, EncoderLayer};
 use crate::io::ctranslate2::whisper::WhisperDims;
 use crate::models::bert::model::{gelu, LayerNorm};
 use crate::models::linear::{BaseWeight, Proj};
-use crate::models::llama::block::attention_mask;
 use crate::models::llama::Pass;
+use crate::ops::CausalMask;
 use crate::{GraftError, Result};
 use candle_core::{DType, Device, Tensor, Var};
 
@@ -208,10 +208,10 @@ impl Whisper {
         let d = self.dims.d_model;
         let emb = dec.embeddings.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, d))?;
         let mut x = emb.broadcast_add(&dec.positions.narrow(0, offset, t)?)?;
-        let mask = attention_mask(1, t, offset, None, self.dtype, &self.device)?;
+        let mask = CausalMask { rep: 1, t, offset, window: None };
         for (i, layer) in dec.layers.iter().enumerate() {
             let earlier = past.as_ref().and_then(|p| p[i].clone());
-            let memory = DecoderMemory { past: earlier, cross: &cross[i], mask: mask.as_ref() };
+            let memory = DecoderMemory { past: earlier, cross: &cross[i], mask: Some(&mask) };
             let (y, kv) = layer.forward(&x, memory, pass)?;
             if let Some(p) = past.as_mut() {
                 p[i] = Some(kv);
