@@ -21,6 +21,23 @@ pub(super) trait Real: Float + num_traits::Float + MulAssign + SubAssign {}
 impl Real for f32 {}
 impl Real for f64 {}
 
+/// The largest of `z` (−∞ for none).
+pub(super) fn row_max<T: Real>(z: &[T]) -> T {
+    z.iter().copied().fold(T::neg_infinity(), num_traits::Float::max)
+}
+
+/// `Σ exp(z − shift)` summed in f64 (tens of thousands of exponentials summed one by one in f32
+/// lose about 1e-4 of a loss), each `exp(z − shift)` also written into `out` when given.
+pub(super) fn exp_sum<T: Real>(z: &[T], shift: T, out: Option<&mut [T]>) -> f64 {
+    match out {
+        Some(out) => out.iter_mut().zip(z).fold(0f64, |s, (o, &v)| {
+            *o = (v - shift).exp();
+            s + <T as WithDType>::to_f64(*o)
+        }),
+        None => z.iter().map(|&v| <T as WithDType>::to_f64((v - shift).exp())).sum(),
+    }
+}
+
 /// Whether the CPU kernels can take `t`: a CPU tensor of `f32` or `f64`.
 pub(super) fn applies(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)

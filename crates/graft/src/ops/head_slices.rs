@@ -13,7 +13,7 @@
 //! target is near certain, which loses the gradient in bf16. Every slice is read once per pass
 //! over the rows, with the same products as the row-chunked form.
 
-use super::cpu::{applies, with_slice, Real};
+use super::cpu::{applies, exp_sum, row_max, with_slice, Real};
 use super::frozen_linear::FrozenWeight;
 use super::lm_head_loss::work_dtype;
 use candle_core::{DType, Tensor, WithDType, D};
@@ -190,25 +190,19 @@ fn take_slice_cpu<T: Real>(
         let f64_of = |v: T| <T as WithDType>::to_f64(v);
         let row = |i: usize, st: &mut RowStats, out: Option<&mut [T]>| {
             let zr = &z[i * width..(i + 1) * width];
-            let slice_max = f64_of(zr.iter().copied().fold(T::neg_infinity(), num_traits::Float::max));
+            let slice_max = f64_of(row_max(zr));
             let j = local_target(targets[i], v0, width);
             st.take(slice_max, |m| {
                 let m = <T as WithDType>::from_f64(m);
                 match out {
                     Some(out) => {
-                        let sum = out.iter_mut().zip(zr).fold(0f64, |s, (o, &v)| {
-                            *o = (v - m).exp();
-                            s + f64_of(*o)
-                        });
+                        let sum = exp_sum(zr, m, Some(&mut *out));
                         // The target's column leaves the product: its row enters `dh` once, with
                         // the weight `1 − p_target` taken from `rest`.
                         let target = j.map_or(0.0, |j| f64_of(std::mem::replace(&mut out[j], T::zero())));
                         (sum, target)
                     }
-                    None => {
-                        let sum = zr.iter().map(|&v| f64_of((v - m).exp())).sum();
-                        (sum, j.map_or(0.0, |j| f64_of((zr[j] - m).exp())))
-                    }
+                    None => (exp_sum(zr, m, None), j.map_or(0.0, |j| f64_of((zr[j] - m).exp()))),
                 }
             });
             if let Some(j) = j {

@@ -355,11 +355,11 @@ pub(super) fn lm_head_kd_from(
             dh.push(d.to_dtype(hidden.dtype())?.matmul(&w)?);
         }
     }
-    let value = Tensor::cat(&loss, 0)?;
-    let (ce, kd) = (Tensor::cat(&ce, 0)?, Tensor::cat(&kd, 0)?);
+    let kd = Tensor::cat(&kd, 0)?;
     if let Some(loss) = plain {
         return Ok(KdRows { ce: loss.detach(), loss, kd });
     }
+    let (value, ce) = (Tensor::cat(&loss, 0)?, Tensor::cat(&ce, 0)?);
     let spec = *spec;
     let loss = match trainable {
         Some(w) => attach2(

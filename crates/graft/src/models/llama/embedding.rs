@@ -26,11 +26,12 @@ impl EmbeddingTable {
     /// the table when it is quantized. An id outside the vocabulary is an input error.
     pub fn rows(&self, ids: &Tensor, dtype: DType) -> Result<Tensor> {
         let ids = ids.flatten_all()?;
-        let vocab = self.head_weight().dims().0;
+        let table = self.head_weight();
+        let vocab = table.dims().0;
         if let Some(&id) = ids.to_vec1::<u32>()?.iter().find(|&&id| id as usize >= vocab) {
             return Err(GraftError::Input(format!("token id {id} is outside the vocabulary of {vocab}")));
         }
-        Ok(self.head_weight().rows(&ids, dtype)?)
+        Ok(table.rows(&ids, dtype)?)
     }
 
     /// The whole table dense in `dtype` (a copy when quantized, freed when the caller drops it).
