@@ -214,6 +214,7 @@ mod adapted {
             schedule: Schedule { kind: ScheduleKind::Constant, peak: 0.05, warmup: 0, total: steps },
             eval_every: 0,
             pcgrad: None,
+            precision: graft::ops::MatmulPrecision::F32,
         };
         let optimizer = OptimizerKind::AdamW(AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() });
         let outcome =

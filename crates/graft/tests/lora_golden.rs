@@ -8,6 +8,7 @@ use graft::adapters::lora::{self, LoraLayer, LoraSpec};
 use graft::io::gguf::GgufFile;
 use graft::models::llama::{Llama, LoadOptions, WeightFormat};
 use graft::models::Model;
+use graft::ops::{with_matmul_precision, MatmulPrecision};
 use graft::train::loss::shifted_mean_nll;
 use graft::train::optim::{AdamWConfig, Optimizer, OptimizerKind};
 use serde_json::Value;
@@ -106,6 +107,13 @@ fn check_lora(dtype: DType, key: &str, loss_tol: f64, norm_tol: (f64, f64), tens
     }
     rels.sort_by(f64::total_cmp);
     let median = rels[rels.len() / 2];
+    let p99 = rels[rels.len() * 99 / 100];
+    eprintln!(
+        "{key}: loss rel {:.2e}, gradient norms rel: median {median:.4}, p99 {p99:.4}, worst {:.4} ({})",
+        rel(lv, want),
+        worst.0,
+        worst.1
+    );
     assert!(median <= norm_tol.0, "{key}: median gradient-norm rel diff {median}");
     assert!(worst.0 <= norm_tol.1, "{key}: worst gradient-norm rel diff {} at {}", worst.0, worst.1);
 
@@ -185,6 +193,7 @@ fn check_full(dtype: DType, loss_tol: f64, norm_tol: f64) {
     let lv = l.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
     assert!(rel(lv, reference["loss"].as_f64().unwrap()) <= loss_tol, "full-FT loss {lv}");
     let grads = l.backward().unwrap();
+    let mut worst = 0f64;
     for (name, want) in reference["grad_norms"].as_object().unwrap() {
         let var = &vars.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no var {name}")).1;
         let gt = grads.get(var.as_tensor()).unwrap();
@@ -200,8 +209,14 @@ fn check_full(dtype: DType, loss_tol: f64, norm_tol: f64) {
             .to_scalar::<f64>()
             .unwrap();
         let r = rel(norm, want.as_f64().unwrap());
+        worst = worst.max(r);
         assert!(r <= norm_tol, "{name}: gradient norm {norm} vs {want} (rel {r})");
     }
+    eprintln!(
+        "full fine-tuning {dtype:?} {:?}: loss rel {:.2e}, worst gradient-norm rel {worst:.4}",
+        graft::ops::matmul_precision(),
+        rel(lv, reference["loss"].as_f64().unwrap())
+    );
     // Every trainable tensor gets a finite, non-zero gradient.
     for (name, var) in &vars {
         let gt = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
@@ -218,4 +233,34 @@ fn full_finetuning_gradients_match_transformers_in_f64() {
 #[test]
 fn full_finetuning_gradients_match_transformers_in_f32() {
     check_full(DType::F32, 5e-5, 2e-3);
+}
+
+/// `bf16-mixed` precision: an f32 model whose products through frozen weights (base projections
+/// in forward and backward, the LM head) take bf16 operands with f32 sums, on CPUs with AVX-512
+/// BF16; elsewhere it is the f32 computation and the f32 bounds hold. Measured on an AMD EPYC
+/// with AVX-512 BF16: loss within 5.3e-4, gradient norms within 0.39 % (median), 4.3 % (99th
+/// percentile) and 7.8 % (worst of 420, layer 7's `v_proj` LoRA A again) of the f64 reference:
+/// an f32 model keeps its own weights and activations exact and rounds only the operands of
+/// those products, so it lands far closer than the bf16 model above.
+#[test]
+fn lora_gradients_match_peft_in_bf16_mixed() {
+    let mixed = MatmulPrecision::Bf16Mixed;
+    match mixed.effective() {
+        MatmulPrecision::F32 => check_lora(DType::F32, "bf16-mixed as f32", 5e-5, (2e-3, 2e-3), (0.9999, 2e-3), 1e-4),
+        _ => with_matmul_precision(mixed, || {
+            check_lora(DType::F32, "bf16-mixed", 2e-3, (1e-2, 0.16), (0.99, 0.15), 5e-3)
+        }),
+    }
+}
+
+/// Full fine-tuning in `bf16-mixed`: every product through a weight, trained or not, in bf16
+/// operands with f32 sums, f32 master weights and gradients. Measured: loss within 2.2e-3, the
+/// worst gradient norm of the reference's tensors within 1.4 %.
+#[test]
+fn full_finetuning_gradients_match_transformers_in_bf16_mixed() {
+    let mixed = MatmulPrecision::Bf16Mixed;
+    match mixed.effective() {
+        MatmulPrecision::F32 => check_full(DType::F32, 5e-5, 2e-3),
+        _ => with_matmul_precision(mixed, || check_full(DType::F32, 5e-3, 0.03)),
+    }
 }

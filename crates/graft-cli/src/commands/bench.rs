@@ -165,6 +165,10 @@ struct TrainBenchArgs {
     /// Recompute each block in backward instead of keeping its activations (less memory).
     #[arg(long)]
     checkpointing: bool,
+    /// Products through frozen weights: f32, or bf16-mixed (bf16 products, f32 sums, on CPUs
+    /// with AVX-512 BF16; f32 elsewhere, and the report says which ran).
+    #[arg(long, default_value = "f32", value_parser = graft::ops::MatmulPrecision::parse)]
+    precision: graft::ops::MatmulPrecision,
 }
 
 /// `--mode` of `graft bench train`.
@@ -378,6 +382,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 lr: a.lr.unwrap_or(mode.default_lr()),
                 seed: a.common.init_seed,
                 gradient_checkpointing: a.checkpointing,
+                precision: a.precision,
             };
             let total = spec.warmup + spec.steps;
             let r = graft::bench::bench_train(&mut s.model, &s.ids, &spec, &mut |i, loss, secs| {

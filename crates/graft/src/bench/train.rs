@@ -12,6 +12,7 @@ use crate::adapters::lora::{self, LoraSpec};
 use crate::data::Batch;
 use crate::models::llama::Llama;
 use crate::objectives::causal_lm::causal_lm_loss;
+use crate::ops::{with_matmul_precision, MatmulPrecision};
 use crate::train::optim::{AdamWConfig, Optimizer, OptimizerKind};
 use crate::train::step::accumulate_and_step;
 use crate::{GraftError, Result};
@@ -63,6 +64,8 @@ pub struct TrainBenchSpec {
     pub seed: u64,
     /// Recompute blocks in backward instead of keeping their activations.
     pub gradient_checkpointing: bool,
+    /// Precision of the products through frozen weights.
+    pub precision: MatmulPrecision,
 }
 
 /// The result of [`bench_train`].
@@ -92,6 +95,8 @@ pub struct TrainBench {
     pub trainable_params: usize,
     /// Whether blocks were recomputed in backward.
     pub gradient_checkpointing: bool,
+    /// The precision that ran: `bf16-mixed` only where the CPU has the kernel.
+    pub precision: MatmulPrecision,
     /// Learning rate.
     pub lr: f64,
     /// Whole `seq`-token chunks the text gave.
@@ -167,7 +172,9 @@ pub fn bench_train(
         let b = batch_at(&chunks, step, spec.batch, &device)?;
         let before = CpuSnapshot::take();
         let start = Instant::now();
-        let stats = accumulate_and_step(step as u64, &mut optimizer, 1, |_| causal_lm_loss(model, &b), 0.0, spec.lr)?;
+        let stats = with_matmul_precision(spec.precision, || {
+            accumulate_and_step(step as u64, &mut optimizer, 1, |_| causal_lm_loss(model, &b), 0.0, spec.lr)
+        })?;
         device.synchronize()?;
         let secs = start.elapsed().as_secs_f64();
         on_step(step, stats.loss, secs);
@@ -191,6 +198,7 @@ pub fn bench_train(
         losses,
         trainable_params,
         gradient_checkpointing: spec.gradient_checkpointing,
+        precision: spec.precision.effective(),
         lr: spec.lr,
         train_chunks_available: chunks.len(),
         run_other_cpu_pct: others,

@@ -294,6 +294,11 @@ pub struct TrainSection {
     /// Recompute each decoder block during backward instead of keeping its activations: far
     /// less memory for about a third more compute. Default false.
     pub gradient_checkpointing: bool,
+    /// Products through frozen weights (base projections, a frozen LM head) and, in full
+    /// fine-tuning, through the trained ones: `f32`, or `bf16-mixed` (bf16 products with f32
+    /// sums, f32 master weights and optimizer state) on CPUs with AVX-512 BF16, f32 elsewhere.
+    /// Default `f32`.
+    pub precision: crate::ops::MatmulPrecision,
 }
 
 impl Default for TrainSection {
@@ -318,6 +323,7 @@ impl Default for TrainSection {
             save_every: 0,
             eval_batches: 0,
             gradient_checkpointing: false,
+            precision: crate::ops::MatmulPrecision::F32,
         }
     }
 }

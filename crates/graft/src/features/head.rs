@@ -433,6 +433,7 @@ pub(crate) fn fit_epochs<O: Objective<Batch = Vec<usize>>>(
         schedule: Schedule { kind: ScheduleKind::Constant, peak: cfg.lr, warmup: 0, total: total_steps },
         eval_every: 0,
         pcgrad: None,
+        precision: crate::ops::MatmulPrecision::F32,
     };
     let run_dir = match out.dir {
         Some(dir) => {

@@ -48,6 +48,7 @@ pub(crate) fn trainer<'a>(total: u64, lr: f64, max_grad_norm: f64, run_dir: Opti
             schedule: Schedule { kind: ScheduleKind::Constant, peak: lr, warmup: 0, total },
             eval_every: 0,
             pcgrad: None,
+            precision: crate::ops::MatmulPrecision::F32,
         },
         optimizer: OptimizerKind::AdamW(AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() }),
         run_dir,

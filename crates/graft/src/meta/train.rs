@@ -195,6 +195,7 @@ pub(crate) fn fit_episodic<O: Objective<Batch = Episode>>(
         schedule: Schedule { kind: ScheduleKind::Constant, peak: cfg.lr, warmup: 0, total: cfg.steps },
         eval_every: cfg.eval_every,
         pcgrad: None,
+        precision: crate::ops::MatmulPrecision::F32,
     };
     let run_dir = out.dir.map(|d| {
         let text = settings.to_string();

@@ -219,7 +219,7 @@ impl Proj {
                 let (out, inp) = self.dims();
                 let lead = &x.dims()[..x.rank() - 1];
                 let rows = lead.iter().product::<usize>();
-                let y = x.reshape((rows, inp))?.matmul(&w.to_dtype(x.dtype())?.t()?)?;
+                let y = crate::ops::trained_linear(&x.reshape((rows, inp))?, &w.to_dtype(x.dtype())?)?;
                 y.reshape([lead, &[out]].concat())?
             }
             _ => crate::ops::frozen_linear(x, &self.frozen_weight())?,

@@ -112,7 +112,32 @@ pub fn frozen_linear(x: &Tensor, weight: &FrozenWeight) -> candle_core::Result<T
     if k != inp {
         candle_core::bail!("frozen_linear: input has {k} features, the weight expects {inp}");
     }
+    if super::matmul_precision() == super::MatmulPrecision::Bf16Mixed {
+        return mixed(x, weight);
+    }
     x.contiguous()?.apply_op1(FrozenLinear { weight: weight.clone() })
+}
+
+/// [`frozen_linear`] with both products through [`super::mixed_matmul`], for
+/// [`super::MatmulPrecision::Bf16Mixed`].
+fn mixed(x: &Tensor, weight: &FrozenWeight) -> candle_core::Result<Tensor> {
+    let (n, k) = weight.dims();
+    let rows = x.elem_count() / k.max(1);
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("rank checked by dim(-1)") = n;
+    let w = weight.dense(x.dtype())?;
+    let value = super::mixed_matmul(&x.detach().reshape((rows, k))?, &w.t()?)?.reshape(dims)?;
+    let weight = weight.clone();
+    super::attach::attach1(
+        "frozen-linear",
+        x,
+        value,
+        Box::new(move |x, _, g| {
+            let w = weight.dense(g.dtype())?;
+            let dx = super::mixed_matmul(&g.reshape((rows, n))?, &w)?;
+            Ok(Some(dx.reshape(x.shape())?.to_dtype(x.dtype())?))
+        }),
+    )
 }
 
 struct FrozenLinear {

@@ -123,10 +123,10 @@ fn head_ce_in(
         let mut acc: Option<Tensor> = None;
         for v0 in (0..vocab).step_by(slice.max(1)) {
             let w = weight.dense_rows(v0, slice.min(vocab - v0), dtype)?;
-            let logits = h.matmul(&w.t()?)?.to_dtype(work)?;
+            let logits = super::mixed_matmul(&h, &w.t()?)?.to_dtype(work)?;
             let p = take_slice(&mut stats, &Slice { logits: &logits, targets, v0 }, want_dh)?;
             if let Some(p) = p {
-                let part = p.to_dtype(dtype)?.matmul(&w)?.to_dtype(work)?;
+                let part = super::mixed_matmul(&p.to_dtype(dtype)?, &w)?.to_dtype(work)?;
                 acc = Some(match acc {
                     Some(a) => (a.broadcast_mul(&column(stats.iter().map(|s| s.scale).collect())?)? + part)?,
                     None => part,

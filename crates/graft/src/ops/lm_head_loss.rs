@@ -159,11 +159,11 @@ pub(super) fn head_grads(
     for start in (0..n).step_by(LM_HEAD_CHUNK) {
         let len = LM_HEAD_CHUNK.min(n - start);
         let h = hidden.narrow(0, start, len)?;
-        let logits = h.matmul(&w.t()?)?.to_dtype(work)?;
+        let logits = super::mixed_matmul(&h, &w.t()?)?.to_dtype(work)?;
         let d = dlogits(start, len, &logits)?.to_dtype(hidden.dtype())?;
-        dh.push(d.matmul(w)?);
+        dh.push(super::mixed_matmul(&d, w)?);
         if want_w {
-            let part = d.t()?.matmul(&h)?;
+            let part = super::mixed_matmul(&d.t()?, &h)?;
             dw = Some(match dw {
                 Some(acc) => (acc + part)?,
                 None => part,

@@ -160,6 +160,7 @@ pub fn loop_settings(t: &crate::config::TrainSection, micro_batches_per_epoch: u
         },
         eval_every: t.eval_every,
         pcgrad: None,
+        precision: t.precision,
     }
 }
 

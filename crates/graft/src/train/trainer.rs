@@ -42,6 +42,8 @@ pub struct LoopSettings {
     /// step grouped by `Objective::task`, one accumulation per task, projection orders drawn
     /// from this seed and the step) instead of summing them. `None`: one accumulation.
     pub pcgrad: Option<u64>,
+    /// Precision of the products through frozen weights while the run trains and evaluates.
+    pub precision: crate::ops::MatmulPrecision,
 }
 
 /// What one evaluation measured.
@@ -127,6 +129,22 @@ impl Trainer<'_> {
     /// Trains `objective` on `batches` until `settings.total_steps`, reporting through
     /// `on_event`; with a run directory, continues from its checkpoint when it resumes.
     pub fn run<O: Objective + ?Sized>(
+        self,
+        objective: &O,
+        batches: &mut dyn BatchSource<O::Batch>,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Outcome> {
+        let precision = self.settings.precision;
+        if precision.effective() != precision {
+            on_event(Event::Note(format!(
+                "precision {}: this machine has no bf16 kernel for it (AVX-512 BF16 on the CPU), the products run in f32",
+                precision.name()
+            )));
+        }
+        crate::ops::with_matmul_precision(precision, || self.run_steps(objective, batches, on_event))
+    }
+
+    fn run_steps<O: Objective + ?Sized>(
         mut self,
         objective: &O,
         batches: &mut dyn BatchSource<O::Batch>,
