@@ -11,6 +11,10 @@
 #             llama.cpp on the same Q4_1 GGUF
 #   lora      LoRA r 8 on q,k,v,o,gate,up,down, 256 x 4 tokens per step: graft vs PyTorch + PEFT
 #   full      full fine-tuning, 256 x 4: graft vs PyTorch
+#   lora-mixed, full-mixed
+#             the same in mixed precision: graft `--precision bf16-mixed` (bf16 products with f32
+#             sums where the CPU has AVX-512 BF16, f32 elsewhere; its record says which ran) vs
+#             PyTorch f32 weights under bf16 autocast
 #   qlora     graft QLoRA (GGUF blocks as the frozen base) vs graft LoRA, peak RSS, with and
 #             without gradient checkpointing
 #
@@ -24,7 +28,7 @@ OUT=${1:-runs/compare-cpu}
 TEXT=${TEXT:?set TEXT to a text file: the prompt and the training chunks come from it}
 ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-$(nproc)}
-WORKLOADS=${WORKLOADS:-"generate lora full qlora"}
+WORKLOADS=${WORKLOADS:-"generate lora full lora-mixed full-mixed qlora"}
 STEPS=${STEPS:-10}
 WARMUP=${WARMUP:-3}
 GGUF=${GGUF:-$("$GRAFT" fetch smollm2-135m-instruct --json | jq -r '.fetched[0].path')}
@@ -48,8 +52,8 @@ graft_train() { # ROUND WORKLOAD IMPL graft-bench-train-args...
     "$GRAFT" --threads "$THREADS" bench train "$@" --seq 256 --batch 4 --steps "$STEPS" --warmup "$WARMUP" \
         --text "$TEXT" --json | record "$r" "$w" "$i"
 }
-torch_train() { # ROUND MODE (a failed reference run leaves its error record and the rest goes on)
-    "$PYTHON" "$HERE/torch_bench.py" --device cpu --precision f32 --modes "$2" --configs 256x4 \
+torch_train() { # ROUND WORKLOAD MODE PRECISION (a failed reference run leaves its error record and the rest goes on)
+    "$PYTHON" "$HERE/torch_bench.py" --device cpu --precision "$4" --modes "$3" --configs 256x4 \
         --steps "$STEPS" --warmup "$WARMUP" --threads "$THREADS" | record "$1" "$2" pytorch \
         || echo "torch_bench $2 failed: see its record in $RESULTS" >&2
 }
@@ -68,7 +72,11 @@ for round in $(seq 1 "$ROUNDS"); do
                 ;;
             lora | full)
                 graft_train "$round" "$w" graft --mode "$w"
-                torch_train "$round" "$w"
+                torch_train "$round" "$w" "$w" f32
+                ;;
+            lora-mixed | full-mixed)
+                graft_train "$round" "$w" graft --mode "${w%-mixed}" --precision bf16-mixed
+                torch_train "$round" "$w" "${w%-mixed}" amp
                 ;;
             qlora)
                 graft_train "$round" qlora graft-lora --mode lora
@@ -103,9 +111,16 @@ row("prefill tok/s: graft quantized vs llama.cpp", med("generate", "graft-quanti
 row("prefill tok/s: graft dense vs llama.cpp", med("generate", "graft-dense", "prefill_tokens_per_s"),
     med("generate", "llama.cpp", "prefill_tokens_per_s"), "")
 for w, goal, rss_goal in (("lora", ">= 1.5x", "<= 0.6x"), ("full", ">= 1.2x", "<= 0.8x")):
-    row(f"{w} 256x4 tok/s: graft vs PyTorch + PEFT", med(w, "graft", "tokens_per_s"), med(w, "pytorch", "tokens_per_s"), goal)
-    row(f"{w} 256x4 peak RSS MB: graft vs PyTorch", med(w, "graft", "peak_rss_mb"), med(w, "pytorch", "peak_rss_mb"),
+    row(f"{w} 256x4 tok/s: graft f32 vs PyTorch f32", med(w, "graft", "tokens_per_s"), med(w, "pytorch", "tokens_per_s"), goal)
+    row(f"{w} 256x4 peak RSS MB: graft f32 vs PyTorch f32", med(w, "graft", "peak_rss_mb"), med(w, "pytorch", "peak_rss_mb"),
         rss_goal, digits=0)
+for w, goal in (("lora", ">= 1.5x"), ("full", ">= 1.2x")):
+    row(f"{w} 256x4 tok/s: graft bf16-mixed vs PyTorch f32", med(f"{w}-mixed", "graft", "tokens_per_s"),
+        med(w, "pytorch", "tokens_per_s"), goal)
+    row(f"{w} 256x4 tok/s: graft bf16-mixed vs PyTorch bf16 autocast", med(f"{w}-mixed", "graft", "tokens_per_s"),
+        med(f"{w}-mixed", "pytorch", "tokens_per_s"), "")
+    row(f"{w} 256x4 peak RSS MB: graft bf16-mixed vs PyTorch bf16 autocast", med(f"{w}-mixed", "graft", "peak_rss_mb"),
+        med(f"{w}-mixed", "pytorch", "peak_rss_mb"), "", digits=0)
 row("QLoRA vs LoRA peak RSS MB (graft, no checkpointing)", med("qlora", "graft-qlora", "peak_rss_mb"),
     med("qlora", "graft-lora", "peak_rss_mb"), "<= 0.4x", digits=0)
 row("QLoRA vs LoRA peak RSS MB (graft, checkpointing)", med("qlora", "graft-qlora-ckpt", "peak_rss_mb"),
@@ -115,6 +130,21 @@ print()
 print("| workload | graft | reference | ratio | goal | rounds |")
 print("|---|---|---|---|---|---|")
 print("\n".join(rows))
+# Loss curves of both precisions, first round (graft trains the real model on TEXT, PyTorch a
+# random-init one on random ids, so compare each side with itself).
+curves = []
+for w in ("lora", "full"):
+    for impl in ("graft", "pytorch"):
+        f32 = [r for r in recs if r["workload"] == w and r["impl"] == impl and r.get("losses")]
+        mixed = [r for r in recs if r["workload"] == f"{w}-mixed" and r["impl"] == impl and r.get("losses")]
+        if f32 and mixed:
+            a, b = f32[0]["losses"], mixed[0]["losses"]
+            worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+            curves.append(f"| {w} | {impl} | {' '.join(f'{x:.4f}' for x in a)} | {' '.join(f'{x:.4f}' for x in b)} | {worst:.2%} |")
+if curves:
+    print("\n| run | impl | f32 losses | mixed losses | worst rel. diff |")
+    print("|---|---|---|---|---|")
+    print("\n".join(curves))
 bad = [r for r in recs if r.get("contaminated")]
 if bad:
     print(f"\nWARNING: {len(bad)} graft record(s) ran while other processes used the CPU (contaminated)")
