@@ -69,16 +69,24 @@ pub(crate) fn available() -> bool {
     })
 }
 
-/// `A [m, k] · B [k, n]` as a row-major `[m, n]` f32 buffer, `None` when this CPU lacks the
-/// instructions (see [`available`]).
-pub(crate) fn gemm_bf16(a: MatRef<'_>, b: MatRef<'_>) -> Option<Vec<f32>> {
+/// `A [m, k] · B [k, n]`, plus `init` (row-major `[m, n]`) when given, as a row-major `[m, n]`
+/// f32 buffer; `None` when this CPU lacks the instructions (see [`available`]). Adding `init`
+/// here spares the caller a separate pass over the output (a LoRA projection adds its low-rank
+/// update this way).
+pub(crate) fn gemm_bf16(a: MatRef<'_>, b: MatRef<'_>, init: Option<&[f32]>) -> Option<Vec<f32>> {
     assert_eq!(a.cols, b.rows, "gemm_bf16: inner dimensions differ");
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if let Some(init) = init {
+        assert_eq!(init.len(), m * n, "gemm_bf16: the added matrix is not [m, n]");
+    }
     if !available() {
         return None;
     }
-    let (m, k, n) = (a.rows, a.cols, b.cols);
     let mut c = vec![0f32; m * n];
     if m == 0 || n == 0 || k == 0 {
+        if let Some(init) = init {
+            c.copy_from_slice(init);
+        }
         return Some(c);
     }
     let packed_b = pack_b(&b);
@@ -86,6 +94,9 @@ pub(crate) fn gemm_bf16(a: MatRef<'_>, b: MatRef<'_>) -> Option<Vec<f32>> {
     c.par_chunks_mut(rows * n).enumerate().for_each(|(task, c_rows)| {
         let first = task * rows;
         let count = c_rows.len() / n;
+        if let Some(init) = init {
+            c_rows.copy_from_slice(&init[first * n..(first + count) * n]);
+        }
         let mut packed_a = vec![0u32; count.next_multiple_of(MR) * KC / 2];
         let pass = n.div_ceil(n.div_ceil(NC)).next_multiple_of(NR);
         for j0 in (0..n).step_by(pass) {
@@ -333,7 +344,7 @@ mod tests {
             MatRef { data: bv, rows: k, cols: n, row_stride: 1, col_stride: k },
         ] {
             let want = reference(&a, &b);
-            let got = gemm_bf16(a, b).expect("checked available()");
+            let got = gemm_bf16(a, b, None).expect("checked available()");
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 let bound = 1e-6 * k as f64 + 1e-5 * w.abs();
                 assert!((*g as f64 - w).abs() <= bound, "{m}×{k}×{n} at {i}: {g} vs {w}");
@@ -365,6 +376,8 @@ mod tests {
         let bv = [1.0f32, 1.0];
         let a = MatRef { data: &av, rows: 1, cols: 2, row_stride: 2, col_stride: 1 };
         let b = MatRef { data: &bv, rows: 2, cols: 1, row_stride: 1, col_stride: 1 };
-        assert_eq!(gemm_bf16(a, b).unwrap(), vec![1.0 - (1.0 + 1.0 / 64.0)]);
+        assert_eq!(gemm_bf16(a, b, None).unwrap(), vec![1.0 - (1.0 + 1.0 / 64.0)]);
+        // An added matrix is added to the product.
+        assert_eq!(gemm_bf16(a, b, Some(&[0.5])).unwrap(), vec![0.5 + 1.0 - (1.0 + 1.0 / 64.0)]);
     }
 }

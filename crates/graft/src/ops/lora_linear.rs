@@ -92,8 +92,8 @@ fn fused(
             None => x2.clone(),
         };
         let down = (xd.matmul(&a.detach().t()?)? * scale)?;
-        (super::mixed_matmul(&x2, &w.t()?)? + down.matmul(&b.detach().t()?)?)?
-            .reshape([lead.as_slice(), &[out]].concat())?
+        let update = down.matmul(&b.detach().t()?)?;
+        super::mixed_matmul_add(&x2, &w.t()?, &update)?.reshape([lead.as_slice(), &[out]].concat())?
     };
     let weight = weight.clone();
     attach3(
@@ -111,7 +111,7 @@ fn fused(
                 Some(d) => (d.apply(x)?.reshape((rows, inp))?, d.apply(&back)?),
                 None => (x.reshape((rows, inp))?, back),
             };
-            let dx = (super::mixed_matmul(&g2, &w)?.reshape(x.shape())? + du)?;
+            let dx = super::mixed_matmul_add(&g2, &w, &du.reshape((rows, inp))?)?.reshape(x.shape())?;
             let da = gu.t()?.matmul(&xd)?;
             let u = (xd.matmul(&a.t()?)? * scale)?;
             let db = g2.t()?.matmul(&u)?;

@@ -84,19 +84,43 @@ const MIN_ROWS: usize = 16;
 /// enough rows and the CPU has the kernel; candle's matmul otherwise. `b` may be a strided view
 /// (a transposed weight) and is read in place.
 pub(crate) fn mixed_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let applies = |t: &Tensor| t.rank() == 2 && t.device().is_cpu() && t.dtype() == DType::F32;
-    if matmul_precision() != MatmulPrecision::Bf16Mixed || !applies(a) || !applies(b) || a.dim(0)? < MIN_ROWS {
-        return a.matmul(b);
-    }
-    let ((m, k), (k2, n)) = (a.dims2()?, b.dims2()?);
-    if k != k2 {
-        return a.matmul(b);
-    }
-    let product = with_view(a, |av| with_view(b, |bv| bf16_gemm::gemm_bf16(av, bv)))??;
-    match product {
-        Some(c) => Tensor::from_vec(c, (m, n), a.device()),
+    match mixed_product(a, b, None)? {
+        Some(c) => Ok(c),
         None => a.matmul(b),
     }
+}
+
+/// `a · b + c` ([`mixed_matmul`] with `c [m, n]` added in the same pass over the output);
+/// `a.matmul(b) + c` when the f32 product runs.
+pub(crate) fn mixed_matmul_add(a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Tensor> {
+    match mixed_product(a, b, Some(c))? {
+        Some(c) => Ok(c),
+        None => a.matmul(b)? + c,
+    }
+}
+
+/// The bf16 product (plus `c`) when this thread asks for it and it applies, `None` otherwise.
+fn mixed_product(a: &Tensor, b: &Tensor, c: Option<&Tensor>) -> Result<Option<Tensor>> {
+    let applies = |t: &Tensor| t.rank() == 2 && t.device().is_cpu() && t.dtype() == DType::F32;
+    if matmul_precision() != MatmulPrecision::Bf16Mixed
+        || !applies(a)
+        || !applies(b)
+        || !c.is_none_or(applies)
+        || a.dim(0)? < MIN_ROWS
+    {
+        return Ok(None);
+    }
+    let ((m, k), (k2, n)) = (a.dims2()?, b.dims2()?);
+    if k != k2 || c.is_some_and(|c| c.dims() != [m, n]) {
+        return Ok(None);
+    }
+    let product = with_view(a, |av| {
+        with_view(b, |bv| match c {
+            Some(c) => super::cpu::with_slice::<f32, _>(c, |cv| bf16_gemm::gemm_bf16(av, bv, Some(cv))),
+            None => Ok(bf16_gemm::gemm_bf16(av, bv, None)),
+        })
+    })???;
+    product.map(|v| Tensor::from_vec(v, (m, n), a.device())).transpose()
 }
 
 /// `x [m, in] · wᵀ` for a weight `w [out, in]` that trains: under
@@ -160,11 +184,16 @@ mod tests {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1.0, (40, 70), &dev)?;
         let w = Tensor::randn(0f32, 1.0, (33, 70), &dev)?;
+        let c = Tensor::randn(0f32, 1.0, (40, 33), &dev)?;
         let exact = x.matmul(&w.t()?)?;
         assert_eq!(mixed_matmul(&x, &w.t()?)?.to_vec2::<f32>()?, exact.to_vec2::<f32>()?);
-        let mixed = with_matmul_precision(MatmulPrecision::Bf16Mixed, || mixed_matmul(&x, &w.t()?))?;
+        assert_eq!(mixed_matmul_add(&x, &w.t()?, &c)?.to_vec2::<f32>()?, (&exact + &c)?.to_vec2::<f32>()?);
+        let (mixed, mixed_plus_c) = with_matmul_precision(MatmulPrecision::Bf16Mixed, || -> Result<_> {
+            Ok((mixed_matmul(&x, &w.t()?)?, mixed_matmul_add(&x, &w.t()?, &c)?))
+        })?;
         if !bf16_gemm::available() {
             assert_eq!(mixed.to_vec2::<f32>()?, exact.to_vec2::<f32>()?);
+            assert_eq!(mixed_plus_c.to_vec2::<f32>()?, (&exact + &c)?.to_vec2::<f32>()?);
             return Ok(());
         }
         let round = |t: &Tensor| t.to_dtype(DType::BF16)?.to_dtype(DType::F32);
@@ -173,6 +202,7 @@ mod tests {
         assert!(worst(&mixed, &rounded)? < 1e-4, "{}", worst(&mixed, &rounded)?);
         let off = worst(&mixed, &exact)?;
         assert!(off > 1e-3 && off < 0.2, "bf16 operands move a 70-term sum of unit normals by {off}");
+        assert!(worst(&mixed_plus_c, &(&mixed + &c)?)? < 1e-5, "the added matrix is added");
         Ok(())
     }
 }
