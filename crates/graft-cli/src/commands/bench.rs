@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// Measure throughput.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  graft bench generate --json\n  graft bench forward --seq 256 --batch 4 --json\n  graft bench train --mode lora --seq 256 --batch 4 --steps 10 --warmup 3 --text corpus.txt --json\n  graft bench depthwise --image 224 --batch 8 --json"
+    after_help = "Examples:\n  graft bench generate --json\n  graft bench forward --seq 256 --batch 4 --json\n  graft bench train --mode lora --seq 256 --batch 4 --steps 10 --warmup 3 --text corpus.txt --json\n  graft bench depthwise --image 224 --batch 8 --json\n  graft bench matmul --tokens 1024 --json"
 )]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -46,6 +46,12 @@ Random inputs and kernels of each distinct layer shape (channels, feature-map si
 stride) at the given image size; the backward computes the input's and the kernel's gradients.\n\
 network_ms sums the 16 layers: grouped forward, op forward, grouped train, op train.")]
     Depthwise(DepthwiseBenchArgs),
+    /// The products through a Llama's weights (each projection forward and its input gradient,
+    /// an LM-head vocabulary slice) in f32 and in bf16-mixed precision: ms and GFLOP/s per shape.
+    #[command(after_help = "Example: graft bench matmul --tokens 1024 --runs 5 --json\n\n\
+        Shapes default to SmolLM2-135M (hidden 576, key/value 192, MLP 1536). bf16-mixed runs \
+        as f32 on CPUs without AVX-512 BF16 (the report's `mixed_runs_as` says so).")]
+    Matmul(MatmulBenchArgs),
     /// Image-classifier training steps on EfficientNet-Lite0 (every layer and a linear head):
     /// images/s and peak memory, the workload of scripts/vision_torch_bench.py.
     #[command(
@@ -187,6 +193,31 @@ impl Mode {
             Mode::Full => graft::bench::TrainMode::Full,
         }
     }
+}
+
+#[derive(Debug, Args)]
+struct MatmulBenchArgs {
+    /// Rows of every product (tokens of a batch: 256 × 4).
+    #[arg(long, default_value_t = 1024)]
+    tokens: usize,
+    /// Hidden size.
+    #[arg(long, default_value_t = 576)]
+    hidden: usize,
+    /// Key / value projection width.
+    #[arg(long, default_value_t = 192)]
+    kv: usize,
+    /// MLP width.
+    #[arg(long, default_value_t = 1536)]
+    mlp: usize,
+    /// Untimed runs before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed runs (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -429,6 +460,32 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 println!(
                     "EfficientNet-Lite0 {:?} training, {} images of {}x{}: {:.1} images/s ({:.3} s/step), loss {:.3} -> {:.3}, peak RSS {:?} MB",
                     r.mode, r.batch, r.image, r.image, r.images_per_s, r.step_s, r.loss_first, r.loss_last, peak
+                );
+            }
+        }
+        BenchCommand::Matmul(a) => {
+            let shapes = graft::bench::llama_product_shapes(a.tokens, a.hidden, a.kv, a.mlp);
+            let repeats = Repeats { warmup: a.warmup, runs: a.runs };
+            let r = graft::bench::bench_matmul(&shapes, repeats, &mut |p| {
+                let s = &p.shape;
+                eprintln!(
+                    "{} [{}x{}]·[{}x{}]: f32 {:.2} ms ({:.0} GFLOP/s), bf16-mixed {:.2} ms ({:.0} GFLOP/s), max rel diff {:.1e}",
+                    s.name, s.m, s.k, s.k, s.n, p.f32_ms, p.gflops[0], p.mixed_ms, p.gflops[1], p.max_rel_diff
+                );
+            })?;
+            let (f32_ms, mixed_ms) = r.products.iter().fold((0.0, 0.0), |(f, m), p| (f + p.f32_ms, m + p.mixed_ms));
+            if a.json {
+                let mut report = serde_json::to_value(&r)?;
+                report["bench"] = "matmul".into();
+                report["threads"] = graft::device::cpu_threads().into();
+                println!("{report}");
+            } else {
+                println!(
+                    "{} products of {} rows: f32 {f32_ms:.1} ms, bf16-mixed (runs as {}) {mixed_ms:.1} ms, {:.2}x",
+                    r.products.len(),
+                    a.tokens,
+                    r.mixed_runs_as.name(),
+                    f32_ms / mixed_ms
                 );
             }
         }

@@ -11,6 +11,8 @@
 //!   tokens/s and the loss curve.
 //! - [`depthwise`]: the depthwise convolution op against candle's grouped convolution on
 //!   EfficientNet-Lite0's layers; milliseconds forward and forward + backward.
+//! - [`matmul`]: the products through a Llama's weights in f32 and in `bf16-mixed` precision;
+//!   milliseconds and GFLOP/s per shape.
 //! - [`vision`]: image-classifier training steps on EfficientNet-Lite0 (full fine-tuning or from
 //!   scratch); images/s, beside `scripts/vision_torch_bench.py`'s PyTorch figures.
 //! - [`cpu`]: how much CPU other processes used during each run (a busy neighbour ruins
@@ -22,6 +24,7 @@ pub mod cpu;
 pub mod depthwise;
 pub mod forward;
 pub mod generation;
+pub mod matmul;
 pub mod memory;
 pub mod prompt;
 pub mod train;
@@ -30,6 +33,7 @@ pub mod vision;
 pub use depthwise::{bench_depthwise, DepthwiseBench};
 pub use forward::{bench_forward, ForwardBench};
 pub use generation::{bench_generate, GenerateBench, GenerateRun};
+pub use matmul::{bench_matmul, llama_product_shapes, MatmulBench, ProductBench, ProductShape};
 pub use train::{bench_train, TrainBench, TrainBenchSpec, TrainMode};
 pub use vision::{bench_vision_train, VisionTrainBench, VisionTrainMode};
 
