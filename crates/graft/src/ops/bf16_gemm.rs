@@ -21,10 +21,12 @@ const MR: usize = 12;
 const NR: usize = 32;
 /// Reduction indices per block: one packed `B` panel (`KC × NR` bf16, 16 KB) stays in L1.
 const KC: usize = 256;
-/// Columns of `C` per pass over a task's rows, at most: a task's rows of one pass (about 50
-/// rows of at most 1,536 values) stay in L2 across the reduction blocks; wider products split
-/// into even passes and pack `A` again for each.
-const NC: usize = 1536;
+/// Columns of `C` per pass over a task's rows, at most: a task's part of one pass (about 130
+/// rows of at most 512 values, 270 KB) stays in L2 across the reduction blocks; wider products
+/// split into even passes over the same packed `A`. Measured on SmolLM2's products
+/// (`graft bench matmul`, 1,024 rows, Zen 4): 1,536 columns per pass ran the 1,536-wide
+/// products at 450 GFLOP/s, 768 or 512 at 610 to 780.
+const NC: usize = 512;
 /// Rows of `C` per parallel task, at least.
 const MIN_ROWS_PER_TASK: usize = 4 * MR;
 
@@ -97,17 +99,23 @@ pub(crate) fn gemm_bf16(a: MatRef<'_>, b: MatRef<'_>, init: Option<&[f32]>) -> O
         if let Some(init) = init {
             c_rows.copy_from_slice(&init[first * n..(first + count) * n]);
         }
-        let mut packed_a = vec![0u32; count.next_multiple_of(MR) * KC / 2];
+        // The task's rows of `A`, every reduction block, packed once for all passes.
+        let a_block_words = count.next_multiple_of(MR) * KC / 2;
+        let mut packed_a = vec![0u32; k.div_ceil(KC) * a_block_words];
+        for (block, k0) in (0..k).step_by(KC).enumerate() {
+            let words = &mut packed_a[block * a_block_words..(block + 1) * a_block_words];
+            pack_a(&a, first, count, k0, KC.min(k - k0), words);
+        }
         let pass = n.div_ceil(n.div_ceil(NC)).next_multiple_of(NR);
         for j0 in (0..n).step_by(pass) {
             let nc = pass.min(n - j0);
             for (block, k0) in (0..k).step_by(KC).enumerate() {
-                let kc = KC.min(k - k0);
-                pack_a(&a, first, count, k0, kc, &mut packed_a);
-                let b_block = &packed_b[block * n.next_multiple_of(NR) * KC / 2 + j0 * kc.div_ceil(2)..];
+                let pairs = KC.min(k - k0).div_ceil(2);
+                let a_block = &packed_a[block * a_block_words..];
+                let b_block = &packed_b[block * n.next_multiple_of(NR) * KC / 2 + j0 * pairs..];
                 // SAFETY: `available` checked AVX-512 F and BF16 on this CPU; `c_rows` holds
                 // `count` rows of `n`, of which columns `j0..j0 + nc` are written.
-                unsafe { block_product(&packed_a, b_block, kc.div_ceil(2), count, nc, c_rows[j0..].as_mut_ptr(), n) };
+                unsafe { block_product(a_block, b_block, pairs, count, nc, c_rows[j0..].as_mut_ptr(), n) };
             }
         }
     });
