@@ -171,7 +171,7 @@ struct TrainBenchArgs {
     /// Recompute each block in backward instead of keeping its activations (less memory).
     #[arg(long)]
     checkpointing: bool,
-    /// Products through frozen weights: f32, or bf16-mixed (bf16 products, f32 sums, on CPUs
+    /// Products through the model's weights: f32, or bf16-mixed (bf16 products, f32 sums, on CPUs
     /// with AVX-512 BF16; f32 elsewhere, and the report says which ran).
     #[arg(long, default_value = "f32", value_parser = graft::ops::MatmulPrecision::parse)]
     precision: graft::ops::MatmulPrecision,

@@ -64,7 +64,7 @@ pub struct TrainBenchSpec {
     pub seed: u64,
     /// Recompute blocks in backward instead of keeping their activations.
     pub gradient_checkpointing: bool,
-    /// Precision of the products through frozen weights.
+    /// Precision of the products through the model's weights.
     pub precision: MatmulPrecision,
 }
 

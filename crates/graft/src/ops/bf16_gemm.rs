@@ -41,6 +41,14 @@ pub(crate) struct MatRef<'a> {
 }
 
 impl MatRef<'_> {
+    /// Whether every element lies inside `data` (the packing reads with masked vector loads,
+    /// which slice indexing does not check).
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride < self.data.len()
+    }
+
     fn at(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.row_stride + j * self.col_stride]
     }
@@ -77,6 +85,7 @@ pub(crate) fn available() -> bool {
 /// update this way).
 pub(crate) fn gemm_bf16(a: MatRef<'_>, b: MatRef<'_>, init: Option<&[f32]>) -> Option<Vec<f32>> {
     assert_eq!(a.cols, b.rows, "gemm_bf16: inner dimensions differ");
+    assert!(a.fits() && b.fits(), "gemm_bf16: a view reaches past its values");
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if let Some(init) = init {
         assert_eq!(init.len(), m * n, "gemm_bf16: the added matrix is not [m, n]");
@@ -154,7 +163,8 @@ fn pack_a(a: &MatRef<'_>, first: usize, count: usize, k0: usize, kc: usize, out:
 
 /// One panel: rows `first..first + lanes` of `v` are the lanes (padded with zeros to `width`),
 /// its columns `k0..k0 + kc` the reduction; `out[p · width + lane]` holds the pair `2p, 2p + 1`.
-/// Rounding is the CPU's `vcvtneps2bf16`: to nearest even, subnormals to zero.
+/// Rounding is to nearest even (the CPU's `vcvtneps2bf16`, which takes subnormals to zero, for
+/// the two layouts with a contiguous axis; `half`'s conversion for other strides).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn pack(v: &MatRef<'_>, first: usize, lanes: usize, k0: usize, kc: usize, width: usize, out: &mut [u32]) {
@@ -371,6 +381,15 @@ mod tests {
         {
             check(m, k, n);
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "reaches past its values")]
+    fn a_view_past_its_values_is_refused() {
+        let v = [1.0f32; 6];
+        let a = MatRef { data: &v, rows: 2, cols: 3, row_stride: 3, col_stride: 1 };
+        let b = MatRef { data: &v, rows: 3, cols: 3, row_stride: 3, col_stride: 1 };
+        gemm_bf16(a, b, None);
     }
 
     #[test]

@@ -1,19 +1,19 @@
-//! Mixed precision for the products of frozen weights: bf16 products with f32 sums where the CPU
-//! has AVX-512 BF16, f32 elsewhere.
+//! Mixed precision for the products through a model's weights: bf16 products with f32 sums where
+//! the CPU has AVX-512 BF16, f32 elsewhere.
 //!
 //! The setting belongs to the thread that runs the model (a training run installs it around its
 //! steps), like PyTorch's `torch.autocast` region: tensors, master weights, optimizer state,
-//! normalisation, softmax and the adapters' own small products stay f32; only the large
-//! products through a frozen weight — base projections in forward and backward, the LM head's
-//! logits and hidden-state gradient — round their operands to bf16. Two runs that share a
-//! process but not a thread do not see each other's setting.
+//! normalisation, softmax, attention and the adapters' own small products stay f32; only the
+//! large products through a weight — base projections in forward and backward, the LM head's
+//! logits and hidden-state gradient, a trained weight's own gradient — round their operands to
+//! bf16. Two runs that share a process but not a thread do not see each other's setting.
 
 use super::bf16_gemm::{self, MatRef};
 use candle_core::{DType, Result, Storage, Tensor};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 
-/// How products through frozen weights are computed on the thread that runs the model.
+/// How products through a model's weights are computed on the thread that runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum MatmulPrecision {
     /// Exact f32 products (the default).
@@ -79,7 +79,7 @@ pub fn with_matmul_precision<R>(precision: MatmulPrecision, f: impl FnOnce() -> 
 /// step's single row keeps the f32 matrix-vector path).
 const MIN_ROWS: usize = 16;
 
-/// `a [m, k] · b [k, n]` for a product through a frozen weight: in bf16 products with f32 sums
+/// `a [m, k] · b [k, n]` for a product through a model's weight: in bf16 products with f32 sums
 /// when this thread asks for [`MatmulPrecision::Bf16Mixed`], both are f32 CPU tensors, `a` has
 /// enough rows and the CPU has the kernel; candle's matmul otherwise. `b` may be a strided view
 /// (a transposed weight) and is read in place.

@@ -42,7 +42,7 @@ pub struct LoopSettings {
     /// step grouped by `Objective::task`, one accumulation per task, projection orders drawn
     /// from this seed and the step) instead of summing them. `None`: one accumulation.
     pub pcgrad: Option<u64>,
-    /// Precision of the products through frozen weights while the run trains and evaluates.
+    /// Precision of the products through the model's weights while the run trains and evaluates.
     pub precision: crate::ops::MatmulPrecision,
 }
 
