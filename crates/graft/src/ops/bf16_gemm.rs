@@ -327,17 +327,8 @@ fn reference(a: &MatRef<'_>, b: &MatRef<'_>) -> Vec<f64> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cpu::seeded_values as random;
     use super::*;
-
-    fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..len)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// Checks `gemm_bf16` against [`reference`] with `B` stored row-major or transposed, within
     /// f32 rounding of the sums.

@@ -93,3 +93,15 @@ pub(super) fn simd_level() -> SimdLevel {
 pub(super) fn rows_per_task(n: usize, min: usize) -> usize {
     n.div_ceil(rayon::current_num_threads().max(1) * 4).max(min)
 }
+
+/// `len` seeded values in [-1, 1) (a linear congruential generator), for the kernels' tests.
+#[cfg(test)]
+pub(super) fn seeded_values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}

@@ -292,19 +292,9 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cpu::seeded_values as values;
     use super::*;
     use candle_core::Device;
-
-    /// Seeded values in [-1, 1).
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..len)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     fn levels() -> Vec<Level> {
         let mut out = vec![Level::Scalar];
