@@ -56,6 +56,26 @@ fn frozen_linear_matches_matmul_and_its_input_gradient() {
     check_grads(&[&x], || ops::frozen_linear(x.as_tensor(), &weight).unwrap());
 }
 
+/// Under `bf16-mixed` precision `frozen_linear` and `trained_linear` are graph nodes of their own
+/// whose products go through the mixed product; in f64 those products are exact, so central
+/// differences check the nodes' backward (input gradient, and the weight's for a trained one).
+#[test]
+fn mixed_precision_nodes_match_matmul_and_their_gradients() {
+    ops::with_matmul_precision(ops::MatmulPrecision::Bf16Mixed, || {
+        let x = Var::from_tensor(&tensor(&[2, 9, 5], 3)).unwrap();
+        let w = Var::from_tensor(&tensor(&[4, 5], 4)).unwrap();
+        let exact = x.as_tensor().broadcast_matmul(&w.as_tensor().t().unwrap()).unwrap();
+        let weight = FrozenWeight::Dense(w.as_tensor().clone());
+        let y = ops::frozen_linear(x.as_tensor(), &weight).unwrap();
+        assert!(common::max_abs_diff(&y, &exact) < 1e-12);
+        check_grads(&[&x], || ops::frozen_linear(x.as_tensor(), &weight).unwrap());
+        let rows = |x: &Var| x.as_tensor().reshape((18, 5)).unwrap();
+        let y = ops::trained_linear(&rows(&x), w.as_tensor()).unwrap();
+        assert!(common::max_abs_diff(&y, &exact.reshape((18, 4)).unwrap()) < 1e-12);
+        check_grads(&[&x, &w], || ops::trained_linear(&rows(&x), w.as_tensor()).unwrap());
+    });
+}
+
 #[test]
 fn frozen_linear_over_quantized_blocks_matches_the_dequantized_weight() {
     use candle_core::quantized::{GgmlDType, QTensor};
