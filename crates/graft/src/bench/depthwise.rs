@@ -3,12 +3,11 @@
 //! forward plus backward (gradients of the input and the kernel).
 
 use super::cpu::CpuSnapshot;
-use super::{median, Repeats};
+use super::{median_ms, Repeats};
 use crate::models::efficientnet::LITE0_STAGES;
 use crate::{GraftError, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use serde::Serialize;
-use std::time::Instant;
 
 /// One distinct depthwise layer shape of the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -76,20 +75,6 @@ pub struct DepthwiseBench {
     pub max_other_cpu_pct: Option<f64>,
 }
 
-/// Median seconds of `f` over the timed runs.
-fn time(device: &Device, repeats: Repeats, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    let mut secs = Vec::with_capacity(repeats.runs);
-    for i in 0..repeats.warmup + repeats.runs {
-        let start = Instant::now();
-        f()?;
-        device.synchronize()?;
-        if i >= repeats.warmup {
-            secs.push(start.elapsed().as_secs_f64());
-        }
-    }
-    Ok(median(&secs) * 1e3)
-}
-
 /// Times both implementations on every depthwise layer of EfficientNet-Lite0 at `image` ×
 /// `image` and `batch` images, on `device` in `dtype`; `on_layer` hears each finished layer.
 pub fn bench_depthwise(
@@ -129,10 +114,10 @@ pub fn bench_depthwise(
             (grouped()? - op()?)?.abs()?.flatten_all()?.max(0)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let layer = DepthwiseLayerBench {
             shape,
-            grouped_forward_ms: time(device, repeats, || grouped().map(drop))?,
-            op_forward_ms: time(device, repeats, || op().map(drop))?,
-            grouped_train_ms: time(device, repeats, || train(grouped()?))?,
-            op_train_ms: time(device, repeats, || train(op()?))?,
+            grouped_forward_ms: median_ms(device, repeats, || grouped().map(drop))?,
+            op_forward_ms: median_ms(device, repeats, || op().map(drop))?,
+            grouped_train_ms: median_ms(device, repeats, || train(grouped()?))?,
+            op_train_ms: median_ms(device, repeats, || train(op()?))?,
             max_abs_diff,
         };
         let times = [layer.grouped_forward_ms, layer.op_forward_ms, layer.grouped_train_ms, layer.op_train_ms];

@@ -3,12 +3,11 @@
 //! the mixed result lies from the f32 one, per shape.
 
 use super::cpu::CpuSnapshot;
-use super::{median, Repeats};
+use super::{median_ms, Repeats};
 use crate::ops::{with_matmul_precision, MatmulPrecision};
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
-use std::time::Instant;
 
 /// One product `[m, k] · [k, n]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -84,29 +83,21 @@ pub fn bench_matmul(
         let before = CpuSnapshot::take();
         let time = |precision: MatmulPrecision| -> Result<(f64, Tensor)> {
             with_matmul_precision(precision, || {
-                let mut secs = Vec::new();
-                let mut last = None;
-                for run in 0..repeats.warmup + repeats.runs {
-                    let start = Instant::now();
-                    let c = crate::ops::mixed_matmul(&a, &b)?;
-                    if run >= repeats.warmup {
-                        secs.push(start.elapsed().as_secs_f64());
-                    }
-                    last = Some(c);
-                }
-                Ok((median(&secs), last.expect("at least one run")))
+                let ms =
+                    median_ms(&device, repeats, || crate::ops::mixed_matmul(&a, &b).map(drop).map_err(Into::into))?;
+                Ok((ms, crate::ops::mixed_matmul(&a, &b)?))
             })
         };
-        let (f32_s, exact) = time(MatmulPrecision::F32)?;
-        let (mixed_s, mixed) = time(MatmulPrecision::Bf16Mixed)?;
+        let (f32_ms, exact) = time(MatmulPrecision::F32)?;
+        let (mixed_ms, mixed) = time(MatmulPrecision::Bf16Mixed)?;
         others.push(before.zip(CpuSnapshot::take()).and_then(|(a, b)| a.other_pct(&b)));
         let largest = |t: &Tensor| -> Result<f64> { Ok(t.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
         let flops = 2.0 * (shape.m * shape.k * shape.n) as f64;
         let bench = ProductBench {
             shape: shape.clone(),
-            f32_ms: f32_s * 1e3,
-            mixed_ms: mixed_s * 1e3,
-            gflops: [flops / f32_s / 1e9, flops / mixed_s / 1e9],
+            f32_ms,
+            mixed_ms,
+            gflops: [flops / f32_ms / 1e6, flops / mixed_ms / 1e6],
             max_rel_diff: largest(&(&mixed - &exact)?)? / largest(&exact)?,
         };
         on_shape(&bench);

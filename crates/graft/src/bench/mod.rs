@@ -53,6 +53,25 @@ impl Default for Repeats {
 }
 
 /// Median of `xs` (mean of the two middle values for an even count); 0 for no values.
+/// Median milliseconds of `f` over the timed runs of `repeats` (after its untimed ones), each
+/// run waiting for `device` to finish.
+pub(crate) fn median_ms(
+    device: &candle_core::Device,
+    repeats: Repeats,
+    mut f: impl FnMut() -> crate::Result<()>,
+) -> crate::Result<f64> {
+    let mut secs = Vec::with_capacity(repeats.runs);
+    for i in 0..repeats.warmup + repeats.runs {
+        let start = std::time::Instant::now();
+        f()?;
+        device.synchronize()?;
+        if i >= repeats.warmup {
+            secs.push(start.elapsed().as_secs_f64());
+        }
+    }
+    Ok(median(&secs) * 1e3)
+}
+
 pub fn median(xs: &[f64]) -> f64 {
     if xs.is_empty() {
         return 0.0;

@@ -1,8 +1,9 @@
 //! Access to the values of CPU tensors for graft's hand-written CPU kernels (the depthwise
-//! convolution, batch normalisation): which tensors they can take, and a borrowed slice of a
-//! tensor's contiguous values. Every kernel has a tensor-op form that other devices and dtypes
+//! convolution, batch normalisation, the bf16 products): which tensors they can take, a borrowed
+//! slice of a tensor's contiguous values, and a strided view of a matrix's. Every kernel has a tensor-op form that other devices and dtypes
 //! use.
 
+use super::bf16_gemm::MatRef;
 use candle_core::{DType, Result, Storage, Tensor, WithDType};
 use std::ops::{Add, AddAssign, Mul, MulAssign, Sub, SubAssign};
 use std::sync::OnceLock;
@@ -55,6 +56,18 @@ pub(super) fn with_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R)
     let (start, end) =
         layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("CPU kernel: not contiguous".into()))?;
     Ok(f(&values[start..end]))
+}
+
+/// Runs `f` on a 2-D f32 CPU tensor's values as a strided [`MatRef`], without a copy.
+pub(super) fn with_view<R>(t: &Tensor, f: impl FnOnce(MatRef<'_>) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("CPU kernel: the tensor is on {:?}", t.device().location());
+    };
+    let values = <f32 as WithDType>::cpu_storage_as_slice(cpu)?;
+    let (rows, cols) = t.dims2()?;
+    let stride = layout.stride();
+    Ok(f(MatRef { data: &values[layout.start_offset()..], rows, cols, row_stride: stride[0], col_stride: stride[1] }))
 }
 
 /// The widest instruction set the hand-written CPU kernels use on this CPU.

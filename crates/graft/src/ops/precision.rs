@@ -8,8 +8,8 @@
 //! logits and hidden-state gradient, a trained weight's own gradient — round their operands to
 //! bf16. Two runs that share a process but not a thread do not see each other's setting.
 
-use super::bf16_gemm::{self, MatRef};
-use candle_core::{DType, Result, Storage, Tensor};
+use super::bf16_gemm;
+use candle_core::{DType, Result, Tensor};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 
@@ -114,8 +114,8 @@ fn mixed_product(a: &Tensor, b: &Tensor, c: Option<&Tensor>) -> Result<Option<Te
     if k != k2 || c.is_some_and(|c| c.dims() != [m, n]) {
         return Ok(None);
     }
-    let product = with_view(a, |av| {
-        with_view(b, |bv| match c {
+    let product = super::cpu::with_view(a, |av| {
+        super::cpu::with_view(b, |bv| match c {
             Some(c) => super::cpu::with_slice::<f32, _>(c, |cv| bf16_gemm::gemm_bf16(av, bv, Some(cv))),
             None => Ok(bf16_gemm::gemm_bf16(av, bv, None)),
         })
@@ -142,18 +142,6 @@ pub fn trained_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
             Ok((Some(dx), Some(dw)))
         }),
     )
-}
-
-/// Runs `f` on a 2-D f32 CPU tensor's values as a strided [`MatRef`], without a copy.
-fn with_view<R>(t: &Tensor, f: impl FnOnce(MatRef<'_>) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("mixed_matmul: the tensor is on {:?}", t.device().location());
-    };
-    let values = <f32 as candle_core::WithDType>::cpu_storage_as_slice(cpu)?;
-    let (rows, cols) = t.dims2()?;
-    let stride = layout.stride();
-    Ok(f(MatRef { data: &values[layout.start_offset()..], rows, cols, row_stride: stride[0], col_stride: stride[1] }))
 }
 
 #[cfg(test)]
