@@ -34,6 +34,7 @@ mod lora_linear;
 mod pointwise_conv;
 mod precision;
 mod q4_1_matmul;
+mod q4_1_tile;
 mod relu6;
 mod rms_norm;
 mod rope;

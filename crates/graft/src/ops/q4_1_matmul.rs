@@ -12,16 +12,17 @@
 //! the tests assert against the dense product of the dequantized weight.
 
 use super::cpu::{rows_per_task, simd_level, with_slice, SimdLevel as Level};
+use super::q4_1_tile as tile;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Result, Tensor};
 use half::f16;
 use rayon::prelude::*;
 
 /// Values per quantization block (Q4_1 and Q8_1 alike).
-const BLOCK: usize = 32;
+pub(super) const BLOCK: usize = 32;
 /// Bytes of one Q4_1 block: `d` and `m` as f16, then 16 bytes of 4-bit values (element `j` in
 /// the low nibble of byte `j`, element `j + 16` in its high nibble).
-const Q4_1_BYTES: usize = 20;
+pub(super) const Q4_1_BYTES: usize = 20;
 /// Activation rows handled together against one strip of weight rows (they stay in L1).
 const ROW_TILE: usize = 32;
 
@@ -29,10 +30,10 @@ const ROW_TILE: usize = 32;
 /// weights' offset `m` multiplies).
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
-struct ActBlock {
-    qs: [i8; BLOCK],
-    d: f32,
-    s: f32,
+pub(super) struct ActBlock {
+    pub(super) qs: [i8; BLOCK],
+    pub(super) d: f32,
+    pub(super) s: f32,
 }
 
 /// The name of the kernel this CPU runs (`avx512-vnni`, `avx2` or `scalar`), for benchmark
@@ -65,11 +66,18 @@ pub fn q4_1_matmul(x: &Tensor, w: &QTensor) -> Result<Option<Tensor>> {
     if data.len() != n * (k / BLOCK) * Q4_1_BYTES {
         candle_core::bail!("q4_1_matmul: {} bytes of blocks for a [{n}, {k}] weight", data.len());
     }
-    let yt = matmul_t(&data, &acts, n, k, m, simd_level());
     let mut out_dims = dims;
     *out_dims.last_mut().expect("checked above") = n;
-    let y = Tensor::from_vec(yt, (n, m), x.device())?;
-    let y = if m == 1 { y } else { y.t()?.contiguous()? };
+    let y = if tile::applies(m) {
+        Tensor::from_vec(tile::matmul(&data, &tile::PairedActs::new(&acts, k), n, k, m), (m, n), x.device())?
+    } else {
+        let y = Tensor::from_vec(matmul_t(&data, &acts, n, k, m, simd_level()), (n, m), x.device())?;
+        if m == 1 {
+            y
+        } else {
+            y.t()?.contiguous()?
+        }
+    };
     Ok(Some(y.reshape(out_dims)?))
 }
 
@@ -101,20 +109,32 @@ pub fn q4_1_dequantize(w: &QTensor) -> Result<Option<Tensor>> {
 /// with the scales kept in f32).
 fn quantize_rows(x: &[f32], k: usize) -> Vec<ActBlock> {
     debug_assert_eq!(x.len() % k, 0);
+    let level = simd_level();
     x.chunks_exact(BLOCK)
         .map(|v| {
-            let amax = v.iter().fold(0f32, |a, x| a.max(x.abs()));
-            let d = amax / 127.0;
-            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let mut qs = [0i8; BLOCK];
-            let mut sum = 0i32;
-            for (q, x) in qs.iter_mut().zip(v) {
-                *q = (x * id).round() as i8;
-                sum += *q as i32;
+            let v = v.try_into().expect("chunks of BLOCK");
+            match level {
+                Level::Scalar => quantize_block(v),
+                // SAFETY: `simd_level()` detected AVX2 (and more) before choosing these levels.
+                #[cfg(target_arch = "x86_64")]
+                Level::Avx2 | Level::Avx512Vnni => unsafe { x86::quantize_block(v) },
             }
-            ActBlock { qs, d, s: d * sum as f32 }
         })
         .collect()
+}
+
+/// One block to 8 bits, rounding half away from zero (`f32::round`, as llama.cpp's reference
+/// `quantize_row_q8_1`): the reference form of the vector quantizers.
+fn quantize_block(v: &[f32; BLOCK]) -> ActBlock {
+    let amax = v.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let d = amax / 127.0;
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut qs = [0i8; BLOCK];
+    for (q, x) in qs.iter_mut().zip(v) {
+        *q = (x * id).round() as i8;
+    }
+    let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+    ActBlock { qs, d, s: d * sum as f32 }
 }
 
 /// `Wᵀ`-major products: element `j · m + i` is row `j` of the weight against activation row `i`.
@@ -203,6 +223,40 @@ mod x86 {
         let lo = _mm_and_si128(q, mask);
         let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
         (_mm256_set_m128i(hi, lo), _mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)))
+    }
+
+    /// [`super::quantize_block`] on AVX2, value for value: ties (`|x · id|` at a half) go away
+    /// from zero, as `f32::round` sends them.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn quantize_block(v: &[f32; 32]) -> ActBlock {
+        let sign = _mm256_set1_ps(-0.0);
+        let x: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(v.as_ptr().add(8 * i)));
+        let abs = x.map(|x| _mm256_andnot_ps(sign, x));
+        let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        let d = amax / 127.0;
+        let id = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+        let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
+        let q = x.map(|x| {
+            let t = _mm256_mul_ps(x, id);
+            let a = _mm256_andnot_ps(sign, t);
+            let r = _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            let tie = _mm256_cmp_ps(_mm256_sub_ps(a, r), half, _CMP_EQ_OQ);
+            let r = _mm256_add_ps(r, _mm256_and_ps(tie, one));
+            _mm256_cvtps_epi32(_mm256_or_ps(r, _mm256_and_ps(sign, t)))
+        });
+        let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let sum = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        let sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b01_00_11_10));
+        let sum = _mm_cvtsi128_si32(_mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b10_11_00_01)));
+        // i32 → i16 → i8 packing works within 128-bit lanes; the permute restores the order.
+        let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let mut qs = [0i8; 32];
+        _mm256_storeu_si256(qs.as_mut_ptr() as *mut __m256i, bytes);
+        ActBlock { qs, d, s: d * sum as f32 }
     }
 
     /// The sum of the eight lanes of `v`.
@@ -332,33 +386,87 @@ mod tests {
     }
 
     #[test]
-    fn the_product_is_within_the_activation_rounding_of_the_dense_product() {
-        let (n, k, m) = (45, 160, 5);
-        let w = QTensor::quantize(&Tensor::from_vec(values(n * k, 3), (n, k), &Device::Cpu).unwrap(), GgmlDType::Q4_1)
-            .unwrap();
-        let x = Tensor::from_vec(values(m * k, 4), (1, m, k), &Device::Cpu).unwrap();
-        let got = q4_1_matmul(&x, &w).unwrap().expect("a CPU Q4_1 weight");
-        assert_eq!(got.dims(), &[1, m, n]);
-        let dense = w.dequantize(&Device::Cpu).unwrap();
-        let want = x.broadcast_matmul(&dense.t().unwrap()).unwrap();
-        let (got, want) = (
-            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        );
-        let wd = dense.to_vec2::<f32>().unwrap();
-        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let mut worst = 0f32;
-        for i in 0..m {
-            let acts = quantize_rows(&xs[i * k..(i + 1) * k], k);
-            for j in 0..n {
-                // Each activation is off by at most half its block's step d.
-                let bound: f32 = (0..k).map(|c| wd[j][c].abs() * acts[c / BLOCK].d / 2.0).sum::<f32>() + 1e-5;
-                let err = (got[i * n + j] - want[i * n + j]).abs();
-                assert!(err <= bound, "row {i}, out {j}: error {err} > bound {bound}");
-                worst = worst.max(err);
+    fn the_vector_quantizer_matches_the_reference_value_for_value() {
+        // Random blocks, a zero block, and a block whose scale is exactly 1 with values at
+        // halves (ties go away from zero, as `f32::round` sends them).
+        let mut blocks: Vec<[f32; BLOCK]> =
+            (0..64).map(|s| values(BLOCK, 10 + s).try_into().expect("one block")).collect();
+        blocks.push([0.0; BLOCK]);
+        blocks.push(std::array::from_fn(|i| if i == 0 { 127.0 } else { (i as f32 - 16.0) + 0.5 }));
+        for level in levels().into_iter().filter(|&l| l != Level::Scalar) {
+            for v in &blocks {
+                let want = quantize_block(v);
+                // SAFETY: `levels()` lists only what this CPU runs.
+                #[cfg(target_arch = "x86_64")]
+                let got = unsafe { x86::quantize_block(v) };
+                assert_eq!(
+                    (got.qs, got.d.to_bits(), got.s.to_bits()),
+                    (want.qs, want.d.to_bits(), want.s.to_bits()),
+                    "{level:?}"
+                );
             }
         }
-        assert!(worst > 0.0, "activations were not quantized at all");
+        let tied = quantize_block(&blocks[blocks.len() - 1]);
+        assert_eq!(&tied.qs[1..4], &[-15, -14, -13], "-14.5 → -15, -13.5 → -14, -12.5 → -13");
+    }
+
+    #[test]
+    fn the_tile_kernel_matches_the_scalar_form_on_odd_shapes() {
+        if !tile::available() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI with 512-bit registers");
+            return;
+        }
+        // Odd block counts (a last block paired with zeros), rows in passes of 8, 4 and 1, more
+        // rows than the row tile, weight rows not a multiple of the task size.
+        for &(n, k, m) in &[(37, 96, 13), (5, 32, 8), (129, 576, 33), (64, 160, 47), (3, 1536, 12)] {
+            let w =
+                QTensor::quantize(&Tensor::from_vec(values(n * k, 6), (n, k), &Device::Cpu).unwrap(), GgmlDType::Q4_1)
+                    .unwrap();
+            let acts = quantize_rows(&values(m * k, 7), k);
+            let data = w.data().unwrap();
+            let want = matmul_t(&data, &acts, n, k, m, Level::Scalar);
+            let got = tile::matmul(&data, &tile::PairedActs::new(&acts, k), n, k, m);
+            for i in 0..m {
+                for j in 0..n {
+                    let (g, w) = (got[i * n + j], want[j * m + i]);
+                    assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{n}x{k}x{m} at ({i}, {j}): {g} vs {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_product_is_within_the_activation_rounding_of_the_dense_product() {
+        // 5 rows take the row kernel; 11 take the tile kernel where the CPU has it.
+        for m in [5, 11] {
+            let (n, k) = (45, 160);
+            let w =
+                QTensor::quantize(&Tensor::from_vec(values(n * k, 3), (n, k), &Device::Cpu).unwrap(), GgmlDType::Q4_1)
+                    .unwrap();
+            let x = Tensor::from_vec(values(m * k, 4), (1, m, k), &Device::Cpu).unwrap();
+            let got = q4_1_matmul(&x, &w).unwrap().expect("a CPU Q4_1 weight");
+            assert_eq!(got.dims(), &[1, m, n]);
+            let dense = w.dequantize(&Device::Cpu).unwrap();
+            let want = x.broadcast_matmul(&dense.t().unwrap()).unwrap();
+            let (got, want) = (
+                got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            let wd = dense.to_vec2::<f32>().unwrap();
+            let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut worst = 0f32;
+            for i in 0..m {
+                let acts = quantize_rows(&xs[i * k..(i + 1) * k], k);
+                for j in 0..n {
+                    // Each activation is off by at most half its block's step d.
+                    let bound: f32 = (0..k).map(|c| wd[j][c].abs() * acts[c / BLOCK].d / 2.0).sum::<f32>() + 1e-5;
+                    let err = (got[i * n + j] - want[i * n + j]).abs();
+                    assert!(err <= bound, "row {i}, out {j}: error {err} > bound {bound}");
+                    worst = worst.max(err);
+                }
+            }
+            assert!(worst > 0.0, "activations were not quantized at all");
+        }
     }
 
     #[test]
