@@ -62,8 +62,11 @@ pub trait ProjAdapter: Send + Sync + std::fmt::Debug {
 }
 
 /// Rows of input from which a quantized projection's inference forward dequantizes its weight
-/// for a dense product on the CPU. Measured on SmolLM2-135M Q4_1 (2 Zen 4 cores, forward
-/// tokens/s, kernel vs dequantized): 16 rows 188 vs 126, 32 rows 247 vs 234, 64 rows 222 vs 320.
+/// for a dense product on the CPU, unless the weight is Q4_1 and the CPU runs the many-row
+/// kernel ([`crate::ops::q4_1_many_rows`]). Measured on SmolLM2-135M Q4_1 (2 Zen 4 cores, forward
+/// tokens/s, the four-row kernel vs dequantized): 16 rows 188 vs 126, 32 rows 247 vs 234, 64 rows
+/// 222 vs 320. The 512-bit tile kernel against dequantized: 64 rows 595 vs 394, 256 rows 646 vs
+/// 526 (docs/benchmarks.md).
 pub const DEQUANTIZE_FROM_ROWS: usize = 48;
 
 /// Whether `x` (rows of `in_features`) has [`DEQUANTIZE_FROM_ROWS`] rows or more: enough for a
@@ -228,11 +231,14 @@ impl Proj {
     }
 
     /// Inference forward: uses the quantized kernel when the base is quantized, except for
-    /// [`DEQUANTIZE_FROM_ROWS`] rows or more on the CPU, where one dequantized copy of the weight
-    /// and a dense product are faster (and leave the activations unrounded).
+    /// [`DEQUANTIZE_FROM_ROWS`] rows or more on the CPU without the many-row Q4_1 kernel, where
+    /// one dequantized copy of the weight and a dense product are faster (and leave the
+    /// activations unrounded).
     pub fn forward_infer(&self, x: &Tensor) -> Result<Tensor> {
+        let dequantizes =
+            |q: &QTensor| x.device().is_cpu() && dequantizes_for(x, self.dims().1) && !crate::ops::q4_1_many_rows(q);
         let y = match (&self.base, &self.qmatmul) {
-            (BaseWeight::Quantized(q), Some(qmm)) if !(dequantizes_for(x, self.dims().1) && x.device().is_cpu()) => {
+            (BaseWeight::Quantized(q), Some(qmm)) if !dequantizes(q) => {
                 let xf = x.to_dtype(DType::F32)?;
                 let y = match crate::ops::q4_1_matmul(&xf, q)? {
                     Some(y) => y,

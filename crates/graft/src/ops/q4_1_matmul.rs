@@ -48,6 +48,13 @@ pub fn q4_1_kernel_name() -> &'static str {
     }
 }
 
+/// Whether [`q4_1_matmul`] runs many-row inputs of this weight through its 512-bit tile kernel
+/// (a Q4_1 weight on a CPU with AVX-512 VNNI): then it beats a dequantized dense product at every
+/// input length, and inference keeps the weight quantized however long the input.
+pub fn q4_1_many_rows(w: &QTensor) -> bool {
+    w.dtype() == GgmlDType::Q4_1 && matches!(w.device(), candle_core::Device::Cpu) && tile::available()
+}
+
 /// `x [.., k] · Wᵀ` for a Q4_1 `W [n, k]`, as f32 `[.., n]`. `None` when the kernel does not
 /// apply (another block type, a weight or input off the CPU): the caller uses candle's product.
 pub fn q4_1_matmul(x: &Tensor, w: &QTensor) -> Result<Option<Tensor>> {
