@@ -337,6 +337,7 @@ fn the_thread_flag_sets_the_kernels_thread_count() {
     ]);
     assert_eq!(r["threads"], 1, "{r}");
     assert!(["avx512-vnni", "avx2", "scalar"].contains(&r["q4_1_kernel"].as_str().unwrap()), "{r}");
+    assert!(["avx512-vnni", "none"].contains(&r["q4_1_rows_kernel"].as_str().unwrap()), "{r}");
     let bad = Command::new(env!("CARGO_BIN_EXE_graft")).args(["--threads", "0", "fetch", "--list"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
 }

@@ -293,6 +293,7 @@ impl Common {
             "dtype": self.model.dtype,
             "threads": graft::device::cpu_threads(),
             "q4_1_kernel": graft::ops::q4_1_kernel_name(),
+            "q4_1_rows_kernel": graft::ops::q4_1_rows_kernel_name(),
             "text": self.text.as_ref().map_or_else(|| "built-in".to_string(), |p| p.display().to_string()),
             "prompt_ids_from": prompt_source,
             "load_secs": load_secs,

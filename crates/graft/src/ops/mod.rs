@@ -58,7 +58,7 @@ pub use lora_linear::{lora_linear, lora_linear_dropout, InputDropout};
 pub use pointwise_conv::pointwise_conv;
 pub use precision::{matmul_precision, trained_linear, with_matmul_precision, MatmulPrecision};
 pub(crate) use precision::{mixed_matmul, mixed_matmul_add};
-pub use q4_1_matmul::{q4_1_dequantize, q4_1_kernel_name, q4_1_many_rows, q4_1_matmul};
+pub use q4_1_matmul::{q4_1_dequantize, q4_1_kernel_name, q4_1_many_rows, q4_1_matmul, q4_1_rows_kernel_name};
 pub use relu6::relu6;
 pub use rms_norm::rms_norm;
 pub use rope::rope;

@@ -48,6 +48,16 @@ pub fn q4_1_kernel_name() -> &'static str {
     }
 }
 
+/// The many-row kernel this CPU runs for inputs of eight rows or more (`avx512-vnni`: the
+/// 512-bit tile kernel; `none`: the row kernel throughout), for benchmark reports.
+pub fn q4_1_rows_kernel_name() -> &'static str {
+    if tile::available() {
+        "avx512-vnni"
+    } else {
+        "none"
+    }
+}
+
 /// Whether [`q4_1_matmul`] runs many-row inputs of this weight through its 512-bit tile kernel
 /// (a Q4_1 weight on a CPU with AVX-512 VNNI): then it beats a dequantized dense product at every
 /// input length, and inference keeps the weight quantized however long the input.
