@@ -51,14 +51,20 @@ impl CausalMask {
     }
 }
 
-/// The probabilities `softmax(scale · q kᵀ + mask)`.
-fn probabilities(q: &Tensor, k: &Tensor, scale: f64, mask: Option<&CausalMask>) -> candle_core::Result<Tensor> {
+/// The probabilities `softmax(scale · q kᵀ + mask)`, `mask` the additive tensor of
+/// [`CausalMask::tensor`].
+fn probabilities(q: &Tensor, k: &Tensor, scale: f64, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
     let s = (q.matmul(&k.t()?)? * scale)?;
-    let s = match mask.map(|m| m.tensor(s.dtype(), s.device())).transpose()?.flatten() {
-        Some(m) => s.broadcast_add(&m)?,
-        None => s,
-    };
-    candle_nn::ops::softmax_last_dim(&s)
+    match mask {
+        Some(m) => candle_nn::ops::softmax_last_dim(&s.broadcast_add(m)?),
+        None => candle_nn::ops::softmax_last_dim(&s),
+    }
+}
+
+/// The additive mask tensor of `mask` in `like`'s dtype and device, built once per call and
+/// shared by its chunks.
+fn mask_tensor(mask: Option<&CausalMask>, like: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    Ok(mask.map(|m| m.tensor(like.dtype(), like.device())).transpose()?.flatten())
 }
 
 /// Bytes of one chunk's `[queries × keys]` score tensors: attention runs over the leading
@@ -91,11 +97,13 @@ fn attention_in_chunks(
     train: bool,
     chunk_bytes: usize,
 ) -> candle_core::Result<Tensor> {
-    let forward = |[q, k, v]: [&Tensor; 3]| Ok([probabilities(q, k, scale, mask)?.matmul(v)?]);
+    let mask_t = mask_tensor(mask, q)?;
+    let forward = |[q, k, v]: [&Tensor; 3]| Ok([probabilities(q, k, scale, mask_t.as_ref())?.matmul(v)?]);
     if !train {
         return chunked([q, k, v], chunk_bytes, forward).map(|[o]| o);
     }
     let [value] = chunked([&q.detach(), &k.detach(), &v.detach()], chunk_bytes, forward)?;
+    drop(mask_t);
     let mask = mask.copied();
     attach3(
         "attention",
@@ -105,8 +113,9 @@ fn attention_in_chunks(
         value,
         Box::new(move |q, k, v, _, g| {
             let g = g.to_dtype(q.dtype())?;
+            let mask_t = mask_tensor(mask.as_ref(), q)?;
             let [dq, dk, dv] = chunked([&q.detach(), &k.detach(), &v.detach(), &g], chunk_bytes, |[q, k, v, g]| {
-                let p = probabilities(q, k, scale, mask.as_ref())?;
+                let p = probabilities(q, k, scale, mask_t.as_ref())?;
                 let dv = p.t()?.matmul(g)?;
                 let dp = g.matmul(&v.t()?)?;
                 let dot = (&dp * &p)?.sum_keepdim(D::Minus1)?;
