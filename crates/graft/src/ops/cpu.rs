@@ -18,8 +18,17 @@ impl Float for f64 {}
 
 /// [`Float`] with `num_traits`' math (`exp`, `max`, …) and compound assignment, for the kernels
 /// that need them (the fused SiLU product, the cross-entropy rows).
-pub(super) trait Real: Float + num_traits::Float + MulAssign + SubAssign {}
-impl Real for f32 {}
+pub(super) trait Real: Float + num_traits::Float + MulAssign + SubAssign {
+    /// [`exp_sum`] through a vector form where this type and CPU have one.
+    fn vector_exp_sum(_z: &[Self], _shift: Self, _out: Option<&mut [Self]>) -> Option<f64> {
+        None
+    }
+}
+impl Real for f32 {
+    fn vector_exp_sum(z: &[f32], shift: f32, out: Option<&mut [f32]>) -> Option<f64> {
+        super::exp_cpu::exp_sum_f32(z, shift, out)
+    }
+}
 impl Real for f64 {}
 
 /// The largest of `z` (−∞ for none).
@@ -29,7 +38,10 @@ pub(super) fn row_max<T: Real>(z: &[T]) -> T {
 
 /// `Σ exp(z − shift)` summed in f64 (tens of thousands of exponentials summed one by one in f32
 /// lose about 1e-4 of a loss), each `exp(z − shift)` also written into `out` when given.
-pub(super) fn exp_sum<T: Real>(z: &[T], shift: T, out: Option<&mut [T]>) -> f64 {
+pub(super) fn exp_sum<T: Real>(z: &[T], shift: T, mut out: Option<&mut [T]>) -> f64 {
+    if let Some(sum) = T::vector_exp_sum(z, shift, out.as_deref_mut()) {
+        return sum;
+    }
     match out {
         Some(out) => out.iter_mut().zip(z).fold(0f64, |s, (o, &v)| {
             *o = (v - shift).exp();

@@ -23,6 +23,7 @@ mod checkpoint;
 mod cpu;
 mod depthwise_conv;
 mod depthwise_cpu;
+mod exp_cpu;
 mod frozen_linear;
 mod gemv_cpu;
 mod grad_reverse;
