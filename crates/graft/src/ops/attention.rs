@@ -84,14 +84,12 @@ pub fn attention(
     mask: Option<&CausalMask>,
     train: bool,
 ) -> candle_core::Result<Tensor> {
-    attention_in_chunks(q, k, v, scale, mask, train, CHUNK_SCORE_BYTES)
+    attention_in_chunks([q, k, v], scale, mask, train, CHUNK_SCORE_BYTES)
 }
 
-/// [`attention`] with chunks whose scores stay under `chunk_bytes`.
+/// [`attention`] of `[q, k, v]` with chunks whose scores stay under `chunk_bytes`.
 fn attention_in_chunks(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    [q, k, v]: [&Tensor; 3],
     scale: f64,
     mask: Option<&CausalMask>,
     train: bool,
@@ -189,9 +187,14 @@ mod tests {
         let spec = CausalMask { rep: 2, t: 3, offset: 2, window: None };
         let four_rows = 4 * 6 * 5 * 8;
         let run = |chunk_bytes: usize, train: bool| {
-            let out =
-                attention_in_chunks(q.as_tensor(), k.as_tensor(), v.as_tensor(), 0.5, Some(&spec), train, chunk_bytes)
-                    .unwrap();
+            let out = attention_in_chunks(
+                [q.as_tensor(), k.as_tensor(), v.as_tensor()],
+                0.5,
+                Some(&spec),
+                train,
+                chunk_bytes,
+            )
+            .unwrap();
             assert_eq!(out.dims(), &[3, 2, 6, 4]);
             let grads = (&out * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
             let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();

@@ -5,7 +5,8 @@
 //! does what llama.cpp does: each activation row is quantized to 8-bit blocks of 32 (Q8_1: a
 //! scale and the scaled sum of its values), and each weight block's dot product is taken on
 //! bytes — AVX-512 VNNI (`vpdpbusd`) or AVX2 (`vpmaddubsw`), chosen once at run time, with a
-//! scalar form for other CPUs. Output rows are split across the thread pool.
+//! scalar form for other CPUs. Output rows are split across the thread pool. Inputs of eight
+//! rows or more go to [`super::q4_1_tile`] where the CPU has 512-bit AVX-512 VNNI.
 //!
 //! Quantizing the activations changes the result slightly (as in llama.cpp): the error of each
 //! output is at most half an activation step per block times the block's absolute weights, which
