@@ -74,8 +74,8 @@ const CHUNK_SCORE_BYTES: usize = 4 << 20;
 
 /// `softmax(scale · q kᵀ + mask) v` for `q [.., m, d]`, `k`, `v [.., n, d]`; in training one
 /// node whose backward recomputes the probabilities (see the module doc), otherwise (`train`
-/// false) plain tensor ops with nothing kept. Both run over the leading rows in chunks
-/// ([`CHUNK_SCORE_BYTES`]).
+/// false) plain tensor ops with nothing kept. Both run over the leading rows in chunks of at
+/// most 4 MB of scores.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,

@@ -125,7 +125,7 @@ fn mixed_product(a: &Tensor, b: &Tensor, c: Option<&Tensor>) -> Result<Option<Te
 
 /// `x [m, in] · wᵀ` for a weight `w [out, in]` that trains: under
 /// [`MatmulPrecision::Bf16Mixed`] all three products (`y`, `dx = g w`, `dw = gᵀ x`) go through
-/// [`mixed_matmul`]; otherwise candle's matmul and its own backward.
+/// the bf16 kernel where the CPU has it; otherwise candle's matmul and its own backward.
 pub fn trained_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if matmul_precision() != MatmulPrecision::Bf16Mixed {
         return x.matmul(&w.t()?);
