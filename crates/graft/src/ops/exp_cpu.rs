@@ -7,21 +7,11 @@
 //! the smallest normal result give 0, above the largest finite one +∞, and NaN stays NaN, so a
 //! NaN loss is still caught. Sums are kept in f64, as in the scalar form.
 
-use std::sync::OnceLock;
+use super::cpu::{simd_level, SimdLevel};
 
-/// Whether this CPU runs the vector form (AVX2 and FMA), detected once.
+/// Whether this CPU runs the vector form: any AVX2 level of [`simd_level`] (AVX2, FMA, F16C).
 pub(super) fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    })
+    simd_level() != SimdLevel::Scalar
 }
 
 /// `Σ exp(z − shift)` in f64, each `exp(z − shift)` also written into `out` when given; `None`

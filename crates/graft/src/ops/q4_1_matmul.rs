@@ -25,7 +25,7 @@ pub(super) const BLOCK: usize = 32;
 /// the low nibble of byte `j`, element `j + 16` in its high nibble).
 pub(super) const Q4_1_BYTES: usize = 20;
 /// Activation rows handled together against one strip of weight rows (they stay in L1).
-const ROW_TILE: usize = 32;
+pub(super) const ROW_TILE: usize = 32;
 
 /// One activation block quantized to 8 bits: `x ≈ d · qs`, and `s = d · Σ qs` (the term the
 /// weights' offset `m` multiplies).

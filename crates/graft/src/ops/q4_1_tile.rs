@@ -12,32 +12,24 @@
 //! rounding.
 
 use super::cpu::rows_per_task;
-use super::q4_1_matmul::{ActBlock, BLOCK, Q4_1_BYTES};
+#[cfg(target_arch = "x86_64")]
+use super::cpu::{simd_level, SimdLevel};
+use super::q4_1_matmul::{ActBlock, BLOCK, Q4_1_BYTES, ROW_TILE};
 use rayon::prelude::*;
-use std::sync::OnceLock;
 
 /// Activation rows handled per pass over a weight row.
 const ROWS: usize = 8;
-/// Activation rows kept together against one strip of weight rows (they stay in L1).
-const ROW_TILE: usize = 32;
-
-/// Whether this CPU runs the kernel (AVX-512 F and VNNI with AVX2, FMA and F16C), detected once.
+/// Whether this CPU runs the kernel: the VNNI level of [`simd_level`] (AVX2, FMA, F16C, AVX-512
+/// VNNI and VL) with 512-bit AVX-512 F.
 pub(super) fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-                && is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512vnni")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    })
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd_level() == SimdLevel::Avx512Vnni && is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// Whether an `m`-row product should take this kernel: enough rows to share the unpacking.
