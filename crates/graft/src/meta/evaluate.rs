@@ -2,15 +2,19 @@
 //! classifies its queries; the accuracies of many episodes become a mean with a 95 % confidence
 //! interval. The baselines live here: on frozen features, nearest centroid and a fresh linear
 //! head trained on the support set by the one trainer; without meta-training, a copy of the
-//! encoder fine-tuned with a fresh head on each support set.
+//! backbone (sentence encoder or image backbone) fine-tuned with a fresh head on each support
+//! set.
 
 use super::episodes::{Episode, EpisodeSampler};
 use super::projection::Projection;
 use crate::features::encoder_tune::train_encoder_classifier;
 use crate::features::head::{fit_classifier, HeadConfig, HeadKind, RunOutput, Standardizer};
 use crate::models::bert::SentenceEncoder;
+use crate::models::efficientnet::EfficientNetLite;
 use crate::objectives::classification::{Classification, FixedFeatures};
 use crate::objectives::protonet::{count_correct, neg_sq_distances, prototypes};
+use crate::vision::classifier::{fit_image_classifier_with, Backbone, ImageInput, LabelledImages};
+use crate::vision::Image;
 use crate::{GraftError, Result};
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
@@ -87,7 +91,7 @@ pub fn linear_head(features: &Tensor, standardizer: &Standardizer, cfg: &HeadCon
     let (head, _) =
         fit_classifier(&objective, &cfg, serde_json::Value::Null, RunOutput { dir: None, on_event: &mut |_| {} })?;
     let pred = head.predict(&select_rows(features, &ep.query)?.to_dtype(DType::F32)?)?;
-    Ok(pred.iter().zip(&ep.query_labels).filter(|(p, l)| p == l).count() as f64 / ep.query.len() as f64)
+    Ok(query_accuracy(&pred, ep))
 }
 
 /// The whole-backbone baseline (transfer without meta-training): a copy of `encoder` whose top
@@ -108,7 +112,35 @@ pub fn fine_tuned_encoder(
     let (clf, _) =
         train_encoder_classifier(&mut enc, &pick(&ep.support), &ep.support_labels, ep.ways.len(), layers, &cfg)?;
     let pred = clf.predict(&enc, &pick(&ep.query), cfg.batch_size)?;
-    Ok(pred.iter().zip(&ep.query_labels).filter(|(p, l)| p == l).count() as f64 / ep.query.len() as f64)
+    Ok(query_accuracy(&pred, ep))
+}
+
+/// The whole-backbone baseline on images: a copy of `model` whose top `units` units train
+/// together with a fresh linear head (`cfg`, its kind ignored; the units at `cfg.lr ×`
+/// [`BLOCK_LR_RATIO`](crate::features::tune::BLOCK_LR_RATIO), batch norms on their running
+/// statistics) on the episode's support images, read as `input` says, scored on its queries.
+/// `images` are the dataset's inputs, indexed by the episode's rows; `model` is left as it is.
+pub fn fine_tuned_image_backbone(
+    model: &EfficientNetLite,
+    images: &[Image],
+    units: usize,
+    cfg: &HeadConfig,
+    input: &ImageInput,
+    ep: &Episode,
+) -> Result<f64> {
+    let mut copy = model.clone();
+    let pick = |rows: &[usize]| rows.iter().map(|&i| &images[i]).collect::<Vec<_>>();
+    let cfg = HeadConfig { kind: HeadKind::Linear, ..cfg.clone() };
+    let support = pick(&ep.support);
+    let data = LabelledImages { images: &support, labels: &ep.support_labels, n_classes: ep.ways.len() };
+    let quiet = RunOutput { dir: None, on_event: &mut |_| {} };
+    let (clf, _) = fit_image_classifier_with(&mut copy, data, Backbone::top_units(units), input, &cfg, quiet)?;
+    Ok(query_accuracy(&clf.predict(&copy, &pick(&ep.query), input)?, ep))
+}
+
+/// Share of `ep`'s queries whose predicted way is their label.
+fn query_accuracy(pred: &[usize], ep: &Episode) -> f64 {
+    pred.iter().zip(&ep.query_labels).filter(|(p, l)| p == l).count() as f64 / ep.query.len() as f64
 }
 
 /// Scores `learner` on episodes `0..n` of `sampler`, reporting `(done, n)` after each.

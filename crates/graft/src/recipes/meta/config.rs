@@ -8,6 +8,7 @@ use crate::features::head::HeadConfig;
 use crate::features::Pooling;
 use crate::meta::lora_protonet::LoraProtoNetConfig;
 use crate::meta::{EpisodeShape, MetaTrainConfig};
+use crate::models::efficientnet::LITE0_UNITS;
 use crate::objectives::anil::InnerLoop;
 use crate::objectives::maml::{MamlInner, MetaUpdate};
 use crate::recipes::progressive::BackboneConfig;
@@ -222,13 +223,15 @@ pub struct BaselinesSection {
     /// How that head trains (`epochs`, `batch_size`, `lr`, `weight_decay`, `seed`; `kind` is
     /// always linear).
     pub head: HeadConfig,
-    /// Score the whole-backbone baseline: a copy of the encoder with its top `fine_tune_layers`
-    /// layers fine-tuned with a fresh linear head on each support set (transfer without
-    /// meta-training). Costly: a fine-tuning run per episode.
+    /// Score the whole-backbone baseline: a copy of the backbone (the sentence encoder, or the
+    /// image backbone for images) with its top `fine_tune_layers` layers fine-tuned with a fresh
+    /// linear head on each support set (transfer without meta-training). Costly: a fine-tuning
+    /// run per episode.
     pub fine_tune: bool,
-    /// Encoder layers the whole-backbone baseline trains (from the top; all six of
-    /// all-MiniLM-L6-v2 by default).
-    pub fine_tune_layers: usize,
+    /// Layers the whole-backbone baseline trains, from the top: encoder layers for texts,
+    /// EfficientNet-Lite0 units (stem, 7 stages, head) for images. Absent: every one of them
+    /// (all six of all-MiniLM-L6-v2, all nine units of EfficientNet-Lite0).
+    pub fine_tune_layers: Option<usize>,
     /// How it trains: the head's settings as for `head`; the layers at `lr × 0.01`.
     pub fine_tune_head: HeadConfig,
     /// Meta-test episodes it is scored on (0 = `eval.episodes`); the first ones of the same
@@ -239,13 +242,13 @@ pub struct BaselinesSection {
 impl Default for BaselinesSection {
     /// The linear head on: 100 epochs (a support set fits one batch, so 100 steps), AdamW at
     /// 1e-2 with weight decay 1e-2, seed 0. The whole-backbone baseline off; when on, every layer
-    /// of a 6-layer encoder, 20 epochs, on every meta-test episode.
+    /// of the backbone, 20 epochs, on every meta-test episode.
     fn default() -> Self {
         Self {
             linear_head: true,
             head: HeadConfig { epochs: 100, ..HeadConfig::default() },
             fine_tune: false,
-            fine_tune_layers: 6,
+            fine_tune_layers: None,
             fine_tune_head: HeadConfig { epochs: 20, ..HeadConfig::default() },
             fine_tune_episodes: 0,
         }
@@ -323,8 +326,10 @@ impl MetaConfig {
             if self.data.image_size < 16 {
                 return bad(format!("data.image_size = {} is too small (at least 16)", self.data.image_size));
             }
-            if self.baselines.fine_tune {
-                return bad("baselines.fine_tune fine-tunes a text encoder; it is not available for images".into());
+            if let Some(k) = self.baselines.fine_tune_layers.filter(|&k| self.baselines.fine_tune && k > LITE0_UNITS) {
+                return bad(format!(
+                    "baselines.fine_tune_layers = {k}: EfficientNet-Lite0 has {LITE0_UNITS} units (stem, 7 stages, head)"
+                ));
             }
             if !self.backbone.encoder.contains("efficientnet") && !Path::new(&self.backbone.encoder).is_file() {
                 return bad(format!(
@@ -374,7 +379,7 @@ impl MetaConfig {
         }
         if self.baselines.fine_tune {
             self.baselines.fine_tune_head.validate()?;
-            if self.baselines.fine_tune_layers == 0 {
+            if self.baselines.fine_tune_layers == Some(0) {
                 return bad("baselines.fine_tune_layers must be at least 1 (0 is the linear_head baseline)".into());
             }
         }

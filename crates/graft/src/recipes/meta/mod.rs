@@ -14,13 +14,15 @@ use crate::assets::resolve_model;
 use crate::device::{parse_device, parse_dtype};
 use crate::features::head::{RunOutput, Standardizer};
 use crate::meta::evaluate::{
-    fine_tuned_encoder, linear_head, nearest_centroid, protonet_accuracy, score_episodes, select_rows,
+    fine_tuned_encoder, fine_tuned_image_backbone, linear_head, nearest_centroid, protonet_accuracy, score_episodes,
+    select_rows,
 };
 use crate::meta::lora_protonet::fit_lora_protonet;
 use crate::meta::{
     fit_anil, fit_maml, fit_protonet, split_classes, Accuracy, ClassMembers, ClassSplits, EpisodeSampler, EpisodeShape,
 };
 use crate::models::bert::SentenceEncoder;
+use crate::models::efficientnet::LITE0_UNITS;
 use crate::models::llama::{LoadOptions, WeightFormat};
 use crate::models::load::load_causal_lm;
 use crate::tokenizer::Tokenizer;
@@ -229,8 +231,7 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
             ),
             MetaInputs::Images(_) => {
                 let model = crate::recipes::image_train::load_backbone(&b.encoder, b.offline, &device, dtype)?;
-                let preprocess = Preprocess { resize: size, ..Preprocess::imagenet(size) };
-                FeatureBackbone::Image(Box::new(model), ImageInput { preprocess, augment: None, batch: b.batch_size })
+                FeatureBackbone::Image(Box::new(model), image_input(cfg))
             }
         })
     };
@@ -331,19 +332,28 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
         score("linear_head", false, n, &mut |ep| linear_head(&features, &standardizer, head, ep))?;
     }
     if cfg.baselines.fine_tune {
-        let encoder = SentenceEncoder::load(&resolve_model(&b.encoder, b.offline)?, &device, parse_dtype(&b.dtype)?)?;
         let bl = &cfg.baselines;
         let episodes = match bl.fine_tune_episodes {
             0 => n,
             k => k.min(n),
         };
-        let MetaInputs::Texts(texts) = &inputs else {
-            unreachable!("validate refuses the whole-backbone baseline for images")
-        };
-        let mut learner = |ep: &crate::meta::Episode| {
-            fine_tuned_encoder(&encoder, texts, bl.fine_tune_layers, &bl.fine_tune_head, ep)
-        };
-        score("fine_tuned_encoder", false, episodes, &mut learner)?;
+        match &inputs {
+            MetaInputs::Texts(texts) => {
+                let encoder = SentenceEncoder::load(&resolve_model(&b.encoder, b.offline)?, &device, dtype)?;
+                let layers = bl.fine_tune_layers.unwrap_or(encoder.model().config().num_hidden_layers);
+                let mut learner =
+                    |ep: &crate::meta::Episode| fine_tuned_encoder(&encoder, texts, layers, &bl.fine_tune_head, ep);
+                score("fine_tuned_encoder", false, episodes, &mut learner)?;
+            }
+            MetaInputs::Images(images) => {
+                let model = crate::recipes::image_train::load_backbone(&b.encoder, b.offline, &device, dtype)?;
+                let (units, input) = (bl.fine_tune_layers.unwrap_or(LITE0_UNITS), image_input(cfg));
+                let mut learner = |ep: &crate::meta::Episode| {
+                    fine_tuned_image_backbone(&model, images, units, &bl.fine_tune_head, &input, ep)
+                };
+                score("fine_tuned_encoder", false, episodes, &mut learner)?;
+            }
+        }
     }
     score("protonet", true, n, &mut |ep| protonet_accuracy(&features, &projection, ep))?;
     if let Some((model, _)) = &anil {
@@ -374,6 +384,14 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
     };
     crate::io::write_atomic(&out.join("summary.json"), &serde_json::to_string_pretty(&summary)?)?;
     Ok(summary)
+}
+
+/// How a run's images become the image backbone's inputs: resized to `data.image_size`, grey to
+/// three channels, ImageNet normalisation, no augmentation, `backbone.batch_size` per pass.
+fn image_input(cfg: &MetaConfig) -> ImageInput {
+    let size = cfg.data.image_size;
+    let preprocess = Preprocess { resize: size, ..Preprocess::imagenet(size) };
+    ImageInput { preprocess, augment: None, batch: cfg.backbone.batch_size }
 }
 
 /// The causal LM `backbone.encoder` names, dense in `dtype` on `device`, and its tokenizer.
