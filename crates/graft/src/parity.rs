@@ -423,6 +423,7 @@ fn run_side(side: &Side, spec: &ParitySpec) -> Result<Outputs> {
             lr: spec.train_lr,
             seed: spec.seed,
             gradient_checkpointing: false,
+            checkpoint_mode: crate::ops::CheckpointMode::Blocks,
             precision: crate::ops::MatmulPrecision::F32,
         };
         bench_train(&mut model, &ids, &tspec, &mut |_, _, _| {})?.losses

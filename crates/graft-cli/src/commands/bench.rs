@@ -171,6 +171,11 @@ struct TrainBenchArgs {
     /// Recompute each block in backward instead of keeping its activations (less memory).
     #[arg(long)]
     checkpointing: bool,
+    /// With --checkpointing: `blocks` keeps each block's input; `nested` keeps every few blocks'
+    /// inputs and recomputes each block's attention and MLP halves on their own (least memory,
+    /// about one more forward per step).
+    #[arg(long, default_value = "blocks", value_parser = graft::ops::CheckpointMode::parse)]
+    checkpoint_mode: graft::ops::CheckpointMode,
     /// Products through the model's weights: f32, or bf16-mixed (bf16 products, f32 sums, on CPUs
     /// with AVX-512 BF16; f32 elsewhere, and the report says which ran).
     #[arg(long, default_value = "f32", value_parser = graft::ops::MatmulPrecision::parse)]
@@ -414,6 +419,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 lr: a.lr.unwrap_or(mode.default_lr()),
                 seed: a.common.init_seed,
                 gradient_checkpointing: a.checkpointing,
+                checkpoint_mode: a.checkpoint_mode,
                 precision: a.precision,
             };
             let total = spec.warmup + spec.steps;

@@ -162,6 +162,11 @@ impl LoraLayer {
         }
         let step = self.clock.step.load(Ordering::Relaxed);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        // One sequence of a batch run a sequence at a time draws what the whole batch draws at its
+        // place: every draw is one u64, two words of the stream.
+        if let Some((index, _)) = crate::ops::batch_slice() {
+            rng.set_word_pos(2 * (index * x.elem_count()) as u128);
+        }
         let keep = 1.0 - self.dropout;
         let mask: Vec<u8> = (0..x.elem_count()).map(|_| u8::from(rng.random::<f64>() < keep)).collect();
         let keep_mask = Tensor::from_vec(mask, x.shape(), x.device())?;

@@ -12,7 +12,7 @@ use crate::adapters::lora::{self, LoraSpec};
 use crate::data::Batch;
 use crate::models::llama::Llama;
 use crate::objectives::causal_lm::causal_lm_loss;
-use crate::ops::{with_matmul_precision, MatmulPrecision};
+use crate::ops::{with_matmul_precision, CheckpointMode, MatmulPrecision};
 use crate::train::optim::{AdamWConfig, Optimizer, OptimizerKind};
 use crate::train::step::accumulate_and_step;
 use crate::{GraftError, Result};
@@ -64,6 +64,8 @@ pub struct TrainBenchSpec {
     pub seed: u64,
     /// Recompute blocks in backward instead of keeping their activations.
     pub gradient_checkpointing: bool,
+    /// What checkpointing keeps (with `gradient_checkpointing`).
+    pub checkpoint_mode: CheckpointMode,
     /// Precision of the products through the model's weights.
     pub precision: MatmulPrecision,
 }
@@ -95,6 +97,8 @@ pub struct TrainBench {
     pub trainable_params: usize,
     /// Whether blocks were recomputed in backward.
     pub gradient_checkpointing: bool,
+    /// What checkpointing kept: `blocks` or `nested` (with `gradient_checkpointing`).
+    pub checkpoint_mode: CheckpointMode,
     /// The precision that ran: `bf16-mixed` only where the CPU has the kernel.
     pub precision: MatmulPrecision,
     /// Learning rate.
@@ -163,6 +167,7 @@ pub fn bench_train(
         TrainMode::Full => model.make_trainable(|_| true)?,
     };
     model.set_gradient_checkpointing(spec.gradient_checkpointing);
+    model.set_checkpoint_mode(spec.checkpoint_mode);
     let trainable_params = vars.iter().map(|(_, v)| v.as_tensor().elem_count()).sum();
     let adamw = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
     let mut optimizer = Optimizer::new(OptimizerKind::AdamW(adamw), vars)?;
@@ -198,6 +203,7 @@ pub fn bench_train(
         losses,
         trainable_params,
         gradient_checkpointing: spec.gradient_checkpointing,
+        checkpoint_mode: spec.checkpoint_mode,
         precision: spec.precision.effective(),
         lr: spec.lr,
         train_chunks_available: chunks.len(),

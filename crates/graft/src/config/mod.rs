@@ -294,6 +294,10 @@ pub struct TrainSection {
     /// Recompute each decoder block during backward instead of keeping its activations: far
     /// less memory for about a third more compute. Default false.
     pub gradient_checkpointing: bool,
+    /// What gradient checkpointing keeps: `blocks` (each block's input; default) or `nested`
+    /// (every few blocks' inputs; each block's attention and MLP halves recomputed on their own,
+    /// one sequence at a time: least memory, slower). Gradients are the same either way.
+    pub checkpoint_mode: crate::ops::CheckpointMode,
     /// Products through frozen weights (base projections, a frozen LM head) and, in full
     /// fine-tuning, through the trained ones: `f32`, or `bf16-mixed` (bf16 products with f32
     /// sums, f32 master weights and optimizer state) on CPUs with AVX-512 BF16, f32 elsewhere.
@@ -323,6 +327,7 @@ impl Default for TrainSection {
             save_every: 0,
             eval_batches: 0,
             gradient_checkpointing: false,
+            checkpoint_mode: crate::ops::CheckpointMode::Blocks,
             precision: crate::ops::MatmulPrecision::F32,
         }
     }

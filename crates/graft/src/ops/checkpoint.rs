@@ -11,8 +11,34 @@
 use super::attach::{attach1, attach2};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, TensorId, Var};
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// What a checkpointed training pass keeps for backward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointMode {
+    /// Each block's input; backward recomputes one block at a time with its whole graph.
+    #[default]
+    Blocks,
+    /// The input of every few blocks (a segment); backward recomputes a segment keeping only the
+    /// inputs of its blocks' halves (attention, MLP), then each half with its graph. Least
+    /// memory: about one more forward per step than `Blocks`.
+    Nested,
+}
+
+impl CheckpointMode {
+    /// Parses `blocks` or `nested` (the CLI's spelling, as in configs).
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "blocks" => Ok(CheckpointMode::Blocks),
+            "nested" => Ok(CheckpointMode::Nested),
+            other => Err(format!("unknown checkpoint mode `{other}`: use blocks or nested")),
+        }
+    }
+}
 
 /// Gradients of parameters computed inside checkpointed backward passes, summed per tensor.
 #[derive(Debug, Default)]
@@ -44,6 +70,31 @@ impl GradSink {
         }
         Ok(())
     }
+}
+
+thread_local! {
+    static BATCH_SLICE: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+}
+
+/// Runs `f` as the computation of sequence `slice = (index, of)` of a batch of `of` sequences
+/// that a pass runs one sequence at a time (`None`: the whole batch). Whatever draws random
+/// values per element (LoRA dropout) reads it through [`batch_slice`] and draws the values the
+/// whole batch would have drawn at that sequence's place, so splitting changes no result.
+pub fn within_batch_slice<R>(slice: Option<(usize, usize)>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<(usize, usize)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BATCH_SLICE.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(BATCH_SLICE.with(|s| s.replace(slice)));
+    f()
+}
+
+/// The sequence of the batch the running computation covers, `(index, of)`, inside
+/// [`within_batch_slice`]; `None` for a whole batch.
+pub fn batch_slice() -> Option<(usize, usize)> {
+    BATCH_SLICE.with(Cell::get)
 }
 
 /// `f(x)` recorded as one checkpointed node: `x` gets its gradient through the graph, each of

@@ -46,7 +46,7 @@ pub use adamw::{adamw_in_place, AdamWUpdate};
 pub use attention::{attention, CausalMask};
 pub use batch_norm::{batch_norm_train, BatchStats};
 pub use channel_affine::{channel_affine, channel_sum};
-pub use checkpoint::{checkpoint, GradSink};
+pub use checkpoint::{batch_slice, checkpoint, within_batch_slice, CheckpointMode, GradSink};
 pub use depthwise_conv::depthwise_conv2d;
 pub use frozen_linear::{frozen_linear, FrozenWeight};
 pub use gemv_cpu::gemv;

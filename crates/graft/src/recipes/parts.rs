@@ -82,6 +82,7 @@ pub fn build_model(cfg: &TrainConfig) -> Result<TrainableModel> {
         )));
     }
     model.set_gradient_checkpointing(cfg.train.gradient_checkpointing);
+    model.set_checkpoint_mode(cfg.train.checkpoint_mode);
     let a = &cfg.adapter;
     if let Some(spec) = a.prompt_spec() {
         let adapter = prompt::attach(&mut model, &spec, &tokenizer, cfg.train.seed)?;

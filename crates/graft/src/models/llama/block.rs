@@ -182,6 +182,23 @@ impl BlockContext {
         prefix: Option<&(Tensor, Tensor)>,
         pass: Pass,
     ) -> Result<Tensor> {
+        let x = self.attend(blk, layer, x, offset, cache, prefix, pass)?;
+        self.feed_forward(blk, &x, pass)
+    }
+
+    /// The block's first half: `x` plus its attention output (arguments as for
+    /// [`Self::forward`]).
+    #[allow(clippy::too_many_arguments)] // as forward
+    pub(super) fn attend(
+        &self,
+        blk: &Block,
+        layer: usize,
+        x: &Tensor,
+        offset: usize,
+        cache: Option<&mut KvCache>,
+        prefix: Option<&(Tensor, Tensor)>,
+        pass: Pass,
+    ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
@@ -206,13 +223,16 @@ impl BlockContext {
         let mask = CausalMask { rep, t, offset: total - t, window: cfg.layer_window(layer) };
         let out = crate::ops::attention(&q, &k, &v, cfg.attention_scale(), Some(&mask), pass == Pass::Train)?;
         let attn = out.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
-        let x = (x + self.norm(blk, NormRole::AttnOut, &proj(&blk.attn[3], &attn, pass)?, pass)?)?;
+        Ok((x + self.norm(blk, NormRole::AttnOut, &proj(&blk.attn[3], &attn, pass)?, pass)?)?)
+    }
 
-        let h = self.norm(blk, NormRole::FfnIn, &x, pass)?;
+    /// The block's second half: `x` plus its gated MLP's output.
+    pub(super) fn feed_forward(&self, blk: &Block, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        let h = self.norm(blk, NormRole::FfnIn, x, pass)?;
         let gate = proj(&blk.mlp[0], &h, pass)?;
         let up = proj(&blk.mlp[1], &h, pass)?;
         // Training fuses SiLU with the gating product (one node, a one-pass backward).
-        let gated = match (cfg.activation(), pass) {
+        let gated = match (self.cfg.activation(), pass) {
             (Activation::Silu, Pass::Train) => crate::ops::silu_mul(&gate, &up)?,
             (Activation::Silu, Pass::Infer) => (gate.silu()? * up)?,
             (Activation::GeluTanh, _) => (gate.gelu()? * up)?,

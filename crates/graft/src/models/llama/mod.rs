@@ -2,6 +2,7 @@
 //! Gemma 3 as a variant of the same decoder ([`config::Family`]).
 
 pub(crate) mod block;
+mod checkpointed;
 pub mod config;
 mod embedding;
 pub mod expand;

@@ -9,6 +9,7 @@
 //! head are stacked along the sequence axis, so one matmul serves the whole group.
 
 use super::block::{rms_norm, Block, BlockContext};
+use super::checkpointed::{segment_len, CheckpointedRun};
 use super::config::{Family, LlamaConfig, GEMMA3_ARCH};
 use super::embedding::EmbeddingTable;
 use super::expand::BlockExpansion;
@@ -17,7 +18,7 @@ use super::virtual_tokens::VirtualTokens;
 use super::weights::{WeightFormat, WeightSource};
 use crate::models::linear::{dense_product, dequantizes_for, BaseWeight, Proj};
 use crate::models::{KvCache, Model, ModelInfo};
-use crate::ops::{self, FrozenWeight, GradSink};
+use crate::ops::{self, CheckpointMode, FrozenWeight, GradSink};
 use crate::{GraftError, Result};
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor, Var, D};
@@ -65,6 +66,8 @@ pub struct Llama {
     dtype: DType,
     /// Where checkpointed blocks leave their parameters' gradients (when enabled).
     checkpoint: Option<Arc<GradSink>>,
+    /// What checkpointing keeps (with `checkpoint`).
+    checkpoint_mode: CheckpointMode,
     /// Soft prompt or prefix prepended to every sequence (prompt / prefix tuning).
     virtual_tokens: Option<VirtualTokens>,
     /// Which blocks of which model this one was built from, when it is a smaller student.
@@ -138,6 +141,7 @@ impl Llama {
             ctx,
             dtype,
             checkpoint: None,
+            checkpoint_mode: CheckpointMode::Blocks,
             virtual_tokens: None,
             lineage: None,
             expansion: None,
@@ -321,34 +325,33 @@ impl Llama {
             None => {}
         }
         let prefix = if prefix_in_blocks { virt.cloned() } else { None };
-        for (i, block) in self.layers.iter().enumerate() {
-            x = match (&self.checkpoint, pass, cache.is_none()) {
-                (Some(sink), Pass::Train, true) => {
-                    let (ctx, blk, pre) = (self.ctx.clone(), block.clone(), prefix.clone());
-                    let f = move |x: &Tensor| -> candle_core::Result<Tensor> {
-                        let kv = match &pre {
-                            Some(p) => p
-                                .prefix_kv(i, b, &ctx.cfg, x.dtype())
-                                .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
-                            None => None,
-                        };
-                        ctx.forward(&blk, i, x, offset, None, kv.as_ref(), Pass::Train)
-                            .map_err(|e| candle_core::Error::Msg(e.to_string()))
-                    };
-                    let mut params = block.trainable_tensors();
-                    params.extend(prefix.iter().map(|p| p.tensor().clone()).filter(|t| t.is_variable()));
-                    ops::checkpoint(&x, params, sink.clone(), f)?
+        let record = |tapped: &mut [Option<Tensor>], x: &Tensor, after: usize| -> Result<()> {
+            for (slot, _) in tapped.iter_mut().zip(taps).filter(|(_, &l)| l == after) {
+                *slot = Some(if lead > 0 { x.narrow(1, lead, t)? } else { x.clone() });
+            }
+            Ok(())
+        };
+        match (&self.checkpoint, pass, cache.is_none()) {
+            (Some(sink), Pass::Train, true) => {
+                let n = self.layers.len();
+                // Taps read the residual stream between blocks: segments of one block keep it.
+                let seg = if taps.is_empty() { segment_len(n, self.checkpoint_mode) } else { 1 };
+                let run = CheckpointedRun { ctx: &self.ctx, offset, prefix, sink, mode: self.checkpoint_mode };
+                for start in (0..n).step_by(seg) {
+                    let end = (start + seg).min(n);
+                    x = run.segment(&self.layers[start..end], start, &x)?;
+                    record(&mut tapped, &x, end)?;
                 }
-                _ => {
+            }
+            _ => {
+                for (i, block) in self.layers.iter().enumerate() {
                     let kv = match &prefix {
                         Some(p) => p.prefix_kv(i, b, cfg, self.dtype)?,
                         None => None,
                     };
-                    self.ctx.forward(block, i, &x, offset, cache.as_deref_mut(), kv.as_ref(), pass)?
+                    x = self.ctx.forward(block, i, &x, offset, cache.as_deref_mut(), kv.as_ref(), pass)?;
+                    record(&mut tapped, &x, i + 1)?;
                 }
-            };
-            for (slot, _) in tapped.iter_mut().zip(taps).filter(|(_, &l)| l == i + 1) {
-                *slot = Some(if lead > 0 { x.narrow(1, lead, t)? } else { x.clone() });
             }
         }
         if let Some(c) = cache {
@@ -479,6 +482,13 @@ impl Llama {
     /// parameters' gradients over through [`Llama::grad_sink`].
     pub fn set_gradient_checkpointing(&mut self, on: bool) {
         self.checkpoint = on.then(|| Arc::new(GradSink::default()));
+    }
+
+    /// What gradient checkpointing keeps, once on: each block's input (`Blocks`, the default) or
+    /// only every few blocks' inputs, with each block's halves recomputed on their own
+    /// (`Nested`: least memory for about one more forward per step). Gradients are the same.
+    pub fn set_checkpoint_mode(&mut self, mode: CheckpointMode) {
+        self.checkpoint_mode = mode;
     }
 
     /// Where checkpointed blocks leave their parameters' gradients during backward; the trainer
