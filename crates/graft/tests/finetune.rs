@@ -48,6 +48,8 @@ fn config_errors_name_the_key() {
     assert!(write("[data]\ntrain = \"x.jsonl\"\n[model]\ninit = \"random\"\n").contains("model.init"));
     assert!(write("[model]\ninit = \"zeros\"\n").contains("unknown variant `zeros`"));
     assert!(write("[train]\nprecision = \"bf16\"\n").contains("unknown variant `bf16`, expected `f32` or `bf16-mixed`"));
+    assert!(write("[train]\ncheckpoint_mode = \"layers\"\n")
+        .contains("unknown variant `layers`, expected `blocks` or `nested`"));
     // Nothing held out and no eval file: the run would have nothing to evaluate on.
     assert!(write("[data]\ntrain = \"x.jsonl\"\neval_fraction = 0.0\n").contains("data.eval_fraction"));
     assert!(write("[data]\ntrain = \"dataset:tweets/chat.jsonl\"\n").contains("no file `chat.jsonl`"));
@@ -58,6 +60,9 @@ fn config_errors_name_the_key() {
     assert_eq!(cfg.train.lr, 3e-4);
     assert_eq!(cfg.adapter.kind, AdapterKind::None);
     assert_eq!(cfg.train.precision, graft::ops::MatmulPrecision::F32);
+    assert_eq!(cfg.train.checkpoint_mode, graft::ops::CheckpointMode::Blocks);
+    let nested = TrainConfig::load(&p, &["train.checkpoint_mode=nested".into()]).unwrap();
+    assert_eq!(nested.train.checkpoint_mode, graft::ops::CheckpointMode::Nested);
     let mixed = TrainConfig::load(&p, &["train.precision=bf16-mixed".into()]).unwrap();
     assert_eq!(mixed.train.precision, graft::ops::MatmulPrecision::Bf16Mixed);
     // A relative data path is relative to the config file; a dataset reference is kept as is.
