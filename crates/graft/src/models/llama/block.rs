@@ -122,6 +122,21 @@ pub(super) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, pass: Pass) -> Result<T
     Ok(normed.to_dtype(dtype)?)
 }
 
+/// The positions before a block's tokens: `offset` of them, whose keys and values are in `cache`
+/// or, without a cache, are the `prefix` (prefix tuning: `[b, kv_heads, offset, head_dim]` each).
+pub(super) struct Earlier<'a> {
+    pub(super) offset: usize,
+    pub(super) cache: Option<&'a mut KvCache>,
+    pub(super) prefix: Option<&'a (Tensor, Tensor)>,
+}
+
+impl Earlier<'_> {
+    /// No earlier positions.
+    pub(super) fn none() -> Self {
+        Earlier { offset: 0, cache: None, prefix: None }
+    }
+}
+
 /// What a block forward needs besides the block's own weights.
 #[derive(Debug, Clone)]
 pub(super) struct BlockContext {
@@ -168,37 +183,22 @@ impl BlockContext {
         }
     }
 
-    /// Runs `blk` (layer `layer`) over `x [b, t, hidden]`, after `offset` earlier positions whose
-    /// keys and values are in `cache` or, without a cache, are the `prefix` (prefix tuning:
-    /// `[b, kv_heads, offset, head_dim]` each).
-    #[allow(clippy::too_many_arguments)] // one per input of the block; a struct would only rename them
+    /// Runs `blk` (layer `layer`) over `x [b, t, hidden]`, after the `earlier` positions.
     pub(super) fn forward(
         &self,
         blk: &Block,
         layer: usize,
         x: &Tensor,
-        offset: usize,
-        cache: Option<&mut KvCache>,
-        prefix: Option<&(Tensor, Tensor)>,
+        earlier: Earlier,
         pass: Pass,
     ) -> Result<Tensor> {
-        let x = self.attend(blk, layer, x, offset, cache, prefix, pass)?;
+        let x = self.attend(blk, layer, x, earlier, pass)?;
         self.feed_forward(blk, &x, pass)
     }
 
-    /// The block's first half: `x` plus its attention output (arguments as for
-    /// [`Self::forward`]).
-    #[allow(clippy::too_many_arguments)] // as forward
-    pub(super) fn attend(
-        &self,
-        blk: &Block,
-        layer: usize,
-        x: &Tensor,
-        offset: usize,
-        cache: Option<&mut KvCache>,
-        prefix: Option<&(Tensor, Tensor)>,
-        pass: Pass,
-    ) -> Result<Tensor> {
+    /// The block's first half: `x` plus its attention output.
+    pub(super) fn attend(&self, blk: &Block, layer: usize, x: &Tensor, earlier: Earlier, pass: Pass) -> Result<Tensor> {
+        let Earlier { offset, cache, prefix } = earlier;
         let cfg = &self.cfg;
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());

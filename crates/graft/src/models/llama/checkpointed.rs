@@ -5,7 +5,7 @@
 //! only the halves' inputs, then each half's backward recomputes that half with its graph, so
 //! what lives at once is the segments' inputs, one segment's half inputs and one half's graph.
 
-use super::block::{Block, BlockContext};
+use super::block::{Block, BlockContext, Earlier};
 use super::model::Pass;
 use super::virtual_tokens::VirtualTokens;
 use crate::ops::{self, CheckpointMode, GradSink};
@@ -89,7 +89,8 @@ impl CheckpointedRun<'_> {
                 Some(p) => p.prefix_kv(layer, x.dim(0)?, &ctx.cfg, x.dtype()).map_err(msg)?,
                 None => None,
             };
-            ctx.attend(&block, layer, x, offset, None, kv.as_ref(), Pass::Train).map_err(msg)
+            let earlier = Earlier { offset, cache: None, prefix: kv.as_ref() };
+            ctx.attend(&block, layer, x, earlier, Pass::Train).map_err(msg)
         });
         let (ctx, block) = (self.ctx.clone(), blk.clone());
         let feed: StageFn = Arc::new(move |x: &Tensor| ctx.feed_forward(&block, x, Pass::Train).map_err(msg));

@@ -8,7 +8,7 @@
 //! [`Pass::Infer`] uses candle's fused forward-only kernels and a KV cache. Attention never repeats K/V for grouped queries: the `rep` query heads that share a KV
 //! head are stacked along the sequence axis, so one matmul serves the whole group.
 
-use super::block::{rms_norm, Block, BlockContext};
+use super::block::{rms_norm, Block, BlockContext, Earlier};
 use super::checkpointed::{segment_len, CheckpointedRun};
 use super::config::{Family, LlamaConfig, GEMMA3_ARCH};
 use super::embedding::EmbeddingTable;
@@ -349,7 +349,8 @@ impl Llama {
                         Some(p) => p.prefix_kv(i, b, cfg, self.dtype)?,
                         None => None,
                     };
-                    x = self.ctx.forward(block, i, &x, offset, cache.as_deref_mut(), kv.as_ref(), pass)?;
+                    let earlier = Earlier { offset, cache: cache.as_deref_mut(), prefix: kv.as_ref() };
+                    x = self.ctx.forward(block, i, &x, earlier, pass)?;
                     record(&mut tapped, &x, i + 1)?;
                 }
             }
@@ -371,7 +372,7 @@ impl Llama {
         self.check_plain_run(t, n_blocks)?;
         let mut x = self.embed(ids)?;
         for (i, block) in self.layers.iter().enumerate().take(n_blocks) {
-            x = self.ctx.forward(block, i, &x, 0, None, None, pass)?;
+            x = self.ctx.forward(block, i, &x, Earlier::none(), pass)?;
         }
         Ok(x)
     }
@@ -394,7 +395,7 @@ impl Llama {
         self.check_plain_run(t, blocks.end.max(blocks.start))?;
         let mut x = x.clone();
         for (i, block) in self.layers.iter().enumerate().take(blocks.end).skip(blocks.start) {
-            x = self.ctx.forward(block, i, &x, 0, None, None, pass)?;
+            x = self.ctx.forward(block, i, &x, Earlier::none(), pass)?;
         }
         Ok(x)
     }
