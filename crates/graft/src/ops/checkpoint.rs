@@ -24,8 +24,9 @@ pub enum CheckpointMode {
     #[default]
     Blocks,
     /// The input of every few blocks (a segment); backward recomputes a segment keeping only the
-    /// inputs of its blocks' halves (attention, MLP), then each half with its graph. Least
-    /// memory: about one more forward per step than `Blocks`.
+    /// inputs of its blocks' halves (attention, MLP), then each half with its graph, one
+    /// sequence of the batch at a time. Least memory: about one more forward per step than
+    /// `Blocks`, and products over one sequence's rows.
     Nested,
 }
 

@@ -2,8 +2,9 @@
 //! checkpointed nodes ([`ops::checkpoint`]), one block per node ([`CheckpointMode::Blocks`]), or
 //! segments of blocks whose attention and MLP halves are checkpointed nodes of their own inside
 //! the segment ([`CheckpointMode::Nested`]). A segment's backward recomputes its blocks keeping
-//! only the halves' inputs, then each half's backward recomputes that half with its graph, so
-//! what lives at once is the segments' inputs, one segment's half inputs and one half's graph.
+//! only the halves' inputs, then each half's backward recomputes that half with its graph. Inside
+//! a nested segment each sequence of the batch runs on its own, so what lives at once is the
+//! segments' inputs, one segment's half inputs and one half's graph for one sequence.
 
 use super::block::{Block, BlockContext, Earlier};
 use super::model::Pass;
