@@ -19,17 +19,20 @@ use crate::features::tune::{pad_states, states_after};
 use crate::features::Pooling;
 use crate::models::bert::l2_normalize;
 use crate::models::llama::{Llama, Pass};
+use crate::objectives::anil::InnerLoop;
 use crate::objectives::protonet::protonet_loss;
 use crate::train::step::LossSum;
 use crate::train::{Objective, ObjectiveLoss, Outcome, ParamGroup};
 use crate::{GraftError, Result};
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-/// Meta-training a LoRA prototypical network (`[lora_protonet]`).
+/// Meta-training a learner whose LoRA adapters live inside a decoder: the LoRA prototypical
+/// network (`[lora_protonet]`) and ANIL inside the decoder (`[lora_anil]`,
+/// [`crate::meta::lora_anil`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LoraProtoNetConfig {
+pub struct LoraLearnerConfig {
     /// Meta-train and score this learner (it needs a decoder: a `[decoder]` section).
     pub enabled: bool,
     /// Decoder blocks just below the feature layer that get adapters.
@@ -40,13 +43,20 @@ pub struct LoraProtoNetConfig {
     pub rank: usize,
     /// LoRA scaling numerator α (scale α / rank).
     pub alpha: f64,
+    /// `lora_anil` only: the head's inner loop (absent: [`InnerLoop::default`]); the
+    /// prototypical network has none and refuses it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inner: Option<InnerLoop>,
     /// Meta-training: the keys of `[protonet]` (`steps`, `episodes_per_step`, `lr`,
     /// `weight_decay`, `seed` of the `A` factors, `val_episodes`, `eval_every`, `save_every`);
     /// `hidden` is not used (no projection).
     pub train: MetaTrainConfig,
 }
 
-impl Default for LoraProtoNetConfig {
+/// The LoRA prototypical network's settings (`[lora_protonet]`).
+pub type LoraProtoNetConfig = LoraLearnerConfig;
+
+impl Default for LoraLearnerConfig {
     /// Off; rank-8 adapters (α = 16) on every projection of the 2 blocks below the feature layer;
     /// 100 steps of 1 episode at AdamW 1e-4, seed 0; 10 validation episodes every 25 steps; a
     /// checkpoint every 25 steps (`train.hidden` unused).
@@ -59,6 +69,7 @@ impl Default for LoraProtoNetConfig {
                 .to_vec(),
             rank: 8,
             alpha: 16.0,
+            inner: None,
             train: MetaTrainConfig {
                 steps: 100,
                 episodes_per_step: 1,
@@ -72,11 +83,14 @@ impl Default for LoraProtoNetConfig {
     }
 }
 
-impl LoraProtoNetConfig {
-    /// Refuses settings that cannot train, naming the key.
-    pub fn validate(&self) -> Result<()> {
-        self.train.validate("lora_protonet.train")?;
-        let bad = |m: &str| Err(GraftError::Input(format!("lora_protonet: {m}")));
+impl LoraLearnerConfig {
+    /// Refuses settings that cannot train, naming the key under `section`.
+    pub fn validate(&self, section: &str) -> Result<()> {
+        self.train.validate(&format!("{section}.train"))?;
+        if let Some(inner) = &self.inner {
+            inner.validate()?;
+        }
+        let bad = |m: &str| Err(GraftError::Input(format!("{section}: {m}")));
         if self.blocks == 0 {
             return bad("blocks must be at least 1");
         }
@@ -92,6 +106,20 @@ impl LoraProtoNetConfig {
             blocks.flat_map(|i| self.targets.iter().map(move |t| format!("layers.{i}.*.{t}"))).collect::<Vec<_>>();
         LoraSpec { r: self.rank, alpha: self.alpha, dropout: 0.0, rslora: false, targets }
     }
+}
+
+/// Attaches fresh adapters (`cfg`, the `A` factors drawn from `cfg.train.seed`) to the
+/// `cfg.blocks` blocks of `model` below the feature layer `layer`; `section` names the learner
+/// in errors. Returns the adapters' variables.
+pub(crate) fn attach_below(
+    model: &mut Llama,
+    layer: Option<usize>,
+    cfg: &LoraLearnerConfig,
+    section: &str,
+) -> Result<Vec<(String, Var)>> {
+    let blocks = adapted_blocks(model, layer, cfg.blocks)
+        .map_err(|e| GraftError::Input(format!("{section}: {e}: lower `{section}.blocks` or raise `decoder.layer`")))?;
+    Ok(attach(model, &cfg.spec(blocks), cfg.train.seed)?.named_vars())
 }
 
 /// The decoder blocks a learner runs per text: the kept states below them, the blocks, and how
@@ -166,8 +194,8 @@ fn adapted_blocks(model: &Llama, layer: Option<usize>, adapted: usize) -> Result
     let end = layer.unwrap_or(n);
     if end > n || adapted > end {
         return Err(GraftError::Input(format!(
-            "lora_protonet: {adapted} adapted blocks below feature layer {end} of a {n}-block decoder \
-             (they must lie within blocks 0..{end}: lower `lora_protonet.blocks` or raise `decoder.layer`)"
+            "{adapted} adapted blocks below feature layer {end} of a {n}-block decoder \
+             (they must lie within blocks 0..{end})"
         )));
     }
     Ok(end - adapted..end)
@@ -176,7 +204,7 @@ fn adapted_blocks(model: &Llama, layer: Option<usize>, adapted: usize) -> Result
 /// The objective: an episode's ProtoNet loss on the adapted features; the adapters train.
 struct LoraProtoNet<'a, 'm> {
     blocks: &'a AdaptedBlocks<'m>,
-    adapters: Vec<(String, candle_core::Var)>,
+    adapters: Vec<(String, Var)>,
 }
 
 impl Objective for LoraProtoNet<'_, '_> {
@@ -215,8 +243,8 @@ pub fn fit_lora_protonet(
     settings: &serde_json::Value,
     out: RunOutput,
 ) -> Result<(Tensor, Outcome)> {
-    cfg.validate()?;
-    let adapters = attach(model, &cfg.spec(adapted_blocks(model, layer, cfg.blocks)?), cfg.train.seed)?.named_vars();
+    cfg.validate("lora_protonet")?;
+    let adapters = attach_below(model, layer, cfg, "lora_protonet")?;
     let blocks = AdaptedBlocks::new(model, seqs, layer, cfg.blocks, pooling, batch)?;
     let objective = LoraProtoNet { blocks: &blocks, adapters };
     let val_loss = |ep: &Episode| -> Result<f64> {

@@ -8,11 +8,14 @@
 //!   the one trainer (an episode per micro-batch; the losses are [`crate::objectives::protonet`],
 //!   [`crate::objectives::anil`] and [`crate::objectives::maml`]).
 //! - [`lora_protonet`]: a prototypical network whose adapters live inside a decoder.
+//! - [`lora_anil`]: ANIL whose body is the decoder itself, its adapters meta-trained with the
+//!   head's start.
 //! - [`evaluate`]: accuracy over episodes with a 95 % confidence interval; the nearest-centroid
 //!   and fresh-linear-head baselines.
 
 pub mod episodes;
 pub mod evaluate;
+pub mod lora_anil;
 pub mod lora_protonet;
 pub mod projection;
 pub mod train;

@@ -183,9 +183,15 @@ fn summed_ce(logits: &Tensor, y: &Tensor) -> Result<f64> {
 /// starting at zero (every way alike: the classes of a way change from episode to episode).
 pub(crate) fn zero_head(projection: &Projection, n_way: usize, prefix: &str) -> Result<Vec<(String, Var)>> {
     let w = projection.vars()[2].1.as_tensor();
-    let (d, dtype, device) = (w.dim(0)?, w.dtype(), w.device());
+    zero_head_over(w.dim(0)?, n_way, w, prefix)
+}
+
+/// A zero linear head `PREFIX.head.{weight,bias}` `[n_way, width]`, `[n_way]` in `like`'s dtype
+/// and on its device.
+pub(crate) fn zero_head_over(width: usize, n_way: usize, like: &Tensor, prefix: &str) -> Result<Vec<(String, Var)>> {
+    let (dtype, device) = (like.dtype(), like.device());
     Ok(vec![
-        (format!("{prefix}.head.weight"), Var::zeros((n_way, d), dtype, device)?),
+        (format!("{prefix}.head.weight"), Var::zeros((n_way, width), dtype, device)?),
         (format!("{prefix}.head.bias"), Var::zeros(n_way, dtype, device)?),
     ])
 }
@@ -236,12 +242,46 @@ impl AnilModel {
     pub fn accuracy(&self, features: &Tensor, ep: &Episode) -> Result<f64> {
         let zs = self.projection.apply(&select_rows(features, &ep.support)?)?;
         let zq = self.projection.apply(&select_rows(features, &ep.query)?)?;
-        let (w, b) = self.start();
-        let ys = one_hot(&ep.support_labels, w.dim(0)?, &zs)?;
-        let (end, _) = adapt(&Head { w, b }, &zs, &ys, self.inner.eval_steps, self.inner.lr)?;
-        let logits = zq.matmul(&end.w.t()?)?.broadcast_add(&end.b)?;
-        Ok(count_correct(&logits, &ep.query_labels)? as f64 / ep.query.len() as f64)
+        adapted_accuracy(self.start(), &zs, &zq, ep, &self.inner)
     }
+}
+
+/// Query accuracy of `ep` for a head starting at `(w0, b0)` adapted for `inner.eval_steps` on
+/// the support embeddings `zs`, scored on the query embeddings `zq`.
+pub fn adapted_accuracy(
+    (w, b): (Tensor, Tensor),
+    zs: &Tensor,
+    zq: &Tensor,
+    ep: &Episode,
+    inner: &InnerLoop,
+) -> Result<f64> {
+    let ys = one_hot(&ep.support_labels, w.dim(0)?, zs)?;
+    let (end, _) = adapt(&Head { w, b }, zs, &ys, inner.eval_steps, inner.lr)?;
+    let logits = zq.matmul(&end.w.t()?)?.broadcast_add(&end.b)?;
+    Ok(count_correct(&logits, &ep.query_labels)? as f64 / ep.query.len() as f64)
+}
+
+/// ANIL's loss of `ep` for the trainer, over embeddings `zs` and `zq` that may carry a graph
+/// back to whatever computed them (a projection, adapters inside a decoder), for a head whose
+/// start is the variables `head` (`W₀`, `b₀`): the value is the adapted head's query loss, the
+/// gradient the exact meta-gradient of the module docs (first order: none through `zs`).
+pub(crate) fn episode_loss(
+    zs: &Tensor,
+    zq: &Tensor,
+    head: &[(String, Var)],
+    ep: &Episode,
+    inner: &InnerLoop,
+) -> Result<ObjectiveLoss> {
+    let (w0, b0) = (head[0].1.as_tensor(), head[1].1.as_tensor());
+    let (ys, yq) = (&ep.support_labels, &ep.query_labels);
+    let g = meta_grads(&w0.detach(), &b0.detach(), &zs.detach(), ys, &zq.detach(), yq, inner)?;
+    // ⟨x, gx⟩ summed over every input: its gradient is exactly the meta-gradient.
+    let dot = |x: &Tensor, g: &Tensor| -> Result<Tensor> { Ok((x * g)?.sum_all()?) };
+    let mut surrogate = ((dot(zq, &g.query)? + dot(w0, &g.head.0)?)? + dot(b0, &g.head.1)?)?;
+    if inner.second_order {
+        surrogate = (surrogate + dot(zs, &g.support)?)?;
+    }
+    meta_loss(&surrogate, g.query_loss, ep, g.correct)
 }
 
 /// An episode's loss for the trainer when its meta-gradient is computed by hand: the value is
@@ -281,14 +321,7 @@ impl Objective for Anil<'_> {
         let m = self.model;
         let zs = m.projection.forward(&select_rows(self.features, &ep.support)?)?;
         let zq = m.projection.forward(&select_rows(self.features, &ep.query)?)?;
-        let (w0, b0) = (m.head[0].1.as_tensor(), m.head[1].1.as_tensor());
-        let (ys, yq) = (&ep.support_labels, &ep.query_labels);
-        let g = meta_grads(&w0.detach(), &b0.detach(), &zs.detach(), ys, &zq.detach(), yq, &m.inner)?;
-        // ⟨x, gx⟩ summed over every input: its gradient is exactly the meta-gradient.
-        let dot = |x: &Tensor, g: &Tensor| -> Result<Tensor> { Ok((x * g)?.sum_all()?) };
-        let surrogate =
-            (((dot(&zs, &g.support)? + dot(&zq, &g.query)?)? + dot(w0, &g.head.0)?)? + dot(b0, &g.head.1)?)?;
-        meta_loss(&surrogate, g.query_loss, ep, g.correct)
+        episode_loss(&zs, &zq, &m.head, ep, &m.inner)
     }
 
     fn batch_size(&self, ep: &Episode) -> usize {

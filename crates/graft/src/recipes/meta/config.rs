@@ -1,12 +1,13 @@
 //! The `graft meta CONFIG.toml` configuration: `[data]` (the labelled dataset and its class
 //! splits), `[episodes]`, `[backbone]` (the frozen sentence encoder), `[decoder]`, `[protonet]`,
-//! `[anil]`, `[fomaml]`, `[maml]`, `[reptile]`, `[lora_protonet]`, `[baselines]`, `[eval]` and `[output]`. Unknown keys are errors, as everywhere.
+//! `[anil]`, `[fomaml]`, `[maml]`, `[reptile]`, `[lora_protonet]`, `[lora_anil]`, `[baselines]`,
+//! `[eval]` and `[output]`. Unknown keys are errors, as everywhere.
 
 use crate::config::{read_toml, relative_to};
 use crate::datasets::appstream_classes::ClassRule;
 use crate::features::head::HeadConfig;
 use crate::features::Pooling;
-use crate::meta::lora_protonet::LoraProtoNetConfig;
+use crate::meta::lora_protonet::{LoraLearnerConfig, LoraProtoNetConfig};
 use crate::meta::{EpisodeShape, MetaTrainConfig};
 use crate::models::efficientnet::LITE0_UNITS;
 use crate::objectives::anil::InnerLoop;
@@ -54,6 +55,10 @@ pub struct MetaConfig {
     /// enabled; needs `[decoder]`).
     #[serde(default)]
     pub lora_protonet: LoraProtoNetConfig,
+    /// ANIL inside the decoder: LoRA adapters and the head's start meta-trained together, the
+    /// head adapting per episode as `inner` says (off unless enabled; needs `[decoder]`).
+    #[serde(default)]
+    pub lora_anil: LoraLearnerConfig,
     /// The frozen-feature baselines.
     #[serde(default)]
     pub baselines: BaselinesSection,
@@ -275,7 +280,7 @@ impl Default for EvalSection {
 #[serde(deny_unknown_fields)]
 pub struct MetaOutput {
     /// The run's folder: `summary.json`, `protonet/`, `anil/` and one folder per enabled learner
-    /// of the MAML family and for `lora_protonet/` (the meta-training runs: checkpoints, `metrics.jsonl`).
+    /// of the MAML family and for `lora_protonet/` and `lora_anil/` (the meta-training runs: checkpoints, `metrics.jsonl`).
     pub dir: PathBuf,
     /// Where the embeddings of the dataset are kept between runs (re-used when the encoder and
     /// the texts are the same); default `DIR/features.safetensors`.
@@ -355,14 +360,19 @@ impl MetaConfig {
             }
         }
         self.protonet.validate("protonet")?;
-        if self.lora_protonet.enabled {
-            if self.decoder.is_none() {
-                return bad(
-                    "lora_protonet adapts a decoder: add a [decoder] section and name a causal LM in backbone.encoder"
-                        .into(),
-                );
+        if self.lora_protonet.inner.is_some() {
+            return bad("lora_protonet has no inner loop: `inner` belongs to [lora_anil]".into());
+        }
+        for (name, section) in [("lora_protonet", &self.lora_protonet), ("lora_anil", &self.lora_anil)] {
+            if !section.enabled {
+                continue;
             }
-            self.lora_protonet.validate()?;
+            if self.decoder.is_none() {
+                return bad(format!(
+                    "{name} adapts a decoder: add a [decoder] section and name a causal LM in backbone.encoder"
+                ));
+            }
+            section.validate(name)?;
         }
         if self.anil.enabled {
             self.anil.train.validate("anil.train")?;

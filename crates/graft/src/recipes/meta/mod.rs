@@ -2,7 +2,7 @@
 //! dataset's texts or images go once through the frozen backbone (features kept in a file
 //! between runs), the classes are dealt into meta-train / meta-validation / meta-test, a
 //! prototypical network, ANIL, the enabled MAML family and (with a decoder) a LoRA prototypical
-//! network inside it are meta-trained on meta-train episodes (the one trainer: checkpoints,
+//! network and ANIL inside it are meta-trained on meta-train episodes (the one trainer: checkpoints,
 //! exact resume), and every learner — the frozen-feature baselines and the meta-trained ones —
 //! is scored on the same meta-test episodes: mean accuracy with a 95 % confidence interval. The
 //! summary goes to `summary.json`.
@@ -17,6 +17,7 @@ use crate::meta::evaluate::{
     fine_tuned_encoder, fine_tuned_image_backbone, linear_head, nearest_centroid, protonet_accuracy, score_episodes,
     select_rows,
 };
+use crate::meta::lora_anil::fit_lora_anil;
 use crate::meta::lora_protonet::fit_lora_protonet;
 use crate::meta::{
     fit_anil, fit_maml, fit_protonet, split_classes, Accuracy, ClassMembers, ClassSplits, EpisodeSampler, EpisodeShape,
@@ -68,6 +69,9 @@ pub struct MetaSummary {
     /// The LoRA prototypical network's meta-training, when `lora_protonet.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora_protonet_train: Option<MetaTrainSummary>,
+    /// ANIL inside the decoder's meta-training, when `lora_anil.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_anil_train: Option<MetaTrainSummary>,
     /// Every learner's meta-test accuracy, baselines first.
     pub results: Vec<LearnerResult>,
 }
@@ -106,7 +110,7 @@ pub struct MetaTrainSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LearnerResult {
     /// `nearest_centroid`, `linear_head`, `fine_tuned_encoder`, `protonet`, `anil`, `fomaml`,
-    /// `maml`, `reptile` or `lora_protonet`.
+    /// `maml`, `reptile`, `lora_protonet` or `lora_anil`.
     pub learner: String,
     /// Whether it is meta-trained (false: a baseline on the frozen features).
     pub meta_trained: bool,
@@ -282,27 +286,44 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
             fit_maml(&features, &train, val.as_ref(), &section.train, &section.inner, update, &settings, output)?;
         maml_runs.push((name, model, train_summary(&outcome, run_path)));
     }
-    let lora = match (&cfg.decoder, &inputs) {
-        (Some(how), MetaInputs::Texts(texts)) if cfg.lora_protonet.enabled => {
+    let (lora, lora_anil) = match (&cfg.decoder, &inputs) {
+        (Some(how), MetaInputs::Texts(texts)) if cfg.lora_protonet.enabled || cfg.lora_anil.enabled => {
             let (mut model, tokenizer) = load_decoder(b, &device, dtype)?;
             let seqs = decoder_tokens(&tokenizer, texts, how.max_tokens)?;
-            let run_path = out.join("lora_protonet");
-            let dir = RunDir::open(&run_path, resume, cfg.lora_protonet.train.save_every)?;
-            let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
             let reading = (how.layer, how.pooling, b.batch_size);
-            let (adapted, outcome) = fit_lora_protonet(
-                &mut model,
-                &seqs,
-                reading,
-                &train,
-                val.as_ref(),
-                &cfg.lora_protonet,
-                &settings,
-                output,
-            )?;
-            Some((adapted, train_summary(&outcome, run_path)))
+            let protonet = if cfg.lora_protonet.enabled {
+                let run_path = out.join("lora_protonet");
+                let dir = RunDir::open(&run_path, resume, cfg.lora_protonet.train.save_every)?;
+                let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
+                let (adapted, outcome) = fit_lora_protonet(
+                    &mut model,
+                    &seqs,
+                    reading,
+                    &train,
+                    val.as_ref(),
+                    &cfg.lora_protonet,
+                    &settings,
+                    output,
+                )?;
+                // The next learner starts from the base decoder.
+                crate::adapters::lora::unload(&mut model);
+                Some((adapted, train_summary(&outcome, run_path)))
+            } else {
+                None
+            };
+            let anil = if cfg.lora_anil.enabled {
+                let run_path = out.join("lora_anil");
+                let dir = RunDir::open(&run_path, resume, cfg.lora_anil.train.save_every)?;
+                let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
+                let (adapted, outcome) =
+                    fit_lora_anil(&mut model, &seqs, reading, &train, val.as_ref(), &cfg.lora_anil, &settings, output)?;
+                Some((adapted, train_summary(&outcome, run_path)))
+            } else {
+                None
+            };
+            (protonet, anil)
         }
-        _ => None,
+        _ => (None, None),
     };
 
     let n = cfg.eval.episodes;
@@ -365,6 +386,9 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
     if let Some((adapted, _)) = &lora {
         score("lora_protonet", true, n, &mut |ep| nearest_centroid(adapted, ep))?;
     }
+    if let Some((adapted, _)) = &lora_anil {
+        score("lora_anil", true, n, &mut |ep| adapted.accuracy(ep))?;
+    }
     let maml_train = |learner: &str| maml_runs.iter().find(|r| r.0 == learner).map(|r| r.2.clone());
 
     let summary = MetaSummary {
@@ -380,6 +404,7 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
         maml_train: maml_train("maml"),
         reptile_train: maml_train("reptile"),
         lora_protonet_train: lora.map(|(_, s)| s),
+        lora_anil_train: lora_anil.map(|(_, s)| s),
         results,
     };
     crate::io::write_atomic(&out.join("summary.json"), &serde_json::to_string_pretty(&summary)?)?;

@@ -1,0 +1,318 @@
+//! Meta-learning inside and on top of a decoder: SmolLM2's features under every learner
+//! through `graft meta`, and the learners whose LoRA adapters live inside it (the prototypical
+//! network and ANIL), their gradients checked against finite differences.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use graft::features::RunOutput;
+use graft::meta::{ClassMembers, EpisodeSampler, EpisodeShape, MetaTrainConfig};
+use graft::objectives::protonet::protonet_loss;
+use graft::train::Objective;
+
+/// Twelve one-sentence texts in four topics, three each.
+fn topics() -> [(&'static str, [&'static str; 3]); 4] {
+    [
+        (
+            "weather",
+            [
+                "It rained all day and the streets flooded.",
+                "A cold wind blew snow across the hills.",
+                "The sun came out after a week of fog.",
+            ],
+        ),
+        (
+            "cooking",
+            [
+                "Stir the onions until they turn golden.",
+                "Bake the bread for forty minutes.",
+                "Add salt to the boiling water before the pasta.",
+            ],
+        ),
+        (
+            "sport",
+            [
+                "The striker scored twice in the second half.",
+                "She won the marathon in record time.",
+                "The team lost the final on penalties.",
+            ],
+        ),
+        (
+            "music",
+            [
+                "The orchestra tuned before the concert began.",
+                "He plays the cello every evening.",
+                "The band released a new album of folk songs.",
+            ],
+        ),
+    ]
+}
+
+/// `[decoder]`: the texts of a labelled file read by SmolLM2 (hidden states after two blocks,
+/// mean-pooled): every learner runs on them, the features file is reused for the same decoder
+/// settings and recomputed for others; the whole-backbone baseline is refused with a decoder.
+#[test]
+fn decoder_features_feed_every_learner() {
+    let topics = topics();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("topics.jsonl");
+    let lines: Vec<String> = topics
+        .iter()
+        .flat_map(|(label, texts)| {
+            texts.iter().map(move |t| serde_json::json!({"text": t, "label": label}).to_string())
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let config = |name: &str, decoder: &str, extra: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "[data]\nsource = {data:?}\nval_fraction = 0.0\ntest_fraction = 0.5\n\n\
+             [episodes]\nn_way = 2\nk_shot = 1\nq_query = 2\n\n\
+             [backbone]\nencoder = \"smollm2-135m-instruct\"\n\n[decoder]\n{decoder}\n\n\
+             [protonet]\nhidden = 8\nsteps = 2\nval_episodes = 0\n\n[anil]\nenabled = false\n\n{extra}\
+             [eval]\nepisodes = 3\n\n[output]\ndir = {:?}\nfeatures = {:?}\n",
+            dir.path().join(name).to_str().unwrap(),
+            dir.path().join("features.safetensors").to_str().unwrap()
+        );
+        std::fs::write(&path, text).unwrap();
+        graft::recipes::meta::config::MetaConfig::load(&path, &[])
+    };
+    let first = graft::recipes::meta::run(&config("a", "layer = 2", "").unwrap(), false, &mut |_| {}).unwrap();
+    assert!(!first.features_cached);
+    let names: Vec<&str> = first.results.iter().map(|r| r.learner.as_str()).collect();
+    assert_eq!(names, ["nearest_centroid", "linear_head", "protonet"]);
+    let features = candle_core::safetensors::load(dir.path().join("features.safetensors"), &candle_core::Device::Cpu)
+        .unwrap()
+        .remove("features")
+        .unwrap();
+    assert_eq!(features.dims2().unwrap(), (12, 576), "one SmolLM2 state (width 576) per text");
+    let again = graft::recipes::meta::run(&config("b", "layer = 2", "").unwrap(), false, &mut |_| {}).unwrap();
+    assert!(again.features_cached, "the same decoder settings read the features back");
+    assert_eq!(again.results[0].accuracy, first.results[0].accuracy);
+    let other = graft::recipes::meta::run(&config("c", "layer = 3", "").unwrap(), false, &mut |_| {}).unwrap();
+    assert!(!other.features_cached, "another layer computes its own features");
+
+    let err = config("d", "", "[baselines]\nfine_tune = true\n\n").unwrap_err().to_string();
+    assert!(err.contains("not available with [decoder]"), "{err}");
+    let err = config("e", "max_tokens = 0", "").unwrap_err().to_string();
+    assert!(err.contains("decoder.max_tokens must be at least 1"), "{err}");
+
+    // The LoRA prototypical network: rank-8 adapters on all seven projections of blocks 0 and 1
+    // (SmolLM2: 576 wide, 192-wide keys and values, 1536 MLP units) = 2 · 81,408 parameters.
+    let lora = "[lora_protonet]\nenabled = true\ntrain = { steps = 2, val_episodes = 0 }\n\n";
+    let with_lora = graft::recipes::meta::run(&config("f", "layer = 2", lora).unwrap(), false, &mut |_| {}).unwrap();
+    let names: Vec<&str> = with_lora.results.iter().map(|r| r.learner.as_str()).collect();
+    assert_eq!(names, ["nearest_centroid", "linear_head", "protonet", "lora_protonet"]);
+    let trained = with_lora.lora_protonet_train.as_ref().expect("its meta-training summary");
+    assert_eq!((trained.steps, trained.trainable_params), (2, 2 * 81_408));
+    assert!(trained.run.join("metrics.jsonl").is_file());
+    assert_eq!(with_lora.results[0].accuracy, first.results[0].accuracy, "the other learners are unchanged");
+    let too_many = "[lora_protonet]\nenabled = true\nblocks = 3\ntrain = { steps = 2, val_episodes = 0 }\n\n";
+    let err = graft::recipes::meta::run(&config("g", "layer = 2", too_many).unwrap(), false, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("3 adapted blocks below feature layer 2"), "{err}");
+    let mut no_decoder = config("h", "layer = 2", lora).unwrap();
+    no_decoder.decoder = None;
+    let err = no_decoder.validate().unwrap_err().to_string();
+    assert!(err.contains("lora_protonet adapts a decoder"), "{err}");
+
+    // ANIL inside the decoder, beside the LoRA prototypical network: the same adapters, plus a
+    // 2-way head's start over SmolLM2's 576-wide states.
+    let both = format!("{lora}[lora_anil]\nenabled = true\ninner = {{ steps = 2, eval_steps = 3 }}\ntrain = {{ steps = 2, val_episodes = 0 }}\n\n");
+    let with_anil = graft::recipes::meta::run(&config("i", "layer = 2", &both).unwrap(), false, &mut |_| {}).unwrap();
+    let names: Vec<&str> = with_anil.results.iter().map(|r| r.learner.as_str()).collect();
+    assert_eq!(names, ["nearest_centroid", "linear_head", "protonet", "lora_protonet", "lora_anil"]);
+    let trained = with_anil.lora_anil_train.as_ref().expect("its meta-training summary");
+    assert_eq!((trained.steps, trained.trainable_params), (2, 2 * 81_408 + 2 * 576 + 2));
+    assert!(trained.run.join("metrics.jsonl").is_file());
+    assert_eq!(with_anil.results[3].accuracy, with_lora.results[3].accuracy, "lora_protonet is unchanged beside it");
+    let stray = "[lora_protonet]\nenabled = true\ninner = { steps = 2 }\n\n";
+    let err = config("j", "layer = 2", stray).unwrap_err().to_string();
+    assert!(err.contains("lora_protonet has no inner loop"), "{err}");
+    let mut no_decoder = config("k", "layer = 2", "[lora_anil]\nenabled = true\n\n").unwrap();
+    no_decoder.decoder = None;
+    let err = no_decoder.validate().unwrap_err().to_string();
+    assert!(err.contains("lora_anil adapts a decoder"), "{err}");
+}
+
+/// The LoRA prototypical network inside SmolLM2 (f64): with its adapters fresh it computes the
+/// frozen decoder features; its episode loss has the gradient central finite differences give;
+/// meta-training starts from nearest centroid's ProtoNet loss and lowers it.
+#[test]
+fn lora_protonet_starts_at_the_frozen_features_and_its_gradient_is_exact() {
+    use graft::adapters::lora::{attach, unload, LoraSpec};
+    use graft::features::{decoder_features, Pooling};
+    use graft::meta::lora_protonet::{fit_lora_protonet, AdaptedBlocks, LoraProtoNetConfig};
+    use graft::models::bert::l2_normalize;
+    use graft::models::llama::{LoadOptions, Pass, WeightFormat};
+
+    let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).unwrap();
+    let opts = LoadOptions { device: Device::Cpu, dtype: DType::F64, format: WeightFormat::Dense };
+    let mut model = graft::models::load::load_causal_lm(&source, &opts).unwrap();
+    let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
+    let texts: Vec<String> = topics().iter().flat_map(|(_, t)| t.map(String::from)).collect();
+    let seqs = graft::recipes::meta::data::decoder_tokens(&tok, &texts, 128).unwrap();
+    let frozen = l2_normalize(&decoder_features(&model, &seqs, Some(3), Pooling::Mean, 4).unwrap()).unwrap();
+
+    let spec = LoraSpec {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        rslora: false,
+        targets: vec!["layers.1.*.q_proj".into(), "layers.2.*.down_proj".into()],
+    };
+    let set = attach(&mut model, &spec, 0).unwrap();
+    let vars = set.named_vars();
+    let blocks = AdaptedBlocks::new(&model, &seqs, Some(3), 2, Pooling::Mean, 4).unwrap();
+    assert_eq!(blocks.blocks(), 1..3);
+    let start = blocks.all_features().unwrap().to_dtype(DType::F32).unwrap();
+    let gap = (start - &frozen).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(gap < 1e-5, "fresh adapters change nothing: {gap}");
+
+    for (k, (_, v)) in vars.iter().enumerate().filter(|(_, (n, _))| n.ends_with("lora_B")) {
+        let moved = Tensor::from_vec(common::values(v.elem_count(), k as u64 + 1), v.shape(), &Device::Cpu).unwrap();
+        v.set(&(moved * 0.05).unwrap()).unwrap();
+    }
+    let members: ClassMembers = (0..4).map(|c| (format!("topic{c}"), (3 * c..3 * c + 3).collect())).collect();
+    let shape = EpisodeShape { n_way: 2, k_shot: 1, q_query: 2 };
+    let ep = EpisodeSampler::new("meta-train", members.clone(), shape, 0).unwrap().episode(0);
+    let loss = || {
+        let s = blocks.features(&ep.support, Pass::Train).unwrap();
+        let q = blocks.features(&ep.query, Pass::Train).unwrap();
+        protonet_loss(&s, &ep.support_labels, &q, &ep.query_labels, 2).unwrap().0
+    };
+    let checked = common::check_gradients(&vars, &loss, &|n| vec![0, n / 2, n - 1]);
+    assert_eq!(checked, 12);
+    drop(blocks);
+
+    unload(&mut model);
+    let train = EpisodeSampler::new("meta-train", members.clone(), shape, 0).unwrap();
+    let val = EpisodeSampler::new("meta-val", members, shape, 1).unwrap();
+    let mut cfg = LoraProtoNetConfig { enabled: true, blocks: 2, ..LoraProtoNetConfig::default() };
+    cfg.train = MetaTrainConfig { steps: 6, lr: 3e-3, val_episodes: 4, eval_every: 0, save_every: 0, ..cfg.train };
+    let out = RunOutput { dir: None, on_event: &mut |_| {} };
+    let settings = serde_json::Value::Null;
+    let (adapted, outcome) =
+        fit_lora_protonet(&mut model, &seqs, (Some(3), Pooling::Mean, 4), &train, Some(&val), &cfg, &settings, out)
+            .unwrap();
+    assert_eq!(adapted.dims2().unwrap(), (12, 576));
+    let frozen_loss: f64 = (0..4)
+        .map(|i| {
+            let ep = val.episode(i);
+            let (s, q) = (select(&frozen, &ep.support), select(&frozen, &ep.query));
+            let (sum, _) = protonet_loss(&s, &ep.support_labels, &q, &ep.query_labels, 2).unwrap();
+            sum.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+        })
+        .sum::<f64>()
+        / 16.0;
+    let base = outcome.state.base_eval_loss.unwrap();
+    assert!((base - frozen_loss).abs() < 1e-5, "starts at nearest centroid's loss: {base} vs {frozen_loss}");
+    let last = outcome.final_eval_loss.unwrap();
+    assert!(last < base, "meta-training lowers the validation loss: {base} -> {last}");
+}
+
+fn select(features: &Tensor, rows: &[usize]) -> Tensor {
+    graft::meta::evaluate::select_rows(features, rows).unwrap()
+}
+
+/// ANIL inside SmolLM2 (f64): its meta-gradient with respect to the adapters and the head's
+/// start is the one central finite differences of the adapted head's query loss give (second
+/// order; first order drops the path through the support features and differs); with fresh
+/// adapters and a zero head its first validation loss is ANIL's inner loop on the frozen decoder
+/// features, and meta-training lowers it.
+#[test]
+fn lora_anil_meta_gradient_is_exact_and_starts_at_the_frozen_features() {
+    use graft::adapters::lora::{attach, unload, LoraSpec};
+    use graft::features::{decoder_features, Pooling};
+    use graft::meta::lora_anil::{fit_lora_anil, LoraAnil};
+    use graft::meta::lora_protonet::{AdaptedBlocks, LoraLearnerConfig};
+    use graft::models::bert::l2_normalize;
+    use graft::models::llama::{LoadOptions, WeightFormat};
+    use graft::objectives::anil::{meta_grads, InnerLoop};
+
+    let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).unwrap();
+    let opts = LoadOptions { device: Device::Cpu, dtype: DType::F64, format: WeightFormat::Dense };
+    let mut model = graft::models::load::load_causal_lm(&source, &opts).unwrap();
+    let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
+    let texts: Vec<String> = topics().iter().flat_map(|(_, t)| t.map(String::from)).collect();
+    let seqs = graft::recipes::meta::data::decoder_tokens(&tok, &texts, 128).unwrap();
+    let frozen = l2_normalize(&decoder_features(&model, &seqs, Some(3), Pooling::Mean, 4).unwrap()).unwrap();
+
+    let members: ClassMembers = (0..4).map(|c| (format!("topic{c}"), (3 * c..3 * c + 3).collect())).collect();
+    let shape = EpisodeShape { n_way: 2, k_shot: 1, q_query: 2 };
+    let ep = EpisodeSampler::new("meta-train", members.clone(), shape, 0).unwrap().episode(0);
+    let spec = LoraSpec {
+        r: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+        rslora: false,
+        targets: vec!["layers.1.*.v_proj".into(), "layers.2.*.up_proj".into()],
+    };
+    let set = attach(&mut model, &spec, 0).unwrap();
+    for (k, (_, v)) in set.named_vars().iter().enumerate().filter(|(_, (n, _))| n.ends_with("lora_B")) {
+        let moved = Tensor::from_vec(common::values(v.elem_count(), k as u64 + 1), v.shape(), &Device::Cpu).unwrap();
+        v.set(&(moved * 0.05).unwrap()).unwrap();
+    }
+    let blocks = AdaptedBlocks::new(&model, &seqs, Some(3), 2, Pooling::Mean, 4).unwrap();
+    let mut gaps = Vec::new();
+    for second_order in [true, false] {
+        let inner = InnerLoop { steps: 2, eval_steps: 2, lr: 4.0, second_order };
+        let objective = LoraAnil::new(&blocks, set.named_vars(), 2, inner).unwrap();
+        let vars = objective.vars();
+        for (k, (_, v)) in vars.iter().rev().take(2).enumerate() {
+            let start = Tensor::from_vec(common::values(v.elem_count(), 10 + k as u64), v.shape(), &Device::Cpu);
+            v.set(&(start.unwrap() * 0.5).unwrap()).unwrap();
+        }
+        let loss = || objective.loss(&ep, 0).unwrap().loss.sum;
+        if second_order {
+            let checked = common::check_gradients(&vars, &loss, &|n| vec![0, n / 2, n - 1]);
+            assert_eq!(checked, 6 * 3, "four adapter factors and the head's weight and bias");
+        } else {
+            // First order: the same value, a gradient that misses the support path.
+            let grads = loss().backward().unwrap();
+            let (name, a) = &vars[0];
+            let g = grads.get(a.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let base = a.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let at = |delta: f64| {
+                let mut v = base.clone();
+                v[0] += delta;
+                a.set(&Tensor::from_vec(v, a.as_tensor().shape(), &Device::Cpu).unwrap()).unwrap();
+                loss().to_scalar::<f64>().unwrap()
+            };
+            let fd = (at(1e-6) - at(-1e-6)) / 2e-6;
+            at(0.0);
+            gaps.push((name.clone(), (fd - g[0]).abs() / (1.0 + fd.abs())));
+        }
+    }
+    assert!(gaps[0].1 > 1e-4, "first order drops the support path, so it must differ: {gaps:?}");
+    drop(blocks);
+
+    unload(&mut model);
+    let train = EpisodeSampler::new("meta-train", members.clone(), shape, 0).unwrap();
+    let val = EpisodeSampler::new("meta-val", members, shape, 1).unwrap();
+    let inner = InnerLoop { steps: 3, eval_steps: 3, lr: 4.0, second_order: true };
+    let mut cfg = LoraLearnerConfig { enabled: true, blocks: 2, inner: Some(inner), ..LoraLearnerConfig::default() };
+    cfg.train = MetaTrainConfig { steps: 6, lr: 3e-3, val_episodes: 4, eval_every: 0, save_every: 0, ..cfg.train };
+    let out = RunOutput { dir: None, on_event: &mut |_| {} };
+    let settings = serde_json::Value::Null;
+    let (adapted, outcome) =
+        fit_lora_anil(&mut model, &seqs, (Some(3), Pooling::Mean, 4), &train, Some(&val), &cfg, &settings, out)
+            .unwrap();
+    assert_eq!(adapted.features.dims2().unwrap(), (12, 576));
+    let zero = Tensor::zeros((2, 576), DType::F64, &Device::Cpu).unwrap();
+    let zero_bias = Tensor::zeros(2, DType::F64, &Device::Cpu).unwrap();
+    let frozen = frozen.to_dtype(DType::F64).unwrap();
+    let frozen_loss: f64 = (0..4)
+        .map(|i| {
+            let ep = val.episode(i);
+            let (s, q) = (select(&frozen, &ep.support), select(&frozen, &ep.query));
+            meta_grads(&zero, &zero_bias, &s, &ep.support_labels, &q, &ep.query_labels, &inner).unwrap().query_loss
+        })
+        .sum::<f64>()
+        / 16.0;
+    let base = outcome.state.base_eval_loss.unwrap();
+    assert!((base - frozen_loss).abs() < 1e-5, "starts at ANIL on the frozen features: {base} vs {frozen_loss}");
+    let last = outcome.final_eval_loss.unwrap();
+    assert!(last < base, "meta-training lowers the validation loss: {base} -> {last}");
+}
