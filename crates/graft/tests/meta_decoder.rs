@@ -142,18 +142,11 @@ fn decoder_features_feed_every_learner() {
 #[test]
 fn lora_protonet_starts_at_the_frozen_features_and_its_gradient_is_exact() {
     use graft::adapters::lora::{attach, unload, LoraSpec};
-    use graft::features::{decoder_features, Pooling};
+    use graft::features::Pooling;
     use graft::meta::lora_protonet::{fit_lora_protonet, AdaptedBlocks, LoraProtoNetConfig};
-    use graft::models::bert::l2_normalize;
-    use graft::models::llama::{LoadOptions, Pass, WeightFormat};
+    use graft::models::llama::Pass;
 
-    let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).unwrap();
-    let opts = LoadOptions { device: Device::Cpu, dtype: DType::F64, format: WeightFormat::Dense };
-    let mut model = graft::models::load::load_causal_lm(&source, &opts).unwrap();
-    let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
-    let texts: Vec<String> = topics().iter().flat_map(|(_, t)| t.map(String::from)).collect();
-    let seqs = graft::recipes::meta::data::decoder_tokens(&tok, &texts, 128).unwrap();
-    let frozen = l2_normalize(&decoder_features(&model, &seqs, Some(3), Pooling::Mean, 4).unwrap()).unwrap();
+    let (mut model, seqs, frozen) = smollm2_on_topics();
 
     let spec = LoraSpec {
         r: 4,
@@ -170,10 +163,7 @@ fn lora_protonet_starts_at_the_frozen_features_and_its_gradient_is_exact() {
     let gap = (start - &frozen).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(gap < 1e-5, "fresh adapters change nothing: {gap}");
 
-    for (k, (_, v)) in vars.iter().enumerate().filter(|(_, (n, _))| n.ends_with("lora_B")) {
-        let moved = Tensor::from_vec(common::values(v.elem_count(), k as u64 + 1), v.shape(), &Device::Cpu).unwrap();
-        v.set(&(moved * 0.05).unwrap()).unwrap();
-    }
+    move_b(&vars);
     let members: ClassMembers = (0..4).map(|c| (format!("topic{c}"), (3 * c..3 * c + 3).collect())).collect();
     let shape = EpisodeShape { n_way: 2, k_shot: 1, q_query: 2 };
     let ep = EpisodeSampler::new("meta-train", members.clone(), shape, 0).unwrap().episode(0);
@@ -212,6 +202,30 @@ fn lora_protonet_starts_at_the_frozen_features_and_its_gradient_is_exact() {
     assert!(last < base, "meta-training lowers the validation loss: {base} -> {last}");
 }
 
+/// SmolLM2 in f64, the twelve topic texts' tokens and their frozen unit-length features after
+/// block 3 (mean-pooled).
+fn smollm2_on_topics() -> (graft::models::llama::Llama, Vec<Vec<u32>>, Tensor) {
+    use graft::features::{decoder_features, Pooling};
+    use graft::models::llama::{LoadOptions, WeightFormat};
+    let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).unwrap();
+    let opts = LoadOptions { device: Device::Cpu, dtype: DType::F64, format: WeightFormat::Dense };
+    let model = graft::models::load::load_causal_lm(&source, &opts).unwrap();
+    let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
+    let texts: Vec<String> = topics().iter().flat_map(|(_, t)| t.map(String::from)).collect();
+    let seqs = graft::recipes::meta::data::decoder_tokens(&tok, &texts, 128).unwrap();
+    let frozen = decoder_features(&model, &seqs, Some(3), Pooling::Mean, 4).unwrap();
+    (model, seqs, graft::models::bert::l2_normalize(&frozen).unwrap())
+}
+
+/// Every `lora_B` of `vars` moved off zero by deterministic amounts (so that every adapter
+/// factor has a gradient).
+fn move_b(vars: &[(String, candle_core::Var)]) {
+    for (k, (_, v)) in vars.iter().enumerate().filter(|(_, (n, _))| n.ends_with("lora_B")) {
+        let moved = Tensor::from_vec(common::values(v.elem_count(), k as u64 + 1), v.shape(), &Device::Cpu).unwrap();
+        v.set(&(moved * 0.05).unwrap()).unwrap();
+    }
+}
+
 fn select(features: &Tensor, rows: &[usize]) -> Tensor {
     graft::meta::evaluate::select_rows(features, rows).unwrap()
 }
@@ -224,20 +238,12 @@ fn select(features: &Tensor, rows: &[usize]) -> Tensor {
 #[test]
 fn lora_anil_meta_gradient_is_exact_and_starts_at_the_frozen_features() {
     use graft::adapters::lora::{attach, unload, LoraSpec};
-    use graft::features::{decoder_features, Pooling};
+    use graft::features::Pooling;
     use graft::meta::lora_anil::{fit_lora_anil, LoraAnil};
     use graft::meta::lora_protonet::{AdaptedBlocks, LoraLearnerConfig};
-    use graft::models::bert::l2_normalize;
-    use graft::models::llama::{LoadOptions, WeightFormat};
     use graft::objectives::anil::{meta_grads, InnerLoop};
 
-    let source = graft::assets::resolve_model(graft::assets::DEFAULT_MODEL, false).unwrap();
-    let opts = LoadOptions { device: Device::Cpu, dtype: DType::F64, format: WeightFormat::Dense };
-    let mut model = graft::models::load::load_causal_lm(&source, &opts).unwrap();
-    let tok = graft::tokenizer::Tokenizer::from_source(&source).unwrap();
-    let texts: Vec<String> = topics().iter().flat_map(|(_, t)| t.map(String::from)).collect();
-    let seqs = graft::recipes::meta::data::decoder_tokens(&tok, &texts, 128).unwrap();
-    let frozen = l2_normalize(&decoder_features(&model, &seqs, Some(3), Pooling::Mean, 4).unwrap()).unwrap();
+    let (mut model, seqs, frozen) = smollm2_on_topics();
 
     let members: ClassMembers = (0..4).map(|c| (format!("topic{c}"), (3 * c..3 * c + 3).collect())).collect();
     let shape = EpisodeShape { n_way: 2, k_shot: 1, q_query: 2 };
@@ -250,10 +256,7 @@ fn lora_anil_meta_gradient_is_exact_and_starts_at_the_frozen_features() {
         targets: vec!["layers.1.*.v_proj".into(), "layers.2.*.up_proj".into()],
     };
     let set = attach(&mut model, &spec, 0).unwrap();
-    for (k, (_, v)) in set.named_vars().iter().enumerate().filter(|(_, (n, _))| n.ends_with("lora_B")) {
-        let moved = Tensor::from_vec(common::values(v.elem_count(), k as u64 + 1), v.shape(), &Device::Cpu).unwrap();
-        v.set(&(moved * 0.05).unwrap()).unwrap();
-    }
+    move_b(&set.named_vars());
     let blocks = AdaptedBlocks::new(&model, &seqs, Some(3), 2, Pooling::Mean, 4).unwrap();
     let mut gaps = Vec::new();
     for second_order in [true, false] {
