@@ -15,7 +15,7 @@
 //! - [`speech`]: audio in (WAV files, resampling to 16 kHz) and Whisper's log-mel front end.
 //! - [`generate`]: sampling and KV-cached text generation.
 //! - [`eval`]: evaluation protocols (perplexity, ...).
-//! - [`bench`]: throughput measurements reported by `graft bench`.
+//! - [`bench`](mod@bench): throughput measurements reported by `graft bench`.
 //! - [`adapters`]: LoRA (dense or quantized base) and PEFT-style target matching.
 //! - [`train`]: the one training loop ([`train::Trainer`]), the objective seam, optimizers with
 //!   parameter groups and savable state, schedules, checkpoints.

@@ -27,8 +27,9 @@ min_class_size = 20\n\n  \
 [eval]\n  episodes = 600\n\n  \
 [output]\n  dir = \"runs/meta-appstream\"")]
 pub struct Args {
-    /// The run's config, a TOML file: [data], [episodes], [backbone], [protonet], [anil],
-    /// [fomaml], [maml], [reptile], [baselines], [eval], [output].
+    /// The run's config, a TOML file: [data], [episodes], [backbone], [decoder], [protonet],
+    /// [anil], [fomaml], [maml], [reptile], [lora_protonet], [lora_anil], [baselines], [eval],
+    /// [output].
     config: PathBuf,
     /// Override one config key: section.key=value (TOML value syntax). Repeatable.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]

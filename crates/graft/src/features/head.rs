@@ -1,6 +1,6 @@
 //! Classification heads on fixed features: standardise each feature with the training set's
 //! mean and standard deviation, then a linear map or a one-hidden-layer ReLU MLP, trained by the
-//! [`Trainer`](crate::train::Trainer) with AdamW on the
+//! [`Trainer`] with AdamW on the
 //! [classification objective](crate::objectives::classification) in shuffled mini-batches.
 //!
 //! Standardising makes one learning rate fit every backbone: decoder residual streams have

@@ -1,4 +1,4 @@
-//! Deep Q-learning (Mnih et al. 2015) on the one [`Trainer`]: the actor of a [`PolicyNet`]
+//! Deep Q-learning (Mnih et al. 2015) on the one [`Trainer`](crate::train::Trainer): the actor of a [`PolicyNet`]
 //! read as Q-values (its trunk and policy head; the critic is not used), a replay buffer, a
 //! target network synced every `target_update` optimizer steps, the Huber loss of the one-step
 //! target `r + γ (1 − terminal) max_a' Q_target(s', a')` (or Double DQN's

@@ -1,4 +1,4 @@
-//! Proximal policy optimisation (Schulman et al. 2017) on the one [`Trainer`]: the clipped
+//! Proximal policy optimisation (Schulman et al. 2017) on the one [`Trainer`](crate::train::Trainer): the clipped
 //! surrogate objective, a squared-error value loss and an entropy bonus over minibatches of
 //! complete-episode rollouts ([`super::rollout`]). Each update plays a rollout with a snapshot
 //! of the policy, then runs `epochs` passes of `minibatches` shuffled minibatches over it, one

@@ -1,5 +1,5 @@
 //! Multitask learning's math: which task a step trains on ([`sampler`]), how task losses make
-//! one loss ([`weighting`]), and how per-task gradients make one update ([`pcgrad`]); and the
+//! one loss ([`weighting`]), and how per-task gradients make one update ([`pcgrad`](mod@pcgrad)); and the
 //! bank of per-task adapters ([`adapters`]).
 //!
 //! These are the parts a multitask objective and recipe are built from; the formulas and what

@@ -51,7 +51,7 @@ impl SimcseSpec {
     }
 }
 
-/// Σᵢ −log softmaxⱼ(cos(aᵢ, bⱼ) / τ)[i]: the SimCSE loss of unit-norm rows `a`, `b` `[n, dim]`
+/// Σᵢ −log softmaxⱼ(cos(aᵢ, bⱼ) / τ)\[i\]: the SimCSE loss of unit-norm rows `a`, `b` `[n, dim]`
 /// (row `i` of each is a view of text `i`), summed over the `n` texts; computed in f32, or f64
 /// for f64 inputs.
 pub fn contrastive_loss(a: &Tensor, b: &Tensor, temperature: f64) -> Result<Tensor> {

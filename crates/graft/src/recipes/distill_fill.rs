@@ -66,7 +66,7 @@ pub struct CacheReport {
 }
 
 /// The fingerprint of `cfg`'s cache: the teacher's files, precision, weight format and adapter
-/// ([`teacher_print`]), the training file's bytes and format ([`DataPrint`]), `data.seq_len`,
+/// (`teacher_print`), the training file's bytes and format ([`DataPrint`]), `data.seq_len`,
 /// `cache_top_k` and the temperature. Names and paths are left out, as for teacher answers: a
 /// moved file with the same bytes is the same input.
 pub fn fingerprint(cfg: &DistillConfig, train_file: &Path, teacher: &ModelSource) -> Result<Value> {

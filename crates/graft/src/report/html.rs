@@ -26,7 +26,7 @@ figcaption { color: #555; font-size: 0.9rem; }
 
 /// Renders `r` as a complete HTML document.
 ///
-/// Every string taken from the report is HTML-escaped; the charts come from [`plots`], whose
+/// Every string taken from the report is HTML-escaped; the charts come from `plots`, whose
 /// text plotters escapes, and are inlined without their XML namespace declaration (an HTML
 /// parser places `<svg>` in the SVG namespace itself), so the page contains no URL at all.
 pub fn html_report(r: &CompareReport) -> Result<String> {

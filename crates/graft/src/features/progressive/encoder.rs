@@ -9,7 +9,7 @@
 //!
 //! Training runs on the one [`Trainer`](crate::train::Trainer) through
 //! [`EncoderColumnObjective`]: the column's blocks at `lr ×`
-//! [`BLOCK_LR_RATIO`](crate::features::tune::BLOCK_LR_RATIO), its head and adapters at `lr`.
+//! [`BLOCK_LR_RATIO`], its head and adapters at `lr`.
 
 use super::super::head::{argmax_rows, check_labels, fit_epochs, HeadConfig, HeadKind, RunOutput};
 use super::super::tune::BLOCK_LR_RATIO;

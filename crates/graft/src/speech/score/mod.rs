@@ -1,8 +1,8 @@
 //! Scoring transcripts: word and character error rates after a documented text normaliser, per
 //! language and overall, each with a bootstrap 95 % confidence interval.
 //!
-//! - [`normalize`]: Whisper's multilingual `BasicTextNormalizer` rules (diacritics kept);
-//! - [`align`]: Levenshtein alignment counting substitutions, deletions and insertions;
+//! - [`normalize`](mod@normalize): Whisper's multilingual `BasicTextNormalizer` rules (diacritics kept);
+//! - [`align`](mod@align): Levenshtein alignment counting substitutions, deletions and insertions;
 //! - [`bootstrap`]: the percentile bootstrap of a corpus rate over utterances;
 //! - [`manifest`]: references from a speech manifest paired with a hypotheses file by `audio`.
 //!
@@ -51,7 +51,7 @@ impl UtteranceScore {
     }
 }
 
-/// Normalises `reference` and `hypothesis` ([`normalize`]) and aligns their words and characters.
+/// Normalises `reference` and `hypothesis` ([`normalize()`]) and aligns their words and characters.
 /// A reference that normalises to nothing counts every hypothesis word and character as an
 /// insertion and adds nothing to the reference length.
 pub fn score_utterance(reference: &str, hypothesis: &str) -> UtteranceScore {
