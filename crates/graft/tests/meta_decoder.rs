@@ -89,6 +89,19 @@ fn decoder_features_feed_every_learner() {
     let again = graft::recipes::meta::run(&config("b", "layer = 2", "").unwrap(), false, &mut |_| {}).unwrap();
     assert!(again.features_cached, "the same decoder settings read the features back");
     assert_eq!(again.results[0].accuracy, first.results[0].accuracy);
+    // Every learner's scores are kept per episode; a resumed run reads them back (a score
+    // changed in the file shows in the mean) and scores only what is missing.
+    let log = dir.path().join("a").join("scores").join("nearest_centroid.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    assert_eq!(lines.len(), 1 + 3, "the settings and three episodes");
+    let kept: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    lines[1] = r#"{"episode":0,"accuracy":0.123}"#.into();
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let resumed = graft::recipes::meta::run(&config("a", "layer = 2", "").unwrap(), true, &mut |_| {}).unwrap();
+    let expected = first.results[0].accuracy.mean + (0.123 - kept["accuracy"].as_f64().unwrap()) / 3.0;
+    assert!((resumed.results[0].accuracy.mean - expected).abs() < 1e-12, "episode 0 read back");
+    assert_eq!(resumed.results[2].accuracy, first.results[2].accuracy, "the resumed ProtoNet scores alike");
     let other = graft::recipes::meta::run(&config("c", "layer = 3", "").unwrap(), false, &mut |_| {}).unwrap();
     assert!(!other.features_cached, "another layer computes its own features");
 

@@ -34,7 +34,8 @@ pub struct Args {
     /// Override one config key: section.key=value (TOML value syntax). Repeatable.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     overrides: Vec<String>,
-    /// Continue the meta-training from its newest checkpoint (the settings must match).
+    /// Continue the meta-training from its newest checkpoint (the settings must match) and the
+    /// scoring from the episodes already scored (output.dir/scores).
     #[arg(long)]
     resume: bool,
     /// Device of the encoder and the learners: `cpu`, `cuda` or `cuda:N` (the same as

@@ -7,6 +7,7 @@
 
 use super::episodes::{Episode, EpisodeSampler};
 use super::projection::Projection;
+use super::score_log::ScoreLog;
 use crate::features::encoder_tune::train_encoder_classifier;
 use crate::features::head::{fit_classifier, HeadConfig, HeadKind, RunOutput, Standardizer};
 use crate::models::bert::SentenceEncoder;
@@ -143,17 +144,20 @@ fn query_accuracy(pred: &[usize], ep: &Episode) -> f64 {
     pred.iter().zip(&ep.query_labels).filter(|(p, l)| p == l).count() as f64 / ep.query.len() as f64
 }
 
-/// Scores `learner` on episodes `0..n` of `sampler`, reporting `(done, n)` after each.
+/// Scores `learner` on episodes `0..n` of `sampler`, reporting `(done, n)` after each: the
+/// episodes `log` already holds are taken from it, every other score is recorded in it as it is
+/// made.
 pub fn score_episodes(
     sampler: &EpisodeSampler,
     n: usize,
     mut learner: impl FnMut(&Episode) -> Result<f64>,
+    log: &mut ScoreLog,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<f64>> {
-    let mut accs = Vec::with_capacity(n);
-    for i in 0..n {
-        accs.push(learner(&sampler.episode(i as u64))?);
+    for i in log.done().len()..n {
+        let accuracy = learner(&sampler.episode(i as u64))?;
+        log.record(i, accuracy)?;
         progress(i + 1, n);
     }
-    Ok(accs)
+    Ok(log.done()[..n].to_vec())
 }

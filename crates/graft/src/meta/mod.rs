@@ -10,6 +10,7 @@
 //! - [`lora_protonet`]: a prototypical network whose adapters live inside a decoder.
 //! - [`lora_anil`]: ANIL whose body is the decoder itself, its adapters meta-trained with the
 //!   head's start.
+//! - [`score_log`]: per-episode scores kept as they are made, so that scoring resumes.
 //! - [`evaluate`]: accuracy over episodes with a 95 % confidence interval; the nearest-centroid
 //!   and fresh-linear-head baselines.
 
@@ -18,6 +19,7 @@ pub mod evaluate;
 pub mod lora_anil;
 pub mod lora_protonet;
 pub mod projection;
+pub mod score_log;
 pub mod train;
 
 pub use episodes::{split_classes, ClassMembers, ClassSplits, Episode, EpisodeSampler, EpisodeShape};

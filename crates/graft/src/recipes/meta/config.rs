@@ -280,7 +280,8 @@ impl Default for EvalSection {
 #[serde(deny_unknown_fields)]
 pub struct MetaOutput {
     /// The run's folder: `summary.json`, `protonet/`, `anil/` and one folder per enabled learner
-    /// of the MAML family and for `lora_protonet/` and `lora_anil/` (the meta-training runs: checkpoints, `metrics.jsonl`).
+    /// of the MAML family and for `lora_protonet/` and `lora_anil/` (the meta-training runs:
+    /// checkpoints, `metrics.jsonl`), and `scores/` (each learner's accuracy per episode).
     pub dir: PathBuf,
     /// Where the embeddings of the dataset are kept between runs (re-used when the encoder and
     /// the texts are the same); default `DIR/features.safetensors`.

@@ -2,10 +2,11 @@
 //! dataset's texts or images go once through the frozen backbone (features kept in a file
 //! between runs), the classes are dealt into meta-train / meta-validation / meta-test, a
 //! prototypical network, ANIL, the enabled MAML family and (with a decoder) a LoRA prototypical
-//! network and ANIL inside it are meta-trained on meta-train episodes (the one trainer: checkpoints,
-//! exact resume), and every learner — the frozen-feature baselines and the meta-trained ones —
-//! is scored on the same meta-test episodes: mean accuracy with a 95 % confidence interval. The
-//! summary goes to `summary.json`.
+//! network and ANIL inside it are meta-trained on meta-train episodes (the one trainer:
+//! checkpoints, exact resume), and every learner — the frozen-feature baselines and the
+//! meta-trained ones — is scored on the same meta-test episodes (each score kept as it is made,
+//! so scoring resumes too): mean accuracy with a 95 % confidence interval. The summary goes to
+//! `summary.json`.
 
 pub mod config;
 pub mod data;
@@ -19,6 +20,7 @@ use crate::meta::evaluate::{
 };
 use crate::meta::lora_anil::fit_lora_anil;
 use crate::meta::lora_protonet::fit_lora_protonet;
+use crate::meta::score_log::ScoreLog;
 use crate::meta::{
     fit_anil, fit_maml, fit_protonet, split_classes, Accuracy, ClassMembers, ClassSplits, EpisodeSampler, EpisodeShape,
 };
@@ -116,7 +118,8 @@ pub struct LearnerResult {
     pub meta_trained: bool,
     /// Mean query accuracy with its 95 % interval.
     pub accuracy: Accuracy,
-    /// Seconds spent adapting to and scoring the meta-test episodes.
+    /// Seconds spent adapting to and scoring the meta-test episodes in this run (episodes read
+    /// back from `scores/` on a resume cost nothing).
     pub eval_s: f64,
 }
 
@@ -327,6 +330,7 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
     };
 
     let n = cfg.eval.episodes;
+    let score_settings = scoring_settings(cfg)?;
     let mut results = Vec::new();
     let mut score = |name: &str,
                      meta_trained: bool,
@@ -334,12 +338,21 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
                      learner: &mut dyn FnMut(&crate::meta::Episode) -> Result<f64>| {
         on_event(Event::Note(format!("scoring `{name}` on {n} meta-test episodes")));
         let t = Instant::now();
+        let log_path = out.join("scores").join(format!("{name}.jsonl"));
+        let mut log = ScoreLog::open(&log_path, &score_settings, resume)?;
+        if log.stale() {
+            on_event(Event::Note(format!("  {name}: scores in {} were made with other settings", log_path.display())));
+        }
+        if !log.done().is_empty() {
+            let read = log.done().len().min(n);
+            on_event(Event::Note(format!("  {name}: {read} episodes read back from {}", log_path.display())));
+        }
         let mut progress = |done: usize, total: usize| {
             if done.is_multiple_of(100) && done < total {
                 on_event(Event::Note(format!("  {name}: {done}/{total} episodes")));
             }
         };
-        let accs = score_episodes(&test, n, learner, &mut progress)?;
+        let accs = score_episodes(&test, n, learner, &mut log, &mut progress)?;
         let accuracy = Accuracy::of(&accs)?;
         on_event(Event::Note(format!("  {name}: {:.2} % ± {:.2}", 100.0 * accuracy.mean, 100.0 * accuracy.ci95)));
         results.push(LearnerResult { learner: name.into(), meta_trained, accuracy, eval_s: t.elapsed().as_secs_f64() });
@@ -409,6 +422,21 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
     };
     crate::io::write_atomic(&out.join("summary.json"), &serde_json::to_string_pretty(&summary)?)?;
     Ok(summary)
+}
+
+/// What every learner's meta-test scores depend on: the whole config but the number of
+/// episodes scored (`eval`, `baselines.fine_tune_episodes`: a resumed run may score more) and
+/// where the run writes (`output`).
+fn scoring_settings(cfg: &MetaConfig) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(cfg)?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("eval");
+        o.remove("output");
+        if let Some(b) = o.get_mut("baselines").and_then(|b| b.as_object_mut()) {
+            b.remove("fine_tune_episodes");
+        }
+    }
+    Ok(v)
 }
 
 /// How a run's images become the image backbone's inputs: resized to `data.image_size`, grey to
