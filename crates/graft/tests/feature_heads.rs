@@ -328,6 +328,41 @@ fn training_the_top_encoder_layer_lowers_the_loss() {
     assert!(acc > 0.8, "training accuracy {acc}");
 }
 
+#[test]
+fn length_grouped_encoder_pass_matches_one_padded_batch_in_value_and_gradient() {
+    let corpus = graft::assets::ensure("tweets", false).expect("tweets dataset");
+    let tweets = graft::datasets::tweets::read(&corpus).unwrap();
+    let mut texts: Vec<String> = tweets.iter().take(9).map(|t| t.text.clone()).collect();
+    texts.insert(2, tweets.iter().skip(9).take(6).map(|t| t.text.as_str()).collect::<Vec<_>>().join(" "));
+    let dir = graft::assets::ensure("all-minilm-l6-v2", false).expect("MiniLM");
+    let mut enc = graft::models::bert::SentenceEncoder::from_hf_folder(&dir, &Device::Cpu, DType::F32).unwrap();
+    let vars = enc.model_mut().unfreeze_top_layers(2).unwrap();
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| enc.tokenize(t).unwrap().ids).collect();
+    let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+    let groups = graft::models::bert::length_groups(&lens, graft::models::bert::PADDING_SLACK);
+    assert!(groups.len() >= 2, "the texts should not share one group: lengths {lens:?}");
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let probe: Vec<f32> = (0..texts.len() * enc.dim()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let probe = Tensor::from_vec(probe, (texts.len(), enc.dim()), &Device::Cpu).unwrap();
+    let run = |grouped: bool| {
+        let e = if grouped { enc.embed_ids_grouped(&ids, Pass::Train) } else { enc.embed_ids(&ids, Pass::Train) };
+        let e = e.unwrap();
+        let grads = (&e * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let g: Vec<Tensor> = vars.iter().map(|(_, v)| grads.get(v).expect("gradient").clone()).collect();
+        (e, g)
+    };
+    let (one, g_one) = run(false);
+    let (split, g_split) = run(true);
+    assert!(common::max_abs_diff(&one, &split) < 1e-5, "embeddings differ by {}", common::max_abs_diff(&one, &split));
+    let largest = |t: &Tensor| t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+    // A floor for gradients that are zero in exact arithmetic (the key bias: softmax ignores it).
+    let floor = 1e-6 * g_one.iter().map(largest).fold(0.0, f64::max);
+    for ((name, _), (a, b)) in vars.iter().zip(g_one.iter().zip(&g_split)) {
+        let diff = common::max_abs_diff(a, b);
+        assert!(diff <= 1e-4 * largest(a) + floor, "{name}: gradients differ by {diff} (largest entry {})", largest(a));
+    }
+}
+
 fn bits(t: &Tensor) -> Vec<u32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
 }

@@ -1,5 +1,5 @@
 //! A sentence-encoder classifier with its top layers trained: each step embeds a batch with the
-//! differentiable pass ([`SentenceEncoder::embed_ids`] with [`Pass::Train`]), so gradients
+//! differentiable pass ([`SentenceEncoder::embed_ids_grouped`] with [`Pass::Train`]), so gradients
 //! reach the unfrozen layers ([`crate::models::bert::Bert::unfreeze_top_layers`]) and the head.
 //!
 //! With `k = 0` this is the plain encoder probe: [`encoder_features`] and
@@ -122,7 +122,7 @@ struct TopLayers<'a> {
 impl PooledFeatures for TopLayers<'_> {
     fn pooled(&self, rows: &[usize]) -> Result<Tensor> {
         let seqs: Vec<Vec<u32>> = rows.iter().map(|&i| self.ids[i].clone()).collect();
-        self.enc.embed_ids(&seqs, Pass::Train)
+        self.enc.embed_ids_grouped(&seqs, Pass::Train)
     }
 
     fn param_group(&self) -> Option<ParamGroup> {
