@@ -342,7 +342,7 @@ fn length_grouped_encoder_pass_matches_one_padded_batch_in_value_and_gradient() 
     let groups = graft::models::bert::length_groups(&lens, graft::models::bert::PADDING_SLACK);
     assert!(groups.len() >= 2, "the texts should not share one group: lengths {lens:?}");
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let probe: Vec<f32> = (0..texts.len() * enc.dim()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let probe: Vec<f32> = (0..texts.len() * enc.dim()).map(|_| rng.random_range(-1.0..1.0)).collect();
     let probe = Tensor::from_vec(probe, (texts.len(), enc.dim()), &Device::Cpu).unwrap();
     let run = |grouped: bool| {
         let e = if grouped { enc.embed_ids_grouped(&ids, Pass::Train) } else { enc.embed_ids(&ids, Pass::Train) };
