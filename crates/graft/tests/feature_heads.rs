@@ -339,7 +339,7 @@ fn length_grouped_encoder_pass_matches_one_padded_batch_in_value_and_gradient() 
     let vars = enc.model_mut().unfreeze_top_layers(2).unwrap();
     let ids: Vec<Vec<u32>> = texts.iter().map(|t| enc.tokenize(t).unwrap().ids).collect();
     let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
-    let groups = graft::models::bert::length_groups(&lens, graft::models::bert::PADDING_SLACK);
+    let groups = graft::data::length_groups(&lens, graft::data::PADDING_SLACK);
     assert!(groups.len() >= 2, "the texts should not share one group: lengths {lens:?}");
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let probe: Vec<f32> = (0..texts.len() * enc.dim()).map(|_| rng.random_range(-1.0..1.0)).collect();

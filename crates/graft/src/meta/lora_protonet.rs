@@ -13,6 +13,7 @@
 use super::episodes::{Episode, EpisodeSampler};
 use super::train::{fit_episodic, MetaTrainConfig};
 use crate::adapters::lora::{attach, LoraSpec};
+use crate::data::in_length_groups;
 use crate::features::extract::pool_precise;
 use crate::features::head::RunOutput;
 use crate::features::tune::{pad_states, states_after};
@@ -155,7 +156,14 @@ impl<'a> AdaptedBlocks<'a> {
 
     /// Unit-length features `[rows.len(), hidden]` of the texts `rows` (f32; f64 for an f64
     /// model), with a graph back to the adapters under [`Pass::Train`].
+    /// Texts of similar length run together ([`in_length_groups`]), so little is padded.
     pub fn features(&self, rows: &[usize], pass: Pass) -> Result<Tensor> {
+        let lens = rows.iter().map(|&i| self.lower[i].dim(0)).collect::<candle_core::Result<Vec<_>>>()?;
+        in_length_groups(&lens, |group| self.padded_features(&group.iter().map(|&g| rows[g]).collect::<Vec<_>>(), pass))
+    }
+
+    /// [`AdaptedBlocks::features`] of `rows` in one padded batch.
+    fn padded_features(&self, rows: &[usize], pass: Pass) -> Result<Tensor> {
         let (x, lens) = pad_states(&rows.iter().map(|&i| &self.lower[i]).collect::<Vec<_>>())?;
         let mut hidden = self.model.run_blocks(&x, self.blocks.clone(), pass)?;
         if self.blocks.end == self.model.config().num_hidden_layers {

@@ -37,33 +37,6 @@ pub struct Tokenized {
     pub truncated: bool,
 }
 
-/// How much padding [`SentenceEncoder::embed_ids_grouped`] accepts in a group: its padded
-/// tokens may exceed its real tokens by this share.
-pub const PADDING_SLACK: f64 = 0.25;
-
-/// Indices of sequences of lengths `lens` in groups to be padded together: ascending by length
-/// (ties in input order), each group extended while its padded size (`members × longest`) stays
-/// within `1 + slack` times its real tokens. Every index appears exactly once.
-pub fn length_groups(lens: &[usize], slack: f64) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..lens.len()).collect();
-    order.sort_by_key(|&i| lens[i]);
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let (mut real, mut current) = (0usize, Vec::new());
-    for i in order {
-        let padded = (current.len() + 1) * lens[i];
-        if !current.is_empty() && padded as f64 > (1.0 + slack) * (real + lens[i]) as f64 {
-            groups.push(std::mem::take(&mut current));
-            real = 0;
-        }
-        current.push(i);
-        real += lens[i];
-    }
-    if !current.is_empty() {
-        groups.push(current);
-    }
-    groups
-}
-
 /// Embeddings of a list of texts, in input order.
 #[derive(Debug, Clone)]
 pub struct Embeddings {
@@ -196,26 +169,15 @@ impl SentenceEncoder {
         l2_normalize(&mean_pool(&hidden, &input.mask)?)
     }
 
-    /// [`SentenceEncoder::embed_ids`] over groups of similar length ([`length_groups`]), one
-    /// padded forward each, rows back in input order: the same embeddings (and, with
-    /// [`Pass::Train`], the same gradients) as one padded forward up to rounding, without the
-    /// compute spent on padding when a batch mixes short and long texts.
+    /// [`SentenceEncoder::embed_ids`] over groups of similar length
+    /// ([`in_length_groups`](crate::data::in_length_groups)), rows in input order: the same
+    /// embeddings (and, with [`Pass::Train`], the same gradients) as one padded forward up to
+    /// rounding, without the compute spent on padding when a batch mixes short and long texts.
     pub fn embed_ids_grouped(&self, seqs: &[Vec<u32>], pass: Pass) -> Result<Tensor> {
         let lens: Vec<usize> = seqs.iter().map(Vec::len).collect();
-        let groups = length_groups(&lens, PADDING_SLACK);
-        if groups.len() <= 1 {
-            return self.embed_ids(seqs, pass);
-        }
-        let parts = groups
-            .iter()
-            .map(|g| self.embed_ids(&g.iter().map(|&i| seqs[i].clone()).collect::<Vec<_>>(), pass))
-            .collect::<Result<Vec<_>>>()?;
-        let mut position = vec![0u32; seqs.len()];
-        for (row, &i) in groups.iter().flatten().enumerate() {
-            position[i] = row as u32;
-        }
-        let position = Tensor::new(position, self.model.device())?;
-        Ok(Tensor::cat(&parts, 0)?.index_select(&position, 0)?)
+        crate::data::in_length_groups(&lens, |group| {
+            self.embed_ids(&group.iter().map(|&i| seqs[i].clone()).collect::<Vec<_>>(), pass)
+        })
     }
 
     /// Embeds `texts` in batches of at most `batch_size`, for inference. Texts are grouped by
@@ -271,31 +233,5 @@ fn sentence_max_len(dir: &Path) -> Result<Option<usize>> {
             .as_u64()
             .map(|n| Some(n as usize))
             .ok_or_else(|| GraftError::model(&path, format!("`max_seq_length` must be a positive integer, found {v}"))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::length_groups;
-
-    #[test]
-    fn length_groups_cover_every_sequence_once_within_the_slack() {
-        let lens = [12, 200, 15, 256, 14, 90, 100, 13, 256, 95];
-        let groups = length_groups(&lens, 0.25);
-        let mut seen: Vec<usize> = groups.iter().flatten().copied().collect();
-        seen.sort();
-        assert_eq!(seen, (0..lens.len()).collect::<Vec<_>>());
-        for g in &groups {
-            let real: usize = g.iter().map(|&i| lens[i]).sum();
-            let longest = g.iter().map(|&i| lens[i]).max().unwrap();
-            assert!((g.len() * longest) as f64 <= 1.25 * real as f64 || g.len() == 1, "{g:?}");
-        }
-        assert_eq!(groups, vec![vec![0, 7, 4, 2], vec![5, 9, 6], vec![1, 3, 8]]);
-    }
-
-    #[test]
-    fn equal_lengths_make_one_group_and_nothing_makes_none() {
-        assert_eq!(length_groups(&[7, 7, 7], 0.0), vec![vec![0, 1, 2]]);
-        assert!(length_groups(&[], 0.25).is_empty());
     }
 }

@@ -23,7 +23,7 @@ pub mod weights;
 pub use crate::models::llama::Pass;
 pub use config::BertConfig;
 pub use dropout::Dropout;
-pub use encoder::{l2_normalize, length_groups, mean_pool, Embeddings, SentenceEncoder, Tokenized, PADDING_SLACK};
+pub use encoder::{l2_normalize, mean_pool, Embeddings, SentenceEncoder, Tokenized};
 pub use mlm_head::MlmHead;
 pub use model::{Bert, BertInput, BertLayer};
 pub use weights::BertWeights;
