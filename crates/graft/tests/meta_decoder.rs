@@ -50,7 +50,8 @@ fn topics() -> [(&'static str, [&'static str; 3]); 4] {
 
 /// `[decoder]`: the texts of a labelled file read by SmolLM2 (hidden states after two blocks,
 /// mean-pooled): every learner runs on them, the features file is reused for the same decoder
-/// settings and recomputed for others; the whole-backbone baseline is refused with a decoder.
+/// settings and recomputed for others; the whole-backbone baseline fine-tunes the blocks below
+/// the feature layer.
 #[test]
 fn decoder_features_feed_every_learner() {
     let topics = topics();
@@ -105,8 +106,18 @@ fn decoder_features_feed_every_learner() {
     let other = graft::recipes::meta::run(&config("c", "layer = 3", "").unwrap(), false, &mut |_| {}).unwrap();
     assert!(!other.features_cached, "another layer computes its own features");
 
-    let err = config("d", "", "[baselines]\nfine_tune = true\n\n").unwrap_err().to_string();
-    assert!(err.contains("not available with [decoder]"), "{err}");
+    // The whole-backbone baseline inside the decoder: both blocks under the feature layer
+    // fine-tuned per episode; the other learners' scores stay as they were.
+    let tune = "[baselines]\nfine_tune = true\nfine_tune_head = { epochs = 3 }\n\n";
+    let tuned = graft::recipes::meta::run(&config("d", "layer = 2", tune).unwrap(), false, &mut |_| {}).unwrap();
+    let names: Vec<&str> = tuned.results.iter().map(|r| r.learner.as_str()).collect();
+    assert_eq!(names, ["nearest_centroid", "linear_head", "fine_tuned_encoder", "protonet"]);
+    assert_eq!(tuned.results[0].accuracy, first.results[0].accuracy);
+    assert_eq!(tuned.results[3].accuracy, first.results[2].accuracy);
+    assert_eq!(tuned.results[2].accuracy.episodes, 3);
+    let err =
+        config("d", "layer = 2", "[baselines]\nfine_tune = true\nfine_tune_layers = 3\n\n").unwrap_err().to_string();
+    assert!(err.contains("fine_tune_layers = 3: only the decoder.layer = 2 blocks"), "{err}");
     let err = config("e", "max_tokens = 0", "").unwrap_err().to_string();
     assert!(err.contains("decoder.max_tokens must be at least 1"), "{err}");
 
@@ -215,7 +226,50 @@ fn lora_protonet_starts_at_the_frozen_features_and_its_gradient_is_exact() {
     assert!(last < base, "meta-training lowers the validation loss: {base} -> {last}");
 }
 
-/// SmolLM2 in f64, the twelve topic texts' tokens and their frozen unit-length features after
+/// The whole-backbone baseline inside SmolLM2 (f64): a copy of the decoder whose two blocks
+/// under feature layer 3 train with a fresh head on one support set; its support loss falls,
+/// exactly those blocks change in the copy and the decoder it was copied from stays as it was.
+#[test]
+fn decoder_baseline_fine_tunes_a_copy_of_the_blocks_under_the_feature_layer() {
+    use graft::features::{HeadConfig, Pooling};
+    use graft::meta::evaluate::{fine_tune_decoder_on_support, fine_tuned_decoder};
+    use graft::meta::lora_protonet::AdaptedBlocks;
+
+    let (model, seqs, _) = smollm2_on_topics();
+    let before = model.named_tensors().unwrap();
+    let blocks = AdaptedBlocks::new(&model, &seqs, Some(3), 2, Pooling::Mean, 4).unwrap();
+    let members: ClassMembers = (0..4).map(|c| (format!("topic{c}"), (3 * c..3 * c + 3).collect())).collect();
+    let shape = EpisodeShape { n_way: 2, k_shot: 2, q_query: 1 };
+    let ep = EpisodeSampler::new("meta-test", members, shape, 2).unwrap().episode(0);
+    let cfg = HeadConfig { epochs: 6, lr: 1e-2, ..HeadConfig::default() };
+    let tuned = fine_tune_decoder_on_support(&blocks, &cfg, &ep).unwrap();
+    assert_eq!(tuned.losses.len(), 6);
+    let (first, last) = (tuned.losses[0].loss, tuned.losses[5].loss);
+    assert!(last < first * 0.5, "the support loss falls: {first} -> {last}");
+    assert_eq!(tuned.head.trainable_params(), 576 * 2 + 2);
+    let (mut changed, mut kept) = (0, 0);
+    for ((name, a), (_, b)) in before.iter().zip(&tuned.model.named_tensors().unwrap()) {
+        let d = common::max_abs_diff(a, b);
+        if name.starts_with("model.layers.1.") || name.starts_with("model.layers.2.") {
+            changed += usize::from(d > 0.0);
+        } else {
+            assert_eq!(d, 0.0, "{name} is outside the trained blocks but changed");
+            kept += 1;
+        }
+    }
+    assert_eq!(changed, 2 * 9, "every tensor of blocks 1 and 2 trained");
+    assert!(kept > 200, "{kept}");
+    for ((name, a), (_, b)) in before.iter().zip(&model.named_tensors().unwrap()) {
+        assert_eq!(common::max_abs_diff(a, b), 0.0, "{name} of the original decoder changed");
+    }
+    // Scoring fine-tunes again (the same seed: the same copy) and classifies the queries with it.
+    let query = blocks.through(&tuned.model).features(&ep.query, graft::models::llama::Pass::Infer).unwrap();
+    let pred = tuned.head.predict(&query).unwrap();
+    let right = pred.iter().zip(&ep.query_labels).filter(|(p, l)| p == l).count() as f64 / ep.query.len() as f64;
+    assert_eq!(fine_tuned_decoder(&blocks, &cfg, &ep).unwrap(), right);
+}
+
+/// SmolLM2 in f64, the twelve topic texts' tokens/// SmolLM2 in f64, the twelve topic texts' tokens and their frozen unit-length features after
 /// block 3 (mean-pooled).
 fn smollm2_on_topics() -> (graft::models::llama::Llama, Vec<Vec<u32>>, Tensor) {
     use graft::features::{decoder_features, Pooling};

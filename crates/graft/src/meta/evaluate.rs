@@ -2,23 +2,30 @@
 //! classifies its queries; the accuracies of many episodes become a mean with a 95 % confidence
 //! interval. The baselines live here: on frozen features, nearest centroid and a fresh linear
 //! head trained on the support set by the one trainer; without meta-training, a copy of the
-//! backbone (sentence encoder or image backbone) fine-tuned with a fresh head on each support
-//! set.
+//! backbone (sentence encoder, decoder blocks or image backbone) fine-tuned with a fresh head on
+//! each support set.
 
 use super::episodes::{Episode, EpisodeSampler};
+use super::lora_protonet::AdaptedBlocks;
 use super::projection::Projection;
 use super::score_log::ScoreLog;
 use crate::features::encoder_tune::train_encoder_classifier;
-use crate::features::head::{fit_classifier, HeadConfig, HeadKind, RunOutput, Standardizer};
+use crate::features::head::{fit_classifier, HeadConfig, HeadKind, RunOutput, Standardizer, TrainedHead};
+use crate::features::tune::BLOCK_LR_RATIO;
 use crate::models::bert::SentenceEncoder;
 use crate::models::efficientnet::EfficientNetLite;
-use crate::objectives::classification::{Classification, FixedFeatures};
+use crate::models::llama::{Llama, Pass};
+use crate::objectives::classification::{Classification, FixedFeatures, PooledFeatures};
 use crate::objectives::protonet::{count_correct, neg_sq_distances, prototypes};
+use crate::ops::GradSink;
+use crate::report::LossPoint;
+use crate::train::ParamGroup;
 use crate::vision::classifier::{fit_image_classifier_with, Backbone, ImageInput, LabelledImages};
 use crate::vision::Image;
 use crate::{GraftError, Result};
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Mean accuracy over episodes with its 95 % confidence interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -137,6 +144,75 @@ pub fn fine_tuned_image_backbone(
     let quiet = RunOutput { dir: None, on_event: &mut |_| {} };
     let (clf, _) = fit_image_classifier_with(&mut copy, data, Backbone::top_units(units), input, &cfg, quiet)?;
     Ok(query_accuracy(&clf.predict(&copy, &pick(&ep.query), input)?, ep))
+}
+
+/// The whole-backbone baseline inside a decoder: [`fine_tune_decoder_on_support`], scored on
+/// the episode's queries.
+pub fn fine_tuned_decoder(blocks: &AdaptedBlocks, cfg: &HeadConfig, ep: &Episode) -> Result<f64> {
+    let tuned = fine_tune_decoder_on_support(blocks, cfg, ep)?;
+    let query = blocks.through(&tuned.model).features(&ep.query, Pass::Infer)?;
+    Ok(query_accuracy(&tuned.head.predict(&query)?, ep))
+}
+
+/// A copy of a decoder whose blocks were fine-tuned on one support set, with its head.
+pub struct TunedDecoder {
+    /// The copy; the decoder it was made from is left as it was.
+    pub model: Llama,
+    /// The fresh linear head trained with it (its standardisation included).
+    pub head: TrainedHead,
+    /// Mean support loss per epoch.
+    pub losses: Vec<LossPoint>,
+}
+
+/// Fine-tunes a copy of `blocks`' decoder on `ep`'s support texts: its blocks `blocks.blocks()`
+/// (and the final norm when they end the model) train together with a fresh linear head
+/// (`cfg`, its kind ignored; the blocks at `cfg.lr ×`
+/// [`BLOCK_LR_RATIO`](crate::features::tune::BLOCK_LR_RATIO), no weight decay), reading the
+/// states kept below them. The standardisation in front of the head is fitted on the support
+/// set's untrained features.
+pub fn fine_tune_decoder_on_support(blocks: &AdaptedBlocks, cfg: &HeadConfig, ep: &Episode) -> Result<TunedDecoder> {
+    let mut model = blocks.model().clone();
+    let range = blocks.blocks();
+    let ends_model = range.end == model.config().num_hidden_layers;
+    let prefixes: Vec<String> = range.clone().map(|i| format!("model.layers.{i}.")).collect();
+    let vars = model.make_trainable(|name| {
+        (ends_model && name == "model.norm.weight") || prefixes.iter().any(|p| name.starts_with(p))
+    })?;
+    let (head, losses) = {
+        let view = blocks.through(&model);
+        let cfg = HeadConfig { kind: HeadKind::Linear, ..cfg.clone() };
+        let standardizer = Standardizer::fit(&view.features(&ep.support, Pass::Infer)?)?;
+        let group = ParamGroup { name: "blocks".into(), vars, lr_scale: BLOCK_LR_RATIO, weight_decay: Some(0.0) };
+        let support = SupportBlocks { view: &view, rows: &ep.support, group };
+        let objective =
+            Classification::new(support, standardizer, &ep.support_labels, ep.ways.len(), cfg.kind, cfg.seed)?;
+        let backbone = serde_json::json!({ "decoder_blocks": [range.start, range.end] });
+        let quiet = RunOutput { dir: None, on_event: &mut |_| {} };
+        fit_classifier(&objective, &cfg, backbone, quiet)?
+    };
+    Ok(TunedDecoder { model, head, losses })
+}
+
+/// An episode's support features from decoder blocks that train.
+struct SupportBlocks<'a, 'm> {
+    view: &'a AdaptedBlocks<'m>,
+    /// The support texts' rows in the dataset, in the order of the head's examples.
+    rows: &'a [usize],
+    group: ParamGroup,
+}
+
+impl PooledFeatures for SupportBlocks<'_, '_> {
+    fn pooled(&self, rows: &[usize]) -> Result<Tensor> {
+        self.view.features(&rows.iter().map(|&r| self.rows[r]).collect::<Vec<_>>(), Pass::Train)
+    }
+
+    fn param_group(&self) -> Option<ParamGroup> {
+        Some(self.group.clone())
+    }
+
+    fn grad_sink(&self) -> Option<Arc<GradSink>> {
+        self.view.model().grad_sink()
+    }
 }
 
 /// Share of `ep`'s queries whose predicted way is their label.

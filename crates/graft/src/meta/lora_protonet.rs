@@ -154,6 +154,23 @@ impl<'a> AdaptedBlocks<'a> {
         self.blocks.clone()
     }
 
+    /// The decoder they run in.
+    pub fn model(&self) -> &'a Llama {
+        self.model
+    }
+
+    /// The same kept states and blocks, run in `model` (a copy of the decoder whose blocks
+    /// train): the states below are computed once for every copy.
+    pub fn through<'b>(&self, model: &'b Llama) -> AdaptedBlocks<'b> {
+        AdaptedBlocks {
+            model,
+            lower: self.lower.clone(),
+            blocks: self.blocks.clone(),
+            pooling: self.pooling,
+            batch: self.batch,
+        }
+    }
+
     /// Unit-length features `[rows.len(), hidden]` of the texts `rows` (f32; f64 for an f64
     /// model), with a graph back to the adapters under [`Pass::Train`].
     /// Texts of similar length run together ([`in_length_groups`]), so little is padded.

@@ -228,14 +228,15 @@ pub struct BaselinesSection {
     /// How that head trains (`epochs`, `batch_size`, `lr`, `weight_decay`, `seed`; `kind` is
     /// always linear).
     pub head: HeadConfig,
-    /// Score the whole-backbone baseline: a copy of the backbone (the sentence encoder, or the
-    /// image backbone for images) with its top `fine_tune_layers` layers fine-tuned with a fresh
-    /// linear head on each support set (transfer without meta-training). Costly: a fine-tuning
-    /// run per episode.
+    /// Score the whole-backbone baseline: a copy of the backbone (the sentence encoder, the
+    /// decoder's blocks under the feature layer with `[decoder]`, or the image backbone for
+    /// images) with its top `fine_tune_layers` layers fine-tuned with a fresh linear head on each
+    /// support set (transfer without meta-training). Costly: a fine-tuning run per episode.
     pub fine_tune: bool,
     /// Layers the whole-backbone baseline trains, from the top: encoder layers for texts,
-    /// EfficientNet-Lite0 units (stem, 7 stages, head) for images. Absent: every one of them
-    /// (all six of all-MiniLM-L6-v2, all nine units of EfficientNet-Lite0).
+    /// decoder blocks just below the feature layer with `[decoder]`, EfficientNet-Lite0 units
+    /// (stem, 7 stages, head) for images. Absent: every one of them (all six of
+    /// all-MiniLM-L6-v2, all `decoder.layer` blocks, all nine units of EfficientNet-Lite0).
     pub fine_tune_layers: Option<usize>,
     /// How it trains: the head's settings as for `head`; the layers at `lr × 0.01`.
     pub fine_tune_head: HeadConfig,
@@ -351,10 +352,12 @@ impl MetaConfig {
             if self.data.source == "images" {
                 return bad("[decoder] reads texts; data.source = \"images\" needs an image backbone".into());
             }
-            if self.baselines.fine_tune {
-                return bad(
-                    "baselines.fine_tune fine-tunes a sentence encoder; it is not available with [decoder]".into()
-                );
+            if let (Some(k), Some(layer)) = (self.baselines.fine_tune_layers, d.layer) {
+                if self.baselines.fine_tune && k > layer {
+                    return bad(format!(
+                        "baselines.fine_tune_layers = {k}: only the decoder.layer = {layer} blocks below the feature layer can train"
+                    ));
+                }
             }
             if d.max_tokens == 0 {
                 return bad("decoder.max_tokens must be at least 1".into());

@@ -15,11 +15,11 @@ use crate::assets::resolve_model;
 use crate::device::{parse_device, parse_dtype};
 use crate::features::head::{RunOutput, Standardizer};
 use crate::meta::evaluate::{
-    fine_tuned_encoder, fine_tuned_image_backbone, linear_head, nearest_centroid, protonet_accuracy, score_episodes,
-    select_rows,
+    fine_tuned_decoder, fine_tuned_encoder, fine_tuned_image_backbone, linear_head, nearest_centroid,
+    protonet_accuracy, score_episodes, select_rows,
 };
 use crate::meta::lora_anil::fit_lora_anil;
-use crate::meta::lora_protonet::fit_lora_protonet;
+use crate::meta::lora_protonet::{fit_lora_protonet, AdaptedBlocks};
 use crate::meta::score_log::ScoreLog;
 use crate::meta::{
     fit_anil, fit_maml, fit_protonet, split_classes, Accuracy, ClassMembers, ClassSplits, EpisodeSampler, EpisodeShape,
@@ -371,15 +371,25 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
             0 => n,
             k => k.min(n),
         };
-        match &inputs {
-            MetaInputs::Texts(texts) => {
+        match (&inputs, &cfg.decoder) {
+            (MetaInputs::Texts(texts), Some(how)) => {
+                let (model, tokenizer) = load_decoder(b, &device, dtype)?;
+                let seqs = decoder_tokens(&tokenizer, texts, how.max_tokens)?;
+                let below = how.layer.unwrap_or(model.config().num_hidden_layers);
+                let layers = bl.fine_tune_layers.unwrap_or(below);
+                let blocks = AdaptedBlocks::new(&model, &seqs, how.layer, layers, how.pooling, b.batch_size)
+                    .map_err(|e| crate::GraftError::Input(format!("baselines.fine_tune_layers: {e}")))?;
+                let mut learner = |ep: &crate::meta::Episode| fine_tuned_decoder(&blocks, &bl.fine_tune_head, ep);
+                score("fine_tuned_encoder", false, episodes, &mut learner)?;
+            }
+            (MetaInputs::Texts(texts), None) => {
                 let encoder = SentenceEncoder::load(&resolve_model(&b.encoder, b.offline)?, &device, dtype)?;
                 let layers = bl.fine_tune_layers.unwrap_or(encoder.model().config().num_hidden_layers);
                 let mut learner =
                     |ep: &crate::meta::Episode| fine_tuned_encoder(&encoder, texts, layers, &bl.fine_tune_head, ep);
                 score("fine_tuned_encoder", false, episodes, &mut learner)?;
             }
-            MetaInputs::Images(images) => {
+            (MetaInputs::Images(images), _) => {
                 let model = crate::recipes::image_train::load_backbone(&b.encoder, b.offline, &device, dtype)?;
                 let (units, input) = (bl.fine_tune_layers.unwrap_or(LITE0_UNITS), image_input(cfg));
                 let mut learner = |ep: &crate::meta::Episode| {
