@@ -1,6 +1,10 @@
 //! The `graft` command-line tool: thin clap commands over the `graft` library. The exit code
 //! tells the kind of failure (`graft::error::ErrorKind`; the table is in `graft --help`).
 
+// The commands' doc comments are their `--help` texts, where `[section]` names a config section
+// as TOML writes it; rustdoc would read those brackets as links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use graft::error::ErrorKind;
