@@ -158,6 +158,31 @@ fn decoder_features_feed_every_learner() {
     no_decoder.decoder = None;
     let err = no_decoder.validate().unwrap_err().to_string();
     assert!(err.contains("lora_anil adapts a decoder"), "{err}");
+
+    // First-order MAML and Reptile inside the decoder, after the learners above: the same
+    // adapters and head as ANIL's; the prototypical network inside the decoder is unchanged.
+    let inner = "inner = { steps = 1, eval_steps = 2 }\ntrain = { steps = 2, val_episodes = 0 }\n\n";
+    let family = format!("{both}[lora_fomaml]\nenabled = true\n{inner}[lora_reptile]\nenabled = true\n{inner}");
+    let with_maml = graft::recipes::meta::run(&config("l", "layer = 2", &family).unwrap(), false, &mut |_| {}).unwrap();
+    let names: Vec<&str> = with_maml.results.iter().map(|r| r.learner.as_str()).collect();
+    assert_eq!(
+        names,
+        ["nearest_centroid", "linear_head", "protonet", "lora_protonet", "lora_anil", "lora_fomaml", "lora_reptile"]
+    );
+    assert_eq!(with_maml.results[3].accuracy, with_lora.results[3].accuracy, "lora_protonet is unchanged beside them");
+    for trained in [&with_maml.lora_fomaml_train, &with_maml.lora_reptile_train] {
+        let trained = trained.as_ref().expect("its meta-training summary");
+        assert_eq!((trained.steps, trained.trainable_params), (2, 2 * 81_408 + 2 * 576 + 2));
+        assert!(trained.run.join("metrics.jsonl").is_file());
+    }
+    assert!(with_maml.lora_maml_train.is_none());
+    let mut no_decoder = config("m", "layer = 2", "[lora_reptile]\nenabled = true\n\n").unwrap();
+    no_decoder.decoder = None;
+    let err = no_decoder.validate().unwrap_err().to_string();
+    assert!(err.contains("lora_reptile adapts a decoder"), "{err}");
+    let err =
+        config("n", "layer = 2", "[lora_maml]\nenabled = true\ninner = { lr = 0.0 }\n\n").unwrap_err().to_string();
+    assert!(err.contains("lora_maml.inner"), "{err}");
 }
 
 /// The LoRA prototypical network inside SmolLM2 (f64): with its adapters fresh it computes the
@@ -267,6 +292,104 @@ fn decoder_baseline_fine_tunes_a_copy_of_the_blocks_under_the_feature_layer() {
     let pred = tuned.head.predict(&query).unwrap();
     let right = pred.iter().zip(&ep.query_labels).filter(|(p, l)| p == l).count() as f64 / ep.query.len() as f64;
     assert_eq!(fine_tuned_decoder(&blocks, &cfg, &ep).unwrap(), right);
+}
+
+/// The MAML family inside SmolLM2 (f64), adapters on blocks 1–2 under feature layer 3 and a
+/// 2-way head, every factor and the head's start moved off zero: MAML's meta-gradient (through
+/// finite-difference Hessian-vector products) matches central finite differences of the adapted
+/// query loss; first-order MAML's is the query gradient at the parameters a hand-written inner
+/// loop reaches, and Reptile's is `(θ − θ_T)` times the queries; all three leave the adapters
+/// where they were.
+#[test]
+fn lora_maml_family_meta_gradients_match_their_references() {
+    use candle_core::Var;
+    use graft::adapters::lora::{attach, LoraSpec};
+    use graft::features::Pooling;
+    use graft::meta::lora_maml::LoraMaml;
+    use graft::meta::lora_protonet::AdaptedBlocks;
+    use graft::models::llama::Pass;
+    use graft::objectives::maml::{Adapt, MamlInner, MetaUpdate};
+
+    let (mut model, seqs, _) = smollm2_on_topics();
+    let members: ClassMembers = (0..4).map(|c| (format!("topic{c}"), (3 * c..3 * c + 3).collect())).collect();
+    let shape = EpisodeShape { n_way: 2, k_shot: 1, q_query: 2 };
+    let ep = EpisodeSampler::new("meta-train", members, shape, 0).unwrap().episode(0);
+    let spec = LoraSpec {
+        r: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+        rslora: false,
+        targets: vec!["layers.1.*.k_proj".into(), "layers.2.*.gate_proj".into()],
+    };
+    let set = attach(&mut model, &spec, 0).unwrap();
+    move_b(&set.named_vars());
+    let adapters = set.named_vars();
+    let (steps, lr) = (2, 2.0);
+    let inner = MamlInner { steps, eval_steps: steps, lr, adapt: Adapt::All, hvp_step: 1e-4 };
+    let learner = |update| {
+        let blocks = AdaptedBlocks::new(&model, &seqs, Some(3), 2, Pooling::Mean, 4).unwrap();
+        let learner = LoraMaml::new(blocks, adapters.clone(), 2, (inner, update), "lora_maml").unwrap();
+        for (k, (_, v)) in learner.vars().iter().rev().take(2).enumerate() {
+            let start = Tensor::from_vec(common::values(v.elem_count(), 20 + k as u64), v.shape(), &Device::Cpu);
+            v.set(&(start.unwrap() * 0.5).unwrap()).unwrap();
+        }
+        learner
+    };
+    let values =
+        |vars: &[(String, Var)]| -> Vec<Tensor> { vars.iter().map(|(_, v)| v.as_tensor().copy().unwrap()).collect() };
+
+    // MAML: the meta-gradient against finite differences of the adapted query loss.
+    let maml = learner(MetaUpdate::SecondOrder);
+    let vars = maml.vars();
+    let checked = common::check_gradients(&vars, &|| maml.loss(&ep, 0).unwrap().loss.sum, &|n| vec![0, n / 2, n - 1]);
+    assert_eq!(checked, 6 * 3, "four adapter factors and the head's weight and bias");
+
+    // The hand-written reference: plain gradient steps on the support set's mean cross-entropy,
+    // each gradient from candle's backward through the adapted blocks.
+    let blocks = AdaptedBlocks::new(&model, &seqs, Some(3), 2, Pooling::Mean, 4).unwrap();
+    let cross_entropy = |theta: &[Tensor], rows: &[usize], labels: &[usize], mean: bool| {
+        for ((_, v), t) in adapters.iter().zip(theta) {
+            v.set(t).unwrap();
+        }
+        let (w, b) = (Var::from_tensor(&theta[4]).unwrap(), Var::from_tensor(&theta[5]).unwrap());
+        let z = blocks.features(rows, Pass::Train).unwrap();
+        let logits = z.matmul(&w.as_tensor().t().unwrap()).unwrap().broadcast_add(b.as_tensor()).unwrap();
+        let y = Tensor::new(labels.iter().map(|&l| l as u32).collect::<Vec<_>>(), &Device::Cpu).unwrap();
+        let picked = candle_nn::ops::log_softmax(&logits, 1).unwrap().gather(&y.unsqueeze(1).unwrap(), 1).unwrap();
+        let loss = (picked.sum_all().unwrap() * -1.0).unwrap();
+        let loss = if mean { (loss / labels.len() as f64).unwrap() } else { loss };
+        let g = loss.backward().unwrap();
+        let params: Vec<&Tensor> =
+            adapters.iter().map(|(_, v)| v.as_tensor()).chain([w.as_tensor(), b.as_tensor()]).collect();
+        params.iter().map(|p| g.get(p).unwrap().clone()).collect::<Vec<_>>()
+    };
+    for update in [MetaUpdate::FirstOrder, MetaUpdate::Reptile] {
+        let learner = learner(update);
+        let vars = learner.vars();
+        let theta = values(&vars);
+        let mut end = theta.clone();
+        for _ in 0..steps {
+            let g = cross_entropy(&end, &ep.support, &ep.support_labels, true);
+            end = end.iter().zip(&g).map(|(t, g)| (t - (g * lr).unwrap()).unwrap()).collect();
+        }
+        let expected: Vec<Tensor> = match update {
+            MetaUpdate::FirstOrder => cross_entropy(&end, &ep.query, &ep.query_labels, false),
+            _ => theta.iter().zip(&end).map(|(t, e)| ((t - e).unwrap() * ep.query.len() as f64).unwrap()).collect(),
+        };
+        for ((_, v), t) in adapters.iter().zip(&theta) {
+            v.set(t).unwrap();
+        }
+        let grads = learner.loss(&ep, 0).unwrap().loss.sum.backward().unwrap();
+        for ((name, v), want) in vars.iter().zip(&expected) {
+            let got = grads.get(v.as_tensor()).unwrap();
+            let scale = 1.0 + want.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+            let gap = common::max_abs_diff(got, want);
+            assert!(gap < 1e-9 * scale, "{update:?} {name}: differs from the reference by {gap}");
+        }
+        for ((name, v), t) in vars.iter().zip(&theta) {
+            assert_eq!(common::max_abs_diff(v.as_tensor(), t), 0.0, "{name} was not set back after the episode");
+        }
+    }
 }
 
 /// SmolLM2 in f64, the twelve topic texts' tokens/// SmolLM2 in f64, the twelve topic texts' tokens and their frozen unit-length features after

@@ -21,6 +21,7 @@ use crate::features::Pooling;
 use crate::models::bert::l2_normalize;
 use crate::models::llama::{Llama, Pass};
 use crate::objectives::anil::InnerLoop;
+use crate::objectives::maml::MamlInner;
 use crate::objectives::protonet::protonet_loss;
 use crate::train::step::LossSum;
 use crate::train::{Objective, ObjectiveLoss, Outcome, ParamGroup};
@@ -29,11 +30,12 @@ use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 /// Meta-training a learner whose LoRA adapters live inside a decoder: the LoRA prototypical
-/// network (`[lora_protonet]`) and ANIL inside the decoder (`[lora_anil]`,
-/// [`crate::meta::lora_anil`]).
+/// network (`[lora_protonet]`), ANIL inside the decoder (`[lora_anil]`,
+/// [`crate::meta::lora_anil`]) and the MAML family inside it (`[lora_fomaml]`, `[lora_maml]`,
+/// `[lora_reptile]`, [`crate::meta::lora_maml`], whose inner loop `I` is [`MamlInner`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LoraLearnerConfig {
+pub struct LoraLearnerConfig<I = InnerLoop> {
     /// Meta-train and score this learner (it needs a decoder: a `[decoder]` section).
     pub enabled: bool,
     /// Decoder blocks just below the feature layer that get adapters.
@@ -44,10 +46,10 @@ pub struct LoraLearnerConfig {
     pub rank: usize,
     /// LoRA scaling numerator α (scale α / rank).
     pub alpha: f64,
-    /// `lora_anil` only: the head's inner loop (absent: [`InnerLoop::default`]); the
-    /// prototypical network has none and refuses it.
+    /// The inner loop (absent: its default): the head's for `lora_anil`, the adapters' and
+    /// head's for the MAML family; the prototypical network has none and refuses it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub inner: Option<InnerLoop>,
+    pub inner: Option<I>,
     /// Meta-training: the keys of `[protonet]` (`steps`, `episodes_per_step`, `lr`,
     /// `weight_decay`, `seed` of the `A` factors, `val_episodes`, `eval_every`, `save_every`);
     /// `hidden` is not used (no projection).
@@ -57,7 +59,7 @@ pub struct LoraLearnerConfig {
 /// The LoRA prototypical network's settings (`[lora_protonet]`).
 pub type LoraProtoNetConfig = LoraLearnerConfig;
 
-impl Default for LoraLearnerConfig {
+impl<I> Default for LoraLearnerConfig<I> {
     /// Off; rank-8 adapters (α = 16) on every projection of the 2 blocks below the feature layer;
     /// 100 steps of 1 episode at AdamW 1e-4, seed 0; 10 validation episodes every 25 steps; a
     /// checkpoint every 25 steps (`train.hidden` unused).
@@ -84,12 +86,38 @@ impl Default for LoraLearnerConfig {
     }
 }
 
-impl LoraLearnerConfig {
+/// An inner loop that can refuse settings that cannot adapt.
+pub trait InnerSettings {
+    /// Refuses settings that cannot adapt, naming the keys under `section`.
+    fn check(&self, section: &str) -> Result<()>;
+}
+
+impl InnerSettings for InnerLoop {
+    fn check(&self, _section: &str) -> Result<()> {
+        self.validate()
+    }
+}
+
+impl InnerSettings for MamlInner {
+    fn check(&self, section: &str) -> Result<()> {
+        self.validate(section)
+    }
+}
+
+impl<I: PartialEq> LoraLearnerConfig<I> {
+    /// Whether every setting is its default (such a section is left out when the config is
+    /// written, so that records of configs without it still match).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl<I: InnerSettings> LoraLearnerConfig<I> {
     /// Refuses settings that cannot train, naming the key under `section`.
     pub fn validate(&self, section: &str) -> Result<()> {
         self.train.validate(&format!("{section}.train"))?;
         if let Some(inner) = &self.inner {
-            inner.validate()?;
+            inner.check(&format!("{section}.inner"))?;
         }
         let bad = |m: &str| Err(GraftError::Input(format!("{section}: {m}")));
         if self.blocks == 0 {
@@ -112,10 +140,10 @@ impl LoraLearnerConfig {
 /// Attaches fresh adapters (`cfg`, the `A` factors drawn from `cfg.train.seed`) to the
 /// `cfg.blocks` blocks of `model` below the feature layer `layer`; `section` names the learner
 /// in errors. Returns the adapters' variables.
-pub(crate) fn attach_below(
+pub(crate) fn attach_below<I: InnerSettings>(
     model: &mut Llama,
     layer: Option<usize>,
-    cfg: &LoraLearnerConfig,
+    cfg: &LoraLearnerConfig<I>,
     section: &str,
 ) -> Result<Vec<(String, Var)>> {
     let blocks = adapted_blocks(model, layer, cfg.blocks)
@@ -162,13 +190,13 @@ impl<'a> AdaptedBlocks<'a> {
     /// The same kept states and blocks, run in `model` (a copy of the decoder whose blocks
     /// train): the states below are computed once for every copy.
     pub fn through<'b>(&self, model: &'b Llama) -> AdaptedBlocks<'b> {
-        AdaptedBlocks {
-            model,
-            lower: self.lower.clone(),
-            blocks: self.blocks.clone(),
-            pooling: self.pooling,
-            batch: self.batch,
-        }
+        self.kept().on(model)
+    }
+
+    /// What these blocks keep besides the decoder, to run them later in a decoder held
+    /// elsewhere.
+    pub fn kept(&self) -> KeptBlocks {
+        KeptBlocks { lower: self.lower.clone(), blocks: self.blocks.clone(), pooling: self.pooling, batch: self.batch }
     }
 
     /// Unit-length features `[rows.len(), hidden]` of the texts `rows` (f32; f64 for an f64
@@ -209,6 +237,24 @@ impl<'a> AdaptedBlocks<'a> {
         let support = self.features(&ep.support, pass)?;
         let query = self.features(&ep.query, pass)?;
         protonet_loss(&support, &ep.support_labels, &query, &ep.query_labels, ep.ways.len())
+    }
+}
+
+/// [`AdaptedBlocks`] without their decoder: the kept states below the blocks, which blocks, how
+/// their output is pooled.
+#[derive(Debug, Clone)]
+pub struct KeptBlocks {
+    lower: Vec<Tensor>,
+    blocks: std::ops::Range<usize>,
+    pooling: Pooling,
+    batch: usize,
+}
+
+impl KeptBlocks {
+    /// The blocks run in `model`.
+    pub fn on<'a>(&self, model: &'a Llama) -> AdaptedBlocks<'a> {
+        let KeptBlocks { lower, blocks, pooling, batch } = self.clone();
+        AdaptedBlocks { model, lower, blocks, pooling, batch }
     }
 }
 

@@ -10,13 +10,16 @@
 //! - [`lora_protonet`]: a prototypical network whose adapters live inside a decoder.
 //! - [`lora_anil`]: ANIL whose body is the decoder itself, its adapters meta-trained with the
 //!   head's start.
+//! - [`lora_maml`]: first-order MAML, MAML and Reptile whose inner loop adapts those adapters
+//!   and the head.
 //! - [`score_log`]: per-episode scores kept as they are made, so that scoring resumes.
 //! - [`evaluate`]: accuracy over episodes with a 95 % confidence interval; the nearest-centroid
-//!   and fresh-linear-head baselines.
+//!   and fresh-linear-head baselines, and the whole-backbone ones.
 
 pub mod episodes;
 pub mod evaluate;
 pub mod lora_anil;
+pub mod lora_maml;
 pub mod lora_protonet;
 pub mod projection;
 pub mod score_log;

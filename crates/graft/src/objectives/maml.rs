@@ -93,27 +93,73 @@ impl MamlInner {
 }
 
 /// Labels as a u32 tensor on `like`'s device.
-fn label_tensor(labels: &[usize], like: &Tensor) -> Result<Tensor> {
+pub(crate) fn label_tensor(labels: &[usize], like: &Tensor) -> Result<Tensor> {
     let l: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
     Ok(Tensor::from_vec(l, labels.len(), like.device())?)
+}
+
+/// Which examples of an episode a loss is taken over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The support set (the inner loop's loss).
+    Support,
+    /// The queries (the meta-objective).
+    Query,
+}
+
+/// A classifier whose parameters `θ` (a list of tensors, the head's `(W, b)` last) the MAML
+/// family adapts on one episode: its cross-entropy and gradient at any `θ`.
+pub trait EpisodeModel {
+    /// Logits of `side`'s examples at `theta` (detached) and the gradient of their
+    /// cross-entropy, summed or, when `mean`, averaged, one tensor per parameter.
+    fn loss_grad(&self, theta: &[Tensor], side: Side, mean: bool) -> Result<(Tensor, Vec<Tensor>)>;
+
+    /// The labels of `side`'s examples.
+    fn labels(&self, side: Side) -> &[usize];
+}
+
+/// One episode over frozen features: the projection and head `[W₁, b₁, W₂, b₂, W, b]`.
+struct FrozenEpisode<'a> {
+    xs: &'a Tensor,
+    xq: &'a Tensor,
+    ys: (&'a [usize], Tensor),
+    yq: (&'a [usize], Tensor),
+}
+
+impl EpisodeModel for FrozenEpisode<'_> {
+    fn loss_grad(&self, theta: &[Tensor], side: Side, mean: bool) -> Result<(Tensor, Vec<Tensor>)> {
+        let (x, y) = match side {
+            Side::Support => (self.xs, &self.ys.1),
+            Side::Query => (self.xq, &self.yq.1),
+        };
+        let vars = theta.iter().map(|t| Ok(Var::from_tensor(&t.detach())?)).collect::<Result<Vec<_>>>()?;
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let l = logits(&ts, x)?;
+        let grads = cross_entropy_grads(&l, y, mean, &ts)?;
+        Ok((l.detach(), grads))
+    }
+
+    fn labels(&self, side: Side) -> &[usize] {
+        match side {
+            Side::Support => self.ys.0,
+            Side::Query => self.yq.0,
+        }
+    }
+}
+
+/// Gradients with respect to `params` of the cross-entropy of `logits` against `y` (summed, or
+/// averaged when `mean`); a parameter the loss does not reach gets zeros.
+pub(crate) fn cross_entropy_grads(logits: &Tensor, y: &Tensor, mean: bool, params: &[Tensor]) -> Result<Vec<Tensor>> {
+    let (sum, n) = nll_sum(logits, y)?;
+    let loss = if mean { (sum / n as f64)? } else { sum };
+    let g = loss.backward()?;
+    params.iter().map(|t| Ok(g.get(t).cloned().unwrap_or(t.zeros_like()?))).collect()
 }
 
 /// Logits of `x` under `θ = [W₁, b₁, W₂, b₂, W, b]`.
 fn logits(theta: &[Tensor], x: &Tensor) -> Result<Tensor> {
     let z = Projection::forward_with(&theta[..4], x)?;
     Ok(z.matmul(&theta[4].t()?)?.broadcast_add(&theta[5])?)
-}
-
-/// The cross-entropy of `θ` on `(x, y)` (summed, or the mean when `mean`) and its gradient.
-fn loss_grad(theta: &[Tensor], x: &Tensor, y: &Tensor, mean: bool) -> Result<(Tensor, Vec<Tensor>)> {
-    let vars = theta.iter().map(|t| Ok(Var::from_tensor(&t.detach())?)).collect::<Result<Vec<_>>>()?;
-    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-    let l = logits(&ts, x)?;
-    let (sum, n) = nll_sum(&l, y)?;
-    let loss = if mean { (sum / n as f64)? } else { sum };
-    let g = loss.backward()?;
-    let grads = ts.iter().map(|t| Ok(g.get(t).cloned().unwrap_or(t.zeros_like()?))).collect::<Result<_>>()?;
-    Ok((l.detach(), grads))
 }
 
 /// `a + s·b` elementwise over parameter lists.
@@ -127,26 +173,28 @@ fn norm2(a: &[Tensor]) -> Result<f64> {
 }
 
 impl MamlInner {
-    /// `u` with the parameters that do not adapt set to zero (`M u`).
+    /// `u` with the parameters that do not adapt set to zero (`M u`): under `adapt = head`
+    /// everything but the last two (the head's `W`, `b`).
     fn mask(&self, u: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let head = u.len().saturating_sub(2);
         u.into_iter()
             .enumerate()
-            .map(|(i, t)| if self.adapt == Adapt::All || i >= 4 { Ok(t) } else { Ok(t.zeros_like()?) })
+            .map(|(i, t)| if self.adapt == Adapt::All || i >= head { Ok(t) } else { Ok(t.zeros_like()?) })
             .collect()
     }
 
-    /// `θ_T` after `steps` inner steps from `theta` on `(xs, ys)`, and `θ_0 … θ_{T−1}`.
-    fn adapt(
+    /// `θ_T` after `steps` inner steps from `theta` on `model`'s support set, and
+    /// `θ_0 … θ_{T−1}`.
+    pub fn adapt(
         &self,
+        model: &impl EpisodeModel,
         theta: &[Tensor],
-        xs: &Tensor,
-        ys: &Tensor,
         steps: usize,
     ) -> Result<(Vec<Tensor>, Vec<Vec<Tensor>>)> {
         let mut path = Vec::with_capacity(steps);
         let mut h = theta.to_vec();
         for _ in 0..steps {
-            let (_, g) = loss_grad(&h, xs, ys, true)?;
+            let (_, g) = model.loss_grad(&h, Side::Support, true)?;
             let next = axpy(&h, -self.lr, &self.mask(g)?)?;
             path.push(std::mem::replace(&mut h, next));
         }
@@ -154,14 +202,14 @@ impl MamlInner {
     }
 
     /// `H u` of the mean support loss at `theta` by a central difference of gradients.
-    fn hvp(&self, theta: &[Tensor], xs: &Tensor, ys: &Tensor, u: &[Tensor]) -> Result<Vec<Tensor>> {
+    fn hvp(&self, model: &impl EpisodeModel, theta: &[Tensor], u: &[Tensor]) -> Result<Vec<Tensor>> {
         let norm = norm2(u)?.sqrt();
         if norm == 0.0 {
             return u.iter().map(|t| Ok(t.zeros_like()?)).collect();
         }
         let eps = self.hvp_step / norm;
-        let (_, plus) = loss_grad(&axpy(theta, eps, u)?, xs, ys, true)?;
-        let (_, minus) = loss_grad(&axpy(theta, -eps, u)?, xs, ys, true)?;
+        let (_, plus) = model.loss_grad(&axpy(theta, eps, u)?, Side::Support, true)?;
+        let (_, minus) = model.loss_grad(&axpy(theta, -eps, u)?, Side::Support, true)?;
         plus.iter().zip(&minus).map(|(p, m)| Ok(((p - m)? / (2.0 * eps))?)).collect()
     }
 }
@@ -172,7 +220,7 @@ pub struct EpisodeGrad {
     pub query_loss: f64,
     /// Queries classified right at the adapted parameters.
     pub correct: usize,
-    /// The meta-gradient, one tensor per parameter in the order of [`MamlModel::vars`].
+    /// The meta-gradient, one tensor per parameter in the order of `θ`.
     pub grad: Vec<Tensor>,
 }
 
@@ -185,11 +233,23 @@ pub fn episode_grad(
     inner: &MamlInner,
     update: MetaUpdate,
 ) -> Result<EpisodeGrad> {
-    let ys1 = label_tensor(ys, xs)?;
-    let yq1 = label_tensor(yq, xq)?;
-    let (end, path) = inner.adapt(theta, xs, &ys1, inner.steps)?;
-    let (lq, gq) = loss_grad(&end, xq, &yq1, false)?;
-    let query_loss = nll_sum(&lq, &yq1)?.0.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let model = FrozenEpisode { xs, xq, ys: (ys, label_tensor(ys, xs)?), yq: (yq, label_tensor(yq, xq)?) };
+    episode_grad_of(&model, theta, inner, update)
+}
+
+/// The meta-gradient of `update` for `model`'s parameters `theta` on its episode (see the
+/// module docs): the inner loop on the support set, then the query loss at the adapted
+/// parameters.
+pub fn episode_grad_of(
+    model: &impl EpisodeModel,
+    theta: &[Tensor],
+    inner: &MamlInner,
+    update: MetaUpdate,
+) -> Result<EpisodeGrad> {
+    let (end, path) = inner.adapt(model, theta, inner.steps)?;
+    let (lq, gq) = model.loss_grad(&end, Side::Query, false)?;
+    let yq = model.labels(Side::Query);
+    let query_loss = nll_sum(&lq, &label_tensor(yq, &lq)?)?.0.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     let correct = count_correct(&lq, yq)?;
     let grad = match update {
         MetaUpdate::FirstOrder => gq,
@@ -199,13 +259,23 @@ pub fn episode_grad(
         MetaUpdate::SecondOrder => {
             let mut v = gq;
             for h in path.iter().rev() {
-                let hv = inner.hvp(h, xs, &ys1, &inner.mask(v.clone())?)?;
+                let hv = inner.hvp(model, h, &inner.mask(v.clone())?)?;
                 v = axpy(&v, -inner.lr, &hv)?;
             }
             v
         }
     };
     Ok(EpisodeGrad { query_loss, correct, grad })
+}
+
+/// `Σ ⟨v, g⟩` over the variables `vars` and their meta-gradients `grad`: a scalar whose gradient
+/// with respect to `vars` is exactly `grad`.
+pub(crate) fn surrogate(vars: &[(String, Var)], grad: &[Tensor]) -> Result<Tensor> {
+    let mut sum = Tensor::zeros((), vars[0].1.dtype(), vars[0].1.device())?;
+    for ((_, v), g) in vars.iter().zip(grad) {
+        sum = (sum + (v.as_tensor() * g)?.sum_all()?)?;
+    }
+    Ok(sum)
 }
 
 /// What MAML, first-order MAML and Reptile meta-learn: the projection and the head's start, with
@@ -259,10 +329,11 @@ impl MamlModel {
     }
 
     fn adapted_logits(&self, features: &Tensor, ep: &Episode, steps: usize) -> Result<Tensor> {
-        let xs = select_rows(features, &ep.support)?;
-        let ys = label_tensor(&ep.support_labels, &xs)?;
-        let (end, _) = self.inner.adapt(&self.theta(), &xs, &ys, steps)?;
-        logits(&end, &select_rows(features, &ep.query)?)
+        let (xs, xq) = (select_rows(features, &ep.support)?, select_rows(features, &ep.query)?);
+        let ys = (ep.support_labels.as_slice(), label_tensor(&ep.support_labels, &xs)?);
+        let yq = (ep.query_labels.as_slice(), label_tensor(&ep.query_labels, &xq)?);
+        let (end, _) = self.inner.adapt(&FrozenEpisode { xs: &xs, xq: &xq, ys, yq }, &self.theta(), steps)?;
+        logits(&end, &xq)
     }
 }
 
@@ -289,13 +360,8 @@ impl Objective for Maml<'_> {
 
     fn loss(&self, ep: &Episode, _micro_step: u64) -> Result<ObjectiveLoss> {
         let g = self.model.episode_grad(self.features, ep)?;
-        let vars = self.model.vars();
-        let mut surrogate = Tensor::zeros((), vars[0].1.dtype(), vars[0].1.device())?;
-        for ((_, v), gi) in vars.iter().zip(&g.grad) {
-            surrogate = (surrogate + (v.as_tensor() * gi)?.sum_all()?)?;
-        }
         // Value: the adapted query loss; gradient: the surrogate's, the meta-gradient.
-        meta_loss(&surrogate, g.query_loss, ep, g.correct)
+        meta_loss(&surrogate(&self.model.vars(), &g.grad)?, g.query_loss, ep, g.correct)
     }
 
     fn batch_size(&self, ep: &Episode) -> usize {

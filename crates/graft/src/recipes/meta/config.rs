@@ -1,12 +1,13 @@
 //! The `graft meta CONFIG.toml` configuration: `[data]` (the labelled dataset and its class
 //! splits), `[episodes]`, `[backbone]` (the frozen sentence encoder), `[decoder]`, `[protonet]`,
-//! `[anil]`, `[fomaml]`, `[maml]`, `[reptile]`, `[lora_protonet]`, `[lora_anil]`, `[baselines]`,
-//! `[eval]` and `[output]`. Unknown keys are errors, as everywhere.
+//! `[anil]`, `[fomaml]`, `[maml]`, `[reptile]`, `[lora_protonet]`, `[lora_anil]`,
+//! `[lora_fomaml]`, `[lora_maml]`, `[lora_reptile]`, `[baselines]`, `[eval]` and `[output]`. Unknown keys are errors, as everywhere.
 
 use crate::config::{read_toml, relative_to};
 use crate::datasets::appstream_classes::ClassRule;
 use crate::features::head::HeadConfig;
 use crate::features::Pooling;
+use crate::meta::lora_maml::LoraMamlConfig;
 use crate::meta::lora_protonet::{LoraLearnerConfig, LoraProtoNetConfig};
 use crate::meta::{EpisodeShape, MetaTrainConfig};
 use crate::models::efficientnet::LITE0_UNITS;
@@ -59,6 +60,17 @@ pub struct MetaConfig {
     /// head adapting per episode as `inner` says (off unless enabled; needs `[decoder]`).
     #[serde(default)]
     pub lora_anil: LoraLearnerConfig,
+    /// First-order MAML inside the decoder: its inner loop adapts the LoRA adapters and the
+    /// head (off unless enabled; needs `[decoder]`).
+    #[serde(default, skip_serializing_if = "LoraMamlConfig::is_default")]
+    pub lora_fomaml: LoraMamlConfig,
+    /// MAML inside the decoder, second order through finite-difference Hessian-vector products
+    /// (off unless enabled; needs `[decoder]`).
+    #[serde(default, skip_serializing_if = "LoraMamlConfig::is_default")]
+    pub lora_maml: LoraMamlConfig,
+    /// Reptile inside the decoder (off unless enabled; needs `[decoder]`).
+    #[serde(default, skip_serializing_if = "LoraMamlConfig::is_default")]
+    pub lora_reptile: LoraMamlConfig,
     /// The frozen-feature baselines.
     #[serde(default)]
     pub baselines: BaselinesSection,
@@ -281,7 +293,8 @@ impl Default for EvalSection {
 #[serde(deny_unknown_fields)]
 pub struct MetaOutput {
     /// The run's folder: `summary.json`, `protonet/`, `anil/` and one folder per enabled learner
-    /// of the MAML family and for `lora_protonet/` and `lora_anil/` (the meta-training runs:
+    /// of the MAML family and of the learners inside a decoder (`lora_protonet/`, `lora_anil/`,
+    /// `lora_fomaml/`, `lora_maml/`, `lora_reptile/`; the meta-training runs:
     /// checkpoints, `metrics.jsonl`), and `scores/` (each learner's accuracy per episode).
     pub dir: PathBuf,
     /// Where the embeddings of the dataset are kept between runs (re-used when the encoder and
@@ -378,6 +391,17 @@ impl MetaConfig {
             }
             section.validate(name)?;
         }
+        for (name, section, _) in self.lora_maml_learners() {
+            if !section.enabled {
+                continue;
+            }
+            if self.decoder.is_none() {
+                return bad(format!(
+                    "{name} adapts a decoder: add a [decoder] section and name a causal LM in backbone.encoder"
+                ));
+            }
+            section.validate(name)?;
+        }
         if self.anil.enabled {
             self.anil.train.validate("anil.train")?;
             self.anil.inner.validate()?;
@@ -409,6 +433,16 @@ impl MetaConfig {
             ("fomaml", &self.fomaml, MetaUpdate::FirstOrder),
             ("maml", &self.maml, MetaUpdate::SecondOrder),
             ("reptile", &self.reptile, MetaUpdate::Reptile),
+        ]
+    }
+
+    /// The MAML family inside the decoder, in the order they are reported: learner name (also
+    /// the section and the run folder), its section and its meta-update.
+    pub fn lora_maml_learners(&self) -> [(&'static str, &LoraMamlConfig, MetaUpdate); 3] {
+        [
+            ("lora_fomaml", &self.lora_fomaml, MetaUpdate::FirstOrder),
+            ("lora_maml", &self.lora_maml, MetaUpdate::SecondOrder),
+            ("lora_reptile", &self.lora_reptile, MetaUpdate::Reptile),
         ]
     }
 }

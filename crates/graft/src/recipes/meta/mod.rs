@@ -19,6 +19,7 @@ use crate::meta::evaluate::{
     protonet_accuracy, score_episodes, select_rows,
 };
 use crate::meta::lora_anil::fit_lora_anil;
+use crate::meta::lora_maml::fit_lora_maml;
 use crate::meta::lora_protonet::{fit_lora_protonet, AdaptedBlocks};
 use crate::meta::score_log::ScoreLog;
 use crate::meta::{
@@ -74,6 +75,15 @@ pub struct MetaSummary {
     /// ANIL inside the decoder's meta-training, when `lora_anil.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora_anil_train: Option<MetaTrainSummary>,
+    /// First-order MAML inside the decoder's meta-training, when `lora_fomaml.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_fomaml_train: Option<MetaTrainSummary>,
+    /// MAML inside the decoder's meta-training, when `lora_maml.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_maml_train: Option<MetaTrainSummary>,
+    /// Reptile inside the decoder's meta-training, when `lora_reptile.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_reptile_train: Option<MetaTrainSummary>,
     /// Every learner's meta-test accuracy, baselines first.
     pub results: Vec<LearnerResult>,
 }
@@ -112,7 +122,8 @@ pub struct MetaTrainSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LearnerResult {
     /// `nearest_centroid`, `linear_head`, `fine_tuned_encoder`, `protonet`, `anil`, `fomaml`,
-    /// `maml`, `reptile`, `lora_protonet` or `lora_anil`.
+    /// `maml`, `reptile`, `lora_protonet`, `lora_anil`, `lora_fomaml`, `lora_maml` or
+    /// `lora_reptile`.
     pub learner: String,
     /// Whether it is meta-trained (false: a baseline on the frozen features).
     pub meta_trained: bool,
@@ -289,8 +300,11 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
             fit_maml(&features, &train, val.as_ref(), &section.train, &section.inner, update, &settings, output)?;
         maml_runs.push((name, model, train_summary(&outcome, run_path)));
     }
-    let (lora, lora_anil) = match (&cfg.decoder, &inputs) {
-        (Some(how), MetaInputs::Texts(texts)) if cfg.lora_protonet.enabled || cfg.lora_anil.enabled => {
+    let any_lora_maml = cfg.lora_maml_learners().iter().any(|(_, section, _)| section.enabled);
+    let (lora, lora_anil, lora_maml_runs) = match (&cfg.decoder, &inputs) {
+        (Some(how), MetaInputs::Texts(texts))
+            if cfg.lora_protonet.enabled || cfg.lora_anil.enabled || any_lora_maml =>
+        {
             let (mut model, tokenizer) = load_decoder(b, &device, dtype)?;
             let seqs = decoder_tokens(&tokenizer, texts, how.max_tokens)?;
             let reading = (how.layer, how.pooling, b.batch_size);
@@ -320,13 +334,36 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
                 let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
                 let (adapted, outcome) =
                     fit_lora_anil(&mut model, &seqs, reading, &train, val.as_ref(), &cfg.lora_anil, &settings, output)?;
+                crate::adapters::lora::unload(&mut model);
                 Some((adapted, train_summary(&outcome, run_path)))
             } else {
                 None
             };
-            (protonet, anil)
+            let mut runs = Vec::new();
+            for (name, section, update) in cfg.lora_maml_learners() {
+                if !section.enabled {
+                    continue;
+                }
+                let run_path = out.join(name);
+                let dir = RunDir::open(&run_path, resume, section.train.save_every)?;
+                let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
+                let (adapted, outcome) = fit_lora_maml(
+                    &mut model,
+                    &seqs,
+                    reading,
+                    &train,
+                    val.as_ref(),
+                    section,
+                    (name, update),
+                    &settings,
+                    output,
+                )?;
+                crate::adapters::lora::unload(&mut model);
+                runs.push((name, adapted, train_summary(&outcome, run_path)));
+            }
+            (protonet, anil, runs)
         }
-        _ => (None, None),
+        _ => (None, None, Vec::new()),
     };
 
     let n = cfg.eval.episodes;
@@ -412,7 +449,11 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
     if let Some((adapted, _)) = &lora_anil {
         score("lora_anil", true, n, &mut |ep| adapted.accuracy(ep))?;
     }
+    for (name, adapted, _) in &lora_maml_runs {
+        score(name, true, n, &mut |ep| adapted.accuracy(ep))?;
+    }
     let maml_train = |learner: &str| maml_runs.iter().find(|r| r.0 == learner).map(|r| r.2.clone());
+    let lora_maml_train = |learner: &str| lora_maml_runs.iter().find(|r| r.0 == learner).map(|r| r.2.clone());
 
     let summary = MetaSummary {
         shape,
@@ -428,6 +469,9 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
         reptile_train: maml_train("reptile"),
         lora_protonet_train: lora.map(|(_, s)| s),
         lora_anil_train: lora_anil.map(|(_, s)| s),
+        lora_fomaml_train: lora_maml_train("lora_fomaml"),
+        lora_maml_train: lora_maml_train("lora_maml"),
+        lora_reptile_train: lora_maml_train("lora_reptile"),
         results,
     };
     crate::io::write_atomic(&out.join("summary.json"), &serde_json::to_string_pretty(&summary)?)?;
