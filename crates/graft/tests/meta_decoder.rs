@@ -303,7 +303,6 @@ fn decoder_baseline_fine_tunes_a_copy_of_the_blocks_under_the_feature_layer() {
 #[test]
 fn lora_maml_family_meta_gradients_match_their_references() {
     use candle_core::Var;
-    use graft::adapters::lora::{attach, LoraSpec};
     use graft::features::Pooling;
     use graft::meta::lora_maml::LoraMaml;
     use graft::meta::lora_protonet::AdaptedBlocks;
@@ -311,19 +310,7 @@ fn lora_maml_family_meta_gradients_match_their_references() {
     use graft::objectives::maml::{Adapt, MamlInner, MetaUpdate};
 
     let (mut model, seqs, _) = smollm2_on_topics();
-    let members: ClassMembers = (0..4).map(|c| (format!("topic{c}"), (3 * c..3 * c + 3).collect())).collect();
-    let shape = EpisodeShape { n_way: 2, k_shot: 1, q_query: 2 };
-    let ep = EpisodeSampler::new("meta-train", members, shape, 0).unwrap().episode(0);
-    let spec = LoraSpec {
-        r: 2,
-        alpha: 4.0,
-        dropout: 0.0,
-        rslora: false,
-        targets: vec!["layers.1.*.k_proj".into(), "layers.2.*.gate_proj".into()],
-    };
-    let set = attach(&mut model, &spec, 0).unwrap();
-    move_b(&set.named_vars());
-    let adapters = set.named_vars();
+    let (_, ep, adapters) = topic_episode_with_adapters(&mut model, ["layers.1.*.k_proj", "layers.2.*.gate_proj"]);
     let (steps, lr) = (2, 2.0);
     let inner = MamlInner { steps, eval_steps: steps, lr, adapt: Adapt::All, hvp_step: 1e-4 };
     let learner = |update| {
@@ -392,6 +379,27 @@ fn lora_maml_family_meta_gradients_match_their_references() {
     }
 }
 
+/// The four topics as classes, the first 2-way 1-shot 2-query meta-train episode over them, and
+/// rank-2 adapters (α = 4) attached to `targets` of `model`, their `B` moved off zero.
+fn topic_episode_with_adapters(
+    model: &mut graft::models::llama::Llama,
+    targets: [&str; 2],
+) -> (ClassMembers, graft::meta::Episode, Vec<(String, candle_core::Var)>) {
+    let members: ClassMembers = (0..4).map(|c| (format!("topic{c}"), (3 * c..3 * c + 3).collect())).collect();
+    let shape = EpisodeShape { n_way: 2, k_shot: 1, q_query: 2 };
+    let ep = EpisodeSampler::new("meta-train", members.clone(), shape, 0).unwrap().episode(0);
+    let spec = graft::adapters::lora::LoraSpec {
+        r: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+        rslora: false,
+        targets: targets.map(String::from).to_vec(),
+    };
+    let adapters = graft::adapters::lora::attach(model, &spec, 0).unwrap().named_vars();
+    move_b(&adapters);
+    (members, ep, adapters)
+}
+
 /// SmolLM2 in f64, the twelve topic texts' tokens/// SmolLM2 in f64, the twelve topic texts' tokens and their frozen unit-length features after
 /// block 3 (mean-pooled).
 fn smollm2_on_topics() -> (graft::models::llama::Llama, Vec<Vec<u32>>, Tensor) {
@@ -427,31 +435,20 @@ fn select(features: &Tensor, rows: &[usize]) -> Tensor {
 /// features, and meta-training lowers it.
 #[test]
 fn lora_anil_meta_gradient_is_exact_and_starts_at_the_frozen_features() {
-    use graft::adapters::lora::{attach, unload, LoraSpec};
+    use graft::adapters::lora::unload;
     use graft::features::Pooling;
     use graft::meta::lora_anil::{fit_lora_anil, LoraAnil};
     use graft::meta::lora_protonet::{AdaptedBlocks, LoraLearnerConfig};
     use graft::objectives::anil::{meta_grads, InnerLoop};
 
     let (mut model, seqs, frozen) = smollm2_on_topics();
-
-    let members: ClassMembers = (0..4).map(|c| (format!("topic{c}"), (3 * c..3 * c + 3).collect())).collect();
+    let (members, ep, adapters) = topic_episode_with_adapters(&mut model, ["layers.1.*.v_proj", "layers.2.*.up_proj"]);
     let shape = EpisodeShape { n_way: 2, k_shot: 1, q_query: 2 };
-    let ep = EpisodeSampler::new("meta-train", members.clone(), shape, 0).unwrap().episode(0);
-    let spec = LoraSpec {
-        r: 2,
-        alpha: 4.0,
-        dropout: 0.0,
-        rslora: false,
-        targets: vec!["layers.1.*.v_proj".into(), "layers.2.*.up_proj".into()],
-    };
-    let set = attach(&mut model, &spec, 0).unwrap();
-    move_b(&set.named_vars());
     let blocks = AdaptedBlocks::new(&model, &seqs, Some(3), 2, Pooling::Mean, 4).unwrap();
     let mut gaps = Vec::new();
     for second_order in [true, false] {
         let inner = InnerLoop { steps: 2, eval_steps: 2, lr: 4.0, second_order };
-        let objective = LoraAnil::new(&blocks, set.named_vars(), 2, inner).unwrap();
+        let objective = LoraAnil::new(&blocks, adapters.clone(), 2, inner).unwrap();
         let vars = objective.vars();
         for (k, (_, v)) in vars.iter().rev().take(2).enumerate() {
             let start = Tensor::from_vec(common::values(v.elem_count(), 10 + k as u64), v.shape(), &Device::Cpu);

@@ -380,27 +380,23 @@ impl MetaConfig {
         if self.lora_protonet.inner.is_some() {
             return bad("lora_protonet has no inner loop: `inner` belongs to [lora_anil]".into());
         }
+        let needs_decoder = |name: &str| match self.decoder {
+            Some(_) => Ok(()),
+            None => bad(format!(
+                "{name} adapts a decoder: add a [decoder] section and name a causal LM in backbone.encoder"
+            )),
+        };
         for (name, section) in [("lora_protonet", &self.lora_protonet), ("lora_anil", &self.lora_anil)] {
-            if !section.enabled {
-                continue;
+            if section.enabled {
+                needs_decoder(name)?;
+                section.validate(name)?;
             }
-            if self.decoder.is_none() {
-                return bad(format!(
-                    "{name} adapts a decoder: add a [decoder] section and name a causal LM in backbone.encoder"
-                ));
-            }
-            section.validate(name)?;
         }
         for (name, section, _) in self.lora_maml_learners() {
-            if !section.enabled {
-                continue;
+            if section.enabled {
+                needs_decoder(name)?;
+                section.validate(name)?;
             }
-            if self.decoder.is_none() {
-                return bad(format!(
-                    "{name} adapts a decoder: add a [decoder] section and name a causal LM in backbone.encoder"
-                ));
-            }
-            section.validate(name)?;
         }
         if self.anil.enabled {
             self.anil.train.validate("anil.train")?;
