@@ -119,7 +119,7 @@ impl Objective for LoraMaml<'_> {
 }
 
 /// One episode read by the adapted blocks: `θ` is the adapters' values, then the head's.
-pub struct DecoderEpisode<'a, 'm> {
+struct DecoderEpisode<'a, 'm> {
     blocks: &'a AdaptedBlocks<'m>,
     adapters: &'a [(String, Var)],
     ep: &'a Episode,

@@ -414,8 +414,12 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
                 let seqs = decoder_tokens(&tokenizer, texts, how.max_tokens)?;
                 let below = how.layer.unwrap_or(model.config().num_hidden_layers);
                 let layers = bl.fine_tune_layers.unwrap_or(below);
-                let blocks = AdaptedBlocks::new(&model, &seqs, how.layer, layers, how.pooling, b.batch_size)
-                    .map_err(|e| crate::GraftError::Input(format!("baselines.fine_tune_layers: {e}")))?;
+                if layers > below {
+                    return Err(crate::GraftError::Input(format!(
+                        "baselines.fine_tune_layers = {layers}: only {below} decoder blocks lie below the feature layer"
+                    )));
+                }
+                let blocks = AdaptedBlocks::new(&model, &seqs, how.layer, layers, how.pooling, b.batch_size)?;
                 let mut learner = |ep: &crate::meta::Episode| fine_tuned_decoder(&blocks, &bl.fine_tune_head, ep);
                 score("fine_tuned_encoder", false, episodes, &mut learner)?;
             }
