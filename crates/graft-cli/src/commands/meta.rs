@@ -13,7 +13,9 @@ use std::path::PathBuf;
 /// the dataset's classes are dealt into meta-train / meta-val / meta-test, a prototypical network,
 /// ANIL and the enabled MAML family (first-order MAML, MAML, Reptile) are meta-trained on
 /// meta-train episodes (checkpoints and `--resume` under output.dir/LEARNER), and they are scored with the nearest-centroid and linear-head baselines on the same meta-test
-/// episodes: mean accuracy ± 95 % confidence interval. Writes output.dir/summary.json.
+/// episodes: mean accuracy ± 95 % confidence interval. With [decoder], the learners inside the
+/// decoder (LoRA ProtoNet, ANIL and the MAML family on LoRA adapters) can join them;
+/// baselines.fine_tune adds the whole-backbone baseline. Writes output.dir/summary.json.
 #[derive(Debug, ClapArgs)]
 #[command(after_help = "Examples:\n  graft meta configs/meta-appstream.toml\n  \
 graft meta configs/meta-appstream.toml --set episodes.k_shot=1 --set output.dir=runs/meta-1shot --json\n  \
@@ -28,8 +30,8 @@ min_class_size = 20\n\n  \
 [output]\n  dir = \"runs/meta-appstream\"")]
 pub struct Args {
     /// The run's config, a TOML file: [data], [episodes], [backbone], [decoder], [protonet],
-    /// [anil], [fomaml], [maml], [reptile], [lora_protonet], [lora_anil], [baselines], [eval],
-    /// [output].
+    /// [anil], [fomaml], [maml], [reptile], [lora_protonet], [lora_anil], [lora_fomaml],
+    /// [lora_maml], [lora_reptile], [baselines], [eval], [output].
     config: PathBuf,
     /// Override one config key: section.key=value (TOML value syntax). Repeatable.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
