@@ -192,7 +192,7 @@ fn decoder_features_feed_every_learner() {
 fn lora_protonet_starts_at_the_frozen_features_and_its_gradient_is_exact() {
     use graft::adapters::lora::{attach, unload, LoraSpec};
     use graft::features::Pooling;
-    use graft::meta::lora_protonet::{fit_lora_protonet, AdaptedBlocks, LoraProtoNetConfig};
+    use graft::meta::lora_protonet::{fit_lora_protonet, AdaptedBlocks, DecoderTexts, LoraProtoNetConfig};
     use graft::models::llama::Pass;
 
     let (mut model, seqs, frozen) = smollm2_on_topics();
@@ -206,8 +206,11 @@ fn lora_protonet_starts_at_the_frozen_features_and_its_gradient_is_exact() {
     };
     let set = attach(&mut model, &spec, 0).unwrap();
     let vars = set.named_vars();
-    let blocks = AdaptedBlocks::new(&model, &seqs, Some(3), 2, Pooling::Mean, 4).unwrap();
+    let texts = DecoderTexts::new(&seqs, 4);
+    let blocks = AdaptedBlocks::over(&model, &texts, Some(3), 2, Pooling::Mean).unwrap();
     assert_eq!(blocks.blocks(), 1..3);
+    assert_eq!(texts.kept_starts(), [1], "the states below block 1 are kept");
+    let kept = texts.states_below(&model, 1).unwrap()[0].id();
     let start = blocks.all_features().unwrap().to_dtype(DType::F32).unwrap();
     let gap = (start - &frozen).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(gap < 1e-5, "fresh adapters change nothing: {gap}");
@@ -233,8 +236,10 @@ fn lora_protonet_starts_at_the_frozen_features_and_its_gradient_is_exact() {
     let out = RunOutput { dir: None, on_event: &mut |_| {} };
     let settings = serde_json::Value::Null;
     let (adapted, outcome) =
-        fit_lora_protonet(&mut model, &seqs, (Some(3), Pooling::Mean, 4), &train, Some(&val), &cfg, &settings, out)
+        fit_lora_protonet(&mut model, &texts, (Some(3), Pooling::Mean), &train, Some(&val), &cfg, &settings, out)
             .unwrap();
+    assert_eq!(texts.kept_starts(), [1], "the learner reads the states below the same block");
+    assert_eq!(texts.states_below(&model, 1).unwrap()[0].id(), kept, "they are the kept ones, not computed again");
     assert_eq!(adapted.dims2().unwrap(), (12, 576));
     let frozen_loss: f64 = (0..4)
         .map(|i| {
@@ -438,7 +443,7 @@ fn lora_anil_meta_gradient_is_exact_and_starts_at_the_frozen_features() {
     use graft::adapters::lora::unload;
     use graft::features::Pooling;
     use graft::meta::lora_anil::{fit_lora_anil, LoraAnil};
-    use graft::meta::lora_protonet::{AdaptedBlocks, LoraLearnerConfig};
+    use graft::meta::lora_protonet::{AdaptedBlocks, DecoderTexts, LoraLearnerConfig};
     use graft::objectives::anil::{meta_grads, InnerLoop};
 
     let (mut model, seqs, frozen) = smollm2_on_topics();
@@ -486,9 +491,17 @@ fn lora_anil_meta_gradient_is_exact_and_starts_at_the_frozen_features() {
     cfg.train = MetaTrainConfig { steps: 6, lr: 3e-3, val_episodes: 4, eval_every: 0, save_every: 0, ..cfg.train };
     let out = RunOutput { dir: None, on_event: &mut |_| {} };
     let settings = serde_json::Value::Null;
-    let (adapted, outcome) =
-        fit_lora_anil(&mut model, &seqs, (Some(3), Pooling::Mean, 4), &train, Some(&val), &cfg, &settings, out)
-            .unwrap();
+    let (adapted, outcome) = fit_lora_anil(
+        &mut model,
+        &DecoderTexts::new(&seqs, 4),
+        (Some(3), Pooling::Mean),
+        &train,
+        Some(&val),
+        &cfg,
+        &settings,
+        out,
+    )
+    .unwrap();
     assert_eq!(adapted.features.dims2().unwrap(), (12, 576));
     let zero = Tensor::zeros((2, 576), DType::F64, &Device::Cpu).unwrap();
     let zero_bias = Tensor::zeros(2, DType::F64, &Device::Cpu).unwrap();

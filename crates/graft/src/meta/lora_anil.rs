@@ -13,7 +13,7 @@
 
 use super::episodes::{Episode, EpisodeSampler};
 use super::evaluate::select_rows;
-use super::lora_protonet::{attach_below, AdaptedBlocks, LoraLearnerConfig};
+use super::lora_protonet::{attach_below, AdaptedBlocks, DecoderTexts, LoraLearnerConfig};
 use super::train::fit_episodic;
 use crate::features::head::RunOutput;
 use crate::features::Pooling;
@@ -107,14 +107,14 @@ impl AdaptedAnil {
 
 /// Attaches fresh adapters (`cfg`) to the `cfg.blocks` blocks of `model` below the feature layer
 /// `layer` and meta-trains them with a zero-started head, ANIL's inner loop being `cfg.inner`
-/// (absent: [`InnerLoop::default`]), on the texts `seqs` over `train`'s episodes; the adapted
+/// (absent: [`InnerLoop::default`]), on `texts` over `train`'s episodes; the adapted
 /// head's mean query loss on `val`'s first `cfg.train.val_episodes` episodes is the evaluation.
 /// Checkpoints, `metrics.jsonl` and resume in `out.dir`. The adapters stay attached to `model`.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_lora_anil(
     model: &mut Llama,
-    seqs: &[Vec<u32>],
-    (layer, pooling, batch): (Option<usize>, Pooling, usize),
+    texts: &DecoderTexts,
+    (layer, pooling): (Option<usize>, Pooling),
     train: &EpisodeSampler,
     val: Option<&EpisodeSampler>,
     cfg: &LoraLearnerConfig,
@@ -124,7 +124,7 @@ pub fn fit_lora_anil(
     cfg.validate("lora_anil")?;
     let inner = cfg.inner.unwrap_or_default();
     let adapters = attach_below(model, layer, cfg, "lora_anil")?;
-    let blocks = AdaptedBlocks::new(model, seqs, layer, cfg.blocks, pooling, batch)?;
+    let blocks = AdaptedBlocks::over(model, texts, layer, cfg.blocks, pooling)?;
     let objective = LoraAnil::new(&blocks, adapters, train.shape().n_way, inner)?;
     let val_loss = |ep: &Episode| objective.query_loss(ep);
     let settings = serde_json::json!({ "lora_anil": cfg, "inner": inner, "run": settings });

@@ -13,7 +13,7 @@
 //! adapted blocks forward and backward `eval_steps` times on its support texts.
 
 use super::episodes::{Episode, EpisodeSampler};
-use super::lora_protonet::{attach_below, AdaptedBlocks, KeptBlocks, LoraLearnerConfig};
+use super::lora_protonet::{attach_below, AdaptedBlocks, DecoderTexts, KeptBlocks, LoraLearnerConfig};
 use super::train::fit_episodic;
 use crate::features::head::RunOutput;
 use crate::features::Pooling;
@@ -39,6 +39,8 @@ pub struct LoraMaml<'a> {
     head: Vec<(String, Var)>,
     inner: MamlInner,
     update: MetaUpdate,
+    /// The learner's name (`lora_fomaml`, ...), which names its parameter group.
+    name: String,
 }
 
 impl<'a> LoraMaml<'a> {
@@ -54,7 +56,7 @@ impl<'a> LoraMaml<'a> {
         inner.validate(&format!("{name}.inner"))?;
         let probe = blocks.features(&[0], Pass::Infer)?;
         let head = zero_head_over(probe.dim(1)?, n_way, &probe, name)?;
-        Ok(Self { blocks, adapters, head, inner, update })
+        Ok(Self { blocks, adapters, head, inner, update, name: name.into() })
     }
 
     /// Every meta-learned variable: the adapters', then the head's start.
@@ -105,7 +107,7 @@ impl Objective for LoraMaml<'_> {
     type Batch = Episode;
 
     fn param_groups(&self) -> Vec<ParamGroup> {
-        vec![ParamGroup::new("lora_maml", self.vars())]
+        vec![ParamGroup::new(&self.name, self.vars())]
     }
 
     fn loss(&self, ep: &Episode, _micro_step: u64) -> Result<ObjectiveLoss> {
@@ -187,6 +189,7 @@ pub struct AdaptedMaml {
     head: Vec<(String, Var)>,
     inner: MamlInner,
     update: MetaUpdate,
+    name: String,
 }
 
 impl AdaptedMaml {
@@ -198,6 +201,7 @@ impl AdaptedMaml {
             head: self.head.clone(),
             inner: self.inner,
             update: self.update,
+            name: self.name.clone(),
         };
         learner.accuracy(ep)
     }
@@ -205,7 +209,7 @@ impl AdaptedMaml {
 
 /// Attaches fresh adapters (`cfg`) to the `cfg.blocks` blocks of `model` below the feature layer
 /// `layer` and meta-trains them and a zero-started head by `update`, the inner loop being
-/// `cfg.inner` (absent: [`MamlInner::default`]), on the texts `seqs` over `train`'s episodes; the
+/// `cfg.inner` (absent: [`MamlInner::default`]), on `texts` over `train`'s episodes; the
 /// adapted query loss on `val`'s first `cfg.train.val_episodes` episodes is the evaluation.
 /// `name` is the learner (`lora_fomaml`, `lora_maml`, `lora_reptile`). Checkpoints,
 /// `metrics.jsonl` and resume in `out.dir`. The adapters stay attached to `model`; the result
@@ -213,8 +217,8 @@ impl AdaptedMaml {
 #[allow(clippy::too_many_arguments)]
 pub fn fit_lora_maml(
     model: &mut Llama,
-    seqs: &[Vec<u32>],
-    (layer, pooling, batch): (Option<usize>, Pooling, usize),
+    texts: &DecoderTexts,
+    (layer, pooling): (Option<usize>, Pooling),
     train: &EpisodeSampler,
     val: Option<&EpisodeSampler>,
     cfg: &LoraMamlConfig,
@@ -225,12 +229,12 @@ pub fn fit_lora_maml(
     cfg.validate(name)?;
     let inner = cfg.inner.unwrap_or_default();
     let adapters = attach_below(model, layer, cfg, name)?;
-    let blocks = AdaptedBlocks::new(model, seqs, layer, cfg.blocks, pooling, batch)?;
+    let blocks = AdaptedBlocks::over(model, texts, layer, cfg.blocks, pooling)?;
     let kept = blocks.kept();
     let objective = LoraMaml::new(blocks, adapters, train.shape().n_way, (inner, update), name)?;
     let val_loss = |ep: &Episode| objective.query_loss(ep);
     let settings = serde_json::json!({ name: cfg, "inner": inner, "update": update, "run": settings });
     let outcome = fit_episodic(&objective, train, val, &cfg.train, settings, val_loss, out)?;
-    let LoraMaml { adapters, head, .. } = objective;
-    Ok((AdaptedMaml { model: model.clone(), kept, adapters, head, inner, update }, outcome))
+    let LoraMaml { adapters, head, name, .. } = objective;
+    Ok((AdaptedMaml { model: model.clone(), kept, adapters, head, inner, update, name }, outcome))
 }

@@ -28,6 +28,8 @@ use crate::train::{Objective, ObjectiveLoss, Outcome, ParamGroup};
 use crate::{GraftError, Result};
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 /// Meta-training a learner whose LoRA adapters live inside a decoder: the LoRA prototypical
 /// network (`[lora_protonet]`), ANIL inside the decoder (`[lora_anil]`,
@@ -151,6 +153,40 @@ pub(crate) fn attach_below<I: InnerSettings>(
     Ok(attach(model, &cfg.spec(blocks), cfg.train.seed)?.named_vars())
 }
 
+/// The texts the learners inside one decoder read, with the frozen states below their adapted
+/// blocks: computed on first use for each first adapted block and then shared, so that every
+/// learner of a run whose adapters start at the same block reads the same kept states instead of
+/// running the frozen blocks over every text again. Meant for one decoder whose blocks below
+/// the adapted ones stay frozen (every learner's adapters lie above the states it reads).
+pub struct DecoderTexts<'s> {
+    seqs: &'s [Vec<u32>],
+    batch: usize,
+    below: RefCell<BTreeMap<usize, Vec<Tensor>>>,
+}
+
+impl<'s> DecoderTexts<'s> {
+    /// The token sequences `seqs`, run through the frozen blocks in batches of `batch`.
+    pub fn new(seqs: &'s [Vec<u32>], batch: usize) -> Self {
+        Self { seqs, batch, below: RefCell::default() }
+    }
+
+    /// Each text's residual states `[len, hidden]` after the blocks `0..start` of `model`,
+    /// computed once per `start`.
+    pub fn states_below(&self, model: &Llama, start: usize) -> Result<Vec<Tensor>> {
+        if let Some(kept) = self.below.borrow().get(&start) {
+            return Ok(kept.clone());
+        }
+        let states = states_after(model, self.seqs, start, self.batch)?;
+        self.below.borrow_mut().insert(start, states.clone());
+        Ok(states)
+    }
+
+    /// The first blocks whose input states are kept, in order.
+    pub fn kept_starts(&self) -> Vec<usize> {
+        self.below.borrow().keys().copied().collect()
+    }
+}
+
 /// The decoder blocks a learner runs per text: the kept states below them, the blocks, and how
 /// their output becomes unit-length features.
 pub struct AdaptedBlocks<'a> {
@@ -173,8 +209,21 @@ impl<'a> AdaptedBlocks<'a> {
         pooling: Pooling,
         batch: usize,
     ) -> Result<Self> {
+        Self::over(model, &DecoderTexts::new(seqs, batch), layer, adapted, pooling)
+    }
+
+    /// [`AdaptedBlocks::new`] over `texts`, whose kept states below the blocks are shared with
+    /// every other learner reading them.
+    pub fn over(
+        model: &'a Llama,
+        texts: &DecoderTexts,
+        layer: Option<usize>,
+        adapted: usize,
+        pooling: Pooling,
+    ) -> Result<Self> {
         let blocks = adapted_blocks(model, layer, adapted)?;
-        Ok(Self { model, lower: states_after(model, seqs, blocks.start, batch)?, blocks, pooling, batch })
+        let lower = texts.states_below(model, blocks.start)?;
+        Ok(Self { model, lower, blocks, pooling, batch: texts.batch })
     }
 
     /// The blocks that are adapted.
@@ -299,15 +348,15 @@ impl Objective for LoraProtoNet<'_, '_> {
 }
 
 /// Attaches fresh adapters (`cfg`) to the `cfg.blocks` blocks of `model` below the feature layer
-/// `layer` and meta-trains them on the texts `seqs` with the ProtoNet loss over `train`'s
+/// `layer` and meta-trains them on `texts` with the ProtoNet loss over `train`'s
 /// episodes, the mean query loss on `val`'s first `cfg.val_episodes` episodes as the evaluation;
 /// checkpoints, `metrics.jsonl` and resume in `out.dir`. Returns every text's adapted features
 /// `[n, hidden]` (unit length) and the outcome; the adapters stay attached to `model`.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_lora_protonet(
     model: &mut Llama,
-    seqs: &[Vec<u32>],
-    (layer, pooling, batch): (Option<usize>, Pooling, usize),
+    texts: &DecoderTexts,
+    (layer, pooling): (Option<usize>, Pooling),
     train: &EpisodeSampler,
     val: Option<&EpisodeSampler>,
     cfg: &LoraProtoNetConfig,
@@ -316,7 +365,7 @@ pub fn fit_lora_protonet(
 ) -> Result<(Tensor, Outcome)> {
     cfg.validate("lora_protonet")?;
     let adapters = attach_below(model, layer, cfg, "lora_protonet")?;
-    let blocks = AdaptedBlocks::new(model, seqs, layer, cfg.blocks, pooling, batch)?;
+    let blocks = AdaptedBlocks::over(model, texts, layer, cfg.blocks, pooling)?;
     let objective = LoraProtoNet { blocks: &blocks, adapters };
     let val_loss = |ep: &Episode| -> Result<f64> {
         let (loss, _) = blocks.episode_loss(ep, Pass::Infer)?;

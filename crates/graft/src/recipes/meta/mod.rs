@@ -20,7 +20,7 @@ use crate::meta::evaluate::{
 };
 use crate::meta::lora_anil::fit_lora_anil;
 use crate::meta::lora_maml::fit_lora_maml;
-use crate::meta::lora_protonet::{fit_lora_protonet, AdaptedBlocks};
+use crate::meta::lora_protonet::{fit_lora_protonet, AdaptedBlocks, DecoderTexts};
 use crate::meta::score_log::ScoreLog;
 use crate::meta::{
     fit_anil, fit_maml, fit_protonet, split_classes, Accuracy, ClassMembers, ClassSplits, EpisodeSampler, EpisodeShape,
@@ -307,14 +307,16 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
         {
             let (mut model, tokenizer) = load_decoder(b, &device, dtype)?;
             let seqs = decoder_tokens(&tokenizer, texts, how.max_tokens)?;
-            let reading = (how.layer, how.pooling, b.batch_size);
+            // Learners whose adapters start at the same block share the states below it.
+            let shared = DecoderTexts::new(&seqs, b.batch_size);
+            let reading = (how.layer, how.pooling);
             let protonet = if cfg.lora_protonet.enabled {
                 let run_path = out.join("lora_protonet");
                 let dir = RunDir::open(&run_path, resume, cfg.lora_protonet.train.save_every)?;
                 let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
                 let (adapted, outcome) = fit_lora_protonet(
                     &mut model,
-                    &seqs,
+                    &shared,
                     reading,
                     &train,
                     val.as_ref(),
@@ -332,8 +334,16 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
                 let run_path = out.join("lora_anil");
                 let dir = RunDir::open(&run_path, resume, cfg.lora_anil.train.save_every)?;
                 let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
-                let (adapted, outcome) =
-                    fit_lora_anil(&mut model, &seqs, reading, &train, val.as_ref(), &cfg.lora_anil, &settings, output)?;
+                let (adapted, outcome) = fit_lora_anil(
+                    &mut model,
+                    &shared,
+                    reading,
+                    &train,
+                    val.as_ref(),
+                    &cfg.lora_anil,
+                    &settings,
+                    output,
+                )?;
                 crate::adapters::lora::unload(&mut model);
                 Some((adapted, train_summary(&outcome, run_path)))
             } else {
@@ -349,7 +359,7 @@ pub fn run(cfg: &MetaConfig, resume: bool, on_event: &mut dyn FnMut(Event)) -> R
                 let output = RunOutput { dir: Some(dir), on_event: &mut *on_event };
                 let (adapted, outcome) = fit_lora_maml(
                     &mut model,
-                    &seqs,
+                    &shared,
                     reading,
                     &train,
                     val.as_ref(),
