@@ -71,8 +71,22 @@ pub fn cpu_threads() -> usize {
 /// so it gets more than a spawned thread's default; only touched pages cost memory.
 const WORKER_STACK_BYTES: usize = 64 << 20;
 
+/// The environment variable that sets how long candle's element-wise workers spin before they
+/// sleep ([`BARRIER_SPIN_LIMIT`]).
+pub const BARRIER_SPIN_LIMIT_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
+/// Spin rounds of candle's element-wise workers between two pieces of work before they sleep,
+/// unless the environment sets [`BARRIER_SPIN_LIMIT_VAR`] (candle's own default is 25,000).
+///
+/// candle runs element-wise ops on its own workers, beside the pool that runs the matrix
+/// products and graft's kernels. A worker that has finished its share spins while the next
+/// product needs every core: on 2 cores, a LoRA step measured faster with workers that sleep
+/// almost at once (docs/benchmarks.md, "Threads").
+pub const BARRIER_SPIN_LIMIT: u32 = 100;
+
 /// Fixes the CPU thread count for the whole process (`threads`, else `RAYON_NUM_THREADS`, else
-/// every core) and runs `f` on a worker of one pool of that many threads.
+/// every core) and runs `f` on a worker of one pool of that many threads; candle's element-wise
+/// workers sleep soon after their work ([`BARRIER_SPIN_LIMIT`]).
 ///
 /// candle, the `gemm` crate and graft's own kernels all split work over rayon's current pool,
 /// and candle takes its count from `RAYON_NUM_THREADS` (without it, it re-reads `/proc/cpuinfo`
@@ -88,6 +102,9 @@ pub fn run_with_cpu_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() ->
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    if std::env::var_os(BARRIER_SPIN_LIMIT_VAR).is_none() {
+        std::env::set_var(BARRIER_SPIN_LIMIT_VAR, BARRIER_SPIN_LIMIT.to_string());
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .stack_size(WORKER_STACK_BYTES)
