@@ -117,6 +117,65 @@ fn rms_norm_forward_and_both_gradients() {
 }
 
 #[test]
+fn layer_norm_forward_and_its_three_gradients() {
+    let x = Var::from_tensor(&(tensor(&[2, 3, 6], 8) * 3.0).unwrap()).unwrap();
+    let w = Var::from_tensor(&(tensor(&[6], 9) + 1.5).unwrap()).unwrap();
+    let b = Var::from_tensor(&tensor(&[6], 10)).unwrap();
+    let eps = 1e-5;
+    let composed = {
+        let xt = x.as_tensor();
+        let centred = xt.broadcast_sub(&xt.mean_keepdim(D::Minus1).unwrap()).unwrap();
+        let var = centred.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let inv = (var + eps).unwrap().sqrt().unwrap().recip().unwrap();
+        centred.broadcast_mul(&inv).unwrap().broadcast_mul(w.as_tensor()).unwrap().broadcast_add(b.as_tensor()).unwrap()
+    };
+    let op = || ops::layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), eps).unwrap();
+    assert!(common::max_abs_diff(&op(), &composed) < 1e-12);
+    check_grads(&[&x, &w, &b], op);
+    // Frozen weight and bias: only the input gets a gradient, and it is the same one.
+    let (fw, fb) = (w.as_tensor().detach(), b.as_tensor().detach());
+    check_grads(&[&x], || ops::layer_norm(x.as_tensor(), &fw, &fb, eps).unwrap());
+    // A frozen input (the embeddings' LayerNorm): the weight and bias still get theirs.
+    let fx = x.as_tensor().detach();
+    check_grads(&[&w, &b], || ops::layer_norm(&fx, w.as_tensor(), b.as_tensor(), eps).unwrap());
+    // f32 agrees with the f64 values; a weight of the wrong width is refused with both shapes.
+    let f32s = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    let single = ops::layer_norm(&f32s(x.as_tensor()), &f32s(w.as_tensor()), &f32s(b.as_tensor()), eps).unwrap();
+    assert!(common::max_abs_diff(&single, &f32s(&composed)) < 1e-5);
+    let e = ops::layer_norm(x.as_tensor(), &tensor(&[5], 11), b.as_tensor(), eps).unwrap_err().to_string();
+    assert!(e.contains("weight [5] and bias [6] must both be [6]"), "{e}");
+}
+
+#[test]
+fn gelu_erf_forward_and_its_exact_gradient() {
+    let v: Vec<f64> = (0..30).map(|i| -4.0 + 0.29 * i as f64).collect();
+    let x = Var::from_tensor(&Tensor::from_vec(v, (2, 15), &DEV).unwrap()).unwrap();
+    let xt = x.as_tensor();
+    let composed = ((xt * std::f64::consts::FRAC_1_SQRT_2).unwrap().erf().unwrap() + 1.0)
+        .unwrap()
+        .mul(&(xt * 0.5).unwrap())
+        .unwrap();
+    assert!(common::max_abs_diff(&ops::gelu_erf(xt).unwrap(), &composed) < 1e-15);
+    check_grads(&[&x], || ops::gelu_erf(x.as_tensor()).unwrap());
+    // The f32 forward is candle's inference kernel, value for value.
+    let x32 = xt.to_dtype(DType::F32).unwrap();
+    assert_eq!(common::max_abs_diff(&ops::gelu_erf(&x32).unwrap(), &x32.gelu_erf().unwrap()), 0.0);
+    // At and near 0 the CPU backward's `Φ(x)` is `1/2 + x·φ(0)`: gelu'(x) = 1/2 + 2x·φ(0) + O(x³).
+    let near = Var::from_tensor(&Tensor::new(&[0f64, 1e-8, -3e-7, 2e-6], &DEV).unwrap()).unwrap();
+    let grads = ops::gelu_erf(near.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+    let g: Vec<f64> = grads.get(&near).unwrap().to_vec1().unwrap();
+    let phi0 = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
+    for (x, gv) in [0f64, 1e-8, -3e-7, 2e-6].iter().zip(&g) {
+        assert!((gv - (0.5 + 2.0 * x * phi0)).abs() < 1e-12, "gelu'({x}) = {gv}");
+    }
+    // The tensor form (bf16) has the same derivative: gelu'(0) = 1/2, gelu'(1) = Φ(1) + φ(1).
+    let at = Var::from_tensor(&Tensor::new(&[0f32, 1.0], &DEV).unwrap().to_dtype(DType::BF16).unwrap()).unwrap();
+    let grads = ops::gelu_erf(at.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+    let g: Vec<f32> = grads.get(&at).unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap();
+    assert!((g[0] - 0.5).abs() < 1e-2 && (g[1] - 1.0833).abs() < 1e-2, "{g:?}");
+}
+
+#[test]
 fn rope_forward_and_input_gradient() {
     let (t, half) = (5, 4);
     let angles: Vec<f64> = (0..t * half).map(|i| (i / half) as f64 * 0.3f64.powi((i % half) as i32)).collect();
@@ -262,8 +321,11 @@ fn fused_lora_linear_with_input_dropout_matches_the_composed_update_and_its_thre
 /// A small random Llama in f64 with LoRA (dropout on) on every projection, plus its LoRA set.
 #[test]
 fn depthwise_conv2d_matches_grouped_conv2d_and_its_two_gradients() {
-    // Odd sizes, both strides and both kernel sizes EfficientNet uses.
-    for (h, w, k, stride) in [(7, 6, 3, 1), (7, 8, 3, 2), (9, 7, 5, 2), (6, 6, 5, 1)] {
+    // Odd sizes, both strides and both kernel sizes EfficientNet uses, a one-pixel output, a
+    // one-row output and a stride other than 1 or 2.
+    for (h, w, k, stride) in
+        [(7, 6, 3, 1), (7, 8, 3, 2), (9, 7, 5, 2), (6, 6, 5, 1), (5, 5, 5, 1), (3, 6, 3, 2), (8, 3, 3, 3)]
+    {
         let x = Var::from_tensor(&tensor(&[2, 3, h, w], 30 + h as u64)).unwrap();
         let kernel = Var::from_tensor(&tensor(&[3, 1, k, k], 40 + k as u64)).unwrap();
         let grouped = x.as_tensor().conv2d(kernel.as_tensor(), 0, stride, 1, 3).unwrap();

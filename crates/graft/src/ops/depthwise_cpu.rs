@@ -5,8 +5,9 @@
 //! The tensor form of the op runs each of the `KH·KW` taps as a strided broadcast multiply and an
 //! add over the whole feature map, and its input gradient pads and concatenates a map per tap: on
 //! a CPU that is memory traffic and allocation, not arithmetic (a profile of EfficientNet-Lite0
-//! training put a fifth of the step in the depthwise backward alone). Here each output row is
-//! built in place from the input rows it reads. The forward adds the taps in the tensor form's
+//! training put a fifth of the step in the depthwise backward alone). Here each tap is one
+//! multiply-add over a contiguous run of one input plane (or one stride phase of it), written
+//! into the output plane in place. The forward adds the taps in the tensor form's
 //! order, so both give the same values; the gradients sum in another order (rounding only).
 //!
 //! The kernels take `f32` / `f64` CPU tensors; [`super::depthwise_conv`] keeps the
@@ -15,7 +16,6 @@
 use super::cpu::{with_slice, Float};
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
-use std::borrow::Cow;
 
 /// The shape of one depthwise convolution: padded input `[n, c, h, w]`, kernel `kh × kw`,
 /// `stride`, output `oh × ow`.
@@ -65,74 +65,133 @@ pub(super) fn kernel_grad(x: &Tensor, g: &Tensor, d: Dims) -> Result<Tensor> {
 }
 
 /// One input plane split into its `stride²` phases, phase `(p, q)` holding
-/// `x[s·r + p, s·col + q]` as an `hs × ws` block (zeros past the edge): every tap then reads a
-/// contiguous run of one phase. With stride 1 the plane is its own single phase.
-struct Phases<'a, T: Clone> {
-    values: Cow<'a, [T]>,
+/// `x[s·r + p, s·col + q]` as an `hs × ws` block (zeros past the edge): every tap then reads one
+/// contiguous run of one phase for the whole output plane (see [`Wide`]). With stride 1 the
+/// plane is its own single phase.
+struct Phases<'a, T> {
+    values: &'a [T],
     hs: usize,
     ws: usize,
 }
 
 impl<'a, T: Float> Phases<'a, T> {
-    fn split(plane: &'a [T], d: &Dims) -> Self {
+    /// The phases of `plane`, written into `scratch` (reused across planes) when the stride is
+    /// above 1.
+    fn split(plane: &'a [T], d: &Dims, scratch: &'a mut Vec<T>) -> Self {
         let s = d.stride;
         if s == 1 {
-            return Self { values: Cow::Borrowed(plane), hs: d.h, ws: d.w };
+            return Self { values: plane, hs: d.h, ws: d.w };
         }
         let (hs, ws) = (d.h.div_ceil(s), d.w.div_ceil(s));
-        let mut values = vec![T::default(); s * s * hs * ws];
-        for (r, row) in plane.chunks(d.w).enumerate() {
-            for (col, v) in row.iter().enumerate() {
-                values[(((r % s) * s + col % s) * hs + r / s) * ws + col / s] = *v;
+        let values = zeroed(scratch, s * s * hs * ws);
+        for p in 0..s {
+            for q in 0..s {
+                let phase = &mut values[(p * s + q) * hs * ws..(p * s + q + 1) * hs * ws];
+                for (r, out) in (p..d.h).step_by(s).zip(phase.chunks_mut(ws)) {
+                    let row = &plane[r * d.w..(r + 1) * d.w];
+                    for (o, v) in out.iter_mut().zip(row[q..].iter().step_by(s)) {
+                        *o = *v;
+                    }
+                }
             }
         }
-        Self { values: Cow::Owned(values), hs, ws }
+        Self { values, hs, ws }
     }
 
-    /// The values output row `a`'s tap `(i, j)` reads: `x[s·a + i, s·b + j]` for each `b`.
-    fn tap(&self, d: &Dims, a: usize, i: usize, j: usize) -> &[T] {
-        let start = tap_start(d, self.hs, self.ws, a, i, j);
-        &self.values[start..start + d.ow]
+    /// The `len` values tap `(i, j)` reads for the wide output plane (see [`Wide`]).
+    fn tap(&self, d: &Dims, i: usize, j: usize, len: usize) -> &[T] {
+        let start = tap_start(d, self.hs, self.ws, i, j);
+        &self.values[start..start + len]
     }
 }
 
-/// Where, in phase layout with `hs × ws` phases, the `ow` values output row `a`'s tap `(i, j)`
-/// reads start.
-fn tap_start(d: &Dims, hs: usize, ws: usize, a: usize, i: usize, j: usize) -> usize {
+/// Where, in phase layout with `hs × ws` phases, the values output row 0's tap `(i, j)` reads
+/// start; output row `a` reads `a · ws` further on.
+fn tap_start(d: &Dims, hs: usize, ws: usize, i: usize, j: usize) -> usize {
     let s = d.stride;
-    (((i % s) * s + j % s) * hs + a + i / s) * ws + j / s
+    (((i % s) * s + j % s) * hs + i / s) * ws + j / s
 }
 
-/// `Σ aᵢ · bᵢ` with eight running sums (the order a SIMD register adds in).
+/// The output plane laid out with the phases' row length `ws` instead of `ow`: element
+/// `a · ws + b` is output `(a, b)` for `b < ow` and a spare value for `b ≥ ow`. In this layout
+/// every kernel tap is one multiply-add over a contiguous run of `len = (oh − 1) · ws + ow`
+/// values (the spare columns read values of the neighbouring columns, never past the phase),
+/// instead of `oh` runs of `ow`: the feature maps of small images are only a few pixels wide.
+struct Wide {
+    ws: usize,
+    len: usize,
+}
+
+impl Wide {
+    fn of(d: &Dims, ws: usize) -> Self {
+        Self { ws, len: (d.oh - 1) * ws + d.ow }
+    }
+
+    /// The compact `oh × ow` plane written from the wide one.
+    fn compact<T: Float>(&self, wide: &[T], out: &mut [T], ow: usize) {
+        for (row, src) in out.chunks_mut(ow).zip(wide.chunks(self.ws)) {
+            row.copy_from_slice(&src[..ow]);
+        }
+    }
+
+    /// The wide plane of the compact `oh × ow` plane `g`, the spare columns zero, written into
+    /// `scratch`.
+    fn widen<'s, T: Float>(&self, g: &[T], ow: usize, scratch: &'s mut Vec<T>) -> &'s [T] {
+        let wide = zeroed(scratch, self.len);
+        for (dst, row) in wide.chunks_mut(self.ws).zip(g.chunks(ow)) {
+            dst[..ow].copy_from_slice(row);
+        }
+        wide
+    }
+}
+
+/// `buffer` as `len` zeros (reusing its allocation: the kernels run once per plane, and a fresh
+/// allocation for each of thousands of small planes costs more than the arithmetic).
+fn zeroed<T: Float>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
+    buffer.clear();
+    buffer.resize(len, T::default());
+    buffer
+}
+
+/// `Σ aᵢ · bᵢ` with sixteen running sums (the order a SIMD register adds in).
 fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    let mut lanes = [T::default(); 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    const LANES: usize = 16;
+    let mut lanes = [T::default(); LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: T = ca.remainder().iter().zip(cb.remainder()).fold(T::default(), |acc, (x, y)| acc + *x * *y);
     for (xa, xb) in ca.zip(cb) {
-        for k in 0..8 {
+        for k in 0..LANES {
             lanes[k] += xa[k] * xb[k];
         }
     }
     lanes.into_iter().fold(tail, |acc, v| acc + v)
 }
 
+/// `acc[k] += v[k] · scale` over the shorter of the two.
+fn axpy<T: Float>(acc: &mut [T], v: &[T], scale: T) {
+    for (o, x) in acc.iter_mut().zip(v) {
+        *o += *x * scale;
+    }
+}
+
 fn forward_all<T: Float>(x: &[T], w: &[T], d: Dims) -> Vec<T> {
     let mut y = vec![T::default(); d.n * d.c * d.oh * d.ow];
     let taps = d.kh * d.kw;
-    y.par_chunks_mut(d.oh * d.ow).enumerate().for_each(|(p, out)| {
-        let phases = Phases::split(&x[p * d.h * d.w..(p + 1) * d.h * d.w], &d);
-        let kernel = &w[(p % d.c) * taps..(p % d.c + 1) * taps];
-        for (a, row) in out.chunks_mut(d.ow).enumerate() {
+    y.par_chunks_mut(d.oh * d.ow).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(split, acc), (p, out)| {
+            let phases = Phases::split(&x[p * d.h * d.w..(p + 1) * d.h * d.w], &d, split);
+            let kernel = &w[(p % d.c) * taps..(p % d.c + 1) * taps];
+            let wide = Wide::of(&d, phases.ws);
+            let acc = zeroed(acc, wide.len);
             for i in 0..d.kh {
                 for j in 0..d.kw {
-                    let k = kernel[i * d.kw + j];
-                    for (o, v) in row.iter_mut().zip(phases.tap(&d, a, i, j)) {
-                        *o += *v * k;
-                    }
+                    axpy(acc, phases.tap(&d, i, j, wide.len), kernel[i * d.kw + j]);
                 }
             }
-        }
-    });
+            wide.compact(acc, out, d.ow);
+        },
+    );
     y
 }
 
@@ -140,51 +199,57 @@ fn input_grad_all<T: Float>(g: &[T], w: &[T], d: Dims) -> Vec<T> {
     let mut dx = vec![T::default(); d.n * d.c * d.h * d.w];
     let taps = d.kh * d.kw;
     let s = d.stride;
-    dx.par_chunks_mut(d.h * d.w).enumerate().for_each(|(p, plane)| {
-        let grad = &g[p * d.oh * d.ow..(p + 1) * d.oh * d.ow];
-        let kernel = &w[(p % d.c) * taps..(p % d.c + 1) * taps];
-        // Accumulate in phase layout (contiguous runs), then interleave back.
-        let (hs, ws) = (d.h.div_ceil(s), d.w.div_ceil(s));
-        let mut split = if s == 1 { Vec::new() } else { vec![T::default(); s * s * hs * ws] };
-        let acc: &mut [T] = if s == 1 { plane } else { &mut split };
-        for (a, row) in grad.chunks(d.ow).enumerate() {
+    let (hs, ws) = if s == 1 { (d.h, d.w) } else { (d.h.div_ceil(s), d.w.div_ceil(s)) };
+    let wide = Wide::of(&d, ws);
+    dx.par_chunks_mut(d.h * d.w).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(grad, split), (p, plane)| {
+            let grad = wide.widen(&g[p * d.oh * d.ow..(p + 1) * d.oh * d.ow], d.ow, grad);
+            let kernel = &w[(p % d.c) * taps..(p % d.c + 1) * taps];
+            // Accumulate in phase layout (contiguous runs), then interleave back.
+            let acc: &mut [T] = if s == 1 { plane } else { zeroed(split, s * s * hs * ws) };
             for i in 0..d.kh {
                 for j in 0..d.kw {
-                    let k = kernel[i * d.kw + j];
-                    let start = tap_start(&d, hs, ws, a, i, j);
-                    for (o, v) in acc[start..start + d.ow].iter_mut().zip(row) {
-                        *o += *v * k;
+                    let start = tap_start(&d, hs, ws, i, j);
+                    axpy(&mut acc[start..start + wide.len], grad, kernel[i * d.kw + j]);
+                }
+            }
+            if s > 1 {
+                for pr in 0..s {
+                    for q in 0..s {
+                        let phase = &split[(pr * s + q) * hs * ws..(pr * s + q + 1) * hs * ws];
+                        for (r, src) in (pr..d.h).step_by(s).zip(phase.chunks(ws)) {
+                            let row = &mut plane[r * d.w..(r + 1) * d.w];
+                            for (o, v) in row[q..].iter_mut().step_by(s).zip(src) {
+                                *o = *v;
+                            }
+                        }
                     }
                 }
             }
-        }
-        if s > 1 {
-            for (r, out) in plane.chunks_mut(d.w).enumerate() {
-                for (col, o) in out.iter_mut().enumerate() {
-                    *o = split[(((r % s) * s + col % s) * hs + r / s) * ws + col / s];
-                }
-            }
-        }
-    });
+        },
+    );
     dx
 }
 
 fn kernel_grad_all<T: Float>(x: &[T], g: &[T], d: Dims) -> Vec<T> {
     let taps = d.kh * d.kw;
     let mut dw = vec![T::default(); d.c * taps];
-    dw.par_chunks_mut(taps).enumerate().for_each(|(c, acc)| {
-        for n in 0..d.n {
-            let p = n * d.c + c;
-            let phases = Phases::split(&x[p * d.h * d.w..(p + 1) * d.h * d.w], &d);
-            let grad = &g[p * d.oh * d.ow..(p + 1) * d.oh * d.ow];
-            for (a, row) in grad.chunks(d.ow).enumerate() {
+    dw.par_chunks_mut(taps).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(split, wide_grad), (c, acc)| {
+            for n in 0..d.n {
+                let p = n * d.c + c;
+                let phases = Phases::split(&x[p * d.h * d.w..(p + 1) * d.h * d.w], &d, split);
+                let wide = Wide::of(&d, phases.ws);
+                let grad = wide.widen(&g[p * d.oh * d.ow..(p + 1) * d.oh * d.ow], d.ow, wide_grad);
                 for i in 0..d.kh {
                     for j in 0..d.kw {
-                        acc[i * d.kw + j] += dot(phases.tap(&d, a, i, j), row);
+                        acc[i * d.kw + j] += dot(phases.tap(&d, i, j, wide.len), grad);
                     }
                 }
             }
-        }
-    });
+        },
+    );
     dw
 }

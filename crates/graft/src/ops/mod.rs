@@ -10,7 +10,7 @@
 //!
 //! All ops work on any candle device: forward values come from device-generic tensor ops or
 //! backend storage calls, and backward passes are tensor ops. The CNN ops (depthwise
-//! convolution, training-mode batch norm, ReLU6) also have CPU loops for `f32` / `f64` that
+//! convolution, training-mode batch norm, ReLU6) and BERT's (LayerNorm, GELU) also have CPU loops for `f32` / `f64` that
 //! replace several passes over memory with one; each is tested against its tensor form.
 
 mod adamw;
@@ -25,11 +25,13 @@ mod depthwise_conv;
 mod depthwise_cpu;
 mod exp_cpu;
 mod frozen_linear;
+mod gelu;
 mod gemv_cpu;
 mod grad_reverse;
 mod head_slices;
 mod kd_loss;
 mod kd_sparse;
+mod layer_norm;
 mod lm_head_loss;
 mod lora_linear;
 mod pointwise_conv;
@@ -49,11 +51,13 @@ pub use channel_affine::{channel_affine, channel_sum};
 pub use checkpoint::{batch_slice, checkpoint, within_batch_slice, CheckpointMode, GradSink};
 pub use depthwise_conv::depthwise_conv2d;
 pub use frozen_linear::{frozen_linear, FrozenWeight};
+pub use gelu::gelu_erf;
 pub use gemv_cpu::gemv;
 pub use grad_reverse::grad_reverse;
 pub use head_slices::head_logits;
 pub use kd_loss::{divergence, lm_head_kd, lm_head_kd_masked, Divergence, KdRows, KdSpec};
 pub use kd_sparse::{lm_head_kd_sparse, teacher_top_k, SparseTeacher};
+pub use layer_norm::layer_norm;
 pub use lm_head_loss::{lm_head_nll, LM_HEAD_CHUNK};
 pub use lora_linear::{lora_linear, lora_linear_dropout, InputDropout};
 pub use pointwise_conv::pointwise_conv;

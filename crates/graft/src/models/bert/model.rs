@@ -2,8 +2,8 @@
 //! multi-head self-attention over the unmasked positions and a GELU feed-forward layer.
 //!
 //! One set of weights, two paths, as for the Llama family: [`Pass::Train`] uses only operations
-//! that have a backward in candle (LayerNorm, softmax and GELU composed from elementwise ops and
-//! reductions), [`Pass::Infer`] may use candle's fused forward-only kernels. Both compute the
+//! that have a backward (graft's LayerNorm and GELU nodes, softmax composed from element-wise ops
+//! and reductions), [`Pass::Infer`] may use candle's fused forward-only kernels. Both compute the
 //! same function (tested).
 
 use super::config::BertConfig;
@@ -38,24 +38,18 @@ impl LayerNorm {
             Pass::Infer if work == DType::F32 => {
                 candle_nn::ops::layer_norm(&xw.contiguous()?, &w, &b, self.eps as f32)?
             }
-            _ => {
-                let centered = xw.broadcast_sub(&xw.mean_keepdim(D::Minus1)?)?;
-                let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-                let inv = (var + self.eps)?.sqrt()?.recip()?;
-                centered.broadcast_mul(&inv)?.broadcast_mul(&w)?.broadcast_add(&b)?
-            }
+            _ => crate::ops::layer_norm(&xw, &w, &b, self.eps)?,
         };
         Ok(y.to_dtype(dtype)?)
     }
 }
 
-/// Exact GELU, `x/2 · (1 + erf(x/√2))`. The training path composes it from `erf`, whose
-/// backward uses the exact constant (candle's fused `gelu_erf` backward rounds 1/√(2π) to six
-/// digits).
+/// Exact GELU, `x/2 · (1 + erf(x/√2))`. The training path is graft's node with the exact
+/// derivative (candle's fused `gelu_erf` backward rounds 1/√(2π) to six digits).
 pub(crate) fn gelu(x: &Tensor, pass: Pass) -> Result<Tensor> {
     Ok(match pass {
         Pass::Infer => x.gelu_erf()?,
-        Pass::Train => ((x * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)?.mul(&(x * 0.5)?)?,
+        Pass::Train => crate::ops::gelu_erf(x)?,
     })
 }
 
