@@ -229,19 +229,8 @@ fn cpu_backward(x: &Tensor, g: &Tensor, saved: &Normalised) -> Result<(Tensor, T
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{max_diff, values};
     use super::*;
-    use candle_core::Device;
-
-    fn values(shape: &[usize], seed: f64, dtype: DType) -> Tensor {
-        let count: usize = shape.iter().product();
-        let v: Vec<f64> = (0..count).map(|i| ((i as f64 + seed) * 0.613).sin() * 2.3 + 0.4).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        let d = (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap()).unwrap();
-        d.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap()
-    }
 
     #[test]
     fn cpu_kernels_match_the_tensor_form() {

@@ -42,6 +42,8 @@ mod relu6;
 mod rms_norm;
 mod rope;
 mod swiglu;
+#[cfg(test)]
+mod test_support;
 mod uld;
 
 pub use adamw::{adamw_in_place, AdamWUpdate};
