@@ -6,8 +6,8 @@
 //! add over the whole feature map, and its input gradient pads and concatenates a map per tap: on
 //! a CPU that is memory traffic and allocation, not arithmetic (a profile of EfficientNet-Lite0
 //! training put a fifth of the step in the depthwise backward alone). Here each tap is one
-//! multiply-add over a contiguous run of one input plane (or one stride phase of it), written
-//! into the output plane in place. The forward adds the taps in the tensor form's
+//! multiply-add over a contiguous run of one input plane (or one stride phase of it) into a
+//! plane laid out with that row length (`Wide`), then copied out. The forward adds the taps in the tensor form's
 //! order, so both give the same values; the gradients sum in another order (rounding only).
 //!
 //! The kernels take `f32` / `f64` CPU tensors; [`super::depthwise_conv`] keeps the
