@@ -51,6 +51,10 @@ pub(super) fn exp_sum<T: Real>(z: &[T], shift: T, mut out: Option<&mut [T]>) -> 
     }
 }
 
+/// Values per parallel task of the element-wise kernels (SwiGLU, ReLU6, GELU): enough to
+/// amortise handing work to a thread.
+pub(super) const CHUNK: usize = 1 << 14;
+
 /// Whether the CPU kernels can take `t`: a CPU tensor of `f32` or `f64`.
 pub(super) fn applies(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)

@@ -8,13 +8,10 @@
 //! as tensor ops. The forward is candle's `gelu_erf` expression, so it equals the inference path.
 
 use super::attach::attach1;
-use super::cpu::{applies, with_slice, Float};
+use super::cpu::{applies, with_slice, Float, CHUNK};
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
-
-/// Values per parallel task: enough to amortise handing work to a thread.
-const CHUNK: usize = 1 << 14;
 
 /// The exact (erf) GELU of `x`, with its exact derivative in backward.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {

@@ -7,12 +7,9 @@
 //! both passes are loops; elsewhere they are tensor ops.
 
 use super::attach::attach1;
-use super::cpu::{applies, with_slice, Float};
+use super::cpu::{applies, with_slice, Float, CHUNK};
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
-
-/// Values per parallel task: enough to amortise handing work to a thread.
-const CHUNK: usize = 1 << 14;
 
 /// `min(max(x, 0), 6)` with a backward that passes the gradient where the output is strictly
 /// between 0 and 6.

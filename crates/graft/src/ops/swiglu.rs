@@ -9,12 +9,9 @@
 //! both passes are loops; elsewhere they are tensor ops.
 
 use super::attach::attach2;
-use super::cpu::{applies, with_slice, Real};
+use super::cpu::{applies, with_slice, Real, CHUNK};
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
-
-/// Values per parallel task: enough to amortise handing work to a thread.
-const CHUNK: usize = 1 << 14;
 
 /// `silu(gate) · up` (elementwise; both the same shape and dtype), with a fused backward.
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
